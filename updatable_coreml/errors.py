@@ -1,0 +1,27 @@
+"""Typed errors. The CLI turns any of them into one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+
+class UpdatableCoreMLError(Exception):
+    """Base class: something the user can fix; the message says what and how."""
+
+
+class ModelFileError(UpdatableCoreMLError):
+    """A model file is missing, unreadable, not a Core ML protobuf, or of the wrong kind."""
+
+
+class ConfigError(UpdatableCoreMLError, ValueError):
+    """A training hyperparameter, allowed range, or option is invalid."""
+
+
+class UnsupportedError(UpdatableCoreMLError):
+    """The model uses a layer, op, loss or optimizer option we cannot carry to Core ML."""
+
+
+class NotUpdatableError(UpdatableCoreMLError):
+    """The requested layers cannot be trained on device (wrong type, or backprop is blocked)."""
+
+
+class RuntimeLayerError(UpdatableCoreMLError):
+    """The reference runtime cannot execute a layer or feature of the model."""

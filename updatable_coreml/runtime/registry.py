@@ -1,0 +1,87 @@
+"""Forward-op registry of the reference runtime, and weight decoding.
+
+Conventions every op follows:
+
+* A blob is a NumPy array whose first axis is the batch: a feature of shape ``(C, H, W)``
+  travels as ``(B, C, H, W)``, a vector ``(C,)`` as ``(B, C)``. Classic (rank-5) layers view
+  their input as ``(B, C, H, W)`` and keep its rank; ND layers work on the array as given.
+* An op is ``fn(layer, inputs, weight) -> list of outputs`` where ``layer`` is the
+  ``NeuralNetworkLayer`` message, ``inputs`` the input blobs in ``layer.input`` order, and
+  ``weight(field)`` returns the decoded, flat float array of the ``WeightParams`` named
+  ``field`` in the layer's params message (the runtime's current value: updated weights
+  after training).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import RuntimeLayerError
+
+WeightGetter = Callable[[str], np.ndarray]
+ForwardFn = Callable[[object, Sequence[np.ndarray], WeightGetter], list]
+
+FORWARD: dict[str, ForwardFn] = {}
+
+
+def register_forward(*layer_types: str) -> Callable[[ForwardFn], ForwardFn]:
+    """Register ``fn`` as the forward op for the given ``NeuralNetworkLayer`` oneof names."""
+
+    def decorate(fn: ForwardFn) -> ForwardFn:
+        for name in layer_types:
+            if name in FORWARD:
+                raise ValueError(f"forward op {name!r} registered twice")
+            FORWARD[name] = fn
+        return fn
+
+    return decorate
+
+
+def forward_op(layer) -> ForwardFn:
+    kind = layer.WhichOneof("layer")
+    try:
+        return FORWARD[kind]
+    except KeyError:
+        raise RuntimeLayerError(
+            f"layer {layer.name!r}: the reference runtime cannot run layer type {kind!r}") from None
+
+
+def decode_weights(params, where: str = "") -> np.ndarray:
+    """Decode a ``WeightParams`` message to a flat float32 array.
+
+    Handles fp32 (``floatValue``), fp16 (``float16Value``), raw fp32 bytes (``rawValue``) and
+    linear or look-up-table quantized weights (``rawValue`` + ``quantization``).
+    """
+    if len(params.floatValue):
+        return np.asarray(params.floatValue, dtype=np.float32)
+    if len(params.float16Value):
+        return np.frombuffer(params.float16Value, dtype="<f2").astype(np.float32)
+    raw = params.rawValue
+    if not len(raw):
+        return np.zeros(0, dtype=np.float32)
+    if not params.HasField("quantization"):
+        if len(raw) % 4:
+            raise RuntimeLayerError(f"{where}: raw weights are not a whole number of fp32 values")
+        return np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    quant = params.quantization
+    bits = int(quant.numberOfBits)
+    if not 1 <= bits <= 8:
+        raise RuntimeLayerError(f"{where}: unsupported quantization with {bits} bits")
+    packed = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))  # MSB first within each byte
+    count = packed.size // bits
+    groups = packed[: count * bits].reshape(count, bits)
+    codes = groups.dot(1 << np.arange(bits - 1, -1, -1)).astype(np.int64)
+    kind = quant.WhichOneof("QuantizationType")
+    if kind == "lookupTableQuantization":
+        table = np.asarray(quant.lookupTableQuantization.floatValue, dtype=np.float32)
+        return table[codes]
+    if kind == "linearQuantization":
+        scale = np.asarray(quant.linearQuantization.scale, dtype=np.float32)
+        bias = np.asarray(quant.linearQuantization.bias, dtype=np.float32)
+        if scale.size == 1:
+            return codes.astype(np.float32) * scale[0] + bias[0]
+        per_channel = codes.reshape(scale.size, -1).astype(np.float32)
+        return (per_channel * scale[:, None] + bias[:, None]).reshape(-1)
+    raise RuntimeLayerError(f"{where}: unknown weight quantization {kind!r}")
