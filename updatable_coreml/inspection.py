@@ -1,0 +1,174 @@
+"""``inspect``: what a model takes, gives, trains, and with which update parameters."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .errors import ConfigError
+from .spec_io import NEURAL_NETWORK_TYPES, Spec, SpecLike, load_spec, model_type
+from .training import TrainingConfig
+from .validator import backpropagable, trainable_path
+
+
+@dataclass
+class LayerInfo:
+    name: str
+    type: str
+    weights: dict[str, tuple[int, ...]]
+    updatable: bool
+    on_backprop_path: bool
+    backpropagable: bool
+
+
+@dataclass
+class ModelInfo:
+    path: Optional[str]
+    size_bytes: Optional[int]
+    model_type: str
+    specification_version: int
+    is_updatable: bool
+    inputs: list[str]
+    outputs: list[str]
+    training_inputs: list[str]
+    layers: list[LayerInfo] = field(default_factory=list)
+    update_parameters: list[str] = field(default_factory=list)
+    class_labels: list[str] = field(default_factory=list)
+    submodels: list["ModelInfo"] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+        return asdict(self)
+
+    def text(self, indent: str = "") -> str:
+        lines = []
+        if self.path:
+            lines.append(f"file: {self.path} ({_size(self.size_bytes)})")
+        lines.append(f"type: {self.model_type}  spec version {self.specification_version}  "
+                     f"updatable: {'yes' if self.is_updatable else 'no'}")
+        lines += [f"note: {n}" for n in self.notes]
+        lines += _section("inputs", self.inputs)
+        lines += _section("outputs", self.outputs)
+        lines += _section("training inputs", self.training_inputs)
+        if self.class_labels:
+            shown = ", ".join(self.class_labels[:12]) + (" ..." if len(self.class_labels) > 12 else "")
+            lines.append(f"class labels ({len(self.class_labels)}): {shown}")
+        if self.layers:
+            lines.append(f"layers ({len(self.layers)}):  U = updatable, B = on the backprop path")
+            width = max(len(layer.name) for layer in self.layers)
+            for layer in self.layers:
+                flags = ("U" if layer.updatable else "-") + ("B" if layer.on_backprop_path else "-")
+                weights = "  ".join(f"{k}{list(v)}" for k, v in layer.weights.items())
+                lines.append(f"  {flags} {layer.name:<{width}}  {layer.type:<18} {weights}".rstrip())
+        lines += _section("update parameters", self.update_parameters)
+        for position, sub in enumerate(self.submodels):
+            lines.append(f"pipeline model {position}:")
+            lines.append(sub.text(indent + "  "))
+        return "\n".join(indent + line for line in lines)
+
+
+def _section(title: str, rows: list[str]) -> list[str]:
+    return [f"{title}:"] + [f"  {row}" for row in rows] if rows else []
+
+
+def _size(size: Optional[int]) -> str:
+    if size is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+def feature_type(feature) -> str:
+    """Human form of a FeatureDescription's type, e.g. ``MultiArray FLOAT32 [3, 32, 32]``."""
+    kind = feature.type.WhichOneof("Type")
+    if kind == "multiArrayType":
+        array = feature.type.multiArrayType
+        dtype = type(array).ArrayDataType.Name(array.dataType)
+        return f"MultiArray {dtype} {list(array.shape)}"
+    if kind == "imageType":
+        image = feature.type.imageType
+        return f"Image {type(image).ColorSpace.Name(image.colorSpace)} {image.width}x{image.height}"
+    if kind == "dictionaryType":
+        return f"Dictionary {feature.type.dictionaryType.WhichOneof('KeyType')}"
+    return {"int64Type": "Int64", "stringType": "String", "doubleType": "Double"}.get(kind or "", str(kind))
+
+
+def weight_shapes(layer) -> dict[str, tuple[int, ...]]:
+    kind = layer.WhichOneof("layer")
+    body = getattr(layer, kind)
+    if kind == "innerProduct":
+        shapes = {"W": (body.outputChannels, body.inputChannels)}
+    elif kind == "convolution":
+        shapes = {"W": (body.outputChannels, body.kernelChannels, *body.kernelSize)}
+    elif kind == "batchnorm":
+        shapes = {"gamma/beta/mean/var": (body.channels,)}
+    elif kind == "embedding":
+        shapes = {"W": (body.outputChannels, body.inputDim)}
+    else:
+        return {}
+    if getattr(body, "hasBias", False):
+        shapes["b"] = (body.outputChannels,)
+    return shapes
+
+
+def _describe(spec: Spec, path: Optional[str], size: Optional[int]) -> ModelInfo:
+    kind = model_type(spec)
+    description = spec.description
+    info = ModelInfo(path, size, kind, spec.specificationVersion, spec.isUpdatable,
+                     [f"{f.name}: {feature_type(f)}" for f in description.input],
+                     [f"{f.name}: {feature_type(f)}" for f in description.output],
+                     [f"{f.name}: {feature_type(f)}" for f in description.trainingInput])
+    if kind == "mlProgram":
+        info.notes.append("ML Program models cannot be updated on device; convert with "
+                          "convert_to='neuralnetwork' or export with updatable-coreml")
+    elif kind in NEURAL_NETWORK_TYPES:
+        nn = getattr(spec, kind)
+        on_path = {layer.name for layer in trainable_path(nn)} if spec.isUpdatable else set()
+        info.layers = [LayerInfo(layer.name, _layer_type(layer), weight_shapes(layer),
+                                 layer.isUpdatable, layer.name in on_path, backpropagable(layer))
+                       for layer in nn.layers]
+        labels = nn.WhichOneof("ClassLabels") if kind == "neuralNetworkClassifier" else None
+        if labels:
+            info.class_labels = [str(v) for v in getattr(nn, labels).vector]
+        if spec.isUpdatable:
+            try:
+                info.update_parameters = TrainingConfig.from_spec(spec).summary_lines()
+            except ConfigError as exc:
+                info.notes.append(f"update parameters unreadable: {exc}")
+    elif kind == "kNearestNeighborsClassifier":
+        knn = spec.kNearestNeighborsClassifier
+        index = knn.nearestNeighborsIndex
+        labels = knn.WhichOneof("ClassLabels")
+        if labels:
+            info.class_labels = sorted({str(v) for v in getattr(knn, labels).vector})
+        info.update_parameters = [
+            f"k: {knn.numberOfNeighbors.defaultValue}",
+            f"weighting: {knn.WhichOneof('WeightingScheme')}",
+            f"index: {index.WhichOneof('IndexType')}  dimensions {index.numberOfDimensions}  "
+            f"examples {len(index.floatSamples)}"]
+    elif kind in ("pipeline", "pipelineClassifier", "pipelineRegressor"):
+        pipeline = spec.pipeline if kind == "pipeline" else getattr(spec, kind).pipeline
+        info.submodels = [_describe(m, None, None) for m in pipeline.models]
+    return info
+
+
+def _layer_type(layer) -> str:
+    kind = layer.WhichOneof("layer")
+    if kind == "activation":
+        return f"activation/{layer.activation.WhichOneof('NonlinearityType')}"
+    if kind == "pooling":
+        return f"pooling/{type(layer.pooling).PoolingType.Name(layer.pooling.type).lower()}"
+    return kind
+
+
+def inspect(model: SpecLike) -> ModelInfo:
+    """Describe a model file (or spec): I/O, training inputs, layers, update parameters."""
+    spec = load_spec(model)
+    path = str(model) if isinstance(model, (str, os.PathLike)) else None
+    size = os.path.getsize(model) if path else None
+    return _describe(spec, path, size)
