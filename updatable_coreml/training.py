@@ -124,15 +124,16 @@ class FloatParam:
 
 def _float_param(value: Union[Number, FloatParam], name: str, bounds: tuple[float, float],
                  default_range: tuple[float, float]) -> FloatParam:
-    param = value if isinstance(value, FloatParam) else FloatParam(float(value), default_range, name)
-    param = FloatParam(param.default, param.range, name)
+    """Coerce a number to a FloatParam with ``default_range``; both must lie within ``bounds``."""
+    default = value.default if isinstance(value, FloatParam) else float(value)
+    allowed = value.range if isinstance(value, FloatParam) else default_range
     lo, hi = bounds
-    if not lo <= param.default <= hi:
-        raise ConfigError(f"{name} must lie in [{lo:g}, {hi:g}], got {param.default:g}")
-    if param.range is not None and (param.range[0] < lo or param.range[1] > hi):
+    if not lo <= default <= hi:
+        raise ConfigError(f"{name} must lie in [{lo:g}, {hi:g}], got {default:g}")
+    if allowed is not None and (allowed[0] < lo or allowed[1] > hi):
         raise ConfigError(f"allowed {name} range must lie within [{lo:g}, {hi:g}], got "
-                          f"{param.range[0]:g}..{param.range[1]:g}")
-    return param
+                          f"{allowed[0]:g}..{allowed[1]:g}")
+    return FloatParam(default, allowed, name)
 
 
 @dataclass(frozen=True)
@@ -200,9 +201,10 @@ class Loss:
 
 
 def _int_param(value: Union[int, IntParam], name: str, allowed, default_allowed) -> IntParam:
+    """Coerce an int plus allowed values (a set, or a ``range``) to an IntParam."""
     if isinstance(value, IntParam):
         return IntParam(value.default, value.values, value.range, name)
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not float(value).is_integer():
+    if isinstance(value, bool) or not float(value).is_integer():
         raise ConfigError(f"{name} must be an integer, got {value!r}")
     value = int(value)
     if value < 1:
@@ -210,10 +212,6 @@ def _int_param(value: Union[int, IntParam], name: str, allowed, default_allowed)
     allowed = default_allowed(value) if allowed is None else allowed
     if isinstance(allowed, range):
         return IntParam(value, range=(allowed.start, allowed.stop - 1), name=name)
-    if isinstance(allowed, tuple) and len(allowed) == 2 and allowed and isinstance(allowed[0], str):
-        raise ConfigError(f"allowed {name}: expected integers")
-    if isinstance(allowed, dict):
-        return IntParam(value, range=(allowed["min"], allowed["max"]), name=name)
     return IntParam(value, values=tuple(sorted(set(int(v) for v in allowed))), name=name)
 
 

@@ -1,0 +1,150 @@
+"""``updatable-coreml`` command line: a clean pipeline step.
+
+Exit codes: 0 success/valid, 1 model invalid (validate, export), 2 unusable input or
+unsupported construct (one line on stderr, no traceback, no output file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Optional, Sequence
+
+from . import __version__
+from .errors import UpdatableCoreMLError
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _csv_ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _float_pair(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX, got {text!r}") from None
+    return lo, hi
+
+
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--loss", choices=("cce", "mse"), default="cce")
+    p.add_argument("--loss-input", metavar="BLOB", help="blob the loss reads (default: the softmax "
+                   "output for cce, the single model output for mse)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    p.add_argument("--lr", type=float, help="learning rate (default 0.01 sgd, 0.001 adam)")
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--beta1", type=float)
+    p.add_argument("--beta2", type=float)
+    p.add_argument("--eps", type=float)
+    p.add_argument("--lr-range", type=_float_pair, metavar="MIN,MAX")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--allowed-batch-sizes", type=_csv_ints, metavar="N,N,...")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--allowed-epochs", type=_csv_ints, metavar="N,N,...")
+    p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--seed", type=int)
+
+
+def _cmd_inspect(args) -> int:
+    from .inspection import inspect
+    info = inspect(args.model)
+    print(json.dumps(info.to_dict(), indent=2) if args.json else info.text())
+    return EXIT_OK
+
+
+def _cmd_validate(args) -> int:
+    from .validator import validate
+    worst = EXIT_OK
+    report = {}
+    for path in args.models:
+        findings = validate(path)
+        errors = [f for f in findings if f.severity == "error" or (args.strict and f.severity == "warning")]
+        worst = max(worst, EXIT_INVALID if errors else EXIT_OK)
+        report[path] = {"valid": not errors, "findings": [f.to_dict() for f in findings]}
+        if not args.json:
+            print(f"{path}: {'invalid' if errors else 'valid'}")
+            for finding in findings:
+                print(f"  {finding}")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return worst
+
+
+def _cmd_make_updatable(args) -> int:
+    from .inspection import inspect
+    from .surgery import make_updatable
+    make_updatable(args.model, args.output, layers=args.layers, loss=args.loss,
+                   loss_input=args.loss_input, optimizer=args.optimizer, lr=args.lr,
+                   momentum=args.momentum, beta1=args.beta1, beta2=args.beta2, eps=args.eps,
+                   lr_range=args.lr_range, batch_size=args.batch_size,
+                   allowed_batch_sizes=args.allowed_batch_sizes, epochs=args.epochs,
+                   allowed_epochs=args.allowed_epochs, shuffle=args.shuffle, seed=args.seed,
+                   expand_classes=args.expand_classes, reinit=args.reinit)
+    if not args.quiet:
+        print(inspect(args.output).text())
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="updatable-coreml", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("inspect", help="show inputs, outputs, layers and update parameters")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_cmd_inspect)
+
+    p = sub.add_parser("validate", help="check models with Core ML's updatable rules")
+    p.add_argument("models", nargs="+", metavar="MODEL")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    p.set_defaults(run=_cmd_validate)
+
+    p = sub.add_parser("make-updatable", help="make an existing NeuralNetwork .mlmodel updatable")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--layers", nargs="+", required=True, metavar="NAME")
+    _add_training_options(p)
+    p.add_argument("--expand-classes", type=int, metavar="N",
+                   help="grow the classifier to N classes with placeholder labels user0, user1, ...")
+    p.add_argument("--reinit", action="store_true", help="re-initialize the chosen layers (seeded)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(run=_cmd_make_updatable)
+
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+#: Further subcommands (simulate, export, demo, ...) register themselves here.
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except UpdatableCoreMLError as exc:
+        print(f"updatable-coreml: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("updatable-coreml: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,469 @@
+"""PyTorch frontend: ``export_torch(module, example_inputs, path, loss=..., optimizer=...)``.
+
+The module is captured with ``torch.export`` in eval mode, translated op by op into the IR
+(``torch_ops``), and handed to the shared ``export_graph`` pipeline. What this module adds is
+the torch-side meaning of training: which parameters the optimizer holds, what the loss
+module computes, and what the optimizer's hyperparameters are, each mapped to Core ML or
+refused with a reason (``allow_unsupported=True`` turns option refusals into report warnings,
+never silent changes).
+
+torch is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+from ..errors import ConfigError, ModelFileError, NotUpdatableError, UnsupportedError
+from ..ir import Graph
+from ..passes import UPDATABLE_OPS
+from ..training import SGD, Adam, FloatParam
+from .torch_ops import Translation, translate
+
+MOMENTUM_NOTE = ("SGD momentum: torch updates v = m*v + g; w -= lr*v, Keras v = m*v - lr*g; "
+                 "w += v. Both give the same weights while the learning rate is constant, so "
+                 "lr and momentum are carried over unchanged (the reference runtime models Core "
+                 "ML's SGD in torch's form).")
+
+
+# -- refusals that allow_unsupported may downgrade -------------------------------------------
+
+
+@dataclass
+class Refusals:
+    """Raise an option refusal, or, with ``allow``, record it as a warning saying what was done."""
+
+    allow: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    def refuse(self, message: str, instead: str, error: type = UnsupportedError) -> None:
+        if not self.allow:
+            raise error(message)
+        self.warnings.append(f"{message} [allow_unsupported: {instead}]")
+
+
+# -- capture -------------------------------------------------------------------------------
+
+
+def as_example_inputs(example_inputs: Any) -> tuple:
+    """A tensor, or a tuple/list of tensors, as the positional-argument tuple export wants."""
+    import torch
+
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in example_inputs):
+        return tuple(example_inputs)
+    raise ConfigError("example_inputs must be a tensor or a tuple of tensors (with a batch axis)")
+
+
+def capture(module: Any, example_inputs: Any) -> Any:
+    """``torch.export`` the module in eval mode (restoring its mode), or pass a program through."""
+    import torch
+
+    if isinstance(module, torch.export.ExportedProgram):
+        return module
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigError(f"expected a torch.nn.Module or an ExportedProgram, got {type(module).__name__}")
+    was_training = module.training
+    module.eval()
+    try:
+        return torch.export.export(module, as_example_inputs(example_inputs))
+    except (UnsupportedError, ConfigError):
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedError(f"torch.export could not capture the model: {first}; make "
+                               "forward() traceable (no data-dependent control flow)") from exc
+    finally:
+        module.train(was_training)
+
+
+# -- what trains -----------------------------------------------------------------------------
+
+
+def _named_parameters(model: Any) -> list[tuple[str, Any]]:
+    """(name, parameter) pairs of a module or an ExportedProgram, shared ones under every name."""
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        return list(model.named_parameters(remove_duplicate=False))
+    return list(model.named_parameters())
+
+
+def trainable_parameters(model: Any, optimizer: Any = None,
+                         trainable: Optional[Iterable[str]] = None) -> set[str]:
+    """Names of the parameters that train on device.
+
+    ``trainable`` (module or parameter names; a module covers its submodules) wins; else the
+    parameters a torch optimizer holds that require grad; else all that require grad.
+    """
+    named = _named_parameters(model)
+    if trainable is not None:
+        return _select_by_name(named, [trainable] if isinstance(trainable, str) else list(trainable))
+    if optimizer is not None and hasattr(optimizer, "param_groups"):
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        names = {name for name, p in named if id(p) in held and p.requires_grad}
+        if held and not any(id(p) in held for _, p in named):
+            raise ConfigError("the optimizer holds none of the module's parameters; build it "
+                              "from this module's parameters")
+        return names
+    return {name for name, p in named if p.requires_grad}
+
+
+def _select_by_name(named: list[tuple[str, Any]], wanted: list[str]) -> set[str]:
+    names = [name for name, _ in named]
+    modules = sorted({name.rsplit(".", 1)[0] for name in names if "." in name})
+    chosen: set[str] = set()
+    for item in wanted:
+        hits = {n for n in names if n == item or n.startswith(item + ".")}
+        if not hits:
+            close = difflib.get_close_matches(item, modules + names, n=3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ConfigError(f"trainable: no module or parameter named {item!r}{hint}")
+        chosen |= hits
+    return chosen
+
+
+def mark_trainable(state: Translation, names: set[str], refusals: Refusals) -> None:
+    """Set ``Node.trainable`` from parameter names.
+
+    Refuses a layer whose weight trains but whose bias does not (or the reverse) and tied
+    weights; layers Core ML cannot update at all are refused by ``passes.check_trainable``.
+    """
+    uses: dict[str, list[str]] = {}
+    for node_name, params in state.node_params.items():
+        for fqn in params.values():
+            uses.setdefault(fqn, []).append(node_name)
+    for node in state.graph.nodes:
+        params = state.node_params.get(node.name, {})
+        flags = {role: fqn in names for role, fqn in params.items()}
+        if not any(flags.values()):
+            continue
+        if node.op in UPDATABLE_OPS and not all(flags.values()):
+            trains = [role for role, on in flags.items() if on]
+            frozen = [role for role, on in flags.items() if not on]
+            refusals.refuse(
+                f"layer {node.name!r}: its {', '.join(trains)} trains but its {', '.join(frozen)} "
+                f"does not; Core ML updates a layer's weight and bias together: train both or "
+                f"neither", "both train", NotUpdatableError)
+        shared = [fqn for fqn in params.values() if len(uses[fqn]) > 1]
+        if shared:
+            raise NotUpdatableError(f"layer {node.name!r}: parameter {shared[0]!r} is shared with "
+                                    f"{', '.join(n for n in uses[shared[0]] if n != node.name)}; "
+                                    "Core ML cannot train tied weights: untie or freeze them")
+        node.trainable = True
+
+
+# -- loss ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LossPlan:
+    """The Core ML loss for a torch loss: ``cce`` or ``mse``, and whether it reads logits."""
+
+    kind: str
+    from_logits: bool
+    output: str
+
+
+def map_loss(loss: Any, state: Translation, refusals: Refusals) -> LossPlan:
+    """Map ``nn.CrossEntropyLoss`` / ``nn.NLLLoss`` / ``nn.MSELoss`` (or their names)."""
+    import torch.nn as nn
+
+    outputs = state.graph.outputs
+    if len(outputs) != 1:
+        raise UnsupportedError(f"the model has {len(outputs)} outputs; a trainable Core ML model "
+                               "has one loss: return a single tensor")
+    output = outputs[0]
+    ends_log_softmax = output in state.log_softmax
+    ends_softmax = not ends_log_softmax and _producer_op(state.graph, output) == "softmax"
+    kind = {"cross_entropy": nn.CrossEntropyLoss, "nll": nn.NLLLoss, "mse": nn.MSELoss}
+    if isinstance(loss, str):
+        if loss not in kind:
+            raise ConfigError(f"loss {loss!r}: use nn.CrossEntropyLoss(), nn.NLLLoss(), "
+                              f"nn.MSELoss() or one of {', '.join(map(repr, kind))}")
+        loss = kind[loss]()
+    _check_reduction(loss, refusals)
+    if isinstance(loss, nn.MSELoss):
+        return LossPlan("mse", False, output)
+    if isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)):
+        _check_class_loss_options(loss, refusals)
+        if isinstance(loss, nn.NLLLoss) and not ends_log_softmax:
+            raise UnsupportedError("NLLLoss reads log-probabilities, but the model does not end "
+                                   "with log_softmax; end it with log_softmax or use "
+                                   "nn.CrossEntropyLoss on logits")
+        if ends_softmax:
+            refusals.refuse("CrossEntropyLoss on a model that already ends with softmax applies "
+                            "softmax twice in torch, while Core ML's cross-entropy reads the "
+                            "probabilities once; remove the final softmax (train on logits)",
+                            "Core ML trains on the single softmax")
+        if ends_log_softmax:
+            state.graph.notes.append(f"log_softmax output {output!r} exported as softmax: the model "
+                                     "outputs probabilities; cross-entropy on them trains like "
+                                     f"{type(loss).__name__} on the log-probabilities")
+        return LossPlan("cce", not (ends_log_softmax or ends_softmax), output)
+    raise UnsupportedError(f"loss {type(loss).__name__}: Core ML trains with categorical "
+                           "cross-entropy (nn.CrossEntropyLoss, nn.NLLLoss after log_softmax) or "
+                           "mean squared error (nn.MSELoss) only")
+
+
+def _producer_op(graph: Graph, tensor: str) -> str:
+    node = graph.producer(tensor)
+    return node.op if node is not None else ""
+
+
+def _check_reduction(loss: Any, refusals: Refusals) -> None:
+    if getattr(loss, "reduction", "mean") != "mean":
+        refusals.refuse(f"{type(loss).__name__}(reduction={loss.reduction!r}): Core ML averages "
+                        "the loss over the mini-batch; use reduction='mean'", "mean is used")
+
+
+def _check_class_loss_options(loss: Any, refusals: Refusals) -> None:
+    name = type(loss).__name__
+    if getattr(loss, "weight", None) is not None:
+        refusals.refuse(f"{name}(weight=...): Core ML has no class weights; drop them or "
+                        "rebalance the training data", "class weights ignored")
+    if getattr(loss, "ignore_index", -100) != -100:
+        refusals.refuse(f"{name}(ignore_index={loss.ignore_index}): Core ML trains on every "
+                        "example; filter those examples out instead", "no index is ignored")
+    if getattr(loss, "label_smoothing", 0.0):
+        refusals.refuse(f"{name}(label_smoothing={loss.label_smoothing}): Core ML's "
+                        "cross-entropy has no label smoothing", "no smoothing")
+
+
+# -- optimizer -----------------------------------------------------------------------------
+
+
+def map_optimizer(optimizer: Any, refusals: Refusals, *,
+                  learning_rate_range: Optional[tuple[float, float]] = None) -> Union[SGD, Adam]:
+    """Core ML's SGD/Adam for a torch optimizer (or pass one of ours through; None -> SGD())."""
+    import torch
+
+    if optimizer is None:
+        return SGD(_rate(0.01, learning_rate_range))
+    if isinstance(optimizer, (SGD, Adam)):
+        return optimizer
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConfigError(f"optimizer must be a torch.optim.SGD/Adam or updatable_coreml "
+                          f"SGD/Adam, got {type(optimizer).__name__}")
+    group = _single_group(optimizer, refusals)
+    name = type(optimizer).__name__
+    if group.get("maximize"):
+        refusals.refuse(f"{name}(maximize=True): Core ML minimizes the loss", "minimizes")
+    if float(group.get("weight_decay", 0.0)):
+        refusals.refuse(f"{name}(weight_decay={group['weight_decay']}): Core ML has no weight "
+                        "decay; set it to 0 (the model may overfit more on device)",
+                        "no weight decay on device")
+    lr = _rate(float(group["lr"]), learning_rate_range)
+    if isinstance(optimizer, torch.optim.SGD):
+        if float(group.get("dampening", 0.0)):
+            refusals.refuse(f"SGD(dampening={group['dampening']}): Core ML's momentum has no "
+                            "dampening", "no dampening")
+        if group.get("nesterov"):
+            refusals.refuse("SGD(nesterov=True): Core ML's momentum is classical, not Nesterov",
+                            "classical momentum")
+        return SGD(lr, float(group.get("momentum", 0.0)))
+    if isinstance(optimizer, torch.optim.Adam):
+        if group.get("amsgrad"):
+            refusals.refuse(f"{name}(amsgrad=True): Core ML's Adam has no AMSGrad", "plain Adam")
+        beta1, beta2 = (float(b) for b in group["betas"])
+        return Adam(lr, beta1, beta2, float(group["eps"]))
+    raise UnsupportedError(f"optimizer {name}: Core ML trains with SGD (optionally with momentum) "
+                           "or Adam only")
+
+
+def _rate(value: float, allowed: Optional[tuple[float, float]]) -> FloatParam:
+    return FloatParam(value, tuple(allowed) if allowed is not None else (0.0, 1.0), "learning rate")
+
+
+_HYPERPARAMETERS = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "betas", "eps",
+                    "amsgrad", "maximize", "decoupled_weight_decay")
+
+
+def _single_group(optimizer: Any, refusals: Refusals) -> dict:
+    """The hyperparameters, refusing param groups that differ (Core ML has one optimizer)."""
+    first = optimizer.param_groups[0]
+    for index, group in enumerate(optimizer.param_groups[1:], start=1):
+        for key in _HYPERPARAMETERS:
+            if key in first and _differs(group.get(key), first.get(key)):
+                refusals.refuse(f"{type(optimizer).__name__} param group {index} has {key}="
+                                f"{group.get(key)} but group 0 has {first.get(key)}; Core ML "
+                                "uses one set of hyperparameters for every layer",
+                                "group 0's values are used")
+                break
+    return first
+
+
+def _differs(a: Any, b: Any) -> bool:
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return any(_differs(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return not math.isclose(float(a), float(b), rel_tol=0, abs_tol=0)
+    return a != b
+
+
+# -- the export ------------------------------------------------------------------------------
+
+
+def torch_to_graph(model: Any, example_inputs: Any, *, optimizer: Any = None,
+                   trainable: Optional[Iterable[str]] = None, image_input: Optional[dict] = None,
+                   refusals: Optional[Refusals] = None) -> Translation:
+    """Capture and translate ``model``, with ``Node.trainable`` set (no loss, no passes)."""
+    refusals = refusals or Refusals()
+    program = capture(model, example_inputs)
+    state = translate(program, image_input)
+    mark_trainable(state, trainable_parameters(model, optimizer, trainable), refusals)
+    return state
+
+
+def export_torch(module: Any, example_inputs: Any, path: Union[str, os.PathLike], *,
+                 loss: Any, optimizer: Any = None, trainable: Optional[Iterable[str]] = None,
+                 class_labels: Optional[Sequence] = None, batch_size: int = 8, epochs: int = 10,
+                 allowed_batch_sizes: Any = None, allowed_epochs: Any = None,
+                 learning_rate_range: Optional[tuple[float, float]] = None,
+                 shuffle: bool = True, seed: Optional[int] = None,
+                 image_input: Optional[dict] = None, extra_class_slots: int = 0,
+                 allow_unsupported: bool = False, **options: Any):
+    """Export a torch module (or a ``torch.export`` program) as an updatable Core ML model.
+
+    ``optimizer`` is a ``torch.optim.SGD``/``Adam`` (its hyperparameters and the parameters it
+    holds define the training), one of our ``SGD``/``Adam``, or None (SGD, lr 0.01).
+    ``trainable`` names modules/parameters to train instead of the optimizer's. ``loss`` is
+    ``nn.CrossEntropyLoss()``, ``nn.NLLLoss()`` (after log_softmax) or ``nn.MSELoss()``.
+    Further ``options`` go to ``export_graph``. Returns its ``ExportReport``.
+    """
+    from ..export import export_graph
+
+    refusals = Refusals(allow_unsupported)
+    state = torch_to_graph(module, example_inputs, optimizer=optimizer, trainable=trainable,
+                           image_input=image_input, refusals=refusals)
+    plan = map_loss(loss, state, refusals)
+    core_optimizer = map_optimizer(optimizer, refusals, learning_rate_range=learning_rate_range)
+    if isinstance(core_optimizer, SGD) and core_optimizer.momentum.default:
+        state.graph.notes.append(MOMENTUM_NOTE)
+    return export_graph(state.graph, path, loss=plan.kind, from_logits=plan.from_logits,
+                        loss_input=plan.output, optimizer=core_optimizer, batch_size=batch_size,
+                        epochs=epochs, allowed_batch_sizes=allowed_batch_sizes,
+                        allowed_epochs=allowed_epochs, shuffle=shuffle, seed=seed,
+                        class_labels=class_labels, extra_class_slots=extra_class_slots,
+                        warnings=refusals.warnings, **options)
+
+
+# -- file sources for the CLI ----------------------------------------------------------------
+
+
+@dataclass
+class TorchSource:
+    """A model loaded from files: a module or an ExportedProgram, plus example inputs."""
+
+    model: Any
+    example_inputs: tuple
+
+
+def load_torch_source(spec: str, weights: Optional[Union[str, os.PathLike]] = None,
+                      example_shape: Optional[Sequence[int]] = None) -> TorchSource:
+    """Load ``model.pt2`` (``torch.export.save``) or ``module:factory`` / ``file.py:factory``.
+
+    A factory is called without arguments; ``weights`` is a state dict loaded with
+    ``weights_only=True`` (never arbitrary unpickling). ``example_shape`` is one example's
+    shape, e.g. ``(3, 224, 224)``; a ``.pt2`` carries its own example inputs.
+    """
+    import torch
+
+    if spec.endswith(".pt2"):
+        program = _load_program(Path(spec))
+        inputs = _example_from_shape(example_shape) if example_shape else \
+            tuple(program.example_inputs[0]) if program.example_inputs else None
+        if inputs is None:
+            raise ConfigError(f"{spec}: the program stores no example inputs; give example_shape")
+        if weights is not None:
+            raise ConfigError(f"{spec}: a .pt2 program carries its weights; drop weights")
+        return TorchSource(program, inputs)
+    if example_shape is None:
+        raise ConfigError(f"{spec}: give example_shape, one example's input shape, e.g. 3,224,224")
+    module = _call_factory(spec)
+    if weights is not None:
+        state = _load_state_dict(Path(weights))
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelFileError(f"{weights}: does not match {spec}: "
+                                 f"{str(exc).splitlines()[0]}") from None
+    return TorchSource(module, _example_from_shape(example_shape))
+
+
+def _example_from_shape(shape: Sequence[int]) -> tuple:
+    import torch
+
+    dims = [int(d) for d in shape]
+    if not dims or any(d < 1 for d in dims):
+        raise ConfigError(f"example shape {list(shape)} must be positive integers")
+    return (torch.zeros(1, *dims),)
+
+
+def _load_program(path: Path) -> Any:
+    import torch
+
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file")
+    try:
+        return torch.export.load(str(path))
+    except Exception as exc:
+        raise ModelFileError(f"{path}: not a torch.export program ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def _load_state_dict(path: Path) -> dict:
+    import torch
+
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelFileError(f"{path}: not a state dict loadable with weights_only=True "
+                             f"({type(exc).__name__}); save it with torch.save(model.state_dict())") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelFileError(f"{path}: holds a {type(state).__name__}, expected a state dict")
+    return state
+
+
+def _call_factory(spec: str) -> Any:
+    import torch
+
+    target, _, factory = spec.rpartition(":")
+    if not target or not factory:
+        raise ConfigError(f"{spec!r}: expected a .pt2 file or 'package.module:factory' / "
+                          "'file.py:factory'")
+    module = _import_target(target)
+    fn = getattr(module, factory, None)
+    if not callable(fn):
+        raise ConfigError(f"{target} has no callable {factory!r}")
+    model = fn()
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"{spec} returned a {type(model).__name__}, expected a torch.nn.Module")
+    return model
+
+
+def _import_target(target: str) -> Any:
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise ModelFileError(f"{path}: no such file")
+        loader_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(loader_spec)
+        loader_spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(target)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {target!r}: {exc}") from None
