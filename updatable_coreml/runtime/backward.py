@@ -1,0 +1,237 @@
+"""Gradients of the layers Core ML can backpropagate through, and of its two losses.
+
+The set of layers is Apple's (``isLayerSupportedForBackprop`` in coremltools' validator):
+convolution, innerProduct, flatten, pooling, batchnorm, reshape, and activation for ReLU,
+sigmoid and tanh. A softmax is differentiated only fused with the categorical cross-entropy
+that reads it. Anything else on the path from the loss to an updatable layer is refused with
+the layer's name, exactly where Core ML would refuse the model.
+
+A backward op is ``fn(layer, x, y, gy, weight, want_input) -> (dx or None, {field: grad})``:
+``x``/``y`` are the forward input/output blobs, ``gy`` the gradient of the loss w.r.t. ``y``;
+parameter gradients are returned (flat, like the stored weights) only for updatable layers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..errors import ConfigError, RuntimeLayerError
+from . import ops_core as ops
+from .registry import FORWARD, WeightGetter
+
+BackwardFn = Callable[[object, np.ndarray, np.ndarray, np.ndarray, WeightGetter, bool],
+                      tuple[Optional[np.ndarray], dict]]
+BACKWARD: dict[str, BackwardFn] = {}
+DIFFERENTIABLE_ACTIVATIONS = ("ReLU", "sigmoid", "tanh")
+
+
+def register_backward(*layer_types: str) -> Callable[[BackwardFn], BackwardFn]:
+    def decorate(fn: BackwardFn) -> BackwardFn:
+        for name in layer_types:
+            BACKWARD[name] = fn
+        return fn
+    return decorate
+
+
+def backward_op(layer) -> BackwardFn:
+    """The layer's backward op, or a RuntimeLayerError saying Core ML cannot train through it."""
+    kind = layer.WhichOneof("layer")
+    what = kind
+    if kind == "activation":
+        what = f"activation {layer.activation.WhichOneof('NonlinearityType')}"
+        if layer.activation.WhichOneof("NonlinearityType") in DIFFERENTIABLE_ACTIVATIONS:
+            return BACKWARD[kind]
+    elif kind in BACKWARD and len(layer.input) == 1 and len(layer.output) == 1:
+        return BACKWARD[kind]
+    hint = (" (a softmax is only allowed directly in front of the categorical cross-entropy "
+            "loss)" if kind == "softmax" else "")
+    raise RuntimeLayerError(
+        f"layer {layer.name!r}: Core ML cannot backpropagate through {what}{hint}; it sits "
+        "between the loss and an updatable layer: move it before the first updatable layer")
+
+
+# -- layers -----------------------------------------------------------------------------------
+
+
+@register_backward("convolution")
+def conv_backward(layer, x, y, gy, weight, want_input):
+    params = layer.convolution
+    if params.isDeconvolution:
+        raise RuntimeLayerError(f"layer {layer.name!r}: training through a deconvolution is not "
+                                "supported by the reference runtime")
+    x4, g4 = ops.to_nchw(x), ops.to_nchw(gy)
+    w = ops.conv_weights(params, weight, x4.shape[1])
+    win = ops.conv_windows(params, x4.shape[2:])
+    groups = ops.conv_groups(params)
+    cin, cout = x4.shape[1] // groups, w.shape[0] // groups
+    grads = {}
+    if layer.isUpdatable:
+        cols = win.view(ops.pad2d(x4, win.pads))
+        parts = [np.tensordot(g4[:, g * cout:(g + 1) * cout], cols[:, g * cin:(g + 1) * cin],
+                              axes=([0, 2, 3], [0, 2, 3])) for g in range(groups)]
+        grads["weights"] = np.concatenate(parts).ravel()
+        if params.hasBias:
+            grads["bias"] = g4.sum(axis=(0, 2, 3))
+    if not want_input:
+        return None, grads
+    padded = win.padded_hw(x4.shape[2:])
+    parts = [win.scatter(np.tensordot(g4[:, g * cout:(g + 1) * cout], w[g * cout:(g + 1) * cout],
+                                      axes=([1], [0])).transpose(0, 3, 4, 5, 1, 2), padded)
+             for g in range(groups)]
+    dx = win.unpad(parts[0] if groups == 1 else np.concatenate(parts, axis=1), x4.shape[2:])
+    return dx.reshape(x.shape), grads
+
+
+@register_backward("innerProduct")
+def inner_product_backward(layer, x, y, gy, weight, want_input):
+    params = layer.innerProduct
+    cin, cout = int(params.inputChannels), int(params.outputChannels)
+    g = gy.reshape(-1, cout)
+    grads = {}
+    if layer.isUpdatable:
+        grads["weights"] = (g.T @ ops.ip_matrix(x, cin)).ravel()
+        if params.hasBias:
+            grads["bias"] = g.sum(axis=0)
+    if not want_input:
+        return None, grads
+    return (g @ weight("weights").reshape(cout, cin)).reshape(x.shape), grads
+
+
+@register_backward("batchnorm")
+def batchnorm_backward(layer, x, y, gy, weight, want_input):
+    """Inference-mode stats give a per-channel scale; batch/instance stats the full formula."""
+    if not want_input:
+        return None, {}
+    params = layer.batchnorm
+    x4, g4 = ops.to_nchw(x), ops.to_nchw(gy)
+    mean, inv_std, gamma = ops.batchnorm_parts(params, x4, weight)
+    axes = ops.batchnorm_stats_axes(params)
+    dxhat = g4 * gamma
+    if axes is None:
+        return (dxhat * inv_std).reshape(x.shape), {}
+    xhat = (x4 - mean) * inv_std
+    dx = inv_std * (dxhat - dxhat.mean(axis=axes, keepdims=True)
+                    - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True))
+    return dx.astype(x.dtype, copy=False).reshape(x.shape), {}
+
+
+@register_backward("activation")
+def activation_backward(layer, x, y, gy, weight, want_input):
+    if not want_input:
+        return None, {}
+    kind = layer.activation.WhichOneof("NonlinearityType")
+    if kind == "ReLU":
+        return gy * (x > 0), {}
+    if kind == "sigmoid":
+        return gy * y * (1 - y), {}
+    return gy * (1 - y * y), {}
+
+
+@register_backward("pooling")
+def pooling_backward(layer, x, y, gy, weight, want_input):
+    if not want_input:
+        return None, {}
+    params = layer.pooling
+    x4, y4, g4 = ops.to_nchw(x), ops.to_nchw(y), ops.to_nchw(gy)
+    win = ops.pool_windows(params, x4.shape[2:])
+    dx = (_global_pool_backward(params.type, x4, y4, g4) if params.globalPooling
+          else _window_pool_backward(params, win, x4, y4, g4))
+    return dx.reshape(x.shape), {}
+
+
+def _global_pool_backward(kind, x4, y4, g4) -> np.ndarray:
+    if kind == ops.AVERAGE:
+        return np.broadcast_to(g4 / (x4.shape[2] * x4.shape[3]), x4.shape).copy()
+    if kind == ops.L2:
+        return g4 * x4 / np.where(y4 > 0, y4, 1)
+    flat = x4.reshape(x4.shape[0], x4.shape[1], -1)
+    dx = np.zeros_like(flat)
+    np.put_along_axis(dx, flat.argmax(axis=2)[..., None], g4.reshape(dx.shape[:2] + (1,)), 2)
+    return dx.reshape(x4.shape)
+
+
+def _window_pool_backward(params, win, x4, y4, g4) -> np.ndarray:
+    """Route each window's gradient back through the taps it read (MAX: to the first maximum
+    in row-major window order, as torch does)."""
+    hw = x4.shape[2:]
+    dxp = np.zeros(x4.shape[:2] + win.padded_hw(hw), dtype=x4.dtype)
+    if params.type == ops.MAX:
+        xp = ops.pad2d(x4, win.pads, -np.inf)
+        taken = np.zeros(y4.shape, dtype=bool)
+        for _, _, rows, columns in win.tap_slices():
+            hit = (xp[:, :, rows, columns] == y4) & ~taken
+            dxp[:, :, rows, columns] += g4 * hit
+            taken |= hit
+    elif params.type == ops.AVERAGE:
+        share = g4 / ops.pool_divisor(win, hw, params.avgPoolExcludePadding).astype(x4.dtype)
+        for _, _, rows, columns in win.tap_slices():
+            dxp[:, :, rows, columns] += share
+    else:
+        xp = ops.pad2d(x4, win.pads)
+        ratio = g4 / np.where(y4 > 0, y4, 1)
+        for _, _, rows, columns in win.tap_slices():
+            dxp[:, :, rows, columns] += ratio * xp[:, :, rows, columns]
+    return win.unpad(dxp, hw)
+
+
+@register_backward("flatten", "reshape")
+def rearrangement_backward(layer, x, y, gy, weight, want_input):
+    """Flatten and reshape only move values: send each gradient back to where its value came
+    from, found by running the forward op on the element indices."""
+    if not want_input:
+        return None, {}
+    count = math.prod(x.shape[1:])
+    index = np.arange(count).reshape((1,) + x.shape[1:])
+    source = FORWARD[layer.WhichOneof("layer")](layer, [index], weight)[0].reshape(-1)
+    dx = np.empty((x.shape[0], count), dtype=gy.dtype)
+    dx[:, source] = gy.reshape(x.shape[0], -1)
+    return dx.reshape(x.shape), {}
+
+
+# -- losses -----------------------------------------------------------------------------------
+
+
+def _reduce_batch(per_example: np.ndarray, reduction: str) -> tuple[float, float]:
+    """(batch loss, gradient scale per example) for a "mean" or "sum" batch reduction."""
+    if reduction == "sum":
+        return float(per_example.sum()), 1.0
+    return float(per_example.mean()), 1.0 / per_example.shape[0]
+
+
+def cross_entropy(probs: np.ndarray, classes: np.ndarray, reduction: str):
+    """Loss of softmax outputs ``probs`` for class indices ``classes``, and its gradient
+    w.r.t. the softmax *input* (``p - onehot``): the fused form Core ML requires."""
+    batch = probs.shape[0]
+    p = probs.reshape(batch, -1)
+    if p.shape[1] != probs.shape[ops.softmax_axis(probs)]:
+        raise ConfigError("categorical cross-entropy needs one probability vector per example, "
+                          f"got softmax output shape {probs.shape[1:]}")
+    bad = (classes < 0) | (classes >= p.shape[1])
+    if bad.any():
+        raise ConfigError(f"class index {int(classes[bad][0])} is out of range for "
+                          f"{p.shape[1]} classes")
+    rows = np.arange(batch)
+    picked = p[rows, classes]
+    loss, scale = _reduce_batch(-np.log(np.maximum(picked, np.finfo(p.dtype).tiny)), reduction)
+    grad = p.copy()
+    grad[rows, classes] -= 1
+    return loss, (grad * scale).reshape(probs.shape)
+
+
+def mean_squared_error(pred: np.ndarray, target: np.ndarray, element_reduction: str,
+                       batch_reduction: str):
+    """Squared error per example reduced by ``element_reduction``, then over the batch."""
+    batch = pred.shape[0]
+    if target.size != pred.size:
+        raise ConfigError(f"MSE target has {target.size // max(batch, 1)} values per example, "
+                          f"the loss input has {pred.size // max(batch, 1)}")
+    diff = pred - target.reshape(pred.shape).astype(pred.dtype, copy=False)
+    squares = np.square(diff).reshape(batch, -1)
+    per_example = squares.mean(axis=1) if element_reduction == "mean" else squares.sum(axis=1)
+    loss, scale = _reduce_batch(per_example, batch_reduction)
+    if element_reduction == "mean":
+        scale /= squares.shape[1]
+    return loss, diff * (2 * scale)
