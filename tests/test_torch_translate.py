@@ -68,7 +68,7 @@ def test_weights_are_copies():
     model = Net()
     state = graph_of(model)
     state.graph.nodes[0].weights["weight"][:] = 0
-    assert float(model.stem.weight.abs().sum()) > 0
+    assert float(model.stem.weight.detach().abs().sum()) > 0
 
 
 def test_unknown_op_names_op_and_module():
@@ -215,8 +215,6 @@ def test_sgd_and_adam_mapping():
     adam = map_optimizer(torch.optim.Adam(params(), lr=1e-3, betas=(0.8, 0.99), eps=1e-7), Refusals())
     assert isinstance(adam, Adam)
     assert (adam.beta1.default, adam.beta2.default, adam.eps.default) == (0.8, 0.99, 1e-7)
-    ranged = map_optimizer(torch.optim.SGD(params(), lr=0.05), Refusals(), learning_rate_range=(0.01, 0.1))
-    assert ranged.learning_rate.range == (0.01, 0.1)
 
 
 @pytest.mark.parametrize("make,match", [

@@ -145,6 +145,9 @@ def _validate_spec(spec: Spec, top_level: bool) -> list[Finding]:
 # -- neural networks ---------------------------------------------------------------------
 
 UPDATABLE_LAYER_TYPES = ("convolution", "innerProduct")
+#: Layers every Core ML version since iOS 13 backpropagates through. Apple's newest validator
+#: also accepts concat, concatND, transpose, reshapeStatic and clampedReLU, but older devices
+#: refuse them and our runtime has no gradient for them, so we keep the list that works on all.
 BACKPROP_LAYER_TYPES = ("convolution", "innerProduct", "flatten", "pooling", "batchnorm", "reshape")
 BACKPROP_ACTIVATIONS = ("ReLU", "sigmoid", "tanh")
 
@@ -425,17 +428,14 @@ def _validate_training_inputs(spec: Spec, nn) -> list[Finding]:
     target = _loss_io(losses[0])[2] if losses else ""
     is_classifier = model_type(spec) == "neuralNetworkClassifier"
     label = description.predictedFeatureName
+    label_output = next((o for o in description.output if o.name == label), None) if is_classifier else None
     for candidate in exclusive:
-        if is_classifier and candidate.name == label:
-            output = next((o for o in description.output if o.name == label), None)
-            if output is not None:
-                if candidate.type != output.type:
-                    return [Finding("TRAINING_TARGET_TYPE", None,
-                                    f"Training input {label!r} is {candidate.type.WhichOneof('Type')}, the "
-                                    f"predicted label is {output.type.WhichOneof('Type')}.")]
-                return []
-        if candidate.name == target:
-            return []
+        if label_output is not None and candidate.name == label and candidate.type != label_output.type:
+            return [Finding("TRAINING_TARGET_TYPE", None,
+                            f"Training input {label!r} is {candidate.type.WhichOneof('Type')}, the "
+                            f"predicted label is {label_output.type.WhichOneof('Type')}.")]
+    if any(c.name in (target, label if label_output is not None else None) for c in exclusive):
+        return []
     wanted = label if is_classifier else target
     return [Finding("TRAINING_TARGET_MISSING", None, f"Training inputs do not include {wanted!r}.")]
 
@@ -445,8 +445,8 @@ def _validate_network(spec: Spec) -> list[Finding]:
     findings = _validate_layers(nn)
     producers = _producers(nn)
     findings += _validate_loss(nn, producers)
+    findings += _validate_update_params(nn)
     if nn.updateParams.lossLayers:
-        findings += _validate_update_params(nn)
         findings += _backprop_findings(nn, producers)
         findings += _validate_training_inputs(spec, nn)
         if is_valid(findings):
@@ -524,6 +524,10 @@ def _validate_pipeline(spec: Spec) -> list[Finding]:
                                     f"Model {marked[0]} is updatable inside a pipeline not marked updatable."))
         else:
             findings.append(Finding("NOT_UPDATABLE", None, "The pipeline is not marked updatable."))
+    for position, model in enumerate(models[:-1] if spec.isUpdatable else models):
+        if model_type(model) in ("pipeline", "pipelineClassifier", "pipelineRegressor"):
+            findings += [_prefixed(f, position) for f in _validate_pipeline(model)
+                         if f.code != "NOT_UPDATABLE"]
     return findings
 
 

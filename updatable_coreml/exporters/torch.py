@@ -24,7 +24,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 from ..errors import ConfigError, ModelFileError, NotUpdatableError, UnsupportedError
 from ..ir import Graph
 from ..passes import UPDATABLE_OPS
-from ..training import SGD, Adam, FloatParam
+from ..training import SGD, Adam
 from .torch_ops import Translation, translate
 
 MOMENTUM_NOTE = ("SGD momentum: torch updates v = m*v + g; w -= lr*v, Keras v = m*v - lr*g; "
@@ -241,13 +241,12 @@ def _check_class_loss_options(loss: Any, refusals: Refusals) -> None:
 # -- optimizer -----------------------------------------------------------------------------
 
 
-def map_optimizer(optimizer: Any, refusals: Refusals, *,
-                  learning_rate_range: Optional[tuple[float, float]] = None) -> Union[SGD, Adam]:
+def map_optimizer(optimizer: Any, refusals: Refusals) -> Union[SGD, Adam]:
     """Core ML's SGD/Adam for a torch optimizer (or pass one of ours through; None -> SGD())."""
     import torch
 
     if optimizer is None:
-        return SGD(_rate(0.01, learning_rate_range))
+        return SGD()
     if isinstance(optimizer, (SGD, Adam)):
         return optimizer
     if not isinstance(optimizer, torch.optim.Optimizer):
@@ -261,7 +260,7 @@ def map_optimizer(optimizer: Any, refusals: Refusals, *,
         refusals.refuse(f"{name}(weight_decay={group['weight_decay']}): Core ML has no weight "
                         "decay; set it to 0 (the model may overfit more on device)",
                         "no weight decay on device")
-    lr = _rate(float(group["lr"]), learning_rate_range)
+    lr = float(group["lr"])
     if isinstance(optimizer, torch.optim.SGD):
         if float(group.get("dampening", 0.0)):
             refusals.refuse(f"SGD(dampening={group['dampening']}): Core ML's momentum has no "
@@ -277,10 +276,6 @@ def map_optimizer(optimizer: Any, refusals: Refusals, *,
         return Adam(lr, beta1, beta2, float(group["eps"]))
     raise UnsupportedError(f"optimizer {name}: Core ML trains with SGD (optionally with momentum) "
                            "or Adam only")
-
-
-def _rate(value: float, allowed: Optional[tuple[float, float]]) -> FloatParam:
-    return FloatParam(value, tuple(allowed) if allowed is not None else (0.0, 1.0), "learning rate")
 
 
 _HYPERPARAMETERS = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "betas", "eps",
@@ -327,7 +322,7 @@ def export_torch(module: Any, example_inputs: Any, path: Union[str, os.PathLike]
                  loss: Any, optimizer: Any = None, trainable: Optional[Iterable[str]] = None,
                  class_labels: Optional[Sequence] = None, batch_size: int = 8, epochs: int = 10,
                  allowed_batch_sizes: Any = None, allowed_epochs: Any = None,
-                 learning_rate_range: Optional[tuple[float, float]] = None,
+                 lr_range: Optional[tuple[float, float]] = None,
                  shuffle: bool = True, seed: Optional[int] = None,
                  image_input: Optional[dict] = None, extra_class_slots: int = 0,
                  allow_unsupported: bool = False, **options: Any):
@@ -337,23 +332,39 @@ def export_torch(module: Any, example_inputs: Any, path: Union[str, os.PathLike]
     holds define the training), one of our ``SGD``/``Adam``, or None (SGD, lr 0.01).
     ``trainable`` names modules/parameters to train instead of the optimizer's. ``loss`` is
     ``nn.CrossEntropyLoss()``, ``nn.NLLLoss()`` (after log_softmax) or ``nn.MSELoss()``.
-    Further ``options`` go to ``export_graph``. Returns its ``ExportReport``.
+    ``lr_range`` is the learning rate the app may set. Further ``options`` (``regressor``,
+    ``metadata``) go to ``export_graph``. Returns its ``ExportReport``.
     """
+    import torch
+
+    from ..backend import Metadata
     from ..export import export_graph
 
     refusals = Refusals(allow_unsupported)
     state = torch_to_graph(module, example_inputs, optimizer=optimizer, trainable=trainable,
                            image_input=image_input, refusals=refusals)
     plan = map_loss(loss, state, refusals)
-    core_optimizer = map_optimizer(optimizer, refusals, learning_rate_range=learning_rate_range)
-    if isinstance(core_optimizer, SGD) and core_optimizer.momentum.default:
-        state.graph.notes.append(MOMENTUM_NOTE)
+    core_optimizer = map_optimizer(optimizer, refusals)
+    assumptions = optimizer_assumptions(optimizer, core_optimizer)
+    options.setdefault("metadata", Metadata(source=f"torch=={torch.__version__}"))
     return export_graph(state.graph, path, loss=plan.kind, from_logits=plan.from_logits,
-                        loss_input=plan.output, optimizer=core_optimizer, batch_size=batch_size,
-                        epochs=epochs, allowed_batch_sizes=allowed_batch_sizes,
-                        allowed_epochs=allowed_epochs, shuffle=shuffle, seed=seed,
-                        class_labels=class_labels, extra_class_slots=extra_class_slots,
-                        warnings=refusals.warnings, **options)
+                        optimizer=core_optimizer, batch_size=batch_size, epochs=epochs,
+                        allowed_batch_sizes=allowed_batch_sizes, allowed_epochs=allowed_epochs,
+                        lr_range=lr_range, shuffle=shuffle, seed=seed, class_labels=class_labels,
+                        extra_class_slots=extra_class_slots, allow_unsupported=allow_unsupported,
+                        assumptions=assumptions, warnings=refusals.warnings, **options)
+
+
+def optimizer_assumptions(source: Any, optimizer: Union[SGD, Adam]) -> list[str]:
+    """What the report should say about how the optimizer was chosen and mapped."""
+    if source is None:
+        return ["no optimizer given: Core ML SGD with learning rate 0.01, no momentum"]
+    notes = []
+    if isinstance(optimizer, SGD) and optimizer.momentum.default:
+        notes.append(MOMENTUM_NOTE)
+    if isinstance(optimizer, Adam) and not isinstance(source, Adam):
+        notes.append("Adam: torch's bias-corrected update is carried over unchanged (lr, betas, eps)")
+    return notes
 
 
 # -- file sources for the CLI ----------------------------------------------------------------

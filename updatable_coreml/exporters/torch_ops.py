@@ -367,7 +367,7 @@ def _softplus(state: Translation, fx: Any, a: dict) -> None:
 @converter("gelu", "gelu_")
 def _gelu(state: Translation, fx: Any, a: dict) -> None:
     state.emit(fx, "activation", [state.tensor(a["self"])],
-               attrs={"kind": "gelu", "approximate": str(a["approximate"])})
+               attrs={"kind": "gelu", "approximate": a["approximate"] == "tanh"})
 
 
 # -- pooling -------------------------------------------------------------------------------

@@ -1,0 +1,175 @@
+"""Core ML features in and out of the runtime: batching, images, classifier outputs.
+
+A call gives either **one example** (every value shaped like its feature description: a
+MultiArray of the declared shape, an image as an ``H x W x C`` array or a PIL image, a label
+as ``str``/``int``) or **a batch** (the same with a leading batch axis; images may also be a
+list of PIL images; labels a list or 1-D array). All inputs of one call must agree; results
+come back in the same form.
+
+Inside, every feature is batched: MultiArrays as ``(B, *shape)`` arrays, images as
+``(B, C, H, W)`` float arrays already in the model's channel order (before the network's
+preprocessing), labels as 1-D arrays, probability dictionaries as lists of dicts.
+
+Image arrays are read in RGB order (like PIL) and reordered to BGR when the model asks for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from .._proto import FeatureTypes_pb2
+from ..errors import ConfigError
+
+ColorSpace = FeatureTypes_pb2.ImageFeatureType
+GRAY_SPACES = (ColorSpace.GRAYSCALE, ColorSpace.GRAYSCALE_FLOAT16)
+
+
+def feature_kind(description) -> str:
+    return description.type.WhichOneof("Type") or ""
+
+
+def _is_pil(value: Any) -> bool:
+    return hasattr(value, "convert") and hasattr(value, "size") and not isinstance(value, np.ndarray)
+
+
+def _image_is_batched(image_type, value: Any) -> bool:
+    if _is_pil(value):
+        return False
+    if isinstance(value, (list, tuple)):
+        return True
+    array = np.asarray(value)
+    if image_type.colorSpace in GRAY_SPACES:
+        if array.ndim == 3:  # (H, W, 1) is one image; (B, H, W) a batch
+            return not (array.shape[2] == 1 and array.shape[0] == image_type.height)
+        return array.ndim == 4
+    return array.ndim == 4
+
+
+def is_batched(description, value: Any) -> bool:
+    kind = feature_kind(description)
+    if kind == "imageType":
+        return _image_is_batched(description.type.imageType, value)
+    if kind == "multiArrayType":
+        rank = len(description.type.multiArrayType.shape)
+        return np.ndim(value) > max(rank, 1)
+    return np.ndim(value) >= 1 and not isinstance(value, (str, bytes, dict))
+
+
+def _image_array(image_type, value: Any, name: str) -> np.ndarray:
+    """One image as ``(C, H, W)`` float64 in the model's channel order."""
+    gray = image_type.colorSpace in GRAY_SPACES
+    if _is_pil(value):
+        value = value.convert("L" if gray else "RGB")
+    array = np.asarray(value, dtype=np.float64)
+    if gray and array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if gray != (array.ndim == 2) or (not gray and (array.ndim != 3 or array.shape[2] != 3)):
+        want = "H x W grayscale" if gray else "H x W x 3 (RGB)"
+        raise ConfigError(f"image input {name!r}: expected an {want} image, got shape {array.shape}")
+    flexible = image_type.WhichOneof("SizeFlexibility") is not None
+    if not flexible and array.shape[:2] != (image_type.height, image_type.width):
+        raise ConfigError(
+            f"image input {name!r} is {array.shape[1]}x{array.shape[0]} (WxH), the model expects "
+            f"{image_type.width}x{image_type.height}: resize it first")
+    if gray:
+        return array[None]
+    if image_type.colorSpace == ColorSpace.BGR:
+        array = array[:, :, ::-1]
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def _batch_value(description, value: Any, batched: bool) -> Any:
+    kind = feature_kind(description)
+    name = description.name
+    if kind == "imageType":
+        images = list(value) if batched else [value]
+        if not images:
+            raise ConfigError(f"image input {name!r}: the batch is empty")
+        arrays = [_image_array(description.type.imageType, image, name) for image in images]
+        return np.stack(arrays)
+    if kind == "multiArrayType":
+        array = np.asarray(value)
+        if array.dtype == object or not np.issubdtype(array.dtype, np.number):
+            raise ConfigError(f"input {name!r} must be numeric, got {array.dtype}")
+        return array if batched else array[None]
+    if kind in ("int64Type", "stringType", "doubleType"):
+        return np.asarray(value) if batched else np.asarray([value])
+    return value if batched else [value]
+
+
+def batch_features(descriptions, features: Mapping[str, Any]) -> tuple[dict, int, bool]:
+    """Normalize ``features`` for ``descriptions`` to the batched form.
+
+    Returns (batched features, batch size, whether the caller passed a batch).
+    """
+    if not isinstance(features, Mapping):
+        raise ConfigError(f"features must be a dict of name -> value, got {type(features).__name__}")
+    missing = [d.name for d in descriptions if d.name not in features and not d.type.isOptional]
+    if missing:
+        raise ConfigError(f"missing input feature(s) {', '.join(map(repr, missing))}; the model "
+                          f"takes {', '.join(repr(d.name) for d in descriptions)}")
+    present = [d for d in descriptions if d.name in features]
+    modes = {d.name: is_batched(d, features[d.name]) for d in present}
+    if len(set(modes.values())) > 1:
+        raise ConfigError("give every input as one example or every input as a batch; got "
+                          + ", ".join(f"{n!r} {'batched' if b else 'single'}" for n, b in modes.items()))
+    batched = bool(modes) and next(iter(modes.values()))
+    out = {d.name: _batch_value(d, features[d.name], batched) for d in present}
+    sizes = {name: len(value) for name, value in out.items()}
+    if len(set(sizes.values())) > 1:
+        raise ConfigError(f"inputs have different batch sizes: {sizes}")
+    return out, next(iter(sizes.values()), 1), batched
+
+
+def unbatch(outputs: Mapping[str, Any]) -> dict:
+    """The first (only) example of each batched output."""
+    return {name: value[0].item() if isinstance(value, np.ndarray) and value.ndim == 1
+            else value[0] for name, value in outputs.items()}
+
+
+def take(features: Mapping[str, Any], index: np.ndarray) -> dict:
+    """Examples ``index`` of batched features (arrays are indexed, lists picked)."""
+    return {name: value[index] if isinstance(value, np.ndarray) else [value[i] for i in index]
+            for name, value in features.items()}
+
+
+# -- network edges ------------------------------------------------------------------------------
+
+
+def preprocess_image(preprocessing, images: np.ndarray, color_space: int) -> np.ndarray:
+    """Apply a NeuralNetworkPreprocessing (scaler or mean image) to ``(B, C, H, W)`` images."""
+    kind = preprocessing.WhichOneof("preprocessor")
+    if kind == "meanImage":
+        mean = np.asarray(preprocessing.meanImage.meanImage, dtype=images.dtype)
+        return images - mean.reshape(images.shape[1:])
+    if kind != "scaler":
+        return images
+    scaler = preprocessing.scaler
+    if color_space in GRAY_SPACES:
+        bias = [scaler.grayBias]
+    elif color_space == ColorSpace.BGR:
+        bias = [scaler.blueBias, scaler.greenBias, scaler.redBias]
+    else:
+        bias = [scaler.redBias, scaler.greenBias, scaler.blueBias]
+    return images * scaler.channelScale + np.asarray(bias, dtype=images.dtype).reshape(-1, 1, 1)
+
+
+def multiarray_blob(description, values: np.ndarray, dtype) -> np.ndarray:
+    """A batched MultiArray as a blob: each example takes the declared shape when its size
+    matches (flexible shapes keep the given one)."""
+    shape = tuple(description.type.multiArrayType.shape)
+    array = np.asarray(values, dtype=dtype)
+    if shape and array[0].size == int(np.prod(shape)):
+        return array.reshape((array.shape[0],) + shape)
+    return array
+
+
+def output_array(description, blob: np.ndarray) -> np.ndarray:
+    """A blob as a batched MultiArray output of the declared shape when the sizes agree."""
+    shape = tuple(description.type.multiArrayType.shape) if feature_kind(description) == \
+        "multiArrayType" else ()
+    if shape and blob[0].size == int(np.prod(shape)):
+        return blob.reshape((blob.shape[0],) + shape)
+    return blob
