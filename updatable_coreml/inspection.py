@@ -83,16 +83,24 @@ def _size(size: Optional[int]) -> str:
     return ""
 
 
+def enum_name(enum_type, value: int) -> str:
+    """Name of an enum value; files are untrusted, so unknown numbers are shown, not raised."""
+    try:
+        return enum_type.Name(value)
+    except ValueError:
+        return f"unknown({value})"
+
+
 def feature_type(feature) -> str:
     """Human form of a FeatureDescription's type, e.g. ``MultiArray FLOAT32 [3, 32, 32]``."""
     kind = feature.type.WhichOneof("Type")
     if kind == "multiArrayType":
         array = feature.type.multiArrayType
-        dtype = type(array).ArrayDataType.Name(array.dataType)
+        dtype = enum_name(type(array).ArrayDataType, array.dataType)
         return f"MultiArray {dtype} {list(array.shape)}"
     if kind == "imageType":
         image = feature.type.imageType
-        return f"Image {type(image).ColorSpace.Name(image.colorSpace)} {image.width}x{image.height}"
+        return f"Image {enum_name(type(image).ColorSpace, image.colorSpace)} {image.width}x{image.height}"
     if kind == "dictionaryType":
         return f"Dictionary {feature.type.dictionaryType.WhichOneof('KeyType')}"
     return {"int64Type": "Int64", "stringType": "String", "doubleType": "Double"}.get(kind or "", str(kind))
@@ -162,7 +170,7 @@ def _layer_type(layer) -> str:
     if kind == "activation":
         return f"activation/{layer.activation.WhichOneof('NonlinearityType')}"
     if kind == "pooling":
-        return f"pooling/{type(layer.pooling).PoolingType.Name(layer.pooling.type).lower()}"
+        return f"pooling/{enum_name(type(layer.pooling).PoolingType, layer.pooling.type).lower()}"
     return kind
 
 
