@@ -13,7 +13,8 @@ from coremltools.models.neural_network import NeuralNetworkBuilder
 
 from updatable_coreml._proto import NeuralNetwork_pb2
 from updatable_coreml.errors import RuntimeLayerError
-from updatable_coreml.runtime import ops_extra, registry
+from updatable_coreml.runtime import ops_extra, registry  # noqa: F401  (registers the ops)
+from updatable_coreml.runtime.model import load
 
 RNG = np.random.default_rng(0)
 
@@ -28,12 +29,13 @@ def builder() -> NeuralNetworkBuilder:
 
 
 def getter(layer):
-    """Weight getter the way the runtime is meant to provide one (fields of the params)."""
-    kind = layer.WhichOneof("layer")
-    if kind == "uniDirectionalLSTM":
-        return ops_extra.lstm_weights(layer).__getitem__
-    params = getattr(layer, kind)
-    return lambda field: registry.decode_weights(getattr(params, field))
+    """Weight getter as the runtime provides one: a (dotted) WeightParams field of the params."""
+    def weight(field: str) -> np.ndarray:
+        message = getattr(layer, layer.WhichOneof("layer"))
+        for part in field.split("."):
+            message = getattr(message, part)
+        return registry.decode_weights(message)
+    return weight
 
 
 def run(layer, *inputs: np.ndarray) -> list[np.ndarray]:
@@ -53,6 +55,13 @@ def close(got: np.ndarray, want) -> None:
 
 def t(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def each(fn, *blobs: np.ndarray) -> np.ndarray:
+    """A per-example reference over batched blobs (ND layers see ``(B, *tensor)``)."""
+    batch = max(len(b) for b in blobs)
+    results = [fn(*(b[i % len(b)] for b in blobs)) for i in range(batch)]
+    return np.stack([r.numpy() if isinstance(r, torch.Tensor) else np.asarray(r) for r in results])
 
 
 def layer_of(kind: str, inputs=("x",), outputs=("y",)) -> NeuralNetwork_pb2.NeuralNetworkLayer:
@@ -115,14 +124,16 @@ BROADCASTABLE = {
 }
 
 
-@pytest.mark.parametrize("name, shapes", itertools.product(
-    BROADCASTABLE, [[(2, 3, 4), (3, 1)], [(5,), (2, 1, 5)], [(2, 3), (2, 3)]]))
+@pytest.mark.parametrize("name, shapes", itertools.product(BROADCASTABLE, [
+    [(3, 2, 3, 4), (3, 3, 1)], [(3, 5), (3, 2, 1, 5)], [(3, 2, 3), (1, 2, 3)], [(2, 4), (2, 1)]]))
 def test_broadcastable(name, shapes):
+    """Core ML tensors broadcast aligned at their last axis, behind the batch axis."""
     b = builder()
     getattr(b, f"add_{name}_broadcastable")("e", ["a", "b"], "y")
     low = 0.5 if name in ("pow", "divide") else -2.0
     a, c = rand(*shapes[0], low=low), rand(*shapes[1], low=low)
-    close(run1(b.spec.neuralNetwork.layers[0], a, c), BROADCASTABLE[name](t(a), t(c)))
+    want = each(lambda u, v: BROADCASTABLE[name](t(u), t(v)), a, c)
+    close(run1(b.spec.neuralNetwork.layers[0], a, c), want)
 
 
 @pytest.mark.parametrize("shape_scale, shape_bias, has_bias", [
@@ -155,7 +166,8 @@ def test_bias(shape):
     c = rand(*shape)
     b.add_bias("b", c, "x", "y", shape_bias=shape)
     x = rand(2, 3, 4, 5)
-    close(run1(b.spec.neuralNetwork.layers[0], x), t(x) + t(c.reshape(-1, 1, 1) if len(shape) == 1 else c))
+    want = x + (c.reshape(-1, 1, 1) if len(shape) == 1 else c)
+    close(run1(b.spec.neuralNetwork.layers[0], x), want)
 
 
 def test_scale_refuses_wrong_parameter_size():
@@ -201,15 +213,34 @@ def test_unary_defaults_follow_the_spec():
     close(run1(layer, x), 1 / (x + 1e-6))
 
 
+@pytest.mark.parametrize("mode, approximate", [("EXACT", "none"), ("TANH_APPROXIMATION", "tanh")])
+def test_gelu(mode, approximate):
+    b = builder()
+    b.add_gelu("g", "x", "y", mode=mode)
+    x = rand(2, 3, 50, low=-5, high=5)
+    close(run1(b.spec.neuralNetwork.layers[0], x), F.gelu(t(x), approximate=approximate))
+
+
+def test_gelu_sigmoid_approximation_and_erf():
+    b = builder()
+    b.add_gelu("g", "x", "y", mode="SIGMOID_APPROXIMATION")
+    b.add_erf("e", "x", "z")
+    x = rand(2, 3, 50, low=-5, high=5)
+    close(run1(b.spec.neuralNetwork.layers[0], x), t(x) * torch.sigmoid(1.702 * t(x)))
+    close(run1(b.spec.neuralNetwork.layers[1], x), torch.erf(t(x)))
+
+
 # ----------------------------------------------------------------------------- normalisation
 
 
-@pytest.mark.parametrize("shape, axis", [((2, 3, 4), -1), ((2, 3, 4), 0), ((5, 7), 1), ((2, 3, 4, 5), -3)])
+@pytest.mark.parametrize("shape, axis",
+                         [((2, 3, 4), -1), ((2, 3, 4), 0), ((5, 7), 0), ((2, 3, 4, 5), -3)])
 def test_softmax_nd(shape, axis):
     b = builder()
     b.add_softmax_nd("s", "x", "y", axis)
     x = rand(*shape, low=-10, high=10)
-    close(run1(b.spec.neuralNetwork.layers[0], x), torch.softmax(t(x), dim=axis))
+    want = each(lambda e: torch.softmax(t(e), dim=axis), x)
+    close(run1(b.spec.neuralNetwork.layers[0], x), want)
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5), (4, 6)])
@@ -295,6 +326,15 @@ def test_reduce_on_a_vector_blob_keeps_its_rank():
     close(run1(b.spec.neuralNetwork.layers[0], x), x.sum(axis=1, keepdims=True))
 
 
+def test_classic_layers_read_a_rank_2_tensor_as_one_channel():
+    b = builder()
+    b.add_reduce("r", "x", "y", "CHW", "sum")
+    b.add_padding("p", 1, 0, 2, 0, input_name="x", output_name="z", padding_type="replication")
+    x = rand(3, 4, 5)  # (B, H, W): Core ML tensor [H, W]
+    close(run1(b.spec.neuralNetwork.layers[0], x), x.sum(axis=(1, 2), keepdims=True))
+    close(run1(b.spec.neuralNetwork.layers[1], x), np.pad(x, [(0, 0), (2, 0), (1, 0)], "edge"))
+
+
 @pytest.mark.parametrize("cosine", [False, True])
 def test_dot(cosine):
     layer = layer_of("dot", inputs=("a", "b"))
@@ -317,13 +357,13 @@ def test_concat_channels_and_vectors():
           np.concatenate([a[:, :, 0, 0], c[:, :, 0, 0]], axis=1))
 
 
-def test_sequence_concat_adds_the_sequence_axis():
+def test_sequence_concat_adds_the_sequence_axis_after_the_batch():
     b = builder()
     b.add_elementwise("c", ["a", "b"], "y", "SEQUENCE_CONCAT")
     a, c = rand(2, 3, 1, 1), rand(2, 3, 1, 1)
-    close(run1(b.spec.neuralNetwork.layers[0], a, c), np.stack([a, c]))
-    s1, s2 = rand(2, 4, 3, 1, 1), rand(1, 4, 3, 1, 1)
-    close(run1(b.spec.neuralNetwork.layers[0], s1, s2), np.concatenate([s1, s2]))
+    close(run1(b.spec.neuralNetwork.layers[0], a, c), np.stack([a, c], axis=1))
+    s1, s2 = rand(4, 2, 3, 1, 1), rand(4, 1, 3, 1, 1)  # (B, Seq, C, H, W)
+    close(run1(b.spec.neuralNetwork.layers[0], s1, s2), torch.cat([t(s1), t(s2)], dim=1))
 
 
 @pytest.mark.parametrize("axis", [0, 1, -1])
@@ -331,12 +371,23 @@ def test_concat_nd(axis):
     b = builder()
     b.add_concat_nd("c", ["a", "b", "c"], "y", axis)
     xs = [rand(2, 3, 4) for _ in range(3)]
-    close(run1(b.spec.neuralNetwork.layers[0], *xs), torch.cat([t(x) for x in xs], dim=axis))
+    want = each(lambda *es: torch.cat([t(e) for e in es], dim=axis), *xs)
+    close(run1(b.spec.neuralNetwork.layers[0], *xs), want)
+
+
+def test_concat_nd_repeats_a_constant_over_the_batch():
+    b = builder()
+    b.add_concat_nd("c", ["a", "const"], "y", -1)
+    a, const = rand(3, 2, 4), rand(1, 2, 5)
+    close(run1(b.spec.neuralNetwork.layers[0], a, const),
+          np.concatenate([a, np.repeat(const, 3, axis=0)], axis=-1))
+    with pytest.raises(RuntimeLayerError, match="'c'.*batch sizes"):
+        run(b.spec.neuralNetwork.layers[0], a, rand(2, 2, 5))
 
 
 def test_concat_nd_interleave():
     b = builder()
-    b.add_concat_nd("c", ["a", "b"], "y", 1, interleave=True)
+    b.add_concat_nd("c", ["a", "b"], "y", 0, interleave=True)
     a, c = rand(2, 3, 4), rand(2, 3, 4)
     want = np.empty((2, 6, 4), np.float32)
     want[:, 0::2], want[:, 1::2] = a, c
@@ -359,10 +410,13 @@ def test_split_nd(axis, num, sizes):
     b = builder()
     names = ["y0", "y1", "y2"] if num != 2 else ["y0", "y1"]
     b.add_split_nd("s", "x", names, axis, num_splits=num, split_sizes=sizes)
-    x = rand(4, 6, 6)
-    want = torch.split(t(x), sizes if sizes else x.shape[axis] // len(names), dim=axis)
-    for got, ref in zip(run(b.spec.neuralNetwork.layers[0], x), want, strict=True):
-        close(got, ref)
+    x = rand(3, 4, 6, 6)
+    outs = run(b.spec.neuralNetwork.layers[0], x)
+    assert len(outs) == len(names)
+    for k, got in enumerate(outs):
+        piece = lambda e: torch.split(  # noqa: E731
+            t(e), sizes if sizes else e.shape[axis] // len(names), dim=axis)[k]
+        close(got, each(piece, x))
 
 
 def test_split_refuses_uneven_parts():
@@ -391,67 +445,68 @@ def test_slice_static_masks_negative_strides_and_squeeze():
                        strides=[1, 2, -2, 1], begin_masks=[True, False, False, False],
                        end_masks=[True, False, True, False],
                        squeeze_masks=[False, False, False, True])
-    x = rand(2, 6, 7, 3)
-    close(run1(b.spec.neuralNetwork.layers[0], x), x[:, 1:-1:2, 5::-2, 0])
+    x = rand(3, 2, 6, 7, 3)
+    close(run1(b.spec.neuralNetwork.layers[0], x), each(lambda e: e[:, 1:-1:2, 5::-2, 0], x))
 
 
 @pytest.mark.parametrize("axis", [0, 1, -1])
-def test_gather(axis):
+@pytest.mark.parametrize("index_batch", [1, 3])
+def test_gather(axis, index_batch):
     b = builder()
     b.add_gather("g", ["data", "idx"], "y", axis=axis)
-    data = rand(4, 5, 6)
-    idx = np.array([[0, 2], [-1, 1]], dtype=np.float32)
-    want = np.take(data, idx.astype(int), axis=axis)
+    data = rand(3, 4, 5, 6)
+    idx = RNG.integers(-4, 4, size=(index_batch, 2, 2)).astype(np.float32)
+    want = each(lambda d, i: np.take(d, i.astype(int), axis=axis), data, idx)
     close(run1(b.spec.neuralNetwork.layers[0], data, idx), want)
 
 
 # ----------------------------------------------------------------------------- reshaping
 
 
-def test_reshape_static_treats_leading_one_as_batch():
+@pytest.mark.parametrize("target", [[1, 4, 6], [6, 4], [24], [2, -1, 3]])
+def test_reshape_static_reshapes_each_example(target):
     b = builder()
-    b.add_reshape_static("r", "x", "y", [1, 4, -1])
+    b.add_reshape_static("r", "x", "y", target)
     x = rand(3, 2, 4, 3)
-    close(run1(b.spec.neuralNetwork.layers[0], x), x.reshape(3, 4, 6))
-    b2 = builder()
-    b2.add_reshape_static("r", "x", "y", [6, 4])
-    close(run1(b2.spec.neuralNetwork.layers[0], x[:1]), x[:1].reshape(6, 4))
+    close(run1(b.spec.neuralNetwork.layers[0], x), each(lambda e: e.reshape(target), x))
+
+
+def test_reshape_static_refuses_a_wrong_size():
+    b = builder()
+    b.add_reshape_static("r", "x", "y", [5, 5])
     with pytest.raises(RuntimeLayerError, match="'r'.*cannot reshape"):
-        run(b2.spec.neuralNetwork.layers[0], x)
+        run(b.spec.neuralNetwork.layers[0], rand(3, 2, 4, 3))
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2, 3, -1])
 def test_flatten_to_2d(axis):
     b = builder()
     b.add_flatten_to_2d("f", "x", "y", axis=axis)
-    x = rand(2, 3, 4)
-    split = axis % 3 if axis < 0 else axis
-    want = t(x).flatten(split).flatten(0, split - 1) if split else t(x).reshape(1, -1)
-    close(run1(b.spec.neuralNetwork.layers[0], x), want if split < 3 else t(x).reshape(-1, 1))
+    x = rand(2, 2, 3, 4)
+    split = axis + 3 if axis < 0 else axis
+    rows = int(np.prod(x.shape[1:][:split]))
+    close(run1(b.spec.neuralNetwork.layers[0], x), each(lambda e: e.reshape(rows, -1), x))
 
 
 @pytest.mark.parametrize("axes", [[0, 2, 1], [2, 0, 1], [1, 0, 2]])
 def test_transpose(axes):
     b = builder()
     b.add_transpose("t", axes, "x", "y")
-    x = rand(2, 3, 4)
-    close(run1(b.spec.neuralNetwork.layers[0], x), t(x).permute(*axes))
+    x = rand(2, 2, 3, 4)
+    close(run1(b.spec.neuralNetwork.layers[0], x), each(lambda e: t(e).permute(*axes), x))
 
 
-@pytest.mark.parametrize("dim, shape", [
-    ((0, 3, 1, 2), (5, 2, 7, 3, 4)), ((3, 1, 2, 0), (7, 2, 5, 3, 4)),
-    ((0, 3, 2, 1), (5, 2, 7, 4, 3)), ((0, 1, 2, 3), (5, 2, 3, 4, 7)),
+@pytest.mark.parametrize("dim, shape", [  # the spec's examples, batch moved first
+    ((0, 3, 1, 2), (2, 5, 7, 3, 4)), ((3, 1, 2, 0), (2, 7, 3, 4, 5)),
+    ((0, 3, 2, 1), (2, 5, 7, 4, 3)), ((0, 1, 2, 3), (2, 5, 3, 4, 7)),
 ])
 def test_permute_matches_spec_examples(dim, shape):
     b = builder()
     b.add_permute("p", dim, "x", "y")
-    x = rand(5, 2, 3, 4, 7)  # (Seq, B, C, H, W)
+    x = rand(2, 5, 3, 4, 7)  # (B, Seq, C, H, W)
     got = run1(b.spec.neuralNetwork.layers[0], x)
     assert got.shape == shape
-    names = "SCHW"
-    out_names = [names[d] for d in dim]
-    einsum = "SBCHW->" + out_names[0] + "B" + "".join(out_names[1:])
-    close(got, np.einsum(einsum, x))
+    close(got, np.einsum("BSCHW->B" + "".join("SCHW"[d] for d in dim), x))
 
 
 def test_permute_without_sequence_axis_keeps_rank():
@@ -461,16 +516,16 @@ def test_permute_without_sequence_axis_keeps_rank():
     close(run1(b.spec.neuralNetwork.layers[0], x), t(x).permute(0, 2, 3, 1))
 
 
-@pytest.mark.parametrize("axes, squeeze_all, shape", [
-    ([0, 1], False, (1, 1, 10, 5)), ([0, 3], False, (1, 10, 5, 1)),
-    ([-2, -1], False, (10, 5, 1, 1)), ([0], False, (1,)), (None, True, (1, 4, 1, 3)),
+@pytest.mark.parametrize("axes, squeeze_all, shape, squeezed", [  # the spec's examples
+    ([0, 1], False, (1, 1, 10, 5), (10, 5)), ([0, 3], False, (1, 10, 5, 1), (10, 5)),
+    ([-2, -1], False, (10, 5, 1, 1), (10, 5)), ([0], False, (1,), (1,)),
+    (None, True, (1, 4, 1, 3), (4, 3)),
 ])
-def test_squeeze(axes, squeeze_all, shape):
+def test_squeeze(axes, squeeze_all, shape, squeezed):
     b = builder()
     b.add_squeeze("s", "x", "y", axes=axes, squeeze_all=squeeze_all)
-    x = rand(*shape)
-    want = x.squeeze(axis=tuple(axes) if axes else None)
-    close(run1(b.spec.neuralNetwork.layers[0], x), want.reshape(1) if want.ndim == 0 else want)
+    x = rand(1, *shape)  # a batch of one: squeezeAll must keep the batch axis
+    close(run1(b.spec.neuralNetwork.layers[0], x), x.reshape((1,) + squeezed))
 
 
 @pytest.mark.parametrize("axes, shape", [([0, 1], (1, 1, 10, 5)), ([0, 2], (1, 10, 1, 5)),
@@ -478,9 +533,8 @@ def test_squeeze(axes, squeeze_all, shape):
 def test_expand_dims(axes, shape):
     b = builder()
     b.add_expand_dims("e", "x", "y", axes)
-    x = rand(10, 5)
-    got = run1(b.spec.neuralNetwork.layers[0], x)
-    close(got, x.reshape(shape))
+    x = rand(3, 10, 5)
+    close(run1(b.spec.neuralNetwork.layers[0], x), x.reshape((3,) + shape))
 
 
 def depth_to_space_tf(x: np.ndarray, block: int) -> np.ndarray:
@@ -511,9 +565,9 @@ def test_sequence_repeat():
     b = builder()
     b.add_sequence_repeat("s", 3, "x", "y")
     x = rand(2, 4, 1, 1)
-    close(run1(b.spec.neuralNetwork.layers[0], x), np.stack([x, x, x]))
-    seq = rand(2, 1, 4, 1, 1)
-    close(run1(b.spec.neuralNetwork.layers[0], seq), np.concatenate([seq] * 3))
+    close(run1(b.spec.neuralNetwork.layers[0], x), np.stack([x, x, x], axis=1))
+    seq = rand(2, 3, 4, 1, 1)
+    close(run1(b.spec.neuralNetwork.layers[0], seq), torch.cat([t(seq)] * 3, dim=1))
 
 
 # ----------------------------------------------------------------------------- constants, lookups
@@ -525,7 +579,7 @@ def test_load_constants():
     b.add_load_constant("c", "y", value, [2, 3, 4])
     b.add_load_constant_nd("d", "z", value, [4, 6])
     close(run1(b.spec.neuralNetwork.layers[0]), value[None])
-    close(run1(b.spec.neuralNetwork.layers[1]), value.reshape(4, 6))
+    close(run1(b.spec.neuralNetwork.layers[1]), value.reshape(1, 4, 6))
 
 
 @pytest.mark.parametrize("has_bias, rank", [(True, 2), (False, 4)])
@@ -643,7 +697,8 @@ def test_resize_bilinear(mode, target):
     x = rand(2, 3, 4, 5)
 
     def positions(size_in: int, size_out: int) -> np.ndarray:
-        if mode == "STRICT_ALIGN_ENDPOINTS_MODE" or (mode == "ALIGN_ENDPOINTS_MODE" and size_out > 1):
+        if mode == "STRICT_ALIGN_ENDPOINTS_MODE" or (
+                mode == "ALIGN_ENDPOINTS_MODE" and size_out > 1):
             return np.arange(size_out) * ((size_in - 1) / max(size_out - 1, 1))
         if mode == "ALIGN_ENDPOINTS_MODE":
             return np.array([(size_in - 1) / 2])
@@ -670,7 +725,8 @@ def lstm_layer(hidden: int, inputs: int, *, seq_out: bool, bias: bool, peep: boo
     if torch_lstm is not None:
         w_i, w_f, w_z, w_o = torch_lstm.weight_ih_l0.detach().numpy().reshape(4, hidden, inputs)
         r_i, r_f, r_z, r_o = torch_lstm.weight_hh_l0.detach().numpy().reshape(4, hidden, hidden)
-        biases = (torch_lstm.bias_ih_l0 + torch_lstm.bias_hh_l0).detach().numpy().reshape(4, hidden)
+        biases = (None if not torch_lstm.bias else
+                  (torch_lstm.bias_ih_l0 + torch_lstm.bias_hh_l0).detach().numpy().reshape(4, -1))
     else:
         w_i, w_f, w_z, w_o = rand(4, hidden, inputs, low=-0.6, high=0.6)
         r_i, r_f, r_z, r_o = rand(4, hidden, hidden, low=-0.6, high=0.6)
@@ -689,14 +745,14 @@ def lstm_layer(hidden: int, inputs: int, *, seq_out: bool, bias: bool, peep: boo
 @pytest.mark.parametrize("seq_out", [True, False])
 def test_lstm_matches_torch(seq_out):
     torch.manual_seed(0)
-    ref = torch.nn.LSTM(5, 4)
+    ref = torch.nn.LSTM(5, 4, batch_first=True)
     layer = lstm_layer(4, 5, seq_out=seq_out, bias=True, torch_lstm=ref)
-    x, h0, c0 = rand(6, 3, 5), rand(1, 3, 4), rand(1, 3, 4)
-    want_y, (want_h, want_c) = ref(t(x), (t(h0), t(c0)))
-    y, h, c = run(layer, x[..., None, None], h0[..., None, None], c0[..., None, None])
-    close(y[..., 0, 0], want_y if seq_out else want_y[-1:])
-    close(h[..., 0, 0], want_h)
-    close(c[..., 0, 0], want_c)
+    x, h0, c0 = rand(3, 6, 5), rand(3, 4), rand(3, 4)  # x is (B, Seq, C)
+    want_y, (want_h, want_c) = ref(t(x), (t(h0[None]), t(c0[None])))
+    y, h, c = run(layer, x[..., None, None], h0, c0)
+    close(y[..., 0, 0], want_y if seq_out else want_y[:, -1:])
+    close(h[..., 0, 0], want_h.transpose(0, 1))
+    close(c[..., 0, 0], want_c.transpose(0, 1))
 
 
 def test_lstm_on_a_vector_blob_is_one_step_without_states():
@@ -712,9 +768,11 @@ def test_lstm_on_a_vector_blob_is_one_step_without_states():
 
 
 def lstm_reference(layer, x: np.ndarray) -> np.ndarray:
-    """Per-example, per-step LSTM straight from the spec's equations (peepholes, coupling, clip)."""
+    """Per-step, per-example LSTM straight from the spec's equations; ``x`` is (Seq, B, C)."""
     p = layer.uniDirectionalLSTM.params
-    w = ops_extra.lstm_weights(layer)
+    get = getter(layer)
+    w = {f.name: get("weightParams." + f.name)
+         for f, _ in layer.uniDirectionalLSTM.weightParams.ListFields()}
     hidden = layer.uniDirectionalLSTM.outputVectorSize
     mat = lambda name, cols: w[name].reshape(hidden, cols)  # noqa: E731
     sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
@@ -751,9 +809,9 @@ def lstm_reference(layer, x: np.ndarray) -> np.ndarray:
 def test_lstm_peepholes_coupling_and_cell_clip(coupled, clip, forget_bias):
     layer = lstm_layer(3, 4, seq_out=True, bias=True, peep=True, coupled=coupled, clip=clip,
                        forget_bias=forget_bias, states=False)
-    x = rand(5, 2, 4)
+    x = rand(2, 5, 4)
     y, _, c = run(layer, x[..., None, None])
-    close(y[..., 0, 0], lstm_reference(layer, x))
+    close(y[..., 0, 0], lstm_reference(layer, x.transpose(1, 0, 2)).transpose(1, 0, 2))
     assert np.abs(c).max() <= clip + 1e-6
 
 
@@ -780,3 +838,46 @@ def test_unknown_parameter_values_are_refused_by_name():
     up.upsample.fractionalScalingFactor.extend([1.5, 1.5])
     with pytest.raises(RuntimeLayerError, match="'my_upsample'.*BILINEAR"):
         run(up, rand(2, 3, 4, 5))
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_classic_model_end_to_end():
+    b = NeuralNetworkBuilder([("x", datatypes.Array(3, 4, 4))], [("y", None)])
+    w = rand(3)
+    b.add_upsample("up", 2, 2, "x", "up", mode="NN")
+    b.add_padding("pad", 1, 1, 1, 1, value=0.5, input_name="up", output_name="pad")
+    b.add_scale("scale", w, None, False, "pad", "scaled", shape_scale=[3])
+    b.add_elementwise("cat", ["pad", "scaled"], "cat", "CONCAT")
+    b.add_l2_normalize("norm", "cat", "y", epsilon=1e-6)
+    model = load(b.spec)
+    x = rand(2, 3, 4, 4)
+    padded = F.pad(F.interpolate(t(x), scale_factor=2), (1, 1, 1, 1), value=0.5)
+    joined = torch.cat([padded, padded * t(w)[:, None, None]], dim=1)
+    want = joined / torch.sqrt((joined ** 2).sum(dim=(1, 2, 3), keepdim=True) + 1e-6)
+    close(model.predict({"x": x})["y"], want)
+    close(model.predict({"x": x[0]})["y"], want[0])
+
+
+def test_nd_model_end_to_end():
+    """An exact-shape-mapped model whose tensors keep the converter's leading 1."""
+    b = NeuralNetworkBuilder([("x", datatypes.Array(1, 6, 4))], [("y0", None), ("y1", None)],
+                             disable_rank5_shape_mapping=True)
+    bias_value = rand(6)
+    b.add_transpose("tr", [0, 2, 1], "x", "tr")
+    b.add_softmax_nd("sm", "tr", "sm", axis=-1)
+    b.add_load_constant_nd("const", "bias", bias_value, shape=[6])
+    b.add_add_broadcastable("add", ["sm", "bias"], "added")
+    b.add_reshape_static("flat", "added", "flat", [1, 24])
+    b.add_split_nd("split", "flat", ["y0", "y1"], axis=1, num_splits=2)
+    model = load(b.spec)
+    x = rand(1, 6, 4)
+    tensor = np.exp(x.transpose(0, 2, 1))
+    tensor = (tensor / tensor.sum(axis=-1, keepdims=True) + bias_value).reshape(1, 24)
+    out = model.predict({"x": x})
+    close(out["y0"], tensor[:, :12])
+    close(out["y1"], tensor[:, 12:])
+    batch = rand(3, 1, 6, 4)
+    out = model.predict({"x": batch})
+    close(out["y1"], np.stack([model.predict({"x": e})["y1"] for e in batch]))

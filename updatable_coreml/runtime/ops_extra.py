@@ -3,13 +3,19 @@
 Semantics follow the comments of Apple's ``NeuralNetwork.proto``; where the spec is silent, the
 choice and its source are written on the op. Blob conventions are those of ``registry``:
 
-* Classic (rank-5) layers see their input through :func:`_classic`: a ``(B, C)`` vector blob
-  is read as ``(B, C, 1, 1)``; from rank 3 up, axes -3, -2, -1 are C, H, W and the leading
-  axes are batch-like. Layers that need the sequence axis (-5) add leading singleton axes
-  (:func:`_as_rank5`). :func:`_restore` drops the added singleton axes again, so a layer keeps
-  its input's rank whenever the result allows it.
+* Classic (rank-5) layers see their input through :func:`_classic` as ``(..., C, H, W)``: a
+  ``(B, C)`` vector blob is ``(B, C, 1, 1)`` (as ``ops_core`` reads it), a ``(B, H, W)`` blob
+  (a rank-2 tensor from an ND layer) is ``(B, 1, H, W)``, and from rank 4 up the leading axes
+  are batch-like.
+* A sequence travels batch first, ``(B, Seq, C, H, W)``, the layout ``ops_core`` uses; layers
+  that act on Core ML's sequence axis see every blob that way (:func:`_with_sequence`).
+* :func:`_restore` drops the axes a view added, so a layer keeps its input's rank whenever
+  the result allows it.
 * ND layers (names ending in ``ND``, ``Static``, ``Broadcastable``, transpose, squeeze, …)
-  work on the array as given.
+  see Core ML's tensor behind the batch axis: the runtime gives every input the blob
+  ``(B, *declared shape)`` in either shape mapping, so a per-example Core ML tensor of rank r
+  is a blob of rank r + 1. Axes, shapes and per-axis lists in the file describe the Core ML
+  tensor; :func:`_nd_axis` moves them past the batch axis, and constants get a batch of one.
 """
 
 from __future__ import annotations
@@ -20,10 +26,18 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .._proto import NeuralNetwork_pb2 as nn_pb
 from ..errors import RuntimeLayerError
-from .registry import WeightGetter, decode_weights, register_forward
+from .registry import WeightGetter, register_forward
 
 Blobs = Sequence[np.ndarray]
+Unary = nn_pb.UnaryFunctionLayerParams
+Reduce = nn_pb.ReduceLayerParams
+Slice = nn_pb.SliceLayerParams
+Reorganize = nn_pb.ReorganizeDataLayerParams
+Upsample = nn_pb.UpsampleLayerParams
+Sampling = nn_pb.SamplingMode
+Gelu = nn_pb.GeluLayerParams
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -34,31 +48,56 @@ def _fail(layer, what: str) -> RuntimeLayerError:
 
 
 def _classic(x: np.ndarray) -> np.ndarray:
-    """View a blob as ``(..., C, H, W)``: vectors and scalars get trailing unit H, W axes."""
-    return x.reshape(x.shape + (1,) * (4 - x.ndim)) if x.ndim < 3 else x
+    """View a blob as ``(..., C, H, W)``; see the module docstring."""
+    if x.ndim == 3:
+        return x[:, None]
+    return x.reshape(x.shape + (1,) * (4 - x.ndim)) if x.ndim < 4 else x
 
 
-def _as_rank5(x: np.ndarray) -> np.ndarray:
-    """View a blob as Core ML's ``(Seq, B, C, H, W)`` for layers that act on the sequence axis."""
+def _with_sequence(layer, x: np.ndarray) -> np.ndarray:
+    """View a blob as ``(B, Seq, C, H, W)``; blobs without a sequence axis have Seq = 1."""
     view = _classic(x)
-    return view.reshape((1,) * max(0, 5 - view.ndim) + view.shape)
+    if view.ndim == 4:
+        return view[:, None]
+    if view.ndim != 5:
+        raise _fail(layer, f"needs a (B, C), (B, C, H, W) or (B, Seq, C, H, W) blob, got {x.shape}")
+    return view
 
 
 def _restore(y: np.ndarray, rank: int) -> np.ndarray:
-    """Undo :func:`_classic` / :func:`_as_rank5` where the result still has unit axes there."""
-    extra = y.ndim - (rank if rank >= 3 else 4)
-    if extra > 0 and all(d == 1 for d in y.shape[:extra]):
-        y = y.reshape(y.shape[extra:])
+    """Undo :func:`_classic` / :func:`_with_sequence` where the result has unit axes there."""
+    if rank < 5 and y.ndim == 5 and y.shape[1] == 1:
+        y = y[:, 0]
+    if rank == 3 and y.ndim == 4 and y.shape[1] == 1:
+        y = y[:, 0]
     if rank < 3 and y.ndim == 4 and all(d == 1 for d in y.shape[rank:]):
         y = y.reshape(y.shape[:rank])
     return y
 
 
-def _axis(layer, axis: int, rank: int) -> int:
-    """Normalise a possibly negative axis, refusing one outside the blob."""
+def _nd_axis(layer, axis: int, rank: int) -> int:
+    """Blob axis of Core ML axis ``axis`` (negative counts from the end) of a rank-``rank``
+    per-example tensor, i.e. one past it for the batch axis; refuses an axis outside it."""
     if not -rank <= axis < rank:
-        raise _fail(layer, f"axis {axis} is out of range for a rank-{rank} input")
-    return axis % rank
+        raise _fail(layer, f"axis {axis} is out of range for a rank-{rank} tensor")
+    return axis % rank + 1
+
+
+def _same_rank(blobs: Blobs) -> list[np.ndarray]:
+    """Give ND blobs one rank by inserting unit axes right after the batch axis.
+
+    Core ML broadcasts ND tensors aligned at their last axis; the batch axis must stay first.
+    """
+    rank = max(b.ndim for b in blobs)
+    return [b.reshape(b.shape[:1] + (1,) * (rank - b.ndim) + b.shape[1:]) for b in blobs]
+
+
+def _common_batch(layer, blobs: Blobs) -> list[np.ndarray]:
+    """Repeat batch-of-one blobs (loaded constants) to the batch of the others."""
+    batch = max(len(b) for b in blobs)
+    if any(len(b) not in (1, batch) for b in blobs):
+        raise _fail(layer, f"inputs have different batch sizes {[len(b) for b in blobs]}")
+    return [np.broadcast_to(b, (batch,) + b.shape[1:]) for b in blobs]
 
 
 def _broadcast(layer, arrays: Blobs) -> None:
@@ -102,7 +141,7 @@ _CLASSIC_REDUCERS: dict[str, Callable] = {
 
 @register_forward("add", "multiply", "average", "max", "min")
 def elementwise(layer, inputs: Blobs, weight: WeightGetter) -> list:
-    """Classic n-ary elementwise ops; one input to add/multiply means ``x + alpha`` / ``alpha x``."""
+    """Classic n-ary elementwise ops; a lone input to add/multiply gets ``+alpha`` / ``*alpha``."""
     kind = layer.WhichOneof("layer")
     if len(inputs) == 1 and kind in ("add", "multiply"):
         alpha = getattr(layer, kind).alpha
@@ -129,11 +168,12 @@ _BROADCASTABLE: dict[str, Callable] = {
 
 @register_forward(*_BROADCASTABLE)
 def broadcastable(layer, inputs: Blobs, weight: WeightGetter) -> list:
-    """ND binary ops with NumPy broadcasting, applied left to right."""
+    """ND binary ops with NumPy broadcasting of the Core ML tensors, applied left to right."""
     if len(inputs) < 2:
         raise _fail(layer, f"needs 2 inputs, got {len(inputs)}")
-    _broadcast(layer, inputs)
-    return [functools.reduce(_BROADCASTABLE[layer.WhichOneof("layer")], inputs)]
+    blobs = _same_rank(inputs)
+    _broadcast(layer, blobs)
+    return [functools.reduce(_BROADCASTABLE[layer.WhichOneof("layer")], blobs)]
 
 
 @register_forward("scale")
@@ -158,16 +198,16 @@ def clip(layer, inputs: Blobs, weight: WeightGetter) -> list:
 
 
 _UNARY: dict[int, Callable[[np.ndarray, float, float], np.ndarray]] = {
-    0: lambda x, alpha, eps: np.sqrt(x),
-    1: lambda x, alpha, eps: 1 / np.sqrt(x + eps),
-    2: lambda x, alpha, eps: 1 / (x + eps),
-    3: lambda x, alpha, eps: np.power(x, alpha),
-    4: lambda x, alpha, eps: np.exp(x),
+    Unary.SQRT: lambda x, alpha, eps: np.sqrt(x),
+    Unary.RSQRT: lambda x, alpha, eps: 1 / np.sqrt(x + eps),
+    Unary.INVERSE: lambda x, alpha, eps: 1 / (x + eps),
+    Unary.POWER: lambda x, alpha, eps: np.power(x, alpha),
+    Unary.EXP: lambda x, alpha, eps: np.exp(x),
     # The spec writes log(x); coremltools' MIL backend passes its log epsilon into this
     # field with the documented meaning log(x + epsilon), so that is what we do.
-    5: lambda x, alpha, eps: np.log(x + eps),
-    6: lambda x, alpha, eps: np.abs(x),
-    7: lambda x, alpha, eps: np.maximum(x, alpha),
+    Unary.LOG: lambda x, alpha, eps: np.log(x + eps),
+    Unary.ABS: lambda x, alpha, eps: np.abs(x),
+    Unary.THRESHOLD: lambda x, alpha, eps: np.maximum(x, alpha),
 }
 
 
@@ -182,13 +222,40 @@ def unary(layer, inputs: Blobs, weight: WeightGetter) -> list:
     return [fn(x, params.alpha, params.epsilon or 1e-6)]
 
 
+def _erf(x: np.ndarray) -> np.ndarray:
+    """Elementwise erf, exact to double precision (NumPy has none; SciPy is no dependency)."""
+    return np.vectorize(math.erf, otypes=[np.float64])(x).astype(x.dtype)
+
+
+@register_forward("erf")
+def erf(layer, inputs: Blobs, weight: WeightGetter) -> list:
+    return [_erf(inputs[0])]
+
+
+_GELU: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    Gelu.EXACT: lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2))),
+    Gelu.TANH_APPROXIMATION: lambda x: 0.5 * x * (
+        1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))),
+    Gelu.SIGMOID_APPROXIMATION: lambda x: x / (1 + np.exp(-1.702 * x)),
+}
+
+
+@register_forward("gelu")
+def gelu(layer, inputs: Blobs, weight: WeightGetter) -> list:
+    """GELU, exact or with the tanh / sigmoid(1.702 x) approximation the mode names."""
+    fn = _GELU.get(layer.gelu.mode)
+    if fn is None:
+        raise _fail(layer, f"unknown GELU mode {layer.gelu.mode}")
+    return [fn(inputs[0])]
+
+
 # ----------------------------------------------------------------------------- normalisation
 
 
 @register_forward("softmaxND")
 def softmax_nd(layer, inputs: Blobs, weight: WeightGetter) -> list:
     x = inputs[0]
-    return [_softmax(x, _axis(layer, layer.softmaxND.axis, x.ndim))]
+    return [_softmax(x, _nd_axis(layer, layer.softmaxND.axis, x.ndim - 1))]
 
 
 @register_forward("l2normalize")
@@ -239,17 +306,18 @@ def lrn(layer, inputs: Blobs, weight: WeightGetter) -> list:
     return [_restore(out, x.ndim)]
 
 
-_REDUCE_AXES = {0: (-3, -2, -1), 1: (-2, -1), 2: (-3,), 3: (-2,), 4: (-1,)}
+_REDUCE_AXES = {Reduce.CHW: (-3, -2, -1), Reduce.HW: (-2, -1), Reduce.C: (-3,),
+                Reduce.H: (-2,), Reduce.W: (-1,)}
 _REDUCERS: dict[int, Callable[[np.ndarray, tuple, float], np.ndarray]] = {
-    0: lambda v, axes, eps: v.sum(axis=axes, keepdims=True),
-    1: lambda v, axes, eps: v.mean(axis=axes, keepdims=True),
-    2: lambda v, axes, eps: v.prod(axis=axes, keepdims=True),
-    3: lambda v, axes, eps: np.log(v + eps).sum(axis=axes, keepdims=True),
-    4: lambda v, axes, eps: (v * v).sum(axis=axes, keepdims=True),
-    5: lambda v, axes, eps: np.abs(v).sum(axis=axes, keepdims=True),
-    6: lambda v, axes, eps: np.sqrt((v * v).sum(axis=axes, keepdims=True)),
-    7: lambda v, axes, eps: v.max(axis=axes, keepdims=True),
-    8: lambda v, axes, eps: v.min(axis=axes, keepdims=True),
+    Reduce.SUM: lambda v, axes, eps: v.sum(axis=axes, keepdims=True),
+    Reduce.AVG: lambda v, axes, eps: v.mean(axis=axes, keepdims=True),
+    Reduce.PROD: lambda v, axes, eps: v.prod(axis=axes, keepdims=True),
+    Reduce.LOGSUM: lambda v, axes, eps: np.log(v + eps).sum(axis=axes, keepdims=True),
+    Reduce.SUMSQUARE: lambda v, axes, eps: (v * v).sum(axis=axes, keepdims=True),
+    Reduce.L1: lambda v, axes, eps: np.abs(v).sum(axis=axes, keepdims=True),
+    Reduce.L2: lambda v, axes, eps: np.sqrt((v * v).sum(axis=axes, keepdims=True)),
+    Reduce.MAX: lambda v, axes, eps: v.max(axis=axes, keepdims=True),
+    Reduce.MIN: lambda v, axes, eps: v.min(axis=axes, keepdims=True),
 }
 
 
@@ -262,7 +330,7 @@ def reduce(layer, inputs: Blobs, weight: WeightGetter) -> list:
         raise _fail(layer, f"unknown reduce axis {params.axis}")
     x = inputs[0]
     view = _classic(x)
-    if params.mode == 9:
+    if params.mode == Reduce.ARGMAX:
         if len(axes) != 1:
             raise _fail(layer, "ARGMAX is only defined over a single axis (C, H or W)")
         out = np.argmax(view, axis=axes[0], keepdims=True).astype(x.dtype)
@@ -295,11 +363,11 @@ def concat(layer, inputs: Blobs, weight: WeightGetter) -> list:
     """Classic concat along channels, or along the sequence axis when ``sequenceConcat``."""
     rank = max(x.ndim for x in inputs)
     if layer.concat.sequenceConcat:
-        views, axis = [_as_rank5(x) for x in inputs], -5
+        views, axis = [_with_sequence(layer, x) for x in inputs], 1
     else:
         views, axis = [_classic(x) for x in inputs], -3
     try:
-        return [_restore(np.concatenate(views, axis=axis), rank)]
+        return [_restore(np.concatenate(_common_batch(layer, views), axis=axis), rank)]
     except ValueError as exc:
         raise _fail(layer, f"cannot concatenate: {exc}") from None
 
@@ -308,15 +376,16 @@ def concat(layer, inputs: Blobs, weight: WeightGetter) -> list:
 def concat_nd(layer, inputs: Blobs, weight: WeightGetter) -> list:
     """Concat along any axis; ``interleave`` alternates the inputs' slices along that axis."""
     params = layer.concatND
-    axis = _axis(layer, params.axis, inputs[0].ndim)
+    blobs = _common_batch(layer, inputs)
+    axis = _nd_axis(layer, params.axis, blobs[0].ndim - 1)
     try:
         if not params.interleave:
-            return [np.concatenate(inputs, axis=axis)]
-        stacked = np.stack(inputs, axis=axis + 1)
+            return [np.concatenate(blobs, axis=axis)]
+        stacked = np.stack(blobs, axis=axis + 1)
     except ValueError as exc:
         raise _fail(layer, f"cannot concatenate: {exc}") from None
-    shape = list(inputs[0].shape)
-    shape[axis] *= len(inputs)
+    shape = list(blobs[0].shape)
+    shape[axis] *= len(blobs)
     return [stacked.reshape(shape)]
 
 
@@ -345,13 +414,13 @@ def split(layer, inputs: Blobs, weight: WeightGetter) -> list:
 def split_nd(layer, inputs: Blobs, weight: WeightGetter) -> list:
     params = layer.splitND
     x = inputs[0]
-    axis = _axis(layer, params.axis, x.ndim)
+    axis = _nd_axis(layer, params.axis, x.ndim - 1)
     parts = int(params.numSplits) or len(layer.output)
     points = _split_points(layer, x.shape[axis], [int(s) for s in params.splitSizes], parts)
     return np.split(x, points, axis=axis)
 
 
-_SLICE_AXES = {0: -3, 1: -2, 2: -1}
+_SLICE_AXES = {Slice.CHANNEL_AXIS: -3, Slice.HEIGHT_AXIS: -2, Slice.WIDTH_AXIS: -1}
 
 
 @register_forward("slice")
@@ -372,33 +441,35 @@ def slice_static(layer, inputs: Blobs, weight: WeightGetter) -> list:
     """Strided slice per axis; a mask ignores that begin/end, ``squeezeMasks`` drops the axis."""
     params = layer.sliceStatic
     x = inputs[0]
-    rank = x.ndim
+    rank = x.ndim - 1
     fields = (params.beginIds, params.endIds, params.strides, params.beginMasks, params.endMasks)
     if any(len(f) != rank for f in fields):
         raise _fail(layer, f"begin/end/stride/mask lists must all have length {rank}")
-    index = []
+    index = [slice(None)]
     for axis in range(rank):
         begin = None if params.beginMasks[axis] else int(params.beginIds[axis])
         end = None if params.endMasks[axis] else int(params.endIds[axis])
         index.append(slice(begin, end, int(params.strides[axis]) or 1))
     out = x[tuple(index)]
-    squeeze = [axis for axis, flag in enumerate(params.squeezeMasks) if flag]
-    if squeeze:
-        if any(out.shape[axis] != 1 for axis in squeeze):
-            raise _fail(layer, "squeezeMasks names an axis whose slice is not of size 1")
-        out = out.squeeze(axis=tuple(squeeze))
-    return [out]
+    squeeze = tuple(axis + 1 for axis, flag in enumerate(params.squeezeMasks) if flag)
+    if any(out.shape[axis] != 1 for axis in squeeze):
+        raise _fail(layer, "squeezeMasks names an axis whose slice is not of size 1")
+    return [out.squeeze(axis=squeeze)]
 
 
 @register_forward("gather")
 def gather(layer, inputs: Blobs, weight: WeightGetter) -> list:
-    """``np.take`` along ``axis``; negative indices count from the end."""
-    data, indices = inputs
-    axis = _axis(layer, layer.gather.axis, data.ndim)
+    """Per example, ``np.take`` of the data along ``axis``; negative indices count from the end.
+
+    A batch of one (a loaded constant) on either side serves every example.
+    """
+    data, indices = _common_batch(layer, inputs)
+    axis = _nd_axis(layer, layer.gather.axis, data.ndim - 1)
     idx = indices.astype(np.int64)
-    if idx.size and (idx.min() < -data.shape[axis] or idx.max() >= data.shape[axis]):
-        raise _fail(layer, f"index out of range for an axis of size {data.shape[axis]}")
-    return [np.take(data, idx, axis=axis)]
+    size = data.shape[axis]
+    if idx.size and (idx.min() < -size or idx.max() >= size):
+        raise _fail(layer, f"index out of range for an axis of size {size}")
+    return [np.stack([np.take(d, i, axis=axis - 1) for d, i in zip(data, idx)])]
 
 
 # ----------------------------------------------------------------------------- reshaping
@@ -406,53 +477,43 @@ def gather(layer, inputs: Blobs, weight: WeightGetter) -> list:
 
 @register_forward("reshapeStatic")
 def reshape_static(layer, inputs: Blobs, weight: WeightGetter) -> list:
-    """Reshape to ``targetShape``; a leading 1 there is the batch slot and takes the batch size.
-
-    Files are written for one example, so exporters put 1 in the batch slot; keeping the
-    blob's leading axis there lets the same layer run on a mini-batch.
-    """
+    """Reshape each example to ``targetShape``."""
     x = inputs[0]
-    target = tuple(int(d) for d in layer.reshapeStatic.targetShape)
-    if target[:1] == (1,):
-        target = (x.shape[0],) + target[1:]
+    target = (x.shape[0],) + tuple(int(d) for d in layer.reshapeStatic.targetShape)
     try:
         return [x.reshape(target)]
     except ValueError:
-        raise _fail(layer, f"cannot reshape {x.shape} to {target}") from None
+        raise _fail(layer, f"cannot reshape {x.shape[1:]} to {target[1:]}") from None
 
 
 @register_forward("flattenTo2D")
 def flatten_to_2d(layer, inputs: Blobs, weight: WeightGetter) -> list:
-    """Collapse the axes before ``axis`` into rows and the rest into columns."""
+    """Collapse each example's axes before ``axis`` into rows and the rest into columns."""
     x = inputs[0]
-    axis = layer.flattenTo2D.axis
-    if not -x.ndim <= axis <= x.ndim:
-        raise _fail(layer, f"axis {axis} is out of range for a rank-{x.ndim} input")
-    axis += x.ndim if axis < 0 else 0
-    return [x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))]
+    shape, axis = x.shape[1:], layer.flattenTo2D.axis
+    if not -len(shape) <= axis <= len(shape):
+        raise _fail(layer, f"axis {axis} is out of range for a rank-{len(shape)} tensor")
+    axis += len(shape) if axis < 0 else 0
+    return [x.reshape(x.shape[0], math.prod(shape[:axis]), math.prod(shape[axis:]))]
 
 
 @register_forward("transpose")
 def transpose(layer, inputs: Blobs, weight: WeightGetter) -> list:
     x = inputs[0]
     axes = [int(a) for a in layer.transpose.axes]
-    if sorted(axes) != list(range(x.ndim)):
-        raise _fail(layer, f"axes {axes} are not a permutation of a rank-{x.ndim} input's axes")
-    return [x.transpose(axes)]
-
-
-_PERMUTE_AXES = (0, 2, 3, 4)  # permute's axis i names this axis of (Seq, B, C, H, W)
+    if sorted(axes) != list(range(x.ndim - 1)):
+        raise _fail(layer, f"axes {axes} are not a permutation of a rank-{x.ndim - 1} tensor's")
+    return [x.transpose([0] + [a + 1 for a in axes])]
 
 
 @register_forward("permute")
 def permute(layer, inputs: Blobs, weight: WeightGetter) -> list:
-    """Permute (Seq, C, H, W) of the rank-5 view; the batch axis stays in place."""
+    """Permute (Seq, C, H, W), axes 1-4 of the ``(B, Seq, C, H, W)`` view; batch stays first."""
     order = [int(a) for a in layer.permute.axis] or [0, 1, 2, 3]
     if sorted(order) != [0, 1, 2, 3]:
         raise _fail(layer, f"axis {order} is not a permutation of [0, 1, 2, 3]")
     x = inputs[0]
-    mapped = [_PERMUTE_AXES[a] for a in order]
-    out = _as_rank5(x).transpose([mapped[0], 1, *mapped[1:]])
+    out = _with_sequence(layer, x).transpose([0] + [1 + a for a in order])
     return [_restore(out, x.ndim)]
 
 
@@ -462,21 +523,21 @@ def squeeze(layer, inputs: Blobs, weight: WeightGetter) -> list:
     params = layer.squeeze
     x = inputs[0]
     if params.squeezeAll:
-        axes = [axis for axis, d in enumerate(x.shape) if d == 1]
+        axes = [axis for axis in range(1, x.ndim) if x.shape[axis] == 1]
     else:
-        axes = [_axis(layer, int(a), x.ndim) for a in params.axes]
+        axes = [_nd_axis(layer, int(a), x.ndim - 1) for a in params.axes]
     if any(x.shape[axis] != 1 for axis in axes):
-        raise _fail(layer, f"cannot squeeze axes {list(params.axes)} of shape {x.shape}")
+        raise _fail(layer, f"cannot squeeze axes {list(params.axes)} of shape {x.shape[1:]}")
     out = x.squeeze(axis=tuple(axes))
-    return [out.reshape(1) if out.ndim == 0 else out]
+    return [out.reshape(-1, 1) if out.ndim == 1 else out]
 
 
 @register_forward("expandDims")
 def expand_dims(layer, inputs: Blobs, weight: WeightGetter) -> list:
     """Insert unit axes; the listed axes index the output, negative ones from its end."""
     x = inputs[0]
-    out_rank = x.ndim + len(layer.expandDims.axes)
-    axes = tuple(_axis(layer, int(a), out_rank) for a in layer.expandDims.axes)
+    out_rank = x.ndim - 1 + len(layer.expandDims.axes)
+    axes = tuple(_nd_axis(layer, int(a), out_rank) for a in layer.expandDims.axes)
     return [np.expand_dims(x, axes)]
 
 
@@ -496,7 +557,7 @@ def reorganize_data(layer, inputs: Blobs, weight: WeightGetter) -> list:
     n = len(lead)
     if b < 2:
         raise _fail(layer, "blockSize must be greater than 1")
-    if params.mode == 0:
+    if params.mode == Reorganize.SPACE_TO_DEPTH:
         if h % b or w % b:
             raise _fail(layer, f"blockSize {b} does not divide H={h} and W={w}")
         blocks = view.reshape(*lead, c, h // b, b, w // b, b)
@@ -504,10 +565,10 @@ def reorganize_data(layer, inputs: Blobs, weight: WeightGetter) -> list:
         return [_restore(out.reshape(*lead, c * b * b, h // b, w // b), x.ndim)]
     if c % (b * b):
         raise _fail(layer, f"blockSize^2 = {b * b} does not divide C={c}")
-    if params.mode == 1:
+    if params.mode == Reorganize.DEPTH_TO_SPACE:
         blocks = view.reshape(*lead, b, b, c // (b * b), h, w)
         out = blocks.transpose(*range(n), n + 2, n + 3, n, n + 4, n + 1)
-    elif params.mode == 2:
+    elif params.mode == Reorganize.PIXEL_SHUFFLE:
         blocks = view.reshape(*lead, c // (b * b), b, b, h, w)
         out = blocks.transpose(*range(n), n, n + 3, n + 1, n + 4, n + 2)
     else:
@@ -519,8 +580,8 @@ def reorganize_data(layer, inputs: Blobs, weight: WeightGetter) -> list:
 def sequence_repeat(layer, inputs: Blobs, weight: WeightGetter) -> list:
     x = inputs[0]
     reps = int(layer.sequenceRepeat.nRepetitions) or 1
-    view = _as_rank5(x)
-    return [_restore(np.concatenate([view] * reps, axis=-5), x.ndim)]
+    view = _with_sequence(layer, x)
+    return [_restore(np.concatenate([view] * reps, axis=1), x.ndim)]
 
 
 # ----------------------------------------------------------------------------- constants, lookups
@@ -538,11 +599,12 @@ def load_constant(layer, inputs: Blobs, weight: WeightGetter) -> list:
 
 @register_forward("loadConstantND")
 def load_constant_nd(layer, inputs: Blobs, weight: WeightGetter) -> list:
+    """The constant as a batch of one, ``(1, *shape)``."""
     shape = tuple(int(d) for d in layer.loadConstantND.shape)
     data = weight("data")
     if math.prod(shape) != data.size:
         raise _fail(layer, f"{data.size} values do not fit shape {shape}")
-    return [data.reshape(shape)]
+    return [data.reshape((1,) + shape)]
 
 
 def _lookup(layer, indices: np.ndarray, table: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
@@ -637,9 +699,9 @@ def _bilinear(view: np.ndarray, grid_h: np.ndarray, grid_w: np.ndarray) -> np.nd
 def _upsample_grid(size_in: int, size_out: int, mode: int) -> np.ndarray:
     """Sample positions for bilinear upsample, per ``linearUpsampleMode`` (builder's formulas)."""
     i = np.arange(size_out, dtype=np.float64)
-    if mode == 1:  # ALIGN_CORNERS_TRUE
+    if mode == Upsample.ALIGN_CORNERS_TRUE:
         grid = i * ((size_in - 1) / (size_out - 1) if size_out > 1 else 0.0)
-    elif mode == 2:  # ALIGN_CORNERS_FALSE
+    elif mode == Upsample.ALIGN_CORNERS_FALSE:
         spacing = size_in / size_out
         grid = i * spacing + 0.5 * spacing - 0.5
     else:  # DEFAULT
@@ -655,16 +717,16 @@ def upsample(layer, inputs: Blobs, weight: WeightGetter) -> list:
     view = _classic(x)
     height, width = view.shape[-2:]
     if params.fractionalScalingFactor:
-        if params.mode != 1:
+        if params.mode != Upsample.BILINEAR:
             raise _fail(layer, "fractional scaling factors need BILINEAR mode")
         factors = [float(f) for f in params.fractionalScalingFactor]
     else:
         factors = [int(f) for f in params.scalingFactor] or [1, 1]
     if len(factors) != 2 or min(factors) <= 0:
         raise _fail(layer, f"scaling factors must be two positive numbers, got {factors}")
-    if params.mode == 0:
+    if params.mode == Upsample.NN:
         out = view.repeat(factors[0], axis=-2).repeat(factors[1], axis=-1)
-    elif params.mode == 1:
+    elif params.mode == Upsample.BILINEAR:
         out_h, out_w = math.floor(height * factors[0]), math.floor(width * factors[1])
         mode = params.linearUpsampleMode
         out = _bilinear(view, _upsample_grid(height, out_h, mode),
@@ -676,11 +738,12 @@ def upsample(layer, inputs: Blobs, weight: WeightGetter) -> list:
 
 def _sampling_grid(size_in: int, size_out: int, method: int) -> np.ndarray:
     """Sample positions of the spec's ``SamplingMode`` methods."""
-    if method == 0 or (method == 1 and size_out > 1):  # (STRICT_)ALIGN_ENDPOINTS
+    if method == Sampling.STRICT_ALIGN_ENDPOINTS_MODE or (
+            method == Sampling.ALIGN_ENDPOINTS_MODE and size_out > 1):
         return np.linspace(0, size_in - 1, size_out)
-    if method == 1:
+    if method == Sampling.ALIGN_ENDPOINTS_MODE:
         return np.full(1, (size_in - 1) / 2)
-    if method == 2:  # UPSAMPLE_MODE
+    if method == Sampling.UPSAMPLE_MODE:
         grid = np.linspace(0, size_in - size_in / size_out, size_out)
     else:  # ROI_ALIGN_MODE
         spacing = max(1, size_in - 1) / size_out
@@ -695,26 +758,15 @@ def resize_bilinear(layer, inputs: Blobs, weight: WeightGetter) -> list:
     view = _classic(x)
     out_h, out_w = [int(d) for d in params.targetSize] or [1, 1]
     method = params.mode.samplingMethod
-    if method not in (0, 1, 2, 3):
+    if method not in Sampling.Method.values():
         raise _fail(layer, f"unknown sampling method {method}")
     height, width = view.shape[-2:]
-    out = _bilinear(view, _sampling_grid(height, out_h, method), _sampling_grid(width, out_w, method))
+    grid_h, grid_w = _sampling_grid(height, out_h, method), _sampling_grid(width, out_w, method)
+    out = _bilinear(view, grid_h, grid_w)
     return [_restore(out, x.ndim)]
 
 
 # ----------------------------------------------------------------------------- LSTM
-
-
-def lstm_weights(layer) -> dict[str, np.ndarray]:
-    """Decode every set ``WeightParams`` of a ``uniDirectionalLSTM``'s ``weightParams``.
-
-    Keys are the ``LSTMWeightParams`` field names (``inputGateWeightMatrix``, …); these are
-    the names the LSTM op asks its weight getter for, since the LSTM keeps its weights one
-    message deeper than every other layer.
-    """
-    nested = layer.uniDirectionalLSTM.weightParams
-    return {field.name: decode_weights(value, f"layer {layer.name!r} {field.name}")
-            for field, value in nested.ListFields()}
 
 
 def _recurrent_activation(layer, params) -> Callable[[np.ndarray], np.ndarray]:
@@ -736,16 +788,19 @@ def _recurrent_activation(layer, params) -> Callable[[np.ndarray], np.ndarray]:
 
 
 _GATES = ("inputGate", "forgetGate", "blockInput", "outputGate")
+_PEEPHOLES = ("inputGate", "forgetGate", "outputGate")
 
 
 @register_forward("uniDirectionalLSTM")
 def uni_directional_lstm(layer, inputs: Blobs, weight: WeightGetter) -> list:
-    """Forward LSTM over the sequence axis of the rank-5 view ``(Seq, B, C, 1, 1)``.
+    """Forward LSTM over the sequence axis of the ``(B, Seq, C, 1, 1)`` view.
 
     Inputs ``x[, h0, c0]``; outputs ``y, h, c`` with ``y`` all steps when ``sequenceOutput``.
     Gate pre-activations are clipped to [-50, 50] and the cell to ``cellClipThreshold``
     (50 when 0), peepholes see c_{t-1} for the input/forget gates and c_t for the output gate,
     and ``forgetBias`` adds 1 to the forget gate's bias, all as the spec describes.
+    Weights live one message deeper than in other layers, so they are asked for by dotted
+    name, ``weight("weightParams.inputGateWeightMatrix")``.
     """
     spec = layer.uniDirectionalLSTM
     params = spec.params
@@ -756,30 +811,31 @@ def uni_directional_lstm(layer, inputs: Blobs, weight: WeightGetter) -> list:
     f_act, g_act, h_act = (_recurrent_activation(layer, a) for a in spec.activations)
     n_in, n_out = int(spec.inputVectorSize), int(spec.outputVectorSize)
     x = inputs[0]
-    seq = _as_rank5(x)
+    seq = _with_sequence(layer, x)
     if seq.shape[2:] != (n_in, 1, 1):
         raise _fail(layer, f"input shape {x.shape} does not hold vectors of size {n_in}")
-    steps, batch = seq.shape[:2]
-    w_x = np.concatenate([weight(g + "WeightMatrix").reshape(n_out, n_in) for g in _GATES])
-    w_h = np.concatenate([weight(g + "RecursionMatrix").reshape(n_out, n_out) for g in _GATES])
-    b = (np.concatenate([weight(g + "BiasVector") for g in _GATES]) if params.hasBiasVectors
-         else np.zeros(4 * n_out, dtype=np.float32))
+    batch, steps = seq.shape[:2]
+
+    def nested(name: str) -> np.ndarray:
+        return weight("weightParams." + name)
+
+    w_x = np.concatenate([nested(g + "WeightMatrix").reshape(n_out, n_in) for g in _GATES])
+    w_h = np.concatenate([nested(g + "RecursionMatrix").reshape(n_out, n_out) for g in _GATES])
+    b = (np.concatenate([nested(g + "BiasVector") for g in _GATES]) if params.hasBiasVectors
+         else np.zeros(4 * n_out, dtype=x.dtype))
     if params.forgetBias:
         b = b + np.repeat(np.array([0, 1, 0, 0], dtype=b.dtype), n_out)
     if params.hasPeepholeVectors:
-        p_i, p_f, p_o = (weight(g + "PeepholeVector") for g in ("inputGate", "forgetGate",
-                                                                "outputGate"))
+        p_i, p_f, p_o = (nested(g + "PeepholeVector") for g in _PEEPHOLES)
     else:
-        p_i = p_f = p_o = np.zeros(n_out, dtype=np.float32)
+        p_i = p_f = p_o = np.zeros(n_out, dtype=x.dtype)
     threshold = params.cellClipThreshold or 50.0
-    h = (_as_rank5(inputs[1]).reshape(batch, n_out) if len(inputs) > 1
-         else np.zeros((batch, n_out), dtype=x.dtype))
-    c = (_as_rank5(inputs[2]).reshape(batch, n_out) if len(inputs) > 2
-         else np.zeros((batch, n_out), dtype=x.dtype))
-    projected = seq[..., 0, 0] @ w_x.T + b  # (steps, batch, 4 * n_out)
+    h, c = (inputs[k].reshape(batch, n_out) if len(inputs) > k
+            else np.zeros((batch, n_out), dtype=x.dtype) for k in (1, 2))
+    projected = seq[..., 0, 0] @ w_x.T + b  # (batch, steps, 4 * n_out)
     outputs = []
     for t in range(steps):
-        pre_i, pre_f, pre_z, pre_o = np.split(projected[t] + h @ w_h.T, 4, axis=-1)
+        pre_i, pre_f, pre_z, pre_o = np.split(projected[:, t] + h @ w_h.T, 4, axis=-1)
         gate_i = f_act(np.clip(pre_i + p_i * c, -50, 50))
         block = g_act(np.clip(pre_z, -50, 50))
         if params.coupledInputAndForgetGate:
@@ -789,6 +845,5 @@ def uni_directional_lstm(layer, inputs: Blobs, weight: WeightGetter) -> list:
         c = np.clip(c, -threshold, threshold)
         h = h_act(c) * f_act(np.clip(pre_o + p_o * c, -50, 50))
         outputs.append(h)
-    y = np.stack(outputs) if params.sequenceOutput else h[None]
-    results = [y, h[None], c[None]]
-    return [_restore(v[..., None, None], x.ndim) for v in results[: len(layer.output)]]
+    y = np.stack(outputs, axis=1) if params.sequenceOutput else h[:, None]
+    return [_restore(v[..., None, None], x.ndim) for v in (y, h[:, None], c[:, None])]

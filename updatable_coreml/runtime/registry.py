@@ -4,7 +4,9 @@ Conventions every op follows:
 
 * A blob is a NumPy array whose first axis is the batch: a feature of shape ``(C, H, W)``
   travels as ``(B, C, H, W)``, a vector ``(C,)`` as ``(B, C)``. Classic (rank-5) layers view
-  their input as ``(B, C, H, W)`` and keep its rank; ND layers work on the array as given.
+  their input as ``(B, C, H, W)`` and keep its rank; sequences travel batch first,
+  ``(B, Seq, C, H, W)``. ND layers see the Core ML tensor behind the batch axis: axes, shapes
+  and permutations in the file describe the tensor without it, so ND ops shift them by one.
 * An op is ``fn(layer, inputs, weight) -> list of outputs`` where ``layer`` is the
   ``NeuralNetworkLayer`` message, ``inputs`` the input blobs in ``layer.input`` order, and
   ``weight(field)`` returns the decoded, flat float array of the ``WeightParams`` named
