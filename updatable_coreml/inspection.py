@@ -108,6 +108,8 @@ def feature_type(feature) -> str:
 
 def weight_shapes(layer) -> dict[str, tuple[int, ...]]:
     kind = layer.WhichOneof("layer")
+    if kind is None:
+        return {}
     body = getattr(layer, kind)
     if kind == "innerProduct":
         shapes = {"W": (body.outputChannels, body.inputChannels)}
@@ -171,7 +173,7 @@ def _layer_type(layer) -> str:
         return f"activation/{layer.activation.WhichOneof('NonlinearityType')}"
     if kind == "pooling":
         return f"pooling/{enum_name(type(layer.pooling).PoolingType, layer.pooling.type).lower()}"
-    return kind
+    return kind or "(no type)"
 
 
 def inspect(model: SpecLike) -> ModelInfo:
