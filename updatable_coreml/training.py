@@ -349,9 +349,8 @@ def write_training_inputs(spec: Spec, loss: Loss) -> None:
         return
     target.name = loss.target
     array = target.type.multiArrayType
-    array.dataType = FeatureTypes_pb2.ArrayFeatureType.INT32 if loss.kind == "cce" else \
-        FeatureTypes_pb2.ArrayFeatureType.FLOAT32 if spec.specificationVersion >= 4 else \
-        FeatureTypes_pb2.ArrayFeatureType.DOUBLE
+    array.dataType = (FeatureTypes_pb2.ArrayFeatureType.INT32 if loss.kind == "cce"
+                      else FeatureTypes_pb2.ArrayFeatureType.FLOAT32)
     if loss.kind == "cce":
         array.shape.append(1)
         target.shortDescription = "True class index"
