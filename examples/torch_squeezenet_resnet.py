@@ -138,7 +138,7 @@ def main(out_dir: Path) -> None:
                           loss=nn.CrossEntropyLoss(), trainable=["classifier.1"],
                           optimizer=torch.optim.SGD(squeezenet.classifier.parameters(), lr=0.01),
                           class_labels=labels)
-    print(report)
+    print(report.summary())
     try:
         export_torch(squeezenet, torch.randn(1, 3, 64, 64), out_dir / "refused.mlmodel",
                      loss=nn.CrossEntropyLoss(), trainable=["features.12.expand3x3", "classifier.1"])
@@ -148,7 +148,7 @@ def main(out_dir: Path) -> None:
     resnet, optimizer = frozen_backbone_resnet()
     report = export_torch(resnet, torch.randn(1, 3, 64, 64), out_dir / "resnet18_head.mlmodel",
                           loss=nn.CrossEntropyLoss(), optimizer=optimizer, class_labels=labels)
-    print(report)
+    print(report.summary())
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from updatable_coreml.errors import ConfigError, ModelFileError, NotUpdatableError, UnsupportedError  # noqa: E402
+from updatable_coreml.errors import (  # noqa: E402
+    ConfigError, ModelFileError, NotUpdatableError, UnsupportedError)
 from updatable_coreml.exporters import torch_ops  # noqa: E402
 from updatable_coreml.exporters.torch import (  # noqa: E402
     Refusals, capture, load_torch_source, map_loss, map_optimizer, torch_to_graph,
@@ -271,7 +272,7 @@ def test_load_pt2_and_factory(tmp_path):
     weights = {"0.weight": torch.ones(2, 3), "0.bias": torch.zeros(2)}
     torch.save(weights, tmp_path / "w.pt")
     loaded = load_torch_source(f"{tmp_path / 'factory.py'}:build", tmp_path / "w.pt", (3,))
-    assert float(loaded.model[0].weight.sum()) == 6.0 and loaded.example_inputs[0].shape == (1, 3)
+    assert float(loaded.model[0].weight.detach().sum()) == 6.0 and loaded.example_inputs[0].shape == (1, 3)
 
 
 def test_load_refuses_pickled_objects(tmp_path):
@@ -296,3 +297,42 @@ def test_squeezenet_and_resnet_translate_with_module_names():
     graph = torch_to_graph(resnet, torch.randn(1, 3, 64, 64), optimizer=optimizer).graph
     assert {"layer4.1.conv2", "layer4.1.bn2", "layer4.1.add"} <= {n.name for n in graph.nodes}
     assert [n.name for n in graph.nodes if n.trainable] == ["fc"]
+
+
+def test_trainable_batch_norm_refused_in_torch_terms():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(36, 2))
+    with pytest.raises(NotUpdatableError, match=r"module '1' \(BatchNorm2d\).*requires_grad_\(False\)"):
+        graph_of(model)
+    refusals = Refusals(allow=True)
+    state = graph_of(model, refusals=refusals)
+    assert [n.name for n in state.graph.nodes if n.trainable] == ["0", "3"]
+    assert "kept frozen" in refusals.warnings[0]
+
+
+def test_tied_weights_refused():
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.a(torch.relu(self.a(x)))
+
+    with pytest.raises(NotUpdatableError, match="shared with 'a_1'"):
+        graph_of(Tied(), (2, 4))
+    assert not any(n.trainable for n in graph_of(Tied(), (2, 4), trainable=[]).graph.nodes)
+
+
+def test_trainable_scalar_parameter_refused():
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+            self.gain = nn.Parameter(torch.tensor(2.0))
+
+        def forward(self, x):
+            return self.fc(x) * self.gain
+
+    with pytest.raises(NotUpdatableError, match="'gain' trains in torch but is used as a constant"):
+        graph_of(Scaled(), (2, 3))
+    assert [n.name for n in graph_of(Scaled(), (2, 3), trainable=["fc"]).graph.nodes if n.trainable] == ["fc"]

@@ -27,6 +27,9 @@ _EXPORTS = {
     "ConfigError": "updatable_coreml.errors",
     "UnsupportedError": "updatable_coreml.errors",
     "NotUpdatableError": "updatable_coreml.errors",
+    "export_keras": "updatable_coreml.exporters.keras",
+    "UpdatableCoreMLExport": "updatable_coreml.exporters.keras",
+    "ExportReport": "updatable_coreml.export",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -57,8 +57,12 @@ def put_weights(params, array: np.ndarray, updatable: bool = False) -> None:
 
     Field 1 packed: tag 0x0A, varint byte length, little-endian float32 bytes.
     """
-    data = np.ascontiguousarray(array, dtype="<f4").tobytes()
-    params.MergeFromString(b"\x0a" + _varint(len(data)) + data)
+    array = np.asarray(array)
+    header = b"\x0a" + _varint(4 * array.size)
+    buffer = bytearray(len(header) + 4 * array.size)
+    buffer[:len(header)] = header
+    np.frombuffer(buffer, dtype="<f4", offset=len(header)).reshape(array.shape)[...] = array
+    params.MergeFromString(memoryview(buffer))
     if updatable:
         params.isUpdatable = True
 
@@ -200,34 +204,6 @@ def _pad(layer, node: Node, shapes: Shapes) -> None:
         amount.startEdgeSize, amount.endEdgeSize = int(start), int(end)
 
 
-@_writes("embedding")
-def _embedding(layer, node: Node, shapes: Shapes) -> None:
-    weight = node.weights["weight"]
-    params = layer.embedding
-    params.inputDim, params.outputChannels = weight.shape
-    put_weights(params.weights, weight.T)  # Core ML stores (outputChannels, inputDim)
-
-
-@_writes("lstm")
-def _lstm(layer, node: Node, shapes: Shapes) -> None:
-    w_ih, w_hh, bias = node.weights["W_ih"], node.weights["W_hh"], node.weights["bias"]
-    hidden = int(node.attrs["hidden"])
-    params = layer.uniDirectionalLSTM
-    params.inputVectorSize, params.outputVectorSize = w_ih.shape[1], hidden
-    params.activations.add().sigmoid.SetInParent()
-    params.activations.add().tanh.SetInParent()
-    params.activations.add().tanh.SetInParent()
-    params.params.sequenceOutput = bool(node.attrs.get("return_sequences"))
-    params.params.hasBiasVectors = True
-    weights = params.weightParams
-    gates = ("inputGate", "forgetGate", "blockInput", "outputGate")  # IR order i, f, g, o
-    for index, gate in enumerate(gates):
-        rows = slice(index * hidden, (index + 1) * hidden)
-        put_weights(getattr(weights, f"{gate}WeightMatrix"), w_ih[rows], node.trainable)
-        put_weights(getattr(weights, f"{gate}RecursionMatrix"), w_hh[rows], node.trainable)
-        put_weights(getattr(weights, f"{gate}BiasVector"), bias[rows], node.trainable)
-
-
 _ACTIVATIONS: dict[str, Callable[[object, dict], None]] = {
     "relu": lambda p, a: p.ReLU.SetInParent(),
     "sigmoid": lambda p, a: p.sigmoid.SetInParent(),
@@ -243,6 +219,26 @@ _ACTIVATIONS: dict[str, Callable[[object, dict], None]] = {
 }
 
 
+#: Layers Core ML added in iOS 13; a network using one needs the exact-rank shape mapping.
+IOS13_LAYERS = ("gelu", "clip")
+
+
+def _write_clip(nn, node: Node, low: float, high: float) -> None:
+    """``min(max(x, low), high)`` with iOS 12 layers (the clip layer is iOS 13's, and would
+    force the exact-rank shape mapping on the whole network): max(x, low), then
+    max(-y, -high), then negate. Negation is exact, so this is exactly the clip."""
+    floor, ceiling = f"{node.name}_max", f"{node.name}_min_negated"
+    if low == 0.0:
+        _new_layer(nn, floor, node.inputs, [floor]).activation.ReLU.SetInParent()
+    else:
+        unary = _new_layer(nn, floor, node.inputs, [floor]).unary
+        unary.type, unary.alpha = unary.THRESHOLD, low
+    unary = _new_layer(nn, ceiling, [floor], [ceiling]).unary
+    unary.type, unary.alpha, unary.scale = unary.THRESHOLD, -high, -1.0
+    negate = _new_layer(nn, node.name, [ceiling], node.outputs).activation.linear
+    negate.alpha = -1.0
+
+
 def _write_activation(nn, node: Node, shapes: Shapes) -> None:
     """Activations, some of which take two Core ML layers (silu = x * sigmoid(x))."""
     kind, attrs = node.attrs["kind"], node.attrs
@@ -250,9 +246,7 @@ def _write_activation(nn, node: Node, shapes: Shapes) -> None:
         layer = _new_layer(nn, node.name, node.inputs, node.outputs)
         _ACTIVATIONS[kind](layer.activation, attrs)
     elif kind in ("relu6", "clip"):
-        layer = _new_layer(nn, node.name, node.inputs, node.outputs)
-        layer.clip.minVal = float(attrs.get("min", 0.0))
-        layer.clip.maxVal = float(attrs.get("max", 6.0))
+        _write_clip(nn, node, float(attrs.get("min", 0.0)), float(attrs.get("max", 6.0)))
     elif kind == "gelu":
         layer = _new_layer(nn, node.name, node.inputs, node.outputs)
         modes = NeuralNetwork_pb2.GeluLayerParams
@@ -384,9 +378,15 @@ def build_spec(graph: Graph, *, class_labels: Optional[Sequence[Label]] = None,
     kind = "neuralNetworkClassifier" if class_labels is not None else \
         "neuralNetworkRegressor" if regressor else "neuralNetwork"
     nn = getattr(spec, kind)
+    write_layers(nn, graph, shapes)
+    if any(layer.WhichOneof("layer") in IOS13_LAYERS for layer in nn.layers):
+        # Core ML refuses iOS 13 layers under the rank-5 mapping; with exact shapes, vectors
+        # are declared (C, 1, 1) so classic layers (softmax needs rank >= 3) keep working.
+        nn.arrayInputShapeMapping = NeuralNetwork_pb2.EXACT_ARRAY_MAPPING
+        nn.imageInputShapeMapping = NeuralNetwork_pb2.RANK4_IMAGE_MAPPING
+        shapes = {name: shape + (1, 1) if len(shape) == 1 else shape for name, shape in shapes.items()}
     for tensor in graph.inputs:
         _describe_input(spec, nn, tensor, shapes[tensor.name])
-    write_layers(nn, graph, shapes)
     if class_labels is not None:
         (probs,) = graph.outputs
         size = shapes[probs][0]

@@ -7,9 +7,10 @@ unsupported construct (one line on stderr, no traceback, no output file).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from . import __version__
 from .errors import UpdatableCoreMLError
@@ -98,6 +99,24 @@ def _cmd_make_updatable(args) -> int:
     return EXIT_OK
 
 
+def _cmd_simulate(args) -> int:
+    from .runtime.simulate import simulate
+    print(f"{'epoch':>5} {'train loss':>11} {'val loss':>9} {'val acc':>8}")
+
+    def show(row) -> None:
+        val_loss = "-" if row.val_loss is None else f"{row.val_loss:.4f}"
+        val_acc = "-" if row.val_accuracy is None else f"{row.val_accuracy:.3f}"
+        print(f"{row.epoch:>5} {row.train_loss:>11.4f} {val_loss:>9} {val_acc:>8}", flush=True)
+
+    simulate(args.model, args.train, val=args.val, epochs=args.epochs, lr=args.lr,
+             batch_size=args.batch_size, seed=args.seed, shuffle=args.shuffle, plot=args.plot,
+             out=args.out, on_epoch=show)
+    for label, path in (("loss plot", args.plot), ("updated model", args.out)):
+        if path:
+            print(f"{label}: {path}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="updatable-coreml", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -125,13 +144,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(run=_cmd_make_updatable)
 
-    for register in EXTRA_COMMANDS:
-        register(sub)
+    p = sub.add_parser("simulate", help="train an updatable model off-device as MLUpdateTask would")
+    p.add_argument("model")
+    p.add_argument("--train", required=True, metavar="DATA",
+                   help="a folder with one subfolder of images per label, or an .npz with x and y")
+    p.add_argument("--val", metavar="DATA", help="validation data, same forms")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None)
+    p.add_argument("--plot", metavar="PNG", help="write training/validation loss per epoch")
+    p.add_argument("-o", "--out", metavar="MLMODEL", help="write the updated model")
+    p.set_defaults(run=_cmd_simulate)
+
+    for module, function in EXTRA_COMMANDS:
+        getattr(importlib.import_module(f".{module}", __package__), function)(sub)
     return parser
 
 
-#: Further subcommands (simulate, export, demo, ...) register themselves here.
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+#: Subcommands defined in other modules, as (module, function registering it). Each module
+#: keeps its heavy imports inside its functions, so building the parser stays fast.
+EXTRA_COMMANDS = [("swift", "add_cli_command"), ("export_cli", "add_export_command"),
+                  ("demo", "add_cli_command")]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

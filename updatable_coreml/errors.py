@@ -25,3 +25,10 @@ class NotUpdatableError(UpdatableCoreMLError):
 
 class RuntimeLayerError(UpdatableCoreMLError):
     """The reference runtime cannot execute a layer or feature of the model."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first message line (its type name when empty), for one-line errors that
+    wrap a framework's exception."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

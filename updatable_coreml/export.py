@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -16,7 +17,7 @@ from typing import Optional, Sequence, Union
 from .backend import Label, Metadata, build_spec
 from .errors import ConfigError, NotUpdatableError
 from .ir import Graph
-from .passes import run_passes
+from .passes import run_frozen_passes, run_passes
 from .spec_io import Spec, atomic_write_bytes, neural_network
 from .training import SGD, Adam, FloatParam, Loss, Optimizer, TrainingConfig, apply_training_config
 
@@ -92,6 +93,13 @@ def _layer_names(spec: Spec) -> tuple[list[str], list[str]]:
             [layer.name for layer in layers if not layer.isUpdatable])
 
 
+def frozen_spec(graph: Graph, metadata: Metadata = Metadata()) -> tuple[Spec, list[str]]:
+    """``graph`` as a plain NeuralNetwork spec that does not train (a pipeline's frozen
+    stage: a feature extractor or backbone), and the notes of the passes."""
+    graph = run_frozen_passes(graph)
+    return build_spec(graph, metadata=metadata), list(graph.notes)
+
+
 def export_graph(graph: Graph, path: PathLike, *, loss: str, optimizer: Optimizer,
                  from_logits: bool = False, batch_size: int = 32, epochs: int = 10,
                  allowed_batch_sizes: Optional[Union[Sequence[int], range]] = None,
@@ -113,11 +121,25 @@ def export_graph(graph: Graph, path: PathLike, *, loss: str, optimizer: Optimize
     if labels is not None and loss != "cce":
         raise ConfigError("class_labels make a classifier, which trains with categorical "
                           f"cross-entropy; the loss is {loss!r}")
-    config = TrainingConfig(Loss(loss, graph.outputs[0]), with_lr_range(optimizer, lr_range),
+    layer_names = {node.name for node in graph.nodes}
+    loss_name = next(n for n in ("loss", "loss_layer", "updatable_coreml_loss") if n not in layer_names)
+    config = TrainingConfig(Loss(loss, graph.outputs[0], name=loss_name), with_lr_range(optimizer, lr_range),
                             batch_size=batch_size, allowed_batch_sizes=allowed_batch_sizes,
                             epochs=epochs, allowed_epochs=allowed_epochs, shuffle=shuffle, seed=seed)
     spec = build_spec(graph, class_labels=labels, regressor=regressor, metadata=metadata)
     apply_training_config(spec, config)
+    trainable, frozen = _layer_names(spec)
+    return save_validated(spec, path, source=metadata.source, trainable=trainable, frozen=frozen,
+                          changes=list(graph.notes), training=config.summary_lines(),
+                          assumptions=list(assumptions), warnings=list(warnings) + pass_warnings)
+
+
+def save_validated(spec: Spec, path: PathLike, **report: list) -> ExportReport:
+    """Validate ``spec``, write it atomically only if it has no error, and report on it.
+
+    ``report`` holds the ``ExportReport`` fields only the caller knows (source, trainable,
+    frozen, changes, training, assumptions, warnings).
+    """
     from .validator import is_valid, validate
 
     findings = validate(spec)
@@ -126,13 +148,14 @@ def export_graph(graph: Graph, path: PathLike, *, loss: str, optimizer: Optimize
         raise NotUpdatableError("the exported model would not be valid: "
                                 + "; ".join(str(f) for f in errors))
     data = spec.SerializeToString(deterministic=True)
-    written = atomic_write_bytes(data, path)
-    trainable, frozen = _layer_names(spec)
+    with ThreadPoolExecutor(1) as pool:  # both release the GIL: hash while the file syncs
+        digest = pool.submit(lambda: hashlib.sha256(data).hexdigest())
+        written = atomic_write_bytes(data, path)
+        sha256 = digest.result()
     inputs = {i.name: list(i.type.multiArrayType.shape) if i.type.WhichOneof("Type") == "multiArrayType"
               else [i.type.imageType.height, i.type.imageType.width] for i in spec.description.input}
     return ExportReport(
-        path=str(Path(written)), sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data),
-        model_type=spec.WhichOneof("Type"), source=metadata.source, inputs=inputs,
-        outputs=[o.name for o in spec.description.output], trainable=trainable, frozen=frozen,
-        changes=list(graph.notes), training=config.summary_lines(), assumptions=list(assumptions),
-        warnings=list(warnings) + pass_warnings, findings=[str(f) for f in findings])
+        path=str(Path(written)), sha256=sha256, size_bytes=len(data),
+        model_type=spec.WhichOneof("Type"), inputs=inputs,
+        outputs=[o.name for o in spec.description.output], findings=[str(f) for f in findings],
+        **report)

@@ -148,8 +148,9 @@ def remove_passthrough(graph: Graph) -> Graph:
                                    "the output; there is nothing to export")
         note = None
         if node.op == "dropout":
-            note = (f"removed {node.name!r} ({node.source or 'dropout'}): Core ML has no dropout, "
-                    "so on-device training runs without it and may overfit sooner")
+            note = (f"removed {node.name!r} ({node.source or 'dropout'}): it acts only in training "
+                    "and Core ML has no such layer, so on-device training runs without it (and may "
+                    "overfit sooner)")
         return remove_passthrough(_replace_nodes(graph, nodes, note))
     return graph
 
@@ -178,12 +179,12 @@ def fold_batchnorm(graph: Graph, trainable_path: set[str]) -> Graph:
                     and not producer.trainable and _single_consumer(
                         _replace_nodes(graph, nodes), node.inputs[0]) is node)
         if foldable:
-            weight = producer.weights["weight"].astype(np.float64)
-            weight = weight * a.reshape((-1,) + (1,) * (weight.ndim - 1))
+            weight = producer.weights["weight"]
+            weight = weight * a.astype(np.float32).reshape((-1,) + (1,) * (weight.ndim - 1))
             bias = producer.weights.get("bias", np.zeros(weight.shape[0]))
             folded = dataclasses.replace(producer, weights={
-                "weight": weight.astype(np.float32),
-                "bias": (bias * a + b).astype(np.float32)}, outputs=list(node.outputs))
+                "weight": weight, "bias": (bias * a + b).astype(np.float32)},
+                outputs=list(node.outputs))
             nodes[nodes.index(producer)] = folded
             del nodes[index]
             notes.append(f"folded batch norm {node.name!r} into {producer.name!r}")
@@ -405,3 +406,26 @@ def run_passes(graph: Graph, *, loss_kind: str, from_logits: bool = False,
     graph = fold_image_scale(graph, shapes)
     warnings += check_backprop(graph, output, loss_kind, allow_unsupported)
     return graph, warnings
+
+
+# -- frozen graphs (feature extractors of pipelines) ---------------------------------------
+
+
+def cut_at(graph: Graph, tensor: str) -> Graph:
+    """The part of ``graph`` that computes ``tensor``, which becomes the only output."""
+    keep = _ancestors(graph, tensor)
+    nodes = [node for node in graph.nodes if node.name in keep]
+    dropped = len(graph.nodes) - len(nodes)
+    note = f"cut at {tensor!r}: dropped the {dropped} layer(s) after it" if dropped else None
+    return Graph(list(graph.inputs), [tensor], nodes, list(graph.notes) + ([note] if note else []))
+
+
+def run_frozen_passes(graph: Graph) -> Graph:
+    """The passes for a graph that never trains (a pipeline's frozen stage): no loss and no
+    backprop rules; every node is frozen, so every batch norm folds or becomes a scale."""
+    graph = remove_passthrough(graph)
+    frozen = [dataclasses.replace(node, trainable=False) for node in graph.nodes]
+    graph = fold_batchnorm(_replace_nodes(graph, frozen), set())
+    shapes = infer_shapes(graph)
+    graph = fix_flatten_order(graph, shapes)
+    return fold_image_scale(graph, shapes)

@@ -484,7 +484,30 @@ def _validate_knn(spec: Spec) -> list[Finding]:
         findings.append(Finding("KNN_INVALID", None, "kd-tree leaf size must be positive."))
     if index.WhichOneof("DistanceFunction") is None:
         findings.append(Finding("KNN_INVALID", None, "No distance function is set."))
-    return findings
+    return findings + _knn_label_findings(spec, _knn_label_type(knn))
+
+
+def _knn_label_type(knn) -> str:
+    """The feature type (``int64Type``/``stringType``) of a k-NN classifier's labels."""
+    labels = knn.WhichOneof("ClassLabels")
+    integer = labels == "int64ClassLabels" or (
+        labels is None and knn.WhichOneof("DefaultClassLabel") == "defaultInt64Label")
+    return "int64Type" if integer else "stringType"
+
+
+def _knn_label_findings(spec: Spec, label_type: str) -> list[Finding]:
+    """The predicted label, and the training label when given, are typed like the class labels."""
+    description = spec.description
+    name = description.predictedFeatureName
+    output = next((o for o in description.output if o.name == name), None)
+    if output is not None and output.type.WhichOneof("Type") != label_type:
+        return [Finding("KNN_INVALID", None, f"The predicted label {name!r} is "
+                        f"{output.type.WhichOneof('Type')}, the class labels are {label_type}.")]
+    training = next((t for t in description.trainingInput if t.name == name), None)
+    if training is not None and training.type.WhichOneof("Type") != label_type:
+        return [Finding("TRAINING_TARGET_TYPE", None, f"Training input {name!r} is "
+                        f"{training.type.WhichOneof('Type')}, the class labels are {label_type}.")]
+    return []
 
 
 def _validate_pipeline(spec: Spec) -> list[Finding]:
@@ -505,6 +528,10 @@ def _validate_pipeline(spec: Spec) -> list[Finding]:
                                         f"Input {needed.name!r} of model {position} has another type than "
                                         "what feeds it."))
         known.update({o.name: o.type for o in model.description.output})
+    for output in spec.description.output:
+        if known.get(output.name) != output.type:
+            findings.append(Finding("PIPELINE_WIRING", None, f"Pipeline output {output.name!r} is not "
+                                    "produced by a model (or has another type than the model's)."))
     if spec.isUpdatable:
         early = [i for i, m in enumerate(models[:-1]) if m.isUpdatable]
         if early:
@@ -517,6 +544,8 @@ def _validate_pipeline(spec: Spec) -> list[Finding]:
             findings.append(Finding("SPEC_VERSION", None,
                                     f"specificationVersion is {spec.specificationVersion}."))
         findings += [_prefixed(f, len(models) - 1) for f in _validate_spec(models[-1], top_level=False)]
+        if model_type(models[-1]) == "kNearestNeighborsClassifier":
+            findings += _knn_label_findings(spec, _knn_label_type(models[-1].kNearestNeighborsClassifier))
     else:
         marked = [i for i, m in enumerate(models) if m.isUpdatable]
         if marked:

@@ -25,7 +25,7 @@ from ..errors import ConfigError, ModelFileError, NotUpdatableError, Unsupported
 from ..ir import Graph
 from ..passes import UPDATABLE_OPS
 from ..training import SGD, Adam
-from .torch_ops import Translation, translate
+from .torch_ops import Translation, translate, where
 
 MOMENTUM_NOTE = ("SGD momentum: torch updates v = m*v + g; w -= lr*v, Keras v = m*v - lr*g; "
                  "w += v. Both give the same weights while the learning rate is constant, so "
@@ -71,18 +71,34 @@ def capture(module: Any, example_inputs: Any) -> Any:
         return module
     if not isinstance(module, torch.nn.Module):
         raise ConfigError(f"expected a torch.nn.Module or an ExportedProgram, got {type(module).__name__}")
+    inputs = as_example_inputs(example_inputs)
     was_training = module.training
     module.eval()
     try:
-        return torch.export.export(module, as_example_inputs(example_inputs))
-    except (UnsupportedError, ConfigError):
-        raise
+        return torch.export.export(module, inputs)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnsupportedError(f"torch.export could not capture the model: {first}; make "
-                               "forward() traceable (no data-dependent control flow)") from exc
+        _raise_if_eager_fails(module, inputs)
+        raise UnsupportedError(f"torch.export could not capture the model: {_first_line(exc)}; "
+                               "make forward() traceable (no data-dependent control flow)") from exc
     finally:
         module.train(was_training)
+
+
+def _raise_if_eager_fails(module: Any, inputs: tuple) -> None:
+    """Tell a model that cannot run on ``example_inputs`` apart from one export cannot trace."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    except Exception as exc:
+        raise ConfigError(f"the model fails on example_inputs (shapes "
+                          f"{[list(t.shape) for t in inputs]}): {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
 
 
 # -- what trains -----------------------------------------------------------------------------
@@ -132,10 +148,10 @@ def _select_by_name(named: list[tuple[str, Any]], wanted: list[str]) -> set[str]
 
 
 def mark_trainable(state: Translation, names: set[str], refusals: Refusals) -> None:
-    """Set ``Node.trainable`` from parameter names.
+    """Set ``Node.trainable`` from parameter names, refusing what Core ML cannot train.
 
-    Refuses a layer whose weight trains but whose bias does not (or the reverse) and tied
-    weights; layers Core ML cannot update at all are refused by ``passes.check_trainable``.
+    The refusals speak torch (requires_grad, the optimizer) because that is where the user
+    decided what trains; ``passes.check_trainable`` stays the framework-neutral backstop.
     """
     uses: dict[str, list[str]] = {}
     for node_name, params in state.node_params.items():
@@ -146,19 +162,38 @@ def mark_trainable(state: Translation, names: set[str], refusals: Refusals) -> N
         flags = {role: fqn in names for role, fqn in params.items()}
         if not any(flags.values()):
             continue
-        if node.op in UPDATABLE_OPS and not all(flags.values()):
-            trains = [role for role, on in flags.items() if on]
-            frozen = [role for role, on in flags.items() if not on]
-            refusals.refuse(
-                f"layer {node.name!r}: its {', '.join(trains)} trains but its {', '.join(frozen)} "
-                f"does not; Core ML updates a layer's weight and bias together: train both or "
-                f"neither", "both train", NotUpdatableError)
-        shared = [fqn for fqn in params.values() if len(uses[fqn]) > 1]
-        if shared:
-            raise NotUpdatableError(f"layer {node.name!r}: parameter {shared[0]!r} is shared with "
-                                    f"{', '.join(n for n in uses[shared[0]] if n != node.name)}; "
-                                    "Core ML cannot train tied weights: untie or freeze them")
+        if node.op not in UPDATABLE_OPS:
+            refusals.refuse(f"{where(state.origin[node.name])} has parameters that train, but Core "
+                            "ML can only train convolution and linear layers; freeze it "
+                            "(requires_grad_(False)) or build the optimizer (or trainable=[...]) "
+                            "from the layers to train", "kept frozen", NotUpdatableError)
+            continue
+        _check_weight_and_bias(node.name, flags, refusals)
+        _check_untied(node.name, params, uses)
         node.trainable = True
+    for fqn in sorted(names & set(state.state_names.values()) - set(uses)):
+        refusals.refuse(f"parameter {fqn!r} trains in torch but is used as a constant operand "
+                        "(not as a layer weight); Core ML can only train convolution and linear "
+                        "weights: freeze it (requires_grad_(False))", "kept frozen", NotUpdatableError)
+
+
+def _check_weight_and_bias(layer: str, flags: dict[str, bool], refusals: Refusals) -> None:
+    if all(flags.values()):
+        return
+    trains = [role for role, on in flags.items() if on]
+    frozen = [role for role, on in flags.items() if not on]
+    refusals.refuse(f"layer {layer!r}: its {', '.join(trains)} trains but its {', '.join(frozen)} "
+                    "does not; Core ML updates a layer's weight and bias together: train both or "
+                    "neither", "both train", NotUpdatableError)
+
+
+def _check_untied(layer: str, params: dict[str, str], uses: dict[str, list[str]]) -> None:
+    for fqn in params.values():
+        others = [name for name in uses[fqn] if name != layer]
+        if others:
+            raise NotUpdatableError(f"layer {layer!r}: parameter {fqn!r} is shared with "
+                                    f"{', '.join(map(repr, others))}; Core ML cannot train tied "
+                                    "weights: untie or freeze them")
 
 
 # -- loss ----------------------------------------------------------------------------------
@@ -309,11 +344,12 @@ def _differs(a: Any, b: Any) -> bool:
 
 def torch_to_graph(model: Any, example_inputs: Any, *, optimizer: Any = None,
                    trainable: Optional[Iterable[str]] = None, image_input: Optional[dict] = None,
+                   input_names: Optional[Sequence[str]] = None,
                    refusals: Optional[Refusals] = None) -> Translation:
     """Capture and translate ``model``, with ``Node.trainable`` set (no loss, no passes)."""
     refusals = refusals or Refusals()
     program = capture(model, example_inputs)
-    state = translate(program, image_input)
+    state = translate(program, image_input, input_names)
     mark_trainable(state, trainable_parameters(model, optimizer, trainable), refusals)
     return state
 
@@ -324,16 +360,19 @@ def export_torch(module: Any, example_inputs: Any, path: Union[str, os.PathLike]
                  allowed_batch_sizes: Any = None, allowed_epochs: Any = None,
                  lr_range: Optional[tuple[float, float]] = None,
                  shuffle: bool = True, seed: Optional[int] = None,
-                 image_input: Optional[dict] = None, extra_class_slots: int = 0,
-                 allow_unsupported: bool = False, **options: Any):
+                 image_input: Optional[dict] = None, input_names: Optional[Sequence[str]] = None,
+                 extra_class_slots: int = 0, allow_unsupported: bool = False, **options: Any):
     """Export a torch module (or a ``torch.export`` program) as an updatable Core ML model.
 
     ``optimizer`` is a ``torch.optim.SGD``/``Adam`` (its hyperparameters and the parameters it
     holds define the training), one of our ``SGD``/``Adam``, or None (SGD, lr 0.01).
     ``trainable`` names modules/parameters to train instead of the optimizer's. ``loss`` is
     ``nn.CrossEntropyLoss()``, ``nn.NLLLoss()`` (after log_softmax) or ``nn.MSELoss()``.
-    ``lr_range`` is the learning rate the app may set. Further ``options`` (``regressor``,
-    ``metadata``) go to ``export_graph``. Returns its ``ExportReport``.
+    ``lr_range`` is the learning rate the app may set. Inputs keep forward()'s argument
+    names unless ``input_names`` renames them; ``image_input`` (``{"color": "rgb", "scale":
+    1/255, "bias": [...]}``) makes the first input an image whose preprocessing gives the
+    tensor the module expects. Further ``options`` (``regressor``, ``metadata``) go to
+    ``export_graph``. Returns its ``ExportReport``.
     """
     import torch
 
@@ -342,7 +381,7 @@ def export_torch(module: Any, example_inputs: Any, path: Union[str, os.PathLike]
 
     refusals = Refusals(allow_unsupported)
     state = torch_to_graph(module, example_inputs, optimizer=optimizer, trainable=trainable,
-                           image_input=image_input, refusals=refusals)
+                           image_input=image_input, input_names=input_names, refusals=refusals)
     plan = map_loss(loss, state, refusals)
     core_optimizer = map_optimizer(optimizer, refusals)
     assumptions = optimizer_assumptions(optimizer, core_optimizer)
@@ -405,8 +444,7 @@ def load_torch_source(spec: str, weights: Optional[Union[str, os.PathLike]] = No
         try:
             module.load_state_dict(state)
         except RuntimeError as exc:
-            raise ModelFileError(f"{weights}: does not match {spec}: "
-                                 f"{str(exc).splitlines()[0]}") from None
+            raise ModelFileError(f"{weights}: does not match {spec}: {_first_line(exc)}") from None
     return TorchSource(module, _example_from_shape(example_shape))
 
 
@@ -427,8 +465,7 @@ def _load_program(path: Path) -> Any:
     try:
         return torch.export.load(str(path))
     except Exception as exc:
-        raise ModelFileError(f"{path}: not a torch.export program ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise ModelFileError(f"{path}: not a torch.export program ({_first_line(exc)})") from None
 
 
 def _load_state_dict(path: Path) -> dict:

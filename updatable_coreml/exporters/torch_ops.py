@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..errors import UnsupportedError
+from ..errors import ConfigError, UnsupportedError
 from ..ir import Graph, Node, TensorSpec
 
 Converter = Callable[["Translation", Any, dict], None]
@@ -65,6 +65,9 @@ class Translation:
     taken: set[str] = field(default_factory=set)
     #: IR softmax nodes that stand for the model's log_softmax output
     log_softmax: set[str] = field(default_factory=set)
+    #: fx node name -> (array, fqn) for weights rearranged in the graph (a decomposed
+    #: program computes ``linear`` as ``addmm(bias, x, permute(weight))``)
+    derived: dict[str, tuple[np.ndarray, str]] = field(default_factory=dict)
 
     # reading ------------------------------------------------------------------------------
 
@@ -83,6 +86,8 @@ class Translation:
         """A weight argument as a float32 copy (never aliasing the module) and its fqn."""
         if arg is None:
             return None, ""
+        if getattr(arg, "name", None) in self.derived:
+            return self.derived[arg.name]
         fqn = self.state_names.get(getattr(arg, "name", None))
         if fqn is None:
             raise UnsupportedError(f"weight argument {getattr(arg, 'name', arg)!r} is computed "
@@ -110,8 +115,9 @@ class Translation:
         self.graph.nodes.append(node)
         self.tensors[fx.name] = name
         self.origin[name] = fx
-        if kept:
-            self.node_params[name] = {role: fqn for role, (_, fqn) in kept.items()}
+        params = {role: fqn for role, (_, fqn) in kept.items() if fqn}  # "" = made up here
+        if params:
+            self.node_params[name] = params
         return node
 
     def alias(self, fx: Any, source: Any) -> None:
@@ -207,19 +213,29 @@ def _pair(value: Any) -> tuple[int, int]:
 # -- translation driver --------------------------------------------------------------------
 
 
-def translate(program: Any, image_input: Optional[dict] = None) -> Translation:
-    """Build the IR graph of an ``ExportedProgram`` (inputs, nodes, outputs)."""
+def translate(program: Any, image_input: Optional[dict] = None,
+              input_names: Optional[Sequence[str]] = None) -> Translation:
+    """Build the IR graph of an ``ExportedProgram`` (inputs, nodes, outputs).
+
+    Inputs keep forward()'s argument names unless ``input_names`` renames them (in order);
+    ``image_input`` makes the first input an image (see ``ir.TensorSpec.image``).
+    """
     signature = program.graph_signature
     state_names = {**signature.inputs_to_parameters, **signature.inputs_to_buffers,
                    **getattr(signature, "inputs_to_lifted_tensor_constants", {})}
     user_inputs = list(signature.user_inputs)
+    names = list(input_names) if input_names is not None else user_inputs
+    if len(names) != len(user_inputs) or len(set(names)) != len(names):
+        raise ConfigError(f"input_names {names} must be {len(user_inputs)} distinct names, one per "
+                          f"forward() input ({', '.join(user_inputs)})")
     fx_nodes = {node.name: node for node in program.graph.nodes}
-    inputs = [TensorSpec(name, example_shape(fx_nodes[name])) for name in user_inputs]
+    inputs = [TensorSpec(name, example_shape(fx_nodes[fx_name]))
+              for name, fx_name in zip(names, user_inputs)]
     if image_input is not None and inputs:
         inputs[0].image = dict(image_input)
     state = Translation(program, Graph(inputs=inputs, outputs=[]), state_names=state_names)
-    state.tensors.update({name: name for name in user_inputs})
-    state.taken.update(user_inputs)
+    state.tensors.update(zip(user_inputs, names))
+    state.taken.update(names)
     for node in program.graph.nodes:
         if node.op == "call_function":
             _convert(state, node)
@@ -285,6 +301,42 @@ def _linear(state: Translation, fx: Any, a: dict) -> None:
                                "flatten before it")
     state.emit(fx, "dense", [state.tensor(a["input"])],
                weights={"weight": state.state(a["weight"]), "bias": state.state(a["bias"])})
+
+
+def _is_weight(state: Translation, arg: Any) -> bool:
+    name = getattr(arg, "name", None)
+    return name in state.state_names or name in state.derived
+
+
+@converter("permute", "t", "transpose", "numpy_T")
+def _permute_weight(state: Translation, fx: Any, a: dict) -> None:
+    """A transposed weight (decomposed ``linear``); activations are never permuted."""
+    source = fx.args[0]
+    if not _is_weight(state, source):
+        raise UnsupportedError(f"{_op_name(fx)} of an activation in {where(fx)}: Core ML layers "
+                               "keep the channel-first layout; permuting axes is not supported")
+    array, fqn = state.state(source)
+    axes = list(range(array.ndim))[::-1]
+    if _op_name(fx) == "permute":
+        axes = [int(d) % array.ndim for d in a["dims"]]
+    elif _op_name(fx) == "transpose":
+        axes = list(range(array.ndim))
+        first, second = int(a["dim0"]) % array.ndim, int(a["dim1"]) % array.ndim
+        axes[first], axes[second] = second, first
+    state.derived[fx.name] = (np.ascontiguousarray(array.transpose(axes)), fqn)
+
+
+@converter("addmm", "mm")
+def _matmul(state: Translation, fx: Any, a: dict) -> None:
+    """``x @ W.T (+ b)`` with a weight operand: a dense layer, as in decomposed programs."""
+    if not _is_weight(state, a["mat2"]) or float(a.get("beta", 1)) != 1 or float(a.get("alpha", 1)) != 1:
+        raise UnsupportedError(f"{_op_name(fx)} in {where(fx)} is not a linear layer (x @ W.T + b); "
+                               "only products with a weight are supported")
+    transposed, fqn = state.state(a["mat2"])
+    has_bias = _op_name(fx) == "addmm"  # addmm(bias, x, W.T); mm(x, W.T)
+    bias = state.state(a["self"]) if has_bias else (None, "")
+    state.emit(fx, "dense", [state.tensor(a["mat1"] if has_bias else a["self"])],
+               weights={"weight": (np.ascontiguousarray(transposed.T), fqn), "bias": bias})
 
 
 @converter("conv2d", "convolution")
@@ -395,7 +447,7 @@ def _pool_geometry(fx: Any, a: dict) -> tuple[tuple[int, int], tuple[int, int], 
     return kernel, strides, (ph, ph + extra_h, pw, pw + extra_w)
 
 
-@converter("max_pool2d")
+@converter("max_pool2d", "max_pool2d_with_indices")
 def _max_pool2d(state: Translation, fx: Any, a: dict) -> None:
     if _pair(a["dilation"]) != (1, 1):
         raise UnsupportedError(f"dilated max pooling in {where(fx)} is not supported")
@@ -410,10 +462,11 @@ def _avg_pool2d(state: Translation, fx: Any, a: dict) -> None:
     if a["divisor_override"] is not None:
         raise UnsupportedError(f"avg pooling with divisor_override in {where(fx)} is not supported")
     kernel, strides, pads = _pool_geometry(fx, a)
-    if pads[1] != pads[0] or pads[3] != pads[2]:
-        raise UnsupportedError(f"avg pooling with ceil_mode=True in {where(fx)} changes the output "
-                               "size here, and torch's divisor for the partial windows has no Core "
-                               "ML equivalent; use ceil_mode=False or pad the input")
+    if a["count_include_pad"] and (pads[1] != pads[0] or pads[3] != pads[2]):
+        raise UnsupportedError(f"avg pooling with ceil_mode=True and count_include_pad=True in "
+                               f"{where(fx)}: torch counts the padding but not the ceil-mode "
+                               "overhang in its divisor, which explicit Core ML padding cannot "
+                               "express; use count_include_pad=False or ceil_mode=False")
     state.emit(fx, "pool2d", [state.tensor(a["self"])],
                attrs={"kind": "avg", "kernel": kernel, "strides": strides, "padding": pads,
                       "global": False, "count_include_pad": bool(a["count_include_pad"])})

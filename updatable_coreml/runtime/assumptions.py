@@ -49,6 +49,10 @@ Fields and the formulas they select:
     shuffles deterministically). The order of epoch ``e`` is the ``e``-th
     ``numpy.random.default_rng(seed).permutation(n)`` drawn from one generator per task.
 
+``shuffle_when_absent``
+    Whether to shuffle when the model has no ``shuffle`` parameter at all (``True``, the value
+    coremltools' builder writes when it adds one).
+
 ``override_without_range``
     Whether the app may override an update parameter whose spec declares no allowed range or
     set. ``False``: only its default is accepted (there is nothing that allows another value).
@@ -82,6 +86,7 @@ class Assumptions:
     momentum: str = "torch"
     adam: str = "torch"
     shuffle_seed: int = 0
+    shuffle_when_absent: bool = True
     override_without_range: bool = False
 
     def __post_init__(self) -> None:

@@ -14,7 +14,7 @@ parameter gradients are returned (flat, like the stored weights) only for updata
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, Container, Optional, Sequence
 
 import numpy as np
 
@@ -59,11 +59,10 @@ def backward_op(layer) -> BackwardFn:
 @register_backward("convolution")
 def conv_backward(layer, x, y, gy, weight, want_input):
     params = layer.convolution
-    if params.isDeconvolution:
-        raise RuntimeLayerError(f"layer {layer.name!r}: training through a deconvolution is not "
-                                "supported by the reference runtime")
     x4, g4 = ops.to_nchw(x), ops.to_nchw(gy)
     w = ops.conv_weights(params, weight, x4.shape[1])
+    if params.isDeconvolution:
+        return _deconv_backward(layer, x, x4, g4, w, want_input)
     win = ops.conv_windows(params, x4.shape[2:])
     groups = ops.conv_groups(params)
     cin, cout = x4.shape[1] // groups, w.shape[0] // groups
@@ -83,6 +82,34 @@ def conv_backward(layer, x, y, gy, weight, want_input):
              for g in range(groups)]
     dx = win.unpad(parts[0] if groups == 1 else np.concatenate(parts, axis=1), x4.shape[2:])
     return dx.reshape(x.shape), grads
+
+
+def _deconv_backward(layer, x, x4, g4, w, want_input):
+    """A transposed convolution scatters ``x * w`` into a full map then crops it, so both
+    gradients read the un-cropped output gradient through the same windows."""
+    params = layer.convolution
+    groups = ops.conv_groups(params)
+    win, crop = ops.deconv_windows(params, x4.shape[2:])
+    full = tuple((n - 1) * s + k for n, s, k in zip(x4.shape[2:], win.stride, win.kernel))
+    (top, height), (left, width) = crop
+    g_full = np.zeros(g4.shape[:2] + full, dtype=g4.dtype)
+    part = g_full[:, :, top: top + height, left: left + width]
+    part[...] = g4[:, :, : part.shape[2], : part.shape[3]]
+    cols = win.view(g_full)  # (B, C_out, H_in, W_in, kh, kw)
+    cin, cout = x4.shape[1] // groups, w.shape[1]
+    grads = {}
+    if layer.isUpdatable:
+        parts = [np.tensordot(x4[:, g * cin:(g + 1) * cin], cols[:, g * cout:(g + 1) * cout],
+                              axes=([0, 2, 3], [0, 2, 3])) for g in range(groups)]
+        grads["weights"] = np.concatenate(parts).ravel()
+        if params.hasBias:
+            grads["bias"] = g4.sum(axis=(0, 2, 3))
+    if not want_input:
+        return None, grads
+    parts = [np.tensordot(cols[:, g * cout:(g + 1) * cout], w[g * cin:(g + 1) * cin],
+                          axes=([1, 4, 5], [1, 2, 3])) for g in range(groups)]
+    dx = np.concatenate(parts, axis=3).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(dx).reshape(x.shape), grads
 
 
 @register_backward("innerProduct")
@@ -235,3 +262,30 @@ def mean_squared_error(pred: np.ndarray, target: np.ndarray, element_reduction: 
     if element_reduction == "mean":
         scale /= squares.shape[1]
     return loss, diff * (2 * scale)
+
+
+# -- the graph ----------------------------------------------------------------------------------
+
+
+def backprop(network, order: Sequence[int], blobs: dict, grads: dict,
+             needs_grad: Container[str]) -> dict:
+    """Reverse pass over layers ``order`` (given in forward order), seeded with ``grads``
+    (blob -> dLoss/dblob). Input gradients are formed only for blobs in ``needs_grad`` (those
+    downstream of an updatable layer), so a frozen prefix costs nothing.
+
+    Returns {(layer index, field): gradient} for the updatable layers' weights and biases.
+    """
+    params = {}
+    for i in reversed(order):
+        layer = network.layers[i]
+        gy = grads.pop(layer.output[0], None)
+        if gy is None:
+            continue
+        source = layer.input[0]
+        want = source in needs_grad
+        dx, layer_grads = backward_op(layer)(layer, blobs[source], blobs[layer.output[0]], gy,
+                                             network.weight_getter(i), want)
+        params.update(((i, field), grad) for field, grad in layer_grads.items())
+        if want:
+            grads[source] = grads[source] + dx if source in grads else dx
+    return params

@@ -15,7 +15,7 @@ Image arrays are read in RGB order (like PIL) and reordered to BGR when the mode
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -99,10 +99,12 @@ def _batch_value(description, value: Any, batched: bool) -> Any:
     return value if batched else [value]
 
 
-def batch_features(descriptions, features: Mapping[str, Any]) -> tuple[dict, int, bool]:
+def batch_features(descriptions, features: Mapping[str, Any],
+                   batched: Optional[bool] = None) -> tuple[dict, int, bool]:
     """Normalize ``features`` for ``descriptions`` to the batched form.
 
-    Returns (batched features, batch size, whether the caller passed a batch).
+    ``batched`` says which form the caller used; None detects it from the shapes. Returns
+    (batched features, batch size, whether the caller passed a batch).
     """
     if not isinstance(features, Mapping):
         raise ConfigError(f"features must be a dict of name -> value, got {type(features).__name__}")
@@ -111,11 +113,13 @@ def batch_features(descriptions, features: Mapping[str, Any]) -> tuple[dict, int
         raise ConfigError(f"missing input feature(s) {', '.join(map(repr, missing))}; the model "
                           f"takes {', '.join(repr(d.name) for d in descriptions)}")
     present = [d for d in descriptions if d.name in features]
-    modes = {d.name: is_batched(d, features[d.name]) for d in present}
-    if len(set(modes.values())) > 1:
-        raise ConfigError("give every input as one example or every input as a batch; got "
-                          + ", ".join(f"{n!r} {'batched' if b else 'single'}" for n, b in modes.items()))
-    batched = bool(modes) and next(iter(modes.values()))
+    if batched is None:
+        modes = {d.name: is_batched(d, features[d.name]) for d in present}
+        if len(set(modes.values())) > 1:
+            raise ConfigError("give every input as one example or every input as a batch; got " +
+                              ", ".join(f"{n!r} {'batched' if b else 'single'}"
+                                        for n, b in modes.items()))
+        batched = bool(modes) and next(iter(modes.values()))
     out = {d.name: _batch_value(d, features[d.name], batched) for d in present}
     sizes = {name: len(value) for name, value in out.items()}
     if len(set(sizes.values())) > 1:
@@ -127,12 +131,6 @@ def unbatch(outputs: Mapping[str, Any]) -> dict:
     """The first (only) example of each batched output."""
     return {name: value[0].item() if isinstance(value, np.ndarray) and value.ndim == 1
             else value[0] for name, value in outputs.items()}
-
-
-def take(features: Mapping[str, Any], index: np.ndarray) -> dict:
-    """Examples ``index`` of batched features (arrays are indexed, lists picked)."""
-    return {name: value[index] if isinstance(value, np.ndarray) else [value[i] for i in index]
-            for name, value in features.items()}
 
 
 # -- network edges ------------------------------------------------------------------------------

@@ -1,0 +1,228 @@
+"""``updatable-coreml export``: exit codes, config-file precedence, the JSON report,
+byte-determinism, the three source kinds, and the examples/pipeline Makefile."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from onnx_helpers import const, model, rng
+from updatable_coreml.cli import main
+from updatable_coreml.errors import ConfigError
+from updatable_coreml.export_cli import class_labels, image_input
+from updatable_coreml.spec_io import load_spec, neural_network
+
+CLI = [sys.executable, "-m", "updatable_coreml.cli"]
+PIPELINE = Path(__file__).resolve().parents[1] / "examples" / "pipeline"
+
+
+def run(*args, cwd=None):
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=180,
+                          cwd=cwd)
+
+
+def classifier() -> onnx.ModelProto:
+    """x (6,) -> Gemm (hidden) -> Relu -> Gemm (logits, 'y') with 3 outputs."""
+    nodes = [helper.make_node("Gemm", ["x", "hidden.weight", "hidden.bias"], ["h"], name="hidden", transB=1),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("Gemm", ["r", "out.weight", "out.bias"], ["y"], name="out", transB=1)]
+    generator = rng(3)
+    inits = [const("hidden.weight", generator.normal(size=(8, 6))), const("hidden.bias", np.zeros(8)),
+             const("out.weight", generator.normal(size=(3, 8))), const("out.bias", np.zeros(3))]
+    return model(nodes, (6,), initializers=inits, head=None)
+
+
+@pytest.fixture
+def source(tmp_path) -> Path:
+    path = tmp_path / "model.onnx"
+    onnx.save(classifier(), path)
+    return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- exit codes ------------------------------------------------------------------------------
+
+
+def test_export_is_quiet_valid_and_reports(source, tmp_path):
+    out, report = tmp_path / "M.mlmodel", tmp_path / "report.json"
+    result = run("export", source, "-o", out, "--loss", "cce", "--trainable", "out", "--seed", 1,
+                 "--class-labels", "a,b,c", "--report", report)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    document = json.loads(report.read_text())
+    assert document["valid"] is True
+    assert document["output"]["sha256"] == sha256(out)
+    assert document["source"] == {"path": str(source), "kind": "onnx", "sha256": sha256(source)}
+    assert document["export"]["trainable"] == ["out"]
+    assert any("appended softmax" in change for change in document["export"]["changes"])
+    assert any(line.startswith("loss: cce") for line in document["export"]["training"])
+    assert document["findings"] == []
+    assert {"updatable_coreml", "onnx", "python", "numpy"} <= set(document["versions"])
+    assert document["settings"]["class_labels"] == ["a", "b", "c"]
+
+
+def test_unusable_inputs_exit_2_with_one_line_and_no_output(source, tmp_path):
+    unknown = tmp_path / "unknown.onnx"
+    onnx.save(model([helper.make_node("Erf", ["x"], ["y"], name="erf")], (6,), head=None), unknown)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00 junk")
+    cases = [
+        ([source], "give --loss"),
+        ([source, "--loss", "cce", "--trainable", "nope"], "no node or initializer named 'nope'"),
+        ([unknown, "--loss", "mse"], "'erf' (Erf)"),
+        ([junk, "--loss", "mse"], "not an ONNX model"),
+        ([tmp_path / "absent.onnx", "--loss", "mse"], "no such file"),
+        ([source, "--loss", "mse", "--lr", "0.1"], "needs --optimizer"),
+        ([source, "--loss", "mse", "--image-input", "x:cmyk"], "color must be"),
+        ([tmp_path / "model.tflite", "--loss", "mse"], "unknown source type"),
+    ]
+    for extra, message in cases:
+        out = tmp_path / "out.mlmodel"
+        result = run("export", *extra, "-o", out)
+        assert result.returncode == 2, (extra, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("updatable-coreml: error: "), result.stderr
+        assert message in lines[0]
+        assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_strict_makes_warnings_fail_with_exit_1(source, tmp_path, capsys):
+    out = tmp_path / "M.mlmodel"
+    assert main(["export", str(source), "-o", str(out), "--loss", "mse", "--trainable", "all"]) == 0
+    assert main(["export", str(source), "-o", str(out), "--loss", "mse", "--trainable", "all",
+                 "--strict"]) == 1
+    assert "NO_SHUFFLE_SEED" in capsys.readouterr().err
+    assert out.exists()  # exported, but not what --strict accepts
+
+
+# -- config file -----------------------------------------------------------------------------
+
+
+def test_config_file_with_flags_overriding_it(source, tmp_path):
+    config = tmp_path / "export.toml"
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\nbird\n")
+    config.write_text(f'source = "{source}"\noutput = "{tmp_path / "from_config.mlmodel"}"\n'
+                      f'loss = "cce"\ntrainable = "all"\noptimizer = "adam"\nlr = 0.002\n'
+                      f'batch-size = 4\nallowed_batch_sizes = [2, 4]\nepochs = 3\nseed = 9\n'
+                      f'class-labels = "{labels}"\nversion = "2.1"\n')
+    out = tmp_path / "override.mlmodel"
+    report = tmp_path / "r.json"
+    assert main(["export", "--config", str(config), "-o", str(out), "--epochs", "7",
+                 "--report", str(report)]) == 0
+    assert not (tmp_path / "from_config.mlmodel").exists()
+    document = json.loads(report.read_text())
+    training = "\n".join(document["export"]["training"])
+    assert "epochs: 7" in training and "batch size: 4 (allowed {2, 4})" in training
+    assert "adam  learning rate 0.002" in training and "seed: 9" in training
+    assert document["settings"]["class_labels"] == ["cat", "dog", "bird"]
+    assert document["settings"]["model_version"] == "2.1"
+    assert document["export"]["trainable"] == ["hidden", "out"]
+
+
+def test_config_file_errors_are_clean(tmp_path, source, capsys):
+    bad_key = tmp_path / "bad.toml"
+    bad_key.write_text('loss = "cce"\nbatchsize = 4\n')
+    broken = tmp_path / "broken.toml"
+    broken.write_text('loss = "cce\n')
+    wrong_type = tmp_path / "type.toml"
+    wrong_type.write_text('loss = "hinge"\n')
+    for path, message in ((bad_key, "unknown setting 'batchsize'"), (broken, "not a valid TOML"),
+                          (wrong_type, "'hinge' is not one of cce, mse"),
+                          (tmp_path / "none.toml", "no such config file")):
+        assert main(["export", str(source), "-o", str(tmp_path / "o.mlmodel"), "--config", str(path)]) == 2
+        assert message in capsys.readouterr().err
+
+
+# -- determinism and option parsing ----------------------------------------------------------
+
+
+def test_exports_are_byte_identical(source, tmp_path):
+    outputs = [tmp_path / "a.mlmodel", tmp_path / "b.mlmodel"]
+    for out in outputs:
+        assert main(["export", str(source), "-o", str(out), "--loss", "cce", "--trainable", "all",
+                     "--seed", "3", "--class-labels", "0,1,2"]) == 0
+    assert outputs[0].read_bytes() == outputs[1].read_bytes()
+
+
+def test_image_input_and_class_label_forms(tmp_path):
+    assert image_input("image:rgb:scale=1/255:bias=-1,-0.5,0") == {
+        "name": "image", "color": "rgb", "scale": 1 / 255, "bias": [-1.0, -0.5, 0.0]}
+    assert image_input("bgr:bias=-1/2") == {"color": "bgr", "bias": [-0.5]}
+    assert image_input({"name": "x", "color": "grayscale", "scale": 0.5}) == {
+        "name": "x", "color": "grayscale", "scale": 0.5}
+    with pytest.raises(ConfigError):
+        image_input("x:rgb:gamma=2")
+    path = tmp_path / "labels.txt"
+    path.write_text("3\n1\n\n2\n")
+    assert class_labels(str(path)) == [3, 1, 2]
+    assert class_labels("a, b,c") == ["a", "b", "c"]
+    assert class_labels([1, "x"]) == ["1", "x"]
+
+
+# -- the other source kinds ------------------------------------------------------------------
+
+
+def test_torch_factory_with_weights(tmp_path):
+    torch = pytest.importorskip("torch")
+    factory = tmp_path / "net.py"
+    factory.write_text("from torch import nn\n\ndef make():\n"
+                       "    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))\n")
+    torch.manual_seed(0)
+    weights = {f"{k}": v for k, v in torch.nn.Sequential(
+        torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).state_dict().items()}
+    torch.save(weights, tmp_path / "w.pt")
+    out = tmp_path / "T.mlmodel"
+    assert main(["export", f"{factory}:make", "--weights", str(tmp_path / "w.pt"), "--example-shape", "6",
+                 "-o", str(out), "--loss", "cce", "--trainable", "2", "--optimizer", "sgd", "--lr",
+                 "0.05", "--seed", "0", "--report", str(tmp_path / "r.json")]) == 0
+    document = json.loads((tmp_path / "r.json").read_text())
+    assert document["export"]["trainable"] == ["2"] and "torch" in document["versions"]
+    assert "learning rate 0.05" in "\n".join(document["export"]["training"])
+
+
+def test_keras_file(tmp_path):
+    pytest.importorskip("keras")
+    from updatable_coreml.exporters.keras import _keras
+
+    keras = _keras()
+    net = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="hidden"),
+                            keras.layers.Dense(3, activation="softmax", name="out")])
+    net.layers[0].trainable = False
+    net.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.SGD(0.03))
+    net.save(tmp_path / "net.keras")
+    out = tmp_path / "K.mlmodel"
+    result = run("export", tmp_path / "net.keras", "-o", out, "--seed", 0, "--report", tmp_path / "r.json")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), result.stderr
+    document = json.loads((tmp_path / "r.json").read_text())
+    assert document["export"]["trainable"] == ["out"]
+    assert "learning rate 0.03" in "\n".join(document["export"]["training"])
+
+
+# -- the pipeline example --------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_pipeline_makefile_exports_and_validates(tmp_path):
+    pytest.importorskip("torch")
+    build = tmp_path / "build"
+    result = subprocess.run(["make", "-C", str(PIPELINE), f"PYTHON={sys.executable}", f"BUILD={build}"],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{build / 'Model.mlmodel'}: valid" in result.stdout
+    document = json.loads((build / "report.json").read_text())
+    assert document["valid"] and document["output"]["sha256"] == sha256(build / "Model.mlmodel")
+    labels = neural_network(load_spec(build / "Model.mlmodel")).stringClassLabels.vector
+    assert list(labels) == ["cat", "dog", "bird", "fish", "user0", "user1"]

@@ -1,0 +1,212 @@
+"""Forward parity: every op converter, exported and run by the reference runtime, predicts
+what the torch module predicts (float32, max abs difference <= 1e-4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from updatable_coreml.errors import UnsupportedError  # noqa: E402
+from updatable_coreml.exporters.torch import export_torch  # noqa: E402
+from updatable_coreml.runtime.model import load  # noqa: E402
+
+TOLERANCE = 1e-4
+
+
+class Lambda(nn.Module):
+    """A functional op as a module, so each case reads as one Sequential."""
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+class TwoBranch(nn.Module):
+    """conv branches joined by ``join`` (cat/add/mul): multi-input ops."""
+
+    def __init__(self, join) -> None:
+        super().__init__()
+        self.left = nn.Conv2d(3, 4, 1)
+        self.right = nn.Conv2d(3, 4, 3, padding=1)
+        self.join = join
+
+    def forward(self, x):
+        return self.join(self.left(x), self.right(x))
+
+
+def head(features: int, outputs: int = 6) -> nn.Linear:
+    return nn.Linear(features, outputs)
+
+
+def image_case(*body: nn.Module, features: int) -> nn.Sequential:
+    """Image ops, then flatten and a trainable linear head (what the export trains)."""
+    return nn.Sequential(*body, nn.Flatten(), head(features))
+
+
+CASES = {
+    "linear": (nn.Sequential(nn.Linear(10, 7), nn.ReLU(), head(7)), (10,)),
+    "linear_no_bias": (nn.Sequential(nn.Linear(10, 7, bias=False), head(7)), (10,)),
+    "conv": (image_case(nn.Conv2d(3, 4, 3), features=4 * 6 * 6), (3, 8, 8)),
+    "conv_groups_stride": (image_case(nn.Conv2d(3, 6, 3, stride=2, groups=3, padding=1),
+                                      features=6 * 4 * 4), (3, 8, 8)),
+    "conv_dilation_no_bias": (image_case(nn.Conv2d(3, 4, 3, dilation=2, bias=False),
+                                         features=4 * 4 * 4), (3, 8, 8)),
+    "conv_same_even_kernel": (image_case(nn.Conv2d(3, 4, 4, padding="same", dilation=1),
+                                         features=4 * 8 * 7), (3, 8, 7)),
+    "conv_asymmetric_pad": (image_case(nn.Conv2d(3, 4, (3, 5), padding=(1, 2), stride=(2, 1)),
+                                       features=4 * 4 * 8), (3, 8, 8)),
+    "batch_norm_folded": (image_case(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), features=4 * 6 * 6),
+                          (3, 8, 8)),
+    "batch_norm_alone": (image_case(nn.BatchNorm2d(3), features=3 * 8 * 8), (3, 8, 8)),
+    "batch_norm_1d": (nn.Sequential(nn.Linear(10, 5), nn.ReLU(), nn.BatchNorm1d(5), head(5)), (10,)),
+    "relu6": (nn.Sequential(nn.Linear(10, 7), nn.ReLU6(), head(7)), (10,)),
+    "hardtanh": (nn.Sequential(nn.Linear(10, 7), nn.Hardtanh(-0.5, 0.75), head(7)), (10,)),
+    "leaky_relu": (nn.Sequential(nn.Linear(10, 7), nn.LeakyReLU(0.2), head(7)), (10,)),
+    "sigmoid": (nn.Sequential(nn.Linear(10, 7), nn.Sigmoid(), head(7)), (10,)),
+    "tanh": (nn.Sequential(nn.Linear(10, 7), nn.Tanh(), head(7)), (10,)),
+    "gelu": (nn.Sequential(nn.Linear(10, 7), nn.GELU(), head(7)), (10,)),
+    "gelu_tanh": (nn.Sequential(nn.Linear(10, 7), nn.GELU("tanh"), head(7)), (10,)),
+    "silu": (image_case(nn.Conv2d(3, 4, 3), nn.SiLU(), features=4 * 6 * 6), (3, 8, 8)),
+    "elu": (nn.Sequential(nn.Linear(10, 7), nn.ELU(0.7), head(7)), (10,)),
+    "softplus": (nn.Sequential(nn.Linear(10, 7), nn.Softplus(), head(7)), (10,)),
+    "max_pool_ceil": (image_case(nn.MaxPool2d(3, 2, ceil_mode=True), features=3 * 4 * 4), (3, 8, 8)),
+    "max_pool_padded": (image_case(nn.MaxPool2d(3, 2, 1), features=3 * 4 * 4), (3, 8, 8)),
+    "avg_pool_count_pad": (image_case(nn.AvgPool2d(3, 2, 1), features=3 * 4 * 4), (3, 8, 8)),
+    "avg_pool_exclude_pad": (image_case(nn.AvgPool2d(3, 2, 1, count_include_pad=False),
+                                        features=3 * 4 * 4), (3, 8, 8)),
+    "avg_pool_ceil_exclude_pad": (image_case(nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False),
+                                             features=3 * 5 * 5), (3, 9, 9)),
+    "adaptive_avg_pool_1": (image_case(nn.AdaptiveAvgPool2d(1), features=3), (3, 8, 8)),
+    "adaptive_avg_pool_2": (image_case(nn.AdaptiveAvgPool2d((2, 4)), features=3 * 2 * 4), (3, 8, 8)),
+    "mean_hw": (nn.Sequential(Lambda(lambda x: x.mean((2, 3))), head(3)), (3, 8, 8)),
+    "mean_hw_keepdim": (image_case(Lambda(lambda x: x.mean((-1, -2), keepdim=True)), features=3),
+                        (3, 8, 8)),
+    "view_reshape": (nn.Sequential(Lambda(lambda x: x.reshape(x.shape[0], 6, 4, 8)),
+                                   nn.Conv2d(6, 2, 1), Lambda(lambda x: x.view(x.shape[0], -1)),
+                                   head(2 * 4 * 8)), (3, 8, 8)),
+    "cat": (image_case(TwoBranch(lambda a, b: torch.cat([a, b], 1)), features=8 * 8 * 8), (3, 8, 8)),
+    "add": (image_case(TwoBranch(lambda a, b: a + b), features=4 * 8 * 8), (3, 8, 8)),
+    "mul": (image_case(TwoBranch(lambda a, b: a * b), features=4 * 8 * 8), (3, 8, 8)),
+    "scalar_add_mul": (nn.Sequential(nn.Linear(10, 7), Lambda(lambda x: x * 0.5 + 2), head(7)), (10,)),
+    "softmax_inside": (image_case(nn.Conv2d(3, 4, 1), nn.Softmax(1), features=4 * 8 * 8), (3, 8, 8)),
+    "dropout_identity_clone": (nn.Sequential(nn.Linear(10, 7), nn.Dropout(0.3), nn.Identity(),
+                                             Lambda(lambda x: x.clone().contiguous()), head(7)), (10,)),
+}
+
+
+def export_and_run(model: nn.Module, x: torch.Tensor, tmp_path, **kwargs) -> np.ndarray:
+    path = tmp_path / "model.mlmodel"
+    kwargs.setdefault("loss", nn.MSELoss())
+    kwargs.setdefault("trainable", [name for name, m in model.named_modules() if m is model[-1]])
+    export_torch(model, x, path, **kwargs)
+    runtime = load(path)
+    (name,) = [o.name for o in runtime.description.output]
+    return np.asarray(runtime.predict({"input": x.numpy()})[name])
+
+
+def randomized(model: nn.Module, seed: int) -> nn.Module:
+    """Batch norms get non-trivial statistics so folding is really exercised."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator))
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.weight.copy_(torch.randn(n, generator=generator))
+                module.bias.copy_(torch.randn(n, generator=generator))
+    return model.eval()
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_forward_parity(case, tmp_path):
+    torch.manual_seed(0)
+    model, shape = CASES[case]
+    model = randomized(model, 0)
+    x = torch.randn(3, *shape)
+    expected = model(x).detach().numpy()
+    got = export_and_run(model, x, tmp_path)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= TOLERANCE
+
+
+def test_log_softmax_nll_parity(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5),
+                          nn.LogSoftmax(1)).eval()
+    x = torch.randn(3, 3, 8, 8)
+    path = tmp_path / "model.mlmodel"
+    export_torch(model, x, path, loss=nn.NLLLoss(), trainable=["3"], class_labels=list("abcde"))
+    out = load(path).predict({"input": x.numpy()})
+    probs = np.array([[row[label] for label in "abcde"] for row in out["4"]])
+    assert np.abs(probs - model(x).exp().detach().numpy()).max() <= TOLERANCE
+    assert list(out["classLabel"]) == ["abcde"[i] for i in model(x).argmax(1).tolist()]
+
+
+def test_cross_entropy_classifier_outputs_probabilities(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    x = torch.randn(5, 10)
+    path = tmp_path / "model.mlmodel"
+    report = export_torch(model, x, path, loss=nn.CrossEntropyLoss(), trainable=["2"],
+                          class_labels=[0, 1, 2, 3], extra_class_slots=0)
+    out = load(path).predict({"input": x.numpy()})
+    probs = np.array([[row[k] for k in range(4)] for row in out["2"]])
+    assert np.abs(probs - torch.softmax(model(x), 1).detach().numpy()).max() <= TOLERANCE
+    assert report.trainable == ["2"]
+
+
+def test_image_input_preprocessing_parity(tmp_path):
+    """The app passes pixels 0..255; the image preprocessing must give the module its input."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 3, 8, 8)).astype(np.float32)
+    scale, bias = 1 / 127.5, [-1.0, -0.5, 0.0]
+    path = tmp_path / "model.mlmodel"
+    export_torch(model, torch.zeros(1, 3, 8, 8), path, loss=nn.MSELoss(), trainable=["3"],
+                 input_names=["image"], image_input={"color": "rgb", "scale": scale, "bias": bias})
+    runtime = load(path)
+    assert runtime.description.input[0].type.WhichOneof("Type") == "imageType"
+    got = runtime.predict({"image": pixels.transpose(0, 2, 3, 1)})["3"]  # images are H x W x C
+    module_input = torch.from_numpy(pixels * scale + np.array(bias, np.float32).reshape(1, 3, 1, 1))
+    assert np.abs(got - model(module_input).detach().numpy()).max() <= TOLERANCE
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_decomposed_program_parity(tmp_path):
+    """A core-ATen program (``run_decompositions``, as some .pt2 files are) exports the same:
+    addmm/mm/permute become dense layers, max_pool2d_with_indices a pooling layer."""
+    torch.manual_seed(0)
+    model = randomized(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                                     nn.MaxPool2d(2, ceil_mode=True), nn.Flatten(),
+                                     nn.Linear(36, 5, bias=False), nn.Tanh(), nn.Linear(5, 3)), 0)
+    x = torch.randn(2, 3, 8, 8)
+    program = torch.export.export(model, (x,)).run_decompositions()
+    path = tmp_path / "model.mlmodel"
+    report = export_torch(program, x, path, loss=nn.MSELoss(), trainable=["5", "7"])
+    assert report.trainable == ["5", "7"]
+    got = load(path).predict({"input": x.numpy()})["7"]
+    assert np.abs(got - model(x).detach().numpy()).max() <= TOLERANCE
+
+
+def test_report_carries_mapping_notes_and_downgraded_refusals(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3)).eval()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    with pytest.raises(UnsupportedError, match="weight decay"):
+        export_torch(model, torch.randn(1, 4), tmp_path / "refused.mlmodel",
+                     loss=nn.CrossEntropyLoss(), optimizer=optimizer)
+    assert not list(tmp_path.iterdir())
+    report = export_torch(model, torch.randn(1, 4), tmp_path / "model.mlmodel",
+                          loss=nn.CrossEntropyLoss(label_smoothing=0.1), optimizer=optimizer,
+                          allow_unsupported=True, lr_range=(0.01, 0.5))
+    assert any("momentum" in note and "Keras" in note for note in report.assumptions)
+    assert sum("allow_unsupported" in w for w in report.warnings) == 2
+    assert any("0.1 (allowed 0.01..0.5)" in line for line in report.training)

@@ -1,0 +1,881 @@
+"""Keras 3 frontend: a built Keras model -> IR graph -> updatable ``.mlmodel``.
+
+One small converter per Keras layer class (``@converts("Dense")``); a layer without one is
+an error that names it. Keras is channel-last; the IR is channel-first, so shapes and kernels
+are transposed here, at the edge. What trains comes from ``layer.trainable`` (or an explicit
+list), the loss and optimizer from ``model.compile`` (or arguments), and everything we had
+to decide for the user is recorded in the returned ``ExportReport``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import warnings as pywarnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+
+from ..backend import Label, Metadata
+from ..errors import ConfigError, UnsupportedError
+from ..export import ExportReport, export_graph
+from ..ir import Graph, Node, TensorSpec
+from ..training import SGD, Adam, Optimizer
+
+PathLike = Union[str, os.PathLike]
+
+
+def _keras():
+    """Import keras quietly (TensorFlow logs at import otherwise)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    import keras
+
+    return keras
+
+
+# -- tracing -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A traced value: IR tensor name and its per-example channel-first shape."""
+
+    name: str
+    shape: tuple[int, ...]
+
+
+@dataclass
+class Context:
+    """The graph being built plus what the converters report."""
+
+    trainable: Optional[set[str]]
+    allow_unsupported: bool
+    nodes: list[Node] = field(default_factory=list)
+    node_names: set[str] = field(default_factory=set)
+    tensor_names: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)  # keras layer names met while tracing
+
+    @staticmethod
+    def _fresh(taken: set[str], name: str) -> str:
+        candidate, index = name, 1
+        while candidate in taken:
+            candidate, index = f"{name}_{index}", index + 1
+        taken.add(candidate)
+        return candidate
+
+    def tensor(self, name: str) -> str:
+        """A new unique tensor name (Core ML blobs and layers have separate namespaces)."""
+        return self._fresh(self.tensor_names, name)
+
+    def trains(self, layer) -> bool:
+        if self.trainable is not None:
+            return layer.name in self.trainable
+        return bool(layer.trainable)
+
+    def add(self, op: str, name: str, inputs: Sequence[Tensor], *, attrs=None, weights=None,
+            trainable: bool = False, source: str = "", output: Optional[str] = None) -> str:
+        """Append a node; returns its output tensor name (``output`` or the node name)."""
+        name = self._fresh(self.node_names, name)
+        out = self.tensor(name if output is None else output)
+        self.nodes.append(Node(op, name, [t.name for t in inputs], [out], attrs=dict(attrs or {}),
+                               weights=dict(weights or {}), trainable=trainable, source=source))
+        return out
+
+    def refuse(self, message: str) -> None:
+        """An option we cannot carry: an error, or a warning with ``allow_unsupported``."""
+        if not self.allow_unsupported:
+            raise UnsupportedError(f"{message} (pass allow_unsupported=True to export anyway)")
+        self.warnings.append(message)
+
+
+Converter = Callable[[Context, Any, list, dict, tuple], Union[str, list]]
+CONVERTERS: dict[str, Converter] = {}
+
+
+def converts(*class_names: str) -> Callable[[Converter], Converter]:
+    """Register a converter for Keras layer classes (by class name, keras' own only).
+
+    A converter gets ``(ctx, layer, inputs, kwargs, out_shape)`` and returns the IR name of
+    its output; ``inputs`` are ``Tensor`` s, ``out_shape`` the channel-first output shape.
+    """
+
+    def decorate(fn: Converter) -> Converter:
+        for name in class_names:
+            CONVERTERS[name] = fn
+        return fn
+
+    return decorate
+
+
+def channel_first(shape: Sequence[Optional[int]], where: str) -> tuple[int, ...]:
+    """Keras per-example shape (channel-last) -> IR shape (channel-first)."""
+    if any(d is None for d in shape):
+        raise UnsupportedError(f"{where}: shape {tuple(shape)} has unknown dimensions; Core ML "
+                               "needs fixed sizes: give the Input an explicit shape")
+    shape = tuple(int(d) for d in shape)
+    if len(shape) == 3:
+        return (shape[2], shape[0], shape[1])
+    if len(shape) == 1:
+        return shape
+    raise UnsupportedError(f"{where}: rank-{len(shape)} tensors {shape} are not supported; "
+                           "use vectors (N,) or images (H, W, C) (sequences are not supported yet)")
+
+
+def _source(layer) -> str:
+    return f"keras.layers.{type(layer).__name__}"
+
+
+def _functional(model):
+    """The functional graph behind a model (Sequential keeps one once built)."""
+    if isinstance(model, _keras().Sequential):
+        graph = getattr(model, "_functional", None)
+        if graph is None:
+            raise ConfigError(f"model {model.name!r} is not built: give it an Input layer or call "
+                              "model.build(input_shape) before exporting")
+        return graph
+    if not hasattr(model, "_nodes_by_depth"):
+        raise UnsupportedError(f"model {model.name!r} ({type(model).__name__}) is a subclassed "
+                               "model; export a Sequential or functional model")
+    return model
+
+
+def _trace(ctx: Context, model, inputs: list[Tensor]) -> list[Tensor]:
+    """Walk a functional graph in Keras's own execution order, converting each layer call."""
+    graph = _functional(model)
+    values: dict[int, Tensor] = {id(k): t for k, t in zip(graph.inputs, inputs)}
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        for node in graph._nodes_by_depth[depth]:
+            if node.is_input:
+                continue
+            layer = node.operation
+            args, kwargs = node.arguments.fill_in(values)
+            flat = _flatten_args(args)
+            out_keras = node.outputs
+            if isinstance(layer, _keras().Model):
+                results = _trace(ctx, layer, flat)
+            else:
+                results = [_convert(ctx, layer, flat, kwargs, out_keras)]
+            for keras_tensor, result in zip(out_keras, results):
+                values[id(keras_tensor)] = result
+    return [values[id(k)] for k in graph.outputs]
+
+
+def _flatten_args(args) -> list[Tensor]:
+    flat = []
+    for arg in args:
+        if isinstance(arg, Tensor):
+            flat.append(arg)
+        elif isinstance(arg, (list, tuple)):
+            flat += _flatten_args(arg)
+    return flat
+
+
+def _convert(ctx: Context, layer, inputs: list[Tensor], kwargs: dict, out_keras) -> Tensor:
+    kind = type(layer).__name__
+    converter = CONVERTERS.get(kind) if type(layer).__module__.startswith("keras.") else None
+    if converter is None:
+        raise UnsupportedError(f"layer {layer.name!r} of class {type(layer).__module__}.{kind} "
+                               "has no Core ML converter; supported: " + ", ".join(sorted(CONVERTERS)))
+    if len(out_keras) != 1:
+        raise UnsupportedError(f"layer {layer.name!r} ({kind}) has {len(out_keras)} outputs")
+    ctx.seen.add(layer.name)
+    _check_regularizers(ctx, layer)
+    out_shape = channel_first(out_keras[0].shape[1:], f"layer {layer.name!r}")
+    name = converter(ctx, layer, inputs, kwargs, out_shape)
+    return Tensor(name, out_shape)
+
+
+def _check_regularizers(ctx: Context, layer) -> None:
+    for attr in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
+                 "depthwise_regularizer", "pointwise_regularizer"):
+        if getattr(layer, attr, None) is not None and ctx.trains(layer):
+            ctx.warnings.append(f"layer {layer.name!r}: {attr} is not carried to the device (Core ML "
+                                "has no regularization); on-device training runs without it")
+
+
+def _numpy(variable) -> np.ndarray:
+    return np.asarray(_keras().ops.convert_to_numpy(variable), dtype=np.float32)
+
+
+def _channels_last(layer) -> None:
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        raise UnsupportedError(f"layer {layer.name!r}: data_format={layer.data_format!r}; only "
+                               "channels_last models are supported")
+
+
+# -- activations -------------------------------------------------------------------------
+
+#: Keras activation function name -> IR activation attrs (None: softmax op; {}: linear).
+ACTIVATIONS: dict[str, Optional[dict]] = {
+    "linear": {}, "relu": {"kind": "relu"}, "relu6": {"kind": "relu6", "min": 0.0, "max": 6.0},
+    "sigmoid": {"kind": "sigmoid"}, "tanh": {"kind": "tanh"}, "softplus": {"kind": "softplus"},
+    "softsign": {"kind": "softsign"}, "elu": {"kind": "elu", "alpha": 1.0},
+    "leaky_relu": {"kind": "leaky_relu", "alpha": 0.2},
+    "hard_sigmoid": {"kind": "hard_sigmoid", "alpha": 1 / 6, "beta": 0.5},
+    "silu": {"kind": "silu"}, "swish": {"kind": "silu"}, "gelu": {"kind": "gelu", "approximate": False},
+    "softmax": None,
+}
+
+
+def _activation_name(fn, where: str) -> str:
+    keras = _keras()
+    name = getattr(fn, "__name__", "")
+    try:
+        known = keras.activations.get(name) is fn
+    except (ValueError, TypeError):
+        known = False
+    if not known or name not in ACTIVATIONS:
+        raise UnsupportedError(f"{where}: activation {name or fn!r} is not supported; use one of "
+                               + ", ".join(sorted(ACTIVATIONS)))
+    return name
+
+
+def _apply(ctx: Context, attrs: Optional[dict], name: str, x: Tensor, source: str,
+           output: Optional[str] = None) -> str:
+    """Add an activation node (or a softmax node for ``attrs=None``)."""
+    if attrs is None:
+        return ctx.add("softmax", name, [x], source=source, output=output)
+    return ctx.add("activation", name, [x], attrs=attrs, source=source, output=output)
+
+
+def _with_activation(ctx: Context, layer, build: Callable[[Optional[str]], str],
+                     shape: tuple[int, ...]) -> str:
+    """Run ``build(output_name)`` for the layer's linear part, then its ``activation=``.
+
+    The layer's name stays on the weight node (people look for ``dense_1``); the activation
+    node writes the tensor named after the layer.
+    """
+    kind = _activation_name(getattr(layer, "activation", None), f"layer {layer.name!r}")
+    if kind == "linear":
+        return build(None)
+    linear = build(f"{layer.name}_preact")
+    return _apply(ctx, ACTIVATIONS[kind], f"{layer.name}_{kind}", Tensor(linear, shape),
+                  _source(layer), output=layer.name)
+
+
+# -- converters: weights layers ----------------------------------------------------------
+
+
+@converts("Dense")
+def _dense(ctx: Context, layer, inputs, kwargs, out_shape):
+    (x,) = inputs
+    if getattr(layer, "quantization_mode", None):
+        raise UnsupportedError(f"layer {layer.name!r}: quantized Dense ({layer.quantization_mode}) "
+                               "cannot be exported; export the float model")
+    kernel = _numpy(layer.kernel)
+    weights = {"weight": np.ascontiguousarray(kernel.T)}
+    if layer.use_bias:
+        weights["bias"] = _numpy(layer.bias)
+    if len(x.shape) == 1:
+        op, attrs = "dense", {}
+    elif len(x.shape) == 3:  # Dense on (H, W, C) acts per pixel: a 1x1 convolution
+        op, attrs = "conv2d", {"strides": (1, 1), "padding": "valid"}
+        weights["weight"] = weights["weight"][:, :, None, None]
+    else:
+        raise UnsupportedError(f"layer {layer.name!r}: Dense on a rank-{len(x.shape)} input "
+                               f"{x.shape} is not supported")
+
+    def build(output):
+        return ctx.add(op, layer.name, [x], attrs=attrs, weights=weights,
+                       trainable=ctx.trains(layer), source=_source(layer), output=output)
+
+    return _with_activation(ctx, layer, build, out_shape)
+
+
+def _conv_weight(kernel: np.ndarray) -> np.ndarray:
+    """Keras kernel (kh, kw, in, out) -> IR weight (out, in, kh, kw).
+
+    Done as two cache-friendly transposes: a direct 4-D transpose is ~3x slower on
+    ResNet-sized kernels, and export time is dominated by moving weights.
+    """
+    kh, kw, cin, cout = kernel.shape
+    per_tap = np.ascontiguousarray(kernel.reshape(kh * kw, cin, cout).transpose(0, 2, 1))
+    return np.ascontiguousarray(per_tap.reshape(kh * kw, cout * cin).T).reshape(cout, cin, kh, kw)
+
+
+def _conv_attrs(layer, where: str) -> dict:
+    _channels_last(layer)
+    if layer.padding not in ("valid", "same"):
+        raise UnsupportedError(f"{where}: padding={layer.padding!r} is not supported")
+    return {"strides": tuple(layer.strides), "dilations": tuple(layer.dilation_rate),
+            "padding": layer.padding}
+
+
+@converts("Conv2D")
+def _conv2d(ctx: Context, layer, inputs, kwargs, out_shape):
+    (x,) = inputs
+    attrs = {**_conv_attrs(layer, f"layer {layer.name!r}"), "groups": int(layer.groups)}
+    weights = {"weight": _conv_weight(_numpy(layer.kernel))}
+    if layer.use_bias:
+        weights["bias"] = _numpy(layer.bias)
+
+    def build(output):
+        return ctx.add("conv2d", layer.name, [x], attrs=attrs, weights=weights,
+                       trainable=ctx.trains(layer), source=_source(layer), output=output)
+
+    return _with_activation(ctx, layer, build, out_shape)
+
+
+def _depthwise_weight(kernel: np.ndarray) -> np.ndarray:
+    """Keras depthwise kernel (kh, kw, C, M) -> grouped conv weight (C*M, 1, kh, kw);
+    output channel c*M + m reads input channel c, as Keras orders them."""
+    kh, kw, channels, multiplier = kernel.shape
+    return np.ascontiguousarray(kernel.transpose(2, 3, 0, 1).reshape(channels * multiplier, 1, kh, kw))
+
+
+@converts("DepthwiseConv2D")
+def _depthwise(ctx: Context, layer, inputs, kwargs, out_shape):
+    (x,) = inputs
+    attrs = {**_conv_attrs(layer, f"layer {layer.name!r}"), "groups": x.shape[0]}
+    weights = {"weight": _depthwise_weight(_numpy(layer.kernel))}
+    if layer.use_bias:
+        weights["bias"] = _numpy(layer.bias)
+
+    def build(output):
+        return ctx.add("conv2d", layer.name, [x], attrs=attrs, weights=weights,
+                       trainable=ctx.trains(layer), source=_source(layer), output=output)
+
+    return _with_activation(ctx, layer, build, out_shape)
+
+
+@converts("SeparableConv2D")
+def _separable(ctx: Context, layer, inputs, kwargs, out_shape):
+    (x,) = inputs
+    attrs = {**_conv_attrs(layer, f"layer {layer.name!r}"), "groups": x.shape[0]}
+    depthwise = _depthwise_weight(_numpy(layer.depthwise_kernel))
+    trains = ctx.trains(layer)
+    mid = ctx.add("conv2d", f"{layer.name}_depthwise", [x], attrs=attrs,
+                  weights={"weight": depthwise}, trainable=trains, source=_source(layer))
+    mid_shape = (depthwise.shape[0], *out_shape[1:])
+    pointwise = {"weight": _conv_weight(_numpy(layer.pointwise_kernel))}
+    if layer.use_bias:
+        pointwise["bias"] = _numpy(layer.bias)
+
+    def build(output):
+        return ctx.add("conv2d", layer.name, [Tensor(mid, mid_shape)], weights=pointwise,
+                       attrs={"strides": (1, 1), "padding": "valid"}, trainable=trains,
+                       source=_source(layer), output=output)
+
+    return _with_activation(ctx, layer, build, out_shape)
+
+
+@converts("BatchNormalization")
+def _batchnorm(ctx: Context, layer, inputs, kwargs, out_shape):
+    (x,) = inputs
+    rank = len(x.shape)
+    axis = layer.axis if layer.axis >= 0 else layer.axis + rank + 1
+    if axis != rank:
+        raise UnsupportedError(f"layer {layer.name!r}: batch normalization over axis {layer.axis} "
+                               "is not supported; normalize the channel (last) axis")
+    if rank == 2:
+        raise UnsupportedError(f"layer {layer.name!r}: batch normalization of sequences is not supported")
+    channels = x.shape[0]
+    weights = {"gamma": _numpy(layer.gamma) if layer.scale else np.ones(channels, np.float32),
+               "beta": _numpy(layer.beta) if layer.center else np.zeros(channels, np.float32),
+               "mean": _numpy(layer.moving_mean), "variance": _numpy(layer.moving_variance)}
+    return ctx.add("batchnorm", layer.name, [x], attrs={"eps": float(layer.epsilon)},
+                   weights=weights, trainable=ctx.trains(layer), source=_source(layer))
+
+
+# -- converters: shape and pooling layers ------------------------------------------------
+
+
+def _pool(kind: str):
+    def convert(ctx: Context, layer, inputs, kwargs, out_shape):
+        (x,) = inputs
+        _channels_last(layer)
+        if layer.padding not in ("valid", "same"):
+            raise UnsupportedError(f"layer {layer.name!r}: padding={layer.padding!r}")
+        attrs = {"kind": kind, "kernel": tuple(layer.pool_size), "padding": layer.padding,
+                 "strides": tuple(layer.strides or layer.pool_size)}
+        return ctx.add("pool2d", layer.name, [x], attrs=attrs, source=_source(layer))
+
+    return convert
+
+
+def _global_pool(kind: str):
+    def convert(ctx: Context, layer, inputs, kwargs, out_shape):
+        _channels_last(layer)
+        (x,) = inputs
+        return ctx.add("pool2d", layer.name, [x], attrs={"kind": kind, "global": True,
+                                                        "keepdims": bool(layer.keepdims)},
+                       source=_source(layer))
+
+    return convert
+
+
+converts("MaxPooling2D")(_pool("max"))
+converts("AveragePooling2D")(_pool("avg"))
+converts("GlobalMaxPooling2D")(_global_pool("max"))
+converts("GlobalAveragePooling2D")(_global_pool("avg"))
+
+
+@converts("Flatten")
+def _flatten(ctx: Context, layer, inputs, kwargs, out_shape):
+    (x,) = inputs
+    _channels_last(layer)
+    if len(x.shape) == 1:
+        return ctx.add("identity", layer.name, [x], source=_source(layer))
+    if len(x.shape) != 3:
+        raise UnsupportedError(f"layer {layer.name!r}: flattening a sequence {x.shape} is not supported")
+    return ctx.add("flatten", layer.name, [x], attrs={"order": "hwc"}, source=_source(layer))
+
+
+@converts("Reshape")
+def _reshape(ctx: Context, layer, inputs, kwargs, out_shape):
+    (x,) = inputs
+    if out_shape == x.shape:
+        return ctx.add("identity", layer.name, [x], source=_source(layer))
+    if len(out_shape) == 1 and len(x.shape) == 3:
+        return ctx.add("flatten", layer.name, [x], attrs={"order": "hwc"}, source=_source(layer))
+    if len(out_shape) == 3 and len(x.shape) in (1, 3):
+        return ctx.add("reshape", layer.name, [x], attrs={"shape": out_shape, "order": "hwc"},
+                       source=_source(layer))
+    raise UnsupportedError(f"layer {layer.name!r}: reshape {x.shape} -> {out_shape} (channel-first) "
+                           "is not supported; reshape to a vector or to (H, W, C)")
+
+
+@converts("ZeroPadding2D")
+def _zero_padding(ctx: Context, layer, inputs, kwargs, out_shape):
+    (x,) = inputs
+    _channels_last(layer)
+    (top, bottom), (left, right) = layer.padding
+    return ctx.add("pad", layer.name, [x], attrs={"pads": (top, bottom, left, right), "value": 0.0},
+                   source=_source(layer))
+
+
+@converts("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
+          "AlphaDropout")
+def _dropout(ctx: Context, layer, inputs, kwargs, out_shape):
+    return ctx.add("dropout", layer.name, inputs, source=_source(layer))
+
+
+@converts("Identity")
+def _identity(ctx: Context, layer, inputs, kwargs, out_shape):
+    return ctx.add("identity", layer.name, inputs, source=_source(layer))
+
+
+# -- converters: elementwise -------------------------------------------------------------
+
+
+@converts("Activation")
+def _activation_layer(ctx: Context, layer, inputs, kwargs, out_shape):
+    (x,) = inputs
+    kind = _activation_name(layer.activation, f"layer {layer.name!r}")
+    if kind == "linear":
+        return ctx.add("identity", layer.name, [x], source=_source(layer))
+    return _apply(ctx, ACTIVATIONS[kind], layer.name, x, _source(layer))
+
+
+@converts("ReLU")
+def _relu(ctx: Context, layer, inputs, kwargs, out_shape):
+    (x,) = inputs
+    max_value, slope, threshold = layer.max_value, float(layer.negative_slope), float(layer.threshold)
+    if threshold != 0 or (slope != 0 and max_value is not None):
+        raise UnsupportedError(f"layer {layer.name!r}: ReLU with threshold={threshold} and "
+                               f"negative_slope={slope}, max_value={max_value} has no Core ML "
+                               "equivalent; use max_value or negative_slope alone")
+    if slope:
+        attrs = {"kind": "leaky_relu", "alpha": slope}
+    elif max_value is not None:
+        attrs = {"kind": "clip", "min": 0.0, "max": float(max_value)}
+    else:
+        attrs = {"kind": "relu"}
+    return ctx.add("activation", layer.name, [x], attrs=attrs, source=_source(layer))
+
+
+@converts("LeakyReLU")
+def _leaky_relu(ctx: Context, layer, inputs, kwargs, out_shape):
+    (x,) = inputs
+    slope = float(getattr(layer, "negative_slope", getattr(layer, "alpha", 0.3)))
+    return ctx.add("activation", layer.name, [x], attrs={"kind": "leaky_relu", "alpha": slope},
+                   source=_source(layer))
+
+
+@converts("ELU")
+def _elu(ctx: Context, layer, inputs, kwargs, out_shape):
+    (x,) = inputs
+    return ctx.add("activation", layer.name, [x], attrs={"kind": "elu", "alpha": float(layer.alpha)},
+                   source=_source(layer))
+
+
+@converts("Softmax")
+def _softmax(ctx: Context, layer, inputs, kwargs, out_shape):
+    (x,) = inputs
+    axis = layer.axis if isinstance(layer.axis, int) else tuple(layer.axis)
+    if axis not in (-1, len(x.shape)):
+        raise UnsupportedError(f"layer {layer.name!r}: softmax over axis {layer.axis}; Core ML's "
+                               "softmax works on the channel (last) axis")
+    if kwargs.get("mask") is not None:
+        raise UnsupportedError(f"layer {layer.name!r}: masked softmax is not supported")
+    return ctx.add("softmax", layer.name, [x], source=_source(layer))
+
+
+def _merge(op: str):
+    def convert(ctx: Context, layer, inputs, kwargs, out_shape):
+        if any(t.shape != out_shape for t in inputs):
+            raise UnsupportedError(f"layer {layer.name!r}: inputs of shapes "
+                                   f"{[t.shape for t in inputs]} need broadcasting, which is not "
+                                   "supported; give all inputs the same shape")
+        return ctx.add(op, layer.name, inputs, source=_source(layer))
+
+    return convert
+
+
+converts("Add")(_merge("add"))
+converts("Multiply")(_merge("mul"))
+
+
+@converts("Concatenate")
+def _concatenate(ctx: Context, layer, inputs, kwargs, out_shape):
+    rank = len(out_shape)
+    if layer.axis not in (-1, rank) or rank == 2:
+        raise UnsupportedError(f"layer {layer.name!r}: concatenation along axis {layer.axis}; only "
+                               "the channel (last) axis of vectors or images is supported")
+    return ctx.add("concat", layer.name, inputs, source=_source(layer))
+
+
+def _per_channel(value, channels: int, where: str) -> np.ndarray:
+    array = np.asarray(_keras().ops.convert_to_numpy(value), dtype=np.float64)
+    if array.size not in (1, channels) or array.size != max(array.shape, default=1):
+        raise UnsupportedError(f"{where}: expected a scalar or one value per channel, got shape "
+                               f"{array.shape}")
+    return np.broadcast_to(array.reshape(-1), (channels,)).astype(np.float32)
+
+
+@converts("Rescaling")
+def _rescaling(ctx: Context, layer, inputs, kwargs, out_shape):
+    (x,) = inputs
+    where = f"layer {layer.name!r}"
+    channels = x.shape[0]
+    weights = {"scale": _per_channel(layer.scale, channels, where),
+               "bias": _per_channel(layer.offset, channels, where)}
+    return ctx.add("scale", layer.name, [x], weights=weights, source=_source(layer))
+
+
+@converts("Normalization")
+def _normalization(ctx: Context, layer, inputs, kwargs, out_shape):
+    (x,) = inputs
+    where = f"layer {layer.name!r}"
+    axis = layer.axis if isinstance(layer.axis, (tuple, list)) else (layer.axis,)
+    if layer.invert or tuple(axis) not in ((-1,), (len(x.shape),)):
+        raise UnsupportedError(f"{where}: only normalization over the last axis (invert=False) is "
+                               "supported")
+    channels = x.shape[0]
+    mean = _per_channel(layer.mean, channels, where).astype(np.float64)
+    std = np.maximum(np.sqrt(_per_channel(layer.variance, channels, where).astype(np.float64)),
+                     _keras().backend.epsilon())
+    weights = {"scale": (1 / std).astype(np.float32), "bias": (-mean / std).astype(np.float32)}
+    return ctx.add("scale", layer.name, [x], weights=weights, source=_source(layer))
+
+
+# -- loss and optimizer ------------------------------------------------------------------
+
+_LOSS_ALIASES = {
+    "categorical_crossentropy": "categorical_crossentropy", "cce": "categorical_crossentropy",
+    "categoricalcrossentropy": "categorical_crossentropy",
+    "sparse_categorical_crossentropy": "sparse_categorical_crossentropy",
+    "sparsecategoricalcrossentropy": "sparse_categorical_crossentropy",
+    "mse": "mean_squared_error", "mean_squared_error": "mean_squared_error",
+    "meansquarederror": "mean_squared_error",
+}
+
+
+@dataclass(frozen=True)
+class LossMapping:
+    kind: str           # "cce" | "mse"
+    from_logits: bool
+    keras_name: str
+
+
+def map_loss(loss, ctx: Context) -> LossMapping:
+    """A Keras loss (string, function or ``keras.losses.Loss``) -> Core ML loss kind."""
+    keras = _keras()
+    if loss is None:
+        raise ConfigError("the model has no loss: compile it, or pass loss='categorical_crossentropy', "
+                          "'sparse_categorical_crossentropy' or 'mse'")
+    if isinstance(loss, (list, tuple, dict)):
+        if len(loss) != 1:
+            raise UnsupportedError("several losses (one per output) cannot be exported; Core ML "
+                                   "trains exactly one loss on one output")
+        loss = next(iter(loss.values())) if isinstance(loss, dict) else loss[0]
+    config: dict = {}
+    if isinstance(loss, keras.losses.Loss) and type(loss).__module__.startswith("keras."):
+        config = loss.get_config()
+        name = type(loss).__name__
+        if name == "LossFunctionWrapper":  # keras wrapping one of its loss functions
+            name = getattr(loss.fn, "__name__", name)
+    elif isinstance(loss, str):
+        name = loss
+    elif callable(loss) and getattr(loss, "__module__", "").startswith("keras."):
+        name = loss.__name__
+    else:
+        raise UnsupportedError(f"custom loss {getattr(loss, '__name__', loss)!r} cannot be carried "
+                               "to Core ML, which trains only categorical cross-entropy and mean "
+                               "squared error; compile with one of those")
+    key = _LOSS_ALIASES.get(name.lower())
+    if key is None:
+        raise UnsupportedError(f"loss {name!r} is not supported by Core ML on device (it trains "
+                               "categorical cross-entropy and mean squared error only)" +
+                               ("; binary cross-entropy: use a 2-unit softmax output with "
+                                "sparse_categorical_crossentropy" if "binary" in name.lower() else ""))
+    if config.get("label_smoothing"):
+        ctx.refuse(f"loss {name}: label_smoothing={config['label_smoothing']} cannot be carried to "
+                   "Core ML; compile without it")
+    if config.get("axis", -1) != -1:
+        raise UnsupportedError(f"loss {name}: axis={config['axis']}; only the last axis is supported")
+    if config.get("ignore_class") is not None:
+        ctx.refuse(f"loss {name}: ignore_class={config['ignore_class']} has no Core ML equivalent")
+    reduction = config.get("reduction", "sum_over_batch_size")
+    if reduction != "sum_over_batch_size":
+        ctx.refuse(f"loss {name}: reduction={reduction!r}; Core ML averages over the mini-batch "
+                   "(reduction='sum_over_batch_size')")
+    kind = "mse" if key == "mean_squared_error" else "cce"
+    return LossMapping(kind, bool(config.get("from_logits", False)), key)
+
+
+def map_optimizer(optimizer, ctx: Context) -> tuple[Optimizer, list[str]]:
+    """A Keras optimizer -> Core ML SGD/Adam, plus notes for the report."""
+    if isinstance(optimizer, (SGD, Adam)):
+        return optimizer, []
+    if optimizer is None:
+        raise ConfigError("the model has no optimizer: compile it, or pass optimizer=SGD(...)/Adam(...)")
+    keras = _keras()
+    if isinstance(optimizer, str):
+        optimizer = keras.optimizers.get(optimizer)
+    kind = type(optimizer).__name__
+    if not isinstance(optimizer, keras.optimizers.Optimizer) or kind not in ("SGD", "Adam"):
+        raise UnsupportedError(f"optimizer {kind!r} "
+                               "is not supported: Core ML trains with SGD (with momentum) or Adam")
+    config = optimizer.get_config()
+    name = f"keras.optimizers.{kind}"
+    notes = []
+    if config.get("weight_decay"):
+        ctx.refuse(f"{name}: weight_decay={config['weight_decay']} cannot be carried (Core ML has "
+                   "no weight decay); compile without it")
+    if kind == "SGD" and config.get("nesterov"):
+        ctx.refuse(f"{name}: nesterov=True cannot be carried (Core ML's SGD uses plain momentum)")
+    if kind == "Adam" and config.get("amsgrad"):
+        ctx.refuse(f"{name}: amsgrad=True cannot be carried (Core ML's Adam has no AMSGrad)")
+    for clip in ("clipnorm", "clipvalue", "global_clipnorm"):
+        if config.get(clip) is not None:
+            ctx.warnings.append(f"{name}: {clip}={config[clip]} is not carried (Core ML has no "
+                                "gradient clipping)")
+    if config.get("use_ema"):
+        ctx.warnings.append(f"{name}: use_ema is not carried (Core ML keeps no moving average)")
+    if (config.get("gradient_accumulation_steps") or 1) > 1:
+        ctx.refuse(f"{name}: gradient_accumulation_steps has no Core ML equivalent")
+    learning_rate = float(_keras().ops.convert_to_numpy(optimizer.learning_rate))
+    if isinstance(config.get("learning_rate"), dict):
+        notes.append(f"the learning-rate schedule became its value at export time, "
+                     f"{learning_rate:g} (Core ML uses a constant rate; the app may change it "
+                     "between epochs)")
+    if kind == "SGD":
+        momentum = float(config.get("momentum", 0.0))
+        if momentum:
+            notes.append("SGD momentum: Keras updates v = m*v - lr*g, w += v; the same weights "
+                         "as Core ML's form while the learning rate is constant")
+        return SGD(learning_rate, momentum), notes
+    notes.append("Adam: Keras adds epsilon to sqrt(v) before bias correction; where Core ML "
+                 "adds it is not public (only visible when gradients are near epsilon)")
+    return Adam(learning_rate, float(config["beta_1"]), float(config["beta_2"]),
+                float(config["epsilon"])), notes
+
+
+# -- fit arguments seen from a callback --------------------------------------------------
+
+
+def fit_arguments(model) -> dict:
+    """``batch_size`` and ``class_weight`` of the ``fit`` call running ``model``.
+
+    Keras does not pass them to callbacks; they are read from the ``fit`` frame on the
+    stack (its data adapter knows the batch size even for datasets). Empty when not found.
+    """
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            local = frame.f_locals
+            if frame.f_code.co_name == "fit" and local.get("self") is model:
+                adapter = getattr(local.get("epoch_iterator"), "data_adapter", None)
+                batch_size = getattr(adapter, "batch_size", None) or local.get("batch_size")
+                return {"batch_size": batch_size, "class_weight": local.get("class_weight")}
+            frame = frame.f_back
+        return {}
+    finally:
+        del frame
+
+
+# -- entry points ------------------------------------------------------------------------
+
+
+def keras_to_graph(model, *, trainable: Optional[Sequence[str]] = None, image_input=None,
+                   allow_unsupported: bool = False) -> tuple[Graph, Context]:
+    """Trace a built Keras model into an IR graph (before any pass)."""
+    ctx = Context(set(trainable) if trainable is not None else None, allow_unsupported)
+    graph = _functional(model)
+    inputs = []
+    for keras_tensor in graph.inputs:
+        name = ctx.tensor(keras_tensor._keras_history.operation.name)
+        inputs.append(TensorSpec(name, channel_first(keras_tensor.shape[1:], f"input {name!r}")))
+    if image_input is not None and image_input is not False:
+        if len(inputs) != 1:
+            raise ConfigError("image_input needs a model with exactly one input")
+        inputs[0].image = _image_options(image_input, inputs[0].shape)
+    outputs = _trace(ctx, model, [Tensor(t.name, t.shape) for t in inputs])
+    if ctx.trainable is not None:
+        unknown = sorted(ctx.trainable - ctx.seen)
+        if unknown:
+            raise ConfigError(f"trainable names unknown layers {unknown}; layers are: "
+                              + ", ".join(sorted(ctx.seen)))
+    return Graph(inputs, [t.name for t in outputs], ctx.nodes), ctx
+
+
+def _image_options(image_input, shape: tuple[int, ...]) -> dict:
+    if isinstance(image_input, dict):
+        return dict(image_input)
+    if isinstance(image_input, str):
+        if image_input not in ("rgb", "bgr", "grayscale"):
+            raise ConfigError(f"image_input={image_input!r}: use 'rgb', 'bgr' or 'grayscale'")
+        return {"color": image_input}
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise ConfigError(f"image_input: the input shape {shape} (C, H, W) is not an RGB or grayscale image")
+    return {"color": "rgb" if shape[0] == 3 else "grayscale"}
+
+
+def export_keras(model, path: PathLike, *, class_labels: Optional[Sequence[Label]] = None,
+                 trainable: Optional[Sequence[str]] = None, loss=None, optimizer=None,
+                 batch_size: Optional[int] = None, epochs: Optional[int] = None,
+                 allowed_batch_sizes=None, allowed_epochs=None,
+                 lr_range: Optional[tuple[float, float]] = None, shuffle: bool = True,
+                 seed: Optional[int] = None, image_input=None, extra_class_slots: int = 0,
+                 regressor: bool = False, allow_unsupported: bool = False,
+                 description: str = "", author: str = "", license: str = "",
+                 version: str = "") -> ExportReport:
+    """Export a built Keras 3 model to an updatable Core ML ``.mlmodel`` at ``path``.
+
+    Defaults come from the model: ``layer.trainable`` decides which Dense/Conv layers train
+    on device (or name them in ``trainable``), the compiled loss and optimizer decide the
+    update parameters (or pass ``loss``/``optimizer``: a Keras loss/optimizer or our
+    ``SGD``/``Adam``). ``class_labels`` makes a classifier (``extra_class_slots`` adds
+    placeholder labels ``user0``… for classes the app learns later). Options Core ML cannot
+    carry raise ``UnsupportedError``; ``allow_unsupported=True`` turns those into warnings in
+    the report. Returns an ``ExportReport``; writes nothing when the export fails.
+    """
+    keras = _keras()
+    graph, ctx = keras_to_graph(model, trainable=trainable, image_input=image_input,
+                                    allow_unsupported=allow_unsupported)
+    loss_map = map_loss(loss if loss is not None else getattr(model, "loss", None), ctx)
+    if _non_unit_loss_weights(model):
+        ctx.refuse("compile(loss_weights=...) cannot be carried: Core ML trains one unweighted loss")
+    opt, notes = map_optimizer(optimizer if optimizer is not None else getattr(model, "optimizer", None), ctx)
+    assumptions = list(notes)
+    if batch_size is None:
+        batch_size = 32
+        assumptions.append("batch size 32 (Keras's fit default): pass batch_size to choose")
+    if epochs is None:
+        epochs = 10
+        assumptions.append("10 epochs: pass epochs to choose")
+    if loss_map.keras_name == "categorical_crossentropy":
+        assumptions.append("categorical_crossentropy: on device the target is the class label "
+                           "(or index), not a one-hot vector")
+    metadata = Metadata(description=description, author=author, license=license, version=version,
+                        source=f"keras=={keras.__version__} ({keras.backend.backend()} backend)")
+    with pywarnings.catch_warnings():
+        pywarnings.simplefilter("ignore")
+        return export_graph(
+            graph, path, loss=loss_map.kind, optimizer=opt, from_logits=loss_map.from_logits,
+            batch_size=batch_size, epochs=epochs, allowed_batch_sizes=allowed_batch_sizes,
+            allowed_epochs=allowed_epochs, lr_range=lr_range, shuffle=shuffle, seed=seed,
+            class_labels=class_labels, extra_class_slots=extra_class_slots, regressor=regressor,
+            metadata=metadata, allow_unsupported=allow_unsupported, assumptions=assumptions,
+            warnings=ctx.warnings)
+
+
+def _non_unit_loss_weights(model) -> bool:
+    weights = getattr(getattr(model, "_compile_loss", None), "_user_loss_weights", None)
+    if weights is None:
+        return False
+    values = weights.values() if isinstance(weights, dict) else weights if \
+        isinstance(weights, (list, tuple)) else [weights]
+    return any(float(v) != 1.0 for v in values)
+
+
+# -- the fit callback --------------------------------------------------------------------
+
+
+def _callback_class():
+    """Build ``UpdatableCoreMLExport`` on first use, so importing this module stays free of keras."""
+    keras = _keras()
+
+    class UpdatableCoreMLExport(keras.callbacks.Callback):
+        """Export the model being trained to an updatable ``.mlmodel`` when ``fit`` ends.
+
+        ``path`` may contain ``{epoch}`` when ``every_n_epochs`` is set (like ModelCheckpoint).
+        The batch size and epochs of the ``fit`` call are used unless given; every other
+        keyword goes to ``export_keras``. Options Core ML cannot carry (class weights, label
+        smoothing, nesterov…) are refused when training *begins*, not after it. The written
+        file is validated again from disk; ``self.report`` holds the last ``ExportReport``.
+        """
+
+        def __init__(self, path: PathLike, *, every_n_epochs: Optional[int] = None,
+                     batch_size: Optional[int] = None, epochs: Optional[int] = None,
+                     verbose: bool = True, **export_options) -> None:
+            super().__init__()
+            if every_n_epochs is not None and every_n_epochs < 1:
+                raise ConfigError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+            self.path = str(path)
+            self.every_n_epochs = every_n_epochs
+            self.batch_size = batch_size
+            self.epochs = epochs
+            self.verbose = verbose
+            self.export_options = export_options
+            self.report: Optional[ExportReport] = None
+            self._fit_batch_size: Optional[int] = None
+            self._warnings: list[str] = []
+
+        def on_train_begin(self, logs=None) -> None:
+            fit = fit_arguments(self.model)
+            self._fit_batch_size = fit.get("batch_size")
+            ctx = Context(None, self.export_options.get("allow_unsupported", False))
+            if fit.get("class_weight"):
+                ctx.refuse("fit(class_weight=...) cannot be carried: Core ML weighs every example "
+                           "the same")
+            map_loss(self.export_options.get("loss") or self.model.loss, ctx)
+            map_optimizer(self.export_options.get("optimizer") or self.model.optimizer, ctx)
+            self._warnings = ctx.warnings
+
+        def on_epoch_end(self, epoch: int, logs=None) -> None:
+            if self.every_n_epochs and (epoch + 1) % self.every_n_epochs == 0:
+                self._export(self.path.format(epoch=epoch + 1))
+
+        def on_train_end(self, logs=None) -> None:
+            self._export(self.path.format(epoch=self.params.get("epochs", 0)))
+
+        def _export(self, path: str) -> None:
+            from ..validator import is_valid, validate
+
+            options = dict(self.export_options)
+            options.setdefault("batch_size", self.batch_size or self._fit_batch_size)
+            options.setdefault("epochs", self.epochs or self.params.get("epochs"))
+            report = export_keras(self.model, path, **options)
+            report.warnings[:0] = self._warnings
+            findings = validate(path)
+            if not is_valid(findings):
+                raise UnsupportedError(f"{path}: the written model does not validate: "
+                                       + "; ".join(map(str, findings)))
+            self.report = report
+            if self.verbose:
+                print(report.summary())
+
+    UpdatableCoreMLExport.__qualname__ = "UpdatableCoreMLExport"
+    return UpdatableCoreMLExport
+
+
+def __getattr__(name: str):
+    if name == "UpdatableCoreMLExport":
+        cls = globals()[name] = _callback_class()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,188 @@
+"""ONNX frontend: ``export_onnx(model, path, loss=..., optimizer=...)``.
+
+The model is loaded as untrusted input (external weight files included), translated op by op
+into the IR (``onnx_ops``), and handed to the shared ``export_graph`` pipeline. ONNX carries
+no training configuration worth trusting, so the loss and optimizer are explicit; which
+layers train is given by node name, weight-initializer name or initializer prefix (a torch
+module path such as ``classifier.1`` appears as ``classifier.1.weight``), or ``"all"``.
+
+onnx is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+from ..errors import ConfigError, ModelFileError, UnsupportedError
+from ..ir import Node
+from ..passes import UPDATABLE_OPS
+from .onnx_ops import OnnxTranslation, translate
+
+# -- loading -------------------------------------------------------------------------------
+
+
+def load_onnx(source: Any) -> Any:
+    """An ONNX ``ModelProto`` from a path, bytes or a proto, external weights loaded.
+
+    The file is untrusted input: parse failures, missing external-data files and external
+    data that points outside the model's folder become ``ModelFileError``.
+    """
+    import onnx
+
+    if isinstance(source, onnx.ModelProto):
+        _check_external_data(source, None)
+        return source
+    if isinstance(source, (bytes, bytearray)):
+        model = _parse(bytes(source), "the ONNX bytes")
+        _check_external_data(model, None)
+        return model
+    path = Path(source)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file")
+    model = _parse(path.read_bytes(), str(path))
+    files = _check_external_data(model, path.parent)
+    if files:
+        from onnx.external_data_helper import load_external_data_for_model
+
+        try:
+            load_external_data_for_model(model, str(path.parent))
+        except Exception as exc:
+            raise ModelFileError(f"{path}: cannot read its external data "
+                                 f"({', '.join(sorted(files))}): {exc}") from None
+    return model
+
+
+def _parse(data: bytes, name: str) -> Any:
+    import onnx
+
+    if not data:
+        raise ModelFileError(f"{name}: file is empty, expected an ONNX model")
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as exc:  # DecodeError or RuntimeError depending on the protobuf backend
+        raise ModelFileError(f"{name}: not an ONNX model (protobuf parse failed: {exc})") from None
+    if not model.HasField("graph") or not model.opset_import:
+        raise ModelFileError(f"{name}: not an ONNX model (no graph or opset); the file may be "
+                             "truncated or of another format")
+    return model
+
+
+def _check_external_data(model: Any, folder: Optional[Path]) -> set[str]:
+    """Names of the external-data files the model needs, each checked to exist in ``folder``."""
+    from onnx.external_data_helper import uses_external_data
+
+    files: set[str] = set()
+    for tensor in model.graph.initializer:
+        if not uses_external_data(tensor):
+            continue
+        location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+        if folder is None:
+            raise ModelFileError(f"initializer {tensor.name!r} keeps its data in {location!r}; pass "
+                                 "the .onnx path (not a loaded proto) so the file can be found")
+        target = (folder / location).resolve()
+        if not location or folder.resolve() not in target.parents:
+            raise ModelFileError(f"initializer {tensor.name!r}: external data location {location!r} "
+                                 "is outside the model's folder; refusing to read it")
+        if not target.is_file():
+            raise ModelFileError(f"initializer {tensor.name!r}: external data file {location!r} "
+                                 f"not found next to the model (in {folder})")
+        files.add(location)
+    return files
+
+
+# -- what trains ---------------------------------------------------------------------------
+
+
+def select_trainable(state: OnnxTranslation, trainable: Union[None, str, Iterable[str]]) -> list[str]:
+    """Mark the layers that train; returns what the report should say about the choice.
+
+    ``trainable``: ``"all"`` (every dense/convolution layer), names of nodes, initializers or
+    initializer prefixes, or None (only the last dense/convolution layer: fine-tuning a head).
+    """
+    layers = [node for node in state.graph.nodes if node.op in UPDATABLE_OPS]
+    if trainable is None:
+        if not layers:
+            raise UnsupportedError("the model has no Gemm/MatMul/Conv layer Core ML could train")
+        layers[-1].trainable = True
+        return [f"trainable not given: only the last layer {layers[-1].name!r} trains; name the "
+                "layers to train (nodes or initializers) or pass 'all'"]
+    if trainable == "all":
+        for node in layers:
+            node.trainable = True
+        return []
+    names = [trainable] if isinstance(trainable, str) else list(trainable)
+    for name in names:
+        hits = [node for node in state.graph.nodes if _matches(state, node, name)]
+        if not hits:
+            known = [n.name for n in state.graph.nodes] + sorted(
+                {w for sources in state.weight_sources.values() for w in sources})
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ConfigError(f"trainable: no node or initializer named {name!r}{hint}")
+        for node in hits:
+            node.trainable = True
+    return []
+
+
+def _matches(state: OnnxTranslation, node: Node, name: str) -> bool:
+    """``name`` is the node, one of its initializers, or a prefix of those (a torch module
+    path); a prefix selects only layers Core ML can train, so naming a block skips its
+    batch norms."""
+    sources = state.weight_sources.get(node.name, set())
+    if node.name == name or name in sources:
+        return True
+    return node.op in UPDATABLE_OPS and any(s.startswith(name + ".") for s in sources)
+
+
+# -- the export ----------------------------------------------------------------------------
+
+
+def onnx_to_graph(model: Any, *, trainable: Union[None, str, Iterable[str]] = None,
+                  image_input: Optional[dict] = None) -> tuple[OnnxTranslation, list[str]]:
+    """Load and translate ``model`` with ``Node.trainable`` set (no loss, no passes); also
+    returns the assumptions made."""
+    state = translate(load_onnx(model), image_input)
+    return state, select_trainable(state, trainable)
+
+
+def wants_logits(state: OnnxTranslation, loss: str) -> tuple[bool, list[str]]:
+    """Whether cross-entropy needs a softmax appended (the output is not one), and notes."""
+    producer = state.graph.producer(state.graph.outputs[0]) if len(state.graph.outputs) == 1 else None
+    if loss != "cce" or producer is None or producer.op == "softmax":
+        return False, []
+    return True, [f"output {state.graph.outputs[0]!r} is not a softmax: read as logits, a softmax "
+                  "is appended for cross-entropy"]
+
+
+def export_onnx(model: Any, path: Union[str, os.PathLike], *, loss: str, optimizer: Any,
+                trainable: Union[None, str, Iterable[str]] = None, from_logits: Optional[bool] = None,
+                image_input: Optional[dict] = None, **options: Any):
+    """Export an ONNX model (path, bytes or ``ModelProto``) as an updatable Core ML model.
+
+    ONNX carries no training configuration worth trusting, so ``loss`` (``'cce'``/``'mse'``)
+    and ``optimizer`` (``SGD``/``Adam``) are explicit. ``trainable`` names nodes or weight
+    initializers (or a prefix such as a torch module path), or is ``'all'``; by default only
+    the last dense/convolution layer trains. ``from_logits`` defaults to "the output is not a
+    softmax". ``image_input`` is ``{"name"?, "color", "scale", "bias"}``. Further ``options``
+    (``batch_size``, ``epochs``, ``class_labels``, ``metadata``...) go to ``export_graph``.
+    Returns its ``ExportReport``; writes nothing on failure.
+    """
+    import onnx
+
+    from ..backend import Metadata
+    from ..export import export_graph
+
+    state, assumptions = onnx_to_graph(model, trainable=trainable, image_input=image_input)
+    logits, notes = wants_logits(state, loss)
+    metadata = options.pop("metadata", None) or Metadata()
+    if not metadata.source:
+        metadata = dataclasses.replace(metadata, source=f"onnx=={onnx.__version__} (opset {state.opset})")
+    return export_graph(state.graph, path, loss=loss, optimizer=optimizer,
+                        from_logits=logits if from_logits is None else from_logits,
+                        metadata=metadata, assumptions=assumptions + (notes if from_logits is None else []),
+                        **options)

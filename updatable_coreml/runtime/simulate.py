@@ -1,0 +1,256 @@
+"""Simulate on-device personalization: train an updatable model on a dataset, epoch by epoch.
+
+This is what ``updatable-coreml simulate`` runs. Data comes as a folder with one subfolder of
+images per label (the seed app's layout) or an ``.npz`` with ``x`` (inputs) and ``y`` (labels
+or targets). Folder images are resized to the model's input size (bilinear, aspect ratio not
+kept) and converted to its color space. Each epoch gives a row: the training loss Core ML
+reports (see ``assumptions.epoch_loss``) and, with validation data, the validation loss (mean
+over the examples) and accuracy (classifiers).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Union
+
+import numpy as np
+
+from ..errors import ConfigError, ModelFileError
+from ..spec_io import atomic_write_bytes, save_spec
+from . import backward as bw
+from . import features as feat
+from .assumptions import DEFAULT
+from .model import Model, NeuralNetworkModel, load
+from .update import (ProgressEvent, UpdateResult, class_indices, read_training_setup,
+                     regression_targets, training_batch)
+
+PathLike = Union[str, os.PathLike]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".heic"}
+EVAL_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    """One line of the training table (``epoch`` counts from 1)."""
+
+    epoch: int
+    train_loss: float
+    val_loss: Optional[float] = None
+    val_accuracy: Optional[float] = None
+
+
+@dataclass
+class SimulationResult:
+    rows: list[EpochRow]
+    update: UpdateResult
+    train_examples: int
+    val_examples: int = 0
+    plot: Optional[Path] = None
+    out: Optional[Path] = None
+    parameters: dict = field(default_factory=dict)
+
+    @property
+    def model(self) -> Model:
+        return self.update.model
+
+
+# -- data --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """Which features the dataset fills: the prediction input and the training target."""
+
+    input: Any  # the FeatureDescription of the (single) prediction input
+    target: str
+
+
+def data_layout(model: Model) -> DataLayout:
+    description = model.description
+    inputs = {d.name for d in description.input}
+    training = list(description.trainingInput)
+    targets = [d.name for d in training if d.name not in inputs]
+    used = [d for d in training if d.name in inputs] or list(description.input)
+    if len(used) != 1 or len(targets) != 1:
+        raise ConfigError("simulate needs a model trained from one input and one target; this one "
+                          f"takes {', '.join(d.name for d in training) or 'no training inputs'}")
+    return DataLayout(used[0], targets[0])
+
+
+def _label_value(name: str, labels: Optional[list]) -> Any:
+    """A folder name as a label of the model's type (Int64 labels and class indices parse)."""
+    if labels is not None and labels and isinstance(labels[0], str):
+        return name
+    try:
+        return int(name)
+    except ValueError:
+        raise ConfigError(f"folder {name!r} is not a label of this model (it has integer "
+                          "labels)") from None
+
+
+def _read_image(path: Path, image_type):
+    from PIL import Image  # lazily: only folder datasets need Pillow
+
+    gray = image_type.colorSpace in feat.GRAY_SPACES
+    try:
+        with Image.open(path) as picture:
+            picture = picture.convert("L" if gray else "RGB")
+            size = (int(image_type.width), int(image_type.height))
+            if picture.size != size:
+                picture = picture.resize(size, Image.BILINEAR)
+            return np.asarray(picture)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read the image ({exc})") from None
+
+
+def load_folder(folder: Path, layout: DataLayout, labels: Optional[list]) -> tuple[np.ndarray, list]:
+    if feat.feature_kind(layout.input) != "imageType":
+        raise ConfigError(f"{folder}: an image folder needs a model with an image input; "
+                          f"{layout.input.name!r} is not one (use an .npz with x and y)")
+    image_type = layout.input.type.imageType
+    images, targets = [], []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            continue
+        label = _label_value(sub.name, labels)
+        if labels is not None and label not in labels:
+            shown = ", ".join(map(str, labels[:8])) + (", ..." if len(labels) > 8 else "")
+            raise ConfigError(f"{folder}: folder {sub.name!r} is not one of the model's class "
+                              f"labels ({shown})")
+        images.extend(_read_image(path, image_type) for path in files)
+        targets.extend([label] * len(files))
+    if not images:
+        raise ConfigError(f"{folder}: no images found; expected one subfolder of images per label")
+    return np.stack(images), targets
+
+
+def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "x" not in data or "y" not in data:
+                raise ConfigError(f"{path}: the .npz must hold arrays 'x' (inputs) and 'y' "
+                                  f"(labels or targets); it has {', '.join(data.files) or 'none'}")
+            x, y = data["x"], data["y"]
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read the .npz ({exc})") from None
+    if len(x) == 0 or len(x) != len(y):
+        raise ConfigError(f"{path}: 'x' and 'y' must hold the same, non-zero number of examples "
+                          f"(got {len(x)} and {len(y)})")
+    return x, y
+
+
+def load_dataset(source: PathLike, model: Model) -> dict:
+    """Training examples (input name -> batch, target name -> labels) from a folder or .npz."""
+    path = Path(source)
+    layout = data_layout(model)
+    network = model.trainable()
+    labels = network.class_labels() if network.is_classifier else None
+    if path.is_dir():
+        x, y = load_folder(path, layout, labels)
+    elif path.suffix.lower() == ".npz" and path.is_file():
+        x, y = load_npz(path)
+    elif not path.exists():
+        raise ConfigError(f"{path}: no such file or folder")
+    else:
+        raise ConfigError(f"{path}: training data must be a folder of label subfolders or an .npz")
+    return {layout.input.name: x, layout.target: y}
+
+
+# -- evaluation --------------------------------------------------------------------------------
+
+
+def evaluate(model: Model, examples: Mapping) -> tuple[float, Optional[float]]:
+    """Mean loss over ``examples`` (the model's own loss) and, for cross-entropy, accuracy."""
+    batch, count = training_batch(model, examples)
+    features = model.training_features(batch)
+    network: NeuralNetworkModel = model.trainable()
+    setup = read_training_setup(network, DEFAULT)
+    cce = setup.loss == "cce"
+    targets = (class_indices if cce else regression_targets)(network, setup, features)
+    blobs = network.input_blobs(features)
+    total_loss, correct = 0.0, 0
+    for start in range(0, count, EVAL_CHUNK):
+        rows = slice(start, start + EVAL_CHUNK)
+        chunk = network.run({k: v[rows] for k, v in blobs.items()}, range(len(network.layers)))
+        prediction = chunk[setup.loss_input]
+        if cce:
+            loss, _ = bw.cross_entropy(prediction, targets[rows], "sum")
+            correct += int(np.sum(prediction.reshape(len(prediction), -1).argmax(1) == targets[rows]))
+        else:
+            loss, _ = bw.mean_squared_error(prediction, targets[rows], DEFAULT.mse_reduction, "sum")
+        total_loss += loss
+    return total_loss / count, (correct / count if cce else None)
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def write_plot(rows: list[EpochRow], path: PathLike) -> Path:
+    """Training (and validation) loss per epoch as a PNG, written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    epochs = [row.epoch for row in rows]
+    axes.plot(epochs, [row.train_loss for row in rows], marker="o", label="training loss")
+    if any(row.val_loss is not None for row in rows):
+        axes.plot(epochs, [row.val_loss for row in rows], marker="o", label="validation loss")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("loss")
+    axes.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return atomic_write_bytes(buffer.getvalue(), path)
+
+
+def simulate(model_path: PathLike, train: PathLike, *, val: Optional[PathLike] = None,
+             epochs: Optional[int] = None, lr: Optional[float] = None,
+             batch_size: Optional[int] = None, seed: Optional[int] = None,
+             shuffle: Optional[bool] = None, plot: Optional[PathLike] = None,
+             out: Optional[PathLike] = None,
+             progress: Optional[Callable[[ProgressEvent], Any]] = None,
+             on_epoch: Optional[Callable[[EpochRow], Any]] = None) -> SimulationResult:
+    """Train the model at ``model_path`` on ``train`` as MLUpdateTask would.
+
+    Overrides must lie in the model's allowed values (else ``ConfigError``). ``progress``
+    receives every task event; ``on_epoch`` each finished row (validation included).
+    """
+    model = load(model_path)
+    if not model.spec.isUpdatable:
+        raise ModelFileError(f"{model_path}: the model is not updatable; export it with updatable "
+                             "layers first ('updatable-coreml export' or 'make-updatable')")
+    examples = load_dataset(train, model)
+    validation = load_dataset(val, model) if val is not None else None
+    overrides = {key: value for key, value in (("epochs", epochs), ("learningRate", lr),
+                                               ("miniBatchSize", batch_size), ("seed", seed),
+                                               ("shuffle", shuffle)) if value is not None}
+    rows: list[EpochRow] = []
+
+    def on_event(event: ProgressEvent) -> None:
+        if progress is not None:
+            progress(event)
+        if event.kind != "epoch_end":
+            return
+        val_loss = val_accuracy = None
+        if validation is not None:
+            val_loss, val_accuracy = evaluate(event.model, validation)
+        rows.append(EpochRow(event.epoch + 1, event.loss, val_loss, val_accuracy))
+        if on_epoch is not None:
+            on_epoch(rows[-1])
+
+    update = model.update(examples, parameters=overrides, progress=on_event)
+    result = SimulationResult(rows, update, len(next(iter(examples.values()))),
+                              len(next(iter(validation.values()))) if validation else 0,
+                              parameters=update.parameters)
+    if plot is not None:
+        result.plot = write_plot(rows, plot)
+    if out is not None:
+        result.out = save_spec(update.model.spec, out, not_same_as=model_path)
+    return result
