@@ -24,25 +24,17 @@ import numpy as np
 
 from ..errors import ConfigError, UnsupportedError
 from ..ir import Graph, Node, TensorSpec
+from ..registry import Registry
 
 Converter = Callable[["Translation", Any, dict], None]
-CONVERTERS: dict[str, Converter] = {}
+CONVERTERS = Registry("converter for aten op")
 
 #: aten ops that compute nothing the model needs (shape asserts export inserts).
 _IGNORED = {"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size"}
 
 
-def converter(*ops: str) -> Callable[[Converter], Converter]:
-    """Register ``fn`` as the converter of the given aten op names (overload-independent)."""
-
-    def decorate(fn: Converter) -> Converter:
-        for op in ops:
-            if op in CONVERTERS:
-                raise ValueError(f"converter for aten.{op} registered twice")
-            CONVERTERS[op] = fn
-        return fn
-
-    return decorate
+#: aten op name (overload-independent) -> converter
+converter = CONVERTERS.register
 
 
 # -- the translation state -----------------------------------------------------------------

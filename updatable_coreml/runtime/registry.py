@@ -21,24 +21,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import RuntimeLayerError
+from ..registry import Registry
 
 WeightGetter = Callable[[str], np.ndarray]
 ForwardFn = Callable[[object, Sequence[np.ndarray], WeightGetter], list]
 
-FORWARD: dict[str, ForwardFn] = {}
-
-
-def register_forward(*layer_types: str) -> Callable[[ForwardFn], ForwardFn]:
-    """Register ``fn`` as the forward op for the given ``NeuralNetworkLayer`` oneof names."""
-
-    def decorate(fn: ForwardFn) -> ForwardFn:
-        for name in layer_types:
-            if name in FORWARD:
-                raise ValueError(f"forward op {name!r} registered twice")
-            FORWARD[name] = fn
-        return fn
-
-    return decorate
+#: layer type (the ``NeuralNetworkLayer`` oneof name) -> forward op
+FORWARD = Registry("forward op")
+register_forward = FORWARD.register
 
 
 def forward_op(layer) -> ForwardFn:
