@@ -170,6 +170,8 @@ def test_image_input_and_class_label_forms(tmp_path):
     assert class_labels(str(path)) == [3, 1, 2]
     assert class_labels("a, b,c") == ["a", "b", "c"]
     assert class_labels([1, "x"]) == ["1", "x"]
+    with pytest.raises(ConfigError, match="no such labels file"):
+        class_labels(str(tmp_path / "missing.txt"))
 
 
 # -- the other source kinds ------------------------------------------------------------------
@@ -226,3 +228,20 @@ def test_pipeline_makefile_exports_and_validates(tmp_path):
     assert document["valid"] and document["output"]["sha256"] == sha256(build / "Model.mlmodel")
     labels = neural_network(load_spec(build / "Model.mlmodel")).stringClassLabels.vector
     assert list(labels) == ["cat", "dog", "bird", "fish", "user0", "user1"]
+
+
+def test_dvc_stages_run_in_order(tmp_path):
+    """What ``dvc repro`` would run (dvc itself is not needed): each stage's cmd in its folder."""
+    pytest.importorskip("torch")
+    yaml = pytest.importorskip("yaml")
+    folder = tmp_path / "pipeline"
+    shutil.copytree(PIPELINE, folder, ignore=shutil.ignore_patterns("build"))
+    stages = yaml.safe_load((folder / "dvc.yaml").read_text())["stages"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for name, stage in stages.items():
+        result = subprocess.run(stage["cmd"], shell=True, cwd=folder, env=env, capture_output=True,
+                                text=True, timeout=180)
+        assert result.returncode == 0, (name, result.stderr)
+        for out in stage.get("outs", []):
+            assert (folder / out).is_file(), (name, out)
+    assert json.loads((folder / "build" / "report.json").read_text())["valid"]

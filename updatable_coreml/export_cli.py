@@ -78,6 +78,9 @@ def class_labels(value: Any, key: str = "class_labels") -> list:
         path = Path(value)
         if path.is_file():
             labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        elif path.suffix.lower() in (".txt", ".csv") and "," not in value:
+            raise ConfigError(f"{key}: no such labels file {value!r} (paths are relative to the "
+                              "current directory)")
         else:
             labels = [v.strip() for v in value.split(",") if v.strip()]
     elif isinstance(value, list):

@@ -33,6 +33,7 @@ import numpy as np
 from ..errors import ConfigError, UnsupportedError, first_line
 from ..ir import Graph, Node, TensorSpec
 from ..passes import same_pads
+from ..registry import Registry
 from .torch_ops import _ceil_extra
 
 MIN_OPSET = 13
@@ -45,20 +46,9 @@ RANDOM_OPS = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUnifor
               "Bernoulli", "Multinomial")
 
 Converter = Callable[["OnnxTranslation", Any], None]
-CONVERTERS: dict[str, Converter] = {}
-
-
-def converts(*op_types: str) -> Callable[[Converter], Converter]:
-    """Register ``fn`` as the converter of the given ONNX op types (default domain)."""
-
-    def decorate(fn: Converter) -> Converter:
-        for op_type in op_types:
-            if op_type in CONVERTERS:
-                raise ValueError(f"converter for ONNX {op_type} registered twice")
-            CONVERTERS[op_type] = fn
-        return fn
-
-    return decorate
+CONVERTERS = Registry("converter for ONNX op")
+#: ONNX op type (default domain) -> converter
+converts = CONVERTERS.register
 
 
 def default_opset(model: Any) -> int:
