@@ -50,7 +50,37 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-PAGES = {"validator-findings.md": findings_page}
+def supported_ops_page() -> str:
+    """What each frontend converts and what the runtime runs, read from the registries."""
+    from updatable_coreml.exporters import keras, onnx_ops, torch_ops
+    from updatable_coreml.runtime import backward, registry
+    from updatable_coreml.validator import BACKPROP_ACTIVATIONS, BACKPROP_LAYER_TYPES
+
+    def listing(names) -> str:
+        return ", ".join(f"`{name}`" for name in sorted(names))
+
+    sections = [
+        ("Keras 3 layers", "Layer classes `export_keras` converts (anything else is refused by "
+         "name):", keras.CONVERTERS),
+        ("Keras activations", "Values of `activation=` and `keras.layers.Activation`:", keras.ACTIVATIONS),
+        ("PyTorch (aten) ops", "Ops of the `torch.export` graph `export_torch` converts:", torch_ops.CONVERTERS),
+        ("ONNX ops", "Op types `export_onnx` converts (default domain, opset 13 and newer):",
+         onnx_ops.CONVERTERS),
+        ("Runtime: forward", "Core ML layer types the reference runtime runs:", registry.FORWARD),
+        ("Runtime: backward", "Layer types the runtime backpropagates through (activations: "
+         f"{listing(BACKPROP_ACTIVATIONS)}):", backward.BACKWARD),
+        ("Core ML: backpropagation", "Layer types our validator lets sit between the loss and "
+         "an updatable layer (plus a softmax directly before categorical cross-entropy):",
+         BACKPROP_LAYER_TYPES),
+    ]
+    lines = ["# Supported ops", "",
+             "<!-- Generated from the converter registries by docs/gen_docs.py; do not edit. -->", ""]
+    for title, intro, names in sections:
+        lines += [f"## {title}", "", f"{intro} {listing(names)}.", ""]
+    return "\n".join(lines)
+
+
+PAGES = {"validator-findings.md": findings_page, "supported-ops.md": supported_ops_page}
 
 
 def stale_pages() -> list[str]:

@@ -30,6 +30,10 @@ _EXPORTS = {
     "export_keras": "updatable_coreml.exporters.keras",
     "UpdatableCoreMLExport": "updatable_coreml.exporters.keras",
     "ExportReport": "updatable_coreml.export",
+    "export_torch": "updatable_coreml.exporters.torch",
+    "export_onnx": "updatable_coreml.exporters.onnx",
+    "export_knn": "updatable_coreml.knn",
+    "simulate": "updatable_coreml.runtime.simulate",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

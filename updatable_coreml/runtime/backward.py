@@ -19,21 +19,15 @@ from typing import Callable, Container, Optional, Sequence
 import numpy as np
 
 from ..errors import ConfigError, RuntimeLayerError
+from ..registry import Registry
 from . import ops_core as ops
 from .registry import FORWARD, WeightGetter
 
 BackwardFn = Callable[[object, np.ndarray, np.ndarray, np.ndarray, WeightGetter, bool],
                       tuple[Optional[np.ndarray], dict]]
-BACKWARD: dict[str, BackwardFn] = {}
+BACKWARD = Registry("backward op")
+register_backward = BACKWARD.register
 DIFFERENTIABLE_ACTIVATIONS = ("ReLU", "sigmoid", "tanh")
-
-
-def register_backward(*layer_types: str) -> Callable[[BackwardFn], BackwardFn]:
-    def decorate(fn: BackwardFn) -> BackwardFn:
-        for name in layer_types:
-            BACKWARD[name] = fn
-        return fn
-    return decorate
 
 
 def backward_op(layer) -> BackwardFn:
