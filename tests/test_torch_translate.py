@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from updatable_coreml.errors import (  # noqa: E402
-    ConfigError, ModelFileError, NotUpdatableError, UnsupportedError)
+    ConfigError, ModelFileError, NotUpdatableError, UnsupportedError, UntrustedSourceError)
 from updatable_coreml.exporters import torch_ops  # noqa: E402
 from updatable_coreml.exporters.torch import (  # noqa: E402
     Refusals, capture, load_torch_source, map_loss, map_optimizer, torch_to_graph,
@@ -262,7 +262,9 @@ def test_load_pt2_and_factory(tmp_path):
     model = Net().eval()
     program = torch.export.export(model, (torch.randn(2, 3, 5, 5),))
     torch.export.save(program, tmp_path / "net.pt2")
-    source = load_torch_source(str(tmp_path / "net.pt2"))
+    with pytest.raises(UntrustedSourceError, match="--trust-source"):
+        load_torch_source(str(tmp_path / "net.pt2"))  # torch.export.load unpickles
+    source = load_torch_source(str(tmp_path / "net.pt2"), trust_source=True)
     assert source.example_inputs[0].shape == (2, 3, 5, 5)
     state = torch_to_graph(source.model, source.example_inputs, trainable=["head.2"])
     assert [n.name for n in state.graph.nodes if n.trainable] == ["head.2"]

@@ -4,7 +4,9 @@ Only classic (rank-5) layers are written: a vector travels as ``(C, 1, 1)``, so
 ``innerProduct`` keeps its input's rank and the classic ``softmax`` (axis -3, the only one
 Core ML's cross-entropy accepts) works on it without any reshape or transpose on the
 trainable path. Trainable dense/conv nodes become updatable ``innerProduct``/``convolution``
-layers.
+layers. Core ML refuses iOS 13 layers under the default rank-5 input mapping, so clip/ReLU6
+are written with iOS 12 layers; only a GELU switches the network to the exact-rank mapping
+(vectors then declared ``(C, 1, 1)``).
 
 Weights are written as packed ``floatValue`` bytes built from NumPy and merged in one
 protobuf call: filling the repeated field element by element costs seconds for ResNet50.
@@ -23,6 +25,7 @@ from ._proto import FeatureTypes_pb2, Model_pb2, NeuralNetwork_pb2
 from .errors import ConfigError, UnsupportedError
 from .ir import Graph, Node
 from .passes import Shapes, explicit_pads, infer_shapes
+from .registry import Registry
 
 Label = Union[str, int]
 LABEL_OUTPUT = "classLabel"
@@ -69,15 +72,9 @@ def put_weights(params, array: np.ndarray, updatable: bool = False) -> None:
 
 # -- layer writers -----------------------------------------------------------------------
 
-Writer = Callable[[NeuralNetwork_pb2.NeuralNetworkLayer, Node, Shapes], None]
-WRITERS: dict[str, Writer] = {}
-
-
-def _writes(op: str) -> Callable[[Writer], Writer]:
-    def decorate(fn: Writer) -> Writer:
-        WRITERS[op] = fn
-        return fn
-    return decorate
+#: IR op -> ``fn(layer, node, shapes)`` filling a new ``NeuralNetworkLayer``.
+WRITERS = Registry("Core ML writer for IR op")
+_writes = WRITERS.register
 
 
 def _border(padding, pads: tuple[int, int, int, int]) -> None:
@@ -327,8 +324,12 @@ def _describe_array_output(spec, name: str, shape: tuple[int, ...]) -> None:
 
 def _describe_classifier(spec, nn, probs: str, labels: Sequence[Label]) -> None:
     integer = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels)
-    if not integer and len(set(map(str, labels))) != len(labels):
-        raise ConfigError("class labels must be unique")
+    seen: set = set()
+    repeated = [v for v in labels if (v if integer else str(v)) in seen
+                or seen.add(v if integer else str(v))]
+    if repeated:
+        raise ConfigError(f"class labels must be unique; {repeated[0]!r} appears more than once: "
+                          "give every output unit its own label")
     if integer:
         nn.int64ClassLabels.vector.extend(int(v) for v in labels)
     else:

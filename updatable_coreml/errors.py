@@ -23,6 +23,11 @@ class NotUpdatableError(UpdatableCoreMLError):
     """The requested layers cannot be trained on device (wrong type, or backprop is blocked)."""
 
 
+class UntrustedSourceError(UpdatableCoreMLError):
+    """Loading the source would run code stored in it (pickle); refused unless the caller
+    says the file is trusted (``--trust-source`` / ``trust_source=True``)."""
+
+
 class RuntimeLayerError(UpdatableCoreMLError):
     """The reference runtime cannot execute a layer or feature of the model."""
 

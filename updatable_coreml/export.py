@@ -12,7 +12,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 from .backend import Label, Metadata, build_spec
 from .errors import ConfigError, NotUpdatableError
@@ -20,6 +20,9 @@ from .ir import Graph
 from .passes import run_frozen_passes, run_passes
 from .spec_io import Spec, atomic_write_bytes, neural_network
 from .training import SGD, Adam, FloatParam, Loss, Optimizer, TrainingConfig, apply_training_config
+
+if TYPE_CHECKING:
+    from .backbone import Backbone
 
 PathLike = Union[str, os.PathLike]
 
@@ -42,12 +45,16 @@ class ExportReport:
     assumptions: list[str]       # choices made for the user (defaults, mapped values)
     warnings: list[str]          # things that will behave differently on device
     findings: list[str] = field(default_factory=list)  # validator warnings
+    #: how the frozen stage of a pipeline was made: "frontend" (our translation, cut at the
+    #: first trainable layer) or "coremltools" (ct.convert); "" for a single network
+    backbone: str = ""
 
     def summary(self) -> str:
         lines = [f"exported {self.model_type} from {self.source or 'the model'} to {self.path} "
                  f"({self.size_bytes / 1e6:.2f} MB, sha256 {self.sha256[:12]})",
                  f"trains on device: {', '.join(self.trainable)}",
-                 f"frozen: {len(self.frozen)} layer(s)"]
+                 f"frozen: {len(self.frozen)} layer(s)"
+                 + (f" (pipeline backbone made by {self.backbone})" if self.backbone else "")]
         lines += [f"  {line}" for line in self.training]
         sections = (("changes", self.changes), ("assumptions", self.assumptions),
                     ("warnings", self.warnings), ("validator", self.findings))
@@ -108,11 +115,15 @@ def export_graph(graph: Graph, path: PathLike, *, loss: str, optimizer: Optimize
                  seed: Optional[int] = None, class_labels: Optional[Sequence[Label]] = None,
                  extra_class_slots: int = 0, regressor: bool = False,
                  metadata: Metadata = Metadata(), allow_unsupported: bool = False,
-                 assumptions: Sequence[str] = (), warnings: Sequence[str] = ()) -> ExportReport:
+                 assumptions: Sequence[str] = (), warnings: Sequence[str] = (),
+                 pipeline: bool = False, backbone: Optional["Backbone"] = None) -> ExportReport:
     """Turn a frontend's IR graph into a validated, updatable ``.mlmodel`` at ``path``.
 
     ``loss`` is ``'cce'`` or ``'mse'``; ``from_logits`` appends the softmax cross-entropy
     needs. ``assumptions``/``warnings`` come from the frontend and go into the report.
+    ``pipeline=True`` writes a pipeline of a frozen backbone (everything before the first
+    trainable layer's input) and the updatable head; a ``backbone`` made elsewhere
+    (coremltools) is chained in front of ``graph`` instead, which is then only the head.
     Raises ``NotUpdatableError``/``UnsupportedError``/``ConfigError`` before writing anything.
     """
     graph, pass_warnings = run_passes(graph, loss_kind=loss, from_logits=from_logits,
@@ -126,12 +137,24 @@ def export_graph(graph: Graph, path: PathLike, *, loss: str, optimizer: Optimize
     config = TrainingConfig(Loss(loss, graph.outputs[0], name=loss_name), with_lr_range(optimizer, lr_range),
                             batch_size=batch_size, allowed_batch_sizes=allowed_batch_sizes,
                             epochs=epochs, allowed_epochs=allowed_epochs, shuffle=shuffle, seed=seed)
+    if pipeline and backbone is None:
+        from .backbone import split_backbone
+
+        backbone, graph = split_backbone(graph, metadata)
     spec = build_spec(graph, class_labels=labels, regressor=regressor, metadata=metadata)
     apply_training_config(spec, config)
     trainable, frozen = _layer_names(spec)
+    changes = list(graph.notes)
+    if backbone is not None:
+        from .backbone import chain, layer_names
+
+        frozen[:0] = layer_names(backbone.spec)
+        changes += backbone.notes
+        spec = chain(backbone.spec, spec)
     return save_validated(spec, path, source=metadata.source, trainable=trainable, frozen=frozen,
-                          changes=list(graph.notes), training=config.summary_lines(),
-                          assumptions=list(assumptions), warnings=list(warnings) + pass_warnings)
+                          changes=changes, training=config.summary_lines(),
+                          assumptions=list(assumptions), warnings=list(warnings) + pass_warnings,
+                          backbone=backbone.path if backbone is not None else "")
 
 
 def save_validated(spec: Spec, path: PathLike, **report: list) -> ExportReport:

@@ -23,6 +23,7 @@ import os
 import platform
 import sys
 import warnings
+import zipfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -177,6 +178,9 @@ def add_export_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--version", dest="model_version", help="the model's version string")
     p.add_argument("--allow-unsupported", action="store_true", default=None,
                    help="turn refusals of options Core ML cannot carry into report warnings")
+    p.add_argument("--trust-source", action="store_true",
+                   help="SOURCE is a file you made: allow loaders that can run code stored in it "
+                        "(a .pt2, read by torch.export.load); flag only, never from --config")
     p.add_argument("--strict", action="store_true", default=None, help="validator warnings fail (exit 1)")
     p.add_argument("--verbose", action="store_true", default=None, help="print the export summary")
     p.set_defaults(run=run_export)
@@ -194,6 +198,12 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
         if not settings.get(key):
             raise ConfigError(f"no {key}: give {'SOURCE' if key == 'source' else '-o OUT.mlmodel'} "
                               f"or set {key} in the config file")
+    from .spec_io import check_output_path
+
+    for key in ("output", "report"):  # refuse before loading anything; never overwrite the source
+        if settings.get(key):
+            check_output_path(settings[key], not_same_as=settings["source"])
+    settings["trust_source"] = bool(getattr(args, "trust_source", False))
     return settings
 
 
@@ -342,7 +352,7 @@ def _export_torch(settings: dict[str, Any], output: str) -> Any:
         raise ConfigError("a torch model carries no loss: give --loss cce|mse")
     try:
         loaded = load_torch_source(settings["source"], settings.get("weights"),
-                                   settings.get("example_shape"))
+                                   settings.get("example_shape"), trust_source=settings["trust_source"])
     except UpdatableCoreMLError:
         raise
     except Exception as exc:  # the user's factory code failed
@@ -377,12 +387,17 @@ def load_keras_file(path: str) -> Any:
     from .exporters.keras import _keras
 
     if not Path(path).is_file():
-        raise ModelFileError(f"{path}: no such file")
+        raise ModelFileError(f"{path}: {'is a directory, expected a file' if Path(path).is_dir() else 'no such file'}")
+    if path.lower().endswith(".keras") and not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: not a .keras archive (a zip file); it may be empty, truncated "
+                             "or of another format: save it again with model.save('model.keras')")
     keras = _keras()
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as exc:
-        raise ModelFileError(f"{path}: cannot load the Keras model safely ({first_line(exc)})") from None
+        hint = ("; it holds a Lambda layer (Python code, never run from a file): replace it with "
+                "built-in layers" if "`Lambda`" in str(exc) else "")
+        raise ModelFileError(f"{path}: cannot load the Keras model safely ({first_line(exc)}){hint}") from None
 
 
 # -- the report ------------------------------------------------------------------------------

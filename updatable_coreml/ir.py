@@ -27,9 +27,11 @@ OPS: dict[str, str] = {
                   "linear|clip, plus alpha/beta/min/max as the kind needs",
     "softmax": "over the channel axis",
     "pool2d": "a: kind max|avg, kernel (kh, kw), strides (sh, sw), padding 'valid'|'same'|(t, b, l, r), "
-              "global bool, count_include_pad bool",
-    "flatten": "channel-first (C, H, W) order",
-    "reshape": "a: shape (per-example target shape, channel-first)",
+              "global bool, count_include_pad bool, keepdims bool (global: (C, 1, 1) not (C,))",
+    "flatten": "channel-first (C, H, W) order; a: order 'hwc' for a source that flattens "
+               "channel-last (passes fold it into the dense layers it feeds)",
+    "reshape": "a: shape (per-example target shape, channel-first), order 'hwc' when the source "
+               "reshapes in channel-last element order",
     "add": "elementwise sum of inputs",
     "mul": "elementwise product of inputs",
     "concat": "along channels",

@@ -280,11 +280,13 @@ def _training_label(description, label_name: str):
     return label
 
 
-def pipeline_spec(extractor: Spec, knn: Spec) -> Spec:
-    """An updatable pipeline: frozen ``extractor`` then updatable ``knn``; the training inputs
-    are the pipeline's inputs plus the k-NN's label."""
+def pipeline_spec(extractor: Spec, knn: Spec,
+                  names: tuple[str, str] = (EXTRACTOR_NAME, KNN_NAME)) -> Spec:
+    """An updatable pipeline: frozen ``extractor`` then the updatable ``knn`` (or network
+    head); the training inputs are the pipeline's inputs plus the last model's targets (its
+    training inputs that are not prediction inputs: the label)."""
     spec = Model_pb2.Model()
-    spec.specificationVersion = max(4, extractor.specificationVersion)
+    spec.specificationVersion = max(4, extractor.specificationVersion, knn.specificationVersion)
     spec.isUpdatable = True
     description = spec.description
     description.input.extend(extractor.description.input)
@@ -292,13 +294,13 @@ def pipeline_spec(extractor: Spec, knn: Spec) -> Spec:
     description.predictedFeatureName = knn.description.predictedFeatureName
     description.predictedProbabilitiesName = knn.description.predictedProbabilitiesName
     description.trainingInput.extend(extractor.description.input)
-    label = next(t for t in knn.description.trainingInput if t.name == description.predictedFeatureName)
-    description.trainingInput.add().CopyFrom(label)
+    fed = {feature.name for feature in knn.description.input}
+    description.trainingInput.extend(t for t in knn.description.trainingInput if t.name not in fed)
     if extractor.description.HasField("metadata"):
         description.metadata.CopyFrom(extractor.description.metadata)
     spec.pipeline.models.add().CopyFrom(extractor)
     spec.pipeline.models.add().CopyFrom(knn)
-    spec.pipeline.names.extend([EXTRACTOR_NAME, KNN_NAME])
+    spec.pipeline.names.extend(names)
     return spec
 
 

@@ -73,7 +73,7 @@ def _output_shape(node: Node, shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
                                                    node.attrs.get("dilations", (1, 1))))
     if op == "pool2d":
         if node.attrs.get("global"):
-            return (shape[0],)
+            return (shape[0], 1, 1) if node.attrs.get("keepdims") else (shape[0],)
         return (shape[0], *_spatial_output(node, shape, node.attrs["kernel"]))
     if op == "flatten":
         return (int(np.prod(shape)),)

@@ -15,6 +15,9 @@ SpecLike = Union[str, os.PathLike, bytes, "Model_pb2.Model"]
 
 #: Model types that can carry a neural network (and so can be updatable).
 NEURAL_NETWORK_TYPES = ("neuralNetwork", "neuralNetworkClassifier", "neuralNetworkRegressor")
+#: What to do with an ML Program, which Core ML cannot update on device.
+ML_PROGRAM_FIX = ("only NeuralNetwork models can be updatable: convert with "
+                  "convert_to='neuralnetwork' or use 'updatable-coreml export'")
 
 
 def load_spec(source: SpecLike) -> Spec:
@@ -80,13 +83,7 @@ def atomic_write_bytes(data: bytes, path: Union[str, os.PathLike], *,
     overwritten.
     """
     path = Path(path)
-    if not_same_as is not None and _same_file(path, Path(not_same_as)):
-        raise ModelFileError(f"{path}: output would overwrite the input; choose another path")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ModelFileError(f"{path}: output folder {folder} does not exist")
-    if path.is_dir():
-        raise ModelFileError(f"{path}: output path is a directory")
+    folder = check_output_path(path, not_same_as=not_same_as)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     except OSError as exc:
@@ -107,6 +104,23 @@ def atomic_write_bytes(data: bytes, path: Union[str, os.PathLike], *,
             raise ModelFileError(f"{path}: cannot write ({exc.strerror or exc})") from None
         raise
     return path
+
+
+def check_output_path(path: Union[str, os.PathLike], *,
+                      not_same_as: Union[str, os.PathLike, None] = None) -> Path:
+    """Refuse an output path that cannot be written (before any work is done); returns its
+    folder. ``not_same_as`` names an input that must never be overwritten."""
+    path = Path(path)
+    if not_same_as is not None and _same_file(path, Path(not_same_as)):
+        raise ModelFileError(f"{path}: output would overwrite the input; choose another path")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        problem = "is not a folder" if folder.exists() else "does not exist"
+        raise ModelFileError(f"{path}: output folder {folder} {problem}; create it or choose "
+                             "another output path")
+    if path.is_dir():
+        raise ModelFileError(f"{path}: output path is a directory; give a file name")
+    return folder
 
 
 def save_spec(spec: Spec, path: Union[str, os.PathLike], *,

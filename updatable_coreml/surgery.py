@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from .errors import ConfigError, NotUpdatableError
-from .spec_io import Spec, SpecLike, load_spec, neural_network, save_spec
+from .spec_io import ML_PROGRAM_FIX, Spec, SpecLike, load_spec, neural_network, save_spec
 from .training import SGD, Adam, Loss, Optimizer, TrainingConfig, apply_training_config
 from .validator import UPDATABLE_LAYER_TYPES, is_valid, validate
 
@@ -38,8 +38,9 @@ def make_updatable(model: SpecLike, output: Optional[PathLike] = None, *,
     spec.CopyFrom(source)
     nn = neural_network(spec)
     if nn is None:
-        raise NotUpdatableError(f"only NeuralNetwork models can be made updatable, this is "
-                                f"{spec.WhichOneof('Type')!r}")
+        where = f"{model}: " if isinstance(model, (str, os.PathLike)) else ""
+        raise NotUpdatableError(f"{where}the model is a {spec.WhichOneof('Type')!r}; "
+                                + ML_PROGRAM_FIX)
     if not layers:
         raise ConfigError("choose at least one layer to train (--layers NAME ...)")
     by_name = {layer.name: layer for layer in nn.layers}

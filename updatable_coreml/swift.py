@@ -80,6 +80,10 @@ def generate_swift(model: SpecLike, *, class_name: Optional[str] = None,
     elif not _IDENTIFIER.match(class_name) or class_name in SWIFT_KEYWORDS:
         raise ConfigError(f"--class-name {class_name!r} is not a Swift type name; use letters, "
                           "digits and _ (not starting with a digit)")
+    if spec.WhichOneof("Type") == "mlProgram":
+        from .spec_io import ML_PROGRAM_FIX
+        raise NotUpdatableError(f"{source_name} is an ML Program, which cannot be updated on "
+                                f"device; {ML_PROGRAM_FIX}")
     if not spec.isUpdatable:
         raise NotUpdatableError(f"{source_name} is not updatable; run 'updatable-coreml "
                                 "make-updatable' or export it with updatable-coreml first")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import warnings as pywarnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -21,6 +20,7 @@ from ..backend import Label, Metadata
 from ..errors import ConfigError, UnsupportedError
 from ..export import ExportReport, export_graph
 from ..ir import Graph, Node, TensorSpec
+from ..registry import Registry
 from ..training import SGD, Adam, Optimizer
 
 PathLike = Union[str, os.PathLike]
@@ -91,23 +91,12 @@ class Context:
         self.warnings.append(message)
 
 
-Converter = Callable[[Context, Any, list, dict, tuple], Union[str, list]]
-CONVERTERS: dict[str, Converter] = {}
-
-
-def converts(*class_names: str) -> Callable[[Converter], Converter]:
-    """Register a converter for Keras layer classes (by class name, keras' own only).
-
-    A converter gets ``(ctx, layer, inputs, kwargs, out_shape)`` and returns the IR name of
-    its output; ``inputs`` are ``Tensor`` s, ``out_shape`` the channel-first output shape.
-    """
-
-    def decorate(fn: Converter) -> Converter:
-        for name in class_names:
-            CONVERTERS[name] = fn
-        return fn
-
-    return decorate
+Converter = Callable[[Context, Any, list, dict, tuple], str]
+#: Keras layer class name -> converter ``(ctx, layer, inputs, kwargs, out_shape) -> IR tensor``;
+#: ``inputs`` are ``Tensor`` s, ``out_shape`` the channel-first output shape. Only classes
+#: from keras itself match (a subclass may change ``call``).
+CONVERTERS = Registry("converter for Keras layer")
+converts = CONVERTERS.register
 
 
 def channel_first(shape: Sequence[Optional[int]], where: str) -> tuple[int, ...]:
@@ -753,7 +742,7 @@ def export_keras(model, path: PathLike, *, class_labels: Optional[Sequence[Label
                  seed: Optional[int] = None, image_input=None, extra_class_slots: int = 0,
                  regressor: bool = False, allow_unsupported: bool = False,
                  description: str = "", author: str = "", license: str = "",
-                 version: str = "") -> ExportReport:
+                 version: str = "", pipeline: bool = False, backbone: str = "auto") -> ExportReport:
     """Export a built Keras 3 model to an updatable Core ML ``.mlmodel`` at ``path``.
 
     Defaults come from the model: ``layer.trainable`` decides which Dense/Conv layers train
@@ -762,15 +751,24 @@ def export_keras(model, path: PathLike, *, class_labels: Optional[Sequence[Label
     ``SGD``/``Adam``). ``class_labels`` makes a classifier (``extra_class_slots`` adds
     placeholder labels ``user0``… for classes the app learns later). Options Core ML cannot
     carry raise ``UnsupportedError``; ``allow_unsupported=True`` turns those into warnings in
-    the report. Returns an ``ExportReport``; writes nothing when the export fails.
+    the report. ``pipeline=True`` writes a frozen backbone + updatable head pipeline whose
+    backbone is made by ``backbone='frontend'|'coremltools'|'auto'`` (see ``backbone.py``).
+    Returns an ``ExportReport``; writes nothing when the export fails.
     """
+    from ..backbone import keras_head, translate_or_convert
+
     keras = _keras()
-    graph, ctx = keras_to_graph(model, trainable=trainable, image_input=image_input,
-                                    allow_unsupported=allow_unsupported)
+    (graph, ctx), converted = translate_or_convert(  # pipeline=True: see backbone.py
+        backbone, pipeline,
+        lambda: keras_to_graph(model, trainable=trainable, image_input=image_input,
+                               allow_unsupported=allow_unsupported),
+        lambda reason: keras_head(model, trainable=trainable, image_input=image_input,
+                                  allow_unsupported=allow_unsupported, reason=reason))
     loss_map = map_loss(loss if loss is not None else getattr(model, "loss", None), ctx)
     if _non_unit_loss_weights(model):
         ctx.refuse("compile(loss_weights=...) cannot be carried: Core ML trains one unweighted loss")
-    opt, notes = map_optimizer(optimizer if optimizer is not None else getattr(model, "optimizer", None), ctx)
+    opt, notes = map_optimizer(optimizer if optimizer is not None else getattr(model, "optimizer", None),
+                               ctx)
     assumptions = list(notes)
     if batch_size is None:
         batch_size = 32
@@ -783,15 +781,13 @@ def export_keras(model, path: PathLike, *, class_labels: Optional[Sequence[Label
                            "(or index), not a one-hot vector")
     metadata = Metadata(description=description, author=author, license=license, version=version,
                         source=f"keras=={keras.__version__} ({keras.backend.backend()} backend)")
-    with pywarnings.catch_warnings():
-        pywarnings.simplefilter("ignore")
-        return export_graph(
-            graph, path, loss=loss_map.kind, optimizer=opt, from_logits=loss_map.from_logits,
-            batch_size=batch_size, epochs=epochs, allowed_batch_sizes=allowed_batch_sizes,
-            allowed_epochs=allowed_epochs, lr_range=lr_range, shuffle=shuffle, seed=seed,
-            class_labels=class_labels, extra_class_slots=extra_class_slots, regressor=regressor,
-            metadata=metadata, allow_unsupported=allow_unsupported, assumptions=assumptions,
-            warnings=ctx.warnings)
+    return export_graph(
+        graph, path, loss=loss_map.kind, optimizer=opt, from_logits=loss_map.from_logits,
+        batch_size=batch_size, epochs=epochs, allowed_batch_sizes=allowed_batch_sizes,
+        allowed_epochs=allowed_epochs, lr_range=lr_range, shuffle=shuffle, seed=seed,
+        class_labels=class_labels, extra_class_slots=extra_class_slots, regressor=regressor,
+        metadata=metadata, allow_unsupported=allow_unsupported, assumptions=assumptions,
+        warnings=ctx.warnings, pipeline=pipeline, backbone=converted)
 
 
 def _non_unit_loss_weights(model) -> bool:
@@ -835,10 +831,13 @@ def _callback_class():
             self.report: Optional[ExportReport] = None
             self._fit_batch_size: Optional[int] = None
             self._warnings: list[str] = []
+            self._epochs_done = 0
+            self._exported_epoch: Optional[int] = None
 
         def on_train_begin(self, logs=None) -> None:
             fit = fit_arguments(self.model)
             self._fit_batch_size = fit.get("batch_size")
+            self._epochs_done, self._exported_epoch = 0, None
             ctx = Context(None, self.export_options.get("allow_unsupported", False))
             if fit.get("class_weight"):
                 ctx.refuse("fit(class_weight=...) cannot be carried: Core ML weighs every example "
@@ -848,11 +847,13 @@ def _callback_class():
             self._warnings = ctx.warnings
 
         def on_epoch_end(self, epoch: int, logs=None) -> None:
-            if self.every_n_epochs and (epoch + 1) % self.every_n_epochs == 0:
-                self._export(self.path.format(epoch=epoch + 1))
+            self._epochs_done = epoch + 1
+            if self.every_n_epochs and self._epochs_done % self.every_n_epochs == 0:
+                self._export(self.path.format(epoch=self._epochs_done))
 
         def on_train_end(self, logs=None) -> None:
-            self._export(self.path.format(epoch=self.params.get("epochs", 0)))
+            if self._exported_epoch != self._epochs_done:  # not just written by on_epoch_end
+                self._export(self.path.format(epoch=self._epochs_done))
 
         def _export(self, path: str) -> None:
             from ..validator import is_valid, validate
@@ -867,6 +868,7 @@ def _callback_class():
                 raise UnsupportedError(f"{path}: the written model does not validate: "
                                        + "; ".join(map(str, findings)))
             self.report = report
+            self._exported_epoch = self._epochs_done
             if self.verbose:
                 print(report.summary())
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from ..errors import ConfigError, ModelFileError, NotUpdatableError, UnsupportedError
+from ..errors import (ConfigError, ModelFileError, NotUpdatableError, UnsupportedError,
+                      UntrustedSourceError)
 from ..ir import Graph
 from ..passes import UPDATABLE_OPS
 from ..training import SGD, Adam
@@ -361,7 +362,8 @@ def export_torch(module: Any, example_inputs: Any, path: Union[str, os.PathLike]
                  lr_range: Optional[tuple[float, float]] = None,
                  shuffle: bool = True, seed: Optional[int] = None,
                  image_input: Optional[dict] = None, input_names: Optional[Sequence[str]] = None,
-                 extra_class_slots: int = 0, allow_unsupported: bool = False, **options: Any):
+                 extra_class_slots: int = 0, allow_unsupported: bool = False,
+                 pipeline: bool = False, backbone: str = "auto", **options: Any):
     """Export a torch module (or a ``torch.export`` program) as an updatable Core ML model.
 
     ``optimizer`` is a ``torch.optim.SGD``/``Adam`` (its hyperparameters and the parameters it
@@ -371,17 +373,27 @@ def export_torch(module: Any, example_inputs: Any, path: Union[str, os.PathLike]
     ``lr_range`` is the learning rate the app may set. Inputs keep forward()'s argument
     names unless ``input_names`` renames them; ``image_input`` (``{"color": "rgb", "scale":
     1/255, "bias": [...]}``) makes the first input an image whose preprocessing gives the
-    tensor the module expects. Further ``options`` (``regressor``, ``metadata``) go to
-    ``export_graph``. Returns its ``ExportReport``.
+    tensor the module expects. ``pipeline=True`` writes a frozen backbone and the updatable
+    head as a pipeline; ``backbone`` says who makes the backbone: ``'frontend'`` (us),
+    ``'coremltools'`` (``ct.convert`` of the ``nn.Sequential`` children before the first one
+    that trains) or ``'auto'`` (coremltools only when we refuse an op; see ``backbone.py``).
+    Further ``options`` (``regressor``, ``metadata``) go to ``export_graph``. Returns its
+    ``ExportReport``.
     """
     import torch
 
+    from ..backbone import torch_head, translate_or_convert
     from ..backend import Metadata
     from ..export import export_graph
 
     refusals = Refusals(allow_unsupported)
-    state = torch_to_graph(module, example_inputs, optimizer=optimizer, trainable=trainable,
-                           image_input=image_input, input_names=input_names, refusals=refusals)
+    state, converted = translate_or_convert(
+        backbone, pipeline,
+        lambda: torch_to_graph(module, example_inputs, optimizer=optimizer, trainable=trainable,
+                               image_input=image_input, input_names=input_names, refusals=refusals),
+        lambda reason: torch_head(module, example_inputs, optimizer=optimizer, trainable=trainable,
+                                  image_input=image_input, input_names=input_names,
+                                  refusals=refusals, reason=reason))
     plan = map_loss(loss, state, refusals)
     core_optimizer = map_optimizer(optimizer, refusals)
     assumptions = optimizer_assumptions(optimizer, core_optimizer)
@@ -391,7 +403,8 @@ def export_torch(module: Any, example_inputs: Any, path: Union[str, os.PathLike]
                         allowed_batch_sizes=allowed_batch_sizes, allowed_epochs=allowed_epochs,
                         lr_range=lr_range, shuffle=shuffle, seed=seed, class_labels=class_labels,
                         extra_class_slots=extra_class_slots, allow_unsupported=allow_unsupported,
-                        assumptions=assumptions, warnings=refusals.warnings, **options)
+                        assumptions=assumptions, warnings=refusals.warnings, pipeline=pipeline,
+                        backbone=converted, **options)
 
 
 def optimizer_assumptions(source: Any, optimizer: Union[SGD, Adam]) -> list[str]:
@@ -418,16 +431,26 @@ class TorchSource:
 
 
 def load_torch_source(spec: str, weights: Optional[Union[str, os.PathLike]] = None,
-                      example_shape: Optional[Sequence[int]] = None) -> TorchSource:
+                      example_shape: Optional[Sequence[int]] = None, *,
+                      trust_source: bool = False) -> TorchSource:
     """Load ``model.pt2`` (``torch.export.save``) or ``module:factory`` / ``file.py:factory``.
 
-    A factory is called without arguments; ``weights`` is a state dict loaded with
-    ``weights_only=True`` (never arbitrary unpickling). ``example_shape`` is one example's
-    shape, e.g. ``(3, 224, 224)``; a ``.pt2`` carries its own example inputs.
+    A factory is called without arguments (it is the user's own code, imported as such);
+    ``weights`` is a state dict loaded with ``weights_only=True`` (never arbitrary
+    unpickling). ``example_shape`` is one example's shape, e.g. ``(3, 224, 224)``; a ``.pt2``
+    carries its own example inputs. ``torch.export.load`` unpickles parts of a ``.pt2``
+    without ``weights_only`` (a crafted file runs code), so a ``.pt2`` is only loaded with
+    ``trust_source=True`` (``--trust-source``): for files you made yourself.
     """
     import torch
 
     if spec.endswith(".pt2"):
+        if not trust_source:
+            raise UntrustedSourceError(
+                f"{spec}: a .pt2 program is read by torch.export.load, which unpickles parts of "
+                "the file and can run code stored in it; pass --trust-source (trust_source=True) "
+                "only for a file you made, or export the model to ONNX, or give module:factory "
+                "with --weights (a state dict, loaded safely)")
         program = _load_program(Path(spec))
         inputs = _example_from_shape(example_shape) if example_shape else \
             tuple(program.example_inputs[0]) if program.example_inputs else None
@@ -444,7 +467,9 @@ def load_torch_source(spec: str, weights: Optional[Union[str, os.PathLike]] = No
         try:
             module.load_state_dict(state)
         except RuntimeError as exc:
-            raise ModelFileError(f"{weights}: does not match {spec}: {_first_line(exc)}") from None
+            detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3]) or _first_line(exc)
+            raise ModelFileError(f"{weights}: does not match {spec} ({detail[:300]}); save the "
+                                 "state dict of the same architecture") from None
     return TorchSource(module, _example_from_shape(example_shape))
 
 

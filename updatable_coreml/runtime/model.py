@@ -16,8 +16,9 @@ import numpy as np
 
 from .._proto import Model_pb2
 from ..errors import ConfigError, ModelFileError, RuntimeLayerError
-from ..spec_io import NEURAL_NETWORK_TYPES, load_spec, model_type, neural_network, save_spec
+from ..spec_io import ML_PROGRAM_FIX, NEURAL_NETWORK_TYPES, load_spec, model_type, neural_network, save_spec
 from . import features as feat
+from . import limits
 from . import ops_core, ops_extra  # noqa: F401  (importing registers the forward ops)
 from .registry import WeightGetter, decode_weights, forward_op
 
@@ -31,11 +32,18 @@ def load(source: Union[str, os.PathLike, bytes, Model_pb2.Model], *, dtype=np.fl
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ConfigError(f"compute dtype must be float32 or float64, got {dtype}")
-    return model_from_spec(load_spec(source), dtype)
+    spec = load_spec(source)
+    if not isinstance(source, (str, os.PathLike)):
+        return model_from_spec(spec, dtype)
+    try:
+        return model_from_spec(spec, dtype)
+    except ModelFileError as exc:  # name the file: the caller may load several
+        raise ModelFileError(f"{source}: {exc}") from None
 
 
 def model_from_spec(spec: Model_pb2.Model, dtype: np.dtype) -> "Model":
     kind = model_type(spec)
+    limits.check_description(spec.description)
     if kind in NEURAL_NETWORK_TYPES:
         return NeuralNetworkModel(spec, dtype)
     if kind in PIPELINE_TYPES:
@@ -43,6 +51,9 @@ def model_from_spec(spec: Model_pb2.Model, dtype: np.dtype) -> "Model":
     if kind == "kNearestNeighborsClassifier":
         from .knn import KNNModel
         return KNNModel(spec, dtype)
+    if kind == "mlProgram":
+        raise ModelFileError(f"an ML Program cannot be run or updated by the reference runtime "
+                             f"(nor on device): {ML_PROGRAM_FIX}")
     raise ModelFileError(f"model type {kind!r} is not supported by the reference runtime; it runs "
                          "NeuralNetwork and k-NN classifier models and pipelines of them")
 
@@ -214,11 +225,16 @@ class NeuralNetworkModel(Model):
                 raise RuntimeLayerError(f"layer {layer.name!r}: input {exc.args[0]!r} is not a model "
                                         "input or an earlier layer's output") from None
             op = forward_op(layer)
+            limits.check_layer_inputs(layer, inputs)
             try:
                 outputs = op(layer, inputs, self._getters[i])
             except (ValueError, IndexError) as exc:
                 raise RuntimeLayerError(
                     f"layer {layer.name!r} ({layer.WhichOneof('layer')}): {exc}") from exc
+            except MemoryError:
+                raise RuntimeLayerError(f"layer {layer.name!r} ({layer.WhichOneof('layer')}): out "
+                                        "of memory; check the layer's parameters") from None
+            limits.check_layer_outputs(layer, outputs)
             blobs.update(zip(layer.output, outputs))
         return blobs
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
@@ -19,7 +20,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 import numpy as np
 
 from ..errors import ConfigError, ModelFileError
-from ..spec_io import atomic_write_bytes, save_spec
+from ..spec_io import atomic_write_bytes, check_output_path, save_spec
 from . import backward as bw
 from . import features as feat
 from .assumptions import DEFAULT
@@ -30,6 +31,8 @@ from .update import (ProgressEvent, UpdateResult, class_indices, read_training_s
 PathLike = Union[str, os.PathLike]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".heic"}
 EVAL_CHUNK = 256
+#: Images with more pixels are refused before they are decoded (a damaged or hostile file).
+MAX_IMAGE_PIXELS = 40_000_000
 
 
 @dataclass(frozen=True)
@@ -97,13 +100,19 @@ def _read_image(path: Path, image_type):
     gray = image_type.colorSpace in feat.GRAY_SPACES
     try:
         with Image.open(path) as picture:
+            if picture.width * picture.height > MAX_IMAGE_PIXELS:
+                raise ConfigError(f"{path}: the image is {picture.width}x{picture.height} pixels, "
+                                  f"more than the {MAX_IMAGE_PIXELS:,} simulate reads; shrink it")
             picture = picture.convert("L" if gray else "RGB")
             size = (int(image_type.width), int(image_type.height))
             if picture.size != size:
                 picture = picture.resize(size, Image.BILINEAR)
             return np.asarray(picture)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: cannot read the image ({exc})") from None
+    except ConfigError:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ConfigError(f"{path}: cannot read the image ({exc}); replace or remove the "
+                          "file") from None
 
 
 def load_folder(folder: Path, layout: DataLayout, labels: Optional[list]) -> tuple[np.ndarray, list]:
@@ -135,8 +144,11 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 raise ConfigError(f"{path}: the .npz must hold arrays 'x' (inputs) and 'y' "
                                   f"(labels or targets); it has {', '.join(data.files) or 'none'}")
             x, y = data["x"], data["y"]
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: cannot read the .npz ({exc})") from None
+    except ConfigError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"{path}: cannot read the .npz ({exc}); write it with numpy.savez("
+                          "path, x=..., y=...) of numeric or string arrays") from None
     if len(x) == 0 or len(x) != len(y):
         raise ConfigError(f"{path}: 'x' and 'y' must hold the same, non-zero number of examples "
                           f"(got {len(x)} and {len(y)})")
@@ -226,6 +238,10 @@ def simulate(model_path: PathLike, train: PathLike, *, val: Optional[PathLike] =
     if not model.spec.isUpdatable:
         raise ModelFileError(f"{model_path}: the model is not updatable; export it with updatable "
                              "layers first ('updatable-coreml export' or 'make-updatable')")
+    if out is not None:  # refuse unwritable outputs before training, not after
+        check_output_path(out, not_same_as=model_path)
+    if plot is not None:
+        check_output_path(plot, not_same_as=model_path)
     examples = load_dataset(train, model)
     validation = load_dataset(val, model) if val is not None else None
     overrides = {key: value for key, value in (("epochs", epochs), ("learningRate", lr),
