@@ -13,7 +13,7 @@ import sys
 from typing import Optional, Sequence
 
 from . import __version__
-from .errors import UpdatableCoreMLError
+from .errors import ConfigError, UpdatableCoreMLError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -25,19 +25,33 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _csv_ints(text: str) -> list[int]:
+def int_list(value, key: str = "value") -> list[int]:
+    """Integers from ``'1,2,8'`` (a flag) or a list (a config file)."""
+    items = value.split(",") if isinstance(value, str) else value
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        return [int(v) for v in items if str(v).strip()]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected integers (a list or 'N,N,...'), got {value!r}") from None
 
 
-def _float_pair(text: str) -> tuple[float, float]:
+def float_pair(value, key: str = "value") -> tuple[float, float]:
+    """``MIN,MAX`` from a flag or a two-item list."""
+    items = value.split(",") if isinstance(value, str) else value
     try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MIN,MAX, got {text!r}") from None
-    return lo, hi
+        low, high = (float(v) for v in items)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected MIN,MAX, got {value!r}") from None
+    return low, high
+
+
+def _flag(parse, key: str):
+    """An argparse ``type=`` that reports a bad value as one usage line."""
+    def convert(text: str):
+        try:
+            return parse(text, key)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return convert
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
@@ -50,11 +64,11 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beta1", type=float)
     p.add_argument("--beta2", type=float)
     p.add_argument("--eps", type=float)
-    p.add_argument("--lr-range", type=_float_pair, metavar="MIN,MAX")
+    p.add_argument("--lr-range", type=_flag(float_pair, "--lr-range"), metavar="MIN,MAX")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--allowed-batch-sizes", type=_csv_ints, metavar="N,N,...")
+    p.add_argument("--allowed-batch-sizes", type=_flag(int_list, "--allowed-batch-sizes"), metavar="N,N,...")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--allowed-epochs", type=_csv_ints, metavar="N,N,...")
+    p.add_argument("--allowed-epochs", type=_flag(int_list, "--allowed-epochs"), metavar="N,N,...")
     p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--seed", type=int)
 

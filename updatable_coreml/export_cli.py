@@ -23,32 +23,16 @@ import os
 import platform
 import sys
 import warnings
-import zipfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from .errors import ConfigError, ModelFileError, UpdatableCoreMLError, first_line
+from .cli import float_pair, int_list
+from .frameworks import quiet_environment
 
 #: turns a flag or config value into a setting (value, setting name) -> value
 Coerce = Callable[[Any, str], Any]
-
-
-def _ints(value: Any, key: str) -> list[int]:
-    items = value.split(",") if isinstance(value, str) else value
-    try:
-        return [int(v) for v in items if str(v).strip()]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: expected integers (a list or 'N,N,...'), got {value!r}") from None
-
-
-def _float_pair(value: Any, key: str) -> tuple[float, float]:
-    items = value.split(",") if isinstance(value, str) else value
-    try:
-        low, high = (float(v) for v in items)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: expected MIN,MAX, got {value!r}") from None
-    return low, high
 
 
 def _names(value: Any, key: str) -> list[str]:
@@ -129,12 +113,12 @@ def image_input(value: Any, key: str = "image_input") -> dict:
 
 SETTINGS: dict[str, Coerce] = {
     "source": _scalar(str), "output": _scalar(str), "report": _scalar(str),
-    "weights": _scalar(str), "example_shape": _ints,
+    "weights": _scalar(str), "example_shape": int_list,
     "trainable": _names, "loss": _scalar(str), "optimizer": _scalar(str),
     "lr": _scalar(float), "momentum": _scalar(float), "beta1": _scalar(float),
-    "beta2": _scalar(float), "eps": _scalar(float), "lr_range": _float_pair,
-    "batch_size": _scalar(int), "allowed_batch_sizes": _ints, "epochs": _scalar(int),
-    "allowed_epochs": _ints, "shuffle": _scalar(bool), "seed": _scalar(int),
+    "beta2": _scalar(float), "eps": _scalar(float), "lr_range": float_pair,
+    "batch_size": _scalar(int), "allowed_batch_sizes": int_list, "epochs": _scalar(int),
+    "allowed_epochs": int_list, "shuffle": _scalar(bool), "seed": _scalar(int),
     "class_labels": class_labels, "extra_class_slots": _scalar(int), "image_input": image_input,
     "author": _scalar(str), "license": _scalar(str), "description": _scalar(str),
     "model_version": _scalar(str), "allow_unsupported": _scalar(bool), "strict": _scalar(bool),
@@ -258,8 +242,7 @@ def quiet(enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    quiet_environment()
     sink = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         warnings.simplefilter("ignore")
@@ -370,6 +353,8 @@ def _export_torch(settings: dict[str, Any], output: str) -> Any:
 def _export_keras(settings: dict[str, Any], output: str) -> Any:
     from .exporters.keras import export_keras
 
+    from .exporters.keras import load_keras_file
+
     model = load_keras_file(settings["source"])
     trainable = _trainable(settings)
     if trainable == "all":
@@ -380,24 +365,6 @@ def _export_keras(settings: dict[str, Any], output: str) -> Any:
                         description=settings.get("description", ""), author=settings.get("author", ""),
                         license=settings.get("license", ""), version=settings.get("model_version", ""),
                         **_common(settings))
-
-
-def load_keras_file(path: str) -> Any:
-    """A ``.keras``/``.h5`` model loaded without running code from the file (``safe_mode``)."""
-    from .exporters.keras import _keras
-
-    if not Path(path).is_file():
-        raise ModelFileError(f"{path}: {'is a directory, expected a file' if Path(path).is_dir() else 'no such file'}")
-    if path.lower().endswith(".keras") and not zipfile.is_zipfile(path):
-        raise ModelFileError(f"{path}: not a .keras archive (a zip file); it may be empty, truncated "
-                             "or of another format: save it again with model.save('model.keras')")
-    keras = _keras()
-    try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except Exception as exc:
-        hint = ("; it holds a Lambda layer (Python code, never run from a file): replace it with "
-                "built-in layers" if "`Lambda`" in str(exc) else "")
-        raise ModelFileError(f"{path}: cannot load the Keras model safely ({first_line(exc)}){hint}") from None
 
 
 # -- the report ------------------------------------------------------------------------------

@@ -39,12 +39,17 @@ def _silenced_fd2() -> Iterator[None]:
         os.close(saved)
 
 
+def quiet_environment() -> None:
+    """Ask TensorFlow/absl/gRPC for errors only (read when they are first imported)."""
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 def quiet_import(name: str) -> ModuleType:
     """Import ``name`` (e.g. ``keras``, ``torch``, ``coremltools``) without start-up noise."""
     if name in sys.modules:
         return sys.modules[name]
-    for key, value in _QUIET_ENV.items():
-        os.environ.setdefault(key, value)
+    quiet_environment()
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     with _silenced_fd2(), warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -12,13 +12,15 @@ from __future__ import annotations
 import inspect
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
 from ..backend import Label, Metadata
-from ..errors import ConfigError, UnsupportedError
+from ..errors import ConfigError, ModelFileError, UnsupportedError, first_line
 from ..export import ExportReport, export_graph
+from ..frameworks import quiet_import
 from ..ir import Graph, Node, TensorSpec
 from ..registry import Registry
 from ..training import SGD, Adam, Optimizer
@@ -27,12 +29,8 @@ PathLike = Union[str, os.PathLike]
 
 
 def _keras():
-    """Import keras quietly (TensorFlow logs at import otherwise)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    import keras
-
-    return keras
+    """keras, imported on first use without TensorFlow's start-up noise."""
+    return quiet_import("keras")
 
 
 # -- tracing -----------------------------------------------------------------------------
@@ -881,3 +879,22 @@ def __getattr__(name: str):
         cls = globals()[name] = _callback_class()
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load_keras_file(path: PathLike) -> Any:
+    """A ``.keras``/``.h5`` model loaded without running code from the file (``safe_mode``)."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: {'is a directory, expected a file' if path.is_dir() else 'no such file'}")
+    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: not a .keras archive (a zip file); it may be empty, truncated "
+                             "or of another format: save it again with model.save('model.keras')")
+    keras = _keras()
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as exc:
+        hint = ("; it holds a Lambda layer (Python code, never run from a file): replace it with "
+                "built-in layers" if "`Lambda`" in str(exc) else "")
+        raise ModelFileError(f"{path}: cannot load the Keras model safely ({first_line(exc)}){hint}") from None

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
 from ..errors import (ConfigError, ModelFileError, NotUpdatableError, UnsupportedError,
-                      UntrustedSourceError)
+                      UntrustedSourceError, first_line)
 from ..ir import Graph
 from ..passes import UPDATABLE_OPS
 from ..training import SGD, Adam
@@ -79,7 +79,7 @@ def capture(module: Any, example_inputs: Any) -> Any:
         return torch.export.export(module, inputs)
     except Exception as exc:
         _raise_if_eager_fails(module, inputs)
-        raise UnsupportedError(f"torch.export could not capture the model: {_first_line(exc)}; "
+        raise UnsupportedError(f"torch.export could not capture the model: {first_line(exc).rstrip('.')}; "
                                "make forward() traceable (no data-dependent control flow)") from exc
     finally:
         module.train(was_training)
@@ -94,12 +94,7 @@ def _raise_if_eager_fails(module: Any, inputs: tuple) -> None:
             module(*inputs)
     except Exception as exc:
         raise ConfigError(f"the model fails on example_inputs (shapes "
-                          f"{[list(t.shape) for t in inputs]}): {_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
+                          f"{[list(t.shape) for t in inputs]}): {first_line(exc).rstrip('.')}") from exc
 
 
 # -- what trains -----------------------------------------------------------------------------
@@ -467,7 +462,7 @@ def load_torch_source(spec: str, weights: Optional[Union[str, os.PathLike]] = No
         try:
             module.load_state_dict(state)
         except RuntimeError as exc:
-            detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3]) or _first_line(exc)
+            detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3]) or first_line(exc).rstrip('.')
             raise ModelFileError(f"{weights}: does not match {spec} ({detail[:300]}); save the "
                                  "state dict of the same architecture") from None
     return TorchSource(module, _example_from_shape(example_shape))
@@ -490,7 +485,7 @@ def _load_program(path: Path) -> Any:
     try:
         return torch.export.load(str(path))
     except Exception as exc:
-        raise ModelFileError(f"{path}: not a torch.export program ({_first_line(exc)})") from None
+        raise ModelFileError(f"{path}: not a torch.export program ({first_line(exc).rstrip('.')})") from None
 
 
 def _load_state_dict(path: Path) -> dict:
