@@ -34,7 +34,7 @@ from ..errors import ConfigError, UnsupportedError, first_line
 from ..ir import Graph, Node, TensorSpec
 from ..passes import same_pads
 from ..registry import Registry
-from .torch_ops import _ceil_extra
+from .common import ceil_mode_padding
 
 MIN_OPSET = 13
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -552,8 +552,8 @@ def _ceil_pads(node: Any, pads: tuple[int, int, int, int], hw: tuple[int, int],
     top, bottom, left, right = pads
     if top != bottom or left != right:
         raise UnsupportedError(f"{where(node)}: ceil_mode with asymmetric pads is not supported")
-    extra_h = _ceil_extra(hw[0], kernel[0], strides[0], top)
-    extra_w = _ceil_extra(hw[1], kernel[1], strides[1], left)
+    extra_h = ceil_mode_padding(hw[0], kernel[0], strides[0], top)
+    extra_w = ceil_mode_padding(hw[1], kernel[1], strides[1], left)
     if include_pad and (extra_h or extra_w):
         raise UnsupportedError(f"{where(node)}: ceil_mode with count_include_pad=1 counts the "
                                "padding but not the ceil-mode overhang, which Core ML cannot "

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import ConfigError, UnsupportedError
 from ..ir import Graph, Node, TensorSpec
 from ..registry import Registry
+from .common import ceil_mode_padding
 
 Converter = Callable[["Translation", Any, dict], None]
 CONVERTERS = Registry("converter for aten op")
@@ -417,25 +418,13 @@ def _gelu(state: Translation, fx: Any, a: dict) -> None:
 # -- pooling -------------------------------------------------------------------------------
 
 
-def _ceil_extra(size: int, kernel: int, stride: int, pad: int) -> int:
-    """Extra end padding that makes floor-mode pooling produce torch's ceil-mode size.
-
-    torch drops a last window that would start in the right padding; the extra rows are
-    never the only content of a window, so a max pool ignores them.
-    """
-    out = -(-(size + 2 * pad - kernel) // stride) + 1
-    if (out - 1) * stride >= size + pad:
-        out -= 1
-    return max(0, (out - 1) * stride + kernel - (size + 2 * pad))
-
-
 def _pool_geometry(fx: Any, a: dict) -> tuple[tuple[int, int], tuple[int, int], tuple[int, ...]]:
     kernel = _pair(a["kernel_size"])
     strides = _pair(a["stride"]) if a["stride"] else kernel
     ph, pw = _pair(a["padding"])
     _, _, height, width = full_shape(a["self"])
-    extra_h, extra_w = ((_ceil_extra(height, kernel[0], strides[0], ph),
-                         _ceil_extra(width, kernel[1], strides[1], pw)) if a["ceil_mode"] else (0, 0))
+    extra_h, extra_w = ((ceil_mode_padding(height, kernel[0], strides[0], ph),
+                         ceil_mode_padding(width, kernel[1], strides[1], pw)) if a["ceil_mode"] else (0, 0))
     return kernel, strides, (ph, ph + extra_h, pw, pw + extra_w)
 
 
