@@ -12,7 +12,7 @@ from torch import nn  # noqa: E402
 
 from updatable_coreml.errors import (  # noqa: E402
     ConfigError, ModelFileError, NotUpdatableError, UnsupportedError, UntrustedSourceError)
-from updatable_coreml.exporters import torch_ops  # noqa: E402
+from updatable_coreml.exporters import common, torch_ops  # noqa: E402
 from updatable_coreml.exporters.torch import (  # noqa: E402
     Refusals, capture, load_torch_source, map_loss, map_optimizer, torch_to_graph,
     trainable_parameters)
@@ -85,7 +85,7 @@ def test_unknown_op_names_op_and_module():
 @pytest.mark.parametrize("size,kernel,stride,pad", [(8, 3, 2, 0), (7, 3, 2, 0), (10, 3, 2, 1),
                                                     (55, 3, 2, 0), (6, 2, 2, 0), (9, 4, 3, 1)])
 def test_ceil_mode_padding_matches_torch_size(size, kernel, stride, pad):
-    extra = torch_ops._ceil_extra(size, kernel, stride, pad)
+    extra = common.ceil_mode_padding(size, kernel, stride, pad)
     expected = nn.MaxPool2d(kernel, stride, pad, ceil_mode=True)(torch.zeros(1, 1, size, size)).shape[-1]
     assert (size + 2 * pad + extra - kernel) // stride + 1 == expected
 

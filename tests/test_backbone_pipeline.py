@@ -1,0 +1,241 @@
+"""Frozen-backbone pipelines: a frozen backbone + an updatable network head in one pipeline.
+
+Small CNNs (frozen convolutions, trainable dense head) from Keras and torch, exported as
+pipelines by our frontends and, for a backbone with an op we refuse, through coremltools.
+Each pipeline validates, predicts like its source, and trains its head exactly like the
+single-network export of the same model does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from updatable_coreml import validate
+from updatable_coreml.errors import ConfigError, UnsupportedError
+from updatable_coreml.frameworks import quiet_import
+from updatable_coreml.runtime import load
+from updatable_coreml.spec_io import load_spec, neural_network
+from updatable_coreml.validator import is_valid
+
+LABELS = [0, 1, 2, 3]
+TRAINING = dict(batch_size=4, epochs=2, shuffle=False)
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    """12 channel-first (1, 8, 8) examples."""
+    return np.random.default_rng(0).normal(size=(12, 1, 8, 8)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def targets() -> np.ndarray:
+    return np.arange(12) % 4
+
+
+def keras_cnn(activation: str = "relu"):
+    keras = quiet_import("keras")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="digit")
+    h = keras.layers.Conv2D(8, 3, padding="same", activation=activation, name="conv1")(inputs)
+    h = keras.layers.MaxPooling2D(2, name="pool")(h)
+    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(h)
+    h = keras.layers.Flatten(name="flat")(h)
+    h = keras.layers.Dense(16, activation="relu", name="fc1")(h)
+    outputs = keras.layers.Dense(4, activation="softmax", name="fc2")(h)
+    model = keras.Model(inputs, outputs)
+    for name in ("conv1", "conv2"):
+        model.get_layer(name).trainable = False
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.5),
+                  loss="sparse_categorical_crossentropy")
+    return model
+
+
+def torch_cnn(activation=None):
+    torch = quiet_import("torch")
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), (activation or nn.ReLU)(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(256, 16), nn.ReLU(), nn.Linear(16, 4))
+    for parameter in list(model.parameters())[:4]:  # the two convolutions
+        parameter.requires_grad_(False)
+    return model
+
+
+def export_keras_model(model, path, **options):
+    from updatable_coreml.exporters.keras import export_keras
+
+    return export_keras(model, path, class_labels=LABELS, **TRAINING, **options)
+
+
+def export_torch_model(model, path, **options):
+    torch = quiet_import("torch")
+    from updatable_coreml.exporters.torch import export_torch
+
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1,
+                                momentum=0.5)
+    return export_torch(model, torch.zeros(1, 1, 8, 8), path, loss=torch.nn.CrossEntropyLoss(),
+                        optimizer=optimizer, class_labels=LABELS, **TRAINING, **options)
+
+
+def keras_probabilities(model, x: np.ndarray) -> np.ndarray:
+    return model.predict(x.transpose(0, 2, 3, 1), verbose=0)
+
+
+def torch_probabilities(model, x: np.ndarray) -> np.ndarray:
+    torch = quiet_import("torch")
+    with torch.no_grad():
+        return torch.softmax(model(torch.from_numpy(x)), dim=1).numpy()
+
+
+FRAMEWORKS = {
+    "keras": (keras_cnn, export_keras_model, keras_probabilities, "digit", ["fc1", "fc2"]),
+    "torch": (torch_cnn, export_torch_model, torch_probabilities, "input", ["6", "8"]),
+}
+
+
+def predicted_probabilities(path, input_name: str, x: np.ndarray) -> np.ndarray:
+    model = load(path)
+    outputs = model.predict({input_name: x})
+    rows = outputs[model.description.predictedProbabilitiesName]
+    return np.array([[row[label] for label in LABELS] for row in rows])
+
+
+def trained_weights(path, input_name: str, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """Updatable weights (by layer name) after an update on ``(x, y)`` in our runtime."""
+    model = load(path)
+    updated = model.update({input_name: x, model.description.predictedFeatureName: y}).model
+    layers = neural_network(updated.trainable().spec).layers
+    return {f"{layer.name}.{field}": np.array(getattr(layer.innerProduct, field).floatValue)
+            for layer in layers if layer.isUpdatable for field in ("weights", "bias")}
+
+
+def assert_valid_pipeline(path, backbone: str, report) -> None:
+    findings = validate(path)
+    assert is_valid(findings), findings
+    spec = load_spec(path)
+    assert spec.WhichOneof("Type") == "pipeline" and spec.isUpdatable
+    first, last = spec.pipeline.models
+    assert not first.isUpdatable and last.isUpdatable
+    assert [t.name for t in spec.description.trainingInput][-1] == spec.description.predictedFeatureName
+    assert report.model_type == "pipeline" and report.backbone == backbone
+    assert f"backbone made by {backbone}" in report.summary()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_pipeline_predicts_and_trains_like_the_single_network(framework, tmp_path, images, targets):
+    build, export, source_probabilities, input_name, head = FRAMEWORKS[framework]
+    model = build()
+    single = tmp_path / "single.mlmodel"
+    pipeline = tmp_path / "pipeline.mlmodel"
+    export(model, single)
+    report = export(model, pipeline, pipeline=True)
+    assert_valid_pipeline(pipeline, "frontend", report)
+    assert report.trainable == head
+
+    expected = source_probabilities(model, images)
+    assert np.abs(predicted_probabilities(pipeline, input_name, images) - expected).max() <= 1e-4
+
+    # 2 epochs of 3 mini-batches: the head must end with the single network's weights.
+    split = trained_weights(pipeline, input_name, images, targets)
+    whole = trained_weights(single, input_name, images, targets)
+    assert split.keys() == whole.keys() and len(split) == 4
+    for name, weights in whole.items():
+        initial = np.abs(weights).max()
+        assert np.abs(split[name] - weights).max() <= 1e-5 * initial, name
+
+
+def test_torch_backbone_with_a_refused_op_goes_through_coremltools(tmp_path, images, targets):
+    torch = quiet_import("torch")
+    model = torch_cnn(torch.nn.Hardswish)
+    with pytest.raises(UnsupportedError, match="hardswish"):
+        export_torch_model(model, tmp_path / "refused.mlmodel")
+    path = tmp_path / "fallback.mlmodel"
+    report = export_torch_model(model, path, pipeline=True)
+    assert_valid_pipeline(path, "coremltools", report)
+    assert any("hardswish" in change and "coremltools" in change for change in report.changes)
+    assert report.trainable == ["6", "8"]
+
+    probabilities = predicted_probabilities(path, "input", images)
+    assert np.abs(probabilities - torch_probabilities(model, images)).max() <= 1e-4
+    updated = load(path).update({"input": images, "classLabel": targets}).model
+    assert updated.modified
+
+
+def test_coremltools_backbone_trains_like_our_own(tmp_path, images, targets):
+    """The same Keras model with its backbone from coremltools and from our frontend."""
+    model = keras_cnn()
+    ours, theirs = tmp_path / "ours.mlmodel", tmp_path / "theirs.mlmodel"
+    export_keras_model(model, ours, pipeline=True)
+    report = export_keras_model(model, theirs, pipeline=True, backbone="coremltools")
+    assert_valid_pipeline(theirs, "coremltools", report)
+    expected = keras_probabilities(model, images)
+    assert np.abs(predicted_probabilities(theirs, "digit", images) - expected).max() <= 1e-4
+    converted = trained_weights(theirs, "digit", images, targets)
+    # Keras flattens (H, W, C); our backbone flattens (C, H, W) and reorders fc1's columns.
+    converted["fc1.weights"] = converted["fc1.weights"].reshape(16, 4, 4, 16).transpose(0, 3, 1, 2)
+    for name, weights in trained_weights(ours, "digit", images, targets).items():
+        difference = np.abs(converted[name].ravel() - weights).max()
+        assert difference <= 1e-5 * np.abs(weights).max(), name
+
+
+def test_coremltools_backbone_export_is_deterministic(tmp_path):
+    model = torch_cnn()
+    first = export_torch_model(model, tmp_path / "a.mlmodel", pipeline=True, backbone="coremltools")
+    second = export_torch_model(model, tmp_path / "b.mlmodel", pipeline=True, backbone="coremltools")
+    assert first.sha256 == second.sha256
+
+
+def test_refusals_name_the_fix(tmp_path):
+    torch = quiet_import("torch")
+    from torch import nn
+
+    model = torch_cnn()
+    with pytest.raises(ConfigError, match="pipeline=True"):
+        export_torch_model(model, tmp_path / "x.mlmodel", backbone="coremltools")
+    with pytest.raises(ConfigError, match="backbone="):
+        export_torch_model(model, tmp_path / "x.mlmodel", pipeline=True, backbone="mine")
+    with pytest.raises(UnsupportedError, match="hardswish"):
+        export_torch_model(torch_cnn(nn.Hardswish), tmp_path / "x.mlmodel", pipeline=True,
+                           backbone="frontend")
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    with pytest.raises(ConfigError, match="no frozen backbone"):
+        export_torch_model(model, tmp_path / "x.mlmodel", pipeline=True)
+
+    class Wrapped(nn.Module):  # not a Sequential: coremltools' prefix cannot be cut out
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch_cnn(nn.Hardswish)
+
+        def forward(self, x):
+            return self.net(x)
+
+    with pytest.raises(UnsupportedError, match="hardswish.*nn.Sequential"):
+        export_torch_model(Wrapped(), tmp_path / "x.mlmodel", pipeline=True)
+    assert not list(tmp_path.iterdir())
+
+
+def test_keras_backbone_with_a_refused_activation_goes_through_coremltools(tmp_path, images):
+    model = keras_cnn("hard_swish")
+    path = tmp_path / "fallback.mlmodel"
+    report = export_keras_model(model, path, pipeline=True)
+    assert_valid_pipeline(path, "coremltools", report)
+    expected = keras_probabilities(model, images)
+    assert np.abs(predicted_probabilities(path, "digit", images) - expected).max() <= 1e-4
+
+
+def test_a_backbone_coremltools_cannot_convert_is_a_clear_error(tmp_path):
+    torch = quiet_import("torch")
+    from torch import nn
+
+    class Erfinv(nn.Module):  # neither our frontend nor coremltools converts it
+        def forward(self, x):
+            return torch.special.erfinv(torch.tanh(x))
+
+    model = torch_cnn(Erfinv)
+    with pytest.raises(UnsupportedError, match="coremltools could not convert.*erfinv"):
+        export_torch_model(model, tmp_path / "x.mlmodel", pipeline=True)
+    assert not list(tmp_path.iterdir())
