@@ -881,3 +881,16 @@ def test_nd_model_end_to_end():
     batch = rand(3, 1, 6, 4)
     out = model.predict({"x": batch})
     close(out["y1"], np.stack([model.predict({"x": e})["y1"] for e in batch]))
+
+
+@pytest.mark.parametrize("kind, reference", [
+    ("sin", torch.sin), ("cos", torch.cos), ("atan", torch.atan), ("sinh", torch.sinh),
+    ("exp2", torch.exp2), ("floor", torch.floor), ("sign", torch.sign), ("tanh", torch.tanh),
+])
+def test_parameter_free_elementwise_layers(kind, reference):
+    layer = NeuralNetwork_pb2.NeuralNetworkLayer(name=kind, input=["x"], output=["y"])
+    getattr(layer, kind).SetInParent()
+    x = np.random.default_rng(0).uniform(-0.9, 0.9, (2, 3, 4)).astype(np.float32)
+    out = registry.forward_op(layer)(layer, [x], lambda field: None)[0]
+    np.testing.assert_allclose(out, reference(torch.from_numpy(x)).numpy(), atol=1e-6)
+    assert out.dtype == np.float32
