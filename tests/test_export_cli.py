@@ -245,3 +245,30 @@ def test_dvc_stages_run_in_order(tmp_path):
         for out in stage.get("outs", []):
             assert (folder / out).is_file(), (name, out)
     assert json.loads((folder / "build" / "report.json").read_text())["valid"]
+
+
+def test_pipeline_flag_writes_backbone_and_head(tmp_path):
+    pytest.importorskip("torch")
+    factory = tmp_path / "net.py"
+    factory.write_text("from torch import nn\n\ndef make():\n"
+                       "    return nn.Sequential(nn.Linear(6, 8), nn.Hardswish(), nn.Linear(8, 3))\n")
+    out = tmp_path / "P.mlmodel"
+    assert main(["export", f"{factory}:make", "--example-shape", "6", "-o", str(out), "--loss", "cce",
+                 "--trainable", "2", "--pipeline", "--backbone", "auto",
+                 "--report", str(tmp_path / "r.json")]) == 0
+    spec = load_spec(out)
+    assert spec.WhichOneof("Type") == "pipelineClassifier" or spec.WhichOneof("Type") == "pipeline"
+    document = json.loads((tmp_path / "r.json").read_text())
+    assert document["export"]["backbone"] == "coremltools"  # ours refuses Hardswish
+
+
+def test_backbone_option_is_refused_where_it_does_not_apply(source, tmp_path, capsys):
+    out = tmp_path / "x.mlmodel"
+    assert main(["export", str(source), "-o", str(out), "--loss", "cce", "--pipeline",
+                 "--backbone", "auto"]) == 2
+    assert "does not apply to ONNX" in capsys.readouterr().err and not out.exists()
+    factory = tmp_path / "net.py"
+    factory.write_text("from torch import nn\n\ndef make():\n    return nn.Sequential(nn.Linear(6, 3))\n")
+    assert main(["export", f"{factory}:make", "--example-shape", "6", "-o", str(out), "--loss", "cce",
+                 "--backbone", "coremltools"]) == 2
+    assert "add --pipeline" in capsys.readouterr().err and not out.exists()

@@ -122,9 +122,10 @@ SETTINGS: dict[str, Coerce] = {
     "class_labels": class_labels, "extra_class_slots": _scalar(int), "image_input": image_input,
     "author": _scalar(str), "license": _scalar(str), "description": _scalar(str),
     "model_version": _scalar(str), "allow_unsupported": _scalar(bool), "strict": _scalar(bool),
-    "verbose": _scalar(bool),
+    "verbose": _scalar(bool), "pipeline": _scalar(bool), "backbone": _scalar(str),
 }
-CHOICES = {"loss": ("cce", "mse"), "optimizer": ("sgd", "adam")}
+CHOICES = {"loss": ("cce", "mse"), "optimizer": ("sgd", "adam"),
+           "backbone": ("auto", "frontend", "coremltools")}
 
 
 # -- the command line ------------------------------------------------------------------------
@@ -165,6 +166,11 @@ def add_export_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trust-source", action="store_true",
                    help="SOURCE is a file you made: allow loaders that can run code stored in it "
                         "(a .pt2, read by torch.export.load); flag only, never from --config")
+    p.add_argument("--pipeline", action="store_true", default=None,
+                   help="write the frozen backbone and the updatable head as a two-model pipeline")
+    p.add_argument("--backbone", choices=CHOICES["backbone"],
+                   help="with --pipeline (Keras, torch): convert the backbone with our frontend, "
+                        "with coremltools, or with coremltools only when ours refuses it (auto)")
     p.add_argument("--strict", action="store_true", default=None, help="validator warnings fail (exit 1)")
     p.add_argument("--verbose", action="store_true", default=None, help="print the export summary")
     p.set_defaults(run=run_export)
@@ -286,8 +292,15 @@ def optimizer_from(settings: dict[str, Any]) -> Any:
 def _common(settings: dict[str, Any]) -> dict[str, Any]:
     """Options every frontend takes, only those set (the frontend's defaults stay otherwise)."""
     keys = ("batch_size", "epochs", "allowed_batch_sizes", "allowed_epochs", "lr_range", "shuffle",
-            "seed", "class_labels", "extra_class_slots", "allow_unsupported")
+            "seed", "class_labels", "extra_class_slots", "allow_unsupported", "pipeline")
     return {key: settings[key] for key in keys if key in settings}
+
+
+def _backbone(settings: dict[str, Any]) -> dict[str, Any]:
+    """``backbone=`` for the frontends that have a coremltools fallback (Keras, torch)."""
+    if "backbone" in settings and not settings.get("pipeline"):
+        raise ConfigError("--backbone applies to pipeline exports: add --pipeline")
+    return {"backbone": settings["backbone"]} if "backbone" in settings else {}
 
 
 def _trainable(settings: dict[str, Any]) -> Any:
@@ -317,6 +330,9 @@ def export_source(kind: str, settings: dict[str, Any]) -> Any:
 
         if "loss" not in settings:
             raise ConfigError("an ONNX model carries no training configuration: give --loss cce|mse")
+        if "backbone" in settings:
+            raise ConfigError("--backbone does not apply to ONNX (coremltools no longer converts "
+                              "ONNX): the backbone is always converted by our ONNX frontend")
         return export_onnx(settings["source"], output, loss=settings["loss"],
                            optimizer=optimizer_from(settings) or SGD(), trainable=_trainable(settings),
                            image_input=settings.get("image_input"),
@@ -347,13 +363,12 @@ def _export_torch(settings: dict[str, Any], output: str) -> Any:
                         optimizer=optimizer_from(settings),
                         trainable=None if trainable == "all" else trainable,
                         image_input=_image_options(settings),
-                        metadata=_metadata(settings, f"torch=={torch.__version__}"), **_common(settings))
+                        metadata=_metadata(settings, f"torch=={torch.__version__}"), **_common(settings),
+                        **_backbone(settings))
 
 
 def _export_keras(settings: dict[str, Any], output: str) -> Any:
-    from .exporters.keras import export_keras
-
-    from .exporters.keras import load_keras_file
+    from .exporters.keras import export_keras, load_keras_file
 
     model = load_keras_file(settings["source"])
     trainable = _trainable(settings)
@@ -364,7 +379,7 @@ def _export_keras(settings: dict[str, Any], output: str) -> Any:
                         trainable=trainable, image_input=_image_options(settings),
                         description=settings.get("description", ""), author=settings.get("author", ""),
                         license=settings.get("license", ""), version=settings.get("model_version", ""),
-                        **_common(settings))
+                        **_common(settings), **_backbone(settings))
 
 
 # -- the report ------------------------------------------------------------------------------
