@@ -68,7 +68,11 @@ def supported_ops_page() -> str:
          onnx_ops.CONVERTERS),
         ("Runtime: forward", "Core ML layer types the reference runtime runs:", registry.FORWARD),
         ("Runtime: backward", "Layer types the runtime backpropagates through (activations: "
-         f"{listing(BACKPROP_ACTIVATIONS)}):", backward.BACKWARD),
+         f"{listing(BACKPROP_ACTIVATIONS)}):",
+         [kind for kind in backward.BACKWARD if kind not in backward.GRADIENT_STOPS]),
+        ("Runtime: trained, no gradient through", "Layer types the runtime trains only as the "
+         "first updatable layer on their path, as Core ML does (experimental):",
+         backward.GRADIENT_STOPS),
         ("Core ML: backpropagation", "Layer types our validator lets sit between the loss and "
          "an updatable layer (plus a softmax directly before categorical cross-entropy):",
          BACKPROP_LAYER_TYPES),

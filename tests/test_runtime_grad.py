@@ -9,6 +9,7 @@ from updatable_coreml._proto import NeuralNetwork_pb2 as nn_pb
 from updatable_coreml.errors import RuntimeLayerError
 from updatable_coreml.runtime import model as _model  # noqa: F401  (registers the ops)
 from updatable_coreml.runtime.backward import backward_op, cross_entropy, mean_squared_error
+from updatable_coreml.runtime.ops_extra import lstm_trainable_fields
 from updatable_coreml.runtime.registry import forward_op
 
 RNG = np.random.default_rng(42)
@@ -50,7 +51,7 @@ def check_layer(layer, x: np.ndarray, weights: dict | None = None) -> None:
     dx, grads = backward_op(layer)(layer, x, y, r, getter, True)
     assert dx.shape == x.shape
     np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=1e-5, atol=1e-7)
-    expected_fields = {f for f in ("weights", "bias") if f in weights} if layer.isUpdatable else set()
+    expected_fields = set(weights) if layer.isUpdatable else set()
     assert set(grads) == expected_fields
     for name, grad in grads.items():
         np.testing.assert_allclose(grad, numeric_grad(loss, weights[name]), rtol=1e-5, atol=1e-7)
@@ -197,6 +198,58 @@ def test_softmax_alone_and_concat_are_refused():
         backward_op(make_layer("softmax"))
     with pytest.raises(RuntimeLayerError, match="through concat"):
         backward_op(make_layer("concat"))
+
+
+def lstm_layer(seq_out: bool, bias: bool, activations=("sigmoid", "tanh", "tanh"),
+               updatable: bool = True) -> tuple[nn_pb.NeuralNetworkLayer, dict]:
+    """A 3 -> 4 uniDirectionalLSTM (zero initial states) and random weights for it."""
+    layer = nn_pb.NeuralNetworkLayer(name="lstm", input=["x"], output=["y", "h", "c"],
+                                     isUpdatable=updatable)
+    spec = layer.uniDirectionalLSTM
+    spec.inputVectorSize, spec.outputVectorSize = 3, 4
+    for kind in activations:
+        params = spec.activations.add()
+        getattr(params, kind).SetInParent()
+        if kind in ("sigmoidHard", "scaledTanh"):
+            getattr(params, kind).alpha, getattr(params, kind).beta = 0.4, 0.5
+    spec.params.sequenceOutput, spec.params.hasBiasVectors = seq_out, bias
+    weights = {field: RNG.normal(scale=0.6, size=4 if "Bias" in field else
+                                 (4, 3) if "WeightMatrix" in field else (4, 4))
+               for field in lstm_trainable_fields(layer)}
+    return layer, weights
+
+
+@pytest.mark.parametrize("seq_out,bias", [(True, True), (False, True), (False, False)])
+def test_lstm_gradients_through_time(seq_out, bias):
+    layer, weights = lstm_layer(seq_out, bias)
+    check_layer(layer, RNG.normal(size=(2, 5, 3, 1, 1)), weights)
+
+
+@pytest.mark.parametrize("activations", [("sigmoidHard", "scaledTanh", "tanh"),
+                                         ("sigmoid", "sigmoid", "scaledTanh")])
+def test_lstm_gradients_with_other_recurrent_activations(activations):
+    layer, weights = lstm_layer(True, True, activations)
+    check_layer(layer, RNG.normal(size=(2, 4, 3, 1, 1)), weights)
+
+
+def test_lstm_gradients_on_a_vector_blob_and_with_the_cell_clipped():
+    layer, weights = lstm_layer(True, True)
+    check_layer(layer, RNG.normal(size=(3, 3)), weights)  # one step
+    layer.uniDirectionalLSTM.params.cellClipThreshold = 0.35
+    x = RNG.normal(size=(2, 6, 3, 1, 1))
+    check_layer(layer, x, weights)
+
+
+def test_core_ml_passes_no_gradient_through_an_lstm():
+    frozen, _ = lstm_layer(True, True, updatable=False)
+    with pytest.raises(RuntimeLayerError, match="'lstm'.*first updatable layer"):
+        backward_op(frozen)
+    updatable, _ = lstm_layer(True, True)
+    with pytest.raises(RuntimeLayerError, match="'lstm'.*first updatable layer"):
+        backward_op(updatable, through=True)
+    updatable.uniDirectionalLSTM.params.hasPeepholeVectors = True
+    with pytest.raises(RuntimeLayerError, match="peepholes"):
+        backward_op(updatable)(updatable, np.zeros((1, 3)), None, np.zeros((1, 4)), {}.get, False)
 
 
 # -- losses --------------------------------------------------------------------------------------

@@ -201,6 +201,41 @@ def _pad(layer, node: Node, shapes: Shapes) -> None:
         amount.startEdgeSize, amount.endEdgeSize = int(start), int(end)
 
 
+@_writes("embedding")
+def _embedding(layer, node: Node, shapes: Shapes) -> None:
+    table = node.weights["weight"]
+    params = layer.embedding
+    params.inputDim, params.outputChannels = table.shape
+    put_weights(params.weights, table.T)  # Core ML keeps [outputChannels, inputDim]
+
+
+#: The spec's LSTM weight field prefixes, in the IR's gate order i, f, g, o.
+LSTM_GATES = ("inputGate", "forgetGate", "blockInput", "outputGate")
+
+
+@_writes("lstm")
+def _lstm(layer, node: Node, shapes: Shapes) -> None:
+    """A uniDirectionalLSTM from zero states. Core ML wants exactly three outputs (y, final h,
+    final c); the two states get blobs of their own that nothing reads. Gate pre-activations
+    and the cell are clipped to [-50, 50] on device (Keras does not clip): harmless for the
+    bounded activations the frontends allow."""
+    hidden = int(node.attrs["hidden"])
+    params = layer.uniDirectionalLSTM
+    params.inputVectorSize, params.outputVectorSize = node.weights["W_ih"].shape[1], hidden
+    for role in ("recurrent_activation", "activation", "activation"):  # the spec's [f, g, h]
+        attrs = node.attrs[role]
+        _ACTIVATIONS[attrs.get("kind", "linear")](params.activations.add(), attrs)
+    params.params.sequenceOutput = bool(node.attrs.get("return_sequences"))
+    params.params.hasBiasVectors = "bias" in node.weights
+    parts = {"WeightMatrix": node.weights["W_ih"], "RecursionMatrix": node.weights["W_hh"]}
+    if "bias" in node.weights:
+        parts["BiasVector"] = node.weights["bias"]
+    for suffix, stacked in parts.items():
+        for gate, part in zip(LSTM_GATES, np.split(stacked, 4)):
+            put_weights(getattr(params.weightParams, gate + suffix), part, node.trainable)
+    layer.output.extend([f"{node.name}_final_h", f"{node.name}_final_c"])
+
+
 _ACTIVATIONS: dict[str, Callable[[object, dict], None]] = {
     "relu": lambda p, a: p.ReLU.SetInParent(),
     "sigmoid": lambda p, a: p.sigmoid.SetInParent(),
@@ -284,13 +319,23 @@ def write_layers(nn, graph: Graph, shapes: Shapes) -> None:
 _COLOR = {"rgb": "RGB", "bgr": "BGR", "grayscale": "GRAYSCALE"}
 
 
+def _describe_array(feature, shape: tuple[int, ...]) -> None:
+    """A FLOAT32 MultiArray. A sequence ``(Seq, C)`` is declared as one step, ``(C,)``: under
+    the rank-5 mapping Core ML reads the steps from the Seq axis of a ``[Seq, 1, C]`` array
+    (the layout coremltools' Keras converter used), which the description says."""
+    array = feature.type.multiArrayType
+    array.dataType = FeatureTypes_pb2.ArrayFeatureType.FLOAT32
+    array.shape.extend(shape[1:] if len(shape) == 2 else shape)
+    if len(shape) == 2:
+        feature.shortDescription = (f"Sequence of {shape[0]} steps of {shape[1]} values: a "
+                                    f"MultiArray shaped [{shape[0]}, 1, {shape[1]}] (Seq, Batch, C)")
+
+
 def _describe_input(spec, nn, tensor, shape: tuple[int, ...]) -> None:
     feature = spec.description.input.add()
     feature.name = tensor.name
     if tensor.image is None:
-        array = feature.type.multiArrayType
-        array.dataType = FeatureTypes_pb2.ArrayFeatureType.FLOAT32
-        array.shape.extend(shape)
+        _describe_array(feature, shape)
         return
     color = tensor.image.get("color", "rgb" if shape[0] == 3 else "grayscale")
     channels = 1 if color == "grayscale" else 3
@@ -317,9 +362,7 @@ def _describe_input(spec, nn, tensor, shape: tuple[int, ...]) -> None:
 def _describe_array_output(spec, name: str, shape: tuple[int, ...]) -> None:
     feature = spec.description.output.add()
     feature.name = name
-    array = feature.type.multiArrayType
-    array.dataType = FeatureTypes_pb2.ArrayFeatureType.FLOAT32
-    array.shape.extend(shape)
+    _describe_array(feature, shape)
 
 
 def _describe_classifier(spec, nn, probs: str, labels: Sequence[Label]) -> None:
@@ -381,6 +424,9 @@ def build_spec(graph: Graph, *, class_labels: Optional[Sequence[Label]] = None,
     nn = getattr(spec, kind)
     write_layers(nn, graph, shapes)
     if any(layer.WhichOneof("layer") in IOS13_LAYERS for layer in nn.layers):
+        if any(len(shape) == 2 for shape in shapes.values()):
+            raise UnsupportedError("a sequence model cannot use GELU: sequences need Core ML's "
+                                   "rank-5 input mapping, which refuses iOS 13 layers")
         # Core ML refuses iOS 13 layers under the rank-5 mapping; with exact shapes, vectors
         # are declared (C, 1, 1) so classic layers (softmax needs rank >= 3) keep working.
         nn.arrayInputShapeMapping = NeuralNetwork_pb2.EXACT_ARRAY_MAPPING

@@ -119,6 +119,12 @@ def weight_shapes(layer) -> dict[str, tuple[int, ...]]:
         shapes = {"gamma/beta/mean/var": (body.channels,)}
     elif kind == "embedding":
         shapes = {"W": (body.outputChannels, body.inputDim)}
+    elif kind == "uniDirectionalLSTM":  # per gate: input, forget, block input, output
+        hidden = body.outputVectorSize
+        shapes = {"W_x": (4, hidden, body.inputVectorSize), "W_h": (4, hidden, hidden)}
+        if body.params.hasBiasVectors:
+            shapes["b"] = (4, hidden)
+        return shapes
     else:
         return {}
     if getattr(body, "hasBias", False):

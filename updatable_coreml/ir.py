@@ -2,7 +2,8 @@
 
 Frontends translate a source model into a ``Graph``; shared passes rewrite it; the backend
 writes a spec. Layouts are channel-first: a per-example image tensor is ``(C, H, W)``, a
-vector ``(N,)``. Node names keep the user's layer/module names (``dense_1``,
+vector ``(N,)``, a sequence ``(Seq, C)`` (token ids for an embedding: ``(Seq, 1)``); rank 2
+always means a sequence. Node names keep the user's layer/module names (``dense_1``,
 ``classifier.1``) because people refer to layers by them.
 
 Op vocabulary (``Node.op`` and its ``attrs``/``weights``) is documented in ``OPS``; the
@@ -37,8 +38,11 @@ OPS: dict[str, str] = {
     "concat": "along channels",
     "pad": "a: pads (t, b, l, r), value",
     "scale": "per-channel affine: w: scale (C,), bias (C,)",
-    "embedding": "w: weight (vocab, dim)",
-    "lstm": "a: hidden, return_sequences; w: W_ih (4H, in), W_hh (4H, H), bias (4H,), gate order i,f,g,o",
+    "embedding": "token ids (Seq, 1) -> (Seq, dim); w: weight (vocab, dim)",
+    "lstm": "(Seq, in) -> (Seq, H) or last step (H,); zero initial state; a: hidden, "
+            "return_sequences, activation (block input and cell output) and "
+            "recurrent_activation (gates) as activation attrs; w: W_ih (4H, in), W_hh (4H, H), "
+            "bias (4H,) optional, gate order i,f,g,o",
     "dropout": "removed by passes; kept only to report it",
     "identity": "removed by passes",
 }

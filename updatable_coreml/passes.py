@@ -20,8 +20,10 @@ from .ir import Graph, Node
 
 #: IR ops Core ML can update on device.
 UPDATABLE_OPS = ("dense", "conv2d", "lstm")
-#: IR ops Core ML can backpropagate through (activations only for these kinds).
-BACKPROP_OPS = ("dense", "conv2d", "lstm", "pool2d", "flatten", "batchnorm")
+#: IR ops Core ML can backpropagate through (activations only for these kinds). Not "lstm":
+#: Apple's validator lets an LSTM be updatable but passes no gradient through it, so it trains
+#: only as the first trainable layer on its path.
+BACKPROP_OPS = ("dense", "conv2d", "pool2d", "flatten", "batchnorm")
 BACKPROP_ACTIVATIONS = ("relu", "sigmoid", "tanh")
 
 Shapes = dict[str, tuple[int, ...]]
@@ -84,8 +86,8 @@ def _output_shape(node: Node, shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
     if op == "pad":
         t, b, l, r = node.attrs["pads"]
         return (shape[0], shape[1] + t + b, shape[2] + l + r)
-    if op == "embedding":
-        return (*shape, node.weights["weight"].shape[1])
+    if op == "embedding":  # (Seq, 1) token ids -> (Seq, dim)
+        return (shape[0], node.weights["weight"].shape[1])
     if op == "lstm":
         hidden = node.attrs["hidden"]
         return (shape[0], hidden) if node.attrs.get("return_sequences") else (hidden,)
@@ -350,7 +352,7 @@ def check_backprop(graph: Graph, loss_input: str, loss_kind: str,
     trainable = trainable_nodes(graph)
     warnings = []
     for node in reversed(graph.nodes):  # loss side first, as Core ML walks it
-        if node.name not in path or node.trainable:
+        if node.name not in path or (node.trainable and _backpropagable(node)):
             continue
         is_loss_softmax = node.op == "softmax" and loss_kind == "cce" and loss_input in node.outputs
         if is_loss_softmax:
@@ -364,11 +366,12 @@ def check_backprop(graph: Graph, loss_input: str, loss_kind: str,
             kind = node.attrs.get("kind", node.op) if node.op == "activation" else node.op
             fix = (f"train only layers after it (e.g. trainable={after!r})" if after else
                    "train only layers after it")
-            raise NotUpdatableError(
-                f"layer {node.name!r} ({node.source or kind}: {kind}) cannot be backpropagated "
-                f"through by Core ML, but trainable layer {blocked[0]!r} lies before it"
-                f"{' (and ' + str(len(blocked) - 1) + ' more)' if len(blocked) > 1 else ''}; "
-                f"freeze the layers before {node.name!r} and {fix}")
+            if blocked:  # a trainable LSTM may be the first trainable layer: that is fine
+                raise NotUpdatableError(
+                    f"layer {node.name!r} ({node.source or kind}: {kind}) cannot be backpropagated "
+                    f"through by Core ML, but trainable layer {blocked[0]!r} lies before it"
+                    f"{' (and ' + str(len(blocked) - 1) + ' more)' if len(blocked) > 1 else ''}; "
+                    f"freeze the layers before {node.name!r} and {fix}")
         if node.op == "batchnorm":
             message = (f"batch norm {node.name!r} lies on the trainable path; Core ML has failed "
                        "on device to take its gradient (coremltools #492)")

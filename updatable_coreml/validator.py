@@ -26,7 +26,8 @@ CODES: dict[str, tuple[str, str, str]] = {
                      "Set specificationVersion to at least 4."),
     "NO_UPDATABLE_LAYER": ("error", "The model is marked updatable but no layer is.",
                            "Mark at least one convolution or innerProduct layer updatable."),
-    "LAYER_NOT_UPDATABLE_TYPE": ("error", "Only convolution and innerProduct layers can be updatable.",
+    "LAYER_NOT_UPDATABLE_TYPE": ("error", "Only convolution, innerProduct and (experimental) "
+                                          "uniDirectionalLSTM layers can be updatable.",
                                  "Unmark this layer, or train a convolution/innerProduct layer instead."),
     "WEIGHTS_NOT_MARKED": ("error", "An updatable layer's weights or bias are not marked updatable.",
                            "Set isUpdatable on both the weights and the bias of the layer."),
@@ -78,6 +79,11 @@ CODES: dict[str, tuple[str, str, str]] = {
                                            "(coremltools #1983).",
                                 "Put a backpropagable activation (e.g. sigmoid/tanh/ReLU) or another "
                                 "layer between them, or verify on a device."),
+    "EXPERIMENTAL_LSTM_UPDATE": ("warning", "An updatable uniDirectionalLSTM: only Apple's newest "
+                                            "validator accepts it (older OS versions refuse the "
+                                            "model), and no on-device run of it is public.",
+                                 "Verify on a device with the oldest OS you support, or freeze the "
+                                 "LSTM and train the layers after it."),
     "LSTM_BEFORE_UPDATABLE": ("warning", "An LSTM ahead of an updatable innerProduct has failed on device "
                                          "with a rank error (coremltools #2074).",
                               "Verify on a device, or put the LSTM in a frozen pipeline stage."),
@@ -144,7 +150,15 @@ def _validate_spec(spec: Spec, top_level: bool) -> list[Finding]:
 
 # -- neural networks ---------------------------------------------------------------------
 
+#: Layers every Core ML version since iOS 13 updates (make-updatable offers only these).
 UPDATABLE_LAYER_TYPES = ("convolution", "innerProduct")
+#: Updatable only for the newest stored version of Apple's UpdatableNeuralNetworkValidator.cpp
+#: (coremltools commit 1902a6d; the older 07cc246 refuses it). That version checks neither the
+#: LSTM's weight flags nor quantization, and still does not list it in
+#: isLayerSupportedForBackprop: it trains only as the first updatable layer on its path. We
+#: accept it with an EXPERIMENTAL_LSTM_UPDATE warning and hold its weights to the same rules
+#: as the others (marked updatable, fp32), as NeuralNetwork.proto asks of updatable layers.
+EXPERIMENTAL_UPDATABLE_TYPES = ("uniDirectionalLSTM",)
 #: Layers every Core ML version since iOS 13 backpropagates through. Apple's newest validator
 #: also accepts concat, concatND, transpose, reshapeStatic and clampedReLU, but older devices
 #: refuse them and our runtime has no gradient for them, so we keep the list that works on all.
@@ -163,6 +177,8 @@ def backpropagable(layer) -> bool:
 def _weight_params(layer) -> list[tuple[str, object]]:
     kind = layer.WhichOneof("layer")
     body = getattr(layer, kind)
+    if kind == "uniDirectionalLSTM":
+        return [(field.name, value) for field, value in body.weightParams.ListFields()]
     params = [("weights", body.weights)]
     if body.hasBias:
         params.append(("bias", body.bias))
@@ -185,7 +201,7 @@ def _validate_layers(nn) -> list[Finding]:
             continue
         any_updatable = True
         kind = layer.WhichOneof("layer")
-        if kind not in UPDATABLE_LAYER_TYPES:
+        if kind not in UPDATABLE_LAYER_TYPES + EXPERIMENTAL_UPDATABLE_TYPES:
             findings.append(Finding("LAYER_NOT_UPDATABLE_TYPE", layer.name,
                                     f"Layer {layer.name!r} of type {kind!r} is marked updatable."))
             continue
@@ -336,6 +352,10 @@ def _pitfall_findings(spec: Spec, nn, producers) -> list[Finding]:
             i.type.WhichOneof("Type") == "imageType" and i.type.imageType.colorSpace == i.type.imageType.GRAYSCALE
             for i in spec.description.input):
         findings.append(Finding("GRAYSCALE_MSE", None, "MSE loss with a grayscale image input."))
+    for layer in nn.layers:
+        if layer.isUpdatable and layer.WhichOneof("layer") in EXPERIMENTAL_UPDATABLE_TYPES:
+            findings.append(Finding("EXPERIMENTAL_LSTM_UPDATE", layer.name,
+                                    f"Layer {layer.name!r} is an updatable uniDirectionalLSTM."))
     first_updatable = next((i for i, layer in enumerate(nn.layers) if layer.isUpdatable), None)
     if first_updatable is not None and any(
             layer.WhichOneof("layer") == "uniDirectionalLSTM" for layer in nn.layers[:first_updatable]):

@@ -98,17 +98,18 @@ converts = CONVERTERS.register
 
 
 def channel_first(shape: Sequence[Optional[int]], where: str) -> tuple[int, ...]:
-    """Keras per-example shape (channel-last) -> IR shape (channel-first)."""
+    """Keras per-example shape (channel-last) -> IR shape (channel-first). A sequence
+    ``(steps, features)`` is already the IR's ``(Seq, C)``."""
     if any(d is None for d in shape):
         raise UnsupportedError(f"{where}: shape {tuple(shape)} has unknown dimensions; Core ML "
                                "needs fixed sizes: give the Input an explicit shape")
     shape = tuple(int(d) for d in shape)
     if len(shape) == 3:
         return (shape[2], shape[0], shape[1])
-    if len(shape) == 1:
+    if len(shape) in (1, 2):
         return shape
     raise UnsupportedError(f"{where}: rank-{len(shape)} tensors {shape} are not supported; "
-                           "use vectors (N,) or images (H, W, C) (sequences are not supported yet)")
+                           "use vectors (N,), sequences (steps, features) or images (H, W, C)")
 
 
 def _source(layer) -> str:
@@ -365,6 +366,82 @@ def _batchnorm(ctx: Context, layer, inputs, kwargs, out_shape):
                "mean": _numpy(layer.moving_mean), "variance": _numpy(layer.moving_variance)}
     return ctx.add("batchnorm", layer.name, [x], attrs={"eps": float(layer.epsilon)},
                    weights=weights, trainable=ctx.trains(layer), source=_source(layer))
+
+
+# -- converters: sequence layers ---------------------------------------------------------
+# A sequence is (Seq, C) in the IR; Core ML carries its steps on the Seq axis of the rank-5
+# mapping (see docs/keras.md, "Sequence models").
+
+#: Activations a Keras LSTM may use: bounded ones, because Core ML clips the LSTM's gate
+#: pre-activations and cell to [-50, 50], which would change an unbounded activation's result.
+LSTM_ACTIVATIONS = ("sigmoid", "tanh", "hard_sigmoid")
+
+
+@converts("Embedding")
+def _embedding(ctx: Context, layer, inputs, kwargs, out_shape):
+    """Token ids ``(steps,)`` -> ``(steps, dim)``. The model input it reads becomes a sequence
+    of one-value steps, ``(Seq, 1)`` (see ``keras_to_graph``)."""
+    (x,) = inputs
+    where = f"layer {layer.name!r}"
+    if getattr(layer, "quantization_mode", None):
+        raise UnsupportedError(f"{where}: quantized Embedding ({layer.quantization_mode}) cannot "
+                               "be exported; export the float model")
+    if len(x.shape) != 1 or any(x.name in node.outputs for node in ctx.nodes):
+        raise UnsupportedError(f"{where}: an Embedding must read a model input of token ids shaped "
+                               f"(steps,), not {x.shape}")
+    if layer.mask_zero:
+        raise UnsupportedError(f"{where}: mask_zero=True cannot be carried: Core ML has no "
+                               "masking, so the layers after it would process padding tokens (0) "
+                               "like any other token; export a copy built with mask_zero=False")
+    return ctx.add("embedding", layer.name, [Tensor(x.name, (x.shape[0], 1))],
+                   weights={"weight": _numpy(layer.embeddings)}, trainable=ctx.trains(layer),
+                   source=_source(layer))
+
+
+def _lstm_activation(fn, where: str) -> dict:
+    name = _activation_name(fn, where)
+    if name not in LSTM_ACTIVATIONS:
+        raise UnsupportedError(f"{where}: activation {name!r} in an LSTM is not supported; Core ML "
+                               "clips LSTM pre-activations to [-50, 50], so use one of "
+                               + ", ".join(LSTM_ACTIVATIONS))
+    return ACTIVATIONS[name]
+
+
+@converts("LSTM")
+def _lstm(ctx: Context, layer, inputs, kwargs, out_shape):
+    """An LSTM from zero state, as a uniDirectionalLSTM (experimental when trainable)."""
+    (x,) = inputs
+    where = f"layer {layer.name!r}"
+    if len(x.shape) != 2:
+        raise UnsupportedError(f"{where}: an LSTM needs a sequence (steps, features), got {x.shape}")
+    if layer.stateful:
+        raise UnsupportedError(f"{where}: stateful=True keeps state between batches, but a Core ML "
+                               "prediction always starts from zero state; export with stateful=False")
+    if layer.go_backwards:
+        raise UnsupportedError(f"{where}: go_backwards=True is not supported (the reference runtime "
+                               "cannot check Core ML's reverseInput); reverse the sequence instead")
+    if kwargs.get("initial_state") is not None or kwargs.get("mask") is not None:
+        raise UnsupportedError(f"{where}: initial_state and mask arguments cannot be carried; the "
+                               "Core ML LSTM starts from zero state and reads every step")
+    if layer.dropout or layer.recurrent_dropout:
+        ctx.refuse(f"{where}: dropout={layer.dropout}, recurrent_dropout={layer.recurrent_dropout} "
+                   "cannot be carried: Core ML has no dropout, so on-device training would run "
+                   "without it")
+    cell = layer.cell
+    weights = {"W_ih": np.ascontiguousarray(_numpy(cell.kernel).T),
+               "W_hh": np.ascontiguousarray(_numpy(cell.recurrent_kernel).T)}
+    if layer.use_bias:
+        weights["bias"] = _numpy(cell.bias)
+    attrs = {"hidden": int(layer.units), "return_sequences": bool(layer.return_sequences),
+             "activation": _lstm_activation(layer.activation, where),
+             "recurrent_activation": _lstm_activation(layer.recurrent_activation, where)}
+    trains = ctx.trains(layer)
+    if trains:
+        ctx.warnings.append(f"{where}: training an LSTM on device is experimental: only Apple's "
+                            "newest validator accepts an updatable uniDirectionalLSTM; verify on a "
+                            "device, or freeze it and train the layers after it")
+    return ctx.add("lstm", layer.name, [x], attrs=attrs, weights=weights, trainable=trains,
+                   source=_source(layer))
 
 
 # -- converters: shape and pooling layers ------------------------------------------------
@@ -717,7 +794,25 @@ def keras_to_graph(model, *, trainable: Optional[Sequence[str]] = None, image_in
         if unknown:
             raise ConfigError(f"trainable names unknown layers {unknown}; layers are: "
                               + ", ".join(sorted(ctx.seen)))
-    return Graph(inputs, [t.name for t in outputs], ctx.nodes), ctx
+    return _token_inputs(Graph(inputs, [t.name for t in outputs], ctx.nodes)), ctx
+
+
+def _token_inputs(graph: Graph) -> Graph:
+    """Inputs read by embeddings hold token ids ``(steps,)``: make them ``(Seq, 1)`` sequences.
+
+    Keras cannot tell them from vectors by shape; only their use says what they are.
+    """
+    for spec in graph.inputs:
+        consumers = graph.consumers(spec.name)
+        if not any(node.op == "embedding" for node in consumers):
+            continue
+        others = [node.name for node in consumers if node.op != "embedding"]
+        if others or spec.name in graph.outputs:
+            raise UnsupportedError(f"input {spec.name!r} holds token ids for an Embedding and "
+                                   f"cannot also feed {others or 'the output'}; give them "
+                                   "separate inputs")
+        spec.shape = (spec.shape[0], 1)
+    return graph
 
 
 def _image_options(image_input, shape: tuple[int, ...]) -> dict:

@@ -4,7 +4,9 @@ The set of layers is Apple's (``isLayerSupportedForBackprop`` in coremltools' va
 convolution, innerProduct, flatten, pooling, batchnorm, reshape, and activation for ReLU,
 sigmoid and tanh. A softmax is differentiated only fused with the categorical cross-entropy
 that reads it. Anything else on the path from the loss to an updatable layer is refused with
-the layer's name, exactly where Core ML would refuse the model.
+the layer's name, exactly where Core ML would refuse the model. A ``uniDirectionalLSTM`` is
+in ``GRADIENT_STOPS``: Apple's newest validator lets it be updatable but never lists it as
+backpropagable, so it trains only as the first updatable layer on its path.
 
 A backward op is ``fn(layer, x, y, gy, weight, want_input) -> (dx or None, {field: grad})``:
 ``x``/``y`` are the forward input/output blobs, ``gy`` the gradient of the loss w.r.t. ``y``;
@@ -21,6 +23,7 @@ import numpy as np
 from ..errors import ConfigError, RuntimeLayerError
 from ..registry import Registry
 from . import ops_core as ops
+from . import ops_extra as ox
 from .registry import FORWARD, WeightGetter
 
 BackwardFn = Callable[[object, np.ndarray, np.ndarray, np.ndarray, WeightGetter, bool],
@@ -28,20 +31,32 @@ BackwardFn = Callable[[object, np.ndarray, np.ndarray, np.ndarray, WeightGetter,
 BACKWARD = Registry("backward op")
 register_backward = BACKWARD.register
 DIFFERENTIABLE_ACTIVATIONS = ("ReLU", "sigmoid", "tanh")
+#: Layers Core ML updates but passes no gradient through to their input.
+GRADIENT_STOPS = ("uniDirectionalLSTM",)
 
 
-def backward_op(layer) -> BackwardFn:
-    """The layer's backward op, or a RuntimeLayerError saying Core ML cannot train through it."""
+def backward_op(layer, through: bool = False) -> BackwardFn:
+    """The layer's backward op, or a RuntimeLayerError saying Core ML cannot train through it.
+
+    ``through``: whether the gradient must reach the layer's input (an updatable layer lies
+    before it), which a layer in ``GRADIENT_STOPS`` refuses.
+    """
     kind = layer.WhichOneof("layer")
     what = kind
     if kind == "activation":
         what = f"activation {layer.activation.WhichOneof('NonlinearityType')}"
         if layer.activation.WhichOneof("NonlinearityType") in DIFFERENTIABLE_ACTIVATIONS:
             return BACKWARD[kind]
-    elif kind in BACKWARD and len(layer.input) == 1 and len(layer.output) == 1:
+    elif kind in GRADIENT_STOPS and not through and layer.isUpdatable:
         return BACKWARD[kind]
-    hint = (" (a softmax is only allowed directly in front of the categorical cross-entropy "
-            "loss)" if kind == "softmax" else "")
+    elif kind in BACKWARD and kind not in GRADIENT_STOPS and len(layer.input) == 1 \
+            and len(layer.output) == 1:
+        return BACKWARD[kind]
+    hints = {"softmax": " (a softmax is only allowed directly in front of the categorical "
+                        "cross-entropy loss)",
+             "uniDirectionalLSTM": " (an LSTM trains only as the first updatable layer on its "
+                                   "path)"}
+    hint = hints.get(kind, "")
     raise RuntimeLayerError(
         f"layer {layer.name!r}: Core ML cannot backpropagate through {what}{hint}; it sits "
         "between the loss and an updatable layer: move it before the first updatable layer")
@@ -212,6 +227,62 @@ def rearrangement_backward(layer, x, y, gy, weight, want_input):
     return dx.reshape(x.shape), {}
 
 
+@register_backward("uniDirectionalLSTM")
+def lstm_backward(layer, x, y, gy, weight, want_input):
+    """Backpropagation through time from ``gy`` on ``y`` (all steps, or the last one).
+
+    The forward run is repeated to get every step's gates; the layer must start from zero
+    states (one input) and have no peepholes or coupled gate. Per step, with ``dh``/``dc``
+    the gradients reaching h_t/c_t: ``do = dh*h(c)``, ``dc += dh*o*h'(c)`` (zero where the cell
+    was clipped), ``di = dc*g``, ``df = dc*c_{t-1}``, ``dg = dc*i``, each times its activation's
+    slope (zero where the pre-activation was clipped); those four pre-activation gradients
+    feed ``dh_{t-1} = W_h^T dz`` and ``dc_{t-1} = dc*f``, and sum into the weight gradients.
+    """
+    spec = layer.uniDirectionalLSTM
+    params = spec.params
+    if len(layer.input) != 1 or params.hasPeepholeVectors or params.coupledInputAndForgetGate:
+        raise RuntimeLayerError(f"layer {layer.name!r}: training an LSTM with initial-state "
+                                "inputs, peepholes or a coupled input/forget gate is not supported")
+    seq = ox.lstm_sequence(layer, x)
+    weights = ox.lstm_weights(layer, weight, x.dtype)
+    batch, steps = seq.shape[:2]
+    hidden = int(spec.outputVectorSize)
+    zeros = np.zeros((batch, hidden), dtype=x.dtype)
+    trace = ox.lstm_run(layer, seq, weights, zeros, zeros)
+    gate_act, block_act, out_act = ox.lstm_activations(layer)
+    g_out = gy.reshape(batch, -1, hidden)
+    dz = np.zeros_like(trace.z)
+    dh, dc = zeros, zeros
+    for t in reversed(range(steps)):
+        if params.sequenceOutput or t == steps - 1:
+            dh = dh + g_out[:, t if params.sequenceOutput else 0]
+        gate_i, forget, block, gate_o = (trace.gates[:, t, k] for k in range(4))
+        c_prev = trace.c[:, t - 1] if t else zeros
+        dc = (dc + dh * gate_o * out_act.slope(trace.c[:, t], trace.hc[:, t])) * trace.c_open[:, t]
+        z = trace.z[:, t]
+        dz[:, t] = np.stack([dc * block * gate_act.slope(z[:, 0], gate_i),
+                             dc * c_prev * gate_act.slope(z[:, 1], forget),
+                             dc * gate_i * block_act.slope(z[:, 2], block),
+                             dh * trace.hc[:, t] * gate_act.slope(z[:, 3], gate_o)], axis=1)
+        dz[:, t] *= trace.z_open[:, t]
+        dh = dz[:, t].reshape(batch, -1) @ weights.w_h
+        dc = dc * forget
+    flat = dz.reshape(batch, steps, -1)
+    grads = {}
+    if layer.isUpdatable:
+        h_prev = np.concatenate([zeros[:, None], trace.h[:, :-1]], axis=1)
+        parts = {"WeightMatrix": np.tensordot(flat, seq, axes=([0, 1], [0, 1])),
+                 "RecursionMatrix": np.tensordot(flat, h_prev, axes=([0, 1], [0, 1]))}
+        if params.hasBiasVectors:
+            parts["BiasVector"] = flat.sum(axis=(0, 1))
+        for suffix, stacked in parts.items():
+            for gate, part in zip(ox.LSTM_GATES, np.split(stacked, 4)):
+                grads[f"weightParams.{gate}{suffix}"] = part.ravel()
+    if not want_input:
+        return None, grads
+    return (flat @ weights.w_x).reshape(x.shape), grads
+
+
 # -- losses -----------------------------------------------------------------------------------
 
 
@@ -275,10 +346,14 @@ def backprop(network, order: Sequence[int], blobs: dict, grads: dict,
         gy = grads.pop(layer.output[0], None)
         if gy is None:
             continue
+        if any(name in grads for name in layer.output[1:]):
+            raise RuntimeLayerError(f"layer {layer.name!r}: a gradient reaches one of its extra "
+                                    "outputs (e.g. an LSTM's final states); only the first "
+                                    "output can be trained through")
         source = layer.input[0]
         want = source in needs_grad
-        dx, layer_grads = backward_op(layer)(layer, blobs[source], blobs[layer.output[0]], gy,
-                                             network.weight_getter(i), want)
+        dx, layer_grads = backward_op(layer, want)(layer, blobs[source], blobs[layer.output[0]],
+                                                   gy, network.weight_getter(i), want)
         params.update(((i, field), grad) for field, grad in layer_grads.items())
         if want:
             grads[source] = grads[source] + dx if source in grads else dx

@@ -11,6 +11,11 @@ Inside, every feature is batched: MultiArrays as ``(B, *shape)`` arrays, images 
 preprocessing), labels as 1-D arrays, probability dictionaries as lists of dicts.
 
 Image arrays are read in RGB order (like PIL) and reordered to BGR when the model asks for it.
+
+Sequences: a MultiArray declared ``[C]`` or ``[C, H, W]`` may carry a sequence the way Core ML's
+rank-5 input mapping reads it, one example being ``[Seq, 1, C]`` (or ``[Seq, 1, C, H, W]``:
+Seq, Batch, then the declared shape) and a batch adding a leading axis. Inside, such a feature
+becomes the blob ``(B, Seq, C, H, W)``; an output that is a sequence comes back the same way.
 """
 
 from __future__ import annotations
@@ -47,13 +52,22 @@ def _image_is_batched(image_type, value: Any) -> bool:
     return array.ndim == 4
 
 
+def _sequence_form(declared: tuple[int, ...], shape: tuple[int, ...], batched: bool) -> bool:
+    """Whether an array of ``shape`` is Core ML's ``[Seq, 1, *declared]`` (per example)."""
+    lead = 3 if batched else 2
+    return (len(declared) in (1, 3) and len(shape) == len(declared) + lead
+            and shape[lead - 1] == 1 and tuple(shape[lead:]) == declared)
+
+
 def is_batched(description, value: Any) -> bool:
     kind = feature_kind(description)
     if kind == "imageType":
         return _image_is_batched(description.type.imageType, value)
     if kind == "multiArrayType":
-        rank = len(description.type.multiArrayType.shape)
-        return np.ndim(value) > max(rank, 1)
+        declared = tuple(description.type.multiArrayType.shape)
+        if _sequence_form(declared, np.shape(value), batched=False):
+            return False
+        return np.ndim(value) > max(len(declared), 1)
     return np.ndim(value) >= 1 and not isinstance(value, (str, bytes, dict))
 
 
@@ -154,11 +168,17 @@ def preprocess_image(preprocessing, images: np.ndarray, color_space: int) -> np.
     return images * scaler.channelScale + np.asarray(bias, dtype=images.dtype).reshape(-1, 1, 1)
 
 
+def _step_shape(declared: tuple[int, ...]) -> tuple[int, ...]:
+    return declared + (1, 1) if len(declared) == 1 else declared
+
+
 def multiarray_blob(description, values: np.ndarray, dtype) -> np.ndarray:
     """A batched MultiArray as a blob: each example takes the declared shape when its size
-    matches (flexible shapes keep the given one)."""
+    matches (flexible shapes keep the given one); sequences become ``(B, Seq, C, H, W)``."""
     shape = tuple(description.type.multiArrayType.shape)
     array = np.asarray(values, dtype=dtype)
+    if _sequence_form(shape, array.shape, batched=True):
+        return array.reshape(array.shape[:2] + _step_shape(shape))
     if shape and array[0].size == int(np.prod(shape)):
         return array.reshape((array.shape[0],) + shape)
     return array
@@ -170,4 +190,6 @@ def output_array(description, blob: np.ndarray) -> np.ndarray:
         "multiArrayType" else ()
     if shape and blob[0].size == int(np.prod(shape)):
         return blob.reshape((blob.shape[0],) + shape)
+    if len(shape) in (1, 3) and blob.ndim == 5 and blob.shape[2:] == _step_shape(shape):
+        return blob.reshape(blob.shape[:2] + (1,) + shape)
     return blob

@@ -23,8 +23,17 @@ from . import ops_core, ops_extra  # noqa: F401  (importing registers the forwar
 from .registry import WeightGetter, decode_weights, forward_op
 
 PIPELINE_TYPES = ("pipeline", "pipelineClassifier", "pipelineRegressor")
-UPDATABLE_TYPES = ("convolution", "innerProduct")
+UPDATABLE_TYPES = ("convolution", "innerProduct", "uniDirectionalLSTM")
 WeightKey = tuple[int, str]
+
+
+def weight_message(layer, field: str):
+    """The WeightParams at dotted ``field`` of a layer's params (``weights``, ``PReLU.alpha``,
+    ``weightParams.inputGateWeightMatrix``)."""
+    message = getattr(layer, layer.WhichOneof("layer"))
+    for part in field.split("."):
+        message = getattr(message, part)
+    return message
 
 
 def load(source: Union[str, os.PathLike, bytes, Model_pb2.Model], *, dtype=np.float32) -> "Model":
@@ -141,12 +150,9 @@ class NeuralNetworkModel(Model):
         return weight
 
     def _decode(self, index: int, field: str) -> np.ndarray:
-        """Decode the WeightParams at dotted ``field`` (e.g. ``PReLU.alpha``) of a layer."""
         layer = self.layers[index]
-        message = getattr(layer, layer.WhichOneof("layer"))
-        for part in field.split("."):
-            message = getattr(message, part)
-        return decode_weights(message, f"layer {layer.name!r} {field}").astype(self.dtype)
+        return decode_weights(weight_message(layer, field),
+                              f"layer {layer.name!r} {field}").astype(self.dtype)
 
     def weight_getter(self, index: int) -> WeightGetter:
         return self._getters[index]
@@ -161,6 +167,9 @@ class NeuralNetworkModel(Model):
             if kind not in UPDATABLE_TYPES:
                 raise RuntimeLayerError(f"layer {layer.name!r}: training a {kind} layer is not "
                                         "supported by the reference runtime")
+            if kind == "uniDirectionalLSTM":
+                keys += [(i, field) for field in ops_extra.lstm_trainable_fields(layer)]
+                continue
             keys.append((i, "weights"))
             if getattr(layer, kind).hasBias:
                 keys.append((i, "bias"))
@@ -183,8 +192,7 @@ class NeuralNetworkModel(Model):
         spec.CopyFrom(self._spec)
         layers = neural_network(spec).layers
         for index, field in sorted(self._trained):
-            layer = layers[index]
-            params = getattr(getattr(layer, layer.WhichOneof("layer")), field)
+            params = weight_message(layers[index], field)
             for name in ("floatValue", "float16Value", "rawValue", "quantization"):
                 params.ClearField(name)
             params.floatValue.extend(self._weights[(index, field)].astype(np.float32).ravel())
@@ -228,7 +236,7 @@ class NeuralNetworkModel(Model):
             limits.check_layer_inputs(layer, inputs)
             try:
                 outputs = op(layer, inputs, self._getters[i])
-            except (ValueError, IndexError) as exc:
+            except (ValueError, IndexError, ArithmeticError) as exc:  # parameters from the file
                 raise RuntimeLayerError(
                     f"layer {layer.name!r} ({layer.WhichOneof('layer')}): {exc}") from exc
             except MemoryError:
@@ -262,13 +270,20 @@ class NeuralNetworkModel(Model):
         name = self.description.predictedProbabilitiesName
         if name and any(name in layer.output for layer in self.layers):
             return name
+        if not self.layers or not self.layers[-1].output:
+            raise RuntimeLayerError("the classifier's last layer has no output to read "
+                                    "probabilities from; set labelProbabilityLayerName")
         return self.layers[-1].output[0]
 
     def output_features(self, blobs: Mapping[str, np.ndarray]) -> dict:
         description = self.description
         outputs: dict[str, Any] = {}
         if self.is_classifier:
-            outputs.update(self._classify(blobs[self.probability_blob()]))
+            name = self.probability_blob()
+            if name not in blobs:
+                raise RuntimeLayerError(f"the classifier's probabilities blob {name!r} is not "
+                                        "produced by any layer; fix labelProbabilityLayerName")
+            outputs.update(self._classify(blobs[name]))
         for output in description.output:
             if output.name in outputs:
                 continue
@@ -331,6 +346,10 @@ class PipelineModel(Model):
     def predict_batched(self, batch: Mapping[str, Any]) -> dict:
         features = self.training_features(batch)
         features.update(self.models[-1].predict_batched(features))
+        missing = [d.name for d in self.description.output if d.name not in features]
+        if missing:
+            raise RuntimeLayerError(f"pipeline output {missing[0]!r} is not produced by any of its "
+                                    "models; rename the output or the model's feature")
         return {d.name: features[d.name] for d in self.description.output}
 
     def update(self, examples, **options):

@@ -221,7 +221,7 @@ def make_plan(network: NeuralNetworkModel, setup: TrainingSetup) -> Plan:
         order.remove(softmax)
         grad_blob = layers[softmax].input[0]
     for i in order:
-        bw.backward_op(layers[i])
+        bw.backward_op(layers[i], through=any(name in depends for name in layers[i].input))
     frontier = tuple(dict.fromkeys(name for i in section for name in layers[i].input
                                    if name not in depends))
     prefix = _ancestors(layers, producers, frontier, lambda i: i not in trainable)
