@@ -294,3 +294,25 @@ def test_keras_extractor_matches_keras_features(tmp_path, digits):
     cut = keras.Model(model.inputs[0], model.get_layer("features").output)
     theirs = cut(x[:20].transpose(0, 2, 3, 1))
     assert np.abs(ours - keras.ops.convert_to_numpy(theirs)).max() < 1e-4
+
+
+def test_simulate_cli_prints_the_learning_curve(tmp_path, digits, capsys):
+    from updatable_coreml.cli import main
+
+    x, y = digits
+    path = tmp_path / "knn.mlmodel"
+    export_from("mlmodel", path, labels="string")
+    np.savez(tmp_path / "train.npz", x=x[:600], y=y[:600].astype(str))
+    np.savez(tmp_path / "val.npz", x=x[600:900], y=y[600:900].astype(str))
+    assert main(["simulate", str(path), "--train", str(tmp_path / "train.npz"), "--val",
+                 str(tmp_path / "val.npz"), "--plot", str(tmp_path / "curve.png"),
+                 "-o", str(tmp_path / "updated.mlmodel")]) == 0
+    out = capsys.readouterr().out
+    assert "examples/class" in out and "accuracy plot" in out
+    assert [line.split()[0] for line in out.splitlines()[1:6]] == ["1", "2", "5", "10", "20"]
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    updated = load(tmp_path / "updated.mlmodel")
+    assert updated.predict({"digit": x[900]})["classLabel"] in {str(d) for d in range(10)}
+    assert len(updated.spec.pipeline.models[-1].kNearestNeighborsClassifier.nearestNeighborsIndex.floatSamples) == 600
+    assert main(["simulate", str(path), "--train", str(tmp_path / "train.npz"), "--epochs", "3"]) == 2
+    assert "no epochs" in capsys.readouterr().err

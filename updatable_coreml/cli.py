@@ -114,7 +114,15 @@ def _cmd_make_updatable(args) -> int:
 
 
 def _cmd_simulate(args) -> int:
+    from .runtime import load
+    from .runtime.knn import KNNModel
+    from .runtime.model import PipelineModel
     from .runtime.simulate import simulate
+
+    model = load(args.model)
+    last = model.models[-1] if isinstance(model, PipelineModel) else model
+    if isinstance(last, KNNModel):
+        return _simulate_knn(args, model)
     print(f"{'epoch':>5} {'train loss':>11} {'val loss':>9} {'val acc':>8}")
 
     def show(row) -> None:
@@ -128,6 +136,35 @@ def _cmd_simulate(args) -> int:
     for label, path in (("loss plot", args.plot), ("updated model", args.out)):
         if path:
             print(f"{label}: {path}")
+    return EXIT_OK
+
+
+def _simulate_knn(args, model) -> int:
+    """k-NN learns by storing examples, so the useful view is accuracy against how many
+    examples per class the user gave (a learning curve), not a loss per epoch."""
+    import numpy as np
+
+    from .knn import format_learning_curve, knn_learning_curve, plot_learning_curve
+    from .runtime.simulate import load_dataset
+
+    epoch_options = [flag for flag, value in (("--epochs", args.epochs), ("--lr", args.lr),
+                                              ("--batch-size", args.batch_size)) if value is not None]
+    if epoch_options:
+        raise ConfigError(f"{', '.join(epoch_options)}: a k-NN model has no epochs or optimizer")
+    if args.val is None:
+        raise ConfigError("a k-NN learning curve needs held-out data: add --val DATA")
+    train, val = load_dataset(args.train, model), load_dataset(args.val, model)
+    (input_name, x), (_, y) = train.items()
+    (_, x_val), (_, y_val) = val.items()
+    counts = [n for n in (1, 2, 5, 10, 20, 50) if n <= max(np.unique(np.asarray(y), return_counts=True)[1])]
+    rows = knn_learning_curve(model, x, y, x_val, y_val, shots=counts, seed=args.seed or 0)
+    print(format_learning_curve(rows))
+    if args.plot:
+        plot_learning_curve({"k-NN": rows}, args.plot)
+        print(f"accuracy plot: {args.plot}")
+    if args.out:
+        model.update(train).model.save(args.out)
+        print(f"updated model: {args.out}")
     return EXIT_OK
 
 
