@@ -84,7 +84,155 @@ def supported_ops_page() -> str:
     return "\n".join(lines)
 
 
-PAGES = {"validator-findings.md": findings_page, "supported-ops.md": supported_ops_page}
+#: What raises each error type, in words; a new error class must be added here (tested).
+ERROR_CAUSES = {
+    "ModelFileError": [
+        "a model, data or config file is missing, empty, a directory, truncated, or not of its "
+        "format (Core ML protobuf, `.keras` zip, ONNX protobuf, `.npz`, torch state dict)",
+        "an `.mlpackage` or ML Program where a NeuralNetwork `.mlmodel` is needed",
+        "an ONNX initializer whose external data file is missing or lies outside the model's folder",
+        "a `.keras`/`.h5` file that `safe_mode=True` refuses (a `Lambda` layer: never run)",
+        "an output path whose folder is missing, is a file or is read-only, that is a directory, "
+        "or that would overwrite the input",
+        "the runtime refuses a model declaring a feature beyond its size budget (see Limits)",
+    ],
+    "ConfigError": [
+        "a hyperparameter or allowed range out of bounds (learning rate in 0..1, batch size and "
+        "epochs >= 1, a default outside its allowed set, beta1/beta2 in [0, 1], eps > 0, seed >= 0)",
+        "an override (`simulate --epochs/--lr/--batch-size`, `update(parameters=...)`) outside "
+        "what the model allows",
+        "class labels whose count differs from the output's size, or that repeat",
+        "unknown layer names (`--trainable`, `feature_layer`), unknown config keys, unknown "
+        "source types, missing `--loss` for ONNX and torch sources",
+        "training data: labels not in the classifier, images of the wrong size or mode in an "
+        "`.npz`, unreadable or oversized images in a folder, an empty folder, object arrays "
+        "(pickles) in an `.npz`",
+    ],
+    "UnsupportedError": [
+        "a layer or op without a converter, anywhere in the model (named with the list of "
+        "supported ones)",
+        "a loss other than categorical cross-entropy / mean squared error, or loss options Core "
+        "ML cannot carry: label smoothing, class weights, `ignore_index`, a reduction other "
+        "than the mean",
+        "optimizer options Core ML cannot carry: Nesterov momentum, weight decay, AMSGrad, "
+        "dampening, several parameter groups with different values, optimizers other than SGD "
+        "and Adam (`--allow-unsupported` turns option refusals into report warnings)",
+    ],
+    "NotUpdatableError": [
+        "a chosen layer Core ML cannot train (only convolution and innerProduct), or quantized",
+        "a layer Core ML cannot backpropagate through between the loss and a trainable layer "
+        "(named, with the layers to freeze)",
+        "a layer whose weight trains but whose bias is frozen (or the reverse), tied weights",
+        "`make-updatable`/`swift` on an ML Program, a model that is not updatable, or an export "
+        "the validator rejects",
+    ],
+    "UntrustedSourceError": [
+        "`export model.pt2` without `--trust-source`: `torch.export.load` unpickles parts of the "
+        "file, so a crafted `.pt2` runs code",
+    ],
+    "RuntimeLayerError": [
+        "the reference runtime cannot run a layer type, or a layer's parameters do not fit its "
+        "inputs (named)",
+        "a layer would make a blob beyond the runtime's size budget, or runs out of memory",
+        "an output, a classifier's probabilities or a pipeline feature no layer produces",
+    ],
+}
+
+
+def failure_modes_page() -> str:
+    """Every error the CLI can print: exit codes, error types (from ``errors``), validator
+    codes (from ``validator.CODES``), untrusted-input handling and limits (from the code)."""
+    import inspect
+
+    from updatable_coreml import errors
+    from updatable_coreml.runtime import limits, simulate
+    from updatable_coreml.validator import CODES
+
+    classes = [cls for _, cls in inspect.getmembers(errors, inspect.isclass)
+               if issubclass(cls, errors.UpdatableCoreMLError) and cls is not errors.UpdatableCoreMLError]
+    classes.sort(key=lambda cls: inspect.getsourcelines(cls)[1])
+    lines = [
+        "# Failure modes",
+        "",
+        "<!-- Generated from updatable_coreml.errors, validator.CODES and the runtime limits by "
+        "docs/gen_docs.py; do not edit. -->",
+        "",
+        "Model files and datasets are untrusted input. Every refusal is **one line** on stderr,",
+        "`updatable-coreml: error: <what is wrong, naming the file/layer/option>; <the fix>`,",
+        "never a traceback, and no output file is left behind: outputs are written to a temp",
+        "file in the destination folder and renamed, so a reader (or a killed run) sees the",
+        "previous complete file or the new one. Output paths are checked before any work.",
+        "From Python, the same refusals are exceptions deriving from",
+        "`updatable_coreml.errors.UpdatableCoreMLError`.",
+        "",
+        "## Exit codes",
+        "",
+        "| Code | Meaning |",
+        "| --- | --- |",
+        "| 0 | done; the model is valid |",
+        "| 1 | `validate`/`export`: the model has validator errors (`--strict`: or warnings); "
+        "the findings are printed |",
+        "| 2 | unusable input or unsupported construct: one `error:` line (below); also usage "
+        "errors |",
+        "| 130 | interrupted (Ctrl-C) |",
+        "",
+        "## Errors (exit code 2)",
+        "",
+    ]
+    for cls in classes:
+        doc = " ".join(inspect.getdoc(cls).split())
+        lines += [f"### {cls.__name__}", "", f"{doc}", "", "Raised when:", ""]
+        lines += [f"- {cause}" for cause in ERROR_CAUSES[cls.__name__]]
+        lines.append("")
+    lines += [
+        "## Validator findings (exit code 1)",
+        "",
+        "`validate` and `export` report these codes; each is explained with its fix in",
+        "[Validator findings](validator-findings.md).",
+        "",
+        "| Code | Severity | Meaning |",
+        "| --- | --- | --- |",
+    ]
+    for code, (severity, meaning, _) in CODES.items():
+        lines.append(f"| [`{code}`](validator-findings.md#{code.lower()}) | {severity} | {_cell(meaning)} |")
+    lines += [
+        "",
+        "## Untrusted sources",
+        "",
+        "| Input | How it is read | Never |",
+        "| --- | --- | --- |",
+        "| `.mlmodel` | protobuf parse only | runs code; parse errors become `ModelFileError` |",
+        "| `.keras`, `.h5` | `keras.saving.load_model(safe_mode=True)` | deserializes a `Lambda` "
+        "(refused); use Keras >= 3.14, earlier releases have known `safe_mode` bypasses |",
+        "| `.onnx` | protobuf parse; external data only from files inside the model's folder | "
+        "follows `..` or absolute external-data paths |",
+        "| `--weights` state dict | `torch.load(weights_only=True)` | unpickles objects (refused) |",
+        "| `.pt2` | `torch.export.load`, **only with `--trust-source`** | loaded without the flag: "
+        "it unpickles parts of the file without `weights_only` |",
+        "| `module:factory`, `file.py:factory` | imports and calls your Python code | it is code "
+        "you name on the command line; never a downloaded file |",
+        "| `.npz` datasets | `numpy.load(allow_pickle=False)` | unpickles object arrays (refused) |",
+        "| image folders | Pillow, size checked before decoding | decodes images over the limit |",
+        "",
+        "`--trust-source` is a command-line flag only (a config file cannot set it). It allows",
+        "exactly one thing: reading a `.pt2` program with `torch.export.load`, which can run code",
+        "stored in the file. Pass it only for programs you saved yourself.",
+        "",
+        "## Limits",
+        "",
+        f"- The reference runtime refuses blobs of more than {limits.MAX_BLOB_ELEMENTS:,} values "
+        "per example: declared inputs/outputs at `load`, layer outputs (and the parameters of "
+        "layers that grow their input: padding, upsample, resize, repeat, transposed convolution, "
+        "broadcasting) before each layer runs. Raise "
+        "`updatable_coreml.runtime.limits.MAX_BLOB_ELEMENTS` for a model that needs more.",
+        f"- `simulate` refuses images of more than {simulate.MAX_IMAGE_PIXELS:,} pixels before "
+        "decoding them (Pillow also refuses decompression bombs).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+PAGES = {"validator-findings.md": findings_page, "supported-ops.md": supported_ops_page,
+         "failure-modes.md": failure_modes_page}
 
 
 def stale_pages() -> list[str]:

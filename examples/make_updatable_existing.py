@@ -25,15 +25,16 @@ from updatable_coreml.runtime import load
 from updatable_coreml.spec_io import save_spec
 
 
-def squeezenet_style_classifier(size: int = 16):
+def squeezenet_style_classifier(labels=("cat", "dog", "bird"), size: int = 16, seed: int = 0,
+                                probs: str = "labelProbs", label: str = "label"):
     """Built with coremltools' NeuralNetworkBuilder, like many files in the wild."""
     quiet_import("coremltools")
     from coremltools.models import datatypes
     from coremltools.models.neural_network import NeuralNetworkBuilder
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     w = lambda *shape: rng.normal(0, 0.3, shape).astype(np.float32)  # noqa: E731
-    b = NeuralNetworkBuilder([("image", datatypes.Array(3, size, size))], [("labelProbs", None)],
+    b = NeuralNetworkBuilder([("image", datatypes.Array(3, size, size))], [(probs, None)],
                              mode="classifier")
     b.add_convolution("conv1", 3, 8, 3, 3, 1, 1, "same", 1, w(3, 3, 3, 8), w(8), True,
                     input_name="image", output_name="c1")
@@ -52,10 +53,11 @@ def squeezenet_style_classifier(size: int = 16):
     b.add_activation("relu10", "RELU", "c10", "r10")
     b.add_pooling("pool10", 1, 1, 1, 1, "AVERAGE", "VALID", "r10", "p10", is_global=True)
     b.add_flatten("flatten", 0, "p10", "flat")
-    b.add_inner_product("fc", w(3, 16), w(3), 16, 3, True,
+    n = len(labels)
+    b.add_inner_product("fc", w(n, 16), w(n), 16, n, True,
                     input_name="flat", output_name="logits")
-    b.add_softmax("softmax", "logits", "labelProbs")
-    b.set_class_labels(["cat", "dog", "bird"], predicted_feature_name="label")
+    b.add_softmax("softmax", "logits", probs)
+    b.set_class_labels(list(labels), predicted_feature_name=label)
     return b.spec
 
 

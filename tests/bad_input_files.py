@@ -51,7 +51,9 @@ def image_classifier():
     b.set_pre_processing_parameters(image_input_names=["image"], image_scale=1 / 255)
     b.make_updatable(["fc"])
     b.set_categorical_cross_entropy_loss("loss", "probs")
-    b.set_sgd_optimizer(SgdParams(lr=0.5, batch=4, allowed_batch_sizes=[4]))
+    sgd = SgdParams(lr=0.5, batch=4)
+    sgd.set_batch(4, allowed_set=[4])
+    b.set_sgd_optimizer(sgd)
     b.set_epochs(2, allowed_set=[1, 2, 3])
     b.set_shuffle(seed=3)
     return b.spec
@@ -177,11 +179,13 @@ def keras_files(root: Path, marker: Path) -> None:
 
     # The lambda writes the marker if it ever runs (Keras runs it while rebuilding the model).
     writes_marker = eval(f"lambda z: (open({str(marker)!r}, 'w').close(), z)[1]")  # noqa: S307
-    mlp(lambda h: layers.Lambda(writes_marker, name="evil")(h)).save(root / "lambda.keras")
-    marker.unlink(missing_ok=True)  # building the model may have run it once
-    keras.saving.load_model(root / "lambda.keras", safe_mode=False)  # positive control
-    assert marker.exists(), "the Lambda marker does not work: the no-execution check could not fail"
-    marker.unlink()
+    with_lambda = mlp(lambda h: layers.Lambda(writes_marker, name="evil")(h))
+    for name in ("lambda.keras", "lambda.h5"):  # the .keras archive and the legacy HDF5 file
+        with_lambda.save(root / name)
+        marker.unlink(missing_ok=True)  # building or saving the model may have run it
+        keras.saving.load_model(root / name, safe_mode=False)  # positive control
+        assert marker.exists(), f"the {name} marker does not work: the no-execution check could not fail"
+        marker.unlink()
 
     mlp(lambda h: layers.LayerNormalization(name="norm")(h)).save(root / "layernorm.keras")
     mlp(lambda h: layers.Activation("gelu", name="gelu")(h)).save(root / "gelu_on_path.keras")
@@ -230,6 +234,8 @@ def torch_files(root: Path, marker: Path) -> None:
         for info in source.infolist():
             data = source.read(info.filename)
             target.writestr(info, payload.getvalue() if info.filename.endswith("sample_inputs/model.pt") else data)
+    data = (root / "clean.pt2").read_bytes()
+    (root / "truncated.pt2").write_bytes(data[: len(data) // 2])
     try:
         torch.export.load(root / "evil.pt2")  # positive control
     except Exception:

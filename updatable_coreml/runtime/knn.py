@@ -167,15 +167,20 @@ class KNNModel(Model):
         if self.k < 1:
             raise ModelFileError(f"the k-NN classifier has k={self.k}; k must be positive")
         self.inverse_distance = knn.WhichOneof("WeightingScheme") == "inverseDistanceWeighting"
-        self.leaf_size = (int(index.singleKdTreeIndex.leafSize)
+        self.leaf_size = (max(int(index.singleKdTreeIndex.leafSize), 1)
                           if index.WhichOneof("IndexType") == "singleKdTreeIndex" else None)
         self._modified = samples is not None
         if samples is None:
-            samples = np.asarray([list(s.vector) for s in index.floatSamples], dtype=np.float32)
+            samples = [list(s.vector) for s in index.floatSamples]
             kind = knn.WhichOneof("ClassLabels")
             labels = [] if kind is None else [v if isinstance(v, str) else int(v)
                                               for v in getattr(knn, kind).vector]
-        self.samples = samples.reshape(-1, self.dimensions)
+        try:
+            self.samples = np.asarray(samples, dtype=np.float32).reshape(-1, self.dimensions)
+        except ValueError:  # ragged vectors, or numberOfDimensions not their length
+            raise ModelFileError(f"the k-NN classifier's stored examples are not all "
+                                 f"{self.dimensions}-dimensional (numberOfDimensions); the file "
+                                 "is damaged") from None
         self.labels = list(labels)
         if len(self.labels) != len(self.samples):
             raise ModelFileError(f"the k-NN classifier has {len(self.samples)} examples but "
@@ -211,6 +216,8 @@ class KNNModel(Model):
         return kd_tree_neighbors(self._tree, samples, queries, count)
 
     def predict_batched(self, batch: Mapping[str, Any]) -> dict:
+        if not self.description.input:
+            raise ModelFileError("the k-NN classifier declares no input feature")
         name = self.description.input[0].name
         if name not in batch:
             raise ConfigError(f"missing input feature {name!r} of the k-NN classifier")

@@ -24,7 +24,7 @@ from ..spec_io import atomic_write_bytes, check_output_path, save_spec
 from . import backward as bw
 from . import features as feat
 from .assumptions import DEFAULT
-from .model import Model, NeuralNetworkModel, load
+from .model import Model, NeuralNetworkModel, PipelineModel, load
 from .update import (ProgressEvent, UpdateResult, class_indices, read_training_setup,
                      regression_targets, training_batch)
 
@@ -83,15 +83,28 @@ def data_layout(model: Model) -> DataLayout:
     return DataLayout(used[0], targets[0])
 
 
-def _label_value(name: str, labels: Optional[list]) -> Any:
+def _label_value(name: str, string_labels: bool) -> Any:
     """A folder name as a label of the model's type (Int64 labels and class indices parse)."""
-    if labels is not None and labels and isinstance(labels[0], str):
+    if string_labels:
         return name
     try:
         return int(name)
     except ValueError:
         raise ConfigError(f"folder {name!r} is not a label of this model (it has integer "
                           "labels)") from None
+
+
+def _class_labels(model: Model) -> Optional[list]:
+    """The labels a network classifier can learn; None when any label goes (k-NN, regressor)."""
+    last = model.models[-1] if isinstance(model, PipelineModel) else model
+    if not isinstance(last, NeuralNetworkModel) or not last.is_classifier:
+        return None
+    return last.class_labels()
+
+
+def _string_labels(model: Model, layout: DataLayout) -> bool:
+    target = next(d for d in model.description.trainingInput if d.name == layout.target)
+    return target.type.WhichOneof("Type") == "stringType"
 
 
 def _read_image(path: Path, image_type):
@@ -115,7 +128,8 @@ def _read_image(path: Path, image_type):
                           "file") from None
 
 
-def load_folder(folder: Path, layout: DataLayout, labels: Optional[list]) -> tuple[np.ndarray, list]:
+def load_folder(folder: Path, layout: DataLayout, labels: Optional[list],
+                string_labels: bool) -> tuple[np.ndarray, list]:
     if feat.feature_kind(layout.input) != "imageType":
         raise ConfigError(f"{folder}: an image folder needs a model with an image input; "
                           f"{layout.input.name!r} is not one (use an .npz with x and y)")
@@ -125,7 +139,7 @@ def load_folder(folder: Path, layout: DataLayout, labels: Optional[list]) -> tup
         files = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             continue
-        label = _label_value(sub.name, labels)
+        label = _label_value(sub.name, string_labels)
         if labels is not None and label not in labels:
             shown = ", ".join(map(str, labels[:8])) + (", ..." if len(labels) > 8 else "")
             raise ConfigError(f"{folder}: folder {sub.name!r} is not one of the model's class "
@@ -159,10 +173,8 @@ def load_dataset(source: PathLike, model: Model) -> dict:
     """Training examples (input name -> batch, target name -> labels) from a folder or .npz."""
     path = Path(source)
     layout = data_layout(model)
-    network = model.trainable()
-    labels = network.class_labels() if network.is_classifier else None
     if path.is_dir():
-        x, y = load_folder(path, layout, labels)
+        x, y = load_folder(path, layout, _class_labels(model), _string_labels(model, layout))
     elif path.suffix.lower() == ".npz" and path.is_file():
         x, y = load_npz(path)
     elif not path.exists():
