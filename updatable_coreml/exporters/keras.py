@@ -23,6 +23,7 @@ from ..export import ExportReport, export_graph
 from ..frameworks import quiet_import
 from ..ir import Graph, Node, TensorSpec
 from ..registry import Registry
+from .common import unique_name
 from ..training import SGD, Adam, Optimizer
 
 PathLike = Union[str, os.PathLike]
@@ -56,17 +57,9 @@ class Context:
     warnings: list[str] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)  # keras layer names met while tracing
 
-    @staticmethod
-    def _fresh(taken: set[str], name: str) -> str:
-        candidate, index = name, 1
-        while candidate in taken:
-            candidate, index = f"{name}_{index}", index + 1
-        taken.add(candidate)
-        return candidate
-
     def tensor(self, name: str) -> str:
         """A new unique tensor name (Core ML blobs and layers have separate namespaces)."""
-        return self._fresh(self.tensor_names, name)
+        return unique_name(self.tensor_names, name)
 
     def trains(self, layer) -> bool:
         if self.trainable is not None:
@@ -76,7 +69,7 @@ class Context:
     def add(self, op: str, name: str, inputs: Sequence[Tensor], *, attrs=None, weights=None,
             trainable: bool = False, source: str = "", output: Optional[str] = None) -> str:
         """Append a node; returns its output tensor name (``output`` or the node name)."""
-        name = self._fresh(self.node_names, name)
+        name = unique_name(self.node_names, name)
         out = self.tensor(name if output is None else output)
         self.nodes.append(Node(op, name, [t.name for t in inputs], [out], attrs=dict(attrs or {}),
                                weights=dict(weights or {}), trainable=trainable, source=source))
@@ -292,11 +285,10 @@ def _conv_attrs(layer, where: str) -> dict:
             "padding": layer.padding}
 
 
-@converts("Conv2D")
-def _conv2d(ctx: Context, layer, inputs, kwargs, out_shape):
-    (x,) = inputs
-    attrs = {**_conv_attrs(layer, f"layer {layer.name!r}"), "groups": int(layer.groups)}
-    weights = {"weight": _conv_weight(_numpy(layer.kernel))}
+def _conv_node(ctx: Context, layer, x: Tensor, groups: int, weight: np.ndarray, out_shape):
+    """One Keras convolution (plain or depthwise) as an IR conv2d, activation fused after."""
+    attrs = {**_conv_attrs(layer, f"layer {layer.name!r}"), "groups": groups}
+    weights = {"weight": weight}
     if layer.use_bias:
         weights["bias"] = _numpy(layer.bias)
 
@@ -305,6 +297,12 @@ def _conv2d(ctx: Context, layer, inputs, kwargs, out_shape):
                        trainable=ctx.trains(layer), source=_source(layer), output=output)
 
     return _with_activation(ctx, layer, build, out_shape)
+
+
+@converts("Conv2D")
+def _conv2d(ctx: Context, layer, inputs, kwargs, out_shape):
+    (x,) = inputs
+    return _conv_node(ctx, layer, x, int(layer.groups), _conv_weight(_numpy(layer.kernel)), out_shape)
 
 
 def _depthwise_weight(kernel: np.ndarray) -> np.ndarray:
@@ -317,16 +315,7 @@ def _depthwise_weight(kernel: np.ndarray) -> np.ndarray:
 @converts("DepthwiseConv2D")
 def _depthwise(ctx: Context, layer, inputs, kwargs, out_shape):
     (x,) = inputs
-    attrs = {**_conv_attrs(layer, f"layer {layer.name!r}"), "groups": x.shape[0]}
-    weights = {"weight": _depthwise_weight(_numpy(layer.kernel))}
-    if layer.use_bias:
-        weights["bias"] = _numpy(layer.bias)
-
-    def build(output):
-        return ctx.add("conv2d", layer.name, [x], attrs=attrs, weights=weights,
-                       trainable=ctx.trains(layer), source=_source(layer), output=output)
-
-    return _with_activation(ctx, layer, build, out_shape)
+    return _conv_node(ctx, layer, x, x.shape[0], _depthwise_weight(_numpy(layer.kernel)), out_shape)
 
 
 @converts("SeparableConv2D")

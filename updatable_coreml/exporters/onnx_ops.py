@@ -34,7 +34,7 @@ from ..errors import ConfigError, UnsupportedError, first_line
 from ..ir import Graph, Node, TensorSpec
 from ..passes import same_pads
 from ..registry import Registry
-from .common import ceil_mode_padding
+from .common import ceil_mode_padding, unique_name
 
 MIN_OPSET = 13
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -158,7 +158,7 @@ class OnnxTranslation:
              output: Optional[str] = None) -> Node:
         """Append an IR node for ONNX ``node``; it writes ONNX output 0 unless ``output`` names
         another tensor (the intermediate of a node written as two IR nodes)."""
-        name = self._unique(node.name + suffix)
+        name = unique_name(self.taken, node.name + suffix)
         tensor = output or node.output[0]
         kept = {role: np.ascontiguousarray(array, dtype=np.float32)
                 for role, array in (weights or {}).items() if array is not None}
@@ -173,13 +173,6 @@ class OnnxTranslation:
     def alias(self, node: Any, source: str) -> None:
         """ONNX output 0 of ``node`` computes nothing: it is IR tensor ``source``."""
         self.tensors[node.output[0]] = source
-
-    def _unique(self, name: str) -> str:
-        candidate, k = name, 1
-        while candidate in self.taken:
-            candidate, k = f"{name}_{k}", k + 1
-        self.taken.add(candidate)
-        return candidate
 
 
 def where(node: Any) -> str:
@@ -337,7 +330,7 @@ def _output(state: OnnxTranslation, name: str) -> str:
     source = state.tensor(name, _GraphOutput(name))
     if source == name:
         return name
-    state.graph.nodes.append(Node("identity", state._unique(f"{name}_identity"), [source], [name],
+    state.graph.nodes.append(Node("identity", unique_name(state.taken, f"{name}_identity"), [source], [name],
                                   source="onnx output"))
     return name
 

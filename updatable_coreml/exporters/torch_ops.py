@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import ConfigError, UnsupportedError
 from ..ir import Graph, Node, TensorSpec
 from ..registry import Registry
-from .common import ceil_mode_padding
+from .common import ceil_mode_padding, unique_name
 
 Converter = Callable[["Translation", Any, dict], None]
 CONVERTERS = Registry("converter for aten op")
@@ -100,7 +100,7 @@ class Translation:
         The node's output tensor carries the node's name. A second node for the same fx node
         (``suffix``) becomes the one ``fx`` maps to.
         """
-        name = self._unique(layer_name(fx) + suffix)
+        name = unique_name(self.taken, layer_name(fx) + suffix)
         kept = {role: pair for role, pair in (weights or {}).items() if pair[0] is not None}
         node = Node(op=op, name=name, inputs=inputs, outputs=[name], attrs=dict(attrs or {}),
                     weights={role: array for role, (array, _) in kept.items()},
@@ -116,13 +116,6 @@ class Translation:
     def alias(self, fx: Any, source: Any) -> None:
         """``fx`` computes nothing (clone, a no-op view): it is its input."""
         self.tensors[fx.name] = self.tensor(source)
-
-    def _unique(self, name: str) -> str:
-        candidate, k = name, 1
-        while candidate in self.taken:
-            candidate, k = f"{name}_{k}", k + 1
-        self.taken.add(candidate)
-        return candidate
 
 
 # -- naming and provenance -----------------------------------------------------------------
