@@ -13,7 +13,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from updatable_coreml import make_updatable  # noqa: E402
-from updatable_coreml._proto import Model_pb2, NeuralNetwork_pb2  # noqa: E402
+from updatable_coreml._proto import Model_pb2  # noqa: E402
 from updatable_coreml.spec_io import save_spec  # noqa: E402
 
 

@@ -189,7 +189,7 @@ def test_coremltools_backbone_export_is_deterministic(tmp_path):
 
 
 def test_refusals_name_the_fix(tmp_path):
-    torch = quiet_import("torch")
+    quiet_import("torch")
     from torch import nn
 
     model = torch_cnn()

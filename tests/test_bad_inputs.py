@@ -32,8 +32,7 @@ import pytest
 from bad_input_files import build_corpus
 from updatable_coreml.cli import main
 from updatable_coreml.errors import (ConfigError, ModelFileError, NotUpdatableError,
-                                     RuntimeLayerError, UnsupportedError, UntrustedSourceError,
-                                     UpdatableCoreMLError)
+                                     RuntimeLayerError, UnsupportedError, UpdatableCoreMLError)
 
 pytest.importorskip("keras")
 pytest.importorskip("torch")

@@ -12,7 +12,7 @@ from torch import nn  # noqa: E402
 
 from updatable_coreml.errors import (  # noqa: E402
     ConfigError, ModelFileError, NotUpdatableError, UnsupportedError, UntrustedSourceError)
-from updatable_coreml.exporters import common, torch_ops  # noqa: E402
+from updatable_coreml.exporters import common  # noqa: E402
 from updatable_coreml.exporters.torch import (  # noqa: E402
     Refusals, capture, load_torch_source, map_loss, map_optimizer, torch_to_graph,
     trainable_parameters)

@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import platform
 import sys
 import warnings

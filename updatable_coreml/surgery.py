@@ -12,7 +12,7 @@ import numpy as np
 from .errors import ConfigError, NotUpdatableError
 from .spec_io import ML_PROGRAM_FIX, Spec, SpecLike, load_spec, neural_network, save_spec
 from .training import SGD, Adam, Loss, Optimizer, TrainingConfig, apply_training_config
-from .validator import UPDATABLE_LAYER_TYPES, is_valid, validate
+from .validator import UPDATABLE_LAYER_TYPES, validate
 
 PathLike = Union[str, os.PathLike]
 

@@ -437,8 +437,6 @@ def load_torch_source(spec: str, weights: Optional[Union[str, os.PathLike]] = No
     without ``weights_only`` (a crafted file runs code), so a ``.pt2`` is only loaded with
     ``trust_source=True`` (``--trust-source``): for files you made yourself.
     """
-    import torch
-
     if spec.endswith(".pt2"):
         if not trust_source:
             raise UntrustedSourceError(

@@ -243,7 +243,7 @@ _ELEMENTWISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 
 @register_forward(*_ELEMENTWISE)
-def elementwise(layer, inputs: Blobs, weight: WeightGetter) -> list:
+def parameter_free(layer, inputs: Blobs, weight: WeightGetter) -> list:
     return [_ELEMENTWISE[layer.WhichOneof("layer")](inputs[0]).astype(inputs[0].dtype)]
 
 
