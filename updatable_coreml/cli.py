@@ -169,7 +169,7 @@ def _simulate_knn(args, model) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="updatable-coreml", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="updatable-coreml", description="Export, check and rehearse updatable Core ML models (exit codes: 0 ok, 1 invalid model, 2 unusable input).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
