@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models import mlp_regressor, squeezenet_like
+from models import image_classifier_builder, mlp_regressor, squeezenet_like
 
 LABELS = ["blue", "red"]
 
@@ -32,25 +32,9 @@ def _write(path: Path, data: bytes) -> Path:
 def image_classifier():
     """8x8 RGB image -> conv -> relu -> global pool -> flatten -> fc -> softmax, updatable fc
     (epochs allowed {1, 2, 3}, batch size 4, learning rate in 0..1)."""
-    from coremltools.models import datatypes
-    from coremltools.models.neural_network import NeuralNetworkBuilder, SgdParams
+    from coremltools.models.neural_network import SgdParams
 
-    rng = np.random.default_rng(3)
-    b = NeuralNetworkBuilder([("image", datatypes.Array(3, 8, 8))], [("probs", datatypes.Array(2))],
-                             mode="classifier")
-    b.add_convolution("conv", 3, 4, 3, 3, 1, 1, "valid", 1,
-                      rng.normal(size=(3, 3, 3, 4)).astype(np.float32) * 0.3, None, False,
-                      input_name="image", output_name="c")
-    b.add_activation("relu", "RELU", "c", "r")
-    b.add_pooling("gap", 1, 1, 1, 1, "AVERAGE", "VALID", "r", "p", is_global=True)
-    b.add_flatten("flat", 0, "p", "f")
-    b.add_inner_product("fc", rng.normal(size=(2, 4)).astype(np.float32) * 0.3,
-                        np.zeros(2, np.float32), 4, 2, True, "f", "logits")
-    b.add_softmax("softmax", "logits", "probs")
-    b.set_class_labels(LABELS, predicted_feature_name="label", prediction_blob="probs")
-    b.set_pre_processing_parameters(image_input_names=["image"], image_scale=1 / 255)
-    b.make_updatable(["fc"])
-    b.set_categorical_cross_entropy_loss("loss", "probs")
+    b = image_classifier_builder(LABELS, np.random.default_rng(3))
     sgd = SgdParams(lr=0.5, batch=4)
     sgd.set_batch(4, allowed_set=[4])
     b.set_sgd_optimizer(sgd)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 nnb = pytest.importorskip("coremltools.models.neural_network")
-datatypes = pytest.importorskip("coremltools.models.datatypes")
 Image = pytest.importorskip("PIL.Image")
 
+from models import image_classifier_builder  # noqa: E402
 from updatable_coreml import runtime  # noqa: E402
 from updatable_coreml.errors import ConfigError, ModelFileError  # noqa: E402
 from updatable_coreml.runtime.simulate import simulate  # noqa: E402
@@ -20,21 +20,7 @@ LABELS = ["blue", "red"]
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     """8x8 RGB image -> conv -> relu -> global average pool -> flatten -> dense -> softmax."""
-    b = nnb.NeuralNetworkBuilder([("image", datatypes.Array(3, 8, 8))],
-                                 [("probs", datatypes.Array(2))], mode="classifier")
-    b.add_convolution("conv", 3, 4, 3, 3, 1, 1, "valid", 1,
-                      RNG.normal(size=(3, 3, 3, 4)).astype(np.float32) * 0.3, None, False,
-                      input_name="image", output_name="c")
-    b.add_activation("relu", "RELU", "c", "r")
-    b.add_pooling("gap", 1, 1, 1, 1, "AVERAGE", "VALID", "r", "p", is_global=True)
-    b.add_flatten("flat", 0, "p", "f")
-    b.add_inner_product("fc", RNG.normal(size=(2, 4)).astype(np.float32) * 0.3,
-                        np.zeros(2, np.float32), 4, 2, True, "f", "logits")
-    b.add_softmax("softmax", "logits", "probs")
-    b.set_class_labels(LABELS, predicted_feature_name="label", prediction_blob="probs")
-    b.set_pre_processing_parameters(image_input_names=["image"], image_scale=1 / 255)
-    b.make_updatable(["fc"])
-    b.set_categorical_cross_entropy_loss("loss", "probs")
+    b = image_classifier_builder(LABELS, RNG)
     b.set_sgd_optimizer(nnb.SgdParams(lr=0.5, batch=4, momentum=0.9))
     b.set_epochs(2, allowed_set=[1, 2, 3])
     b.set_shuffle(seed=3)
