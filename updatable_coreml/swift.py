@@ -414,6 +414,18 @@ def _init(extra_params: str, extra_assignments: list[str]) -> list[str]:
     ]
 
 
+#: The start of every completion handler: ignore a stale task, report a failed one.
+_FINISH_GUARD = [
+    "        lock.lock()",
+    "        defer { lock.unlock() }",
+    "        guard context.task === task else { return }",
+    "        task = nil",
+    "        if context.task.state == .failed {",
+    "            emit(.failed(context.task.error ?? TrainerError.updateFailed))",
+    "            return",
+    "        }",
+]
+
 _SAVE_AND_EMIT = [
     "",
     "    /// Writes the model into a scratch folder on the same volume, then swaps it in: a crash or",
@@ -569,14 +581,7 @@ def _network_trainer(class_name: str, config: TrainingConfig) -> list[str]:
         "",
         "    private func finish(_ context: MLUpdateContext, remaining: ArraySlice<Step>,",
         "                        examples: MLBatchProvider, done: Int) {",
-        "        lock.lock()",
-        "        defer { lock.unlock() }",
-        "        guard context.task === task else { return }",
-        "        task = nil",
-        "        if context.task.state == .failed {",
-        "            emit(.failed(context.task.error ?? TrainerError.updateFailed))",
-        "            return",
-        "        }",
+        *_FINISH_GUARD,
         "        do {",
         "            try save(context.model)",
         "            lastCheckpoint = done",
@@ -625,14 +630,7 @@ def _knn_trainer() -> list[str]:
         "    }",
         "",
         "    private func finish(_ context: MLUpdateContext) {",
-        "        lock.lock()",
-        "        defer { lock.unlock() }",
-        "        guard context.task === task else { return }",
-        "        task = nil",
-        "        if context.task.state == .failed {",
-        "            emit(.failed(context.task.error ?? TrainerError.updateFailed))",
-        "            return",
-        "        }",
+        *_FINISH_GUARD,
         "        do {",
         "            try save(context.model)",
         "            emit(.finished)",
