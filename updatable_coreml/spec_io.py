@@ -46,16 +46,22 @@ def load_spec(source: SpecLike) -> Spec:
     return parse_spec(data, str(path))
 
 
-def parse_spec(data: bytes, name: str) -> Spec:
+def parse_message(message, data: bytes, name: str, what: str, file_kind: str = ""):
+    """Fill a protobuf ``message`` from untrusted bytes; any failure is a ModelFileError
+    saying the file ``name`` is not ``what`` (e.g. "a Core ML model"; an empty file is told
+    it should be ``file_kind``, default ``what``)."""
     if not data:
-        raise ModelFileError(f"{name}: file is empty, expected a Core ML .mlmodel")
-    spec = Model_pb2.Model()
+        raise ModelFileError(f"{name}: file is empty, expected {file_kind or what}")
     try:
-        spec.ParseFromString(data)
+        message.ParseFromString(data)
     except Exception as exc:  # protobuf raises DecodeError or RuntimeError depending on backend
-        raise ModelFileError(
-            f"{name}: not a Core ML model (protobuf parse failed: {exc}); the file may be "
-            "truncated or of another format") from None
+        raise ModelFileError(f"{name}: not {what} (protobuf parse failed: {exc}); the file may be "
+                             "truncated or of another format") from None
+    return message
+
+
+def parse_spec(data: bytes, name: str) -> Spec:
+    spec = parse_message(Model_pb2.Model(), data, name, "a Core ML model", "a Core ML .mlmodel")
     if spec.WhichOneof("Type") is None or spec.specificationVersion <= 0:
         raise ModelFileError(
             f"{name}: not a Core ML model (no model type or specification version); the file "

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Optional, Union
 from ..errors import ConfigError, ModelFileError, UnsupportedError
 from ..ir import Node
 from ..passes import UPDATABLE_OPS
+from ..spec_io import parse_message
 from .onnx_ops import OnnxTranslation, translate
 
 # -- loading -------------------------------------------------------------------------------
@@ -59,13 +60,7 @@ def load_onnx(source: Any) -> Any:
 def _parse(data: bytes, name: str) -> Any:
     import onnx
 
-    if not data:
-        raise ModelFileError(f"{name}: file is empty, expected an ONNX model")
-    model = onnx.ModelProto()
-    try:
-        model.ParseFromString(data)
-    except Exception as exc:  # DecodeError or RuntimeError depending on the protobuf backend
-        raise ModelFileError(f"{name}: not an ONNX model (protobuf parse failed: {exc})") from None
+    model = parse_message(onnx.ModelProto(), data, name, "an ONNX model")
     if not model.HasField("graph") or not model.opset_import:
         raise ModelFileError(f"{name}: not an ONNX model (no graph or opset); the file may be "
                              "truncated or of another format")
