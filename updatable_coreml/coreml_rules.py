@@ -1,0 +1,89 @@
+"""Core ML's rules for updatable NeuralNetwork models, in one table.
+
+Everything here is a fact about Apple's software, each with its source, so that the passes,
+the validator, the runtime, surgery, inspection and the docs generator read the same list.
+The runtime may import this module (it is Apple's facts, not exporter code); nothing in it
+imports anything of ours.
+
+Sources (apple/coremltools, checked on every release tag 3.0 to 9.0, see
+``../shared/COREML_EVIDENCE.md`` of the project brief and docs/limits.md):
+
+* ``mlmodel/src/Validation/NeuralNetwork/NeuralNetworkValidatorGraph.hpp``,
+  ``isLayerSupportedForBackprop``: the layer types gradients pass through. Identical in every
+  release; ``uniDirectionalLSTM`` was added in 5.0b1. Classic ``reshape``, ``concat``,
+  ``concatND``, ``transpose``, ``reshapeStatic`` and ``clampedReLU`` were listed only in
+  unreleased 2020 commits (fc6905ac, a093be36, 04235894; removed in aa55ea90): never shipped.
+* ``mlmodel/src/Validation/UpdatableNeuralNetworkValidator.cpp``: updatable layer types,
+  loss and optimizer rules, training inputs compared by name and type only.
+* ``mlmodel/src/Validation/PipelineValidator.cpp``: only a pipeline's last model may be
+  updatable.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+#: First specification version that can hold an updatable model (iOS 13 / macOS 10.15).
+MIN_UPDATABLE_SPEC_VERSION = 4
+
+#: Layer types Core ML can update on device -> first coremltools release whose validator
+#: accepts it as updatable.
+UPDATABLE_LAYER_TYPES: Mapping[str, str] = {
+    "convolution": "3.0",
+    "innerProduct": "3.0",
+    "uniDirectionalLSTM": "5.0b1",
+}
+
+#: Layer types gradients pass through (isLayerSupportedForBackprop) -> first release.
+#: ``activation`` only for the kinds in BACKPROP_ACTIVATIONS.
+BACKPROP_LAYER_TYPES: Mapping[str, str] = {
+    "convolution": "3.0",
+    "innerProduct": "3.0",
+    "uniDirectionalLSTM": "5.0b1",
+    "flatten": "3.0",
+    "pooling": "3.0",
+    "batchnorm": "3.0",
+    "activation": "3.0",
+}
+
+#: Activation kinds (``ActivationParams`` oneof names) gradients pass through.
+BACKPROP_ACTIVATIONS: tuple[str, ...] = ("ReLU", "sigmoid", "tanh")
+
+#: The one layer type allowed on the trainable path only as the categorical cross-entropy
+#: input: the loss must read the first output of a classic ``softmax`` layer.
+CCE_INPUT_LAYER_TYPE = "softmax"
+
+#: Loss layers (``LossLayer`` oneof names); exactly one per network.
+LOSS_TYPES: tuple[str, ...] = ("categoricalCrossEntropyLossLayer", "meanSquaredErrorLossLayer")
+
+#: Optimizers (``Optimizer`` oneof names) -> required fields. SGD's ``momentum`` is optional.
+OPTIMIZER_REQUIRED_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "sgdOptimizer": ("learningRate", "miniBatchSize"),
+    "adamOptimizer": ("learningRate", "miniBatchSize", "beta1", "beta2", "eps"),
+}
+OPTIMIZER_OPTIONAL_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "sgdOptimizer": ("momentum",),
+    "adamOptimizer": (),
+}
+
+#: Model types that can be updatable themselves.
+UPDATABLE_MODEL_TYPES: tuple[str, ...] = (
+    "neuralNetwork", "neuralNetworkClassifier", "neuralNetworkRegressor",
+    "kNearestNeighborsClassifier",
+)
+#: Pipeline model types: updatable when their last model is (and only it).
+PIPELINE_MODEL_TYPES: tuple[str, ...] = ("pipeline", "pipelineClassifier", "pipelineRegressor")
+
+
+def is_backpropagable(layer_type: str, activation: str | None = None) -> bool:
+    """Whether Core ML passes gradients through a layer of ``layer_type`` (for an
+    ``activation`` layer, of that activation kind). Softmax is not: it is allowed only as
+    the cross-entropy input, which callers check apart."""
+    if layer_type == "activation":
+        return activation in BACKPROP_ACTIVATIONS
+    return layer_type in BACKPROP_LAYER_TYPES
+
+
+def is_updatable_type(layer_type: str) -> bool:
+    """Whether Core ML can mark a layer of ``layer_type`` updatable."""
+    return layer_type in UPDATABLE_LAYER_TYPES
