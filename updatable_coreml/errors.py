@@ -28,6 +28,11 @@ class UntrustedSourceError(UpdatableCoreMLError):
     says the file is trusted (``--trust-source`` / ``trust_source=True``)."""
 
 
+class InputShapeError(ConfigError):
+    """An input MultiArray's shape is not one its feature description allows; Core ML refuses
+    it at prediction and training, so the runtime does too (never a silent reshape)."""
+
+
 class RuntimeLayerError(UpdatableCoreMLError):
     """The reference runtime cannot execute a layer or feature of the model."""
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from .assumptions import DEFAULT as DEFAULT_ASSUMPTIONS
 from .assumptions import Assumptions
+from .features import to_channel_first
 from .model import Model, NeuralNetworkModel, PipelineModel, load
 from .update import ProgressEvent, UpdateResult, UpdateTask
 
 __all__ = ["load", "Model", "NeuralNetworkModel", "PipelineModel", "Assumptions",
-           "DEFAULT_ASSUMPTIONS", "ProgressEvent", "UpdateResult", "UpdateTask"]
+           "DEFAULT_ASSUMPTIONS", "ProgressEvent", "UpdateResult", "UpdateTask", "to_channel_first"]

@@ -25,7 +25,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from .._proto import FeatureTypes_pb2
-from ..errors import ConfigError
+from ..errors import ConfigError, InputShapeError
 
 ColorSpace = FeatureTypes_pb2.ImageFeatureType
 GRAY_SPACES = (ColorSpace.GRAYSCALE, ColorSpace.GRAYSCALE_FLOAT16)
@@ -52,11 +52,67 @@ def _image_is_batched(image_type, value: Any) -> bool:
     return array.ndim == 4
 
 
-def _sequence_form(declared: tuple[int, ...], shape: tuple[int, ...], batched: bool) -> bool:
-    """Whether an array of ``shape`` is Core ML's ``[Seq, 1, *declared]`` (per example)."""
+def declared_rank(array_type) -> int:
+    """Rank of one example of a MultiArray feature: its default shape's, else its flexible
+    shapes' (a description may give only a shape range or enumerated shapes)."""
+    if len(array_type.shape):
+        return len(array_type.shape)
+    flex = array_type.WhichOneof("ShapeFlexibility")
+    if flex == "shapeRange":
+        return len(array_type.shapeRange.sizeRanges)
+    if flex == "enumeratedShapes" and array_type.enumeratedShapes.shapes:
+        return len(array_type.enumeratedShapes.shapes[0].shape)
+    return 0
+
+
+def shape_allowed(array_type, shape: tuple[int, ...]) -> bool:
+    """Whether Core ML accepts a MultiArray of ``shape`` for this feature.
+
+    Core ML checks the array against the feature description (``MLFeatureDescription``): the
+    declared shape when the feature is not flexible, else one of ``enumeratedShapes`` or a
+    shape within ``shapeRange`` (same rank; an upper bound of -1 is unbounded), the forms
+    Apple's interface validator (``InterfaceValidators.cpp``) checks the defaults against. A
+    feature that declares no shape at all (possible between pipeline stages) takes any shape.
+    """
+    shape = tuple(int(d) for d in shape)
+    flex = array_type.WhichOneof("ShapeFlexibility")
+    if flex == "enumeratedShapes":
+        shapes = {tuple(int(d) for d in s.shape) for s in array_type.enumeratedShapes.shapes}
+        return shape in shapes or shape == tuple(array_type.shape)
+    if flex == "shapeRange":
+        ranges = array_type.shapeRange.sizeRanges
+        return len(ranges) == len(shape) and all(
+            r.lowerBound <= d and (r.upperBound < 0 or d <= r.upperBound)
+            for r, d in zip(ranges, shape))
+    declared = tuple(int(d) for d in array_type.shape)
+    return not declared or shape == declared
+
+
+def allowed_text(array_type) -> str:
+    """The shapes a MultiArray feature allows, for messages."""
+    flex = array_type.WhichOneof("ShapeFlexibility")
+    if flex == "enumeratedShapes":
+        return "one of " + ", ".join(str(tuple(int(d) for d in s.shape))
+                                     for s in array_type.enumeratedShapes.shapes)
+    if flex == "shapeRange":
+        parts = [f"{r.lowerBound}" if r.lowerBound == r.upperBound else
+                 f"{r.lowerBound}..{r.upperBound if r.upperBound >= 0 else ''}"
+                 for r in array_type.shapeRange.sizeRanges]
+        return "(" + ", ".join(parts) + ")"
+    return str(tuple(int(d) for d in array_type.shape))
+
+
+def _sequence_form(array_type, shape: tuple[int, ...], batched: bool) -> bool:
+    """Whether an array of ``shape`` is Core ML's ``[Seq, 1, *declared]`` (per example).
+
+    NeuralNetwork.proto (``RANK5_ARRAY_MAPPING``): a rank 1 or rank 3 MultiArray input maps
+    to the rank-5 tensor ``[Seq, Batch, C, H, W]``, and "at runtime, the first two dimensions
+    (Seq or Batch) can be presented as well".
+    """
     lead = 3 if batched else 2
-    return (len(declared) in (1, 3) and len(shape) == len(declared) + lead
-            and shape[lead - 1] == 1 and tuple(shape[lead:]) == declared)
+    rank = declared_rank(array_type)
+    return (rank in (1, 3) and len(shape) == rank + lead and shape[lead - 1] == 1
+            and shape_allowed(array_type, tuple(shape[lead:])))
 
 
 def is_batched(description, value: Any) -> bool:
@@ -64,11 +120,42 @@ def is_batched(description, value: Any) -> bool:
     if kind == "imageType":
         return _image_is_batched(description.type.imageType, value)
     if kind == "multiArrayType":
-        declared = tuple(description.type.multiArrayType.shape)
-        if _sequence_form(declared, np.shape(value), batched=False):
+        array_type = description.type.multiArrayType
+        if _sequence_form(array_type, np.shape(value), batched=False):
             return False
-        return np.ndim(value) > max(len(declared), 1)
+        return np.ndim(value) > max(declared_rank(array_type), 1)
     return np.ndim(value) >= 1 and not isinstance(value, (str, bytes, dict))
+
+
+def to_channel_first(x: Any) -> np.ndarray:
+    """Channel-last data (``..., H, W, C``: Keras, TensorFlow, PIL, most image loaders) in the
+    channel-first layout ``..., C, H, W`` every exported model takes.
+
+    Works on one example ``(H, W, C)`` and on a batch ``(N, H, W, C)``. The runtime never
+    guesses a layout: an array in the wrong one is refused with a pointer to this function.
+    """
+    array = np.asarray(x)
+    if array.ndim < 3:
+        raise ConfigError(f"to_channel_first needs an (H, W, C) example or an (N, H, W, C) "
+                          f"batch, got shape {array.shape}")
+    return np.ascontiguousarray(np.moveaxis(array, -1, -3))
+
+
+def check_multiarray_shape(description, example_shape: tuple[int, ...]) -> None:
+    """Refuse one example's MultiArray shape when Core ML would (InputShapeError)."""
+    array_type = description.type.multiArrayType
+    shape = tuple(int(d) for d in example_shape)
+    if shape_allowed(array_type, shape) or _sequence_form(array_type, shape, batched=False):
+        return
+    message = (f"input {description.name!r}: the model expects a MultiArray of shape "
+               f"{allowed_text(array_type)} per example, got {shape}; Core ML refuses it")
+    if len(shape) >= 3 and shape_allowed(array_type, shape[:-3] + (shape[-1],) + shape[-3:-1]):
+        message += (". The array is in channel-last (H, W, C) layout; the exported model is "
+                    "channel-first (C, H, W): convert it with "
+                    "updatable_coreml.runtime.to_channel_first(x) (simulate: --layout nhwc)")
+    else:
+        message += ". Resize or reshape the data yourself; the runtime never reshapes it"
+    raise InputShapeError(message)
 
 
 def _image_array(image_type, value: Any, name: str) -> np.ndarray:
@@ -107,7 +194,12 @@ def _batch_value(description, value: Any, batched: bool) -> Any:
         array = np.asarray(value)
         if array.dtype == object or not np.issubdtype(array.dtype, np.number):
             raise ConfigError(f"input {name!r} must be numeric, got {array.dtype}")
-        return array if batched else array[None]
+        array = array if batched else array[None]
+        if array.ndim == 0:
+            raise InputShapeError(f"input {name!r}: a batch needs a leading batch axis, got a "
+                                  "scalar")
+        check_multiarray_shape(description, array.shape[1:])
+        return array
     if kind in ("int64Type", "stringType", "doubleType"):
         return np.asarray(value) if batched else np.asarray([value])
     return value if batched else [value]
@@ -139,6 +231,16 @@ def batch_features(descriptions, features: Mapping[str, Any],
     if len(set(sizes.values())) > 1:
         raise ConfigError(f"inputs have different batch sizes: {sizes}")
     return out, next(iter(sizes.values()), 1), batched
+
+
+def examples_batched(descriptions, examples: Mapping[str, Any]) -> bool:
+    """Whether training examples given as one dict are a batch (any value batched) or one
+    example (every value shaped like its description), so ``update`` takes one example the
+    way ``predict`` does."""
+    if not isinstance(examples, Mapping):
+        raise ConfigError(f"examples must be a dict of name -> values or a list of such dicts, "
+                          f"got {type(examples).__name__}")
+    return any(is_batched(d, examples[d.name]) for d in descriptions if d.name in examples)
 
 
 def unbatch(outputs: Mapping[str, Any]) -> dict:
@@ -173,13 +275,20 @@ def _step_shape(declared: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def multiarray_blob(description, values: np.ndarray, dtype) -> np.ndarray:
-    """A batched MultiArray as a blob: each example takes the declared shape when its size
-    matches (flexible shapes keep the given one); sequences become ``(B, Seq, C, H, W)``."""
-    shape = tuple(description.type.multiArrayType.shape)
+    """A batched MultiArray as a blob; sequences become ``(B, Seq, C, H, W)``.
+
+    A feature the caller gave is already checked (``check_multiarray_shape``). Between the
+    stages of a pipeline a blob may arrive flattened or with unit axes (a backbone's
+    ``(C, 1, 1)`` read as ``(C,)``): only then, with equal sizes and a shape the description
+    does not allow, is it viewed in the declared shape.
+    """
+    array_type = description.type.multiArrayType
+    shape = tuple(array_type.shape)
     array = np.asarray(values, dtype=dtype)
-    if _sequence_form(shape, array.shape, batched=True):
-        return array.reshape(array.shape[:2] + _step_shape(shape))
-    if shape and array[0].size == int(np.prod(shape)):
+    if _sequence_form(array_type, array.shape, batched=True):
+        return array.reshape(array.shape[:2] + _step_shape(array.shape[3:]))
+    if shape and not shape_allowed(array_type, array.shape[1:]) \
+            and array[0].size == int(np.prod(shape)):
         return array.reshape((array.shape[0],) + shape)
     return array
 

@@ -239,7 +239,8 @@ def training_batch(model: Model, examples) -> tuple[dict, int]:
     """Examples (iterable of feature dicts, or a dict of batched values) in batched form."""
     descriptions = list(model.description.trainingInput) or list(model.description.input)
     if isinstance(examples, Mapping):
-        batch, count, _ = feat.batch_features(descriptions, examples, batched=True)
+        batch, count, _ = feat.batch_features(descriptions, examples,
+                                              batched=feat.examples_batched(descriptions, examples))
     else:
         rows = list(examples)
         if not rows:
