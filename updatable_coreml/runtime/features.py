@@ -20,6 +20,7 @@ becomes the blob ``(B, Seq, C, H, W)``; an output that is a sequence comes back 
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -147,6 +148,8 @@ def check_multiarray_shape(description, example_shape: tuple[int, ...]) -> None:
     shape = tuple(int(d) for d in example_shape)
     if shape_allowed(array_type, shape) or _sequence_form(array_type, shape, batched=False):
         return
+    if shape == () and math.prod(array_type.shape) == 1 and len(array_type.shape):
+        return  # one number for a one-value array (a target label or value): nothing to reorder
     message = (f"input {description.name!r}: the model expects a MultiArray of shape "
                f"{allowed_text(array_type)} per example, got {shape}; Core ML refuses it")
     if len(shape) >= 3 and shape_allowed(array_type, shape[:-3] + (shape[-1],) + shape[-3:-1]):
