@@ -108,6 +108,12 @@ ERROR_CAUSES = {
         "`.npz`, unreadable or oversized images in a folder, an empty folder, object arrays "
         "(pickles) in an `.npz`",
     ],
+    "InputShapeError": [
+        "`predict`, `update` or `simulate` data whose MultiArray shape the model does not "
+        "allow (its declared shape, enumerated shapes or shape range), named with both shapes; "
+        "channel-last `(H, W, C)` data for a channel-first model names "
+        "`runtime.to_channel_first` (simulate: `--layout nhwc`)",
+    ],
     "UnsupportedError": [
         "a layer or op without a converter, anywhere in the model (named with the list of "
         "supported ones)",

@@ -42,7 +42,11 @@ def runtime_outputs(path, x: np.ndarray, input_name: str = None) -> np.ndarray:
     description = model.description
     name = input_name or description.input[0].name
     is_image = description.input[0].type.WhichOneof("Type") == "imageType"
-    out = model.predict({name: x if is_image else to_channel_first(x)})
+    if not is_image:  # as a Core ML caller must: channel-first, in the declared shape
+        x = to_channel_first(x)
+        declared = tuple(description.input[0].type.multiArrayType.shape)
+        x = x.reshape((len(x),) + declared) if declared else x
+    out = model.predict({name: x})
     if description.predictedProbabilitiesName:
         labels = list(model.class_labels())
         return np.array([[row[label] for label in labels]

@@ -107,7 +107,9 @@ def export_and_run(model: nn.Module, x: torch.Tensor, tmp_path, **kwargs) -> np.
     export_torch(model, x, path, **kwargs)
     runtime = load(path)
     (name,) = [o.name for o in runtime.description.output]
-    return np.asarray(runtime.predict({"input": x.numpy()})[name])
+    declared = tuple(runtime.description.input[0].type.multiArrayType.shape)
+    feed = x.numpy().reshape((len(x),) + declared) if declared else x.numpy()  # Core ML's shape
+    return np.asarray(runtime.predict({"input": feed})[name]).reshape((len(x),) + tuple(model(x).shape[1:]))
 
 
 def randomized(model: nn.Module, seed: int) -> nn.Module:
