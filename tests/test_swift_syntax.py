@@ -13,14 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models import mlp_regressor, squeezenet_like
+from swift_models import FRESH, regressor_with_names
 from updatable_coreml.errors import UpdatableCoreMLError
-from updatable_coreml.surgery import make_updatable
 from updatable_coreml.swift import generate_swift
 
 tree_sitter = pytest.importorskip("tree_sitter")
@@ -63,60 +61,17 @@ def test_the_parser_finds_errors(parser):
     assert not syntax_errors(parser, "final class A {\n  func f() -> Int { return 1 }\n}\n")
 
 
-@pytest.mark.parametrize("golden", sorted(p.name for p in GOLDEN.glob("*.swift")))
-def test_golden_files_parse(parser, golden):
-    assert_parses(parser, (GOLDEN / golden).read_text(), golden)
+# The golden trainers and the Swift programs the macOS tests compile (tests/macos/).
+SWIFT_FILES = sorted(str(p.relative_to(GOLDEN.parent)) for p in GOLDEN.parent.rglob("*.swift"))
 
 
-def _regressor_with_names(input_name: str, output_name: str, layer_name: str):
-    """One updatable innerProduct regressor whose features and layer carry the given names."""
-    from coremltools.models import datatypes
-    from coremltools.models.neural_network import NeuralNetworkBuilder
-
-    rng = np.random.default_rng(0)
-    builder = NeuralNetworkBuilder(
-        [(input_name, datatypes.Array(3))], [(output_name, datatypes.Array(2))], mode="regressor"
-    )
-    builder.add_inner_product(
-        layer_name,
-        rng.normal(0, 0.5, (2, 3)).astype(np.float32),
-        np.zeros(2, np.float32),
-        3,
-        2,
-        True,
-        input_name,
-        output_name,
-    )
-    return make_updatable(builder.spec, layers=[layer_name], loss="mse", batch_size=2, epochs=2)
+def test_the_committed_swift_files_are_found():
+    assert len(SWIFT_FILES) >= 4, SWIFT_FILES
 
 
-FRESH = {
-    "cce-sgd-conv": lambda: make_updatable(
-        squeezenet_like(),
-        layers=["fc"],
-        loss="cce",
-        lr=0.05,
-        momentum=0.9,
-        batch_size=4,
-        epochs=3,
-        allowed_epochs=[1, 3, 5],
-        seed=7,
-    ),
-    "mse-adam-ranges": lambda: make_updatable(
-        mlp_regressor(),
-        layers=["hidden", "out"],
-        loss="mse",
-        optimizer="adam",
-        lr=0.001,
-        lr_range=(1e-5, 0.1),
-        batch_size=4,
-        allowed_batch_sizes=[1, 4, 16],
-        epochs=2,
-        shuffle=False,
-    ),
-    "keyword-names": lambda: _regressor_with_names("class", "default", "self"),
-    "escapes-in-names": lambda: _regressor_with_names('in "put"\\1', "out\tput\n", "fc"),
-}
+@pytest.mark.parametrize("name", SWIFT_FILES)
+def test_committed_swift_files_parse(parser, name):
+    assert_parses(parser, (GOLDEN.parent / name).read_text(), name)
 
 
 @pytest.mark.parametrize("case", sorted(FRESH))
@@ -141,7 +96,7 @@ def test_any_feature_names_give_valid_swift(parser, input_name, output_name):
     if input_name == output_name:
         output_name += "_out"
     try:
-        spec = _regressor_with_names(input_name, output_name, "fc")
+        spec = regressor_with_names(input_name, output_name, "fc")
     except UpdatableCoreMLError:
         return  # a typed refusal of the name is a clear answer, not a syntax problem
     assert_parses(
@@ -153,5 +108,5 @@ def test_any_feature_names_give_valid_swift(parser, input_name, output_name):
 
 def test_typical_names_are_accepted():
     """Guard for the property above: ordinary names must not all be refused."""
-    spec = _regressor_with_names("input.1", "y", "fc")
+    spec = regressor_with_names("input.1", "y", "fc")
     assert "input.1" in generate_swift(spec, class_name="T")
