@@ -32,6 +32,7 @@ import pytest
 from models import mlp_regressor, squeezenet_like
 from swift_models import FRESH
 from updatable_coreml import make_updatable
+from updatable_coreml._proto import FeatureTypes_pb2
 from updatable_coreml.runtime import assumptions as assumption_module
 from updatable_coreml.runtime import load
 from updatable_coreml.spec_io import save_spec
@@ -175,7 +176,14 @@ class Scenario:
             "x",
             "y",
         )
-        return make_updatable(builder.spec, layers=["fc"], loss="mse", **dict(self.options))
+        spec = make_updatable(builder.spec, layers=["fc"], loss="mse", **dict(self.options))
+        # FLOAT32 everywhere (the builder declares DOUBLE): the probe passes float32 arrays, so
+        # Core ML converts nothing on the way in.
+        description = spec.description
+        for feature in [*description.input, *description.output, *description.trainingInput]:
+            if feature.type.HasField("multiArrayType"):
+                feature.type.multiArrayType.dataType = FeatureTypes_pb2.ArrayFeatureType.FLOAT32
+        return spec
 
     def target(self, spec) -> str:
         inputs = {feature.name for feature in spec.description.input}
@@ -236,14 +244,17 @@ def on_core_ml(probe: Path, scenario: Scenario, tmp_path: Path) -> Run:
     assert result.returncode == 0, result.stderr
     answer = json.loads((tmp_path / "answer.json").read_text())
     assert answer.get("error") is None, answer["error"]
-    epochs: list = []
+    # Group mini-batches by the epochEnd events that close them (not by metric indices, which
+    # Core ML may not report on every event).
+    epochs: list[list[float]] = [[]]
+    epoch_losses = []
     for event in answer["events"]:
         if event["kind"] == "miniBatchEnd":
-            if not epochs or event["epoch"] != epochs[-1][0]:
-                epochs.append((event["epoch"], []))
-            epochs[-1][1].append(event["loss"])
-    epoch_losses = [e["loss"] for e in answer["events"] if e["kind"] == "epochEnd"]
-    return Run([losses for _, losses in epochs], epoch_losses, np.asarray(answer["after"]))
+            epochs[-1].append(event["loss"])
+        elif event["kind"] == "epochEnd":
+            epoch_losses.append(event["loss"])
+            epochs.append([])
+    return Run(epochs[:-1], epoch_losses, np.asarray(answer["after"]))
 
 
 def on_our_runtime(scenario: Scenario, assumptions) -> Run:
