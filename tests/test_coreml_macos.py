@@ -278,7 +278,7 @@ def on_our_runtime(scenario: Scenario, assumptions) -> Run:
 
 def candidates(fields: tuple[str, ...]) -> dict[str, object]:
     """Every combination of the allowed values of ``fields`` (those the runtime has), applied to
-    the default assumptions, plus any preset the assumptions module defines."""
+    the default assumptions, plus the presets of the assumptions module."""
     choices = getattr(assumption_module, "_CHOICES", {})
     present = [f for f in fields if f in choices]
     default = assumption_module.DEFAULT
@@ -288,9 +288,14 @@ def candidates(fields: tuple[str, ...]) -> dict[str, object]:
         found[", ".join(f"{k}={v}" for k, v in changes.items()) or "default"] = dataclasses.replace(
             default, **changes
         )
-    for name, value in vars(assumption_module).items():
-        if isinstance(value, assumption_module.Assumptions) and name != "DEFAULT":
-            found[f"preset {name}"] = value
+    presets = dict(getattr(assumption_module, "PRESETS", {}))
+    presets.update(
+        (name, value)
+        for name, value in vars(assumption_module).items()
+        if isinstance(value, assumption_module.Assumptions) and name != "DEFAULT"
+    )
+    for name, value in presets.items():
+        found[f"preset {name}"] = value
     return found
 
 

@@ -5,13 +5,20 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Any, Union
 
 from ._proto import Model_pb2
 from .errors import ModelFileError
 
-Spec = Model_pb2.Model
-SpecLike = Union[str, os.PathLike, bytes, "Model_pb2.Model"]
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    # coremltools' protobuf classes are built when their module loads and ship no type stubs:
+    # to the type checker a spec is Any. The alias still says what a signature means.
+    Spec: TypeAlias = Any
+else:
+    Spec = Model_pb2.Model
+SpecLike = Union[str, os.PathLike, bytes, Spec]
 
 #: Model types that can carry a neural network (and so can be updatable).
 NEURAL_NETWORK_TYPES = ("neuralNetwork", "neuralNetworkClassifier", "neuralNetworkRegressor")
