@@ -51,10 +51,11 @@ def _cell(text: str) -> str:
 
 
 def supported_ops_page() -> str:
-    """What each frontend converts and what the runtime runs, read from the registries."""
+    """The op table (IR ops, the Core ML layers they write, what Core ML can do with them),
+    then what each frontend converts and what the runtime runs, read from the registries."""
+    from updatable_coreml import coreml_rules
     from updatable_coreml.exporters import keras, onnx_ops, torch_ops
     from updatable_coreml.runtime import backward, registry
-    from updatable_coreml.validator import BACKPROP_ACTIVATIONS, BACKPROP_LAYER_TYPES
 
     def listing(names) -> str:
         return ", ".join(f"`{name}`" for name in sorted(names))
@@ -62,26 +63,69 @@ def supported_ops_page() -> str:
     sections = [
         ("Keras 3 layers", "Layer classes `export_keras` converts (anything else is refused by "
          "name):", keras.CONVERTERS),
-        ("Keras activations", "Values of `activation=` and `keras.layers.Activation`:", keras.ACTIVATIONS),
-        ("PyTorch (aten) ops", "Ops of the `torch.export` graph `export_torch` converts:", torch_ops.CONVERTERS),
+        ("Keras activations", "Values of `activation=` and `keras.layers.Activation`:",
+         keras.ACTIVATIONS),
+        ("PyTorch (aten) ops", "Ops of the `torch.export` graph `export_torch` converts:",
+         torch_ops.CONVERTERS),
         ("ONNX ops", "Op types `export_onnx` converts (default domain, opset 13 and newer):",
          onnx_ops.CONVERTERS),
         ("Runtime: forward", "Core ML layer types the reference runtime runs:", registry.FORWARD),
         ("Runtime: backward", "Layer types the runtime backpropagates through (activations: "
-         f"{listing(BACKPROP_ACTIVATIONS)}):",
+         f"{listing(coreml_rules.BACKPROP_ACTIVATIONS)}):",
          [kind for kind in backward.BACKWARD if kind not in backward.GRADIENT_STOPS]),
         ("Runtime: trained, no gradient through", "Layer types the runtime trains only as the "
-         "first updatable layer on their path, as Core ML does (experimental):",
+         "first updatable layer on their path (experimental):",
          backward.GRADIENT_STOPS),
-        ("Core ML: backpropagation", "Layer types our validator lets sit between the loss and "
-         "an updatable layer (plus a softmax directly before categorical cross-entropy):",
-         BACKPROP_LAYER_TYPES),
+        ("Core ML: backpropagation", "Layer types Core ML lets sit between the loss and an "
+         "updatable layer (`coreml_rules`; plus a softmax directly before categorical "
+         "cross-entropy):", coreml_rules.BACKPROP_LAYER_TYPES),
     ]
     lines = ["# Supported ops", "",
-             "<!-- Generated from the converter registries by docs/gen_docs.py; do not edit. -->", ""]
+             "<!-- Generated from the op table and the converter registries by docs/gen_docs.py; "
+             "do not edit. -->", ""]
+    lines += _op_table_lines()
     for title, intro, names in sections:
         lines += [f"## {title}", "", f"{intro} {listing(names)}.", ""]
     return "\n".join(lines)
+
+
+def _op_table_lines() -> list[str]:
+    """The IR ops by family, and the activation kinds, from ``updatable_coreml.ops``."""
+    from updatable_coreml import ops
+    from updatable_coreml.ops.activation import KINDS
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else ""
+
+    def layers(written) -> str:
+        return ", ".join(f"`{layer}`" + (f" ({kind})" if kind else "") for layer, kind in written)
+
+    lines = ["## IR ops", "",
+             "Every frontend translates into these ops (`updatable_coreml.ops`, one module per "
+             "family); the backend writes each as the Core ML layer(s) listed. *Updatable* and "
+             "*gradients pass* follow from those layer types and Core ML's rules "
+             "(`updatable_coreml.coreml_rules`).", "",
+             "| IR op | Family | Core ML layer | Updatable | Gradients pass "
+             "| Attributes (a) and weights (w) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for family in ops.FAMILIES:
+        for name, definition in ops.OPS.items():
+            if definition.family != family.__name__.rsplit(".", 1)[-1]:
+                continue
+            written = "removed by the passes" if definition.write is None else \
+                layers((layer, None) for layer in sorted(definition.layer_types()))
+            through = (name != "activation" and definition.write is not None
+                       and definition.passes_gradients())
+            gradients = "by kind" if name == "activation" else yes(through)
+            lines.append(f"| `{name}` | {definition.family} | {written} | {yes(definition.updatable())} "
+                         f"| {gradients} | {_cell(definition.doc)} |")
+    lines += ["", "### Activation kinds", "",
+              "| Kind | Core ML layers | Gradients pass |", "| --- | --- | --- |"]
+    for attrs in ops.OPS["activation"].variants:
+        kind = attrs["kind"]
+        lines.append(f"| `{kind}` | {layers(KINDS[kind].layers(attrs))} | "
+                     f"{yes(ops.OPS['activation'].passes_gradients(attrs))} |")
+    return lines + [""]
 
 
 #: What raises each error type, in words; a new error class must be added here (tested).

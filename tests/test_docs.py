@@ -26,6 +26,23 @@ def test_committed_findings_page_equals_the_generated_one():
         "docs/validator-findings.md is stale: run python docs/gen_docs.py"
 
 
+def test_committed_supported_ops_page_equals_the_generated_one():
+    committed = (ROOT / "docs" / "supported-ops.md").read_text(encoding="utf-8")
+    assert committed == _gen_docs().supported_ops_page(), \
+        "docs/supported-ops.md is stale: run python docs/gen_docs.py"
+
+
+def test_supported_ops_page_lists_every_ir_op_and_activation_kind():
+    from updatable_coreml import ops
+    from updatable_coreml.ops.activation import KINDS
+
+    page = _gen_docs().supported_ops_page()
+    for name in ops.OPS:
+        assert f"| `{name}` | {ops.OPS[name].family} |" in page
+    for kind in KINDS:
+        assert f"| `{kind}` | " in page
+
+
 def test_findings_page_lists_every_code_with_its_fix():
     from updatable_coreml.validator import CODES
 

@@ -6,8 +6,9 @@ vector ``(N,)``, a sequence ``(Seq, C)`` (token ids for an embedding: ``(Seq, 1)
 always means a sequence. Node names keep the user's layer/module names (``dense_1``,
 ``classifier.1``) because people refer to layers by them.
 
-Op vocabulary (``Node.op`` and its ``attrs``/``weights``) is documented in ``OPS``; the
-backend accepts exactly these.
+The op vocabulary (``Node.op`` and its ``attrs``/``weights``) is the op table,
+``updatable_coreml.ops.OPS``: each op is defined there once, by family, with its shape rule and
+Core ML writer; frontends emit exactly those names and the backend accepts exactly those.
 """
 
 from __future__ import annotations
@@ -16,36 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
-
-#: op name -> short description of attrs (a) and weights (w). Single source of truth that
-#: frontends, passes, the backend and the docs refer to.
-OPS: dict[str, str] = {
-    "dense": "w: weight (out, in), bias (out,) optional",
-    "conv2d": "a: strides (sh, sw), dilations (dh, dw), groups, padding 'valid'|'same'|(t, b, l, r); "
-              "w: weight (out, in/groups, kh, kw), bias (out,) optional",
-    "batchnorm": "a: eps; w: gamma, beta, mean, variance (C,)",
-    "activation": "a: kind relu|relu6|leaky_relu|sigmoid|hard_sigmoid|tanh|elu|softplus|gelu|silu|"
-                  "linear|clip, plus alpha/beta/min/max as the kind needs",
-    "softmax": "over the channel axis",
-    "pool2d": "a: kind max|avg, kernel (kh, kw), strides (sh, sw), padding 'valid'|'same'|(t, b, l, r), "
-              "global bool, count_include_pad bool, keepdims bool (global: (C, 1, 1) not (C,))",
-    "flatten": "channel-first (C, H, W) order; a: order 'hwc' for a source that flattens "
-               "channel-last (passes fold it into the dense layers it feeds)",
-    "reshape": "a: shape (per-example target shape, channel-first), order 'hwc' when the source "
-               "reshapes in channel-last element order",
-    "add": "elementwise sum of inputs",
-    "mul": "elementwise product of inputs",
-    "concat": "along channels",
-    "pad": "a: pads (t, b, l, r), value",
-    "scale": "per-channel affine: w: scale (C,), bias (C,)",
-    "embedding": "token ids (Seq, 1) -> (Seq, dim); w: weight (vocab, dim)",
-    "lstm": "(Seq, in) -> (Seq, H) or last step (H,); zero initial state; a: hidden, "
-            "return_sequences, activation (block input and cell output) and "
-            "recurrent_activation (gates) as activation attrs; w: W_ih (4H, in), W_hh (4H, H), "
-            "bias (4H,) optional, gate order i,f,g,o",
-    "dropout": "removed by passes; kept only to report it",
-    "identity": "removed by passes",
-}
 
 
 @dataclass
@@ -59,6 +30,8 @@ class TensorSpec:
 
 @dataclass
 class Node:
+    """One op application: ``op`` names an entry of ``updatable_coreml.ops.OPS``."""
+
     op: str
     name: str
     inputs: list[str]
@@ -71,6 +44,8 @@ class Node:
 
 @dataclass
 class Graph:
+    """Nodes in topological order between the inputs and the outputs."""
+
     inputs: list[TensorSpec]
     outputs: list[str]
     nodes: list[Node] = field(default_factory=list)

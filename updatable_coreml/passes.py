@@ -10,95 +10,27 @@ see the real neighbours; the backprop check runs last, on the graph the backend 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Optional
 
 import numpy as np
 
+from . import ops
 from .errors import NotUpdatableError, UnsupportedError
 from .ir import Graph, Node
+from .ops import Shapes, conv_output_size, explicit_pads, same_pads  # noqa: F401 (frontends use them)
 
-#: IR ops Core ML can update on device.
-UPDATABLE_OPS = ("dense", "conv2d", "lstm")
-#: IR ops Core ML can backpropagate through (activations only for these kinds). Not "lstm":
-#: Apple's validator lets an LSTM be updatable but passes no gradient through it, so it trains
-#: only as the first trainable layer on its path.
-BACKPROP_OPS = ("dense", "conv2d", "pool2d", "flatten", "batchnorm")
-BACKPROP_ACTIVATIONS = ("relu", "sigmoid", "tanh")
-
-Shapes = dict[str, tuple[int, ...]]
+#: IR ops Core ML can update on device, derived from the op table and ``coreml_rules``.
+UPDATABLE_OPS: tuple[str, ...] = ops.updatable_ops()
 
 
 # -- shapes ------------------------------------------------------------------------------
-
-
-def conv_output_size(size: int, kernel: int, stride: int, dilation: int, pads: tuple[int, int]) -> int:
-    span = (kernel - 1) * dilation + 1
-    return (size + pads[0] + pads[1] - span) // stride + 1
-
-
-def same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
-    """TensorFlow/Keras 'same' padding: output ceil(size/stride), the extra pixel at the end."""
-    out = math.ceil(size / stride)
-    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
-def explicit_pads(attrs: dict, hw: tuple[int, int], kernel: tuple[int, int],
-                  dilations: tuple[int, int] = (1, 1)) -> tuple[int, int, int, int]:
-    """``attrs['padding']`` ('valid' | 'same' | (t, b, l, r)) as (t, b, l, r) for input ``hw``."""
-    padding = attrs.get("padding", "valid")
-    if padding == "valid":
-        return (0, 0, 0, 0)
-    strides = attrs.get("strides", (1, 1))
-    if padding == "same":
-        return (*same_pads(hw[0], kernel[0], strides[0], dilations[0]),
-                *same_pads(hw[1], kernel[1], strides[1], dilations[1]))
-    return tuple(int(p) for p in padding)
-
-
-def _spatial_output(node: Node, shape: tuple[int, ...], kernel, dilations=(1, 1)) -> tuple[int, int]:
-    t, b, l, r = explicit_pads(node.attrs, shape[1:], kernel, dilations)
-    strides = node.attrs.get("strides", (1, 1))
-    return (conv_output_size(shape[1], kernel[0], strides[0], dilations[0], (t, b)),
-            conv_output_size(shape[2], kernel[1], strides[1], dilations[1], (l, r)))
-
-
-def _output_shape(node: Node, shapes: list[tuple[int, ...]]) -> tuple[int, ...]:
-    shape = shapes[0]
-    op = node.op
-    if op == "dense":
-        return (node.weights["weight"].shape[0],)
-    if op == "conv2d":
-        weight = node.weights["weight"]
-        return (weight.shape[0], *_spatial_output(node, shape, weight.shape[2:],
-                                                   node.attrs.get("dilations", (1, 1))))
-    if op == "pool2d":
-        if node.attrs.get("global"):
-            return (shape[0], 1, 1) if node.attrs.get("keepdims") else (shape[0],)
-        return (shape[0], *_spatial_output(node, shape, node.attrs["kernel"]))
-    if op == "flatten":
-        return (int(np.prod(shape)),)
-    if op == "reshape":
-        return tuple(node.attrs["shape"])
-    if op == "concat":
-        return (sum(s[0] for s in shapes), *shape[1:])
-    if op == "pad":
-        t, b, l, r = node.attrs["pads"]
-        return (shape[0], shape[1] + t + b, shape[2] + l + r)
-    if op == "embedding":  # (Seq, 1) token ids -> (Seq, dim)
-        return (shape[0], node.weights["weight"].shape[1])
-    if op == "lstm":
-        hidden = node.attrs["hidden"]
-        return (shape[0], hidden) if node.attrs.get("return_sequences") else (hidden,)
-    return shape  # elementwise ops keep the shape
 
 
 def infer_shapes(graph: Graph) -> Shapes:
     """Per-example shape of every tensor (vectors ``(C,)``, images ``(C, H, W)``)."""
     shapes: Shapes = {spec.name: tuple(spec.shape) for spec in graph.inputs}
     for node in graph.nodes:
-        out = _output_shape(node, [shapes[name] for name in node.inputs])
+        out = ops.output_shape(node, [shapes[name] for name in node.inputs])
         for name in node.outputs:
             shapes[name] = out
     return shapes
@@ -313,12 +245,6 @@ def trainable_path(graph: Graph, loss_input: str) -> set[str]:
     return _descendants(graph, trainable_nodes(graph)) & _ancestors(graph, loss_input)
 
 
-def _backpropagable(node: Node) -> bool:
-    if node.op == "activation":
-        return node.attrs.get("kind") in BACKPROP_ACTIVATIONS
-    return node.op in BACKPROP_OPS
-
-
 def check_trainable(graph: Graph, loss_kind: str, allow_unsupported: bool) -> tuple[Graph, list[str]]:
     """Refuse what Core ML cannot train; with ``allow_unsupported`` freeze it with a warning.
 
@@ -327,7 +253,7 @@ def check_trainable(graph: Graph, loss_kind: str, allow_unsupported: bool) -> tu
     warnings = []
     nodes = []
     for node in graph.nodes:
-        if node.trainable and node.op not in UPDATABLE_OPS:
+        if node.trainable and not ops.updatable(node):
             message = (f"layer {node.name!r} ({node.source or node.op}) is trainable, but Core ML can "
                        f"only update dense, convolution and LSTM layers")
             if not allow_unsupported:
@@ -352,12 +278,12 @@ def check_backprop(graph: Graph, loss_input: str, loss_kind: str,
     trainable = trainable_nodes(graph)
     warnings = []
     for node in reversed(graph.nodes):  # loss side first, as Core ML walks it
-        if node.name not in path or (node.trainable and _backpropagable(node)):
+        if node.name not in path or (node.trainable and ops.passes_gradients(node)):
             continue
         is_loss_softmax = node.op == "softmax" and loss_kind == "cce" and loss_input in node.outputs
         if is_loss_softmax:
             continue
-        if not _backpropagable(node):
+        if not ops.passes_gradients(node):
             before = _ancestors(graph, node.inputs[0]) if node.inputs else set()
             for extra in node.inputs[1:]:
                 before |= _ancestors(graph, extra)
@@ -366,7 +292,7 @@ def check_backprop(graph: Graph, loss_input: str, loss_kind: str,
             kind = node.attrs.get("kind", node.op) if node.op == "activation" else node.op
             fix = (f"train only layers after it (e.g. trainable={after!r})" if after else
                    "train only layers after it")
-            if blocked:  # a trainable LSTM may be the first trainable layer: that is fine
+            if blocked:
                 raise NotUpdatableError(
                     f"layer {node.name!r} ({node.source or kind}: {kind}) cannot be backpropagated "
                     f"through by Core ML, but trainable layer {blocked[0]!r} lies before it"

@@ -1,0 +1,31 @@
+"""The spec writer: model-level description rules Core ML checks before any layer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from updatable_coreml.backend import build_spec
+from updatable_coreml.ir import Graph, Node, TensorSpec
+
+
+def _dense_graph() -> Graph:
+    weight = np.arange(6, dtype=np.float32).reshape(2, 3)
+    return Graph([TensorSpec("x", (3,))], ["y"], [Node("dense", "fc", ["x"], ["y"],
+                                                       weights={"weight": weight}, trainable=True)])
+
+
+def test_a_regressor_names_its_predicted_feature():
+    """Core ML refuses a regressor without ``predictedFeatureName`` ("Specification is missing
+    regressor predictedFeatureName.", validateRegressorInterface; issue 14), and it must name
+    a MultiArray (or Double) output."""
+    spec = build_spec(_dense_graph(), regressor=True)
+    assert spec.WhichOneof("Type") == "neuralNetworkRegressor"
+    assert spec.description.predictedFeatureName == "y"
+    (output,) = spec.description.output
+    assert output.name == "y" and output.type.WhichOneof("Type") == "multiArrayType"
+
+
+def test_a_plain_network_names_no_predicted_feature():
+    spec = build_spec(_dense_graph())
+    assert spec.WhichOneof("Type") == "neuralNetwork"
+    assert spec.description.predictedFeatureName == ""

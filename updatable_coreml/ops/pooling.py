@@ -1,0 +1,44 @@
+"""Max and average pooling, windowed or global."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ..ir import Node
+from ._geometry import explicit_pads, spatial_output
+from ._spec import border, one_layer
+from ._table import Shape, Shapes, define, writes
+
+
+def _pool_shape(node: Node, shapes: Sequence[Shape]) -> Shape:
+    shape = shapes[0]
+    if node.attrs.get("global"):
+        return (shape[0], 1, 1) if node.attrs.get("keepdims") else (shape[0],)
+    return (shape[0], *spatial_output(node, shape, node.attrs["kernel"]))
+
+
+def _write_pool(layer: Any, node: Node, shapes: Shapes) -> None:
+    """A ``pooling`` layer. 'same' uses Core ML's own same mode (TF/Keras: the extra pixel
+    bottom/right, padded cells ignored); other padding is written as explicit amounts."""
+    attrs = node.attrs
+    params = layer.pooling
+    params.type = params.MAX if attrs["kind"] == "max" else params.AVERAGE
+    if attrs.get("global"):
+        params.globalPooling = True
+        params.kernelSize.extend((1, 1))
+        params.stride.extend((1, 1))
+        params.valid.SetInParent()
+        return
+    params.kernelSize.extend(attrs["kernel"])
+    params.stride.extend(attrs.get("strides", attrs["kernel"]))
+    params.avgPoolExcludePadding = not attrs.get("count_include_pad", False)
+    if attrs.get("padding") == "same":
+        params.same.SetInParent()
+    else:
+        border(params.valid, explicit_pads(attrs, shapes[node.inputs[0]][1:], attrs["kernel"]))
+
+
+define("pool2d", family="pooling",
+       doc="a: kind max|avg, kernel (kh, kw), strides (sh, sw), padding 'valid'|'same'|(t, b, l, r), "
+           "global bool, count_include_pad bool, keepdims bool (global: (C, 1, 1) not (C,))",
+       shape=_pool_shape, write=one_layer(_write_pool), layers=writes("pooling"))
