@@ -75,6 +75,7 @@ CASES = {
     "silu": (image_case(nn.Conv2d(3, 4, 3), nn.SiLU(), features=4 * 6 * 6), (3, 8, 8)),
     "elu": (nn.Sequential(nn.Linear(10, 7), nn.ELU(0.7), head(7)), (10,)),
     "softplus": (nn.Sequential(nn.Linear(10, 7), nn.Softplus(), head(7)), (10,)),
+    "softsign": (nn.Sequential(nn.Linear(10, 7), nn.Softsign(), head(7)), (10,)),
     "max_pool_ceil": (image_case(nn.MaxPool2d(3, 2, ceil_mode=True), features=3 * 4 * 4), (3, 8, 8)),
     "max_pool_padded": (image_case(nn.MaxPool2d(3, 2, 1), features=3 * 4 * 4), (3, 8, 8)),
     "avg_pool_count_pad": (image_case(nn.AvgPool2d(3, 2, 1), features=3 * 4 * 4), (3, 8, 8)),

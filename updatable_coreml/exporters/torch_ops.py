@@ -402,6 +402,39 @@ def _softplus(state: Translation, fx: Any, a: dict) -> None:
     state.emit(fx, "activation", [state.tensor(a["self"])], attrs={"kind": "softplus"})
 
 
+def _softsign_div(fx: Any) -> Optional[Any]:
+    """The ``div`` of ``x / (abs(x) + 1)`` (what ``nn.Softsign`` / ``F.softsign`` export as)
+    that ``fx`` (the abs, the add or the div) belongs to, or None."""
+    node = fx
+    for step in ("abs", "add"):
+        if _op_name(node) == step:
+            if len(node.users) != 1:
+                return None
+            node = next(iter(node.users))
+    if _op_name(node) != "div" or len(node.args) != 2 or node.kwargs.get("rounding_mode"):
+        return None
+    x, denominator = node.args
+    if _op_name(denominator) != "add" or len(denominator.users) != 1 or denominator.kwargs:
+        return None
+    magnitude, one = denominator.args[0], denominator.args[1] if len(denominator.args) > 1 else None
+    if one != 1 or _op_name(magnitude) != "abs" or len(magnitude.users) != 1 or magnitude.args[0] is not x:
+        return None
+    return node
+
+
+@converter("abs", "div")
+def _softsign(state: Translation, fx: Any, a: dict) -> None:
+    """Softsign: the abs and add are skipped, the div becomes Core ML's softsign activation.
+    Core ML has neither a division of two tensors nor an abs activation, so both appear
+    only in this pattern."""
+    div = _softsign_div(fx)
+    if div is None:
+        raise UnsupportedError(f"{_op_name(fx)} in {where(fx)} is supported only as part of "
+                               "softsign, x / (abs(x) + 1); use nn.Softsign")
+    if div is fx:
+        state.emit(fx, "activation", [state.tensor(fx.args[0])], attrs={"kind": "softsign"})
+
+
 @converter("gelu", "gelu_")
 def _gelu(state: Translation, fx: Any, a: dict) -> None:
     state.emit(fx, "activation", [state.tensor(a["self"])],
@@ -545,6 +578,8 @@ def _binary(state: Translation, fx: Any, op: str, other: Any) -> None:
 
 @converter("add", "add_")
 def _add(state: Translation, fx: Any, a: dict) -> None:
+    if _softsign_div(fx) is not None:
+        return  # the softsign's div writes it
     alpha, constant = float(a.get("alpha", 1)), _scalar(state, a["other"])
     if constant is not None:
         state.emit(fx, "activation", [state.tensor(a["self"])],
