@@ -18,8 +18,10 @@ def _w(*shape: int) -> np.ndarray:
     return RNG.normal(0, 0.5, shape).astype(np.float32)
 
 
-def _lstm(name: str, src: str, dst: str, n_in: int, hidden: int, sequences: bool, trainable: bool) -> Node:
-    return Node("lstm", name, [src], [dst], {"hidden": hidden, "return_sequences": sequences, **_ACT},
+def _lstm(name: str, src: str, dst: str, n_in: int, hidden: int, sequences: bool,
+          trainable: bool) -> Node:
+    attrs = {"hidden": hidden, "return_sequences": sequences, **_ACT}
+    return Node("lstm", name, [src], [dst], attrs,
                 {"W_ih": _w(4 * hidden, n_in), "W_hh": _w(4 * hidden, hidden)}, trainable=trainable)
 
 

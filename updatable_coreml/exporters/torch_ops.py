@@ -402,7 +402,7 @@ def _softplus(state: Translation, fx: Any, a: dict) -> None:
     state.emit(fx, "activation", [state.tensor(a["self"])], attrs={"kind": "softplus"})
 
 
-def _softsign_div(fx: Any) -> Optional[Any]:
+def _softsign_div(fx: Any) -> Any | None:
     """The ``div`` of ``x / (abs(x) + 1)`` (what ``nn.Softsign`` / ``F.softsign`` export as)
     that ``fx`` (the abs, the add or the div) belongs to, or None."""
     node = fx
@@ -416,8 +416,10 @@ def _softsign_div(fx: Any) -> Optional[Any]:
     x, denominator = node.args
     if _op_name(denominator) != "add" or len(denominator.users) != 1 or denominator.kwargs:
         return None
-    magnitude, one = denominator.args[0], denominator.args[1] if len(denominator.args) > 1 else None
-    if one != 1 or _op_name(magnitude) != "abs" or len(magnitude.users) != 1 or magnitude.args[0] is not x:
+    magnitude = denominator.args[0]
+    one = denominator.args[1] if len(denominator.args) > 1 else None
+    if one != 1 or _op_name(magnitude) != "abs" or len(magnitude.users) != 1 \
+            or magnitude.args[0] is not x:
         return None
     return node
 

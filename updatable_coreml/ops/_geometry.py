@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..ir import Node
 
 
-def conv_output_size(size: int, kernel: int, stride: int, dilation: int, pads: tuple[int, int]) -> int:
+def conv_output_size(size: int, kernel: int, stride: int, dilation: int,
+                     pads: tuple[int, int]) -> int:
     span = (kernel - 1) * dilation + 1
     return (size + pads[0] + pads[1] - span) // stride + 1
 
@@ -30,7 +32,8 @@ def explicit_pads(attrs: Mapping[str, Any], hw: Sequence[int], kernel: Sequence[
     if padding == "same":
         return (*same_pads(hw[0], kernel[0], strides[0], dilations[0]),
                 *same_pads(hw[1], kernel[1], strides[1], dilations[1]))
-    return tuple(int(p) for p in padding)
+    top, bottom, left, right = (int(p) for p in padding)
+    return (top, bottom, left, right)
 
 
 def spatial_output(node: Node, shape: Sequence[int], kernel: Sequence[int],

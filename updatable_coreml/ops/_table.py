@@ -9,13 +9,13 @@ writes, so Apple's rules stay in one table.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 from .. import coreml_rules
 from ..errors import UnsupportedError
 from ..ir import Node
-from ..registry import Registry
 
 Shape = tuple[int, ...]
 Shapes = dict[str, Shape]
@@ -25,7 +25,7 @@ ShapeRule = Callable[[Node, Sequence[Shape]], Shape]
 Writer = Callable[[Any, Node, Shapes], None]
 #: A Core ML layer a node writes: (``NeuralNetworkLayer`` oneof name, ``ActivationParams``
 #: oneof name for an ``activation`` layer, else None).
-Layer = tuple[str, Optional[str]]
+Layer = tuple[str, str | None]
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class OpDef:
     family: str
     doc: str
     shape: ShapeRule
-    write: Optional[Writer]
+    write: Writer | None
     layers: Callable[[Mapping[str, Any]], tuple[Layer, ...]]
     variants: tuple[Mapping[str, Any], ...] = ({},)
 
@@ -51,32 +51,33 @@ class OpDef:
         """Every Core ML layer type a node of this op can write."""
         return {layer for attrs in self.variants for layer, _ in self.layers(attrs)}
 
-    def updatable(self, attrs: Optional[Mapping[str, Any]] = None) -> bool:
+    def updatable(self, attrs: Mapping[str, Any] | None = None) -> bool:
         """Core ML can update a node with ``attrs``: it writes one layer of an updatable type.
         Without ``attrs``: some variant of the op can be updated."""
         return any(len(written) == 1 and coreml_rules.is_updatable_type(written[0][0])
                    for written in self._written(attrs))
 
-    def passes_gradients(self, attrs: Optional[Mapping[str, Any]] = None) -> bool:
+    def passes_gradients(self, attrs: Mapping[str, Any] | None = None) -> bool:
         """Core ML backpropagates through every layer a node with ``attrs`` writes. Without
         ``attrs``: through every variant of the op."""
         return all(written and all(coreml_rules.is_backpropagable(*layer) for layer in written)
                    for written in self._written(attrs))
 
-    def _written(self, attrs: Optional[Mapping[str, Any]]) -> list[tuple[Layer, ...]]:
+    def _written(self, attrs: Mapping[str, Any] | None) -> list[tuple[Layer, ...]]:
         return [self.layers(a) for a in (self.variants if attrs is None else (attrs,))]
 
 
 #: IR op name -> its definition. Filled by the family modules of this package.
-OPS: Registry = Registry("IR op")
+OPS: dict[str, OpDef] = {}
 
 
-def define(name: str, *, family: str, doc: str, shape: ShapeRule, write: Optional[Writer],
+def define(name: str, *, family: str, doc: str, shape: ShapeRule, write: Writer | None,
            layers: Callable[[Mapping[str, Any]], tuple[Layer, ...]],
            variants: tuple[Mapping[str, Any], ...] = ({},)) -> OpDef:
     """Add an op to the table (a name defined twice is refused at import)."""
-    definition = OpDef(name, family, doc, shape, write, layers, variants)
-    OPS.register(name)(definition)
+    if name in OPS:
+        raise ValueError(f"IR op {name!r} defined twice")
+    definition = OPS[name] = OpDef(name, family, doc, shape, write, layers, variants)
     return definition
 
 

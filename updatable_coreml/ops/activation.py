@@ -8,14 +8,20 @@ though its first layer might.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .._proto import NeuralNetwork_pb2
 from ..errors import UnsupportedError
 from ..ir import Node
 from ._spec import new_layer, one_layer
 from ._table import Layer, Shapes, define, same_shape, writes
+
+
+def _affine(params: Any, alpha: float, beta: float) -> None:
+    params.alpha, params.beta = alpha, beta
+
 
 #: Kind -> (``ActivationParams`` oneof name, attrs it reads besides ``kind``, fill the params
 #: from the node's attrs): the activations Core ML writes as a single ``activation`` layer
@@ -26,13 +32,14 @@ NONLINEARITIES: dict[str, tuple[str, str, Callable[[Any, Mapping[str, Any]], Non
     "tanh": ("tanh", "", lambda p, a: p.tanh.SetInParent()),
     "softplus": ("softplus", "", lambda p, a: p.softplus.SetInParent()),
     "softsign": ("softsign", "", lambda p, a: p.softsign.SetInParent()),
-    "leaky_relu": ("leakyReLU", "alpha", lambda p, a: setattr(p.leakyReLU, "alpha", float(a["alpha"]))),
+    "leaky_relu": ("leakyReLU", "alpha",
+                   lambda p, a: setattr(p.leakyReLU, "alpha", float(a["alpha"]))),
     "elu": ("ELU", "alpha", lambda p, a: setattr(p.ELU, "alpha", float(a.get("alpha", 1.0)))),
     "hard_sigmoid": ("sigmoidHard", "alpha, beta",
-                     lambda p, a: (setattr(p.sigmoidHard, "alpha", float(a["alpha"])),
-                                   setattr(p.sigmoidHard, "beta", float(a["beta"])))),
-    "linear": ("linear", "alpha, beta", lambda p, a: (setattr(p.linear, "alpha", float(a.get("alpha", 1.0))),
-                                                      setattr(p.linear, "beta", float(a.get("beta", 0.0))))),
+                     lambda p, a: _affine(p.sigmoidHard, float(a["alpha"]), float(a["beta"]))),
+    "linear": ("linear", "alpha, beta",
+               lambda p, a: _affine(p.linear, float(a.get("alpha", 1.0)),
+                                    float(a.get("beta", 0.0)))),
 }
 
 
@@ -40,8 +47,9 @@ def fill_nonlinearity(params: Any, attrs: Mapping[str, Any], where: str) -> None
     """Fill an ``ActivationParams`` message for ``attrs['kind']`` (default linear)."""
     kind = attrs.get("kind", "linear")
     if kind not in NONLINEARITIES:
-        raise UnsupportedError(f"layer {where!r}: activation {kind!r} cannot be written as one Core "
-                               f"ML activation; use one of {', '.join(sorted(NONLINEARITIES))}")
+        known = ", ".join(sorted(NONLINEARITIES))
+        raise UnsupportedError(f"layer {where!r}: activation {kind!r} cannot be written as one "
+                               f"Core ML activation; use one of {known}")
     NONLINEARITIES[kind][2](params, attrs)
 
 
@@ -64,7 +72,8 @@ def _single(kind: str) -> Kind:
 
 
 def _clip_layers(attrs: Mapping[str, Any]) -> tuple[Layer, ...]:
-    floor: Layer = ("activation", "ReLU") if float(attrs.get("min", 0.0)) == 0.0 else ("unary", None)
+    relu = float(attrs.get("min", 0.0)) == 0.0
+    floor: Layer = ("activation", "ReLU") if relu else ("unary", None)
     return (floor, ("unary", None), ("activation", "linear"))
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..ir import Node
 from ._geometry import explicit_pads, spatial_output
@@ -28,7 +29,8 @@ def _write_conv(layer: Any, node: Node, shapes: Shapes) -> None:
     params.stride.extend(attrs.get("strides", (1, 1)))
     dilations = attrs.get("dilations", (1, 1))
     params.dilationFactor.extend(dilations)
-    border(params.valid, explicit_pads(attrs, shapes[node.inputs[0]][1:], weight.shape[2:], dilations))
+    pads = explicit_pads(attrs, shapes[node.inputs[0]][1:], weight.shape[2:], dilations)
+    border(params.valid, pads)
     put_weights(params.weights, weight, node.trainable)
     if "bias" in node.weights:
         params.hasBias = True

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..ir import Node
 from ._geometry import explicit_pads, spatial_output
@@ -39,6 +40,7 @@ def _write_pool(layer: Any, node: Node, shapes: Shapes) -> None:
 
 
 define("pool2d", family="pooling",
-       doc="a: kind max|avg, kernel (kh, kw), strides (sh, sw), padding 'valid'|'same'|(t, b, l, r), "
-           "global bool, count_include_pad bool, keepdims bool (global: (C, 1, 1) not (C,))",
+       doc="a: kind max|avg, kernel (kh, kw), strides (sh, sw), "
+           "padding 'valid'|'same'|(t, b, l, r), global bool, count_include_pad bool, "
+           "keepdims bool (global: (C, 1, 1) not (C,))",
        shape=_pool_shape, write=one_layer(_write_pool), layers=writes("pooling"))

@@ -5,7 +5,8 @@ Sequences are ``(Seq, C)`` per example (token ids for an embedding: ``(Seq, 1)``
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ def _write_lstm(layer: Any, node: Node, shapes: Shapes) -> None:
     if "bias" in node.weights:
         parts["BiasVector"] = node.weights["bias"]
     for suffix, stacked in parts.items():
-        for gate, part in zip(LSTM_GATES, np.split(stacked, 4)):
+        for gate, part in zip(LSTM_GATES, np.split(stacked, 4), strict=True):
             put_weights(getattr(params.weightParams, gate + suffix), part, node.trainable)
     layer.output.extend([f"{node.name}_final_h", f"{node.name}_final_c"])
 
