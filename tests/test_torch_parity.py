@@ -140,6 +140,14 @@ def test_forward_parity(case, tmp_path):
     assert np.abs(got - expected).max() <= TOLERANCE
 
 
+@pytest.mark.parametrize("body", [lambda x: x / (x.abs() + 2), lambda x: x.abs(), lambda x: x / 3])
+def test_abs_and_division_are_refused_outside_softsign(body, tmp_path):
+    model = nn.Sequential(nn.Linear(10, 7), Lambda(body), head(7))
+    with pytest.raises(UnsupportedError, match="only as part of softsign"):
+        export_and_run(model, torch.randn(3, 10), tmp_path)
+    assert not (tmp_path / "model.mlmodel").exists()
+
+
 def test_log_softmax_nll_parity(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5),

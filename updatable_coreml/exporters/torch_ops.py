@@ -405,20 +405,24 @@ def _softplus(state: Translation, fx: Any, a: dict) -> None:
 def _softsign_div(fx: Any) -> Any | None:
     """The ``div`` of ``x / (abs(x) + 1)`` (what ``nn.Softsign`` / ``F.softsign`` export as)
     that ``fx`` (the abs, the add or the div) belongs to, or None."""
+
+    def is_op(node: Any, name: str) -> bool:
+        return hasattr(node, "target") and _op_name(node) == name
+
     node = fx
     for step in ("abs", "add"):
-        if _op_name(node) == step:
+        if is_op(node, step):
             if len(node.users) != 1:
                 return None
             node = next(iter(node.users))
-    if _op_name(node) != "div" or len(node.args) != 2 or node.kwargs.get("rounding_mode"):
+    if not is_op(node, "div") or len(node.args) != 2 or node.kwargs.get("rounding_mode"):
         return None
     x, denominator = node.args
-    if _op_name(denominator) != "add" or len(denominator.users) != 1 or denominator.kwargs:
+    if not is_op(denominator, "add") or len(denominator.users) != 1 or denominator.kwargs:
         return None
     magnitude = denominator.args[0]
     one = denominator.args[1] if len(denominator.args) > 1 else None
-    if one != 1 or _op_name(magnitude) != "abs" or len(magnitude.users) != 1 \
+    if one != 1 or not is_op(magnitude, "abs") or len(magnitude.users) != 1 \
             or magnitude.args[0] is not x:
         return None
     return node
