@@ -14,7 +14,9 @@ from updatable_coreml import runtime  # noqa: E402
 from updatable_coreml._proto import FeatureTypes_pb2, Model_pb2  # noqa: E402
 from updatable_coreml.errors import ConfigError, ModelFileError, RuntimeLayerError  # noqa: E402
 from updatable_coreml.runtime.assumptions import Assumptions  # noqa: E402
-from updatable_coreml.runtime.update import make_plan, mini_batches, read_training_setup  # noqa: E402
+from updatable_coreml.runtime.batch_order import coreml_orders  # noqa: E402
+from updatable_coreml.runtime.update import (FrontierSource, make_plan, mini_batches,  # noqa: E402
+                                             read_training_setup)
 
 LABELS = ["cat", "dog", "owl"]
 N_EXAMPLES, BATCH = 10, 4  # 3 mini-batches per epoch, the last one wraps around
@@ -183,21 +185,48 @@ def test_mse_adam_regressor_matches_torch(dtype, tol):
     np.testing.assert_array_equal(frozen, w["ip1_w"].numpy().astype(dtype).ravel())
 
 
-def test_seeded_shuffle_is_numpy_permutation_per_epoch():
+@pytest.mark.parametrize("order", ["coreml", "numpy"])
+def test_seeded_shuffle_trains_on_the_assumed_order(order):
+    """Core ML's order (libc++ shuffle, re-shuffled in place) or the numpy alternative."""
     w = cnn_weights()
     x, y = cnn_data()
     model = runtime.load(cnn_spec(w), dtype=np.float64)
-    first = model.update(cnn_examples(x, y), parameters={"seed": 11})
-    again = model.update(cnn_examples(x, y), parameters={"seed": 11})
-    other = model.update(cnn_examples(x, y), parameters={"seed": 12})
-    rng = np.random.default_rng(11)
-    orders = [rng.permutation(N_EXAMPLES) for _ in range(3)]
+    assume = Assumptions(shuffle_order=order)
+    first = model.update(cnn_examples(x, y), parameters={"seed": 11}, assumptions=assume)
+    again = model.update(cnn_examples(x, y), parameters={"seed": 11}, assumptions=assume)
+    other = model.update(cnn_examples(x, y), parameters={"seed": 12}, assumptions=assume)
+    if order == "coreml":
+        orders = list(coreml_orders(N_EXAMPLES, 3, True, 11))
+    else:
+        rng = np.random.default_rng(11)
+        orders = [rng.permutation(N_EXAMPLES) for _ in range(3)]
     expected = torch_train(w, list(w), cnn_torch_forward, F.cross_entropy, x, y,
                            lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9), orders=orders)
     got = in_memory_weights(first.model, "fc")[0]
     assert rel_err(got, expected["fc_w"]) <= 1e-5
     np.testing.assert_array_equal(got, in_memory_weights(again.model, "fc")[0])
     assert not np.array_equal(got, in_memory_weights(other.model, "fc")[0])
+
+
+def test_batches_follow_the_shuffled_order_epoch_by_epoch(monkeypatch):
+    """Without a seed in the spec Core ML's engine starts in state 1; every mini-batch holds
+    the rows of that epoch's order, the last one wrapped around."""
+    spec = regressor_spec(regressor_weights())
+    assert not spec.neuralNetworkRegressor.updateParams.HasField("seed")
+    model = runtime.load(spec, dtype=np.float64)
+    x, t = regressor_data()
+    seen = []
+    original = FrontierSource.batch
+
+    def spy(self, index):
+        seen.append(np.asarray(index).tolist())
+        return original(self, index)
+
+    monkeypatch.setattr(FrontierSource, "batch", spy)
+    model.update({"features": x, "out_true": t}, parameters={"shuffle": True})
+    expected = [rows.tolist() for order in coreml_orders(N_EXAMPLES, 3, True, None)
+                for rows in mini_batches(order, BATCH, "wrap")]
+    assert seen == expected and seen[0] != list(range(BATCH))
 
 
 def test_resume_changes_learning_rate_and_keeps_momentum():
@@ -237,16 +266,46 @@ def test_update_again_on_the_result_starts_fresh_optimizer_state():
     assert rel_err(in_memory_weights(twice.model, "conv")[0], step2["conv_w"]) <= 1e-5
 
 
-def test_resume_can_stop_early_via_epochs():
+def test_resume_reads_only_the_learning_rate():
+    """resume(withParameters:) changes the learning rate; epochs, momentum and batch size
+    stay as they were at the start, and the ignored keys are named in the warnings."""
+    w = cnn_weights()
+    x, y = cnn_data()
+    model = runtime.load(cnn_spec(w), dtype=np.float64)
+
+    def anneal(event):
+        if event.kind == "epoch_end" and event.epoch == 0:
+            event.task.resume({"learningRate": 0.01, "epochs": 1, "momentum": 0.1,
+                               "miniBatchSize": 2})
+
+    result = model.update(cnn_examples(x, y), parameters={"shuffle": False}, progress=anneal)
+
+    def torch_anneal(epoch, opt):
+        if epoch == 0:
+            opt.param_groups[0]["lr"] = 0.01
+
+    expected = torch_train(w, list(w), cnn_torch_forward, F.cross_entropy, x, y,
+                           lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+                           on_epoch_end=torch_anneal)
+    assert len(result.epoch_losses) == 3
+    assert [len(losses) for losses in result.mini_batch_losses] == [3, 3, 3]
+    assert rel_err(in_memory_weights(result.model, "fc")[0], expected["fc_w"]) <= 1e-5
+    assert result.parameters["epochs"] == 3 and result.parameters["momentum"] == 0.9
+    for key in ("epochs", "momentum", "miniBatchSize"):
+        assert any(note.startswith(f"{key} cannot change while the task runs")
+                   for note in result.warnings), key
+
+
+def test_resume_with_a_learning_rate_the_model_refuses_fails_the_task():
     model = runtime.load(cnn_spec(cnn_weights()))
     x, y = cnn_data()
 
-    def stop_after_first(event):
+    def too_fast(event):
         if event.kind == "epoch_end":
-            event.task.resume({"epochs": 1})
+            event.task.resume({"learningRate": 1.5})
 
-    result = model.update(cnn_examples(x, y), progress=stop_after_first)
-    assert len(result.epoch_losses) == 1
+    with pytest.raises(ConfigError, match="learningRate=1.5 is not allowed"):
+        model.update(cnn_examples(x, y), progress=too_fast)
 
 
 # -- semantics ---------------------------------------------------------------------------------
@@ -294,10 +353,10 @@ def test_cancel_leaves_model_unchanged_and_skips_completion():
 
 @pytest.mark.parametrize("overrides,message", [
     ({"epochs": 9}, "epochs=9 is not allowed"),
+    ({"epochs": 2.5}, "epochs=2.5 is not allowed"),
     ({"miniBatchSize": 8}, "miniBatchSize=8 is not allowed"),
     ({"learningRate": 1.5}, "learningRate=1.5 is not allowed"),
-    ({"beta1": 0.5}, "unknown update parameter 'beta1'"),
-    ({"epochs": 2.5}, "must be an integer"),
+    ({"learningRate": "fast"}, "must be a number"),
     ({"shuffle": "yes"}, "true or false"),
 ])
 def test_overrides_outside_the_allowed_values_raise(overrides, message):
@@ -307,15 +366,77 @@ def test_overrides_outside_the_allowed_values_raise(overrides, message):
         model.update(cnn_examples(x, y), parameters=overrides)
 
 
-def test_resume_refuses_batch_size_changes():
+def test_overrides_follow_core_ml_parameter_container():
+    """Unknown keys ignored; a set matches within 1e-4; a range includes its bounds; the
+    value Core ML uses is the integer part; each silent acceptance is a warning."""
+    model = runtime.load(cnn_spec(cnn_weights()), dtype=np.float64)
+    x, y = cnn_data()
+    result = model.update(cnn_examples(x, y), parameters={
+        "beta1": 0.5, "dropout": 0.1, "epochs": 2.00005, "learningRate": 1.0, "momentum": 0.0,
+        "shuffle": False})
+    assert len(result.epoch_losses) == 2
+    assert result.parameters["epochs"] == 2 and result.parameters["learningRate"] == 1.0
+    assert "beta1" not in result.parameters and "dropout" not in result.parameters
+    assert any(w.startswith("'beta1' is not an update parameter of a SGD model") and
+               w.endswith("Core ML ignores it") for w in result.warnings)
+    assert any(w.startswith("'dropout' is not an update parameter") for w in result.warnings)
+    assert any(w.startswith("epochs=2.00005 is not an integer") for w in result.warnings)
+
+
+def test_a_key_the_spec_lacks_is_used_unchecked():
+    """The regressor declares no seed: Core ML stores an app's seed unchecked and shuffles
+    with it."""
+    w = regressor_weights()
+    x, t = regressor_data()
+    model = runtime.load(regressor_spec(w), dtype=np.float64)
+    seeded = model.update({"features": x, "out_true": t},
+                          parameters={"seed": 5, "shuffle": True, "epochs": 1})
+    assert any(w.startswith("seed=5: the model declares no seed") for w in seeded.warnings)
+    order = next(coreml_orders(N_EXAMPLES, 1, True, 5))
+    rows = np.concatenate(mini_batches(order, BATCH, "wrap"))
+    reference = model.update({"features": x[rows], "out_true": t[rows]},
+                             parameters={"shuffle": False, "epochs": 1})
+    np.testing.assert_allclose(in_memory_weights(seeded.model, "ip3")[0],
+                               in_memory_weights(reference.model, "ip3")[0], rtol=1e-12)
+
+
+def test_a_value_without_allowed_range_meets_unknown_built_in_bounds():
+    spec = cnn_spec(cnn_weights())
+    spec.neuralNetworkClassifier.updateParams.optimizer.sgdOptimizer.momentum.ClearField("range")
+    model = runtime.load(spec)
+    x, y = cnn_data()
+    result = model.update(cnn_examples(x, y), parameters={"momentum": 0.5, "epochs": 1})
+    assert result.parameters["momentum"] == 0.5
+    assert any(w.startswith("momentum=0.5: the model gives momentum no allowed range")
+               for w in result.warnings)
+    default = model.update(cnn_examples(x, y), parameters={"momentum": 0.9, "epochs": 1})
+    assert default.warnings == []
+    with pytest.raises(ConfigError, match="momentum=0.5 is not allowed"):
+        model.update(cnn_examples(x, y), parameters={"momentum": 0.5},
+                     assumptions=Assumptions(override_without_range=False))
+
+
+def test_no_shuffle_parameter_means_no_shuffling():
+    spec = cnn_spec(cnn_weights())
+    spec.neuralNetworkClassifier.updateParams.ClearField("shuffle")
+    model = runtime.load(spec, dtype=np.float64)
+    x, y = cnn_data()
+    absent = model.update(cnn_examples(x, y))
+    plain = runtime.load(cnn_spec(cnn_weights()), dtype=np.float64).update(
+        cnn_examples(x, y), parameters={"shuffle": False})
+    np.testing.assert_array_equal(in_memory_weights(absent.model, "fc")[0],
+                                  in_memory_weights(plain.model, "fc")[0])
+    assert absent.parameters["shuffle"] is False
+
+
+def test_ml_compute_preset_has_a_short_last_batch_and_mean_epoch_loss():
     model = runtime.load(cnn_spec(cnn_weights()))
     x, y = cnn_data()
-
-    def change_batch(event):
-        event.task.resume({"miniBatchSize": 4})
-
-    with pytest.raises(ConfigError, match="cannot change while the task runs"):
-        model.update(cnn_examples(x, y), progress=change_batch)
+    result = model.update(cnn_examples(x, y), assumptions="ml-compute")
+    assert [len(losses) for losses in result.mini_batch_losses] == [3, 3, 3]
+    assert result.epoch_losses[0] == pytest.approx(np.mean(result.mini_batch_losses[0]))
+    with pytest.raises(ConfigError, match="unknown assumptions 'mlcompute'"):
+        model.update(cnn_examples(x, y), assumptions="mlcompute")
 
 
 def test_save_writes_only_updatable_layers(tmp_path):

@@ -1,31 +1,35 @@
-"""Every Core ML training behaviour that Apple does not document, in one switchable place.
+"""Every Core ML training behaviour the runtime emulates, known or assumed, in one place.
 
-MLUpdateTask's source is closed. Where the seed articles observed the behaviour on device we
-follow them; elsewhere we pick the standard formula (what torch and Keras do, so a parity test
-against them is meaningful). Each choice is a field of ``Assumptions``; pass
-``Assumptions(...)`` (or ``DEFAULT.replace(...)``) to ``Model.update`` to try another one.
+MLUpdateTask's source is closed. What decompiled iOS Core ML code shows (``COREML_EVIDENCE.md``,
+"Training engine", cited below by evidence id) is the default; what nothing public shows is an
+assumption: we pick the standard formula (what torch and Keras do, so a parity test against them
+is meaningful) and keep every alternative one field away. Pass ``Assumptions(...)``,
+``DEFAULT.replace(...)`` or a preset name (``PRESETS``) to ``Model.update``; ``variants`` lists
+every plausible combination of the unknowns (``simulate(..., assumptions="all")``).
 
 Fields and the formulas they select:
 
 ``partial_batch``
-    ``"wrap"`` (observed): the last mini-batch of an epoch is filled up to ``miniBatchSize`` by
-    wrapping around to the first examples of that epoch's order (with fewer examples than one
-    batch, the order repeats). ``"short"``: the last batch is smaller. ``"drop"``: it is skipped.
+    ``"wrap"`` (default): an epoch has ceil(n / miniBatchSize) mini-batches, all full (seen:
+    Espresso sizes its buffer ceil(n / batch) * batch, id 14255200760); the last one is filled by
+    wrapping around to the first examples of that epoch's order (how it is filled is not
+    visible: assumed). ``"short"``: the last batch is smaller (the ML Compute engine, ids
+    14466503593, 16049422991). ``"drop"``: it is skipped.
 
 ``epoch_loss``
-    ``"last"`` (observed): the loss reported at epoch end is the last mini-batch's loss.
-    ``"mean"``: the mean of the epoch's mini-batch losses.
+    ``"last"`` (seen, Espresso, id 14632240964): the loss reported at epoch end is the last
+    mini-batch's loss. ``"mean"``: the mean of the epoch's mini-batch losses (ML Compute).
 
-``batch_reduction``
+``batch_reduction`` (unknown)
     How per-example losses combine into the mini-batch loss (and so the gradient scale):
     ``"mean"`` (standard: torch and Keras default) or ``"sum"``.
 
-``mse_reduction``
+``mse_reduction`` (unknown)
     How an example's squared errors combine: ``"mean"`` over its elements (so the batch loss is
     the mean over all elements, like ``torch.nn.MSELoss()`` and ``keras.losses.MeanSquaredError``)
     or ``"sum"``.
 
-``momentum``
+``momentum`` (unknown)
     SGD with momentum ``m``, learning rate ``lr``, gradient ``g``:
 
     * ``"torch"``: ``v = m*v + g;  w -= lr*v`` (``torch.optim.SGD``, dampening 0)
@@ -35,7 +39,7 @@ Fields and the formulas they select:
     changes mid-task (``resume`` with a new ``learningRate``): torch's form rescales the whole
     velocity by the new rate, Keras's keeps the old steps at their old rate.
 
-``adam``
+``adam`` (unknown)
     Adam with step ``t`` (1-based), ``m = b1*m + (1-b1)*g``, ``v = b2*v + (1-b2)*g*g``:
 
     * ``"torch"`` (default): ``m_hat = m/(1-b1**t); v_hat = v/(1-b2**t);
@@ -44,24 +48,34 @@ Fields and the formulas they select:
       the same up to where ``eps`` sits)
     * ``"uncorrected"``: ``w -= lr*m/(sqrt(v) + eps)`` (no bias correction)
 
+``shuffle_order``
+    ``"coreml"`` (seen, ids 14763505511, 16801534799): libc++ ``std::shuffle`` with
+    ``std::minstd_rand`` over an index vector, once at the start and in place after every epoch
+    (``batch_order.py``, proven against libc++ output). ``"numpy"``: the order this project
+    used before, ``numpy.random.default_rng(seed).permutation(n)`` per epoch.
+
 ``shuffle_seed``
-    Seed used when ``shuffle`` is on and the model declares no ``seed`` (observed: Core ML still
-    shuffles deterministically). The order of epoch ``e`` is the ``e``-th
-    ``numpy.random.default_rng(seed).permutation(n)`` drawn from one generator per task.
+    Only for ``shuffle_order="numpy"``: the seed when the model declares none. (Core ML's own
+    order starts its engine in state 1 then.)
 
 ``shuffle_when_absent``
-    Whether to shuffle when the model has no ``shuffle`` parameter at all (``True``, the value
-    coremltools' builder writes when it adds one).
+    Whether to shuffle when the model has no ``shuffle`` parameter. ``False`` (seen, ids
+    14284908880, 14632240964: no value, so ``boolValue`` is NO); coremltools' builder always
+    writes one.
 
 ``override_without_range``
-    Whether the app may override an update parameter whose spec declares no allowed range or
-    set. ``False``: only its default is accepted (there is nothing that allows another value).
+    An update parameter the spec declares with neither an allowed set nor a range: Core ML
+    checks an app's value against built-in bounds whose values are not visible (id
+    14552829201). ``True`` (default): accept the value and warn that the device may refuse it;
+    ``False``: accept only the declared default.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
+from typing import Optional, Union
 
 from ..errors import ConfigError
 
@@ -72,12 +86,17 @@ _CHOICES = {
     "mse_reduction": ("mean", "sum"),
     "momentum": ("torch", "keras"),
     "adam": ("torch", "keras", "uncorrected"),
+    "shuffle_order": ("coreml", "numpy"),
 }
+
+#: The behaviours nothing public shows (``COREML_EVIDENCE.md``: "unknown"), with every value
+#: ``variants`` tries.
+UNKNOWN = ("momentum", "adam", "batch_reduction", "mse_reduction")
 
 
 @dataclass(frozen=True)
 class Assumptions:
-    """The undocumented MLUpdateTask behaviours the runtime emulates (see module docstring)."""
+    """The MLUpdateTask behaviours the runtime emulates (see module docstring)."""
 
     partial_batch: str = "wrap"
     epoch_loss: str = "last"
@@ -85,9 +104,10 @@ class Assumptions:
     mse_reduction: str = "mean"
     momentum: str = "torch"
     adam: str = "torch"
+    shuffle_order: str = "coreml"
     shuffle_seed: int = 0
-    shuffle_when_absent: bool = True
-    override_without_range: bool = False
+    shuffle_when_absent: bool = False
+    override_without_range: bool = True
 
     def __post_init__(self) -> None:
         for name, allowed in _CHOICES.items():
@@ -98,5 +118,90 @@ class Assumptions:
     def replace(self, **changes) -> "Assumptions":
         return dataclasses.replace(self, **changes)
 
+    def describe(self, fields: tuple[str, ...] = UNKNOWN) -> str:
+        """``momentum=torch adam=torch ...`` for the named fields (a variant's label)."""
+        return " ".join(f"{name}={getattr(self, name)}" for name in fields)
+
 
 DEFAULT = Assumptions()
+"""Core ML's default engine (Espresso) as seen, and the standard formulas for the unknowns."""
+
+ML_COMPUTE = DEFAULT.replace(partial_batch="short", epoch_loss="mean")
+"""Core ML's ML Compute engine (runs only behind a private flag, default off; ids 14632240964,
+14466503593): the last mini-batch of an epoch is short, the epoch loss is the batch mean."""
+
+#: The optimizer forms of the frameworks we export from (see ``momentum`` and ``adam`` above).
+FRAMEWORK_FORMS = {
+    "torch": {"momentum": "torch", "adam": "torch"},
+    "keras": {"momentum": "keras", "adam": "keras"},
+}
+
+PRESETS = {
+    "espresso": DEFAULT,
+    "ml-compute": ML_COMPUTE,
+    "torch": DEFAULT.replace(**FRAMEWORK_FORMS["torch"]),
+    "keras": DEFAULT.replace(**FRAMEWORK_FORMS["keras"]),
+}
+"""Named assumption sets: ``espresso`` is the default; ``torch``/``keras`` train with that
+framework's optimizer forms; ``all`` (``variants``) is every combination of the unknowns."""
+
+ALL = "all"
+
+
+def resolve(assumptions: Union[None, str, Assumptions]) -> Assumptions:
+    """``None`` -> ``DEFAULT``; a preset name -> that preset; an ``Assumptions`` as is."""
+    if assumptions is None:
+        return DEFAULT
+    if isinstance(assumptions, Assumptions):
+        return assumptions
+    if assumptions in PRESETS:
+        return PRESETS[assumptions]
+    raise ConfigError(f"unknown assumptions {assumptions!r}; use one of "
+                      f"{', '.join(PRESETS)} or {ALL!r}")
+
+
+def relevant_unknowns(optimizer: str, loss: str, momentum: bool) -> tuple[str, ...]:
+    """The unknown behaviours that can change a task's result: the momentum form only for SGD
+    with momentum, Adam's form only for Adam, the MSE formula only for MSE."""
+    fields = []
+    if optimizer == "sgd" and momentum:
+        fields.append("momentum")
+    if optimizer == "adam":
+        fields.append("adam")
+    fields.append("batch_reduction")
+    if loss == "mse":
+        fields.append("mse_reduction")
+    return tuple(fields)
+
+
+def variants(base: Assumptions, fields: tuple[str, ...]) -> list[Assumptions]:
+    """Every combination of the values of ``fields`` (each from ``UNKNOWN``) on top of
+    ``base``; ``base`` itself comes first."""
+    combos = [base]
+    for values in itertools.product(*(_CHOICES[name] for name in fields)):
+        candidate = base.replace(**dict(zip(fields, values)))
+        if candidate not in combos:
+            combos.append(candidate)
+    return combos
+
+
+def framework_form_note(framework: str, optimizer: str, momentum: Optional[float] = None) -> str:
+    """The report line naming the optimizer form of the source ``framework`` ("torch" or
+    "keras") and how to simulate with it; "" when the form does not matter (plain SGD)."""
+    name = {"torch": "PyTorch", "keras": "Keras"}[framework]
+    if optimizer == "sgd":
+        if not momentum:
+            return ""
+        form = ("v = m*v + g; w -= lr*v" if FRAMEWORK_FORMS[framework]["momentum"] == "torch"
+                else "v = m*v - lr*g; w += v")
+        what = f"SGD momentum in {name}'s form ({form})"
+        caveat = "the forms differ only once the learning rate changes mid-task"
+    else:
+        form = ("eps added to the bias-corrected sqrt(v_hat)"
+                if FRAMEWORK_FORMS[framework]["adam"] == "torch"
+                else "eps added to sqrt(v) before the bias correction of the step")
+        what = f"Adam in {name}'s form ({form})"
+        caveat = "the forms differ where gradients are near eps"
+    return (f"trained with {what}; Core ML's own form is not public ({caveat}): simulate "
+            f"--assumptions {framework} replays the source framework's form, --assumptions all "
+            "shows how much the unknowns change the result")

@@ -1,25 +1,31 @@
-"""MLUpdateTask emulation: epochs of shuffled mini-batches, SGD/Adam, progress events.
+"""MLUpdateTask emulation: epochs of mini-batches in Core ML's order, SGD/Adam, progress events.
 
 ``run_update`` (``Model.update``) reads everything from the model's ``updateParams``: loss,
 optimizer, mini-batch size, epochs, shuffle, seed, and what the app may override them with.
-Undocumented behaviours (partial batches, reported loss, reductions, optimizer variants,
-shuffle RNG) come from ``assumptions``.
+What Core ML does is in ``assumptions`` (seen behaviour by default, each unknown switchable);
+the example order is ``batch_order``'s emulation of libc++'s ``std::shuffle``.
 
-Task semantics:
+Task semantics (decompiled iOS Core ML, ids in ``COREML_EVIDENCE.md``):
 
-* ``parameters`` overrides use Core ML's ``MLParameterKey`` names (``epochs``,
-  ``miniBatchSize``, ``learningRate``, ``momentum``, ``beta1``, ``beta2``, ``eps``, ``shuffle``,
-  ``seed``); a value outside the model's allowed range or set raises ``ConfigError``, like
-  Core ML refusing the task.
+* ``parameters`` are ``MLModelConfiguration.parameters`` (ids 14380843269, 14552829201,
+  14284908880). Core ML knows the keys ``epochs``, ``shuffle``, ``seed``, ``learningRate``,
+  ``miniBatchSize`` and the optimizer's (``momentum``; ``beta1``, ``beta2``, ``eps``):
+  another key is silently ignored; a known key the spec does not declare is stored unchecked
+  (and used); a declared key's value must match its allowed set within 1e-4 or lie in its
+  range (bounds included), else the task fails (``ConfigError`` here); a declared key with
+  neither set nor range is checked against built-in bounds that are not public (accepted here,
+  see ``Assumptions.override_without_range``). Where Core ML silently ignores or accepts what
+  the app may not expect, ``UpdateResult.warnings`` says so, naming the key.
 * ``progress(event)`` receives ``training_begin``, ``mini_batch_end`` (epoch, mini_batch, loss),
   ``epoch_end`` (epoch, loss) and ``completion``; indices are 0-based.
 * ``event.task.cancel()`` stops the task: no completion event, and the result carries the
   original model unchanged.
-* ``event.task.resume(parameters)`` changes ``epochs`` or optimizer hyper-parameters from the
-  next mini-batch on (learning-rate annealing at ``epoch_end``), keeping the optimizer state
-  (velocity, Adam moments and step count), as Core ML's ``resume(withParameters:)`` does.
-  A new ``update`` on the returned model starts with fresh optimizer state: Core ML stores no
-  optimizer state in the model file.
+* ``event.task.resume(parameters)`` is ``resume(withParameters:)``: only ``learningRate`` is
+  read (id 14632240964), checked like an override, and used from the next mini-batch on;
+  other keys are ignored (with a warning). Epochs, mini-batch size, momentum, betas and eps
+  are read once when the task starts. The optimizer state (velocity, Adam moments and step
+  count) carries on. A new ``update`` on the returned model starts with fresh optimizer
+  state: Core ML stores no optimizer state in the model file.
 * The frozen part of the network (everything no updatable layer feeds) is run once per example
   and reused across epochs, unless it holds a batchnorm that normalizes with batch statistics.
 """
@@ -34,11 +40,19 @@ import numpy as np
 
 from ..errors import ConfigError, ModelFileError
 from . import backward as bw
+from . import batch_order
 from . import features as feat
-from .assumptions import DEFAULT, Assumptions
+from .assumptions import Assumptions, resolve
 from .model import Model, NeuralNetworkModel, WeightKey
 
-RESUMABLE = ("epochs", "learningRate", "momentum", "beta1", "beta2", "eps")
+#: What ``resume(withParameters:)`` changes (id 14632240964).
+RESUMABLE = ("learningRate",)
+#: The keys Core ML's parameter container knows, per optimizer (id 14284908880).
+COMMON_KEYS = ("epochs", "shuffle", "seed", "learningRate", "miniBatchSize")
+OPTIMIZER_KEYS = {"sgd": COMMON_KEYS + ("momentum",),
+                  "adam": COMMON_KEYS + ("beta1", "beta2", "eps")}
+#: A value matches an allowed set member within this (id 14380843269).
+SET_TOLERANCE = 1e-4
 PREFIX_CHUNK = 256
 
 
@@ -47,13 +61,15 @@ PREFIX_CHUNK = 256
 
 @dataclass(frozen=True)
 class UpdateParameter:
-    """One update parameter as the spec declares it: default plus allowed set or range."""
+    """One update parameter: its default plus the allowed set or range the spec declares.
+    ``declared=False``: the spec lacks it (Core ML stores an app's value unchecked)."""
 
     name: str
     default: Any
     kind: type = float
     values: Optional[tuple] = None
     range: Optional[tuple] = None
+    declared: bool = True
 
     def allowed(self) -> str:
         if self.values is not None:
@@ -62,50 +78,68 @@ class UpdateParameter:
             return f"{self.range[0]:g}..{self.range[1]:g}"
         return f"only the default {self.default}"
 
-    def check(self, value: Any, assumptions: Assumptions) -> Any:
-        """``value`` converted to the parameter's type, or ConfigError if Core ML refuses it."""
+    def _converted(self, value: Any, notes: list) -> Any:
         if self.kind is bool:
             if not isinstance(value, (bool, np.bool_)):
                 raise ConfigError(f"{self.name} must be true or false, got {value!r}")
             return bool(value)
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
             raise ConfigError(f"{self.name} must be a number, got {value!r}")
-        if self.kind is int:
-            if float(value) != int(value):
-                raise ConfigError(f"{self.name} must be an integer, got {value!r}")
-            value = int(value)
-        elif not math.isfinite(value):
+        if not math.isfinite(value):
             raise ConfigError(f"{self.name} must be finite, got {value!r}")
-        value = self.kind(value)
-        if self.values is not None:
-            ok = value in self.values
-        elif self.range is not None:
-            ok = self.range[0] <= value <= self.range[1]
-        else:
-            ok = value == self.default or assumptions.override_without_range
-        if not ok:
-            raise ConfigError(f"{self.name}={value:g} is not allowed by the model (allowed: "
-                              f"{self.allowed()}); Core ML refuses such update parameters")
+        if self.kind is int and float(value) != int(value):
+            notes.append(f"{self.name}={value!r} is not an integer: Core ML checks it as a "
+                         f"number and then uses its integer part, {int(value)}")
         return value
 
+    def check(self, value: Any, assumptions: Assumptions, notes: list) -> Any:
+        """``value`` as Core ML would use it, or ConfigError where Core ML fails the task;
+        ``notes`` gets a line for what Core ML accepts silently."""
+        value = self._converted(value, notes)
+        if self.kind is bool:
+            return value
+        if not self.declared:
+            notes.append(f"{self.name}={value:g}: the model declares no {self.name}, so Core ML "
+                         "accepts the value unchecked and trains with it")
+        elif self.values is not None:
+            if not any(abs(float(value) - v) <= SET_TOLERANCE for v in self.values):
+                self._refuse(value)
+        elif self.range is not None:
+            if not self.range[0] <= float(value) <= self.range[1]:
+                self._refuse(value)
+        elif value != self.default:
+            if not assumptions.override_without_range:
+                self._refuse(value)
+            notes.append(f"{self.name}={value:g}: the model gives {self.name} no allowed range "
+                         "or set, so Core ML checks it against built-in bounds that are not "
+                         "public; the device may refuse it (declare a range to be sure)")
+        return self.kind(int(value) if self.kind is int else value)
 
-def _int_parameter(name: str, message) -> UpdateParameter:
+    def _refuse(self, value: Any) -> None:
+        raise ConfigError(f"{self.name}={value:g} is not allowed by the model (allowed: "
+                          f"{self.allowed()}); Core ML fails the task with such parameters")
+
+
+def _int_parameter(name: str, message, declared: bool = True) -> UpdateParameter:
     kind = message.WhichOneof("AllowedValues")
+    values = tuple(int(v) for v in message.set.values) if kind == "set" else ()
     return UpdateParameter(name, int(message.defaultValue), int,
-                           values=tuple(int(v) for v in message.set.values) if kind == "set" else None,
+                           values=values or None,  # an empty set is no constraint (id 14552829201)
                            range=(int(message.range.minValue), int(message.range.maxValue))
-                           if kind == "range" else None)
+                           if kind == "range" else None, declared=declared)
 
 
-def _float_parameter(name: str, message) -> UpdateParameter:
+def _float_parameter(name: str, message, declared: bool = True) -> UpdateParameter:
     has_range = message.WhichOneof("AllowedValues") == "range"
     return UpdateParameter(name, float(message.defaultValue), float,
-                           range=(message.range.minValue, message.range.maxValue) if has_range else None)
+                           range=(message.range.minValue, message.range.maxValue) if has_range
+                           else None, declared=declared)
 
 
 @dataclass(frozen=True)
 class TrainingSetup:
-    """The loss and optimizer an updatable network declares."""
+    """The loss and optimizer an updatable network declares. ``parameters`` holds every key
+    Core ML knows for this optimizer; ``declared=False`` marks those the spec lacks."""
 
     loss: str  # "cce" or "mse"
     loss_input: str
@@ -126,42 +160,56 @@ def read_training_setup(network: NeuralNetworkModel, assumptions: Assumptions) -
         raise ModelFileError(f"loss layer {loss_layer.name!r} has no loss type")
     loss = getattr(loss_layer, loss_kind)
     optimizer = params.optimizer.WhichOneof("OptimizerType")
-    specs = {"epochs": _int_parameter("epochs", params.epochs)}
+    specs = {"epochs": _int_parameter("epochs", params.epochs, params.HasField("epochs"))}
     if optimizer == "sgdOptimizer":
         sgd = params.optimizer.sgdOptimizer
-        specs["miniBatchSize"] = _int_parameter("miniBatchSize", sgd.miniBatchSize)
-        specs["learningRate"] = _float_parameter("learningRate", sgd.learningRate)
-        specs["momentum"] = _float_parameter("momentum", sgd.momentum)
+        specs["miniBatchSize"] = _int_parameter("miniBatchSize", sgd.miniBatchSize,
+                                                sgd.HasField("miniBatchSize"))
+        for name in ("learningRate", "momentum"):
+            specs[name] = _float_parameter(name, getattr(sgd, name), sgd.HasField(name))
     elif optimizer == "adamOptimizer":
         adam = params.optimizer.adamOptimizer
-        specs["miniBatchSize"] = _int_parameter("miniBatchSize", adam.miniBatchSize)
+        specs["miniBatchSize"] = _int_parameter("miniBatchSize", adam.miniBatchSize,
+                                                adam.HasField("miniBatchSize"))
         for name in ("learningRate", "beta1", "beta2", "eps"):
-            specs[name] = _float_parameter(name, getattr(adam, name))
+            specs[name] = _float_parameter(name, getattr(adam, name), adam.HasField(name))
     else:
         raise ModelFileError("the model's update parameters have no optimizer")
+    has_shuffle = params.HasField("shuffle")
     specs["shuffle"] = UpdateParameter(
-        "shuffle", params.shuffle.defaultValue if params.HasField("shuffle")
-        else assumptions.shuffle_when_absent, bool)
-    if params.HasField("seed"):
-        specs["seed"] = _int_parameter("seed", params.seed)
+        "shuffle", params.shuffle.defaultValue if has_shuffle else assumptions.shuffle_when_absent,
+        bool, declared=has_shuffle)
+    specs["seed"] = _int_parameter("seed", params.seed, params.HasField("seed"))
     return TrainingSetup("cce" if loss_kind.startswith("categorical") else "mse",
                          loss.input, loss.target, "sgd" if optimizer == "sgdOptimizer" else "adam",
                          specs)
 
 
+def initial_values(setup: TrainingSetup) -> dict:
+    """The values a task starts from: the declared defaults; an undeclared seed stays unset
+    (Core ML's engine then starts in state 1)."""
+    return {name: spec.default for name, spec in setup.parameters.items()
+            if spec.declared or name != "seed"}
+
+
 def resolve_parameters(setup: TrainingSetup, overrides: Optional[Mapping[str, Any]],
-                       assumptions: Assumptions, only: Sequence[str] = ()) -> dict:
-    """Validate ``overrides`` against the spec (``only`` restricts which names may change)."""
-    overrides = dict(overrides or {})
-    for name, value in overrides.items():
+                       assumptions: Assumptions, notes: list,
+                       only: Sequence[str] = ()) -> dict:
+    """The overrides Core ML would use (``only`` restricts which keys it reads), checked as
+    ``MLParameterContainer`` checks them; ``notes`` gets what it silently ignores or accepts."""
+    used = {}
+    for name, value in dict(overrides or {}).items():
         if name not in setup.parameters:
-            raise ConfigError(f"unknown update parameter {name!r} for this model; it has "
-                              f"{', '.join(sorted(setup.parameters))}")
+            notes.append(f"{name!r} is not an update parameter of a {setup.optimizer.upper()} "
+                         f"model ({', '.join(OPTIMIZER_KEYS[setup.optimizer])}): Core ML "
+                         "ignores it")
+            continue
         if only and name not in only:
-            raise ConfigError(f"{name} cannot change while the task runs; resumable: "
-                              f"{', '.join(only)}")
-        overrides[name] = setup.parameters[name].check(value, assumptions)
-    return overrides
+            notes.append(f"{name} cannot change while the task runs (resume reads only "
+                         f"{', '.join(only)}): Core ML ignores it")
+            continue
+        used[name] = setup.parameters[name].check(value, assumptions, notes)
+    return used
 
 
 # -- the training plan ------------------------------------------------------------------------
@@ -402,15 +450,18 @@ class UpdateResult:
     epoch_losses: list = field(default_factory=list)
     mini_batch_losses: list = field(default_factory=list)  # one list per epoch
     parameters: dict = field(default_factory=dict)  # values in force at the end
+    #: what Core ML silently ignored or accepted (overrides, resume), each naming its key
+    warnings: list = field(default_factory=list)
 
 
 class UpdateTask:
     """One run of the update task; progress callbacks reach it as ``event.task``."""
 
     def __init__(self, model: Model, setup: TrainingSetup, parameters: dict,
-                 assumptions: Assumptions) -> None:
+                 assumptions: Assumptions, warnings: Optional[list] = None) -> None:
         self.model, self.setup, self.assumptions = model, setup, assumptions
         self.parameters = parameters
+        self.warnings = list(warnings or [])
         network = model.trainable()
         self.plan = make_plan(network, setup)
         weights = {key: network.weight_getter(key[0])(key[1]).copy() for key in self.plan.keys}
@@ -424,13 +475,22 @@ class UpdateTask:
         self.cancelled = True
 
     def resume(self, parameters: Mapping[str, Any]) -> None:
-        """Change epochs or optimizer hyper-parameters from the next mini-batch on."""
+        """``resume(withParameters:)``: a new learning rate from the next mini-batch on;
+        Core ML reads no other key here (ignored, with a warning). A learning rate the model
+        does not allow fails the task (``ConfigError``), as on device."""
         self.parameters.update(resolve_parameters(self.setup, parameters, self.assumptions,
-                                                  only=RESUMABLE))
+                                                  self.warnings, only=RESUMABLE))
 
     def current_model(self) -> Model:
         snapshot = self.network.with_weights({k: v.copy() for k, v in self.weights.items()})
         return self.model.with_trainable(snapshot)
+
+    def orders(self, count: int, epochs: int) -> Iterable[np.ndarray]:
+        """Each epoch's example order (``Assumptions.shuffle_order``)."""
+        shuffle, seed = self.parameters["shuffle"], self.parameters.get("seed")
+        if self.assumptions.shuffle_order == "coreml":
+            return batch_order.coreml_orders(count, epochs, shuffle, seed)
+        return batch_order.numpy_orders(count, epochs, shuffle, seed, self.assumptions.shuffle_seed)
 
     def run(self, examples, progress: Optional[Callable[[ProgressEvent], Any]]) -> UpdateResult:
         batch, count = training_batch(self.model, examples)
@@ -439,25 +499,22 @@ class UpdateTask:
         targets = (class_indices(network, self.setup, features) if self.setup.loss == "cce"
                    else regression_targets(network, self.setup, features))
         source = FrontierSource(network, self.plan, features, count)
-        result = UpdateResult(self.model, cancelled=False)
+        result = UpdateResult(self.model, cancelled=False, warnings=self.warnings)
 
         def emit(kind: str, **details) -> bool:
             if progress is not None:
                 progress(ProgressEvent(kind, self, **details))
             return not self.cancelled
 
-        seed = self.parameters.get("seed", self.assumptions.shuffle_seed)
-        rng = np.random.default_rng(seed)
+        # read once at the start (id 14632240964); resume changes only the learning rate
+        epochs, size = self.parameters["epochs"], self.parameters["miniBatchSize"]
         if not emit("training_begin"):
             return self._cancelled(result)
         epoch = 0
-        while epoch < self.parameters["epochs"]:
-            order = rng.permutation(count) if self.parameters["shuffle"] else np.arange(count)
-            batches = mini_batches(order, self.parameters["miniBatchSize"],
-                                   self.assumptions.partial_batch)
+        for order in self.orders(count, epochs):
+            batches = mini_batches(order, size, self.assumptions.partial_batch)
             if not batches:
-                raise ConfigError(f"{count} examples make no full mini-batch of "
-                                  f"{self.parameters['miniBatchSize']}")
+                raise ConfigError(f"{count} examples make no full mini-batch of {size}")
             losses: list[float] = []
             result.mini_batch_losses.append(losses)
             for index, rows in enumerate(batches):
@@ -498,17 +555,19 @@ class UpdateTask:
 def run_update(model: Model, examples: Union[Iterable[Mapping], Mapping], *,
                parameters: Optional[Mapping[str, Any]] = None,
                progress: Optional[Callable[[ProgressEvent], Any]] = None,
-               assumptions: Optional[Assumptions] = None) -> UpdateResult:
-    """Train ``model`` on ``examples`` as MLUpdateTask would; see the module docstring."""
-    assumptions = assumptions or DEFAULT
+               assumptions: Union[None, str, Assumptions] = None) -> UpdateResult:
+    """Train ``model`` on ``examples`` as MLUpdateTask would; see the module docstring.
+    ``assumptions``: an ``Assumptions``, a preset name (``assumptions.PRESETS``) or None."""
+    assumptions = resolve(assumptions)
     if not model.spec.isUpdatable:
         raise ModelFileError("the model is not updatable (isUpdatable is false); export it with "
                              "updatable layers first")
     network = model.trainable()
     setup = read_training_setup(network, assumptions)
-    values = {name: spec.default for name, spec in setup.parameters.items()}
-    values.update(resolve_parameters(setup, parameters, assumptions))
+    notes: list[str] = []
+    values = initial_values(setup)
+    values.update(resolve_parameters(setup, parameters, assumptions, notes))
     if values["miniBatchSize"] < 1 or values["epochs"] < 0:
         raise ConfigError(f"miniBatchSize must be >= 1 and epochs >= 0, got "
                           f"{values['miniBatchSize']} and {values['epochs']}")
-    return UpdateTask(model, setup, values, assumptions).run(examples, progress)
+    return UpdateTask(model, setup, values, assumptions, notes).run(examples, progress)
