@@ -96,3 +96,69 @@ def test_non_updatable_model_is_refused(model_path, tmp_path):
     runtime.load(spec).save(frozen)
     with pytest.raises(ModelFileError, match="not updatable"):
         simulate(frozen, image_folder(tmp_path / "train", per_label=1))
+
+
+def test_every_combination_of_the_unknowns_reports_its_spread(model_path, tmp_path):
+    train = image_folder(tmp_path / "train")
+    val = image_folder(tmp_path / "val", per_label=2)
+    single = simulate(model_path, train, val=val)
+    result = simulate(model_path, train, val=val, assumptions="all")
+    spread = result.spread
+    assert spread.fields == ("momentum", "batch_reduction")  # SGD with momentum, CCE
+    assert spread.evaluated_on == "validation" and len(spread.outcomes) == 4
+    labels = [o.label for o in spread.outcomes]
+    assert labels[0] == "momentum=torch batch_reduction=mean" and len(set(labels)) == 4
+    # rows come from the default run, which is the first outcome
+    assert [r.train_loss for r in result.rows] == [r.train_loss for r in single.rows]
+    assert spread.outcomes[0].train_loss == result.rows[-1].train_loss
+    assert spread.outcomes[0].loss == pytest.approx(result.rows[-1].val_loss)
+    by_label = {o.label: o for o in spread.outcomes}
+    # the momentum forms agree while the learning rate is constant; summing does not
+    assert by_label["momentum=keras batch_reduction=mean"].train_loss == pytest.approx(
+        by_label["momentum=torch batch_reduction=mean"].train_loss, rel=1e-5)
+    assert by_label["momentum=torch batch_reduction=sum"].train_loss != pytest.approx(
+        by_label["momentum=torch batch_reduction=mean"].train_loss, rel=1e-3)
+    low, high = spread.span("train_loss")
+    assert low <= spread.outcomes[0].train_loss <= high and high > low
+    lines = spread.summary_lines()
+    assert lines[0].startswith("unknown Core ML formulas (momentum, batch_reduction): 4")
+    assert lines[-1].startswith("spread: final training loss") and "accuracy" in lines[-1]
+    assert spread.to_dict()["outcomes"][3]["assumptions"] == {"momentum": "keras",
+                                                              "batch_reduction": "sum"}
+
+
+def test_adam_mse_unknowns_and_presets(tmp_path):
+    """An Adam regressor: Adam's three forms x batch reduction x MSE formula."""
+    from coremltools.models import datatypes
+
+    rng = np.random.default_rng(4)
+    b = nnb.NeuralNetworkBuilder([("x", datatypes.Array(3))], [("y", datatypes.Array(2))],
+                                 mode="regressor")
+    b.add_inner_product("fc", rng.normal(size=(2, 3)), rng.normal(size=2), 3, 2, True, "x", "y")
+    b.make_updatable(["fc"])
+    b.set_mean_squared_error_loss("loss", ("y", datatypes.Array(2)))
+    b.set_adam_optimizer(nnb.AdamParams(lr=0.01, batch=4, beta1=0.9, beta2=0.999, eps=1e-8))
+    b.set_epochs(2)
+    path = tmp_path / "Regressor.mlmodel"
+    runtime.load(b.spec).save(path)
+    np.savez(tmp_path / "data.npz", x=rng.normal(size=(10, 3)), y=rng.normal(size=(10, 2)))
+    result = simulate(path, tmp_path / "data.npz", assumptions="all")
+    spread = result.spread
+    assert spread.fields == ("adam", "batch_reduction", "mse_reduction")
+    assert len(spread.outcomes) == 12 and spread.evaluated_on == "training"
+    assert spread.span("accuracy") is None and "accuracy" not in spread.summary_lines()[-1]
+    keras = simulate(path, tmp_path / "data.npz", assumptions="keras")
+    expected = next(o for o in spread.outcomes
+                    if o.label == "adam=keras batch_reduction=mean mse_reduction=mean")
+    assert keras.rows[-1].train_loss == pytest.approx(expected.train_loss, rel=1e-12)
+    with pytest.raises(ConfigError, match="unknown assumptions 'pytorch'"):
+        simulate(path, tmp_path / "data.npz", assumptions="pytorch")
+
+
+def test_overrides_core_ml_ignores_are_warnings(model_path, tmp_path):
+    spec = runtime.load(model_path).spec
+    spec.neuralNetworkClassifier.updateParams.ClearField("seed")
+    unseeded = tmp_path / "Unseeded.mlmodel"
+    runtime.load(spec).save(unseeded)
+    result = simulate(unseeded, image_folder(tmp_path / "train", per_label=2), seed=4)
+    assert any(w.startswith("seed=4: the model declares no seed") for w in result.warnings)

@@ -23,6 +23,7 @@ from ..export import ExportReport, export_graph
 from ..frameworks import quiet_import
 from ..ir import Graph, Node, TensorSpec
 from ..registry import Registry
+from ..runtime.assumptions import framework_form_note
 from .common import unique_name
 from ..training import SGD, Adam, Optimizer
 
@@ -729,11 +730,9 @@ def map_optimizer(optimizer, ctx: Context) -> tuple[Optimizer, list[str]]:
     if kind == "SGD":
         momentum = float(config.get("momentum", 0.0))
         if momentum:
-            notes.append("SGD momentum: Keras updates v = m*v - lr*g, w += v; the same weights "
-                         "as Core ML's form while the learning rate is constant")
+            notes.append(framework_form_note("keras", "sgd", momentum))
         return SGD(learning_rate, momentum), notes
-    notes.append("Adam: Keras adds epsilon to sqrt(v) before bias correction; where Core ML "
-                 "adds it is not public (only visible when gradients are near epsilon)")
+    notes.append(framework_form_note("keras", "adam"))
     return Adam(learning_rate, float(config["beta_1"]), float(config["beta_2"]),
                 float(config["epsilon"])), notes
 

@@ -25,13 +25,9 @@ from ..errors import (ConfigError, ModelFileError, NotUpdatableError, Unsupporte
                       UntrustedSourceError, first_line)
 from ..ir import Graph
 from ..passes import UPDATABLE_OPS
+from ..runtime.assumptions import framework_form_note
 from ..training import SGD, Adam
 from .torch_ops import Translation, translate, where
-
-MOMENTUM_NOTE = ("SGD momentum: torch updates v = m*v + g; w -= lr*v, Keras v = m*v - lr*g; "
-                 "w += v. Both give the same weights while the learning rate is constant, so "
-                 "lr and momentum are carried over unchanged (the reference runtime models Core "
-                 "ML's SGD in torch's form).")
 
 
 # -- refusals that allow_unsupported may downgrade -------------------------------------------
@@ -406,12 +402,11 @@ def optimizer_assumptions(source: Any, optimizer: Union[SGD, Adam]) -> list[str]
     """What the report should say about how the optimizer was chosen and mapped."""
     if source is None:
         return ["no optimizer given: Core ML SGD with learning rate 0.01, no momentum"]
-    notes = []
-    if isinstance(optimizer, SGD) and optimizer.momentum.default:
-        notes.append(MOMENTUM_NOTE)
-    if isinstance(optimizer, Adam) and not isinstance(source, Adam):
-        notes.append("Adam: torch's bias-corrected update is carried over unchanged (lr, betas, eps)")
-    return notes
+    if isinstance(source, (SGD, Adam)):
+        return []  # the caller chose Core ML's parameters directly: no source form to name
+    momentum = optimizer.momentum.default if isinstance(optimizer, SGD) else None
+    note = framework_form_note("torch", "sgd" if isinstance(optimizer, SGD) else "adam", momentum)
+    return [note] if note else []
 
 
 # -- file sources for the CLI ----------------------------------------------------------------

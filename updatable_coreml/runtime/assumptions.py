@@ -185,23 +185,29 @@ def variants(base: Assumptions, fields: tuple[str, ...]) -> list[Assumptions]:
     return combos
 
 
+_FORM_TEXT = {
+    ("momentum", "torch"): "v = m*v + g; w -= lr*v",
+    ("momentum", "keras"): "v = m*v - lr*g; w += v",
+    ("adam", "torch"): "eps added to sqrt of the bias-corrected v",
+    ("adam", "keras"): "eps added to sqrt(v), the bias correction folded into the step size",
+}
+_FRAMEWORK_NAMES = {"torch": "PyTorch", "keras": "Keras"}
+
+
 def framework_form_note(framework: str, optimizer: str, momentum: Optional[float] = None) -> str:
-    """The report line naming the optimizer form of the source ``framework`` ("torch" or
-    "keras") and how to simulate with it; "" when the form does not matter (plain SGD)."""
-    name = {"torch": "PyTorch", "keras": "Keras"}[framework]
-    if optimizer == "sgd":
-        if not momentum:
-            return ""
-        form = ("v = m*v + g; w -= lr*v" if FRAMEWORK_FORMS[framework]["momentum"] == "torch"
-                else "v = m*v - lr*g; w += v")
-        what = f"SGD momentum in {name}'s form ({form})"
-        caveat = "the forms differ only once the learning rate changes mid-task"
-    else:
-        form = ("eps added to the bias-corrected sqrt(v_hat)"
-                if FRAMEWORK_FORMS[framework]["adam"] == "torch"
-                else "eps added to sqrt(v) before the bias correction of the step")
-        what = f"Adam in {name}'s form ({form})"
-        caveat = "the forms differ where gradients are near eps"
-    return (f"trained with {what}; Core ML's own form is not public ({caveat}): simulate "
-            f"--assumptions {framework} replays the source framework's form, --assumptions all "
-            "shows how much the unknowns change the result")
+    """The export report's line naming the optimizer form of the source ``framework``
+    ("torch" or "keras"), the other framework's, and how to simulate with each; "" when the
+    form cannot matter (SGD without momentum)."""
+    if optimizer == "sgd" and not momentum:
+        return ""
+    field = "momentum" if optimizer == "sgd" else "adam"
+    other = "keras" if framework == "torch" else "torch"
+    title = "SGD momentum" if field == "momentum" else "Adam"
+    caveat = ("the forms give the same weights until the learning rate changes mid-task"
+              if field == "momentum" else "the forms differ where gradients are near eps")
+    return (f"{title} in {_FRAMEWORK_NAMES[framework]}'s form "
+            f"({_FORM_TEXT[field, FRAMEWORK_FORMS[framework][field]]}; "
+            f"{_FRAMEWORK_NAMES[other]}'s: {_FORM_TEXT[field, FRAMEWORK_FORMS[other][field]]}); "
+            f"Core ML's own form is not public ({caveat}): 'simulate --assumptions {framework}' "
+            "trains with the source's form, '--assumptions all' shows how much the unknown "
+            "formulas change the result")

@@ -6,6 +6,12 @@ or targets). Folder images are resized to the model's input size (bilinear, aspe
 kept) and converted to its color space. Each epoch gives a row: the training loss Core ML
 reports (see ``assumptions.epoch_loss``) and, with validation data, the validation loss (mean
 over the examples) and accuracy (classifiers).
+
+``assumptions`` picks how Core ML's unknown formulas are emulated (``runtime.assumptions``): a
+preset name, an ``Assumptions``, or ``"all"``: train once per plausible combination of the
+unknowns (momentum form, Adam's eps placement and bias correction, batch reduction, the MSE
+formula) and report the spread of the final loss and accuracy (``SimulationResult.spread``), so
+a user sees whether the unknowns matter for their model.
 """
 
 from __future__ import annotations
@@ -23,10 +29,10 @@ from ..errors import ConfigError, ModelFileError
 from ..spec_io import atomic_write_bytes, check_output_path, save_spec
 from . import backward as bw
 from . import features as feat
-from .assumptions import DEFAULT
+from .assumptions import ALL, DEFAULT, Assumptions, relevant_unknowns, resolve, variants
 from .model import Model, NeuralNetworkModel, PipelineModel, load
-from .update import (ProgressEvent, UpdateResult, class_indices, read_training_setup,
-                     regression_targets, training_batch)
+from .update import (ProgressEvent, UpdateResult, class_indices, initial_values,
+                     read_training_setup, regression_targets, training_batch)
 
 PathLike = Union[str, os.PathLike]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".heic"}
@@ -45,6 +51,59 @@ class EpochRow:
     val_accuracy: Optional[float] = None
 
 
+@dataclass(frozen=True)
+class VariantOutcome:
+    """How one combination of assumptions ended: the last epoch's training loss (as Core ML
+    reports it), and the mean loss and accuracy of the trained model on the evaluation data."""
+
+    assumptions: Assumptions
+    label: str
+    train_loss: float
+    loss: float
+    accuracy: Optional[float] = None
+
+
+@dataclass
+class AssumptionSpread:
+    """Outcomes of every plausible combination of Core ML's unknown formulas (``fields``);
+    the first outcome is the default's."""
+
+    fields: tuple
+    evaluated_on: str  # "validation" or "training"
+    outcomes: list
+
+    def span(self, name: str) -> Optional[tuple[float, float]]:
+        values = [getattr(o, name) for o in self.outcomes if getattr(o, name) is not None]
+        return (min(values), max(values)) if values else None
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"unknown Core ML formulas ({', '.join(self.fields)}): {len(self.outcomes)} "
+                 f"combinations, loss and accuracy on the {self.evaluated_on} data"]
+        for index, outcome in enumerate(self.outcomes):
+            accuracy = "" if outcome.accuracy is None else f"  accuracy {outcome.accuracy:.1%}"
+            lines.append(f"  {outcome.label}: final training loss {outcome.train_loss:.6g}  "
+                         f"loss {outcome.loss:.6g}{accuracy}" + ("  (default)" if not index else ""))
+        parts = []
+        for name, title in (("train_loss", "final training loss"), ("loss", "loss")):
+            low, high = self.span(name)
+            parts.append(f"{title} {low:.6g}..{high:.6g} (spread {high - low:.3g})")
+        accuracy = self.span("accuracy")
+        if accuracy is not None:
+            parts.append(f"accuracy {accuracy[0]:.1%}..{accuracy[1]:.1%} (spread "
+                         f"{(accuracy[1] - accuracy[0]) * 100:.1f} points)")
+        lines.append("spread: " + "; ".join(parts))
+        return lines
+
+    def to_dict(self) -> dict:
+        return {"fields": list(self.fields), "evaluated_on": self.evaluated_on,
+                "outcomes": [{"assumptions": {name: getattr(o.assumptions, name)
+                                              for name in self.fields},
+                              "train_loss": o.train_loss, "loss": o.loss,
+                              "accuracy": o.accuracy} for o in self.outcomes],
+                "train_loss": list(self.span("train_loss")), "loss": list(self.span("loss")),
+                "accuracy": list(self.span("accuracy")) if self.span("accuracy") else None}
+
+
 @dataclass
 class SimulationResult:
     rows: list[EpochRow]
@@ -54,10 +113,17 @@ class SimulationResult:
     plot: Optional[Path] = None
     out: Optional[Path] = None
     parameters: dict = field(default_factory=dict)
+    #: ``assumptions="all"``: the outcome of every combination of the unknowns
+    spread: Optional[AssumptionSpread] = None
 
     @property
     def model(self) -> Model:
         return self.update.model
+
+    @property
+    def warnings(self) -> list[str]:
+        """What Core ML would silently ignore or accept in the overrides (each names its key)."""
+        return list(self.update.warnings)
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -234,18 +300,57 @@ def write_plot(rows: list[EpochRow], path: PathLike) -> Path:
     return atomic_write_bytes(buffer.getvalue(), path)
 
 
+def unknowns_for(model: Model, overrides: Mapping[str, Any]) -> tuple[str, ...]:
+    """The unknown formulas that can change how ``model`` trains (``assumptions.UNKNOWN``)."""
+    try:
+        network = model.trainable()
+        setup = read_training_setup(network, DEFAULT)
+    except (ModelFileError, AttributeError):
+        raise ConfigError("assumptions='all' applies to updatable neural networks; this model "
+                          "has no loss and optimizer whose formulas are unknown (k-NN?)") from None
+    values = initial_values(setup)
+    momentum = overrides.get("momentum", values.get("momentum", 0.0))
+    return relevant_unknowns(setup.optimizer, setup.loss, bool(momentum))
+
+
+def assumption_spread(model: Model, examples: Mapping, overrides: Mapping[str, Any],
+                      evaluation: Mapping, evaluated_on: str,
+                      first: Optional[tuple[UpdateResult, Assumptions]] = None) -> AssumptionSpread:
+    """Train ``model`` once per combination of the unknowns that matter for it and evaluate
+    each result on ``evaluation``; ``first`` reuses an already finished default run."""
+    fields = unknowns_for(model, overrides)
+    base = first[1] if first is not None else DEFAULT
+    outcomes = []
+    for candidate in variants(base, fields):
+        if first is not None and candidate == first[1]:
+            update = first[0]
+        else:
+            update = model.update(examples, parameters=overrides, assumptions=candidate)
+        loss, accuracy = evaluate(update.model, evaluation)
+        outcomes.append(VariantOutcome(candidate, candidate.describe(fields),
+                                       update.epoch_losses[-1] if update.epoch_losses
+                                       else float("nan"), loss, accuracy))
+    return AssumptionSpread(fields, evaluated_on, outcomes)
+
+
 def simulate(model_path: PathLike, train: PathLike, *, val: Optional[PathLike] = None,
              epochs: Optional[int] = None, lr: Optional[float] = None,
              batch_size: Optional[int] = None, seed: Optional[int] = None,
              shuffle: Optional[bool] = None, plot: Optional[PathLike] = None,
              out: Optional[PathLike] = None,
              progress: Optional[Callable[[ProgressEvent], Any]] = None,
-             on_epoch: Optional[Callable[[EpochRow], Any]] = None) -> SimulationResult:
+             on_epoch: Optional[Callable[[EpochRow], Any]] = None,
+             assumptions: Union[None, str, Assumptions] = None) -> SimulationResult:
     """Train the model at ``model_path`` on ``train`` as MLUpdateTask would.
 
-    Overrides must lie in the model's allowed values (else ``ConfigError``). ``progress``
-    receives every task event; ``on_epoch`` each finished row (validation included).
+    Overrides are checked as Core ML checks them (``ConfigError`` where it fails the task;
+    ``result.warnings`` where it silently ignores or accepts). ``progress`` receives every
+    task event; ``on_epoch`` each finished row (validation included). ``assumptions``: a preset
+    name, an ``Assumptions``, or ``"all"`` (rows, plot and output come from the default; the
+    spread of every combination of the unknowns is in ``result.spread``).
     """
+    every = assumptions == ALL
+    chosen = DEFAULT if every else resolve(assumptions)
     model = load(model_path)
     if not model.spec.isUpdatable:
         raise ModelFileError(f"{model_path}: the model is not updatable; export it with updatable "
@@ -259,6 +364,8 @@ def simulate(model_path: PathLike, train: PathLike, *, val: Optional[PathLike] =
     overrides = {key: value for key, value in (("epochs", epochs), ("learningRate", lr),
                                                ("miniBatchSize", batch_size), ("seed", seed),
                                                ("shuffle", shuffle)) if value is not None}
+    if every:
+        unknowns_for(model, overrides)  # refuse a k-NN model before training
     rows: list[EpochRow] = []
 
     def on_event(event: ProgressEvent) -> None:
@@ -273,10 +380,14 @@ def simulate(model_path: PathLike, train: PathLike, *, val: Optional[PathLike] =
         if on_epoch is not None:
             on_epoch(rows[-1])
 
-    update = model.update(examples, parameters=overrides, progress=on_event)
+    update = model.update(examples, parameters=overrides, progress=on_event, assumptions=chosen)
     result = SimulationResult(rows, update, len(next(iter(examples.values()))),
                               len(next(iter(validation.values()))) if validation else 0,
                               parameters=update.parameters)
+    if every and not update.cancelled:
+        result.spread = assumption_spread(
+            model, examples, overrides, validation if validation is not None else examples,
+            "validation" if validation is not None else "training", first=(update, chosen))
     if plot is not None:
         result.plot = write_plot(rows, plot)
     if out is not None:
