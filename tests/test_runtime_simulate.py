@@ -162,3 +162,16 @@ def test_overrides_core_ml_ignores_are_warnings(model_path, tmp_path):
     runtime.load(spec).save(unseeded)
     result = simulate(unseeded, image_folder(tmp_path / "train", per_label=2), seed=4)
     assert any(w.startswith("seed=4: the model declares no seed") for w in result.warnings)
+    assert result.report_lines() == [f"warning: {w}" for w in result.warnings]
+
+
+def test_report_lines_hold_warnings_then_the_spread(model_path, tmp_path):
+    from updatable_coreml.runtime.simulate import ASSUMPTION_CHOICES
+
+    assert ASSUMPTION_CHOICES == ("espresso", "ml-compute", "torch", "keras", "all")
+    train = image_folder(tmp_path / "train", per_label=2)
+    plain = simulate(model_path, train, epochs=1)
+    assert plain.report_lines() == []
+    result = simulate(model_path, train, epochs=1, lr=0.25, assumptions="all")
+    lines = result.report_lines()
+    assert lines[0].startswith("unknown Core ML formulas") and lines[-1].startswith("spread:")

@@ -29,7 +29,8 @@ from ..errors import ConfigError, ModelFileError
 from ..spec_io import atomic_write_bytes, check_output_path, save_spec
 from . import backward as bw
 from . import features as feat
-from .assumptions import ALL, DEFAULT, Assumptions, relevant_unknowns, resolve, variants
+from .assumptions import (ALL, DEFAULT, PRESETS, Assumptions, relevant_unknowns, resolve,
+                          variants)
 from .model import Model, NeuralNetworkModel, PipelineModel, load
 from .update import (ProgressEvent, UpdateResult, class_indices, initial_values,
                      read_training_setup, regression_targets, training_batch)
@@ -37,6 +38,8 @@ from .update import (ProgressEvent, UpdateResult, class_indices, initial_values,
 PathLike = Union[str, os.PathLike]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".heic"}
 EVAL_CHUNK = 256
+#: What ``assumptions`` (the CLI's ``--assumptions``) accepts besides an ``Assumptions``.
+ASSUMPTION_CHOICES = (*PRESETS, ALL)
 #: Images with more pixels are refused before they are decoded (a damaged or hostile file).
 MAX_IMAGE_PIXELS = 40_000_000
 
@@ -124,6 +127,12 @@ class SimulationResult:
     def warnings(self) -> list[str]:
         """What Core ML would silently ignore or accept in the overrides (each names its key)."""
         return list(self.update.warnings)
+
+    def report_lines(self) -> list[str]:
+        """What to print after the epoch rows: the warnings, then the spread of the unknowns
+        (``assumptions="all"``)."""
+        lines = [f"warning: {warning}" for warning in self.warnings]
+        return lines + (self.spread.summary_lines() if self.spread is not None else [])
 
 
 # -- data --------------------------------------------------------------------------------------
