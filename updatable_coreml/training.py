@@ -307,7 +307,8 @@ class TrainingConfig:
             raise ConfigError("the model's update parameters have no optimizer")
         return cls(loss, optimizer, IntParam.read(batch, "batch size"),
                    IntParam.read(params.epochs, "epochs"),
-                   shuffle=params.shuffle.defaultValue if params.HasField("shuffle") else True,
+                   # no shuffle parameter: Core ML does not shuffle (runtime.assumptions)
+                   shuffle=params.shuffle.defaultValue if params.HasField("shuffle") else False,
                    seed=params.seed.defaultValue if params.HasField("seed") else None)
 
     def summary_lines(self) -> list[str]:
