@@ -5,9 +5,16 @@ from __future__ import annotations
 import pytest
 
 from updatable_coreml.errors import ConfigError
-from updatable_coreml.runtime.assumptions import (DEFAULT, ML_COMPUTE, PRESETS, Assumptions,
-                                                  framework_form_note, relevant_unknowns,
-                                                  resolve, variants)
+from updatable_coreml.runtime.assumptions import (
+    DEFAULT,
+    ML_COMPUTE,
+    PRESETS,
+    Assumptions,
+    framework_form_note,
+    relevant_unknowns,
+    resolve,
+    variants,
+)
 
 
 def test_presets_and_resolve():

@@ -15,8 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from updatable_coreml.runtime.batch_order import (MinstdRand, coreml_orders, libcxx_shuffle,
-                                                  numpy_orders, seed_seq_generate, uniform_int)
+from updatable_coreml.runtime.batch_order import (
+    MinstdRand,
+    coreml_orders,
+    libcxx_shuffle,
+    numpy_orders,
+    seed_seq_generate,
+    uniform_int,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "libcxx_shuffle.json"

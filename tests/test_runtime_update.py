@@ -15,8 +15,12 @@ from updatable_coreml._proto import FeatureTypes_pb2, Model_pb2  # noqa: E402
 from updatable_coreml.errors import ConfigError, ModelFileError, RuntimeLayerError  # noqa: E402
 from updatable_coreml.runtime.assumptions import Assumptions  # noqa: E402
 from updatable_coreml.runtime.batch_order import coreml_orders  # noqa: E402
-from updatable_coreml.runtime.update import (FrontierSource, make_plan, mini_batches,  # noqa: E402
-                                             read_training_setup)
+from updatable_coreml.runtime.update import (  # noqa: E402
+    FrontierSource,
+    make_plan,
+    mini_batches,
+    read_training_setup,
+)
 
 LABELS = ["cat", "dog", "owl"]
 N_EXAMPLES, BATCH = 10, 4  # 3 mini-batches per epoch, the last one wraps around
@@ -130,14 +134,14 @@ def torch_train(w: dict, trainable: list[str], forward, loss_fn, x, y, optimizer
 def trained_weights(model, layer: str) -> tuple[np.ndarray, np.ndarray]:
     nn = model.spec.neuralNetworkClassifier if model.spec.HasField("neuralNetworkClassifier") \
         else model.spec.neuralNetworkRegressor
-    found = next(l for l in nn.layers if l.name == layer)
+    found = next(item for item in nn.layers if item.name == layer)
     params = getattr(found, found.WhichOneof("layer"))
     return np.asarray(params.weights.floatValue), np.asarray(params.bias.floatValue)
 
 
 def in_memory_weights(model, layer: str) -> tuple[np.ndarray, np.ndarray]:
     network = model.trainable()
-    index = next(i for i, l in enumerate(network.layers) if l.name == layer)
+    index = next(i for i, item in enumerate(network.layers) if item.name == layer)
     getter = network.weight_getter(index)
     return getter("weights"), getter("bias")
 
@@ -446,7 +450,7 @@ def test_save_writes_only_updatable_layers(tmp_path):
     result = model.update(cnn_examples(x, y))
     path = result.model.save(tmp_path / "Updated.mlmodel")
     saved = runtime.load(path)
-    before = {l.name: l for l in spec.neuralNetworkClassifier.layers}
+    before = {item.name: item for item in spec.neuralNetworkClassifier.layers}
     for layer in saved.spec.neuralNetworkClassifier.layers:
         same = layer.SerializeToString() == before[layer.name].SerializeToString()
         assert same != layer.isUpdatable, layer.name
@@ -455,7 +459,8 @@ def test_save_writes_only_updatable_layers(tmp_path):
     np.testing.assert_array_equal(bias, in_memory_weights(result.model, "fc")[1])
     assert saved.spec.neuralNetworkClassifier.layers[0].convolution.weights.isUpdatable
     probe = {"image": x[:3]}
-    np.testing.assert_array_equal(saved.predict(probe)["label"], result.model.predict(probe)["label"])
+    np.testing.assert_array_equal(saved.predict(probe)["label"],
+                                  result.model.predict(probe)["label"])
     assert list(tmp_path.iterdir()) == [path]
 
 
@@ -529,7 +534,8 @@ def test_mse_reduction_is_mean_over_elements_and_switchable():
     result = model.update({"features": x, "out_true": t},
                           parameters={"shuffle": False, "epochs": 1})
     assert result.mini_batch_losses[0][0] == pytest.approx(np.mean((pred - t[:4]) ** 2))
-    summed = model.update({"features": x, "out_true": t}, parameters={"shuffle": False, "epochs": 1},
+    summed = model.update({"features": x, "out_true": t},
+                          parameters={"shuffle": False, "epochs": 1},
                           assumptions=Assumptions(mse_reduction="sum", batch_reduction="sum"))
     assert summed.mini_batch_losses[0][0] == pytest.approx(np.sum((pred - t[:4]) ** 2))
 

@@ -75,7 +75,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass
-from typing import Optional, Union
 
 from ..errors import ConfigError
 
@@ -115,7 +114,7 @@ class Assumptions:
             if value not in allowed:
                 raise ConfigError(f"assumption {name}={value!r} is not one of {', '.join(allowed)}")
 
-    def replace(self, **changes) -> "Assumptions":
+    def replace(self, **changes) -> Assumptions:
         return dataclasses.replace(self, **changes)
 
     def describe(self, fields: tuple[str, ...] = UNKNOWN) -> str:
@@ -148,7 +147,7 @@ framework's optimizer forms; ``all`` (``variants``) is every combination of the 
 ALL = "all"
 
 
-def resolve(assumptions: Union[None, str, Assumptions]) -> Assumptions:
+def resolve(assumptions: None | str | Assumptions) -> Assumptions:
     """``None`` -> ``DEFAULT``; a preset name -> that preset; an ``Assumptions`` as is."""
     if assumptions is None:
         return DEFAULT
@@ -179,7 +178,7 @@ def variants(base: Assumptions, fields: tuple[str, ...]) -> list[Assumptions]:
     ``base``; ``base`` itself comes first."""
     combos = [base]
     for values in itertools.product(*(_CHOICES[name] for name in fields)):
-        candidate = base.replace(**dict(zip(fields, values)))
+        candidate = base.replace(**dict(zip(fields, values, strict=True)))
         if candidate not in combos:
             combos.append(candidate)
     return combos
@@ -194,7 +193,7 @@ _FORM_TEXT = {
 _FRAMEWORK_NAMES = {"torch": "PyTorch", "keras": "Keras"}
 
 
-def framework_form_note(framework: str, optimizer: str, momentum: Optional[float] = None) -> str:
+def framework_form_note(framework: str, optimizer: str, momentum: float | None = None) -> str:
     """The export report's line naming the optimizer form of the source ``framework``
     ("torch" or "keras"), the other framework's, and how to simulate with each; "" when the
     form cannot matter (SGD without momentum)."""

@@ -20,7 +20,7 @@ per task and a fresh ``permutation(n)`` per epoch (a named alternative, not Core
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -41,7 +41,7 @@ class MinstdRand:
         self.state = state
 
     @classmethod
-    def from_seed_seq(cls, seed: int) -> "MinstdRand":
+    def from_seed_seq(cls, seed: int) -> MinstdRand:
         """The engine after ``seed(std::seed_seq{seed})``: libc++ asks the sequence for 4 words
         (k = 1 word for a modulus below 2**32, plus 3) and takes the last modulo m; 0 becomes 1."""
         words = seed_seq_generate([seed & _MASK32], 4)
@@ -196,7 +196,7 @@ def libcxx_shuffle(values: list, engine: MinstdRand) -> None:
 
 
 def coreml_orders(count: int, epochs: int, shuffle: bool,
-                  seed: Optional[int]) -> Iterator[np.ndarray]:
+                  seed: int | None) -> Iterator[np.ndarray]:
     """Core ML's example order for each epoch (see the module docstring)."""
     if not shuffle:
         for _ in range(epochs):
@@ -210,7 +210,7 @@ def coreml_orders(count: int, epochs: int, shuffle: bool,
         libcxx_shuffle(indices, engine)  # at each epoch end
 
 
-def numpy_orders(count: int, epochs: int, shuffle: bool, seed: Optional[int],
+def numpy_orders(count: int, epochs: int, shuffle: bool, seed: int | None,
                  fallback_seed: int = 0) -> Iterator[np.ndarray]:
     """The ``"numpy"`` alternative: ``default_rng(seed).permutation(count)`` per epoch."""
     rng = np.random.default_rng(fallback_seed if seed is None else seed)

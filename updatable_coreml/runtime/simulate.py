@@ -19,9 +19,10 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any
 
 import numpy as np
 
@@ -29,13 +30,19 @@ from ..errors import ConfigError, ModelFileError
 from ..spec_io import atomic_write_bytes, check_output_path, save_spec
 from . import backward as bw
 from . import features as feat
-from .assumptions import (ALL, DEFAULT, PRESETS, Assumptions, relevant_unknowns, resolve,
-                          variants)
+from .assumptions import ALL, DEFAULT, PRESETS, Assumptions, relevant_unknowns, resolve, variants
 from .model import Model, NeuralNetworkModel, PipelineModel, load
-from .update import (ProgressEvent, UpdateResult, class_indices, initial_values,
-                     read_training_setup, regression_targets, training_batch)
+from .update import (
+    ProgressEvent,
+    UpdateResult,
+    class_indices,
+    initial_values,
+    read_training_setup,
+    regression_targets,
+    training_batch,
+)
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".heic"}
 EVAL_CHUNK = 256
 #: What ``assumptions`` (the CLI's ``--assumptions``) accepts besides an ``Assumptions``.
@@ -50,8 +57,8 @@ class EpochRow:
 
     epoch: int
     train_loss: float
-    val_loss: Optional[float] = None
-    val_accuracy: Optional[float] = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ class VariantOutcome:
     label: str
     train_loss: float
     loss: float
-    accuracy: Optional[float] = None
+    accuracy: float | None = None
 
 
 @dataclass
@@ -75,7 +82,7 @@ class AssumptionSpread:
     evaluated_on: str  # "validation" or "training"
     outcomes: list
 
-    def span(self, name: str) -> Optional[tuple[float, float]]:
+    def span(self, name: str) -> tuple[float, float] | None:
         values = [getattr(o, name) for o in self.outcomes if getattr(o, name) is not None]
         return (min(values), max(values)) if values else None
 
@@ -84,27 +91,31 @@ class AssumptionSpread:
                  f"combinations, loss and accuracy on the {self.evaluated_on} data"]
         for index, outcome in enumerate(self.outcomes):
             accuracy = "" if outcome.accuracy is None else f"  accuracy {outcome.accuracy:.1%}"
+            default = "" if index else "  (default)"
             lines.append(f"  {outcome.label}: final training loss {outcome.train_loss:.6g}  "
-                         f"loss {outcome.loss:.6g}{accuracy}" + ("  (default)" if not index else ""))
+                         f"loss {outcome.loss:.6g}{accuracy}{default}")
         parts = []
         for name, title in (("train_loss", "final training loss"), ("loss", "loss")):
-            low, high = self.span(name)
-            parts.append(f"{title} {low:.6g}..{high:.6g} (spread {high - low:.3g})")
-        accuracy = self.span("accuracy")
-        if accuracy is not None:
-            parts.append(f"accuracy {accuracy[0]:.1%}..{accuracy[1]:.1%} (spread "
-                         f"{(accuracy[1] - accuracy[0]) * 100:.1f} points)")
+            bounds = self.span(name)
+            if bounds is not None:
+                parts.append(f"{title} {bounds[0]:.6g}..{bounds[1]:.6g} "
+                             f"(spread {bounds[1] - bounds[0]:.3g})")
+        hits = self.span("accuracy")
+        if hits is not None:
+            parts.append(f"accuracy {hits[0]:.1%}..{hits[1]:.1%} (spread "
+                         f"{(hits[1] - hits[0]) * 100:.1f} points)")
         lines.append("spread: " + "; ".join(parts))
         return lines
 
     def to_dict(self) -> dict:
+        spans = {name: self.span(name) for name in ("train_loss", "loss", "accuracy")}
         return {"fields": list(self.fields), "evaluated_on": self.evaluated_on,
                 "outcomes": [{"assumptions": {name: getattr(o.assumptions, name)
                                               for name in self.fields},
                               "train_loss": o.train_loss, "loss": o.loss,
                               "accuracy": o.accuracy} for o in self.outcomes],
-                "train_loss": list(self.span("train_loss")), "loss": list(self.span("loss")),
-                "accuracy": list(self.span("accuracy")) if self.span("accuracy") else None}
+                **{name: list(bounds) if bounds is not None else None
+                   for name, bounds in spans.items()}}
 
 
 @dataclass
@@ -113,11 +124,11 @@ class SimulationResult:
     update: UpdateResult
     train_examples: int
     val_examples: int = 0
-    plot: Optional[Path] = None
-    out: Optional[Path] = None
+    plot: Path | None = None
+    out: Path | None = None
     parameters: dict = field(default_factory=dict)
     #: ``assumptions="all"``: the outcome of every combination of the unknowns
-    spread: Optional[AssumptionSpread] = None
+    spread: AssumptionSpread | None = None
 
     @property
     def model(self) -> Model:
@@ -169,7 +180,7 @@ def _label_value(name: str, string_labels: bool) -> Any:
                           "labels)") from None
 
 
-def _class_labels(model: Model) -> Optional[list]:
+def _class_labels(model: Model) -> list | None:
     """The labels a network classifier can learn; None when any label goes (k-NN, regressor)."""
     last = model.models[-1] if isinstance(model, PipelineModel) else model
     if not isinstance(last, NeuralNetworkModel) or not last.is_classifier:
@@ -203,7 +214,7 @@ def _read_image(path: Path, image_type):
                           "file") from None
 
 
-def load_folder(folder: Path, layout: DataLayout, labels: Optional[list],
+def load_folder(folder: Path, layout: DataLayout, labels: list | None,
                 string_labels: bool) -> tuple[np.ndarray, list]:
     if feat.feature_kind(layout.input) != "imageType":
         raise ConfigError(f"{folder}: an image folder needs a model with an image input; "
@@ -262,7 +273,7 @@ def load_dataset(source: PathLike, model: Model) -> dict:
 # -- evaluation --------------------------------------------------------------------------------
 
 
-def evaluate(model: Model, examples: Mapping) -> tuple[float, Optional[float]]:
+def evaluate(model: Model, examples: Mapping) -> tuple[float, float | None]:
     """Mean loss over ``examples`` (the model's own loss) and, for cross-entropy, accuracy."""
     batch, count = training_batch(model, examples)
     features = model.training_features(batch)
@@ -278,7 +289,8 @@ def evaluate(model: Model, examples: Mapping) -> tuple[float, Optional[float]]:
         prediction = chunk[setup.loss_input]
         if cce:
             loss, _ = bw.cross_entropy(prediction, targets[rows], "sum")
-            correct += int(np.sum(prediction.reshape(len(prediction), -1).argmax(1) == targets[rows]))
+            predicted = prediction.reshape(len(prediction), -1).argmax(1)
+            correct += int(np.sum(predicted == targets[rows]))
         else:
             loss, _ = bw.mean_squared_error(prediction, targets[rows], DEFAULT.mse_reduction, "sum")
         total_loss += loss
@@ -324,7 +336,7 @@ def unknowns_for(model: Model, overrides: Mapping[str, Any]) -> tuple[str, ...]:
 
 def assumption_spread(model: Model, examples: Mapping, overrides: Mapping[str, Any],
                       evaluation: Mapping, evaluated_on: str,
-                      first: Optional[tuple[UpdateResult, Assumptions]] = None) -> AssumptionSpread:
+                      first: tuple[UpdateResult, Assumptions] | None = None) -> AssumptionSpread:
     """Train ``model`` once per combination of the unknowns that matter for it and evaluate
     each result on ``evaluation``; ``first`` reuses an already finished default run."""
     fields = unknowns_for(model, overrides)
@@ -342,14 +354,14 @@ def assumption_spread(model: Model, examples: Mapping, overrides: Mapping[str, A
     return AssumptionSpread(fields, evaluated_on, outcomes)
 
 
-def simulate(model_path: PathLike, train: PathLike, *, val: Optional[PathLike] = None,
-             epochs: Optional[int] = None, lr: Optional[float] = None,
-             batch_size: Optional[int] = None, seed: Optional[int] = None,
-             shuffle: Optional[bool] = None, plot: Optional[PathLike] = None,
-             out: Optional[PathLike] = None,
-             progress: Optional[Callable[[ProgressEvent], Any]] = None,
-             on_epoch: Optional[Callable[[EpochRow], Any]] = None,
-             assumptions: Union[None, str, Assumptions] = None) -> SimulationResult:
+def simulate(model_path: PathLike, train: PathLike, *, val: PathLike | None = None,
+             epochs: int | None = None, lr: float | None = None,
+             batch_size: int | None = None, seed: int | None = None,
+             shuffle: bool | None = None, plot: PathLike | None = None,
+             out: PathLike | None = None,
+             progress: Callable[[ProgressEvent], Any] | None = None,
+             on_epoch: Callable[[EpochRow], Any] | None = None,
+             assumptions: None | str | Assumptions = None) -> SimulationResult:
     """Train the model at ``model_path`` on ``train`` as MLUpdateTask would.
 
     Overrides are checked as Core ML checks them (``ConfigError`` where it fails the task;

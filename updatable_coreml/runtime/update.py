@@ -33,8 +33,9 @@ Task semantics (decompiled iOS Core ML, ids in ``COREML_EVIDENCE.md``):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 
@@ -67,8 +68,8 @@ class UpdateParameter:
     name: str
     default: Any
     kind: type = float
-    values: Optional[tuple] = None
-    range: Optional[tuple] = None
+    values: tuple | None = None
+    range: tuple | None = None
     declared: bool = True
 
     def allowed(self) -> str:
@@ -192,7 +193,7 @@ def initial_values(setup: TrainingSetup) -> dict:
             if spec.declared or name != "seed"}
 
 
-def resolve_parameters(setup: TrainingSetup, overrides: Optional[Mapping[str, Any]],
+def resolve_parameters(setup: TrainingSetup, overrides: Mapping[str, Any] | None,
                        assumptions: Assumptions, notes: list,
                        only: Sequence[str] = ()) -> dict:
     """The overrides Core ML would use (``only`` restricts which keys it reads), checked as
@@ -264,8 +265,9 @@ def make_plan(network: NeuralNetworkModel, setup: TrainingSetup) -> Plan:
     if setup.loss == "cce":
         softmax = producers[setup.loss_input]
         if layers[softmax].WhichOneof("layer") != "softmax":
+            found = layers[softmax].WhichOneof("layer")
             raise ModelFileError(f"the categorical cross-entropy input {setup.loss_input!r} must "
-                                 f"be a softmax layer's output, not {layers[softmax].WhichOneof('layer')}")
+                                 f"be a softmax layer's output, not {found}")
         order.remove(softmax)
         grad_blob = layers[softmax].input[0]
     for i in order:
@@ -303,7 +305,8 @@ def training_batch(model: Model, examples) -> tuple[dict, int]:
     return batch, count
 
 
-def class_indices(network: NeuralNetworkModel, setup: TrainingSetup, features: Mapping) -> np.ndarray:
+def class_indices(network: NeuralNetworkModel, setup: TrainingSetup,
+                  features: Mapping) -> np.ndarray:
     """CCE targets as class indices: classifier labels (String/Int64) map through the class
     labels; a MultiArray target holds the index itself."""
     classifier = network.is_classifier
@@ -319,7 +322,8 @@ def class_indices(network: NeuralNetworkModel, setup: TrainingSetup, features: M
         unknown = [v for v in values.reshape(-1).tolist() if v not in lookup]
         if unknown:
             shown = ", ".join(map(repr, labels[:8])) + (", ..." if len(labels) > 8 else "")
-            raise ConfigError(f"label {unknown[0]!r} is not one of the model's class labels ({shown})")
+            raise ConfigError(f"label {unknown[0]!r} is not one of the model's class labels "
+                              f"({shown})")
         return np.asarray([lookup[v] for v in values.reshape(-1).tolist()], dtype=np.int64)
     flat = values.reshape(values.shape[0], -1)[:, 0]
     if flat.dtype.kind not in "iuf" or np.any(flat != np.round(flat)):
@@ -426,10 +430,10 @@ class ProgressEvent:
     """What a progress callback receives (Core ML's MLUpdateContext)."""
 
     kind: str  # training_begin | mini_batch_end | epoch_end | completion
-    task: "UpdateTask"
-    epoch: Optional[int] = None
-    mini_batch: Optional[int] = None
-    loss: Optional[float] = None
+    task: UpdateTask
+    epoch: int | None = None
+    mini_batch: int | None = None
+    loss: float | None = None
 
     @property
     def parameters(self) -> dict:
@@ -458,7 +462,7 @@ class UpdateTask:
     """One run of the update task; progress callbacks reach it as ``event.task``."""
 
     def __init__(self, model: Model, setup: TrainingSetup, parameters: dict,
-                 assumptions: Assumptions, warnings: Optional[list] = None) -> None:
+                 assumptions: Assumptions, warnings: list | None = None) -> None:
         self.model, self.setup, self.assumptions = model, setup, assumptions
         self.parameters = parameters
         self.warnings = list(warnings or [])
@@ -492,7 +496,7 @@ class UpdateTask:
             return batch_order.coreml_orders(count, epochs, shuffle, seed)
         return batch_order.numpy_orders(count, epochs, shuffle, seed, self.assumptions.shuffle_seed)
 
-    def run(self, examples, progress: Optional[Callable[[ProgressEvent], Any]]) -> UpdateResult:
+    def run(self, examples, progress: Callable[[ProgressEvent], Any] | None) -> UpdateResult:
         batch, count = training_batch(self.model, examples)
         features = self.model.training_features(batch)
         network = self.network
@@ -552,10 +556,10 @@ class UpdateTask:
         return loss
 
 
-def run_update(model: Model, examples: Union[Iterable[Mapping], Mapping], *,
-               parameters: Optional[Mapping[str, Any]] = None,
-               progress: Optional[Callable[[ProgressEvent], Any]] = None,
-               assumptions: Union[None, str, Assumptions] = None) -> UpdateResult:
+def run_update(model: Model, examples: Iterable[Mapping] | Mapping, *,
+               parameters: Mapping[str, Any] | None = None,
+               progress: Callable[[ProgressEvent], Any] | None = None,
+               assumptions: None | str | Assumptions = None) -> UpdateResult:
     """Train ``model`` on ``examples`` as MLUpdateTask would; see the module docstring.
     ``assumptions``: an ``Assumptions``, a preset name (``assumptions.PRESETS``) or None."""
     assumptions = resolve(assumptions)
