@@ -138,8 +138,11 @@ func run() throws {
     let compiled = try MLModel.compileModel(at: URL(fileURLWithPath: request.model))
     let training = MLArrayBatchProvider(array: try request.examples.map(provider))
     let probes = try request.probes.map(provider)
-    let schedule = Dictionary((request.learning_rates ?? []).filter { $0.count == 2 }
-                                  .map { (Int($0[0]), $0[1]) }, uniquingKeysWith: { $1 })
+    var rates: [Int: Double] = [:]
+    for pair in request.learning_rates ?? [] where pair.count == 2 {
+        rates[Int(pair[0])] = pair[1]
+    }
+    let schedule = rates
     let recorder = Recorder()
     let done = DispatchSemaphore(value: 0)
     let handlers = MLUpdateProgressHandlers(
