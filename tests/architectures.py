@@ -26,9 +26,10 @@ import gc
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -59,14 +60,14 @@ class Result:
     name: str
     framework: str
     size: int
-    mode: str = ""            # "single network" | "pipeline (<who made the backbone>)" | ""
+    mode: str = ""  # "single network" | "pipeline (<who made the backbone>)" | ""
     failed: str = ""
     reason: str = ""
     single_refusal: str = ""  # why one network was refused, when a pipeline was written
     megabytes: float = 0.0
     parameters: int = 0
-    forward: Optional[float] = None
-    update: Optional[float] = None
+    forward: float | None = None
+    update: float | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -90,9 +91,12 @@ def _keras_batchnorm_statistics(model, rng) -> None:
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.BatchNormalization):
             c = layer.moving_mean.shape[0]
-            values = {"gamma": rng.uniform(0.8, 1.2, c), "beta": rng.normal(0, 0.1, c),
-                      "moving_mean": rng.normal(0, 0.1, c),
-                      "moving_variance": rng.uniform(0.8, 1.2, c)}
+            values = {
+                "gamma": rng.uniform(0.8, 1.2, c),
+                "beta": rng.normal(0, 0.1, c),
+                "moving_mean": rng.normal(0, 0.1, c),
+                "moving_variance": rng.uniform(0.8, 1.2, c),
+            }
             layer.set_weights([values[w.name] for w in layer.weights])
 
 
@@ -101,16 +105,19 @@ def keras_case(name: str, factory: str, size: int = 96, **kwargs) -> Case:
         import keras
 
         keras.utils.set_random_seed(0)
-        base = getattr(keras.applications, factory)(weights=None, include_top=False,
-                                                    pooling="avg", input_shape=(size, size, 3),
-                                                    **kwargs)
+        base = getattr(keras.applications, factory)(
+            weights=None, include_top=False, pooling="avg", input_shape=(size, size, 3), **kwargs
+        )
         _keras_batchnorm_statistics(base, np.random.default_rng(0))
         base.trainable = False
         inputs = keras.Input((size, size, 3))
         head = keras.layers.Dense(CLASSES, activation="softmax", name="head")
         model = keras.Model(inputs, head(base(inputs, training=False)))
-        model.compile(loss="sparse_categorical_crossentropy",
-                      optimizer=keras.optimizers.SGD(LEARNING_RATE), run_eagerly=True)
+        model.compile(
+            loss="sparse_categorical_crossentropy",
+            optimizer=keras.optimizers.SGD(LEARNING_RATE),
+            run_eagerly=True,
+        )
         return model, "head"
 
     return Case(name, "keras", build, size)
@@ -163,8 +170,9 @@ def torch_case(name: str, size: int = 96, **kwargs) -> Case:
         torch.manual_seed(0)
         model = getattr(torchvision_models(), name)(num_classes=CLASSES, **kwargs).eval()
         _torch_randomize_batchnorm(model, torch.Generator().manual_seed(0))
-        head = [n for n, m in model.named_modules()
-                if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))][-1]
+        head = [
+            n for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+        ][-1]
         for parameter_name, parameter in model.named_parameters():
             parameter.requires_grad_(parameter_name.startswith(head + "."))
         return model, head
@@ -232,19 +240,23 @@ class Source:
         """Head weights drawn so the logits are of order one (probabilities far from one-hot)."""
         features = self.features(x)
         channels = features.shape[-1] if self.framework == "keras" else features.shape[1]
-        scale = 1.0 / (float(np.sqrt(np.mean(features ** 2))) * np.sqrt(channels) + 1e-12)
+        scale = 1.0 / (float(np.sqrt(np.mean(features**2))) * np.sqrt(channels) + 1e-12)
         if self.framework == "keras":
             layer = self.head_module()
             kernel, bias = layer.get_weights()
-            layer.set_weights([rng.normal(0, scale, kernel.shape).astype(np.float32),
-                               np.zeros_like(bias)])
+            layer.set_weights(
+                [rng.normal(0, scale, kernel.shape).astype(np.float32), np.zeros_like(bias)]
+            )
             return
         import torch
 
         module = self.head_module()
         with torch.no_grad():
-            module.weight.copy_(torch.from_numpy(
-                rng.normal(0, scale, tuple(module.weight.shape)).astype(np.float32)))
+            module.weight.copy_(
+                torch.from_numpy(
+                    rng.normal(0, scale, tuple(module.weight.shape)).astype(np.float32)
+                )
+            )
             module.bias.zero_()
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
@@ -263,21 +275,26 @@ class Source:
             kernel, bias = self.head_module().get_weights()
             return kernel.T.ravel(), bias.ravel()
         module = self.head_module()
-        return module.weight.detach().numpy().ravel().copy(), module.bias.detach().numpy().ravel().copy()
+        return (
+            module.weight.detach().numpy().ravel().copy(),
+            module.bias.detach().numpy().ravel().copy(),
+        )
 
     def train(self, x: np.ndarray, y: np.ndarray) -> None:
         """SGD over the mini-batches in order, as MLUpdateTask with shuffle off."""
         if self.framework == "keras":
             for start in range(0, len(x), BATCH):
-                self.model.train_on_batch(x[start:start + BATCH], y[start:start + BATCH])
+                self.model.train_on_batch(x[start : start + BATCH], y[start : start + BATCH])
             return
         import torch
 
         optimizer = self.optimizer()
         for start in range(0, len(x), BATCH):
             optimizer.zero_grad()
-            logits = self.model(torch.from_numpy(x[start:start + BATCH]))
-            torch.nn.functional.cross_entropy(logits, torch.from_numpy(y[start:start + BATCH])).backward()
+            logits = self.model(torch.from_numpy(x[start : start + BATCH]))
+            torch.nn.functional.cross_entropy(
+                logits, torch.from_numpy(y[start : start + BATCH])
+            ).backward()
             optimizer.step()
 
     def optimizer(self):
@@ -286,8 +303,9 @@ class Source:
         return torch.optim.SGD(self.head_module().parameters(), lr=LEARNING_RATE)
 
     def export(self, x: np.ndarray, path: Path, pipeline: bool):
-        options = dict(class_labels=LABELS, batch_size=BATCH, epochs=1, shuffle=False,
-                       pipeline=pipeline)
+        options = dict(
+            class_labels=LABELS, batch_size=BATCH, epochs=1, shuffle=False, pipeline=pipeline
+        )
         if self.framework == "keras":
             from updatable_coreml.exporters.keras import export_keras
 
@@ -296,8 +314,14 @@ class Source:
 
         from updatable_coreml.exporters.torch import export_torch
 
-        return export_torch(self.model, torch.from_numpy(x[:1]), path,
-                            loss=torch.nn.CrossEntropyLoss(), optimizer=self.optimizer(), **options)
+        return export_torch(
+            self.model,
+            torch.from_numpy(x[:1]),
+            path,
+            loss=torch.nn.CrossEntropyLoss(),
+            optimizer=self.optimizer(),
+            **options,
+        )
 
     def channel_first(self, x: np.ndarray) -> np.ndarray:
         """The exported model's input layout (our exports are channel-first)."""
@@ -345,7 +369,7 @@ def _export(source: Source, x: np.ndarray, path: Path, result: Result, fallback:
     return report
 
 
-def measure(case: Case, fallback: bool = True, workdir: Optional[Path] = None) -> Result:
+def measure(case: Case, fallback: bool = True, workdir: Path | None = None) -> Result:
     """Run one case through the four stages; never raises (the failure is in the result).
     ``fallback=False`` stops at a refused single network instead of trying a pipeline."""
     result = Result(case.name, case.framework, case.size)
@@ -371,18 +395,27 @@ def measure(case: Case, fallback: bool = True, workdir: Optional[Path] = None) -
             got = _runtime_probabilities(runtime, source.channel_first(x))
             result.forward = float(np.abs(got - want).max())
             if result.forward > TOLERANCE:
-                raise AssertionError(f"forward max abs difference {result.forward:.2e} > {TOLERANCE}")
+                raise AssertionError(
+                    f"forward max abs difference {result.forward:.2e} > {TOLERANCE}"
+                )
             stage = "update"
             y = np.arange(EXAMPLES) % CLASSES
             before = source.head_weights()
-            trained = runtime.update({runtime.description.input[0].name: source.channel_first(x),
-                                      "classLabel": np.asarray(LABELS)[y]}).model
+            trained = runtime.update(
+                {
+                    runtime.description.input[0].name: source.channel_first(x),
+                    "classLabel": np.asarray(LABELS)[y],
+                }
+            ).model
             source.train(x, y)
-            result.update = _relative_step(before, _runtime_head(trained, source.head),
-                                           source.head_weights())
+            result.update = _relative_step(
+                before, _runtime_head(trained, source.head), source.head_weights()
+            )
             if result.update > TOLERANCE:
-                raise AssertionError(f"update relative difference {result.update:.2e} > {TOLERANCE}")
-        except Exception as exc:  # noqa: BLE001 - the harness records every failure
+                raise AssertionError(
+                    f"update relative difference {result.update:.2e} > {TOLERANCE}"
+                )
+        except Exception as exc:
             result.failed, result.reason = stage, _first_line(exc)
     result.seconds = time.perf_counter() - started
     gc.collect()
@@ -400,7 +433,7 @@ def _validate(path: Path) -> None:
 def _relative_step(before, runtime_after, source_after) -> float:
     """Max difference of the two weight steps, relative to the largest source step."""
     worst = 0.0
-    for start, got, want in zip(before, runtime_after, source_after):
+    for start, got, want in zip(before, runtime_after, source_after, strict=False):
         step_source = want - start
         denominator = max(float(np.abs(step_source).max()), 1e-12)
         worst = max(worst, float(np.abs((got - start) - step_source).max()) / denominator)
@@ -410,15 +443,17 @@ def _relative_step(before, runtime_after, source_after) -> float:
 # -- the table -------------------------------------------------------------------------------
 
 
-def _number(value: Optional[float]) -> str:
+def _number(value: float | None) -> str:
     return "" if value is None else f"{value:.1e}"
 
 
 def table(results: list[Result]) -> str:
     """A Markdown table, one row per architecture."""
-    lines = ["| Framework | Architecture | Input | Parameters | Exported as | Size (MB) | "
-             "Forward max abs diff | Update rel. diff | Result |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| Framework | Architecture | Input | Parameters | Exported as | Size (MB) | "
+        "Forward max abs diff | Update rel. diff | Result |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in results:
         if r.passed:
             outcome = "passes"
@@ -430,7 +465,9 @@ def table(results: list[Result]) -> str:
                 outcome += f" (one network refused: {r.single_refusal})"
         outcome = outcome.replace("|", "\\|")
         size = f"{r.megabytes:.1f}" if r.megabytes else ""
-        lines.append(f"| {r.framework} | {r.name} | {r.size}x{r.size} | {r.parameters / 1e6:.1f}M | "
-                     f"{r.mode or '-'} | {size} | {_number(r.forward)} | {_number(r.update)} | "
-                     f"{outcome} |")
+        lines.append(
+            f"| {r.framework} | {r.name} | {r.size}x{r.size} | {r.parameters / 1e6:.1f}M | "
+            f"{r.mode or '-'} | {size} | {_number(r.forward)} | {_number(r.update)} | "
+            f"{outcome} |"
+        )
     return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("keras")
 
-import architectures  # noqa: E402
+import architectures
 
 #: Representative cases run on every test run; the rest is marked slow.
 FAST = ("keras:MobileNetV2", "torch:squeezenet1_1")
