@@ -471,3 +471,24 @@ def table(results: list[Result]) -> str:
             f"{outcome} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    """``python tests/architectures.py [--no-fallback] KEY...``: one JSON line per case (the
+    suite measures in this child process, so the models' memory never reaches pytest's)."""
+    import dataclasses
+    import json
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    fallback = "--no-fallback" not in argv
+    for key in [arg for arg in argv if not arg.startswith("--")]:
+        result = measure(CASES[key], fallback=fallback)
+        print(json.dumps({"key": key, **dataclasses.asdict(result)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -8,12 +8,20 @@ docs/architectures.md is regenerated (``python tools/architectures.py --write``)
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("keras")
 
 import architectures
+
+HARNESS = Path(architectures.__file__)
 
 #: Representative cases run on every test run; the rest is marked slow.
 FAST = ("keras:MobileNetV2", "torch:squeezenet1_1")
@@ -45,9 +53,39 @@ def _param(key: str):
     return pytest.param(key, marks=marks, id=key)
 
 
+@pytest.fixture(scope="module")
+def measured(request) -> dict:
+    """Every selected case, measured in one child process: real models take gigabytes, which
+    would otherwise stay in pytest's peak memory (and disturb tests that watch it)."""
+    keys = [
+        item.callspec.params["key"]
+        for item in request.session.items
+        if getattr(item, "callspec", None) and item.originalname == PARITY_TEST
+    ]
+    done = subprocess.run(
+        [sys.executable, str(HARNESS), "--no-fallback", *keys],
+        capture_output=True,
+        text=True,
+        cwd=HARNESS.parent,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        timeout=3600,
+    )
+    results = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("{"):
+            fields = json.loads(line)
+            key = fields.pop("key")
+            results[key] = architectures.Result(**fields)
+    assert done.returncode == 0 and set(results) == set(keys), done.stderr[-3000:]
+    return results
+
+
+PARITY_TEST = "test_architecture_exports_as_one_network_with_parity"
+
+
 @pytest.mark.parametrize("key", [_param(key) for key in architectures.CASES])
-def test_architecture_exports_as_one_network_with_parity(key, tmp_path):
-    result = architectures.measure(architectures.CASES[key], fallback=False, workdir=tmp_path)
+def test_architecture_exports_as_one_network_with_parity(key, measured):
+    result = measured[key]
     if key in KNOWN_FAILURES:
         stage, words = KNOWN_FAILURES[key]
         # fails the way we recorded (a different failure is a regression, not this xfail)
