@@ -184,6 +184,55 @@ def append_softmax(graph: Graph) -> Graph:
     return _replace_nodes(graph, nodes, note)
 
 
+def adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
+    """torch's adaptive pooling windows along one axis: [floor(i*size/out), ceil((i+1)*size/out))."""
+    return [((i * size) // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+def adaptive_average_matrix(size: int, out: int) -> np.ndarray:
+    """(out, size) matrix whose row i averages window i: adaptive average pooling as a map."""
+    matrix = np.zeros((out, size))
+    for row, (start, end) in enumerate(adaptive_windows(size, out)):
+        matrix[row, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+def fold_adaptive_pooling(graph: Graph) -> Graph:
+    """Fold each ``adaptive_avg_pool2d`` into the frozen dense layer that reads its flattened
+    output (torchvision's AlexNet and VGG: avgpool, flatten, dropout, Linear). The pooling is
+    linear, so the dense layer's weight times the pooling matrix is one dense layer on the
+    unpooled features: exact, and smaller (VGG's first Linear shrinks 5x at 96x96 input).
+    Core ML has no layer for windows of different sizes, so anything else is refused."""
+    for node in graph.nodes:
+        if node.op != "adaptive_avg_pool2d":
+            continue
+        shapes = infer_shapes(graph)
+        channels, height, width = shapes[node.inputs[0]]
+        out_h, out_w = node.attrs["output"]
+        flatten = _single_consumer(graph, node.outputs[0])
+        dense = flatten and _single_consumer(graph, flatten.outputs[0])
+        if (flatten is None or flatten.op != "flatten" or flatten.attrs.get("order") == "hwc"
+                or dense is None or dense.op != "dense" or dense.trainable):
+            raise UnsupportedError(
+                f"layer {node.name!r}: adaptive average pooling from {height}x{width} to "
+                f"{out_h}x{out_w} has windows of different sizes, which no Core ML layer "
+                "computes; it is exported only when a flatten and a frozen dense layer follow it "
+                "(folded into that layer). Use an input size whose feature map the output size "
+                "divides, or an output size of 1x1")
+        weight = dense.weights["weight"].astype(np.float64)
+        weight = np.einsum("ocij,ih,jw->ochw", weight.reshape(-1, channels, out_h, out_w),
+                           adaptive_average_matrix(height, out_h),
+                           adaptive_average_matrix(width, out_w))
+        folded = dataclasses.replace(dense, weights={**dense.weights, "weight": weight.reshape(
+            len(weight), -1).astype(np.float32)})
+        nodes = [folded if n is dense else n for n in graph.nodes if n is not node]
+        nodes = _rename(nodes, node.outputs[0], node.inputs[0])
+        note = (f"adaptive average pooling {node.name!r} ({height}x{width} to {out_h}x{out_w}, "
+                f"windows of different sizes) folded into the frozen dense layer {dense.name!r}")
+        return fold_adaptive_pooling(_replace_nodes(graph, nodes, note))
+    return graph
+
+
 def fold_image_scale(graph: Graph, shapes: Shapes) -> Graph:
     """Fold a per-channel scale right after an image input into the image preprocessing
     (Core ML: ``pixel*scale + bias[c]``, one scale for all channels)."""
@@ -317,7 +366,7 @@ def run_passes(graph: Graph, *, loss_kind: str, from_logits: bool = False,
     if len(graph.outputs) != 1:
         raise UnsupportedError(f"the model has {len(graph.outputs)} outputs; an updatable Core ML "
                                "model trains one loss on one output: export a single-output model")
-    graph = remove_passthrough(graph)
+    graph = fold_adaptive_pooling(remove_passthrough(graph))
     graph, warnings = check_trainable(graph, loss_kind, allow_unsupported)
     if from_logits:
         graph = append_softmax(graph)
@@ -352,7 +401,7 @@ def cut_at(graph: Graph, tensor: str) -> Graph:
 def run_frozen_passes(graph: Graph) -> Graph:
     """The passes for a graph that never trains (a pipeline's frozen stage): no loss and no
     backprop rules; every node is frozen, so every batch norm folds or becomes a scale."""
-    graph = remove_passthrough(graph)
+    graph = fold_adaptive_pooling(remove_passthrough(graph))
     frozen = [dataclasses.replace(node, trainable=False) for node in graph.nodes]
     graph = fold_batchnorm(_replace_nodes(graph, frozen), set())
     shapes = infer_shapes(graph)

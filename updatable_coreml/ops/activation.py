@@ -108,6 +108,15 @@ def _write_silu(nn: Any, node: Node) -> None:
     new_layer(nn, node.name, [node.inputs[0], gate], node.outputs).multiply.SetInParent()
 
 
+def _write_hard_silu(nn: Any, node: Node) -> None:
+    """hard_silu (torch hardswish) = x * relu6(x + 3) / 6 = x * hard_sigmoid(x): a
+    ``sigmoidHard`` layer (min(max(x / 6 + 0.5, 0), 1)), then a multiply."""
+    gate = f"{node.name}_hard_sigmoid"
+    params = new_layer(nn, gate, node.inputs, [gate]).activation.sigmoidHard
+    params.alpha, params.beta = 1 / 6, 0.5
+    new_layer(nn, node.name, [node.inputs[0], gate], node.outputs).multiply.SetInParent()
+
+
 #: IR activation kind -> definition.
 KINDS: dict[str, Kind] = {
     **{kind: _single(kind) for kind in NONLINEARITIES},
@@ -115,6 +124,8 @@ KINDS: dict[str, Kind] = {
     "clip": Kind("min, max", _clip_layers, _write_clip),
     "gelu": Kind("approximate", lambda attrs: (("gelu", None),), _write_gelu),
     "silu": Kind("", lambda attrs: (("activation", "sigmoid"), ("multiply", None)), _write_silu),
+    "hard_silu": Kind("", lambda attrs: (("activation", "sigmoidHard"), ("multiply", None)),
+                      _write_hard_silu),
 }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from ..ir import Node
 from ._geometry import explicit_pads, spatial_output
 from ._spec import border, one_layer
-from ._table import Shape, Shapes, define, writes
+from ._table import Shape, Shapes, define, writes, writes_nothing
 
 
 def _pool_shape(node: Node, shapes: Sequence[Shape]) -> Shape:
@@ -44,3 +44,17 @@ define("pool2d", family="pooling",
            "padding 'valid'|'same'|(t, b, l, r), global bool, count_include_pad bool, "
            "keepdims bool (global: (C, 1, 1) not (C,))",
        shape=_pool_shape, write=one_layer(_write_pool), layers=writes("pooling"))
+
+
+def _adaptive_shape(node: Node, shapes: Sequence[Shape]) -> Shape:
+    return (shapes[0][0], *node.attrs["output"])
+
+
+# Core ML has no layer for adaptive pooling whose windows differ in size (torch's
+# AdaptiveAvgPool2d from 3x3 to 7x7 in VGG at small inputs). It is linear, so
+# ``passes.fold_adaptive_pooling`` folds it into the frozen dense layer reading its flattened
+# output (AlexNet, VGG); anywhere else the backend refuses it by name.
+define("adaptive_avg_pool2d", family="pooling",
+       doc="a: output (oh, ow); torch's windows [floor(i*H/oh), ceil((i+1)*H/oh)); removed by "
+           "passes (folded into the frozen dense layer after its flatten)",
+       shape=_adaptive_shape, write=None, layers=writes_nothing)

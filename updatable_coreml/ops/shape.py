@@ -60,6 +60,23 @@ def _write_pad(layer: Any, node: Node, shapes: Shapes) -> None:
     border(params, node.attrs["pads"])
 
 
+def _crop_shape(node: Node, shapes: Sequence[Shape]) -> Shape:
+    channels, height, width = shapes[0]
+    top, bottom, left, right = node.attrs["crops"]
+    if top + bottom >= height or left + right >= width:
+        raise UnsupportedError(f"layer {node.name!r}: cropping {node.attrs['crops']} leaves "
+                               f"nothing of a {height}x{width} image")
+    return (channels, height - top - bottom, width - left - right)
+
+
+def _write_crop(layer: Any, node: Node, shapes: Shapes) -> None:
+    """A classic ``crop`` by fixed amounts (one input)."""
+    top, bottom, left, right = node.attrs["crops"]
+    for start, end in ((top, bottom), (left, right)):
+        amount = layer.crop.cropAmounts.borderAmounts.add()
+        amount.startEdgeSize, amount.endEdgeSize = int(start), int(end)
+
+
 define("flatten", family="shape",
        doc="channel-first (C, H, W) order; a: order 'hwc' for a source that flattens "
            "channel-last (passes fold it into the dense layers it feeds)",
@@ -72,3 +89,5 @@ define("concat", family="shape", doc="along channels",
        shape=_concat_shape, write=one_layer(_write_concat), layers=writes("concat"))
 define("pad", family="shape", doc="a: pads (t, b, l, r), value",
        shape=_pad_shape, write=one_layer(_write_pad), layers=writes("padding"))
+define("crop", family="shape", doc="a: crops (t, b, l, r) removed from H and W",
+       shape=_crop_shape, write=one_layer(_write_crop), layers=writes("crop"))
