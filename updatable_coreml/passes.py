@@ -185,7 +185,7 @@ def append_softmax(graph: Graph) -> Graph:
 
 
 def adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
-    """torch's adaptive pooling windows along one axis: [floor(i*size/out), ceil((i+1)*size/out))."""
+    """torch's adaptive pooling windows on one axis: [floor(i*size/out), ceil((i+1)*size/out))."""
     return [((i * size) // out, -(-(i + 1) * size // out)) for i in range(out)]
 
 

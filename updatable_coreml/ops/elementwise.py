@@ -19,7 +19,8 @@ def _broadcast_shape(node: Node, shapes: Sequence[Shape]) -> Shape:
     shapes = [tuple(shape) for shape in shapes]
     if all(shape == shapes[0] for shape in shapes):
         return shapes[0]
-    full = tuple(max(sizes) for sizes in zip(*shapes)) if {len(s) for s in shapes} == {3} else ()
+    ranks = {len(shape) for shape in shapes}
+    full = tuple(max(sizes) for sizes in zip(*shapes, strict=True)) if ranks == {3} else ()
     channels, height, width = full or (0, 0, 0)
     allowed = {full, (channels, 1, 1), (1, height, width), (1, 1, 1)}
     if full not in shapes or not set(shapes) <= allowed:
