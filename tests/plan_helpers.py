@@ -1,0 +1,73 @@
+"""A small digits classifier and simulated-user data sets for the plan tests (no Keras)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def digits():
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return (data.data / 16.0).astype(np.float32), data.target
+
+
+def digits_model(path: Path, seed: int = 0, epochs: int = 5, lr: float = 0.01,
+                 batch: int = 4) -> Path:
+    """x (64) -> PCA features (frozen) -> relu -> fc1 (updatable) -> relu -> fc2 (updatable)
+    -> softmax; labels '0'..'9'; SGD."""
+    from coremltools.models import datatypes
+    from coremltools.models.neural_network import NeuralNetworkBuilder, SgdParams
+
+    x, _ = digits()
+    centered = x - x.mean(0)
+    _, _, vt = np.linalg.svd(centered, full_matrices=False)
+    proj = vt[:24].astype(np.float32) * 2.0
+    rng = np.random.default_rng(seed)
+    labels = [str(d) for d in range(10)]
+    b = NeuralNetworkBuilder([("x", datatypes.Array(64))], [("probs", datatypes.Array(10))],
+                             mode="classifier")
+    b.add_inner_product("features", proj, -(proj @ x.mean(0)).astype(np.float32), 64, 24, True,
+                        "x", "f")
+    b.add_activation("relu0", "RELU", "f", "fr")
+    b.add_inner_product("fc1", rng.normal(0, 0.3, (16, 24)).astype(np.float32),
+                        np.zeros(16, np.float32), 24, 16, True, "fr", "h")
+    b.add_activation("relu1", "RELU", "h", "hr")
+    b.add_inner_product("fc2", rng.normal(0, 0.3, (10, 16)).astype(np.float32),
+                        np.zeros(10, np.float32), 16, 10, True, "hr", "logits")
+    b.add_softmax("softmax", "logits", "probs")
+    b.set_class_labels(labels, predicted_feature_name="label", prediction_blob="probs")
+    b.make_updatable(["fc1", "fc2"])
+    b.set_categorical_cross_entropy_loss("loss", "probs")
+    b.set_sgd_optimizer(SgdParams(lr=lr, batch=batch))
+    b.set_epochs(epochs)
+    b.spec.isUpdatable = True
+    from updatable_coreml.spec_io import save_spec
+
+    return save_spec(b.spec, path)
+
+
+def users_npz(path: Path, users: int = 4, per_class: int = 6, classes=range(5),
+              seed: int = 0) -> Path:
+    """Examples of ``classes`` dealt round robin to ``users`` (``per_class`` each), plus the
+    other digits with user ``-`` kept out by the caller's shared set."""
+    x, y = digits()
+    rng = np.random.default_rng(seed)
+    xs, ys, owners = [], [], []
+    for c in classes:
+        rows = rng.permutation(np.flatnonzero(y == c))[: users * per_class]
+        for i, row in enumerate(rows):
+            xs.append(x[row])
+            ys.append(str(c))
+            owners.append(f"u{i % users}")
+    np.savez(path, x=np.stack(xs), y=np.asarray(ys), user=np.asarray(owners))
+    return path
+
+
+def shared_npz(path: Path, count: int = 120, seed: int = 1) -> Path:
+    x, y = digits()
+    rows = np.random.default_rng(seed).permutation(len(y))[:count]
+    np.savez(path, x=x[rows], y=y[rows].astype(str))
+    return path

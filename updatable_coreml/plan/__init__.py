@@ -1,0 +1,325 @@
+"""``plan``: decide the on-device training setup from data before shipping it.
+
+Simulated users (``users``) each teach a few examples per class; every candidate setup
+(``candidates``: the network head under a grid of update parameters, the updatable k-NN,
+the export's own defaults, no update) is trained and scored for every user by the reference
+runtime (``run``), the frozen part's features computed once. The result (``report``) is a
+table, plots, a recommendation with its reasons, and optionally the model written with the
+chosen defaults and allowed ranges, validated and checked to simulate to the reported numbers.
+Every result names the runtime assumptions it was computed under.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, ModelFileError
+from .candidates import Candidate, Grid, candidates
+from .report import recommend, summarize, text, write_csv, write_json, write_plot
+from .run import Job, build_heads, run_jobs
+from .users import Dataset, load_npz, load_users_dir, load_users_npz, make_users, split_shared
+
+PathLike = str | os.PathLike
+__all__ = ["plan", "PlanResult", "Grid", "Candidate"]
+
+
+@dataclass
+class PlanResult:
+    table: list[dict]
+    rows: list[dict]
+    candidates: list[Candidate]
+    recommendation: dict
+    assumptions: str
+    files: dict = field(default_factory=dict)
+    verification: dict | None = None
+
+    def summary(self) -> str:
+        lines = [text(self.table, self.recommendation, self.assumptions)]
+        if self.verification:
+            lines.append(f"written: {self.verification['path']} (valid; simulates to the "
+                         f"reported numbers within {self.verification['max_difference']:.2g})")
+        lines += [f"{kind}: {path}" for kind, path in self.files.items()]
+        return "\n".join(lines)
+
+
+def resolve_assumptions(assumptions: Any) -> tuple[str, Any]:
+    """A preset name (``runtime.assumptions.PRESETS`` where the runtime has presets) or an
+    ``Assumptions``; returns its name and value."""
+    from ..runtime import assumptions as module
+
+    presets = dict(getattr(module, "PRESETS", {}))
+    presets.setdefault("default", module.DEFAULT)
+    if assumptions is None:
+        return "default", module.DEFAULT
+    if isinstance(assumptions, str):
+        if assumptions not in presets:
+            raise ConfigError(f"unknown assumptions preset {assumptions!r}; use one of "
+                              f"{', '.join(presets)}")
+        return assumptions, presets[assumptions]
+    name = next((n for n, v in presets.items() if v == assumptions), "custom")
+    return (name if name != "custom" else f"custom {assumptions}"), assumptions
+
+
+def require(module: str, extra: str) -> None:
+    """Refuse before any work when an optional dependency is missing."""
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"plan needs {module} for this; install it with "
+                          f"pip install 'updatable-coreml[{extra}]'")
+
+
+def _model_labels(network) -> list:
+    if not network.is_classifier:
+        raise ModelFileError("plan compares classifiers: the model must be a neural network "
+                             "classifier (or a pipeline ending in one)")
+    return network.class_labels()
+
+
+def _as_labels(y: np.ndarray, labels: list, where: str) -> np.ndarray:
+    """``y`` in the model's label type; a label the model does not have is refused."""
+    known = {str(v): v for v in labels}
+    unknown = sorted({str(v) for v in y.tolist()} - set(known))
+    if unknown:
+        shown = ", ".join(map(repr, labels[:8])) + (", ..." if len(labels) > 8 else "")
+        raise ConfigError(f"{where}: label {unknown[0]!r} is not one of the model's class labels "
+                          f"({shown})")
+    if all(isinstance(v, str) for v in labels):
+        return np.asarray([str(v) for v in y.tolist()])
+    return np.asarray([known[str(v)] for v in y.tolist()], dtype=np.int64)
+
+
+def _costs(candidate: Candidate, heads: dict, partial_batch: str):
+    """``examples -> (update multiply-adds, prediction multiply-adds per example)``."""
+    def cost(n: int) -> tuple[int, int]:
+        if candidate.kind == "knn":
+            head = heads["last"]
+            dims = int(np.prod(next(iter(head.features.values())).shape[1:]))
+            return n * head.prefix_macs, head.prefix_macs + n * dims
+        head = heads[candidate.trainable]
+        predict = head.prefix_macs + head.forward_macs
+        if candidate.kind == "none":
+            return 0, predict
+        b = candidate.batch or 1
+        per_epoch = {"wrap": -(-n // b) * b, "short": n, "drop": n - n % b}[partial_batch]
+        return (n * head.prefix_macs + (candidate.epochs or 0) * per_epoch * head.train_macs,
+                predict)
+    return cost
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def plan(model_path: PathLike, data: PathLike | None = None, *, users: str = "user",
+         users_dir: PathLike | None = None, output: PathLike = "plan",
+         shots: Sequence[int] = (1, 2, 5), grid: Grid | None = None,
+         shared: PathLike | None = None, shared_fraction: float = 0.2, seed: int = 0,
+         assumptions: Any = "default", n_jobs: int = -1, backend: str | None = None,
+         plots: bool = True, write: PathLike | None = None,
+         max_forgetting: float | None = None, chunk: int = 8, verbose: int = 0) -> PlanResult:
+    """Compare on-device training setups on simulated users; see the module docstring.
+
+    ``data`` is an ``.npz`` with ``x``, ``y`` and the ``users`` column, or ``users_dir`` one
+    folder per user (label subfolders of images). ``shared`` is an ``.npz`` held out for
+    everyone; without it ``shared_fraction`` of the examples is. ``backend`` is any joblib
+    backend name (``loky``, ``threading``, ``dask``...); results do not depend on it.
+    """
+    from ..runtime import load
+    from ..spec_io import check_output_path
+
+    if plots:
+        require("matplotlib", "plot")
+    if n_jobs != 1 or backend is not None:
+        require("joblib", "plan")
+    name, assume = resolve_assumptions(assumptions)
+    out = Path(output)
+    check_output_path(out / "plan.json" if out.exists() else out)
+    if write is not None:
+        check_output_path(write, not_same_as=model_path)
+    if (data is None) == (users_dir is None):
+        raise ConfigError("give the data either as an .npz with a user column (data) or as one "
+                          "folder per user (users_dir), not both")
+    model = load(model_path)
+    network = model.trainable()
+    labels = _model_labels(network)
+    label_name = model.description.predictedFeatureName
+    if users_dir is not None:
+        pool, owners = load_users_dir(users_dir, model, labels,
+                                      all(isinstance(v, str) for v in labels))
+        source = str(users_dir)
+    else:
+        pool, owners = load_users_npz(data, users)  # type: ignore[arg-type]
+        source = str(data)
+    pool = Dataset(pool.x, _as_labels(pool.y, labels, source))
+    if shared is not None:
+        held = load_npz(shared)
+        held = Dataset(held.x, _as_labels(held.y, labels, str(shared)))
+    else:
+        pool, owners, held = split_shared(pool, owners, shared_fraction, seed)
+    sim_users = make_users(pool.y, owners, shots, seed)
+
+    updatable = [layer for layer in network.layers if layer.isUpdatable]
+    grid = grid or Grid()
+    choices = ["all", "last"] if len(updatable) > 1 else ["all"]
+    heads = build_heads(model, np.concatenate([pool.x, held.x]), choices, assume)
+    if "last" not in heads:
+        heads["last"] = heads["all"]
+    if grid.ks and len(heads["last"].frontier) != 1:
+        raise ConfigError("the k-NN candidates need the last updatable layer to read one blob; "
+                          "this model's reads several: pass a grid without k values")
+    from ..runtime.update import read_training_setup
+
+    setup = read_training_setup(network, assume)
+    defaults = {k: p.default for k, p in setup.parameters.items()}
+    shipped = Candidate("head", "all", float(defaults["learningRate"]), int(defaults["epochs"]),
+                        int(defaults["miniBatchSize"]), shipped=True)
+    found = candidates(grid, shipped, len(updatable))
+
+    n_pool = len(pool)
+    feats = {t: {b: v[:n_pool] for b, v in h.features.items()} for t, h in heads.items()}
+    shared_feats = {t: {b: v[n_pool:] for b, v in h.features.items()} for t, h in heads.items()}
+    jobs = []
+    for position, user in enumerate(sim_users):
+        for part in _chunks(list(enumerate(found)), chunk):
+            jobs.append(Job(user, position, pool.y[user.index],
+                            {t: {b: v[user.index] for b, v in f.items()} for t, f in feats.items()},
+                            held.y, shared_feats, {t: h.spec for t, h in heads.items()},
+                            tuple(part), label_name, assume))
+    rows = run_jobs(jobs, n_jobs=n_jobs, backend=backend, verbose=verbose)
+    costs = {i: _costs(c, heads, assume.partial_batch) for i, c in enumerate(found)}
+    table = summarize(rows, found, costs, name)
+    choice = recommend(table, found, max_forgetting)
+    result = PlanResult(table, rows, found, choice, name)
+
+    out.mkdir(parents=True, exist_ok=True)
+    if write is not None:
+        result.verification = write_model(model_path, write, found[choice["candidate"]], choice,
+                                          heads, pool, held, sim_users, rows, label_name, assume)
+    result.files["table"] = str(write_csv(table, out / "plan.csv"))
+    if plots:
+        result.files["plot"] = str(write_plot(table, found, choice["candidate"], out / "plan.png"))
+    summary = {"model": str(model_path), "data": source, "assumptions": name, "seed": seed,
+               "shots": [int(s) for s in shots], "users": [u.name for u in sim_users],
+               "shared_examples": len(held), "candidates": [c.to_dict() for c in found],
+               "table": table, "runs": rows, "recommendation": choice,
+               "verification": result.verification, "macs": "multiply-adds of convolution and "
+               "inner-product layers; the frozen part counted once per example"}
+    result.files["json"] = str(write_json(summary, out / "plan.json"))
+    return result
+
+
+# -- writing and checking the chosen model ----------------------------------------------------
+
+
+def _set_int(message, default: int, values: Sequence[int]) -> None:
+    message.defaultValue = int(default)
+    allowed = message.WhichOneof("AllowedValues")
+    if allowed:
+        message.ClearField(allowed)
+    message.set.values.extend(sorted({int(v) for v in values} | {int(default)}))
+
+
+def _set_float(message, default: float, low: float, high: float) -> None:
+    message.defaultValue = float(default)
+    allowed = message.WhichOneof("AllowedValues")
+    if allowed:
+        message.ClearField(allowed)
+    message.range.minValue = float(min(low, default))
+    message.range.maxValue = float(max(high, default))
+
+
+def head_model_spec(model_path: PathLike, candidate: Candidate, region: dict):
+    """The shipped spec with the chosen trainable layers, defaults and allowed ranges."""
+    from ..spec_io import load_spec, model_type, neural_network
+
+    spec = load_spec(model_path)
+    target = spec
+    if model_type(spec).startswith("pipeline"):
+        kind = model_type(spec)
+        pipeline = spec.pipeline if kind == "pipeline" else getattr(spec, kind).pipeline
+        target = pipeline.models[-1]
+    nn = neural_network(target)
+    if candidate.kind == "head":
+        if candidate.trainable == "last":
+            updatable = [layer for layer in nn.layers if layer.isUpdatable]
+            for layer in updatable[:-1]:
+                layer.isUpdatable = False
+        params = nn.updateParams
+        optimizer = getattr(params.optimizer, params.optimizer.WhichOneof("OptimizerType"))
+        _set_int(params.epochs, candidate.epochs or 1, region.get("epochs", []))
+        _set_int(optimizer.miniBatchSize, candidate.batch or 1, region.get("miniBatchSize", []))
+        low, high = region.get("learningRate", [candidate.lr, candidate.lr])
+        _set_float(optimizer.learningRate, candidate.lr or 0.0, low, high)
+    return spec
+
+
+def write_model(model_path: PathLike, path: PathLike, candidate: Candidate, choice: dict,
+                heads: dict, pool: Dataset, held: Dataset, users: list, rows: list[dict],
+                label_name: str, assume: Any) -> dict:
+    """Write the recommended model (validated, atomically) and check that the runtime,
+    training the *written file* on each user's examples, gives the reported accuracies."""
+    from ..spec_io import save_spec
+    from ..validator import is_valid, validate
+
+    region = choice["allowed"]
+    if candidate.kind == "knn":
+        from ..knn import export_knn
+
+        k_low, k_high = region.get("k", [candidate.k, candidate.k])
+        labels_int = pool.y.dtype.kind in "iu"
+        export_knn(str(model_path), path, feature_layer=heads["last"].frontier[0],
+                   k=candidate.k or 1, k_range=(k_low, k_high),
+                   weighting=candidate.weighting or "uniform",
+                   labels="int" if labels_int else "string", label_name=label_name)
+    else:
+        spec = head_model_spec(model_path, candidate, region)
+        findings = validate(spec)
+        if not is_valid(findings):
+            first = next(f for f in findings if f.severity == "error")
+            raise ModelFileError(f"the recommended model would be invalid ({first}); nothing "
+                                 "written")
+        save_spec(spec, path, not_same_as=model_path)
+    findings = validate(path)
+    if not is_valid(findings):  # export_knn validates too; this guards both paths
+        raise ModelFileError(f"{path}: the written model is invalid: {findings[0]}")
+    return verify(path, candidate, choice["candidate"], pool, held, users, rows, label_name,
+                  assume)
+
+
+def verify(path: PathLike, candidate: Candidate, index: int, pool: Dataset, held: Dataset,
+           users: list, rows: list[dict], label_name: str, assume: Any) -> dict:
+    """Train the written model (its own defaults) on every user's draws and compare the
+    accuracies with the plan's rows for ``index``."""
+    from ..runtime import load
+
+    model = load(path)
+    input_name = model.description.input[0].name
+    reported = {(r["user"], r["shots"]): r for r in rows if r["candidate"] == index}
+    worst = 0.0
+    for user in users:
+        x, y = pool.x[user.index], pool.y[user.index]
+        rest = ~np.isin(held.y.astype(str), np.asarray(user.classes).astype(str))
+        for shots, drawn in sorted(user.draws.items()):
+            trained = model
+            if candidate.kind != "none":
+                trained = model.update({input_name: x[drawn], label_name: y[drawn]},
+                                       assumptions=assume).model
+            mine = np.asarray(trained.predict({input_name: x[user.held_out]})[label_name])
+            got = [float(np.mean(mine.astype(str) == y[user.held_out].astype(str)))]
+            want = [reported[(user.name, shots)]["user_accuracy"]]
+            if rest.any():
+                theirs = np.asarray(trained.predict({input_name: held.x[rest]})[label_name])
+                got.append(float(np.mean(theirs.astype(str) == held.y[rest].astype(str))))
+                want.append(reported[(user.name, shots)]["rest_accuracy"])
+            worst = max(worst, max(abs(a - b) for a, b in zip(got, want, strict=True)))
+    if worst > 1e-9:
+        raise ModelFileError(f"{path}: the written model simulates to accuracies up to {worst:.3g} "
+                             "away from the plan's; the plan and the file disagree (a bug: "
+                             "please report it)")
+    return {"path": str(path), "max_difference": worst, "runs": len(reported)}
