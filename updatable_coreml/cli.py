@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 #: Subcommands defined in other modules, as (module, function registering it). Each module
 #: keeps its heavy imports inside its functions, so building the parser stays fast.
 EXTRA_COMMANDS = [("swift", "add_cli_command"), ("export_cli", "add_export_command"),
-                  ("demo", "add_cli_command")]
+                  ("demo", "add_cli_command"), ("plan.command", "add_cli_command")]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,0 +1,133 @@
+"""plan: simulated users x candidate setups, trained by the reference runtime."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from plan_helpers import digits, digits_model, shared_npz, users_npz
+from updatable_coreml.errors import ConfigError
+from updatable_coreml.plan import Grid, plan
+from updatable_coreml.runtime import load
+from updatable_coreml.validator import is_valid, validate
+
+SMALL = Grid(lrs=(0.03, 0.1), epochs=(4,), batches=(4,), trainable=("all", "last"), ks=(1, 3),
+             weightings=("uniform",))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plan")
+    return {"model": digits_model(root / "Digits.mlmodel"), "users": users_npz(root / "users.npz"),
+            "shared": shared_npz(root / "shared.npz"), "root": root}
+
+
+def _plan(files, out, **options):
+    options.setdefault("grid", SMALL)
+    options.setdefault("plots", False)
+    return plan(files["model"], files["users"], shared=files["shared"], output=out,
+                shots=(1, 3), **options)
+
+
+def test_same_numbers_whatever_the_backend(files, tmp_path):
+    serial = _plan(files, tmp_path / "a", n_jobs=1).rows
+    assert serial == _plan(files, tmp_path / "b", n_jobs=2, backend="loky").rows
+    assert serial == _plan(files, tmp_path / "c", n_jobs=2, backend="threading", chunk=3).rows
+    other = _plan(files, tmp_path / "d", n_jobs=1, seed=1).rows
+    assert [r["user_accuracy"] for r in other] != [r["user_accuracy"] for r in serial]
+
+
+def test_dask_backend_gives_the_same_numbers(files, tmp_path):
+    from distributed import Client
+
+    serial = _plan(files, tmp_path / "a", n_jobs=1).rows
+    with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None):
+        assert _plan(files, tmp_path / "b", backend="dask").rows == serial
+
+
+def test_recommendation_is_written_valid_and_simulates_to_the_table(files, tmp_path):
+    out = tmp_path / "best.mlmodel"
+    result = _plan(files, tmp_path / "plan", n_jobs=1, write=out, plots=True)
+    choice = result.recommendation
+    assert choice["score"] > choice["shipped_score"]
+    assert is_valid(validate(out))
+    assert result.verification["max_difference"] == 0.0
+    assert result.verification["runs"] == 4 * 2  # every user x shots count re-run on the file
+    data = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    assert data["assumptions"] == "default" and data["recommendation"]["name"] == choice["name"]
+    assert all(line["assumptions"] == "default" for line in data["table"])
+    assert (tmp_path / "plan" / "plan.png").stat().st_size > 0
+    header = (tmp_path / "plan" / "plan.csv").read_text().splitlines()[0]
+    assert "user_accuracy_min" in header and "update_macs" in header
+    if choice["setup"]["kind"] == "head":  # the written defaults are the chosen ones
+        params = load(out).spec.neuralNetworkClassifier.updateParams
+        assert params.epochs.defaultValue == choice["setup"]["epochs"]
+        assert params.optimizer.sgdOptimizer.learningRate.defaultValue == choice["setup"]["lr"]
+
+
+def test_knn_recommendation_writes_a_knn_pipeline(files, tmp_path):
+    out = tmp_path / "knn.mlmodel"
+    grid = Grid(lrs=(), epochs=(), batches=(), ks=(1, 3), weightings=("uniform",))
+    result = _plan(files, tmp_path / "plan", n_jobs=1, grid=grid, write=out)
+    assert result.recommendation["setup"]["kind"] == "knn"
+    assert is_valid(validate(out))
+    assert result.verification["max_difference"] == 0.0
+    knn = load(out).spec.pipeline.models[-1].kNearestNeighborsClassifier
+    assert knn.numberOfNeighbors.defaultValue == result.recommendation["setup"]["k"]
+
+
+def test_costs_count_multiply_adds(files, tmp_path):
+    result = _plan(files, tmp_path / "p", n_jobs=1)
+    by_name = {(line["name"], line["shots"]): line for line in result.table}
+    none = by_name[("no update", 1)]
+    assert none["update_macs"] == 0
+    assert none["predict_macs"] == 64 * 24 + 24 * 16 + 16 * 10
+    head = next(line for line in result.table if line["kind"] == "head"
+                and line["trainable"] == "last" and line["shots"] == 1 and not line["shipped"])
+    # 5 classes x 1 shot, batch 4 wrapped to 8 per epoch, 4 epochs; fc2 forward + weight grad
+    # (fc2 is the first trained layer: no input gradient); prefix once per example
+    assert head["update_macs"] == 5 * (64 * 24 + 24 * 16) + 4 * 8 * (2 * 16 * 10)
+
+
+def _data(tmp_path, x, y, user):
+    path = tmp_path / "bad.npz"
+    np.savez(path, x=x, y=y, user=user)
+    return path
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "updatable_coreml.cli", "plan", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_bad_input_is_one_line_and_exit_2(files, tmp_path):
+    x, y = digits()
+    y = y.astype(str)
+    one_class = _data(tmp_path, x[y == "0"][:8], y[y == "0"][:8], np.array(["a"] * 8))
+    cases = {
+        "one class": ([one_class], "has one class"),
+        "too few": ([files["users"], "--shots", "1,9"], "need 10 per class"),
+        "unknown column": ([files["users"], "--users", "who"], "no user column 'who'"),
+    }
+    for name, (data, expected) in cases.items():
+        result = _cli(files["model"], "--data", *data, "--no-plots", "-j", "1",
+                      "-o", tmp_path / "out", cwd=tmp_path)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (name, result.stderr)
+        assert len(lines) == 1 and expected in lines[0], (name, result.stderr)
+        assert not (tmp_path / "out").exists()
+
+
+def test_bad_label_and_grid_are_refused(files, tmp_path):
+    x, y = digits()
+    data = _data(tmp_path, x[:30], np.array(["cat", "dog"] * 15), np.array(["a", "b"] * 15))
+    with pytest.raises(ConfigError, match="'cat' is not one of the model's class labels"):
+        plan(files["model"], data, output=tmp_path / "o", n_jobs=1, plots=False)
+    with pytest.raises(ConfigError, match="grid lrs"):
+        _plan(files, tmp_path / "o", grid=Grid(lrs=(-1.0,)))
+    with pytest.raises(ConfigError, match="unknown assumptions preset"):
+        _plan(files, tmp_path / "o", assumptions="nope")
