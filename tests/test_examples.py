@@ -21,6 +21,7 @@ CASES = {
     "knn_personalization.py": lambda out: ["--plot", str(out / "curve.png"), "--out", str(out)],
     "make_updatable_existing.py": lambda out: [str(out)],
     "simulate_personalization.py": lambda out: [str(out)],
+    "plan_digits.py": lambda out: [str(out), "--quick"],
 }
 
 
