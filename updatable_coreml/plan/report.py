@@ -170,13 +170,17 @@ def write_plot(table: list[dict], candidates: list[Candidate], chosen: int, path
             (curve,) = ax.plot(shots, means, marker="o", label=label,
                                linewidth=2.5 if index == chosen else 1.2)
             std = np.asarray([line[f"{key}_std"] for line in lines])
-            ax.fill_between(shots, np.asarray(means) - std, np.asarray(means) + std,
+            ax.fill_between(shots, np.clip(np.asarray(means) - std, 0, 1),
+                            np.clip(np.asarray(means) + std, 0, 1),
                             color=curve.get_color(), alpha=0.12)
     axes[0].set_title("users' own held-out examples")
     axes[1].set_title("shared held-out, classes the user did not teach")
+    ticks = sorted({line["shots"] for line in table})
     for ax in axes:
         ax.set_xlabel("examples per class")
         ax.set_xscale("log")
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("accuracy (mean, band: ±1 std over users)")
     axes[0].set_ylim(0, 1.02)
