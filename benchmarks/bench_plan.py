@@ -21,25 +21,47 @@ sys.path.insert(0, str(ROOT / "tests"))
 from plan_helpers import digits_model, shared_npz, users_npz  # noqa: E402
 from updatable_coreml.plan import Grid, plan  # noqa: E402
 
-GRID = Grid(lrs=(0.003, 0.01, 0.03, 0.1), epochs=(5, 10, 20), batches=(4, 8),
-            trainable=("all", "last"), ks=(3,), weightings=("uniform",))
+GRID = Grid(
+    lrs=(0.003, 0.01, 0.03, 0.1),
+    epochs=(5, 10, 20),
+    batches=(4, 8),
+    trainable=("all", "last"),
+    ks=(3,),
+    weightings=("uniform",),
+)
 
 
 def blas() -> str:
     from threadpoolctl import threadpool_info
 
-    return "; ".join(f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)"
-                     for i in threadpool_info()) or "none found"
+    return (
+        "; ".join(
+            f"{i['internal_api']} {i.get('version')} ({i['num_threads']} threads)"
+            for i in threadpool_info()
+        )
+        or "none found"
+    )
 
 
 def timed(label: str, files: dict, out: Path, **options) -> tuple[float, list]:
     start = time.perf_counter()
-    result = plan(files["model"], files["users"], shared=files["shared"], output=out,
-                  shots=(1, 3), grid=GRID, plots=False, **options)
+    result = plan(
+        files["model"],
+        files["users"],
+        shared=files["shared"],
+        output=out,
+        shots=(1, 3),
+        grid=GRID,
+        plots=False,
+        **options,
+    )
     seconds = time.perf_counter() - start
     runs = len({(r["user"], r["candidate"]) for r in result.rows})
-    print(f"{label:<28} {seconds:7.2f} s  ({runs} user x candidate runs, "
-          f"{len(result.rows)} trainings)", flush=True)
+    print(
+        f"{label:<28} {seconds:7.2f} s  ({runs} user x candidate runs, "
+        f"{len(result.rows)} trainings)",
+        flush=True,
+    )
     return seconds, result.rows
 
 
@@ -49,9 +71,11 @@ def main() -> int:
     print(f"cpu_count: os {os.cpu_count()}, joblib {joblib.cpu_count()}; BLAS: {blas()}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        files = {"model": digits_model(root / "m.mlmodel"),
-                 "users": users_npz(root / "u.npz", users=20, per_class=6, classes=range(10)),
-                 "shared": shared_npz(root / "s.npz", count=300)}
+        files = {
+            "model": digits_model(root / "m.mlmodel"),
+            "users": users_npz(root / "u.npz", users=20, per_class=6, classes=range(10)),
+            "shared": shared_npz(root / "s.npz", count=300),
+        }
         serial, rows = timed("serial (n_jobs=1)", files, root / "a", n_jobs=1)
         parallel, rows_p = timed("loky, all cores (n_jobs=-1)", files, root / "b", n_jobs=-1)
         print(f"serial / all cores: {serial / parallel:.2f}x")
@@ -63,8 +87,12 @@ def main() -> int:
         else:
             with Client(processes=False, dashboard_address=None) as client:
                 workers = client.nthreads()
-                dask, rows_d = timed(f"dask local ({sum(workers.values())} threads)", files,
-                                     root / "c", backend="dask")
+                dask, rows_d = timed(
+                    f"dask local ({sum(workers.values())} threads)",
+                    files,
+                    root / "c",
+                    backend="dask",
+                )
             print(f"serial / dask: {serial / dask:.2f}x")
             same = same and rows == rows_d
     print("same rows on every backend:", same)

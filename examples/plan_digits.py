@@ -38,10 +38,19 @@ def export_demo_cnn(path: Path, seed: int) -> Path:
     cnn.fit(base.x.transpose(0, 2, 3, 1), targets, batch_size=32, epochs=15, verbose=0)
     for name in ("conv1", "conv2"):
         cnn.get_layer(name).trainable = False
-    cnn.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                loss="sparse_categorical_crossentropy")
-    export_keras(cnn, path, class_labels=LABELS, epochs=20, allowed_epochs=range(1, 101),
-                 batch_size=8, allowed_batch_sizes=[1, 4, 8, 16, 32], seed=seed)
+    cnn.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="sparse_categorical_crossentropy"
+    )
+    export_keras(
+        cnn,
+        path,
+        class_labels=LABELS,
+        epochs=20,
+        allowed_epochs=range(1, 101),
+        batch_size=8,
+        allowed_batch_sizes=[1, 4, 8, 16, 32],
+        seed=seed,
+    )
     return path
 
 
@@ -69,11 +78,28 @@ def main(out_dir: Path, quick: bool = False, seed: int = 0) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     model = export_demo_cnn(out_dir / "DigitsClassifier.mlmodel", seed)
     users, shared = write_users(out_dir, seed)
-    grid = (Grid(lrs=(0.03, 0.1), epochs=(10,), batches=(4,), trainable=("last",), ks=(1, 3),
-                 weightings=("uniform",)) if quick else
-            Grid(lrs=(0.01, 0.03, 0.1), epochs=(5, 20), batches=(4, 8), ks=(1, 3, 5)))
-    result = plan(model, users, shared=shared, output=out_dir / "plan", shots=(1, 2, 5),
-                  grid=grid, seed=seed, write=out_dir / "DigitsPlanned.mlmodel")
+    grid = (
+        Grid(
+            lrs=(0.03, 0.1),
+            epochs=(10,),
+            batches=(4,),
+            trainable=("last",),
+            ks=(1, 3),
+            weightings=("uniform",),
+        )
+        if quick
+        else Grid(lrs=(0.01, 0.03, 0.1), epochs=(5, 20), batches=(4, 8), ks=(1, 3, 5))
+    )
+    result = plan(
+        model,
+        users,
+        shared=shared,
+        output=out_dir / "plan",
+        shots=(1, 2, 5),
+        grid=grid,
+        seed=seed,
+        write=out_dir / "DigitsPlanned.mlmodel",
+    )
     print(result.summary())
     choice = result.recommendation
     # Done-when of the plan issue: the recommendation beats the export's defaults on the

@@ -14,8 +14,9 @@ def digits():
     return (data.data / 16.0).astype(np.float32), data.target
 
 
-def digits_model(path: Path, seed: int = 0, epochs: int = 5, lr: float = 0.01,
-                 batch: int = 4) -> Path:
+def digits_model(
+    path: Path, seed: int = 0, epochs: int = 5, lr: float = 0.01, batch: int = 4
+) -> Path:
     """x (64) -> PCA features (frozen) -> relu -> fc1 (updatable) -> relu -> fc2 (updatable)
     -> softmax; labels '0'..'9'; SGD."""
     from coremltools.models import datatypes
@@ -27,16 +28,34 @@ def digits_model(path: Path, seed: int = 0, epochs: int = 5, lr: float = 0.01,
     proj = vt[:24].astype(np.float32) * 2.0
     rng = np.random.default_rng(seed)
     labels = [str(d) for d in range(10)]
-    b = NeuralNetworkBuilder([("x", datatypes.Array(64))], [("probs", datatypes.Array(10))],
-                             mode="classifier")
-    b.add_inner_product("features", proj, -(proj @ x.mean(0)).astype(np.float32), 64, 24, True,
-                        "x", "f")
+    b = NeuralNetworkBuilder(
+        [("x", datatypes.Array(64))], [("probs", datatypes.Array(10))], mode="classifier"
+    )
+    b.add_inner_product(
+        "features", proj, -(proj @ x.mean(0)).astype(np.float32), 64, 24, True, "x", "f"
+    )
     b.add_activation("relu0", "RELU", "f", "fr")
-    b.add_inner_product("fc1", rng.normal(0, 0.3, (16, 24)).astype(np.float32),
-                        np.zeros(16, np.float32), 24, 16, True, "fr", "h")
+    b.add_inner_product(
+        "fc1",
+        rng.normal(0, 0.3, (16, 24)).astype(np.float32),
+        np.zeros(16, np.float32),
+        24,
+        16,
+        True,
+        "fr",
+        "h",
+    )
     b.add_activation("relu1", "RELU", "h", "hr")
-    b.add_inner_product("fc2", rng.normal(0, 0.3, (10, 16)).astype(np.float32),
-                        np.zeros(10, np.float32), 16, 10, True, "hr", "logits")
+    b.add_inner_product(
+        "fc2",
+        rng.normal(0, 0.3, (10, 16)).astype(np.float32),
+        np.zeros(10, np.float32),
+        16,
+        10,
+        True,
+        "hr",
+        "logits",
+    )
     b.add_softmax("softmax", "logits", "probs")
     b.set_class_labels(labels, predicted_feature_name="label", prediction_blob="probs")
     b.make_updatable(["fc1", "fc2"])
@@ -49,8 +68,9 @@ def digits_model(path: Path, seed: int = 0, epochs: int = 5, lr: float = 0.01,
     return save_spec(b.spec, path)
 
 
-def users_npz(path: Path, users: int = 4, per_class: int = 6, classes=range(5),
-              seed: int = 0) -> Path:
+def users_npz(
+    path: Path, users: int = 4, per_class: int = 6, classes=range(5), seed: int = 0
+) -> Path:
     """Examples of ``classes`` dealt round robin to ``users`` (``per_class`` each), plus the
     other digits with user ``-`` kept out by the caller's shared set."""
     x, y = digits()

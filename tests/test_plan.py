@@ -15,22 +15,33 @@ from updatable_coreml.plan import Grid, plan
 from updatable_coreml.runtime import load
 from updatable_coreml.validator import is_valid, validate
 
-SMALL = Grid(lrs=(0.03, 0.1), epochs=(4,), batches=(4,), trainable=("all", "last"), ks=(1, 3),
-             weightings=("uniform",))
+SMALL = Grid(
+    lrs=(0.03, 0.1),
+    epochs=(4,),
+    batches=(4,),
+    trainable=("all", "last"),
+    ks=(1, 3),
+    weightings=("uniform",),
+)
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("plan")
-    return {"model": digits_model(root / "Digits.mlmodel"), "users": users_npz(root / "users.npz"),
-            "shared": shared_npz(root / "shared.npz"), "root": root}
+    return {
+        "model": digits_model(root / "Digits.mlmodel"),
+        "users": users_npz(root / "users.npz"),
+        "shared": shared_npz(root / "shared.npz"),
+        "root": root,
+    }
 
 
 def _plan(files, out, **options):
     options.setdefault("grid", SMALL)
     options.setdefault("plots", False)
-    return plan(files["model"], files["users"], shared=files["shared"], output=out,
-                shots=(1, 3), **options)
+    return plan(
+        files["model"], files["users"], shared=files["shared"], output=out, shots=(1, 3), **options
+    )
 
 
 def test_same_numbers_whatever_the_backend(files, tmp_path):
@@ -86,8 +97,14 @@ def test_costs_count_multiply_adds(files, tmp_path):
     none = by_name[("no update", 1)]
     assert none["update_macs"] == 0
     assert none["predict_macs"] == 64 * 24 + 24 * 16 + 16 * 10
-    head = next(line for line in result.table if line["kind"] == "head"
-                and line["trainable"] == "last" and line["shots"] == 1 and not line["shipped"])
+    head = next(
+        line
+        for line in result.table
+        if line["kind"] == "head"
+        and line["trainable"] == "last"
+        and line["shots"] == 1
+        and not line["shipped"]
+    )
     # 5 classes x 1 shot, batch 4 wrapped to 8 per epoch, 4 epochs; fc2 forward + weight grad
     # (fc2 is the first trained layer: no input gradient); prefix once per example
     assert head["update_macs"] == 5 * (64 * 24 + 24 * 16) + 4 * 8 * (2 * 16 * 10)
@@ -100,8 +117,13 @@ def _data(tmp_path, x, y, user):
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "updatable_coreml.cli", "plan", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "updatable_coreml.cli", "plan", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def test_bad_input_is_one_line_and_exit_2(files, tmp_path):
@@ -114,8 +136,17 @@ def test_bad_input_is_one_line_and_exit_2(files, tmp_path):
         "unknown column": ([files["users"], "--users", "who"], "no user column 'who'"),
     }
     for name, (data, expected) in cases.items():
-        result = _cli(files["model"], "--data", *data, "--no-plots", "-j", "1",
-                      "-o", tmp_path / "out", cwd=tmp_path)
+        result = _cli(
+            files["model"],
+            "--data",
+            *data,
+            "--no-plots",
+            "-j",
+            "1",
+            "-o",
+            tmp_path / "out",
+            cwd=tmp_path,
+        )
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2, (name, result.stderr)
         assert len(lines) == 1 and expected in lines[0], (name, result.stderr)

@@ -43,8 +43,10 @@ class PlanResult:
     def summary(self) -> str:
         lines = [text(self.table, self.recommendation, self.assumptions)]
         if self.verification:
-            lines.append(f"written: {self.verification['path']} (valid; simulates to the "
-                         f"reported numbers within {self.verification['max_difference']:.2g})")
+            lines.append(
+                f"written: {self.verification['path']} (valid; simulates to the "
+                f"reported numbers within {self.verification['max_difference']:.2g})"
+            )
         lines += [f"{kind}: {path}" for kind, path in self.files.items()]
         return "\n".join(lines)
 
@@ -60,8 +62,9 @@ def resolve_assumptions(assumptions: Any) -> tuple[str, Any]:
         return "default", module.DEFAULT
     if isinstance(assumptions, str):
         if assumptions not in presets:
-            raise ConfigError(f"unknown assumptions preset {assumptions!r}; use one of "
-                              f"{', '.join(presets)}")
+            raise ConfigError(
+                f"unknown assumptions preset {assumptions!r}; use one of {', '.join(presets)}"
+            )
         return assumptions, presets[assumptions]
     name = next((n for n, v in presets.items() if v == assumptions), "custom")
     return (name if name != "custom" else f"custom {assumptions}"), assumptions
@@ -70,14 +73,17 @@ def resolve_assumptions(assumptions: Any) -> tuple[str, Any]:
 def require(module: str, extra: str) -> None:
     """Refuse before any work when an optional dependency is missing."""
     if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"plan needs {module} for this; install it with "
-                          f"pip install 'updatable-coreml[{extra}]'")
+        raise ConfigError(
+            f"plan needs {module} for this; install it with pip install 'updatable-coreml[{extra}]'"
+        )
 
 
 def _model_labels(network) -> list:
     if not network.is_classifier:
-        raise ModelFileError("plan compares classifiers: the model must be a neural network "
-                             "classifier (or a pipeline ending in one)")
+        raise ModelFileError(
+            "plan compares classifiers: the model must be a neural network "
+            "classifier (or a pipeline ending in one)"
+        )
     return network.class_labels()
 
 
@@ -87,8 +93,9 @@ def _as_labels(y: np.ndarray, labels: list, where: str) -> np.ndarray:
     unknown = sorted({str(v) for v in y.tolist()} - set(known))
     if unknown:
         shown = ", ".join(map(repr, labels[:8])) + (", ..." if len(labels) > 8 else "")
-        raise ConfigError(f"{where}: label {unknown[0]!r} is not one of the model's class labels "
-                          f"({shown})")
+        raise ConfigError(
+            f"{where}: label {unknown[0]!r} is not one of the model's class labels ({shown})"
+        )
     if all(isinstance(v, str) for v in labels):
         return np.asarray([str(v) for v in y.tolist()])
     return np.asarray([known[str(v)] for v in y.tolist()], dtype=np.int64)
@@ -96,6 +103,7 @@ def _as_labels(y: np.ndarray, labels: list, where: str) -> np.ndarray:
 
 def _costs(candidate: Candidate, heads: dict, partial_batch: str):
     """``examples -> (update multiply-adds, prediction multiply-adds per example)``."""
+
     def cost(n: int) -> tuple[int, int]:
         if candidate.kind == "knn":
             head = heads["last"]
@@ -107,22 +115,39 @@ def _costs(candidate: Candidate, heads: dict, partial_batch: str):
             return 0, predict
         b = candidate.batch or 1
         per_epoch = {"wrap": -(-n // b) * b, "short": n, "drop": n - n % b}[partial_batch]
-        return (n * head.prefix_macs + (candidate.epochs or 0) * per_epoch * head.train_macs,
-                predict)
+        return (
+            n * head.prefix_macs + (candidate.epochs or 0) * per_epoch * head.train_macs,
+            predict,
+        )
+
     return cost
 
 
 def _chunks(items: list, size: int) -> list[list]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def plan(model_path: PathLike, data: PathLike | None = None, *, users: str = "user",
-         users_dir: PathLike | None = None, output: PathLike = "plan",
-         shots: Sequence[int] = (1, 2, 5), grid: Grid | None = None,
-         shared: PathLike | None = None, shared_fraction: float = 0.2, seed: int = 0,
-         assumptions: Any = "default", n_jobs: int = -1, backend: str | None = None,
-         plots: bool = True, write: PathLike | None = None,
-         max_forgetting: float | None = None, chunk: int = 8, verbose: int = 0) -> PlanResult:
+def plan(
+    model_path: PathLike,
+    data: PathLike | None = None,
+    *,
+    users: str = "user",
+    users_dir: PathLike | None = None,
+    output: PathLike = "plan",
+    shots: Sequence[int] = (1, 2, 5),
+    grid: Grid | None = None,
+    shared: PathLike | None = None,
+    shared_fraction: float = 0.2,
+    seed: int = 0,
+    assumptions: Any = "default",
+    n_jobs: int = -1,
+    backend: str | None = None,
+    plots: bool = True,
+    write: PathLike | None = None,
+    max_forgetting: float | None = None,
+    chunk: int = 8,
+    verbose: int = 0,
+) -> PlanResult:
     """Compare on-device training setups on simulated users; see the module docstring.
 
     ``data`` is an ``.npz`` with ``x``, ``y`` and the ``users`` column, or ``users_dir`` one
@@ -143,15 +168,18 @@ def plan(model_path: PathLike, data: PathLike | None = None, *, users: str = "us
     if write is not None:
         check_output_path(write, not_same_as=model_path)
     if (data is None) == (users_dir is None):
-        raise ConfigError("give the data either as an .npz with a user column (data) or as one "
-                          "folder per user (users_dir), not both")
+        raise ConfigError(
+            "give the data either as an .npz with a user column (data) or as one "
+            "folder per user (users_dir), not both"
+        )
     model = load(model_path)
     network = model.trainable()
     labels = _model_labels(network)
     label_name = model.description.predictedFeatureName
     if users_dir is not None:
-        pool, owners = load_users_dir(users_dir, model, labels,
-                                      all(isinstance(v, str) for v in labels))
+        pool, owners = load_users_dir(
+            users_dir, model, labels, all(isinstance(v, str) for v in labels)
+        )
         source = str(users_dir)
     else:
         pool, owners = load_users_npz(data, users)  # type: ignore[arg-type]
@@ -171,14 +199,22 @@ def plan(model_path: PathLike, data: PathLike | None = None, *, users: str = "us
     if "last" not in heads:
         heads["last"] = heads["all"]
     if grid.ks and len(heads["last"].frontier) != 1:
-        raise ConfigError("the k-NN candidates need the last updatable layer to read one blob; "
-                          "this model's reads several: pass a grid without k values")
+        raise ConfigError(
+            "the k-NN candidates need the last updatable layer to read one blob; "
+            "this model's reads several: pass a grid without k values"
+        )
     from ..runtime.update import read_training_setup
 
     setup = read_training_setup(network, assume)
     defaults = {k: p.default for k, p in setup.parameters.items()}
-    shipped = Candidate("head", "all", float(defaults["learningRate"]), int(defaults["epochs"]),
-                        int(defaults["miniBatchSize"]), shipped=True)
+    shipped = Candidate(
+        "head",
+        "all",
+        float(defaults["learningRate"]),
+        int(defaults["epochs"]),
+        int(defaults["miniBatchSize"]),
+        shipped=True,
+    )
     found = candidates(grid, shipped, len(updatable))
 
     n_pool = len(pool)
@@ -187,10 +223,20 @@ def plan(model_path: PathLike, data: PathLike | None = None, *, users: str = "us
     jobs = []
     for position, user in enumerate(sim_users):
         for part in _chunks(list(enumerate(found)), chunk):
-            jobs.append(Job(user, position, pool.y[user.index],
-                            {t: {b: v[user.index] for b, v in f.items()} for t, f in feats.items()},
-                            held.y, shared_feats, {t: h.spec for t, h in heads.items()},
-                            tuple(part), label_name, assume))
+            jobs.append(
+                Job(
+                    user,
+                    position,
+                    pool.y[user.index],
+                    {t: {b: v[user.index] for b, v in f.items()} for t, f in feats.items()},
+                    held.y,
+                    shared_feats,
+                    {t: h.spec for t, h in heads.items()},
+                    tuple(part),
+                    label_name,
+                    assume,
+                )
+            )
     rows = run_jobs(jobs, n_jobs=n_jobs, backend=backend, verbose=verbose)
     costs = {i: _costs(c, heads, assume.partial_batch) for i, c in enumerate(found)}
     table = summarize(rows, found, costs, name)
@@ -199,17 +245,38 @@ def plan(model_path: PathLike, data: PathLike | None = None, *, users: str = "us
 
     out.mkdir(parents=True, exist_ok=True)
     if write is not None:
-        result.verification = write_model(model_path, write, found[choice["candidate"]], choice,
-                                          heads, pool, held, sim_users, rows, label_name, assume)
+        result.verification = write_model(
+            model_path,
+            write,
+            found[choice["candidate"]],
+            choice,
+            heads,
+            pool,
+            held,
+            sim_users,
+            rows,
+            label_name,
+            assume,
+        )
     result.files["table"] = str(write_csv(table, out / "plan.csv"))
     if plots:
         result.files["plot"] = str(write_plot(table, found, choice["candidate"], out / "plan.png"))
-    summary = {"model": str(model_path), "data": source, "assumptions": name, "seed": seed,
-               "shots": [int(s) for s in shots], "users": [u.name for u in sim_users],
-               "shared_examples": len(held), "candidates": [c.to_dict() for c in found],
-               "table": table, "runs": rows, "recommendation": choice,
-               "verification": result.verification, "macs": "multiply-adds of convolution and "
-               "inner-product layers; the frozen part counted once per example"}
+    summary = {
+        "model": str(model_path),
+        "data": source,
+        "assumptions": name,
+        "seed": seed,
+        "shots": [int(s) for s in shots],
+        "users": [u.name for u in sim_users],
+        "shared_examples": len(held),
+        "candidates": [c.to_dict() for c in found],
+        "table": table,
+        "runs": rows,
+        "recommendation": choice,
+        "verification": result.verification,
+        "macs": "multiply-adds of convolution and "
+        "inner-product layers; the frozen part counted once per example",
+    }
     result.files["json"] = str(write_json(summary, out / "plan.json"))
     return result
 
@@ -259,9 +326,19 @@ def head_model_spec(model_path: PathLike, candidate: Candidate, region: dict):
     return spec
 
 
-def write_model(model_path: PathLike, path: PathLike, candidate: Candidate, choice: dict,
-                heads: dict, pool: Dataset, held: Dataset, users: list, rows: list[dict],
-                label_name: str, assume: Any) -> dict:
+def write_model(
+    model_path: PathLike,
+    path: PathLike,
+    candidate: Candidate,
+    choice: dict,
+    heads: dict,
+    pool: Dataset,
+    held: Dataset,
+    users: list,
+    rows: list[dict],
+    label_name: str,
+    assume: Any,
+) -> dict:
     """Write the recommended model (validated, atomically) and check that the runtime,
     training the *written file* on each user's examples, gives the reported accuracies."""
     from ..spec_io import save_spec
@@ -273,27 +350,42 @@ def write_model(model_path: PathLike, path: PathLike, candidate: Candidate, choi
 
         k_low, k_high = region.get("k", [candidate.k, candidate.k])
         labels_int = pool.y.dtype.kind in "iu"
-        export_knn(str(model_path), path, feature_layer=heads["last"].frontier[0],
-                   k=candidate.k or 1, k_range=(k_low, k_high),
-                   weighting=candidate.weighting or "uniform",
-                   labels="int" if labels_int else "string", label_name=label_name)
+        export_knn(
+            str(model_path),
+            path,
+            feature_layer=heads["last"].frontier[0],
+            k=candidate.k or 1,
+            k_range=(k_low, k_high),
+            weighting=candidate.weighting or "uniform",
+            labels="int" if labels_int else "string",
+            label_name=label_name,
+        )
     else:
         spec = head_model_spec(model_path, candidate, region)
         findings = validate(spec)
         if not is_valid(findings):
             first = next(f for f in findings if f.severity == "error")
-            raise ModelFileError(f"the recommended model would be invalid ({first}); nothing "
-                                 "written")
+            raise ModelFileError(
+                f"the recommended model would be invalid ({first}); nothing written"
+            )
         save_spec(spec, path, not_same_as=model_path)
     findings = validate(path)
     if not is_valid(findings):  # export_knn validates too; this guards both paths
         raise ModelFileError(f"{path}: the written model is invalid: {findings[0]}")
-    return verify(path, candidate, choice["candidate"], pool, held, users, rows, label_name,
-                  assume)
+    return verify(path, candidate, choice["candidate"], pool, held, users, rows, label_name, assume)
 
 
-def verify(path: PathLike, candidate: Candidate, index: int, pool: Dataset, held: Dataset,
-           users: list, rows: list[dict], label_name: str, assume: Any) -> dict:
+def verify(
+    path: PathLike,
+    candidate: Candidate,
+    index: int,
+    pool: Dataset,
+    held: Dataset,
+    users: list,
+    rows: list[dict],
+    label_name: str,
+    assume: Any,
+) -> dict:
     """Train the written model (its own defaults) on every user's draws and compare the
     accuracies with the plan's rows for ``index``."""
     from ..runtime import load
@@ -308,8 +400,9 @@ def verify(path: PathLike, candidate: Candidate, index: int, pool: Dataset, held
         for shots, drawn in sorted(user.draws.items()):
             trained = model
             if candidate.kind != "none":
-                trained = model.update({input_name: x[drawn], label_name: y[drawn]},
-                                       assumptions=assume).model
+                trained = model.update(
+                    {input_name: x[drawn], label_name: y[drawn]}, assumptions=assume
+                ).model
             mine = np.asarray(trained.predict({input_name: x[user.held_out]})[label_name])
             got = [float(np.mean(mine.astype(str) == y[user.held_out].astype(str)))]
             want = [reported[(user.name, shots)]["user_accuracy"]]
@@ -319,7 +412,9 @@ def verify(path: PathLike, candidate: Candidate, index: int, pool: Dataset, held
                 want.append(reported[(user.name, shots)]["rest_accuracy"])
             worst = max(worst, max(abs(a - b) for a, b in zip(got, want, strict=True)))
     if worst > 1e-9:
-        raise ModelFileError(f"{path}: the written model simulates to accuracies up to {worst:.3g} "
-                             "away from the plan's; the plan and the file disagree (a bug: "
-                             "please report it)")
+        raise ModelFileError(
+            f"{path}: the written model simulates to accuracies up to {worst:.3g} "
+            "away from the plan's; the plan and the file disagree (a bug: "
+            "please report it)"
+        )
     return {"path": str(path), "max_difference": worst, "runs": len(reported)}

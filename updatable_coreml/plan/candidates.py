@@ -36,8 +36,7 @@ class Candidate:
         if self.kind == "knn":
             return f"k-NN k={self.k} {self.weighting}"
         tag = "shipped defaults: " if self.shipped else ""
-        return (f"{tag}head[{self.trainable}] lr={self.lr:g} epochs={self.epochs} "
-                f"batch={self.batch}")
+        return f"{tag}head[{self.trainable}] lr={self.lr:g} epochs={self.epochs} batch={self.batch}"
 
     def to_dict(self) -> dict:
         return {"name": self.name, **asdict(self)}
@@ -55,29 +54,33 @@ class Grid:
     weightings: Sequence[str] = WEIGHTINGS
 
     def check(self) -> None:
-        for name, values, ok in (("lrs", self.lrs, lambda v: v > 0),
-                                 ("epochs", self.epochs, lambda v: int(v) == v and v >= 1),
-                                 ("batches", self.batches, lambda v: int(v) == v and v >= 1),
-                                 ("ks", self.ks, lambda v: int(v) == v and v >= 1)):
+        for name, values, ok in (
+            ("lrs", self.lrs, lambda v: v > 0),
+            ("epochs", self.epochs, lambda v: int(v) == v and v >= 1),
+            ("batches", self.batches, lambda v: int(v) == v and v >= 1),
+            ("ks", self.ks, lambda v: int(v) == v and v >= 1),
+        ):
             bad = [v for v in values if not ok(v)]
             if bad:
-                raise ConfigError(f"grid {name}: {bad[0]!r} is not allowed (positive numbers; "
-                                  "epochs, batch sizes and k are integers)")
+                raise ConfigError(
+                    f"grid {name}: {bad[0]!r} is not allowed (positive numbers; "
+                    "epochs, batch sizes and k are integers)"
+                )
         for value in self.trainable:
             if value not in TRAINABLE:
                 raise ConfigError(f"grid trainable: {value!r} is not one of {', '.join(TRAINABLE)}")
         for value in self.weightings:
             if value not in WEIGHTINGS:
-                raise ConfigError(f"grid weighting: {value!r} is not one of "
-                                  f"{', '.join(WEIGHTINGS)}")
+                raise ConfigError(
+                    f"grid weighting: {value!r} is not one of {', '.join(WEIGHTINGS)}"
+                )
 
 
 def candidates(grid: Grid, shipped: Candidate, updatable_layers: int) -> list[Candidate]:
     """The shipped setup first, then no update, the head grid and the k-NN grid (duplicates of
     the shipped setup dropped). ``last`` is only distinct with several updatable layers."""
     grid.check()
-    trainable = [t for t in dict.fromkeys(grid.trainable)
-                 if t == "all" or updatable_layers > 1]
+    trainable = [t for t in dict.fromkeys(grid.trainable) if t == "all" or updatable_layers > 1]
     found: list[Candidate] = [shipped, Candidate("none")]
     for t, lr, epochs, batch in product(trainable, grid.lrs, grid.epochs, grid.batches):
         found.append(Candidate("head", t, float(lr), int(epochs), int(batch)))
@@ -92,8 +95,15 @@ def candidates(grid: Grid, shipped: Candidate, updatable_layers: int) -> list[Ca
 
 
 def _key(candidate: Candidate) -> tuple:
-    return (candidate.kind, candidate.trainable, candidate.lr, candidate.epochs, candidate.batch,
-            candidate.k, candidate.weighting)
+    return (
+        candidate.kind,
+        candidate.trainable,
+        candidate.lr,
+        candidate.epochs,
+        candidate.batch,
+        candidate.k,
+        candidate.weighting,
+    )
 
 
 def parse_grid(values: dict[str, Any]) -> Grid:

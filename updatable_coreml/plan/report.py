@@ -15,24 +15,51 @@ from ..spec_io import atomic_write_bytes
 from .candidates import Candidate
 
 GOOD_MARGIN = 0.02  # candidates within this of the best score make the "good region"
-COLUMNS = ("candidate", "name", "kind", "trainable", "lr", "epochs", "batch", "k", "weighting",
-           "shots", "users", "user_accuracy_mean", "user_accuracy_std", "user_accuracy_min",
-           "user_accuracy_p10", "rest_accuracy_mean", "rest_accuracy_std", "rest_accuracy_min",
-           "update_macs", "predict_macs", "assumptions")
+COLUMNS = (
+    "candidate",
+    "name",
+    "kind",
+    "trainable",
+    "lr",
+    "epochs",
+    "batch",
+    "k",
+    "weighting",
+    "shots",
+    "users",
+    "user_accuracy_mean",
+    "user_accuracy_std",
+    "user_accuracy_min",
+    "user_accuracy_p10",
+    "rest_accuracy_mean",
+    "rest_accuracy_std",
+    "rest_accuracy_min",
+    "update_macs",
+    "predict_macs",
+    "assumptions",
+)
 
 
 def _stats(values: Sequence[float | None], prefix: str) -> dict:
     present = np.asarray([v for v in values if v is not None], dtype=np.float64)
     if not len(present):
-        return {f"{prefix}_mean": None, f"{prefix}_std": None, f"{prefix}_min": None,
-                f"{prefix}_p10": None}
-    return {f"{prefix}_mean": float(present.mean()), f"{prefix}_std": float(present.std()),
-            f"{prefix}_min": float(present.min()),
-            f"{prefix}_p10": float(np.percentile(present, 10))}
+        return {
+            f"{prefix}_mean": None,
+            f"{prefix}_std": None,
+            f"{prefix}_min": None,
+            f"{prefix}_p10": None,
+        }
+    return {
+        f"{prefix}_mean": float(present.mean()),
+        f"{prefix}_std": float(present.std()),
+        f"{prefix}_min": float(present.min()),
+        f"{prefix}_p10": float(np.percentile(present, 10)),
+    }
 
 
-def summarize(rows: list[dict], candidates: list[Candidate], costs: dict,
-              assumptions_name: str) -> list[dict]:
+def summarize(
+    rows: list[dict], candidates: list[Candidate], costs: dict, assumptions_name: str
+) -> list[dict]:
     """One line per candidate x shots: mean, spread and worst user, and the costs."""
     table = []
     for index, candidate in enumerate(candidates):
@@ -64,12 +91,15 @@ def rest_scores(table: list[dict]) -> dict[int, float | None]:
     for line in table:
         if line["rest_accuracy_mean"] is not None:
             by.setdefault(line["candidate"], []).append(line["rest_accuracy_mean"])
-    return {line["candidate"]: (float(np.mean(by[line["candidate"]]))
-                                if line["candidate"] in by else None) for line in table}
+    return {
+        line["candidate"]: (
+            float(np.mean(by[line["candidate"]])) if line["candidate"] in by else None
+        )
+        for line in table
+    }
 
 
-def recommend(table: list[dict], candidates: list[Candidate],
-              max_forgetting: float | None) -> dict:
+def recommend(table: list[dict], candidates: list[Candidate], max_forgetting: float | None) -> dict:
     """The best candidate by score (ties: cheaper update, then grid order), the reasons, and
     the good region (same family, score within ``GOOD_MARGIN`` of the best)."""
     score, rest = scores(table), rest_scores(table)
@@ -85,33 +115,58 @@ def recommend(table: list[dict], candidates: list[Candidate],
         allowed = [i for i in allowed if i not in excluded] or [none]
     best = min(allowed, key=lambda i: (-score[i], macs[i], i))
     chosen = candidates[best]
-    reasons = [f"{chosen.name}: mean user accuracy {score[best]:.3f} over the shots counts, "
-               f"against {score[shipped]:.3f} for the export's defaults "
-               f"({candidates[shipped].name})"
-               f" and {score[none]:.3f} without any update"]
+    reasons = [
+        f"{chosen.name}: mean user accuracy {score[best]:.3f} over the shots counts, "
+        f"against {score[shipped]:.3f} for the export's defaults "
+        f"({candidates[shipped].name})"
+        f" and {score[none]:.3f} without any update"
+    ]
     if rest[best] is not None:
-        reasons.append(f"accuracy on the classes users did not teach: {rest[best]:.3f} "
-                       f"(shipped defaults {rest[shipped] if rest[shipped] is not None else 0:.3f},"
-                       f" no update {rest[none]:.3f})")
+        reasons.append(
+            f"accuracy on the classes users did not teach: {rest[best]:.3f} "
+            f"(shipped defaults {rest[shipped] if rest[shipped] is not None else 0:.3f},"
+            f" no update {rest[none]:.3f})"
+        )
         if chosen.kind == "knn":
-            reasons.append("a k-NN shipped without examples only knows the classes the user "
-                           "taught; seed it with examples of the other classes to keep them")
+            reasons.append(
+                "a k-NN shipped without examples only knows the classes the user "
+                "taught; seed it with examples of the other classes to keep them"
+            )
     if excluded:
-        reasons.append(f"{len(excluded)} candidate(s) excluded: they lose more than "
-                       f"{max_forgetting:.2f} accuracy on the other classes")
+        reasons.append(
+            f"{len(excluded)} candidate(s) excluded: they lose more than "
+            f"{max_forgetting:.2f} accuracy on the other classes"
+        )
     worst = [line for line in table if line["candidate"] == best]
-    reasons.append("worst user per shots: " + ", ".join(
-        f"{line['shots']}: {line['user_accuracy_min']:.3f}" for line in worst))
-    good = [i for i in allowed if score[i] >= score[best] - GOOD_MARGIN
-            and candidates[i].kind == chosen.kind and candidates[i].trainable == chosen.trainable]
+    reasons.append(
+        "worst user per shots: "
+        + ", ".join(f"{line['shots']}: {line['user_accuracy_min']:.3f}" for line in worst)
+    )
+    good = [
+        i
+        for i in allowed
+        if score[i] >= score[best] - GOOD_MARGIN
+        and candidates[i].kind == chosen.kind
+        and candidates[i].trainable == chosen.trainable
+    ]
     region = _region([candidates[i] for i in good])
-    reasons.append(f"{len(good)} candidate(s) of this family score within {GOOD_MARGIN} of "
-                   "the "
-                   f"best; the allowed ranges cover them: {json.dumps(region)}")
-    return {"candidate": best, "name": chosen.name, "setup": chosen.to_dict(),
-            "score": score[best], "shipped_score": score[shipped], "no_update_score": score[none],
-            "rest_score": rest[best], "reasons": reasons, "allowed": region,
-            "good_candidates": good}
+    reasons.append(
+        f"{len(good)} candidate(s) of this family score within {GOOD_MARGIN} of "
+        "the "
+        f"best; the allowed ranges cover them: {json.dumps(region)}"
+    )
+    return {
+        "candidate": best,
+        "name": chosen.name,
+        "setup": chosen.to_dict(),
+        "score": score[best],
+        "shipped_score": score[shipped],
+        "no_update_score": score[none],
+        "rest_score": rest[best],
+        "reasons": reasons,
+        "allowed": region,
+        "good_candidates": good,
+    }
 
 
 def _region(good: list[Candidate]) -> dict:
@@ -121,9 +176,11 @@ def _region(good: list[Candidate]) -> dict:
     if good[0].kind == "none":
         return {}
     lrs = [c.lr or 0.0 for c in good]
-    return {"epochs": sorted({c.epochs for c in good}),
-            "miniBatchSize": sorted({c.batch for c in good}),
-            "learningRate": [min(lrs), max(lrs)]}
+    return {
+        "epochs": sorted({c.epochs for c in good}),
+        "miniBatchSize": sorted({c.batch for c in good}),
+        "learningRate": [min(lrs), max(lrs)],
+    }
 
 
 # -- files -------------------------------------------------------------------------------------
@@ -131,8 +188,7 @@ def _region(good: list[Candidate]) -> dict:
 
 def write_csv(table: list[dict], path: Path) -> Path:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore",
-                            lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for line in table:
         writer.writerow({k: ("" if line.get(k) is None else line.get(k)) for k in COLUMNS})
@@ -143,8 +199,9 @@ def write_json(data: Any, path: Path) -> Path:
     return atomic_write_bytes((json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), path)
 
 
-def write_plot(table: list[dict], candidates: list[Candidate], chosen: int, path: Path,
-               top: int = 4) -> Path:
+def write_plot(
+    table: list[dict], candidates: list[Candidate], chosen: int, path: Path, top: int = 4
+) -> Path:
     """Accuracy on the users' classes and on the rest against shots, for the recommended,
     the shipped defaults, no update and the best few others; bands are the 10th-90th
     percentile spread over users (user accuracy) or one standard deviation (rest)."""
@@ -167,12 +224,17 @@ def write_plot(table: list[dict], candidates: list[Candidate], chosen: int, path
             means = [line[f"{key}_mean"] for line in lines]
             if any(m is None for m in means):
                 continue
-            (curve,) = ax.plot(shots, means, marker="o", label=label,
-                               linewidth=2.5 if index == chosen else 1.2)
+            (curve,) = ax.plot(
+                shots, means, marker="o", label=label, linewidth=2.5 if index == chosen else 1.2
+            )
             std = np.asarray([line[f"{key}_std"] for line in lines])
-            ax.fill_between(shots, np.clip(np.asarray(means) - std, 0, 1),
-                            np.clip(np.asarray(means) + std, 0, 1),
-                            color=curve.get_color(), alpha=0.12)
+            ax.fill_between(
+                shots,
+                np.clip(np.asarray(means) - std, 0, 1),
+                np.clip(np.asarray(means) + std, 0, 1),
+                color=curve.get_color(),
+                alpha=0.12,
+            )
     axes[0].set_title("users' own held-out examples")
     axes[1].set_title("shared held-out, classes the user did not teach")
     ticks = sorted({line["shots"] for line in table})
@@ -193,7 +255,6 @@ def write_plot(table: list[dict], candidates: list[Candidate], chosen: int, path
 
 def text(table: list[dict], recommendation: dict, assumptions_name: str) -> str:
     """The human summary the CLI prints."""
-    lines = [f"runtime assumptions: {assumptions_name}",
-             f"recommended: {recommendation['name']}"]
+    lines = [f"runtime assumptions: {assumptions_name}", f"recommended: {recommendation['name']}"]
     lines += [f"  - {reason}" for reason in recommendation["reasons"]]
     return "\n".join(lines)

@@ -36,12 +36,12 @@ class Head:
     """The trainable part of the network for one choice of trainable layers."""
 
     trainable: str
-    spec: bytes              # head model: inputs are the frontier blobs
-    frontier: tuple          # blob names, in the head's input order
-    features: dict           # blob name -> (N, ...) array for every pooled example
-    prefix_macs: int         # multiply-adds of the frozen prefix, per example
-    forward_macs: int        # of the head's layers, per example
-    train_macs: int          # forward + gradients of one training example
+    spec: bytes  # head model: inputs are the frontier blobs
+    frontier: tuple  # blob names, in the head's input order
+    features: dict  # blob name -> (N, ...) array for every pooled example
+    prefix_macs: int  # multiply-adds of the frozen prefix, per example
+    forward_macs: int  # of the head's layers, per example
+    train_macs: int  # forward + gradients of one training example
 
 
 def layer_macs(layer, out_shape: tuple) -> int:
@@ -95,14 +95,15 @@ def build_heads(model, inputs: np.ndarray, trainable: Sequence[str], assumptions
         parts: dict[str, list] = {name: [] for name in plan.frontier}
         shapes: dict[str, tuple] = {}
         for start in range(0, len(inputs), CHUNK):
-            batch = model.training_features({input_name: inputs[start:start + CHUNK]})
+            batch = model.training_features({input_name: inputs[start : start + CHUNK]})
             blobs = sub.input_blobs(batch)
             sub.run(blobs, plan.prefix)
             for name in plan.frontier:
                 parts[name].append(blobs[name])
             if start == 0:  # blob shapes of one example, for the multiply-add counts
-                one = sub.run({k: v[:1] for k, v in sub.input_blobs(batch).items()},
-                              range(len(sub.layers)))
+                one = sub.run(
+                    {k: v[:1] for k, v in sub.input_blobs(batch).items()}, range(len(sub.layers))
+                )
                 shapes = {k: tuple(v.shape[1:]) for k, v in one.items()}
         features = {name: np.concatenate(values) for name, values in parts.items()}
         layers = neural_network(spec).layers
@@ -110,10 +111,15 @@ def build_heads(model, inputs: np.ndarray, trainable: Sequence[str], assumptions
         trained = {k[0] for k in plan.keys}
         first = min(plan.section)
         train = sum(macs[i] * (1 + (i in trained) + (i != first)) for i in plan.section)
-        heads[choice] = Head(choice, head_spec(spec, prefix, features, setup).SerializeToString(),
-                             tuple(plan.frontier), features,
-                             sum(macs[i] for i in plan.prefix),
-                             sum(macs[i] for i in range(len(layers)) if i not in prefix), train)
+        heads[choice] = Head(
+            choice,
+            head_spec(spec, prefix, features, setup).SerializeToString(),
+            tuple(plan.frontier),
+            features,
+            sum(macs[i] for i in plan.prefix),
+            sum(macs[i] for i in range(len(layers)) if i not in prefix),
+            train,
+        )
     return heads
 
 
@@ -135,12 +141,15 @@ def head_spec(spec: Model_pb2.Model, prefix: set, features: dict, setup) -> Mode
     nn.ClearField("layers")
     nn.layers.extend(kept)
     if model_type(head) != "neuralNetworkClassifier":
-        raise ModelFileError("plan compares classifiers: the model must be a neural network "
-                             "classifier (or a pipeline ending in one)")
+        raise ModelFileError(
+            "plan compares classifiers: the model must be a neural network "
+            "classifier (or a pipeline ending in one)"
+        )
     nn.ClearField("preprocessing")
     description = head.description
-    targets = [d for d in description.trainingInput if d.name not in
-               {i.name for i in description.input}]
+    targets = [
+        d for d in description.trainingInput if d.name not in {i.name for i in description.input}
+    ]
     del description.input[:]
     new_inputs = []
     for name, values in features.items():
@@ -168,8 +177,11 @@ def widen_update_ranges(nn) -> None:
     beyond what the shipped model allows (the head is never written)."""
     params = nn.updateParams
     optimizer = getattr(params.optimizer, params.optimizer.WhichOneof("OptimizerType"))
-    for message, low, high in ((params.epochs, 1, 1 << 30), (optimizer.miniBatchSize, 1, 1 << 30),
-                               (optimizer.learningRate, 0.0, 1e30)):
+    for message, low, high in (
+        (params.epochs, 1, 1 << 30),
+        (optimizer.miniBatchSize, 1, 1 << 30),
+        (optimizer.learningRate, 0.0, 1e30),
+    ):
         allowed = message.WhichOneof("AllowedValues")
         if allowed:
             message.ClearField(allowed)
@@ -187,12 +199,12 @@ class Job:
 
     user: SimUser
     position: int
-    labels: np.ndarray          # the user's labels (rows of user.index)
-    features: dict              # trainable -> {blob: (n_user, ...)}
+    labels: np.ndarray  # the user's labels (rows of user.index)
+    features: dict  # trainable -> {blob: (n_user, ...)}
     shared_labels: np.ndarray
-    shared_features: dict       # trainable -> {blob: (n_shared, ...)}
-    heads: dict                 # trainable -> head spec bytes
-    candidates: tuple           # (index, Candidate)
+    shared_features: dict  # trainable -> {blob: (n_shared, ...)}
+    heads: dict  # trainable -> head spec bytes
+    candidates: tuple  # (index, Candidate)
     label_name: str
     assumptions: Any
 
@@ -222,9 +234,15 @@ def _knn_model(feature: str, dims: int, candidate: Candidate, integer: bool, lab
     from ..knn import knn_spec
     from ..runtime import load
 
-    spec = knn_spec(feature, dims, k=candidate.k or 1, k_range=None,
-                    weighting=candidate.weighting or "uniform",
-                    labels="int" if integer else "string", label_name=label_name)
+    spec = knn_spec(
+        feature,
+        dims,
+        k=candidate.k or 1,
+        k_range=None,
+        weighting=candidate.weighting or "uniform",
+        labels="int" if integer else "string",
+        label_name=label_name,
+    )
     spec.isUpdatable = True
     return load(spec)
 
@@ -244,7 +262,7 @@ def run_job(job: Job) -> list[dict]:
         for shots, drawn in sorted(user.draws.items()):
             train = {name: values[drawn] for name, values in feats.items()}
             if candidate.kind == "knn":
-                (name, values), = train.items()
+                ((name, values),) = train.items()
                 flat = values.reshape(len(values), -1)
                 integer = job.labels.dtype.kind in "iu"
                 model = _knn_model(name, flat.shape[1], candidate, integer, job.label_name)
@@ -252,27 +270,44 @@ def run_job(job: Job) -> list[dict]:
             else:
                 model = _model(job.heads[trainable])
                 if candidate.kind == "head":
-                    parameters = {"epochs": candidate.epochs, "learningRate": candidate.lr,
-                                  "miniBatchSize": candidate.batch}
+                    parameters = {
+                        "epochs": candidate.epochs,
+                        "learningRate": candidate.lr,
+                        "miniBatchSize": candidate.batch,
+                    }
                     train[job.label_name] = job.labels[drawn]
-                    model = model.update(train, parameters=parameters,
-                                         assumptions=job.assumptions).model
+                    model = model.update(
+                        train, parameters=parameters, assumptions=job.assumptions
+                    ).model
 
             def predict(batch: dict, model: Any = model, knn: bool = candidate.kind == "knn"):
                 if knn:  # the k-NN reads flat feature vectors
                     batch = {k: v.reshape(len(v), -1) for k, v in batch.items()}
                 return model.predict(batch)[job.label_name]
+
             user_acc = _accuracy(predict({n: v[held] for n, v in feats.items()}), job.labels[held])
-            rest_acc = _accuracy(predict({n: v[rest] for n, v in shared.items()}),
-                                 job.shared_labels[rest]) if rest.any() else None
-            rows.append({"user": user.name, "user_position": job.position, "candidate": index,
-                         "shots": int(shots), "examples": int(len(drawn)),
-                         "user_accuracy": user_acc, "rest_accuracy": rest_acc})
+            rest_acc = (
+                _accuracy(predict({n: v[rest] for n, v in shared.items()}), job.shared_labels[rest])
+                if rest.any()
+                else None
+            )
+            rows.append(
+                {
+                    "user": user.name,
+                    "user_position": job.position,
+                    "candidate": index,
+                    "shots": int(shots),
+                    "examples": int(len(drawn)),
+                    "user_accuracy": user_acc,
+                    "rest_accuracy": rest_acc,
+                }
+            )
     return rows
 
 
-def run_jobs(jobs: list[Job], n_jobs: int = -1, backend: str | None = None,
-             verbose: int = 0) -> list[dict]:
+def run_jobs(
+    jobs: list[Job], n_jobs: int = -1, backend: str | None = None, verbose: int = 0
+) -> list[dict]:
     """Run ``jobs`` with joblib (all cores by default; ``backend`` names any registered joblib
     backend, e.g. ``dask`` with a ``distributed.Client`` running); rows in a fixed order."""
     if n_jobs == 1 and backend is None:

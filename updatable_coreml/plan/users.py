@@ -62,22 +62,29 @@ def _read_npz(path: Path, users: str | None) -> tuple[np.ndarray, np.ndarray, np
             names = list(data.files)
             for key in ("x", "y"):
                 if key not in names:
-                    raise ConfigError(f"{path}: the .npz must hold arrays 'x' and 'y'; it has "
-                                      f"{', '.join(names) or 'none'}")
+                    raise ConfigError(
+                        f"{path}: the .npz must hold arrays 'x' and 'y'; it has "
+                        f"{', '.join(names) or 'none'}"
+                    )
             if users is not None and users not in names:
-                raise ConfigError(f"{path}: no user column {users!r}; the .npz has "
-                                  f"{', '.join(names)}")
+                raise ConfigError(
+                    f"{path}: no user column {users!r}; the .npz has {', '.join(names)}"
+                )
             x, y = data["x"], data["y"]
             column = data[users] if users is not None else None
     except ConfigError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ConfigError(f"{path}: cannot read the .npz ({exc}); write it with numpy.savez("
-                          "path, x=..., y=..., user=...) of numeric or string arrays") from None
+        raise ConfigError(
+            f"{path}: cannot read the .npz ({exc}); write it with numpy.savez("
+            "path, x=..., y=..., user=...) of numeric or string arrays"
+        ) from None
     if len(x) == 0 or len(x) != len(y) or (column is not None and len(column) != len(y)):
-        raise ConfigError(f"{path}: 'x', 'y' and the user column must hold the same, non-zero "
-                          f"number of examples (got {len(x)}, {len(y)}"
-                          + (f", {len(column)})" if column is not None else ")"))
+        raise ConfigError(
+            f"{path}: 'x', 'y' and the user column must hold the same, non-zero "
+            f"number of examples (got {len(x)}, {len(y)}"
+            + (f", {len(column)})" if column is not None else ")")
+        )
     return x, y, column
 
 
@@ -99,8 +106,9 @@ def load_npz(path: PathLike) -> Dataset:
     return Dataset(x, y)
 
 
-def load_users_dir(folder: PathLike, model: Any, labels: list | None,
-                   string_labels: bool) -> tuple[Dataset, np.ndarray]:
+def load_users_dir(
+    folder: PathLike, model: Any, labels: list | None, string_labels: bool
+) -> tuple[Dataset, np.ndarray]:
     """One subfolder per user, each holding one subfolder of images per label (the layout
     ``simulate`` reads); ``labels`` are the model's class labels (None: any label)."""
     from ..runtime.simulate import data_layout, load_folder
@@ -120,8 +128,9 @@ def load_users_dir(folder: PathLike, model: Any, labels: list | None,
     return Dataset(np.concatenate(xs), np.asarray(ys)), np.asarray(owners)
 
 
-def split_shared(data: Dataset, users: np.ndarray, fraction: float,
-                 seed: int) -> tuple[Dataset, np.ndarray, Dataset]:
+def split_shared(
+    data: Dataset, users: np.ndarray, fraction: float, seed: int
+) -> tuple[Dataset, np.ndarray, Dataset]:
     """Hold out ``fraction`` of the examples (seeded) as the shared set nobody teaches."""
     if not 0 < fraction < 1:
         raise ConfigError(f"shared fraction must be between 0 and 1, got {fraction}")
@@ -131,8 +140,9 @@ def split_shared(data: Dataset, users: np.ndarray, fraction: float,
     return data.take(~shared), users[~shared], data.take(shared)
 
 
-def make_users(labels: np.ndarray, owners: np.ndarray, shots: Sequence[int],
-               seed: int) -> list[SimUser]:
+def make_users(
+    labels: np.ndarray, owners: np.ndarray, shots: Sequence[int], seed: int
+) -> list[SimUser]:
     """Check every user can teach ``max(shots)`` examples per class and keep one to score,
     then draw each user's examples."""
     if not shots or any(int(s) < 1 for s in shots):
@@ -147,20 +157,26 @@ def make_users(labels: np.ndarray, owners: np.ndarray, shots: Sequence[int],
         y = labels[index]
         classes, counts = np.unique(y, return_counts=True)
         if len(classes) < 2:
-            raise ConfigError(f"user {name!r} has one class ({classes[0]!r}); a simulated user "
-                              "must teach at least two classes: merge or drop this user")
-        short = [(c, n) for c, n in zip(classes.tolist(), counts.tolist(), strict=True)
-                 if n < most + 1]
+            raise ConfigError(
+                f"user {name!r} has one class ({classes[0]!r}); a simulated user "
+                "must teach at least two classes: merge or drop this user"
+            )
+        short = [
+            (c, n) for c, n in zip(classes.tolist(), counts.tolist(), strict=True) if n < most + 1
+        ]
         if short:
             label, count = short[0]
-            raise ConfigError(f"user {name!r} has {count} example(s) of class {label!r}; shots up "
-                              f"to {most} need {most + 1} per class ({most} to teach, 1 to score): "
-                              "lower the largest shots value or drop this user")
+            raise ConfigError(
+                f"user {name!r} has {count} example(s) of class {label!r}; shots up "
+                f"to {most} need {most + 1} per class ({most} to teach, 1 to score): "
+                "lower the largest shots value or drop this user"
+            )
         seed_u = user_seed(seed, position)
         rng = np.random.default_rng(seed_u)
         orders = {c: rng.permutation(np.flatnonzero(y == c)) for c in classes.tolist()}
-        draws = {int(s): np.sort(np.concatenate([orders[c][: int(s)] for c in orders]))
-                 for s in shots}
+        draws = {
+            int(s): np.sort(np.concatenate([orders[c][: int(s)] for c in orders])) for s in shots
+        }
         held = np.sort(np.concatenate([orders[c][most:] for c in orders]))
         result.append(SimUser(str(name), index, tuple(classes.tolist()), draws, held, seed_u))
     return result
