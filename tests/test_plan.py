@@ -69,8 +69,8 @@ def test_recommendation_is_written_valid_and_simulates_to_the_table(files, tmp_p
     assert result.verification["max_difference"] == 0.0
     assert result.verification["runs"] == 4 * 2  # every user x shots count re-run on the file
     data = json.loads((tmp_path / "plan" / "plan.json").read_text())
-    assert data["assumptions"] == "default" and data["recommendation"]["name"] == choice["name"]
-    assert all(line["assumptions"] == "default" for line in data["table"])
+    assert data["assumptions"] == "espresso" and data["recommendation"]["name"] == choice["name"]
+    assert all(line["assumptions"] == "espresso" for line in data["table"])
     assert (tmp_path / "plan" / "plan.png").stat().st_size > 0
     header = (tmp_path / "plan" / "plan.csv").read_text().splitlines()[0]
     assert "user_accuracy_min" in header and "update_macs" in header
@@ -162,3 +162,16 @@ def test_bad_label_and_grid_are_refused(files, tmp_path):
         _plan(files, tmp_path / "o", grid=Grid(lrs=(-1.0,)))
     with pytest.raises(ConfigError, match="unknown assumptions preset"):
         _plan(files, tmp_path / "o", assumptions="nope")
+
+
+def test_all_assumptions_says_whether_the_recommendation_changes(files, tmp_path):
+    from updatable_coreml.runtime.assumptions import PRESETS
+
+    grid = Grid(lrs=(0.1,), epochs=(4,), batches=(4,), trainable=("last",), ks=(), weightings=())
+    result = _plan(files, tmp_path / "p", n_jobs=1, grid=grid, assumptions="all")
+    assert result.assumptions == "espresso"
+    assert set(result.robustness) == set(PRESETS)
+    assert "under every preset" in result.summary() or "CHANGES" in result.summary()
+    # the ml-compute preset trains on short last batches: its numbers are its own
+    alone = _plan(files, tmp_path / "q", n_jobs=1, grid=grid, assumptions="ml-compute")
+    assert result.robustness["ml-compute"]["score"] == alone.recommendation["score"]

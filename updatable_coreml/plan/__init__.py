@@ -27,6 +27,7 @@ from .run import Job, build_heads, run_jobs
 from .users import Dataset, load_npz, load_users_dir, load_users_npz, make_users, split_shared
 
 PathLike = str | os.PathLike
+ALL = "all"  # every preset: says whether the recommendation depends on Core ML's unknowns
 __all__ = ["plan", "PlanResult", "Grid", "Candidate"]
 
 
@@ -39,9 +40,22 @@ class PlanResult:
     assumptions: str
     files: dict = field(default_factory=dict)
     verification: dict | None = None
+    robustness: dict | None = None  # preset -> its recommendation (assumptions="all")
 
     def summary(self) -> str:
         lines = [text(self.table, self.recommendation, self.assumptions)]
+        if self.robustness:
+            names = {entry["recommended"] for entry in self.robustness.values()}
+            verdict = (
+                "the same under every preset"
+                if len(names) == 1
+                else "CHANGES with Core ML's unknown behaviours"
+            )
+            lines.append(f"recommendation {verdict}:")
+            lines += [
+                f"  {preset}: {entry['recommended']} (score {entry['score']:.3f})"
+                for preset, entry in self.robustness.items()
+            ]
         if self.verification:
             lines.append(
                 f"written: {self.verification['path']} (valid; simulates to the "
@@ -51,23 +65,34 @@ class PlanResult:
         return "\n".join(lines)
 
 
-def resolve_assumptions(assumptions: Any) -> tuple[str, Any]:
-    """A preset name (``runtime.assumptions.PRESETS`` where the runtime has presets) or an
-    ``Assumptions``; returns its name and value."""
+def _presets() -> dict:
+    """The runtime's named assumption sets (``runtime.assumptions.PRESETS``)."""
     from ..runtime import assumptions as module
 
     presets = dict(getattr(module, "PRESETS", {}))
-    presets.setdefault("default", module.DEFAULT)
-    if assumptions is None:
-        return "default", module.DEFAULT
+    if not presets:
+        presets["default"] = module.DEFAULT
+    return presets
+
+
+def resolve_assumptions(assumptions: Any) -> tuple[str, Any]:
+    """A preset name, ``"default"`` (the runtime's default preset) or an ``Assumptions``;
+    returns the preset's name and value."""
+    from ..runtime import assumptions as module
+
+    presets = _presets()
+    if assumptions is None or assumptions == "default":
+        name = next((n for n, v in presets.items() if v == module.DEFAULT), "default")
+        return name, module.DEFAULT
     if isinstance(assumptions, str):
         if assumptions not in presets:
             raise ConfigError(
-                f"unknown assumptions preset {assumptions!r}; use one of {', '.join(presets)}"
+                f"unknown assumptions preset {assumptions!r}; use one of "
+                f"{', '.join(presets)}, default or {ALL!r}"
             )
         return assumptions, presets[assumptions]
-    name = next((n for n, v in presets.items() if v == assumptions), "custom")
-    return (name if name != "custom" else f"custom {assumptions}"), assumptions
+    name = next((n for n, v in presets.items() if v == assumptions), None)
+    return (name or f"custom ({assumptions})"), assumptions
 
 
 def require(module: str, extra: str) -> None:
@@ -162,7 +187,8 @@ def plan(
         require("matplotlib", "plot")
     if n_jobs != 1 or backend is not None:
         require("joblib", "plan")
-    name, assume = resolve_assumptions(assumptions)
+    every = assumptions == ALL
+    name, assume = resolve_assumptions(None if every else assumptions)
     out = Path(output)
     check_output_path(out / "plan.json" if out.exists() else out)
     if write is not None:
@@ -220,28 +246,48 @@ def plan(
     n_pool = len(pool)
     feats = {t: {b: v[:n_pool] for b, v in h.features.items()} for t, h in heads.items()}
     shared_feats = {t: {b: v[n_pool:] for b, v in h.features.items()} for t, h in heads.items()}
-    jobs = []
-    for position, user in enumerate(sim_users):
-        for part in _chunks(list(enumerate(found)), chunk):
-            jobs.append(
-                Job(
-                    user,
-                    position,
-                    pool.y[user.index],
-                    {t: {b: v[user.index] for b, v in f.items()} for t, f in feats.items()},
-                    held.y,
-                    shared_feats,
-                    {t: h.spec for t, h in heads.items()},
-                    tuple(part),
-                    label_name,
-                    assume,
+
+    def make_jobs(assume: Any) -> list[Job]:
+        jobs = []
+        for position, user in enumerate(sim_users):
+            own = {t: {b: v[user.index] for b, v in f.items()} for t, f in feats.items()}
+            for part in _chunks(list(enumerate(found)), chunk):
+                jobs.append(
+                    Job(
+                        user,
+                        position,
+                        pool.y[user.index],
+                        own,
+                        held.y,
+                        shared_feats,
+                        {t: h.spec for t, h in heads.items()},
+                        tuple(part),
+                        label_name,
+                        assume,
+                    )
                 )
-            )
+        return jobs
+
+    jobs = make_jobs(assume)
     rows = run_jobs(jobs, n_jobs=n_jobs, backend=backend, verbose=verbose)
     costs = {i: _costs(c, heads, assume.partial_batch) for i, c in enumerate(found)}
     table = summarize(rows, found, costs, name)
     choice = recommend(table, found, max_forgetting)
     result = PlanResult(table, rows, found, choice, name)
+    if every:
+        result.robustness = {name: {"recommended": choice["name"], "score": choice["score"]}}
+        for other, value in _presets().items():
+            if other == name:
+                continue
+            other_rows = run_jobs(make_jobs(value), n_jobs=n_jobs, backend=backend)
+            other_costs = {i: _costs(c, heads, value.partial_batch) for i, c in enumerate(found)}
+            other_choice = recommend(
+                summarize(other_rows, found, other_costs, other), found, max_forgetting
+            )
+            result.robustness[other] = {
+                "recommended": other_choice["name"],
+                "score": other_choice["score"],
+            }
 
     out.mkdir(parents=True, exist_ok=True)
     if write is not None:
@@ -274,6 +320,7 @@ def plan(
         "runs": rows,
         "recommendation": choice,
         "verification": result.verification,
+        "robustness": result.robustness,
         "macs": "multiply-adds of convolution and "
         "inner-product layers; the frozen part counted once per example",
     }

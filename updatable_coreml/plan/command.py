@@ -97,7 +97,9 @@ def add_cli_command(sub) -> None:
         "--assumptions",
         default="default",
         metavar="PRESET",
-        help="the runtime's Core ML assumptions preset (default: default)",
+        help="the runtime's Core ML assumptions preset (default: the runtime's default, "
+        "espresso); 'all' also plans under every other preset and says whether the "
+        "recommendation changes",
     )
     p.add_argument(
         "--max-forgetting",
