@@ -239,3 +239,69 @@ def test_a_backbone_coremltools_cannot_convert_is_a_clear_error(tmp_path):
     with pytest.raises(UnsupportedError, match="coremltools could not convert.*erfinv"):
         export_torch_model(model, tmp_path / "x.mlmodel", pipeline=True)
     assert not list(tmp_path.iterdir())
+
+
+def blobs_made_once(spec) -> None:
+    """Core ML: each blob of a network is produced once; an input counts as produced."""
+    made = [feature.name for feature in spec.description.input]
+    made += [blob for layer in neural_network(spec).layers for blob in layer.output]
+    assert len(made) == len(set(made)), sorted(b for b in set(made) if made.count(b) > 1)
+
+
+def test_a_coremltools_blob_named_like_the_input_is_moved_aside(tmp_path, images):
+    """coremltools names the blob of a backbone-ending Hardswish 'input', the name
+    nn.Sequential's forward gives the pipeline input (issue 14: Core ML "Layer 'input'
+    produces an output named 'input' which is also an output produced by the layer
+    '__input'")."""
+    torch = quiet_import("torch")
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Hardswish(), nn.Conv2d(4, 4, 8),
+                          nn.Flatten())
+    for parameter in model[0].parameters():
+        parameter.requires_grad_(False)
+    path = tmp_path / "pipeline.mlmodel"
+    report = export_torch_model(model, path, pipeline=True)
+    assert_valid_pipeline(path, "coremltools", report)
+    backbone = load_spec(path).pipeline.models[0]
+    assert [feature.name for feature in backbone.description.input] == ["input"]
+    blobs_made_once(backbone)
+    expected = torch_probabilities(model, images)
+    assert np.abs(predicted_probabilities(path, "input", images) - expected).max() <= 1e-4
+
+
+def test_keras_sequence_backbone_through_coremltools(tmp_path):
+    """A (steps, channels) input with a frozen Conv1D (no converter of ours) and a trainable
+    Dense: the backbone reads the sequence as it is (issue 14: it crashed in a transpose)."""
+    keras = quiet_import("keras")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((10, 3), name="signal")
+    h = keras.layers.Conv1D(4, 3, activation="relu", name="conv")(inputs)
+    h = keras.layers.Flatten(name="flat")(h)
+    outputs = keras.layers.Dense(4, activation="softmax", name="fc")(h)
+    model = keras.Model(inputs, outputs)
+    model.get_layer("conv").trainable = False
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    path = tmp_path / "pipeline.mlmodel"
+    report = export_keras_model(model, path, pipeline=True)
+    assert_valid_pipeline(path, "coremltools", report)
+    assert report.trainable == ["fc"]
+    x = np.random.default_rng(1).normal(size=(5, 10, 3)).astype(np.float32)
+    expected = model.predict(x, verbose=0)
+    assert np.abs(predicted_probabilities(path, "signal", x) - expected).max() <= 1e-4
+
+
+def test_a_backbone_tensorflow_cannot_trace_is_a_typed_error(tmp_path, monkeypatch):
+    from updatable_coreml import backbone
+
+    tf = quiet_import("tensorflow")
+
+    def refuse(*args, **kwargs):
+        raise ValueError("cannot trace this")
+
+    monkeypatch.setattr(tf, "function", refuse)
+    with pytest.raises(UnsupportedError, match="TensorFlow could not trace.*cannot trace this"):
+        export_keras_model(keras_cnn(), tmp_path / "x.mlmodel", pipeline=True,
+                           backbone="coremltools")
+    assert backbone.FEATURES == "features" and not list(tmp_path.iterdir())

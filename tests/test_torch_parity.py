@@ -98,6 +98,12 @@ CASES = {
     "softmax_inside": (image_case(nn.Conv2d(3, 4, 1), nn.Softmax(1), features=4 * 8 * 8), (3, 8, 8)),
     "dropout_identity_clone": (nn.Sequential(nn.Linear(10, 7), nn.Dropout(0.3), nn.Identity(),
                                              Lambda(lambda x: x.clone().contiguous()), head(7)), (10,)),
+    # torchvision's MnasNet: the in-place op names its operand "self", not "input" (issue 14)
+    "dropout_inplace": (nn.Sequential(nn.Linear(10, 7), nn.ReLU(inplace=True),
+                                      nn.Dropout(0.2, inplace=True), head(7)), (10,)),
+    # torchvision's DenseNet: torch.cat([x], 1) of a one-tensor list (issue 14)
+    "cat_of_one": (image_case(nn.Conv2d(3, 4, 1), Lambda(lambda x: torch.cat([x], 1)),
+                              features=4 * 8 * 8), (3, 8, 8)),
 }
 
 
@@ -146,6 +152,32 @@ def test_abs_and_division_are_refused_outside_softsign(body, tmp_path):
     with pytest.raises(UnsupportedError, match="only as part of softsign"):
         export_and_run(model, torch.randn(3, 10), tmp_path)
     assert not (tmp_path / "model.mlmodel").exists()
+
+
+def test_concat_of_one_tensor_writes_no_concat_layer(tmp_path):
+    """Core ML refuses a concat layer with one input ("has 1 inputs but expects at least 2")."""
+    from updatable_coreml.spec_io import load_spec, neural_network
+
+    model, shape = CASES["cat_of_one"]
+    export_torch(model, torch.zeros(1, *shape), tmp_path / "m.mlmodel", loss=nn.MSELoss())
+    layers = neural_network(load_spec(tmp_path / "m.mlmodel")).layers
+    assert [layer.WhichOneof("layer") for layer in layers].count("concat") == 0
+    assert all(len(layer.input) >= 2 for layer in layers if layer.WhichOneof("layer") == "concat")
+
+
+def test_a_converter_crash_is_a_typed_error_naming_the_module(tmp_path, monkeypatch):
+    """An unexpected exception inside a converter names the op and the module, and is an
+    UnsupportedError, so backbone='auto' can still fall back to coremltools."""
+    from updatable_coreml.exporters import torch_ops
+
+    def broken(state, fx, a):
+        raise KeyError("input")
+
+    monkeypatch.setitem(torch_ops.CONVERTERS, "hardtanh", broken)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU6(), nn.Flatten(), head(4 * 8 * 8))
+    with pytest.raises(UnsupportedError, match=r"'hardtanh' in module '1' \(ReLU6\).*KeyError"):
+        export_torch(model, torch.zeros(1, 3, 8, 8), tmp_path / "m.mlmodel", loss=nn.MSELoss())
+    assert not list(tmp_path.iterdir())
 
 
 def test_log_softmax_nll_parity(tmp_path):

@@ -34,6 +34,7 @@ from .backend import Metadata, build_spec
 from .errors import ConfigError, UnsupportedError, first_line
 from .frameworks import quiet_import
 from .ir import Graph, TensorSpec
+from .compose import make_room
 from .knn import pipeline_spec
 from .passes import _rename, cut_at, infer_shapes
 from .spec_io import Spec, neural_network
@@ -171,7 +172,11 @@ def convert_with_coremltools(model: Any, source: str, shape: Sequence[int], inpu
     if len(spec.description.input) != 1 or len(spec.description.output) != 1:
         raise UnsupportedError("coremltools made a backbone with several inputs or outputs; a "
                                "backbone needs exactly one of each")
+    # coremltools names blobs after the source's variables ("input" is common in torch):
+    # move one out of the way before a feature takes its name.
+    make_room(spec, input_name, keep=spec.description.input[0].name)
     ct.utils.rename_feature(spec, spec.description.input[0].name, input_name)
+    make_room(spec, FEATURES, keep=spec.description.output[0].name)
     ct.utils.rename_feature(spec, spec.description.output[0].name, FEATURES)
     output = spec.description.output[0].type.multiArrayType
     output.dataType = FeatureTypes_pb2.ArrayFeatureType.FLOAT32
@@ -290,14 +295,19 @@ def keras_backbone(model: Any, trains: Callable[[Any], bool], reason: str) -> tu
     prefix, head = split_keras(model, trains, reason)
     (keras_input,) = _single(prefix.inputs, "Keras backbone")
     shape = channel_first(keras_input.shape[1:], "the backbone input")
-    to_channel_last = [1, 2, 0] if len(shape) == 3 else [0]
 
-    def per_example(x):
-        y = prefix(tf.transpose(x, to_channel_last)[None], training=False)[0]
+    def per_example(x):  # images are channel-first outside, channel-last in Keras
+        y = prefix(tf.transpose(x, [1, 2, 0])[None] if len(shape) == 3 else x[None],
+                   training=False)[0]
         return tf.transpose(y, [2, 0, 1]) if len(y.shape) == 3 else y
 
-    function = tf.function(per_example).get_concrete_function(tf.TensorSpec(shape, tf.float32))
     name = keras_input._keras_history.operation.name
+    try:
+        function = tf.function(per_example).get_concrete_function(tf.TensorSpec(shape, tf.float32))
+    except Exception as exc:
+        raise UnsupportedError(f"{reason}; TensorFlow could not trace the frozen backbone (up to "
+                               f"layer {prefix.layers[-1].name!r}) for coremltools: "
+                               f"{type(exc).__name__}: {first_line(exc)}") from exc
     return convert_with_coremltools([function], "tensorflow", shape, name, reason), head
 
 

@@ -18,7 +18,8 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 
 from ..backend import Label, Metadata
-from ..errors import ConfigError, ModelFileError, UnsupportedError, first_line
+from ..errors import (ConfigError, ModelFileError, UnsupportedError, UpdatableCoreMLError,
+                      first_line)
 from ..export import ExportReport, export_graph
 from ..frameworks import quiet_import
 from ..ir import Graph, Node, TensorSpec
@@ -166,7 +167,14 @@ def _convert(ctx: Context, layer, inputs: list[Tensor], kwargs: dict, out_keras)
     ctx.seen.add(layer.name)
     _check_regularizers(ctx, layer)
     out_shape = channel_first(out_keras[0].shape[1:], f"layer {layer.name!r}")
-    name = converter(ctx, layer, inputs, kwargs, out_shape)
+    try:
+        name = converter(ctx, layer, inputs, kwargs, out_shape)
+    except UpdatableCoreMLError:
+        raise
+    except Exception as exc:  # a converter bug or an unexpected configuration: name the layer
+        raise UnsupportedError(f"layer {layer.name!r} ({kind}) could not be converted "
+                               f"({type(exc).__name__}: {first_line(exc)}); please report it "
+                               "with the model") from exc
     return Tensor(name, out_shape)
 
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..errors import ConfigError, UnsupportedError, first_line
+from ..errors import ConfigError, UnsupportedError, UpdatableCoreMLError, first_line
 from ..ir import Graph, Node, TensorSpec
 from ..passes import same_pads
 from ..registry import Registry
@@ -292,7 +292,13 @@ def _convert(state: OnnxTranslation, node: Any) -> None:
     if fn is None:
         raise UnsupportedError(f"{where(node)}: ONNX op {node.op_type!r} has no Core ML converter; "
                                "replace it with a supported op (see the ONNX exporter's op list)")
-    fn(state, node)
+    try:
+        fn(state, node)
+    except UpdatableCoreMLError:
+        raise
+    except Exception as exc:  # a converter bug or an unexpected attribute form: name the node
+        raise UnsupportedError(f"{where(node)} could not be converted ({type(exc).__name__}: "
+                               f"{first_line(exc)}); please report it with the model") from exc
 
 
 def _foldable(state: OnnxTranslation, node: Any) -> bool:
@@ -689,6 +695,9 @@ def _concat(state: OnnxTranslation, node: Any) -> None:
     if _axis(int(node_attrs(node)["axis"]), rank) != 1:
         raise UnsupportedError(f"{where(node)} concatenates along axis {node_attrs(node)['axis']}; "
                                "Core ML's concat works on the channel axis (1) only")
+    if len(node.input) == 1:  # Core ML refuses a concat layer with fewer than 2 inputs
+        state.alias(node, state.tensor(node.input[0], node))
+        return
     state.emit(node, "concat", [state.tensor(name, node) for name in node.input])
 
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, UnsupportedError
+from ..errors import ConfigError, UnsupportedError, UpdatableCoreMLError, first_line
 from ..ir import Graph, Node, TensorSpec
 from ..registry import Registry
 from .common import ceil_mode_padding, unique_name
@@ -250,7 +250,14 @@ def _convert(state: Translation, fx: Any) -> None:
     if fn is None:
         raise UnsupportedError(f"torch op {op!r} in {where(fx)} has no Core ML converter; "
                                "replace it with a supported layer (see the exporter's op list)")
-    fn(state, fx, arguments(fx))
+    try:
+        fn(state, fx, arguments(fx))
+    except UpdatableCoreMLError:
+        raise
+    except Exception as exc:  # a converter bug or an unexpected argument form: name the layer
+        raise UnsupportedError(f"torch op {op!r} in {where(fx)} could not be converted "
+                               f"({type(exc).__name__}: {first_line(exc)}); please report it "
+                               "with the model") from exc
 
 
 def arguments(fx: Any) -> dict[str, Any]:
@@ -546,8 +553,14 @@ def _reshape(state: Translation, fx: Any, a: dict) -> None:
 
 @converter("cat", "concat")
 def _cat(state: Translation, fx: Any, a: dict) -> None:
+    """A concatenation; of one tensor (torchvision's DenseNet calls ``torch.cat([x], 1)``) it
+    is that tensor: Core ML refuses a concat layer with fewer than 2 inputs."""
+    tensors = list(a["tensors"])
+    if len(tensors) == 1:
+        state.alias(fx, tensors[0])
+        return
     channel_axis(fx, int(a["dim"]), "concatenation")
-    state.emit(fx, "concat", [state.tensor(t) for t in a["tensors"]])
+    state.emit(fx, "concat", [state.tensor(t) for t in tensors])
 
 
 @converter("clone", "contiguous", "alias", "detach", "detach_", "lift_fresh_copy")
@@ -557,7 +570,9 @@ def _identity(state: Translation, fx: Any, a: dict) -> None:
 
 @converter("dropout", "dropout_", "feature_dropout", "feature_dropout_", "alpha_dropout")
 def _dropout(state: Translation, fx: Any, a: dict) -> None:
-    state.emit(fx, "dropout", [state.tensor(a["input"])], attrs={"rate": float(a["p"])})
+    """The in-place forms (``nn.Dropout(inplace=True)``) name their operand ``self``."""
+    source = a["input"] if "input" in a else a["self"]
+    state.emit(fx, "dropout", [state.tensor(source)], attrs={"rate": float(a["p"])})
 
 
 # -- elementwise ---------------------------------------------------------------------------
