@@ -293,7 +293,7 @@ def test_keras_sequence_backbone_through_coremltools(tmp_path):
 
 
 def test_a_backbone_tensorflow_cannot_trace_is_a_typed_error(tmp_path, monkeypatch):
-    from updatable_coreml import backbone
+    from updatable_coreml import backbone  # noqa: F401
 
     tf = quiet_import("tensorflow")
 

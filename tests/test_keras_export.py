@@ -11,6 +11,7 @@ import pytest
 from keras_helpers import TOLERANCE, max_abs_diff, randomize
 from updatable_coreml.errors import ConfigError, NotUpdatableError, UnsupportedError
 from updatable_coreml.exporters.keras import UpdatableCoreMLExport, export_keras
+from updatable_coreml.options import DEFAULT_EPOCHS
 from updatable_coreml.runtime import load
 from updatable_coreml.spec_io import load_spec, neural_network
 from updatable_coreml.validator import is_valid, validate
@@ -210,10 +211,24 @@ def test_callback_exports_with_fit_settings(tmp_path, capsys):
     spec = load_spec(tmp_path / "e3.mlmodel")
     sgd = neural_network(spec).updateParams.optimizer.sgdOptimizer
     assert sgd.miniBatchSize.defaultValue == 5
-    assert neural_network(spec).updateParams.epochs.defaultValue == 3
+    # the server's fit(epochs=3) is not the device's default unless asked (issue 15)
+    assert neural_network(spec).updateParams.epochs.defaultValue == DEFAULT_EPOCHS
     assert callback.report.trainable == ["head"]
-    assert "trains on device: head" in capsys.readouterr().out
+    assert capsys.readouterr().out == ""  # quiet, like Keras's own callbacks
     assert max_abs_diff(model, tmp_path / "e3.mlmodel", x[:4]) <= TOLERANCE
+
+    copied = UpdatableCoreMLExport(tmp_path / "fit.mlmodel", epochs="fit", verbose=True,
+                                   class_labels=[0, 1, 2])
+    model.fit(x, y, batch_size=5, epochs=2, verbose=0, callbacks=[copied])
+    assert neural_network(load_spec(tmp_path / "fit.mlmodel")).updateParams.epochs.defaultValue == 2
+    assert "trains on device: head" in capsys.readouterr().out
+
+
+def test_callback_refuses_unknown_options_when_made(tmp_path):
+    with pytest.raises(ConfigError, match="'class_label'.*did you mean 'class_labels'"):
+        UpdatableCoreMLExport(tmp_path / "m.mlmodel", class_label=[0, 1])
+    with pytest.raises(ConfigError, match="epochs='all'"):
+        UpdatableCoreMLExport(tmp_path / "m.mlmodel", epochs="all")
 
 
 def test_callback_refuses_class_weight_before_training(tmp_path):

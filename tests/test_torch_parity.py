@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from updatable_coreml.errors import UnsupportedError  # noqa: E402
+from updatable_coreml.errors import ConfigError, UnsupportedError  # noqa: E402
 from updatable_coreml.exporters.torch import export_torch  # noqa: E402
 from updatable_coreml.runtime.model import load  # noqa: E402
 
@@ -188,7 +188,7 @@ def test_log_softmax_nll_parity(tmp_path):
     path = tmp_path / "model.mlmodel"
     export_torch(model, x, path, loss=nn.NLLLoss(), trainable=["3"], class_labels=list("abcde"))
     out = load(path).predict({"input": x.numpy()})
-    probs = np.array([[row[label] for label in "abcde"] for row in out["4"]])
+    probs = np.array([[row[label] for label in "abcde"] for row in out["probabilities"]])
     assert np.abs(probs - model(x).exp().detach().numpy()).max() <= TOLERANCE
     assert list(out["classLabel"]) == ["abcde"[i] for i in model(x).argmax(1).tolist()]
 
@@ -201,7 +201,7 @@ def test_cross_entropy_classifier_outputs_probabilities(tmp_path):
     report = export_torch(model, x, path, loss=nn.CrossEntropyLoss(), trainable=["2"],
                           class_labels=[0, 1, 2, 3], extra_class_slots=0)
     out = load(path).predict({"input": x.numpy()})
-    probs = np.array([[row[k] for k in range(4)] for row in out["2"]])
+    probs = np.array([[row[k] for k in range(4)] for row in out["probabilities"]])
     assert np.abs(probs - torch.softmax(model(x), 1).detach().numpy()).max() <= TOLERANCE
     assert report.trainable == ["2"]
 
@@ -217,7 +217,7 @@ def test_image_input_preprocessing_parity(tmp_path):
                  input_names=["image"], image_input={"color": "rgb", "scale": scale, "bias": bias})
     runtime = load(path)
     assert runtime.description.input[0].type.WhichOneof("Type") == "imageType"
-    got = runtime.predict({"image": pixels.transpose(0, 2, 3, 1)})["3"]  # images are H x W x C
+    got = runtime.predict({"image": pixels.transpose(0, 2, 3, 1)})["output"]  # images are H x W x C
     module_input = torch.from_numpy(pixels * scale + np.array(bias, np.float32).reshape(1, 3, 1, 1))
     assert np.abs(got - model(module_input).detach().numpy()).max() <= TOLERANCE
 
@@ -235,7 +235,7 @@ def test_decomposed_program_parity(tmp_path):
     path = tmp_path / "model.mlmodel"
     report = export_torch(program, x, path, loss=nn.MSELoss(), trainable=["5", "7"])
     assert report.trainable == ["5", "7"]
-    got = load(path).predict({"input": x.numpy()})["7"]
+    got = load(path).predict({"input": x.numpy()})["output"]
     assert np.abs(got - model(x).detach().numpy()).max() <= TOLERANCE
 
 
@@ -253,3 +253,25 @@ def test_report_carries_mapping_notes_and_downgraded_refusals(tmp_path):
     assert any("momentum" in note and "Keras" in note for note in report.assumptions)
     assert sum("allow_unsupported" in w for w in report.warnings) == 2
     assert any("0.1 (allowed 0.01..0.5)" in line for line in report.training)
+
+
+def test_output_names_are_readable_or_chosen(tmp_path):
+    """An nn.Sequential names its output after the last child ("4", training input "4_true",
+    Swift "_4True"; issue 15): the default says what the output holds, output_names chooses."""
+    from updatable_coreml.spec_io import load_spec
+
+    model = nn.Sequential(nn.Linear(10, 7), nn.ReLU(), head(7, 3))
+    x = torch.zeros(1, 10)
+    report = export_torch(model, x, tmp_path / "a.mlmodel", loss=nn.CrossEntropyLoss(),
+                          class_labels=[0, 1, 2])
+    assert "probabilities" in report.outputs
+    assert any("'2' named 'probabilities'" in change for change in report.changes)
+    report = export_torch(model, x, tmp_path / "b.mlmodel", loss=nn.MSELoss())
+    spec = load_spec(tmp_path / "b.mlmodel")
+    assert report.outputs == ["output"]
+    assert [t.name for t in spec.description.trainingInput] == ["input", "output_true"]
+    report = export_torch(model, x, tmp_path / "c.mlmodel", loss=nn.MSELoss(),
+                          output_names="scores")
+    assert report.outputs == ["scores"]
+    with pytest.raises(ConfigError, match=r"--output-names \(output_names=\).*2 name"):
+        export_torch(model, x, tmp_path / "d.mlmodel", loss=nn.MSELoss(), output_names=["a", "b"])

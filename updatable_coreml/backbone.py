@@ -26,22 +26,16 @@ import dataclasses
 import inspect
 import io
 import warnings
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from ._proto import FeatureTypes_pb2
-from .backend import Metadata, build_spec
+from .compose import Backbone, layer_names, make_room
 from .errors import ConfigError, UnsupportedError, first_line
 from .frameworks import quiet_import
-from .ir import Graph, TensorSpec
-from .compose import make_room
-from .knn import pipeline_spec
-from .passes import _rename, cut_at, infer_shapes
-from .spec_io import Spec, neural_network
+from .ir import Graph
+from .options import BACKBONES
+from .passes import _rename
 
-BACKBONES = ("auto", "frontend", "coremltools")
-#: The pipeline's model names, as Xcode shows them.
-STAGE_NAMES = ("backbone", "head")
 #: Output name of a backbone converted by coremltools (the head's input).
 FEATURES = "features"
 #: coremltools stamps the conversion date; dropped so exports stay byte-deterministic.
@@ -50,44 +44,7 @@ CONVERSION_DATE = "com.github.apple.coremltools.conversion_date"
 T = TypeVar("T")
 
 
-@dataclass
-class Backbone:
-    """A frozen first stage: its spec, how it was made (``frontend``/``coremltools``) and
-    what the report should say about it."""
-
-    spec: Spec
-    path: str
-    notes: list[str] = field(default_factory=list)
-
-
-# -- the cut in our IR ----------------------------------------------------------------------
-
-
-def split_graph(graph: Graph) -> tuple[Graph, Graph]:
-    """(backbone, head) of a graph after ``run_passes``: the head starts at the input blob of
-    the first trainable node. That blob is all the head needs: anything else joining in later
-    would sit on the trainable path, where ``check_backprop`` already refused joins."""
-    first = next(node for node in graph.nodes if node.trainable)
-    blob = first.inputs[0]
-    if any(spec.name == blob for spec in graph.inputs):
-        raise ConfigError(f"pipeline: the first trainable layer {first.name!r} reads the model "
-                          "input, so there is no frozen backbone to split off; export one network")
-    prefix = cut_at(graph, blob)
-    in_backbone = {node.name for node in prefix.nodes}
-    head_nodes = [node for node in graph.nodes if node.name not in in_backbone]
-    backbone = Graph(list(graph.inputs), [blob], prefix.nodes)
-    head = Graph([TensorSpec(blob, infer_shapes(graph)[blob])], list(graph.outputs), head_nodes,
-                 list(graph.notes))
-    return backbone, head
-
-
-def split_backbone(graph: Graph, metadata: Metadata) -> tuple[Backbone, Graph]:
-    """The frozen backbone (written by our backend) and the head graph of ``split_graph``."""
-    prefix, head = split_graph(graph)
-    note = (f"pipeline: the {len(prefix.nodes)} frozen layer(s) before {head.inputs[0].name!r} "
-            "(the input of the first trainable layer) form the backbone, our frontend's "
-            "translation; the rest is the updatable head")
-    return Backbone(build_spec(prefix, metadata=metadata), "frontend", [note]), head
+# -- the head's input ----------------------------------------------------------------------
 
 
 def rename_graph_input(graph: Graph, name: str) -> Graph:
@@ -95,33 +52,6 @@ def rename_graph_input(graph: Graph, name: str) -> Graph:
     (old,) = graph.inputs
     return Graph([dataclasses.replace(old, name=name)], list(graph.outputs),
                  _rename(graph.nodes, old.name, name), list(graph.notes))
-
-
-# -- the pipeline ---------------------------------------------------------------------------
-
-
-def chain(backbone: Spec, head: Spec) -> Spec:
-    """The updatable pipeline backbone -> head. The blob between them gets one declared type:
-    the backbone's when it declares a shape (its layers decide the rank), else the head's."""
-    (output,) = backbone.description.output
-    (feature,) = head.description.input
-    if output.name != feature.name:
-        raise ConfigError(f"the backbone outputs {output.name!r} but the head reads {feature.name!r}")
-    if output.type.multiArrayType.shape:
-        interface = output.type
-    else:
-        interface = feature.type
-        output.type.CopyFrom(interface)
-    for described in (*head.description.input, *head.description.trainingInput):
-        if described.name == feature.name:
-            described.type.CopyFrom(interface)
-    spec = pipeline_spec(backbone, head, names=STAGE_NAMES)
-    spec.description.metadata.CopyFrom(head.description.metadata)
-    return spec
-
-
-def layer_names(spec: Spec) -> list[str]:
-    return [layer.name for layer in neural_network(spec).layers]
 
 
 # -- choosing the path -------------------------------------------------------------------------

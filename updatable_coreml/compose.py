@@ -31,6 +31,49 @@ class Backbone:
     notes: list[str] = field(default_factory=list)
 
 
+def pipeline_spec(extractor: Spec, knn: Spec, names: tuple[str, str]) -> Spec:
+    """An updatable pipeline: frozen ``extractor`` then the updatable ``knn`` (or network
+    head), named ``names``; the training inputs are the pipeline's inputs plus the last
+    model's targets (its training inputs that are not prediction inputs: the label)."""
+    spec = Model_pb2.Model()
+    spec.specificationVersion = max(4, extractor.specificationVersion, knn.specificationVersion)
+    spec.isUpdatable = True
+    description = spec.description
+    description.input.extend(extractor.description.input)
+    description.output.extend(knn.description.output)
+    description.predictedFeatureName = knn.description.predictedFeatureName
+    description.predictedProbabilitiesName = knn.description.predictedProbabilitiesName
+    description.trainingInput.extend(extractor.description.input)
+    fed = {feature.name for feature in knn.description.input}
+    description.trainingInput.extend(t for t in knn.description.trainingInput if t.name not in fed)
+    if extractor.description.HasField("metadata"):
+        description.metadata.CopyFrom(extractor.description.metadata)
+    spec.pipeline.models.add().CopyFrom(extractor)
+    spec.pipeline.models.add().CopyFrom(knn)
+    spec.pipeline.names.extend(names)
+    return spec
+
+
+def chain(backbone: Spec, head: Spec) -> Spec:
+    """The updatable pipeline backbone -> head. The blob between them gets one declared type:
+    the backbone's when it declares a shape (its layers decide the rank), else the head's."""
+    (output,) = backbone.description.output
+    (feature,) = head.description.input
+    if output.name != feature.name:
+        raise ConfigError(f"the backbone outputs {output.name!r} but the head reads {feature.name!r}")
+    if output.type.multiArrayType.shape:
+        interface = output.type
+    else:
+        interface = feature.type
+        output.type.CopyFrom(interface)
+    for described in (*head.description.input, *head.description.trainingInput):
+        if described.name == feature.name:
+            described.type.CopyFrom(interface)
+    spec = pipeline_spec(backbone, head, names=STAGE_NAMES)
+    spec.description.metadata.CopyFrom(head.description.metadata)
+    return spec
+
+
 def layer_names(spec: Spec) -> list[str]:
     """The layer names of a NeuralNetwork spec, in order."""
     return [layer.name for layer in neural_network(spec).layers]

@@ -12,17 +12,16 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from .backend import Label, Metadata, build_spec
+from .compose import Backbone, chain, layer_names
 from .errors import ConfigError, NotUpdatableError
-from .ir import Graph
-from .passes import run_frozen_passes, run_passes
+from .ir import Graph, TensorSpec
+from .options import ExportOptions
+from .passes import _rename, cut_at, infer_shapes, run_frozen_passes, run_passes
 from .spec_io import Spec, atomic_write_bytes, neural_network
 from .training import SGD, Adam, FloatParam, Loss, Optimizer, TrainingConfig, apply_training_config
-
-if TYPE_CHECKING:
-    from .backbone import Backbone
 
 PathLike = Union[str, os.PathLike]
 
@@ -108,46 +107,44 @@ def frozen_spec(graph: Graph, metadata: Metadata = Metadata()) -> tuple[Spec, li
 
 
 def export_graph(graph: Graph, path: PathLike, *, loss: str, optimizer: Optimizer,
-                 from_logits: bool = False, batch_size: int = 32, epochs: int = 10,
-                 allowed_batch_sizes: Optional[Union[Sequence[int], range]] = None,
-                 allowed_epochs: Optional[Union[Sequence[int], range]] = None,
-                 lr_range: Optional[tuple[float, float]] = None, shuffle: bool = True,
-                 seed: Optional[int] = None, class_labels: Optional[Sequence[Label]] = None,
-                 extra_class_slots: int = 0, regressor: bool = False,
-                 metadata: Metadata = Metadata(), allow_unsupported: bool = False,
-                 assumptions: Sequence[str] = (), warnings: Sequence[str] = (),
-                 pipeline: bool = False, backbone: Optional["Backbone"] = None) -> ExportReport:
+                 from_logits: bool = False, options: Optional[ExportOptions] = None,
+                 source: str = "", assumptions: Sequence[str] = (), warnings: Sequence[str] = (),
+                 backbone: Optional[Backbone] = None, **kwargs: Any) -> ExportReport:
     """Turn a frontend's IR graph into a validated, updatable ``.mlmodel`` at ``path``.
 
     ``loss`` is ``'cce'`` or ``'mse'``; ``from_logits`` appends the softmax cross-entropy
-    needs. ``assumptions``/``warnings`` come from the frontend and go into the report.
-    ``pipeline=True`` writes a pipeline of a frozen backbone (everything before the first
-    trainable layer's input) and the updatable head; a ``backbone`` made elsewhere
+    needs. ``options`` (or the same names as keywords, see ``ExportOptions``) hold the
+    training configuration, the model options and the policy; ``source`` names the framework
+    in the metadata. ``assumptions``/``warnings`` come from the frontend and go into the
+    report. ``pipeline=True`` writes a pipeline of a frozen backbone (everything before the
+    first trainable layer's input) and the updatable head; a ``backbone`` made elsewhere
     (coremltools) is chained in front of ``graph`` instead, which is then only the head.
     Raises ``NotUpdatableError``/``UnsupportedError``/``ConfigError`` before writing anything.
     """
+    options = ExportOptions.build(options, **kwargs)
+    metadata = options.model_metadata(source)
+    graph, renames = name_outputs(graph, options.output_names, loss, from_logits)
     graph, pass_warnings = run_passes(graph, loss_kind=loss, from_logits=from_logits,
-                                      allow_unsupported=allow_unsupported)
-    labels = class_labels_with_slots(class_labels, extra_class_slots)
+                                      allow_unsupported=options.allow_unsupported)
+    labels = class_labels_with_slots(options.class_labels, options.extra_class_slots)
     if labels is not None and loss != "cce":
         raise ConfigError("class_labels make a classifier, which trains with categorical "
                           f"cross-entropy; the loss is {loss!r}")
-    layer_names = {node.name for node in graph.nodes}
-    loss_name = next(n for n in ("loss", "loss_layer", "updatable_coreml_loss") if n not in layer_names)
-    config = TrainingConfig(Loss(loss, graph.outputs[0], name=loss_name), with_lr_range(optimizer, lr_range),
-                            batch_size=batch_size, allowed_batch_sizes=allowed_batch_sizes,
-                            epochs=epochs, allowed_epochs=allowed_epochs, shuffle=shuffle, seed=seed)
-    if pipeline and backbone is None:
-        from .backbone import split_backbone
-
+    layer_names_taken = {node.name for node in graph.nodes}
+    loss_name = next(n for n in ("loss", "loss_layer", "updatable_coreml_loss") if n not in layer_names_taken)
+    config = TrainingConfig(Loss(loss, graph.outputs[0], name=loss_name),
+                            with_lr_range(optimizer, options.lr_range),
+                            batch_size=options.resolved("batch_size"),
+                            allowed_batch_sizes=options.allowed_batch_sizes,
+                            epochs=options.resolved("epochs"), allowed_epochs=options.allowed_epochs,
+                            shuffle=options.shuffle, seed=options.seed)
+    if options.pipeline and backbone is None:
         backbone, graph = split_backbone(graph, metadata)
-    spec = build_spec(graph, class_labels=labels, regressor=regressor, metadata=metadata)
+    spec = build_spec(graph, class_labels=labels, regressor=options.regressor, metadata=metadata)
     apply_training_config(spec, config)
     trainable, frozen = _layer_names(spec)
-    changes = list(graph.notes)
+    changes = renames + list(graph.notes)
     if backbone is not None:
-        from .backbone import chain, layer_names
-
         frozen[:0] = layer_names(backbone.spec)
         changes += backbone.notes
         spec = chain(backbone.spec, spec)
@@ -155,6 +152,87 @@ def export_graph(graph: Graph, path: PathLike, *, loss: str, optimizer: Optimize
                           changes=changes, training=config.summary_lines(),
                           assumptions=list(assumptions), warnings=list(warnings) + pass_warnings,
                           backbone=backbone.path if backbone is not None else "")
+
+
+# -- output names ------------------------------------------------------------------------------
+
+
+def default_output_name(name: str, loss: str, from_logits: bool) -> str:
+    """A readable name for an output whose source name says nothing or says something false.
+
+    A torch ``nn.Sequential`` names its output after the last child's index (``"4"``, so the
+    training input became ``4_true`` and Swift ``_4True``); exported ONNX graphs often use bare
+    numbers too. Such a name becomes what the output holds: ``probabilities`` for
+    cross-entropy (the model then ends in a softmax), else ``output``. A name saying
+    ``logits`` becomes ``probabilities`` when the export appends the softmax, because the
+    output then holds probabilities. Any other name is the user's and stays.
+    """
+    holds = "probabilities" if loss == "cce" else "output"
+    if not name[:1].isalpha() and not name.startswith("_"):
+        return holds
+    if from_logits and "logit" in name.lower():
+        return holds
+    return name
+
+
+def name_outputs(graph: Graph, names: Optional[Sequence[str]], loss: str,
+                 from_logits: bool) -> tuple[Graph, list[str]]:
+    """``graph`` with its outputs renamed to ``names`` (``output_names``) or to readable
+    defaults (``default_output_name``), and the report lines saying so."""
+    outputs = list(graph.outputs)
+    if names is not None and len(names) != len(outputs):
+        raise ConfigError(f"--output-names (output_names=) gives {len(names)} name(s) for "
+                          f"{len(outputs)} output(s) {outputs}")
+    wanted = list(names) if names is not None else [default_output_name(o, loss, from_logits)
+                                                    for o in outputs]
+    taken = {t for node in graph.nodes for t in (*node.inputs, *node.outputs)}
+    taken |= {spec.name for spec in graph.inputs}
+    notes, nodes, renamed = [], list(graph.nodes), []
+    for old, new in zip(outputs, wanted):
+        if old != new and new in taken:
+            if names is not None:
+                raise ConfigError(f"--output-names (output_names=): {new!r} already names a "
+                                  "tensor of the model; choose another")
+            new = old  # a default that is taken: keep the source's name
+        if old != new and graph.producer(old) is not None:
+            nodes = _rename(nodes, old, new)
+            taken.add(new)
+            notes.append(f"output {old!r} named {new!r}"
+                         + ("" if names is not None else "; pass output_names to choose"))
+        else:
+            new = old
+        renamed.append(new)
+    return Graph(list(graph.inputs), renamed, nodes, list(graph.notes)), notes
+
+
+# -- pipelines: the cut in our IR ----------------------------------------------------------
+
+
+def split_graph(graph: Graph) -> tuple[Graph, Graph]:
+    """(backbone, head) of a graph after ``run_passes``: the head starts at the input blob of
+    the first trainable node. That blob is all the head needs: anything else joining in later
+    would sit on the trainable path, where ``check_backprop`` already refused joins."""
+    first = next(node for node in graph.nodes if node.trainable)
+    blob = first.inputs[0]
+    if any(spec.name == blob for spec in graph.inputs):
+        raise ConfigError(f"pipeline: the first trainable layer {first.name!r} reads the model "
+                          "input, so there is no frozen backbone to split off; export one network")
+    prefix = cut_at(graph, blob)
+    in_backbone = {node.name for node in prefix.nodes}
+    head_nodes = [node for node in graph.nodes if node.name not in in_backbone]
+    backbone = Graph(list(graph.inputs), [blob], prefix.nodes)
+    head = Graph([TensorSpec(blob, infer_shapes(graph)[blob])], list(graph.outputs), head_nodes,
+                 list(graph.notes))
+    return backbone, head
+
+
+def split_backbone(graph: Graph, metadata: Metadata) -> tuple[Backbone, Graph]:
+    """The frozen backbone (written by our backend) and the head graph of ``split_graph``."""
+    prefix, head = split_graph(graph)
+    note = (f"pipeline: the {len(prefix.nodes)} frozen layer(s) before {head.inputs[0].name!r} "
+            "(the input of the first trainable layer) form the backbone, our frontend's "
+            "translation; the rest is the updatable head")
+    return Backbone(build_spec(prefix, metadata=metadata), "frontend", [note]), head
 
 
 def save_validated(spec: Spec, path: PathLike, **report: list) -> ExportReport:

@@ -22,6 +22,7 @@ import numpy as np
 from ._proto import FeatureTypes_pb2, Model_pb2
 from .backend import LABEL_OUTPUT, Metadata
 from .errors import ConfigError, UnsupportedError
+from .compose import pipeline_spec, rename_input
 from .export import ExportReport, frozen_spec, save_validated
 from .spec_io import NEURAL_NETWORK_TYPES, Spec, load_spec, model_type, neural_network
 from .training import IntParam
@@ -280,45 +281,6 @@ def _training_label(description, label_name: str):
     return label
 
 
-def pipeline_spec(extractor: Spec, knn: Spec,
-                  names: tuple[str, str] = (EXTRACTOR_NAME, KNN_NAME)) -> Spec:
-    """An updatable pipeline: frozen ``extractor`` then the updatable ``knn`` (or network
-    head); the training inputs are the pipeline's inputs plus the last model's targets (its
-    training inputs that are not prediction inputs: the label)."""
-    spec = Model_pb2.Model()
-    spec.specificationVersion = max(4, extractor.specificationVersion, knn.specificationVersion)
-    spec.isUpdatable = True
-    description = spec.description
-    description.input.extend(extractor.description.input)
-    description.output.extend(knn.description.output)
-    description.predictedFeatureName = knn.description.predictedFeatureName
-    description.predictedProbabilitiesName = knn.description.predictedProbabilitiesName
-    description.trainingInput.extend(extractor.description.input)
-    fed = {feature.name for feature in knn.description.input}
-    description.trainingInput.extend(t for t in knn.description.trainingInput if t.name not in fed)
-    if extractor.description.HasField("metadata"):
-        description.metadata.CopyFrom(extractor.description.metadata)
-    spec.pipeline.models.add().CopyFrom(extractor)
-    spec.pipeline.models.add().CopyFrom(knn)
-    spec.pipeline.names.extend(names)
-    return spec
-
-
-def rename_input(spec: Spec, old: str, new: str) -> None:
-    """Rename a NeuralNetwork input feature (description, layer inputs, preprocessing)."""
-    if any(f.name == new for f in spec.description.input) or any(
-            new in layer.output for layer in spec.neuralNetwork.layers):
-        raise ConfigError(f"input_name {new!r} is already used in the feature extractor")
-    for feature in spec.description.input:
-        if feature.name == old:
-            feature.name = new
-    for layer in spec.neuralNetwork.layers:
-        layer.input[:] = [new if name == old else name for name in layer.input]
-    for step in spec.neuralNetwork.preprocessing:
-        if step.featureName == old:
-            step.featureName = new
-
-
 def with_examples(spec: Spec, inputs: Any, labels: Sequence[Label]) -> Spec:
     """``spec`` holding initial examples: ``inputs`` (an array batch for the single input, or a
     dict of batches) run through our runtime's extractor, stored like an on-device update."""
@@ -365,7 +327,7 @@ def export_knn(feature_extractor: Any, path: PathLike, *, feature_layer: Optiona
     knn = knn_spec(feature_name, size, k=k, k_range=k_range, weighting=weighting, index=index,
                    leaf_size=leaf_size, labels=labels, default_label=default_label,
                    label_name=label_name)
-    spec = pipeline_spec(extractor, knn)
+    spec = pipeline_spec(extractor, knn, names=(EXTRACTOR_NAME, KNN_NAME))
     if initial_examples is not None:
         spec = with_examples(spec, *initial_examples)
     stored = spec.pipeline.models[-1].kNearestNeighborsClassifier

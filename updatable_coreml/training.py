@@ -14,6 +14,7 @@ from typing import Optional, Sequence, Union
 
 from ._proto import FeatureTypes_pb2, Model_pb2, NeuralNetwork_pb2
 from .errors import ConfigError
+from .options import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
 from .spec_io import Spec, neural_network
 
 Number = Union[int, float]
@@ -226,8 +227,8 @@ class TrainingConfig:
 
     loss: Loss
     optimizer: Optimizer = field(default_factory=SGD)
-    batch_size: Union[int, IntParam] = 8
-    epochs: Union[int, IntParam] = 10
+    batch_size: Union[int, IntParam] = DEFAULT_BATCH_SIZE
+    epochs: Union[int, IntParam] = DEFAULT_EPOCHS
     allowed_batch_sizes: Optional[Union[Sequence[int], range]] = None
     allowed_epochs: Optional[Union[Sequence[int], range]] = None
     shuffle: bool = True

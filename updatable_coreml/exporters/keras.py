@@ -17,12 +17,12 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from ..backend import Label, Metadata
 from ..errors import (ConfigError, ModelFileError, UnsupportedError, UpdatableCoreMLError,
                       first_line)
 from ..export import ExportReport, export_graph
 from ..frameworks import quiet_import
 from ..ir import Graph, Node, TensorSpec
+from ..options import ExportOptions
 from ..registry import Registry
 from ..runtime.assumptions import framework_form_note
 from .common import unique_name
@@ -823,60 +823,45 @@ def _image_options(image_input, shape: tuple[int, ...]) -> dict:
     return {"color": "rgb" if shape[0] == 3 else "grayscale"}
 
 
-def export_keras(model, path: PathLike, *, class_labels: Optional[Sequence[Label]] = None,
-                 trainable: Optional[Sequence[str]] = None, loss=None, optimizer=None,
-                 batch_size: Optional[int] = None, epochs: Optional[int] = None,
-                 allowed_batch_sizes=None, allowed_epochs=None,
-                 lr_range: Optional[tuple[float, float]] = None, shuffle: bool = True,
-                 seed: Optional[int] = None, image_input=None, extra_class_slots: int = 0,
-                 regressor: bool = False, allow_unsupported: bool = False,
-                 description: str = "", author: str = "", license: str = "",
-                 version: str = "", pipeline: bool = False, backbone: str = "auto") -> ExportReport:
+def export_keras(model, path: PathLike, *, loss=None, optimizer=None,
+                 options: Optional[ExportOptions] = None, **kwargs: Any) -> ExportReport:
     """Export a built Keras 3 model to an updatable Core ML ``.mlmodel`` at ``path``.
 
     Defaults come from the model: ``layer.trainable`` decides which Dense/Conv layers train
     on device (or name them in ``trainable``), the compiled loss and optimizer decide the
     update parameters (or pass ``loss``/``optimizer``: a Keras loss/optimizer or our
-    ``SGD``/``Adam``). ``class_labels`` makes a classifier (``extra_class_slots`` adds
-    placeholder labels ``user0``… for classes the app learns later). Options Core ML cannot
-    carry raise ``UnsupportedError``; ``allow_unsupported=True`` turns those into warnings in
-    the report. ``pipeline=True`` writes a frozen backbone + updatable head pipeline whose
-    backbone is made by ``backbone='frontend'|'coremltools'|'auto'`` (see ``backbone.py``).
+    ``SGD``/``Adam``). Everything else is an ``ExportOptions`` field, given as ``options`` or
+    as keywords: ``class_labels`` makes a classifier (``extra_class_slots`` adds placeholder
+    labels ``user0``… for classes the app learns later); options Core ML cannot carry raise
+    ``UnsupportedError`` unless ``allow_unsupported=True`` turns them into report warnings;
+    ``pipeline=True`` writes a frozen backbone + updatable head pipeline whose backbone is
+    made by ``backbone='frontend'|'coremltools'|'auto'`` (see ``backbone.py``).
     Returns an ``ExportReport``; writes nothing when the export fails.
     """
     from ..backbone import keras_head, translate_or_convert
 
+    options = ExportOptions.build(options, **kwargs)
     keras = _keras()
+    trainable, image_input, allow = options.trainable, options.image_input, options.allow_unsupported
     (graph, ctx), converted = translate_or_convert(  # pipeline=True: see backbone.py
-        backbone, pipeline,
+        options.backbone, options.pipeline,
         lambda: keras_to_graph(model, trainable=trainable, image_input=image_input,
-                               allow_unsupported=allow_unsupported),
+                               allow_unsupported=allow),
         lambda reason: keras_head(model, trainable=trainable, image_input=image_input,
-                                  allow_unsupported=allow_unsupported, reason=reason))
+                                  allow_unsupported=allow, reason=reason))
     loss_map = map_loss(loss if loss is not None else getattr(model, "loss", None), ctx)
     if _non_unit_loss_weights(model):
         ctx.refuse("compile(loss_weights=...) cannot be carried: Core ML trains one unweighted loss")
     opt, notes = map_optimizer(optimizer if optimizer is not None else getattr(model, "optimizer", None),
                                ctx)
-    assumptions = list(notes)
-    if batch_size is None:
-        batch_size = 32
-        assumptions.append("batch size 32 (Keras's fit default): pass batch_size to choose")
-    if epochs is None:
-        epochs = 10
-        assumptions.append("10 epochs: pass epochs to choose")
+    assumptions = list(notes) + options.default_notes()
     if loss_map.keras_name == "categorical_crossentropy":
         assumptions.append("categorical_crossentropy: on device the target is the class label "
                            "(or index), not a one-hot vector")
-    metadata = Metadata(description=description, author=author, license=license, version=version,
-                        source=f"keras=={keras.__version__} ({keras.backend.backend()} backend)")
     return export_graph(
         graph, path, loss=loss_map.kind, optimizer=opt, from_logits=loss_map.from_logits,
-        batch_size=batch_size, epochs=epochs, allowed_batch_sizes=allowed_batch_sizes,
-        allowed_epochs=allowed_epochs, lr_range=lr_range, shuffle=shuffle, seed=seed,
-        class_labels=class_labels, extra_class_slots=extra_class_slots, regressor=regressor,
-        metadata=metadata, allow_unsupported=allow_unsupported, assumptions=assumptions,
-        warnings=ctx.warnings, pipeline=pipeline, backbone=converted)
+        options=options, source=f"keras=={keras.__version__} ({keras.backend.backend()} backend)",
+        assumptions=assumptions, warnings=ctx.warnings, backbone=converted)
 
 
 def _non_unit_loss_weights(model) -> bool:
@@ -899,18 +884,26 @@ def _callback_class():
         """Export the model being trained to an updatable ``.mlmodel`` when ``fit`` ends.
 
         ``path`` may contain ``{epoch}`` when ``every_n_epochs`` is set (like ModelCheckpoint).
-        The batch size and epochs of the ``fit`` call are used unless given; every other
-        keyword goes to ``export_keras``. Options Core ML cannot carry (class weights, label
+        The batch size of the ``fit`` call is used unless given. The device's default epochs
+        are ``epochs`` if given, else the on-device default (``options.DEFAULTS``), never the
+        server's ``fit(epochs=...)`` unless asked with ``epochs="fit"``. Every other keyword
+        is an ``ExportOptions`` field for ``export_keras``. Quiet like Keras's own callbacks;
+        ``verbose=True`` prints the report. Options Core ML cannot carry (class weights, label
         smoothing, nesterov…) are refused when training *begins*, not after it. The written
         file is validated again from disk; ``self.report`` holds the last ``ExportReport``.
         """
 
         def __init__(self, path: PathLike, *, every_n_epochs: Optional[int] = None,
-                     batch_size: Optional[int] = None, epochs: Optional[int] = None,
-                     verbose: bool = True, **export_options) -> None:
+                     batch_size: Optional[int] = None, epochs: Union[int, str, None] = None,
+                     verbose: bool = False, **export_options) -> None:
             super().__init__()
             if every_n_epochs is not None and every_n_epochs < 1:
                 raise ConfigError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+            if isinstance(epochs, str) and epochs != "fit":
+                raise ConfigError(f"epochs={epochs!r}: give a number, or 'fit' to copy the "
+                                  "epochs of the fit call")
+            ExportOptions.build(**{k: v for k, v in export_options.items()
+                                   if k not in ("loss", "optimizer")})  # refuse typos now
             self.path = str(path)
             self.every_n_epochs = every_n_epochs
             self.batch_size = batch_size
@@ -949,7 +942,9 @@ def _callback_class():
 
             options = dict(self.export_options)
             options.setdefault("batch_size", self.batch_size or self._fit_batch_size)
-            options.setdefault("epochs", self.epochs or self.params.get("epochs"))
+            epochs = self.params.get("epochs") if self.epochs == "fit" else self.epochs
+            if epochs is not None:
+                options.setdefault("epochs", epochs)
             report = export_keras(self.model, path, **options)
             report.warnings[:0] = self._warnings
             findings = validate(path)

@@ -11,17 +11,20 @@ onnx is imported inside the functions that need it.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
 
 from ..errors import ConfigError, ModelFileError, UnsupportedError
 from ..ir import Node
+from ..options import ExportOptions
 from ..passes import UPDATABLE_OPS
 from ..spec_io import parse_message
 from .onnx_ops import OnnxTranslation, translate
+
+if TYPE_CHECKING:
+    from ..export import ExportReport
 
 # -- loading -------------------------------------------------------------------------------
 
@@ -154,30 +157,33 @@ def wants_logits(state: OnnxTranslation, loss: str) -> tuple[bool, list[str]]:
                   "is appended for cross-entropy"]
 
 
-def export_onnx(model: Any, path: Union[str, os.PathLike], *, loss: str, optimizer: Any,
-                trainable: Union[None, str, Iterable[str]] = None, from_logits: Optional[bool] = None,
-                image_input: Optional[dict] = None, **options: Any):
+def export_onnx(model: Any, path: Union[str, os.PathLike], *, loss: str, optimizer: Any = None,
+                from_logits: Optional[bool] = None, options: Optional[ExportOptions] = None,
+                **kwargs: Any) -> "ExportReport":
     """Export an ONNX model (path, bytes or ``ModelProto``) as an updatable Core ML model.
 
     ONNX carries no training configuration worth trusting, so ``loss`` (``'cce'``/``'mse'``)
-    and ``optimizer`` (``SGD``/``Adam``) are explicit. ``trainable`` names nodes or weight
-    initializers (or a prefix such as a torch module path), or is ``'all'``; by default only
-    the last dense/convolution layer trains. ``from_logits`` defaults to "the output is not a
-    softmax". ``image_input`` is ``{"name"?, "color", "scale", "bias"}``. Further ``options``
-    (``batch_size``, ``epochs``, ``class_labels``, ``metadata``...) go to ``export_graph``.
-    Returns its ``ExportReport``; writes nothing on failure.
+    is explicit; ``optimizer`` is our ``SGD``/``Adam`` (None: ``SGD()``, as for the other
+    frontends). ``from_logits`` defaults to "the output is not a softmax". Everything else is
+    an ``ExportOptions`` field, given as ``options`` or as keywords: ``trainable`` names
+    nodes or weight initializers (or a prefix such as a torch module path; a string is one
+    name), or is ``'all'``; by default only the last dense/convolution layer trains.
+    ``image_input`` is ``{"name"?, "color", "scale", "bias"}``. Returns the
+    ``ExportReport``; writes nothing on failure.
     """
     import onnx
 
-    from ..backend import Metadata
     from ..export import export_graph
+    from ..training import SGD
 
-    state, assumptions = onnx_to_graph(model, trainable=trainable, image_input=image_input)
+    options = ExportOptions.build(options, **kwargs)
+    state, assumptions = onnx_to_graph(model, trainable=options.trainable,
+                                       image_input=options.image_input)
     logits, notes = wants_logits(state, loss)
-    metadata = options.pop("metadata", None) or Metadata()
-    if not metadata.source:
-        metadata = dataclasses.replace(metadata, source=f"onnx=={onnx.__version__} (opset {state.opset})")
-    return export_graph(state.graph, path, loss=loss, optimizer=optimizer,
+    if optimizer is None:
+        assumptions.append("no optimizer given: Core ML SGD with learning rate 0.01, no momentum")
+    return export_graph(state.graph, path, loss=loss, optimizer=optimizer or SGD(),
                         from_logits=logits if from_logits is None else from_logits,
-                        metadata=metadata, assumptions=assumptions + (notes if from_logits is None else []),
-                        **options)
+                        options=options, source=f"onnx=={onnx.__version__} (opset {state.opset})",
+                        assumptions=assumptions + (notes if from_logits is None else [])
+                        + options.default_notes())

@@ -19,15 +19,19 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
 
 from ..errors import (ConfigError, ModelFileError, NotUpdatableError, UnsupportedError,
                       UntrustedSourceError, first_line)
 from ..ir import Graph
+from ..options import ExportOptions
 from ..passes import UPDATABLE_OPS
 from ..runtime.assumptions import framework_form_note
 from ..training import SGD, Adam
 from .torch_ops import Translation, translate, where
+
+if TYPE_CHECKING:
+    from ..export import ExportReport
 
 
 # -- refusals that allow_unsupported may downgrade -------------------------------------------
@@ -347,39 +351,33 @@ def torch_to_graph(model: Any, example_inputs: Any, *, optimizer: Any = None,
 
 
 def export_torch(module: Any, example_inputs: Any, path: Union[str, os.PathLike], *,
-                 loss: Any, optimizer: Any = None, trainable: Optional[Iterable[str]] = None,
-                 class_labels: Optional[Sequence] = None, batch_size: int = 8, epochs: int = 10,
-                 allowed_batch_sizes: Any = None, allowed_epochs: Any = None,
-                 lr_range: Optional[tuple[float, float]] = None,
-                 shuffle: bool = True, seed: Optional[int] = None,
-                 image_input: Optional[dict] = None, input_names: Optional[Sequence[str]] = None,
-                 extra_class_slots: int = 0, allow_unsupported: bool = False,
-                 pipeline: bool = False, backbone: str = "auto", **options: Any):
+                 loss: Any, optimizer: Any = None, options: Optional[ExportOptions] = None,
+                 **kwargs: Any) -> ExportReport:
     """Export a torch module (or a ``torch.export`` program) as an updatable Core ML model.
 
     ``optimizer`` is a ``torch.optim.SGD``/``Adam`` (its hyperparameters and the parameters it
     holds define the training), one of our ``SGD``/``Adam``, or None (SGD, lr 0.01).
-    ``trainable`` names modules/parameters to train instead of the optimizer's. ``loss`` is
-    ``nn.CrossEntropyLoss()``, ``nn.NLLLoss()`` (after log_softmax) or ``nn.MSELoss()``.
-    ``lr_range`` is the learning rate the app may set. Inputs keep forward()'s argument
-    names unless ``input_names`` renames them; ``image_input`` (``{"color": "rgb", "scale":
-    1/255, "bias": [...]}``) makes the first input an image whose preprocessing gives the
-    tensor the module expects. ``pipeline=True`` writes a frozen backbone and the updatable
-    head as a pipeline; ``backbone`` says who makes the backbone: ``'frontend'`` (us),
-    ``'coremltools'`` (``ct.convert`` of the ``nn.Sequential`` children before the first one
-    that trains) or ``'auto'`` (coremltools only when we refuse an op; see ``backbone.py``).
-    Further ``options`` (``regressor``, ``metadata``) go to ``export_graph``. Returns its
-    ``ExportReport``.
+    ``loss`` is ``nn.CrossEntropyLoss()``, ``nn.NLLLoss()`` (after log_softmax) or
+    ``nn.MSELoss()``. Everything else is an ``ExportOptions`` field, given as ``options`` or
+    as keywords: ``trainable`` names modules/parameters to train instead of the optimizer's;
+    inputs keep forward()'s argument names unless ``input_names`` renames them;
+    ``image_input`` (``{"color": "rgb", "scale": 1/255, "bias": [...]}``) makes the first
+    input an image whose preprocessing gives the tensor the module expects; ``pipeline=True``
+    writes a frozen backbone and the updatable head as a pipeline, ``backbone`` says who makes
+    the backbone: ``'frontend'`` (us), ``'coremltools'`` (``ct.convert`` of the
+    ``nn.Sequential`` children before the first one that trains) or ``'auto'`` (coremltools
+    only when we refuse an op; see ``backbone.py``). Returns the ``ExportReport``.
     """
     import torch
 
     from ..backbone import torch_head, translate_or_convert
-    from ..backend import Metadata
     from ..export import export_graph
 
-    refusals = Refusals(allow_unsupported)
+    options = ExportOptions.build(options, **kwargs)
+    refusals = Refusals(options.allow_unsupported)
+    image_input, input_names, trainable = options.image_input, options.input_names, options.trainable
     state, converted = translate_or_convert(
-        backbone, pipeline,
+        options.backbone, options.pipeline,
         lambda: torch_to_graph(module, example_inputs, optimizer=optimizer, trainable=trainable,
                                image_input=image_input, input_names=input_names, refusals=refusals),
         lambda reason: torch_head(module, example_inputs, optimizer=optimizer, trainable=trainable,
@@ -387,15 +385,11 @@ def export_torch(module: Any, example_inputs: Any, path: Union[str, os.PathLike]
                                   refusals=refusals, reason=reason))
     plan = map_loss(loss, state, refusals)
     core_optimizer = map_optimizer(optimizer, refusals)
-    assumptions = optimizer_assumptions(optimizer, core_optimizer)
-    options.setdefault("metadata", Metadata(source=f"torch=={torch.__version__}"))
+    assumptions = optimizer_assumptions(optimizer, core_optimizer) + options.default_notes()
     return export_graph(state.graph, path, loss=plan.kind, from_logits=plan.from_logits,
-                        optimizer=core_optimizer, batch_size=batch_size, epochs=epochs,
-                        allowed_batch_sizes=allowed_batch_sizes, allowed_epochs=allowed_epochs,
-                        lr_range=lr_range, shuffle=shuffle, seed=seed, class_labels=class_labels,
-                        extra_class_slots=extra_class_slots, allow_unsupported=allow_unsupported,
-                        assumptions=assumptions, warnings=refusals.warnings, pipeline=pipeline,
-                        backbone=converted, **options)
+                        optimizer=core_optimizer, options=options,
+                        source=f"torch=={torch.__version__}", assumptions=assumptions,
+                        warnings=refusals.warnings, backbone=converted)
 
 
 def optimizer_assumptions(source: Any, optimizer: Union[SGD, Adam]) -> list[str]:

@@ -1,0 +1,95 @@
+"""One options object for every export entry point (issue 12 item 6, issue 15 items 14-16):
+one default batch size everywhere, string forms never iterated into characters, errors that
+name the CLI flag and the Python keyword, readable output names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from updatable_coreml.errors import ConfigError
+from updatable_coreml.options import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, ExportOptions
+from updatable_coreml.spec_io import load_spec, neural_network
+from updatable_coreml.training import TrainingConfig
+
+
+def update_params(path):
+    return neural_network(load_spec(path)).updateParams
+
+
+def written_batch_size(path) -> int:
+    optimizer = update_params(path).optimizer
+    return getattr(optimizer, optimizer.WhichOneof("OptimizerType")).miniBatchSize.defaultValue
+
+
+def test_strings_are_not_iterated():
+    options = ExportOptions(trainable="fc", class_labels="cat, dog,bird", input_names="image",
+                            output_names="scores")
+    assert options.trainable == ["fc"]
+    assert options.class_labels == ["cat", "dog", "bird"]
+    assert options.input_names == ["image"] and options.output_names == ["scores"]
+    assert ExportOptions(trainable="all").trainable == "all"
+    assert ExportOptions(class_labels=[3, 1, 2]).class_labels == [3, 1, 2]
+
+
+def test_errors_name_the_flag_and_the_keyword():
+    with pytest.raises(ConfigError, match=r"--batch-size \(batch_size=\)"):
+        ExportOptions(batch_size=0)
+    with pytest.raises(ConfigError, match=r"--class-labels \(class_labels=\).*repeat"):
+        ExportOptions(class_labels="a,b,a")
+    with pytest.raises(ConfigError, match=r"--backbone \(backbone=\)"):
+        ExportOptions(backbone="mine")
+    with pytest.raises(ConfigError, match=r"'epoch'.*did you mean 'epochs'"):
+        ExportOptions.build(epoch=3)
+
+
+def test_one_default_batch_size():
+    assert TrainingConfig.__dataclass_fields__["batch_size"].default == DEFAULT_BATCH_SIZE
+    assert TrainingConfig.__dataclass_fields__["epochs"].default == DEFAULT_EPOCHS
+    options = ExportOptions()
+    assert (options.resolved("batch_size"), options.resolved("epochs")) == (DEFAULT_BATCH_SIZE,
+                                                                            DEFAULT_EPOCHS)
+    assert any("batch size 8" in note for note in options.default_notes())
+    assert ExportOptions(batch_size=4, epochs=2).default_notes() == []
+
+
+def test_every_frontend_writes_the_same_defaults(tmp_path):
+    """Keras and ONNX used 32, torch and make_updatable 8 (issue 12)."""
+    keras = pytest.importorskip("keras")
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    import onnx_helpers
+    from onnx import helper
+
+    from updatable_coreml.exporters.keras import export_keras
+    from updatable_coreml.exporters.onnx import export_onnx
+    from updatable_coreml.exporters.torch import export_torch
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    keras_report = export_keras(model, tmp_path / "k.mlmodel")
+    export_torch(torch.nn.Sequential(torch.nn.Linear(4, 3)), torch.zeros(1, 4),
+                 tmp_path / "t.mlmodel", loss="mse")
+    built = onnx_helpers.model([helper.make_node("Relu", ["x"], ["features"])], (4,))
+    onnx_report = export_onnx(built, tmp_path / "o.mlmodel", loss="mse", trainable="head")
+    for name in ("k", "t", "o"):
+        assert written_batch_size(tmp_path / f"{name}.mlmodel") == DEFAULT_BATCH_SIZE, name
+        assert update_params(tmp_path / f"{name}.mlmodel").epochs.defaultValue == DEFAULT_EPOCHS
+    assert any("batch size 8" in note for note in keras_report.assumptions)
+    # export_onnx: the same optimizer default as the others, and a string is one name
+    assert any("no optimizer given" in note for note in onnx_report.assumptions)
+    assert onnx_report.trainable == ["head"]
+
+
+def test_python_string_forms_through_an_export(tmp_path):
+    torch = pytest.importorskip("torch")
+    from updatable_coreml.exporters.torch import export_torch
+    from updatable_coreml.runtime import load
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    report = export_torch(model, torch.zeros(1, 4), tmp_path / "m.mlmodel", loss="cross_entropy",
+                          trainable="2", class_labels="a,b,c")
+    assert report.trainable == ["2"]
+    outputs = load(tmp_path / "m.mlmodel").predict({"input": np.zeros((1, 4), np.float32)})
+    assert set(outputs["probabilities"][0]) == {"a", "b", "c"}
