@@ -54,7 +54,9 @@ def supported_ops_page() -> str:
     """The op table (IR ops, the Core ML layers they write, what Core ML can do with them),
     then what each frontend converts and what the runtime runs, read from the registries."""
     from updatable_coreml import coreml_rules
-    from updatable_coreml.exporters import keras, onnx_ops, torch_ops
+    from updatable_coreml.exporters import keras
+    from updatable_coreml.exporters.onnx import translate as onnx_ops
+    from updatable_coreml.exporters.torch import translate as torch_ops
     from updatable_coreml.runtime import backward, registry
 
     def listing(names) -> str:

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 from onnx_helpers import FEATURES, const, export, model, rng
 from updatable_coreml.errors import ConfigError, ModelFileError, UnsupportedError
 from updatable_coreml.exporters.onnx import load_onnx, onnx_to_graph
-from updatable_coreml.exporters.onnx_ops import CONVERTERS
+from updatable_coreml.exporters.onnx.translate import CONVERTERS
 
 SUPPORTED = {"Gemm", "MatMul", "Conv", "BatchNormalization", "Relu", "LeakyRelu", "Sigmoid", "Tanh",
              "Clip", "Elu", "Softplus", "HardSigmoid", "MaxPool", "AveragePool", "GlobalAveragePool",

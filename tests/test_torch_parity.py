@@ -168,7 +168,7 @@ def test_concat_of_one_tensor_writes_no_concat_layer(tmp_path):
 def test_a_converter_crash_is_a_typed_error_naming_the_module(tmp_path, monkeypatch):
     """An unexpected exception inside a converter names the op and the module, and is an
     UnsupportedError, so backbone='auto' can still fall back to coremltools."""
-    from updatable_coreml.exporters import torch_ops
+    from updatable_coreml.exporters.torch import translate as torch_ops
 
     def broken(state, fx, a):
         raise KeyError("input")

@@ -30,11 +30,11 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..errors import ConfigError, UnsupportedError, UpdatableCoreMLError, first_line
-from ..ir import Graph, Node, TensorSpec
-from ..passes import same_pads
-from ..registry import Registry
-from .common import ceil_mode_padding, unique_name
+from ...errors import ConfigError, UnsupportedError, UpdatableCoreMLError, first_line
+from ...ir import Graph, Node, TensorSpec
+from ...passes import same_pads
+from ...registry import Registry
+from ..common import ceil_mode_padding, unique_name
 
 MIN_OPSET = 13
 DEFAULT_DOMAINS = ("", "ai.onnx")

@@ -22,10 +22,10 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, UnsupportedError, UpdatableCoreMLError, first_line
-from ..ir import Graph, Node, TensorSpec
-from ..registry import Registry
-from .common import ceil_mode_padding, unique_name
+from ...errors import ConfigError, UnsupportedError, UpdatableCoreMLError, first_line
+from ...ir import Graph, Node, TensorSpec
+from ...registry import Registry
+from ..common import ceil_mode_padding, unique_name
 
 Converter = Callable[["Translation", Any, dict], None]
 CONVERTERS = Registry("converter for aten op")

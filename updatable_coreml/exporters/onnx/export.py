@@ -1,97 +1,28 @@
-"""ONNX frontend: ``export_onnx(model, path, loss=..., optimizer=...)``.
+"""``export_onnx(model, path, loss=..., optimizer=...)``.
 
-The model is loaded as untrusted input (external weight files included), translated op by op
-into the IR (``onnx_ops``), and handed to the shared ``export_graph`` pipeline. ONNX carries
-no training configuration worth trusting, so the loss and optimizer are explicit; which
-layers train is given by node name, weight-initializer name or initializer prefix (a torch
-module path such as ``classifier.1`` appears as ``classifier.1.weight``), or ``"all"``.
-
-onnx is imported inside the functions that need it.
+The model is loaded as untrusted input (``load``), translated op by op into the IR
+(``translate``), and handed to the shared ``export_graph`` pipeline. ONNX carries no training
+configuration worth trusting, so the loss is explicit; which layers train is given by node
+name, weight-initializer name or initializer prefix (a torch module path such as
+``classifier.1`` appears as ``classifier.1.weight``), or ``"all"``. onnx is imported inside
+the functions that need it.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
 
-from ..errors import ConfigError, ModelFileError, UnsupportedError
-from ..ir import Node
-from ..options import ExportOptions
-from ..passes import UPDATABLE_OPS
-from ..spec_io import parse_message
-from .onnx_ops import OnnxTranslation, translate
+from ...errors import ConfigError, UnsupportedError
+from ...ir import Node
+from ...options import ExportOptions
+from ...passes import UPDATABLE_OPS
+from .load import load_onnx
+from .translate import OnnxTranslation, translate
 
 if TYPE_CHECKING:
-    from ..export import ExportReport
-
-# -- loading -------------------------------------------------------------------------------
-
-
-def load_onnx(source: Any) -> Any:
-    """An ONNX ``ModelProto`` from a path, bytes or a proto, external weights loaded.
-
-    The file is untrusted input: parse failures, missing external-data files and external
-    data that points outside the model's folder become ``ModelFileError``.
-    """
-    import onnx
-
-    if isinstance(source, onnx.ModelProto):
-        _check_external_data(source, None)
-        return source
-    if isinstance(source, (bytes, bytearray)):
-        model = _parse(bytes(source), "the ONNX bytes")
-        _check_external_data(model, None)
-        return model
-    path = Path(source)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such file")
-    model = _parse(path.read_bytes(), str(path))
-    files = _check_external_data(model, path.parent)
-    if files:
-        from onnx.external_data_helper import load_external_data_for_model
-
-        try:
-            load_external_data_for_model(model, str(path.parent))
-        except Exception as exc:
-            raise ModelFileError(f"{path}: cannot read its external data "
-                                 f"({', '.join(sorted(files))}): {exc}") from None
-    return model
-
-
-def _parse(data: bytes, name: str) -> Any:
-    import onnx
-
-    model = parse_message(onnx.ModelProto(), data, name, "an ONNX model")
-    if not model.HasField("graph") or not model.opset_import:
-        raise ModelFileError(f"{name}: not an ONNX model (no graph or opset); the file may be "
-                             "truncated or of another format")
-    return model
-
-
-def _check_external_data(model: Any, folder: Optional[Path]) -> set[str]:
-    """Names of the external-data files the model needs, each checked to exist in ``folder``."""
-    from onnx.external_data_helper import uses_external_data
-
-    files: set[str] = set()
-    for tensor in model.graph.initializer:
-        if not uses_external_data(tensor):
-            continue
-        location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
-        if folder is None:
-            raise ModelFileError(f"initializer {tensor.name!r} keeps its data in {location!r}; pass "
-                                 "the .onnx path (not a loaded proto) so the file can be found")
-        target = (folder / location).resolve()
-        if not location or folder.resolve() not in target.parents:
-            raise ModelFileError(f"initializer {tensor.name!r}: external data location {location!r} "
-                                 "is outside the model's folder; refusing to read it")
-        if not target.is_file():
-            raise ModelFileError(f"initializer {tensor.name!r}: external data file {location!r} "
-                                 f"not found next to the model (in {folder})")
-        files.add(location)
-    return files
-
+    from ...export import ExportReport
 
 # -- what trains ---------------------------------------------------------------------------
 
@@ -173,8 +104,8 @@ def export_onnx(model: Any, path: Union[str, os.PathLike], *, loss: str, optimiz
     """
     import onnx
 
-    from ..export import export_graph
-    from ..training import SGD
+    from ...export import export_graph
+    from ...training import SGD
 
     options = ExportOptions.build(options, **kwargs)
     state, assumptions = onnx_to_graph(model, trainable=options.trainable,

@@ -1,100 +1,23 @@
-"""PyTorch frontend: ``export_torch(module, example_inputs, path, loss=..., optimizer=...)``.
-
-The module is captured with ``torch.export`` in eval mode, translated op by op into the IR
-(``torch_ops``), and handed to the shared ``export_graph`` pipeline. What this module adds is
-the torch-side meaning of training: which parameters the optimizer holds, what the loss
-module computes, and what the optimizer's hyperparameters are, each mapped to Core ML or
-refused with a reason (``allow_unsupported=True`` turns option refusals into report warnings,
-never silent changes).
-
-torch is imported inside the functions that need it.
+"""The torch side of training: which parameters train, what the loss module computes and
+what the optimizer's hyperparameters are, each mapped to Core ML or refused with a reason
+(``allow_unsupported=True`` turns option refusals into report warnings, never silent
+changes). torch is imported inside the functions that need it.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
-import importlib.util
 import math
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Union
 
-from ..errors import (ConfigError, ModelFileError, NotUpdatableError, UnsupportedError,
-                      UntrustedSourceError, first_line)
-from ..ir import Graph
-from ..options import ExportOptions
-from ..passes import UPDATABLE_OPS
-from ..runtime.assumptions import framework_form_note
-from ..training import SGD, Adam
-from .torch_ops import Translation, translate, where
-
-if TYPE_CHECKING:
-    from ..export import ExportReport
-
-
-# -- refusals that allow_unsupported may downgrade -------------------------------------------
-
-
-@dataclass
-class Refusals:
-    """Raise an option refusal, or, with ``allow``, record it as a warning saying what was done."""
-
-    allow: bool = False
-    warnings: list[str] = field(default_factory=list)
-
-    def refuse(self, message: str, instead: str, error: type = UnsupportedError) -> None:
-        if not self.allow:
-            raise error(message)
-        self.warnings.append(f"{message} [allow_unsupported: {instead}]")
-
-
-# -- capture -------------------------------------------------------------------------------
-
-
-def as_example_inputs(example_inputs: Any) -> tuple:
-    """A tensor, or a tuple/list of tensors, as the positional-argument tuple export wants."""
-    import torch
-
-    if isinstance(example_inputs, torch.Tensor):
-        return (example_inputs,)
-    if isinstance(example_inputs, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in example_inputs):
-        return tuple(example_inputs)
-    raise ConfigError("example_inputs must be a tensor or a tuple of tensors (with a batch axis)")
-
-
-def capture(module: Any, example_inputs: Any) -> Any:
-    """``torch.export`` the module in eval mode (restoring its mode), or pass a program through."""
-    import torch
-
-    if isinstance(module, torch.export.ExportedProgram):
-        return module
-    if not isinstance(module, torch.nn.Module):
-        raise ConfigError(f"expected a torch.nn.Module or an ExportedProgram, got {type(module).__name__}")
-    inputs = as_example_inputs(example_inputs)
-    was_training = module.training
-    module.eval()
-    try:
-        return torch.export.export(module, inputs)
-    except Exception as exc:
-        _raise_if_eager_fails(module, inputs)
-        raise UnsupportedError(f"torch.export could not capture the model: {first_line(exc).rstrip('.')}; "
-                               "make forward() traceable (no data-dependent control flow)") from exc
-    finally:
-        module.train(was_training)
-
-
-def _raise_if_eager_fails(module: Any, inputs: tuple) -> None:
-    """Tell a model that cannot run on ``example_inputs`` apart from one export cannot trace."""
-    import torch
-
-    try:
-        with torch.no_grad():
-            module(*inputs)
-    except Exception as exc:
-        raise ConfigError(f"the model fails on example_inputs (shapes "
-                          f"{[list(t.shape) for t in inputs]}): {first_line(exc).rstrip('.')}") from exc
+from ...errors import ConfigError, NotUpdatableError, UnsupportedError
+from ...ir import Graph
+from ...passes import UPDATABLE_OPS
+from ...runtime.assumptions import framework_form_note
+from ...training import SGD, Adam
+from ..common.refusals import Refusals
+from .translate import Translation, where
 
 
 # -- what trains -----------------------------------------------------------------------------
@@ -335,62 +258,6 @@ def _differs(a: Any, b: Any) -> bool:
     return a != b
 
 
-# -- the export ------------------------------------------------------------------------------
-
-
-def torch_to_graph(model: Any, example_inputs: Any, *, optimizer: Any = None,
-                   trainable: Optional[Iterable[str]] = None, image_input: Optional[dict] = None,
-                   input_names: Optional[Sequence[str]] = None,
-                   refusals: Optional[Refusals] = None) -> Translation:
-    """Capture and translate ``model``, with ``Node.trainable`` set (no loss, no passes)."""
-    refusals = refusals or Refusals()
-    program = capture(model, example_inputs)
-    state = translate(program, image_input, input_names)
-    mark_trainable(state, trainable_parameters(model, optimizer, trainable), refusals)
-    return state
-
-
-def export_torch(module: Any, example_inputs: Any, path: Union[str, os.PathLike], *,
-                 loss: Any, optimizer: Any = None, options: Optional[ExportOptions] = None,
-                 **kwargs: Any) -> ExportReport:
-    """Export a torch module (or a ``torch.export`` program) as an updatable Core ML model.
-
-    ``optimizer`` is a ``torch.optim.SGD``/``Adam`` (its hyperparameters and the parameters it
-    holds define the training), one of our ``SGD``/``Adam``, or None (SGD, lr 0.01).
-    ``loss`` is ``nn.CrossEntropyLoss()``, ``nn.NLLLoss()`` (after log_softmax) or
-    ``nn.MSELoss()``. Everything else is an ``ExportOptions`` field, given as ``options`` or
-    as keywords: ``trainable`` names modules/parameters to train instead of the optimizer's;
-    inputs keep forward()'s argument names unless ``input_names`` renames them;
-    ``image_input`` (``{"color": "rgb", "scale": 1/255, "bias": [...]}``) makes the first
-    input an image whose preprocessing gives the tensor the module expects; ``pipeline=True``
-    writes a frozen backbone and the updatable head as a pipeline, ``backbone`` says who makes
-    the backbone: ``'frontend'`` (us), ``'coremltools'`` (``ct.convert`` of the
-    ``nn.Sequential`` children before the first one that trains) or ``'auto'`` (coremltools
-    only when we refuse an op; see ``backbone.py``). Returns the ``ExportReport``.
-    """
-    import torch
-
-    from ..backbone import torch_head, translate_or_convert
-    from ..export import export_graph
-
-    options = ExportOptions.build(options, **kwargs)
-    refusals = Refusals(options.allow_unsupported)
-    image_input, input_names, trainable = options.image_input, options.input_names, options.trainable
-    state, converted = translate_or_convert(
-        options.backbone, options.pipeline,
-        lambda: torch_to_graph(module, example_inputs, optimizer=optimizer, trainable=trainable,
-                               image_input=image_input, input_names=input_names, refusals=refusals),
-        lambda reason: torch_head(module, example_inputs, optimizer=optimizer, trainable=trainable,
-                                  image_input=image_input, input_names=input_names,
-                                  refusals=refusals, reason=reason))
-    plan = map_loss(loss, state, refusals)
-    core_optimizer = map_optimizer(optimizer, refusals)
-    assumptions = optimizer_assumptions(optimizer, core_optimizer) + options.default_notes()
-    return export_graph(state.graph, path, loss=plan.kind, from_logits=plan.from_logits,
-                        optimizer=core_optimizer, options=options,
-                        source=f"torch=={torch.__version__}", assumptions=assumptions,
-                        warnings=refusals.warnings, backbone=converted)
-
 
 def optimizer_assumptions(source: Any, optimizer: Union[SGD, Adam]) -> list[str]:
     """What the report should say about how the optimizer was chosen and mapped."""
@@ -403,122 +270,3 @@ def optimizer_assumptions(source: Any, optimizer: Union[SGD, Adam]) -> list[str]
     return [note] if note else []
 
 
-# -- file sources for the CLI ----------------------------------------------------------------
-
-
-@dataclass
-class TorchSource:
-    """A model loaded from files: a module or an ExportedProgram, plus example inputs."""
-
-    model: Any
-    example_inputs: tuple
-
-
-def load_torch_source(spec: str, weights: Optional[Union[str, os.PathLike]] = None,
-                      example_shape: Optional[Sequence[int]] = None, *,
-                      trust_source: bool = False) -> TorchSource:
-    """Load ``model.pt2`` (``torch.export.save``) or ``module:factory`` / ``file.py:factory``.
-
-    A factory is called without arguments (it is the user's own code, imported as such);
-    ``weights`` is a state dict loaded with ``weights_only=True`` (never arbitrary
-    unpickling). ``example_shape`` is one example's shape, e.g. ``(3, 224, 224)``; a ``.pt2``
-    carries its own example inputs. ``torch.export.load`` unpickles parts of a ``.pt2``
-    without ``weights_only`` (a crafted file runs code), so a ``.pt2`` is only loaded with
-    ``trust_source=True`` (``--trust-source``): for files you made yourself.
-    """
-    if spec.endswith(".pt2"):
-        if not trust_source:
-            raise UntrustedSourceError(
-                f"{spec}: a .pt2 program is read by torch.export.load, which unpickles parts of "
-                "the file and can run code stored in it; pass --trust-source (trust_source=True) "
-                "only for a file you made, or export the model to ONNX, or give module:factory "
-                "with --weights (a state dict, loaded safely)")
-        program = _load_program(Path(spec))
-        inputs = _example_from_shape(example_shape) if example_shape else \
-            tuple(program.example_inputs[0]) if program.example_inputs else None
-        if inputs is None:
-            raise ConfigError(f"{spec}: the program stores no example inputs; give example_shape")
-        if weights is not None:
-            raise ConfigError(f"{spec}: a .pt2 program carries its weights; drop weights")
-        return TorchSource(program, inputs)
-    if example_shape is None:
-        raise ConfigError(f"{spec}: give example_shape, one example's input shape, e.g. 3,224,224")
-    module = _call_factory(spec)
-    if weights is not None:
-        state = _load_state_dict(Path(weights))
-        try:
-            module.load_state_dict(state)
-        except RuntimeError as exc:
-            detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3]) or first_line(exc).rstrip('.')
-            raise ModelFileError(f"{weights}: does not match {spec} ({detail[:300]}); save the "
-                                 "state dict of the same architecture") from None
-    return TorchSource(module, _example_from_shape(example_shape))
-
-
-def _example_from_shape(shape: Sequence[int]) -> tuple:
-    import torch
-
-    dims = [int(d) for d in shape]
-    if not dims or any(d < 1 for d in dims):
-        raise ConfigError(f"example shape {list(shape)} must be positive integers")
-    return (torch.zeros(1, *dims),)
-
-
-def _load_program(path: Path) -> Any:
-    import torch
-
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such file")
-    try:
-        return torch.export.load(str(path))
-    except Exception as exc:
-        raise ModelFileError(f"{path}: not a torch.export program ({first_line(exc).rstrip('.')})") from None
-
-
-def _load_state_dict(path: Path) -> dict:
-    import torch
-
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such file")
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelFileError(f"{path}: not a state dict loadable with weights_only=True "
-                             f"({type(exc).__name__}); save it with torch.save(model.state_dict())") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ModelFileError(f"{path}: holds a {type(state).__name__}, expected a state dict")
-    return state
-
-
-def _call_factory(spec: str) -> Any:
-    import torch
-
-    target, _, factory = spec.rpartition(":")
-    if not target or not factory:
-        raise ConfigError(f"{spec!r}: expected a .pt2 file or 'package.module:factory' / "
-                          "'file.py:factory'")
-    module = _import_target(target)
-    fn = getattr(module, factory, None)
-    if not callable(fn):
-        raise ConfigError(f"{target} has no callable {factory!r}")
-    model = fn()
-    if not isinstance(model, torch.nn.Module):
-        raise ConfigError(f"{spec} returned a {type(model).__name__}, expected a torch.nn.Module")
-    return model
-
-
-def _import_target(target: str) -> Any:
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise ModelFileError(f"{path}: no such file")
-        loader_spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(loader_spec)
-        loader_spec.loader.exec_module(module)
-        return module
-    try:
-        return importlib.import_module(target)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import {target!r}: {exc}") from None

@@ -1,0 +1,123 @@
+"""What every Keras converter shares: the graph being built (``Context``), traced tensors,
+the converter table, and the channel-last -> channel-first edge.
+
+Keras is channel-last; the IR is channel-first, so shapes and kernels are transposed here,
+at the edge. keras is imported on first use, without TensorFlow's start-up noise.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+
+from ...errors import ConfigError, UnsupportedError
+from ...frameworks import quiet_import
+from ...ir import Node
+from ...registry import Registry
+from ..common import unique_name
+
+PathLike = Union[str, os.PathLike]
+
+
+def _keras():
+    """keras, imported on first use without TensorFlow's start-up noise."""
+    return quiet_import("keras")
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A traced value: IR tensor name and its per-example channel-first shape."""
+
+    name: str
+    shape: tuple[int, ...]
+
+
+@dataclass
+class Context:
+    """The graph being built plus what the converters report."""
+
+    trainable: Optional[set[str]]
+    allow_unsupported: bool
+    nodes: list[Node] = field(default_factory=list)
+    node_names: set[str] = field(default_factory=set)
+    tensor_names: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)  # keras layer names met while tracing
+
+    def tensor(self, name: str) -> str:
+        """A new unique tensor name (Core ML blobs and layers have separate namespaces)."""
+        return unique_name(self.tensor_names, name)
+
+    def trains(self, layer) -> bool:
+        if self.trainable is not None:
+            return layer.name in self.trainable
+        return bool(layer.trainable)
+
+    def add(self, op: str, name: str, inputs: Sequence[Tensor], *, attrs=None, weights=None,
+            trainable: bool = False, source: str = "", output: Optional[str] = None) -> str:
+        """Append a node; returns its output tensor name (``output`` or the node name)."""
+        name = unique_name(self.node_names, name)
+        out = self.tensor(name if output is None else output)
+        self.nodes.append(Node(op, name, [t.name for t in inputs], [out], attrs=dict(attrs or {}),
+                               weights=dict(weights or {}), trainable=trainable, source=source))
+        return out
+
+    def refuse(self, message: str) -> None:
+        """An option we cannot carry: an error, or a warning with ``allow_unsupported``."""
+        if not self.allow_unsupported:
+            raise UnsupportedError(f"{message} (pass allow_unsupported=True to export anyway)")
+        self.warnings.append(message)
+
+
+Converter = Callable[[Context, Any, list, dict, tuple], str]
+#: Keras layer class name -> converter ``(ctx, layer, inputs, kwargs, out_shape) -> IR tensor``;
+#: ``inputs`` are ``Tensor`` s, ``out_shape`` the channel-first output shape. Only classes
+#: from keras itself match (a subclass may change ``call``).
+CONVERTERS = Registry("converter for Keras layer")
+converts = CONVERTERS.register
+
+
+def channel_first(shape: Sequence[Optional[int]], where: str) -> tuple[int, ...]:
+    """Keras per-example shape (channel-last) -> IR shape (channel-first). A sequence
+    ``(steps, features)`` is already the IR's ``(Seq, C)``."""
+    if any(d is None for d in shape):
+        raise UnsupportedError(f"{where}: shape {tuple(shape)} has unknown dimensions; Core ML "
+                               "needs fixed sizes: give the Input an explicit shape")
+    shape = tuple(int(d) for d in shape)
+    if len(shape) == 3:
+        return (shape[2], shape[0], shape[1])
+    if len(shape) in (1, 2):
+        return shape
+    raise UnsupportedError(f"{where}: rank-{len(shape)} tensors {shape} are not supported; "
+                           "use vectors (N,), sequences (steps, features) or images (H, W, C)")
+
+
+def _source(layer) -> str:
+    return f"keras.layers.{type(layer).__name__}"
+
+
+def _functional(model):
+    """The functional graph behind a model (Sequential keeps one once built)."""
+    if isinstance(model, _keras().Sequential):
+        graph = getattr(model, "_functional", None)
+        if graph is None:
+            raise ConfigError(f"model {model.name!r} is not built: give it an Input layer or call "
+                              "model.build(input_shape) before exporting")
+        return graph
+    if not hasattr(model, "_nodes_by_depth"):
+        raise UnsupportedError(f"model {model.name!r} ({type(model).__name__}) is a subclassed "
+                               "model; export a Sequential or functional model")
+    return model
+
+
+def _numpy(variable) -> np.ndarray:
+    return np.asarray(_keras().ops.convert_to_numpy(variable), dtype=np.float32)
+
+
+def _channels_last(layer) -> None:
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        raise UnsupportedError(f"layer {layer.name!r}: data_format={layer.data_format!r}; only "
+                               "channels_last models are supported")

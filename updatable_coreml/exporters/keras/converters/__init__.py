@@ -1,0 +1,6 @@
+"""Keras layer converters by family; importing this package registers them all in
+``context.CONVERTERS``. A converter is ``(ctx, layer, inputs, kwargs, out_shape) -> IR tensor``."""
+
+from __future__ import annotations
+
+from . import elementwise, sequence, shape, weights  # noqa: F401

@@ -1,0 +1,124 @@
+"""Trace a built Keras model into the IR: walk its functional graph in Keras's own order and
+convert each layer call (one converter per layer class, ``converters/``); a layer without a
+converter is an error that names it."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from ...errors import ConfigError, UnsupportedError, UpdatableCoreMLError, first_line
+from ...ir import Graph, TensorSpec
+from . import converters  # noqa: F401  (importing registers the converters)
+from .context import CONVERTERS, Context, Tensor, _functional, _keras, channel_first
+
+def _trace(ctx: Context, model, inputs: list[Tensor]) -> list[Tensor]:
+    """Walk a functional graph in Keras's own execution order, converting each layer call."""
+    graph = _functional(model)
+    values: dict[int, Tensor] = {id(k): t for k, t in zip(graph.inputs, inputs)}
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        for node in graph._nodes_by_depth[depth]:
+            if node.is_input:
+                continue
+            layer = node.operation
+            args, kwargs = node.arguments.fill_in(values)
+            flat = _flatten_args(args)
+            out_keras = node.outputs
+            if isinstance(layer, _keras().Model):
+                results = _trace(ctx, layer, flat)
+            else:
+                results = [_convert(ctx, layer, flat, kwargs, out_keras)]
+            for keras_tensor, result in zip(out_keras, results):
+                values[id(keras_tensor)] = result
+    return [values[id(k)] for k in graph.outputs]
+
+
+def _flatten_args(args) -> list[Tensor]:
+    flat = []
+    for arg in args:
+        if isinstance(arg, Tensor):
+            flat.append(arg)
+        elif isinstance(arg, (list, tuple)):
+            flat += _flatten_args(arg)
+    return flat
+
+
+def _convert(ctx: Context, layer, inputs: list[Tensor], kwargs: dict, out_keras) -> Tensor:
+    kind = type(layer).__name__
+    converter = CONVERTERS.get(kind) if type(layer).__module__.startswith("keras.") else None
+    if converter is None:
+        raise UnsupportedError(f"layer {layer.name!r} of class {type(layer).__module__}.{kind} "
+                               "has no Core ML converter; supported: " + ", ".join(sorted(CONVERTERS)))
+    if len(out_keras) != 1:
+        raise UnsupportedError(f"layer {layer.name!r} ({kind}) has {len(out_keras)} outputs")
+    ctx.seen.add(layer.name)
+    _check_regularizers(ctx, layer)
+    out_shape = channel_first(out_keras[0].shape[1:], f"layer {layer.name!r}")
+    try:
+        name = converter(ctx, layer, inputs, kwargs, out_shape)
+    except UpdatableCoreMLError:
+        raise
+    except Exception as exc:  # a converter bug or an unexpected configuration: name the layer
+        raise UnsupportedError(f"layer {layer.name!r} ({kind}) could not be converted "
+                               f"({type(exc).__name__}: {first_line(exc)}); please report it "
+                               "with the model") from exc
+    return Tensor(name, out_shape)
+
+
+def _check_regularizers(ctx: Context, layer) -> None:
+    for attr in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
+                 "depthwise_regularizer", "pointwise_regularizer"):
+        if getattr(layer, attr, None) is not None and ctx.trains(layer):
+            ctx.warnings.append(f"layer {layer.name!r}: {attr} is not carried to the device (Core ML "
+                                "has no regularization); on-device training runs without it")
+
+
+def keras_to_graph(model, *, trainable: Optional[Sequence[str]] = None, image_input=None,
+                   allow_unsupported: bool = False) -> tuple[Graph, Context]:
+    """Trace a built Keras model into an IR graph (before any pass)."""
+    ctx = Context(set(trainable) if trainable is not None else None, allow_unsupported)
+    graph = _functional(model)
+    inputs = []
+    for keras_tensor in graph.inputs:
+        name = ctx.tensor(keras_tensor._keras_history.operation.name)
+        inputs.append(TensorSpec(name, channel_first(keras_tensor.shape[1:], f"input {name!r}")))
+    if image_input is not None and image_input is not False:
+        if len(inputs) != 1:
+            raise ConfigError("image_input needs a model with exactly one input")
+        inputs[0].image = _image_options(image_input, inputs[0].shape)
+    outputs = _trace(ctx, model, [Tensor(t.name, t.shape) for t in inputs])
+    if ctx.trainable is not None:
+        unknown = sorted(ctx.trainable - ctx.seen)
+        if unknown:
+            raise ConfigError(f"trainable names unknown layers {unknown}; layers are: "
+                              + ", ".join(sorted(ctx.seen)))
+    return _token_inputs(Graph(inputs, [t.name for t in outputs], ctx.nodes)), ctx
+
+
+def _token_inputs(graph: Graph) -> Graph:
+    """Inputs read by embeddings hold token ids ``(steps,)``: make them ``(Seq, 1)`` sequences.
+
+    Keras cannot tell them from vectors by shape; only their use says what they are.
+    """
+    for spec in graph.inputs:
+        consumers = graph.consumers(spec.name)
+        if not any(node.op == "embedding" for node in consumers):
+            continue
+        others = [node.name for node in consumers if node.op != "embedding"]
+        if others or spec.name in graph.outputs:
+            raise UnsupportedError(f"input {spec.name!r} holds token ids for an Embedding and "
+                                   f"cannot also feed {others or 'the output'}; give them "
+                                   "separate inputs")
+        spec.shape = (spec.shape[0], 1)
+    return graph
+
+
+def _image_options(image_input, shape: tuple[int, ...]) -> dict:
+    if isinstance(image_input, dict):
+        return dict(image_input)
+    if isinstance(image_input, str):
+        if image_input not in ("rgb", "bgr", "grayscale"):
+            raise ConfigError(f"image_input={image_input!r}: use 'rgb', 'bgr' or 'grayscale'")
+        return {"color": image_input}
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise ConfigError(f"image_input: the input shape {shape} (C, H, W) is not an RGB or grayscale image")
+    return {"color": "rgb" if shape[0] == 3 else "grayscale"}
