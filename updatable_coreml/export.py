@@ -130,14 +130,15 @@ def export_graph(graph: Graph, path: PathLike, *, loss: str, optimizer: Optimize
     if labels is not None and loss != "cce":
         raise ConfigError("class_labels make a classifier, which trains with categorical "
                           f"cross-entropy; the loss is {loss!r}")
-    layer_names_taken = {node.name for node in graph.nodes}
-    loss_name = next(n for n in ("loss", "loss_layer", "updatable_coreml_loss") if n not in layer_names_taken)
+    taken = {node.name for node in graph.nodes}
+    loss_name = next(n for n in ("loss", "loss_layer", "updatable_coreml_loss") if n not in taken)
     config = TrainingConfig(Loss(loss, graph.outputs[0], name=loss_name),
                             with_lr_range(optimizer, options.lr_range),
                             batch_size=options.resolved("batch_size"),
                             allowed_batch_sizes=options.allowed_batch_sizes,
-                            epochs=options.resolved("epochs"), allowed_epochs=options.allowed_epochs,
-                            shuffle=options.shuffle, seed=options.seed)
+                            epochs=options.resolved("epochs"),
+                            allowed_epochs=options.allowed_epochs, shuffle=options.shuffle,
+                            seed=options.seed)
     if options.pipeline and backbone is None:
         backbone, graph = split_backbone(graph, metadata)
     spec = build_spec(graph, class_labels=labels, regressor=options.regressor, metadata=metadata)

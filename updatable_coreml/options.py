@@ -46,6 +46,12 @@ def both_names(name: str) -> str:
     return f"{flag(name)} ({name}=)"
 
 
+def did_you_mean(name: str, known: Sequence[str]) -> str:
+    """``"; did you mean 'a', 'b'?"`` for the names closest to a mistyped ``name`` (or "")."""
+    close = difflib.get_close_matches(name, list(known), n=3)
+    return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+
+
 def as_list(value: Any, name: str, *, split_commas: bool = False) -> Optional[list]:
     """A list from a list, a tuple, a range or one string (never iterated into characters).
 
@@ -165,9 +171,7 @@ class ExportOptions:
         known = {f.name for f in dataclasses.fields(cls)} - {"given"}
         for name in kwargs:
             if name not in known:
-                close = difflib.get_close_matches(name, sorted(known), n=2)
-                hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-                raise ConfigError(f"unknown export option {name!r}{hint}")
+                raise ConfigError(f"unknown export option {name!r}{did_you_mean(name, sorted(known))}")
         base = options if options is not None else cls()
         given = frozenset(base.given | set(kwargs))
         return dataclasses.replace(base, **kwargs, given=given)

@@ -13,6 +13,16 @@ from dataclasses import dataclass, field
 from ...errors import UnsupportedError
 
 
+def refuse(allow: bool, warnings: list[str], message: str, instead: str,
+           error: type = UnsupportedError) -> None:
+    """Raise ``error(message)`` naming the downgrade, or with ``allow`` append a warning that
+    says what the export did ``instead``."""
+    if not allow:
+        raise error(f"{message} (--allow-unsupported / allow_unsupported=True exports anyway: "
+                    f"{instead})")
+    warnings.append(f"{message} [allow_unsupported: {instead}]")
+
+
 @dataclass
 class Refusals:
     """Raise an option refusal, or, with ``allow``, record it as a warning saying what was done."""
@@ -21,8 +31,6 @@ class Refusals:
     warnings: list[str] = field(default_factory=list)
 
     def refuse(self, message: str, instead: str, error: type = UnsupportedError) -> None:
-        if not self.allow:
-            raise error(message)
-        self.warnings.append(f"{message} [allow_unsupported: {instead}]")
+        refuse(self.allow, self.warnings, message, instead, error)
 
 

@@ -18,9 +18,9 @@ from .context import _keras as _keras  # keras, imported quietly on first use
 from .export import export_keras
 from .files import load_keras_file
 from .trace import keras_to_graph
-from .training import LossMapping, fit_arguments, map_loss, map_optimizer
+from .training import fit_arguments, map_loss, map_optimizer
 
-__all__ = ["ACTIVATIONS", "CONVERTERS", "Context", "LossMapping", "UpdatableCoreMLExport", "channel_first",
+__all__ = ["ACTIVATIONS", "CONVERTERS", "Context", "UpdatableCoreMLExport", "channel_first",
            "export_keras", "fit_arguments", "keras_to_graph", "load_keras_file", "map_loss",
            "map_optimizer"]
 

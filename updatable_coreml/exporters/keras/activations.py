@@ -7,7 +7,6 @@ from typing import Callable, Optional
 from ...errors import UnsupportedError
 from .context import Context, Tensor, _keras, _source
 
-
 #: Keras activation function name -> IR activation attrs (None: softmax op; {}: linear).
 ACTIVATIONS: dict[str, Optional[dict]] = {
     "linear": {}, "relu": {"kind": "relu"}, "relu6": {"kind": "relu6", "min": 0.0, "max": 6.0},

@@ -11,8 +11,12 @@ from ...compose import Backbone
 from ...errors import ConfigError, UnsupportedError, first_line
 from ...frameworks import quiet_import
 from ...ir import Graph
-from ..common.coremltools import (FEATURES, convert_with_coremltools, rename_graph_input,
-                                  single_input)
+from ..common.coremltools import (
+    FEATURES,
+    convert_with_coremltools,
+    rename_graph_input,
+    single_input,
+)
 from .context import Context, _functional, _keras, channel_first
 from .trace import keras_to_graph
 

@@ -18,6 +18,7 @@ from ...frameworks import quiet_import
 from ...ir import Node
 from ...registry import Registry
 from ..common import unique_name
+from ..common.refusals import refuse
 
 PathLike = Union[str, os.PathLike]
 
@@ -65,11 +66,9 @@ class Context:
                                weights=dict(weights or {}), trainable=trainable, source=source))
         return out
 
-    def refuse(self, message: str) -> None:
+    def refuse(self, message: str, instead: str = "exported without it") -> None:
         """An option we cannot carry: an error, or a warning with ``allow_unsupported``."""
-        if not self.allow_unsupported:
-            raise UnsupportedError(f"{message} (pass allow_unsupported=True to export anyway)")
-        self.warnings.append(message)
+        refuse(self.allow_unsupported, self.warnings, message, instead)
 
 
 Converter = Callable[[Context, Any, list, dict, tuple], str]

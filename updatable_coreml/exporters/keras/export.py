@@ -52,7 +52,7 @@ def export_keras(model, path: PathLike, *, loss=None, optimizer=None,
     opt, notes = map_optimizer(optimizer if optimizer is not None else getattr(model, "optimizer", None),
                                ctx)
     assumptions = list(notes) + options.default_notes()
-    if loss_map.keras_name == "categorical_crossentropy":
+    if loss_map.source_name == "categorical_crossentropy":
         assumptions.append("categorical_crossentropy: on device the target is the class label "
                            "(or index), not a one-hot vector")
     return export_graph(

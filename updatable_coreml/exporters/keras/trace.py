@@ -8,8 +8,11 @@ from typing import Optional, Sequence
 
 from ...errors import ConfigError, UnsupportedError, UpdatableCoreMLError, first_line
 from ...ir import Graph, TensorSpec
+from ...options import did_you_mean
+from ..common.image import apply_image_input
 from . import converters  # noqa: F401  (importing registers the converters)
 from .context import CONVERTERS, Context, Tensor, _functional, _keras, channel_first
+
 
 def _trace(ctx: Context, model, inputs: list[Tensor]) -> list[Tensor]:
     """Walk a functional graph in Keras's own execution order, converting each layer call."""
@@ -81,16 +84,14 @@ def keras_to_graph(model, *, trainable: Optional[Sequence[str]] = None, image_in
     for keras_tensor in graph.inputs:
         name = ctx.tensor(keras_tensor._keras_history.operation.name)
         inputs.append(TensorSpec(name, channel_first(keras_tensor.shape[1:], f"input {name!r}")))
-    if image_input is not None and image_input is not False:
-        if len(inputs) != 1:
-            raise ConfigError("image_input needs a model with exactly one input")
-        inputs[0].image = _image_options(image_input, inputs[0].shape)
+    apply_image_input(image_input, inputs)
     outputs = _trace(ctx, model, [Tensor(t.name, t.shape) for t in inputs])
     if ctx.trainable is not None:
         unknown = sorted(ctx.trainable - ctx.seen)
         if unknown:
-            raise ConfigError(f"trainable names unknown layers {unknown}; layers are: "
-                              + ", ".join(sorted(ctx.seen)))
+            raise ConfigError(f"--trainable (trainable=): no layer named {unknown[0]!r}"
+                              + (did_you_mean(unknown[0], sorted(ctx.seen))
+                                 or "; layers are: " + ", ".join(sorted(ctx.seen))))
     return _token_inputs(Graph(inputs, [t.name for t in outputs], ctx.nodes)), ctx
 
 
@@ -110,15 +111,3 @@ def _token_inputs(graph: Graph) -> Graph:
                                    "separate inputs")
         spec.shape = (spec.shape[0], 1)
     return graph
-
-
-def _image_options(image_input, shape: tuple[int, ...]) -> dict:
-    if isinstance(image_input, dict):
-        return dict(image_input)
-    if isinstance(image_input, str):
-        if image_input not in ("rgb", "bgr", "grayscale"):
-            raise ConfigError(f"image_input={image_input!r}: use 'rgb', 'bgr' or 'grayscale'")
-        return {"color": image_input}
-    if len(shape) != 3 or shape[0] not in (1, 3):
-        raise ConfigError(f"image_input: the input shape {shape} (C, H, W) is not an RGB or grayscale image")
-    return {"color": "rgb" if shape[0] == 3 else "grayscale"}

@@ -4,11 +4,11 @@ refused with a reason), and the ``fit`` arguments a callback cannot see otherwis
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 
 from ...errors import ConfigError, UnsupportedError
 from ...runtime.assumptions import framework_form_note
 from ...training import SGD, Adam, Optimizer
+from ..common.loss import LossPlan
 from .context import Context, _keras
 
 _LOSS_ALIASES = {
@@ -21,14 +21,7 @@ _LOSS_ALIASES = {
 }
 
 
-@dataclass(frozen=True)
-class LossMapping:
-    kind: str           # "cce" | "mse"
-    from_logits: bool
-    keras_name: str
-
-
-def map_loss(loss, ctx: Context) -> LossMapping:
+def map_loss(loss, ctx: Context) -> LossPlan:
     """A Keras loss (string, function or ``keras.losses.Loss``) -> Core ML loss kind."""
     keras = _keras()
     if loss is None:
@@ -71,7 +64,7 @@ def map_loss(loss, ctx: Context) -> LossMapping:
         ctx.refuse(f"loss {name}: reduction={reduction!r}; Core ML averages over the mini-batch "
                    "(reduction='sum_over_batch_size')")
     kind = "mse" if key == "mean_squared_error" else "cce"
-    return LossMapping(kind, bool(config.get("from_logits", False)), key)
+    return LossPlan(kind, bool(config.get("from_logits", False)), source_name=key)
 
 
 def map_optimizer(optimizer, ctx: Context) -> tuple[Optimizer, list[str]]:

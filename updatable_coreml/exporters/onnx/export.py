@@ -10,16 +10,16 @@ the functions that need it.
 
 from __future__ import annotations
 
-import difflib
 import os
 from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
 
 from ...errors import ConfigError, UnsupportedError
 from ...ir import Node
-from ...options import ExportOptions
+from ...options import ExportOptions, did_you_mean
 from ...passes import UPDATABLE_OPS
+from .context import OnnxTranslation
 from .load import load_onnx
-from .translate import OnnxTranslation, translate
+from .translate import translate
 
 if TYPE_CHECKING:
     from ...export import ExportReport
@@ -50,9 +50,8 @@ def select_trainable(state: OnnxTranslation, trainable: Union[None, str, Iterabl
         if not hits:
             known = [n.name for n in state.graph.nodes] + sorted(
                 {w for sources in state.weight_sources.values() for w in sources})
-            close = difflib.get_close_matches(name, known, n=3)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise ConfigError(f"trainable: no node or initializer named {name!r}{hint}")
+            raise ConfigError(f"--trainable (trainable=): no node or initializer named {name!r}"
+                              + did_you_mean(name, known))
         for node in hits:
             node.trainable = True
     return []

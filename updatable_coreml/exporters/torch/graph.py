@@ -6,8 +6,9 @@ from typing import Any, Iterable, Optional, Sequence
 
 from ..common.refusals import Refusals
 from .capture import capture
+from .context import Translation
 from .training import mark_trainable, trainable_parameters
-from .translate import Translation, translate
+from .translate import translate
 
 
 def torch_to_graph(model: Any, example_inputs: Any, *, optimizer: Any = None,

@@ -6,18 +6,18 @@ changes). torch is imported inside the functions that need it.
 
 from __future__ import annotations
 
-import difflib
 import math
-from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Union
 
 from ...errors import ConfigError, NotUpdatableError, UnsupportedError
 from ...ir import Graph
+from ...options import did_you_mean
 from ...passes import UPDATABLE_OPS
 from ...runtime.assumptions import framework_form_note
 from ...training import SGD, Adam
+from ..common.loss import LossPlan
 from ..common.refusals import Refusals
-from .translate import Translation, where
+from .context import Translation, where
 
 
 # -- what trains -----------------------------------------------------------------------------
@@ -59,9 +59,8 @@ def _select_by_name(named: list[tuple[str, Any]], wanted: list[str]) -> set[str]
     for item in wanted:
         hits = {n for n in names if n == item or n.startswith(item + ".")}
         if not hits:
-            close = difflib.get_close_matches(item, modules + names, n=3)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise ConfigError(f"trainable: no module or parameter named {item!r}{hint}")
+            raise ConfigError(f"--trainable (trainable=): no module or parameter named {item!r}"
+                              + did_you_mean(item, modules + names))
         chosen |= hits
     return chosen
 
@@ -118,15 +117,6 @@ def _check_untied(layer: str, params: dict[str, str], uses: dict[str, list[str]]
 # -- loss ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LossPlan:
-    """The Core ML loss for a torch loss: ``cce`` or ``mse``, and whether it reads logits."""
-
-    kind: str
-    from_logits: bool
-    output: str
-
-
 def map_loss(loss: Any, state: Translation, refusals: Refusals) -> LossPlan:
     """Map ``nn.CrossEntropyLoss`` / ``nn.NLLLoss`` / ``nn.MSELoss`` (or their names)."""
     import torch.nn as nn
@@ -146,7 +136,7 @@ def map_loss(loss: Any, state: Translation, refusals: Refusals) -> LossPlan:
         loss = kind[loss]()
     _check_reduction(loss, refusals)
     if isinstance(loss, nn.MSELoss):
-        return LossPlan("mse", False, output)
+        return LossPlan("mse", False, output, type(loss).__name__)
     if isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)):
         _check_class_loss_options(loss, refusals)
         if isinstance(loss, nn.NLLLoss) and not ends_log_softmax:
@@ -162,7 +152,7 @@ def map_loss(loss: Any, state: Translation, refusals: Refusals) -> LossPlan:
             state.graph.notes.append(f"log_softmax output {output!r} exported as softmax: the model "
                                      "outputs probabilities; cross-entropy on them trains like "
                                      f"{type(loss).__name__} on the log-probabilities")
-        return LossPlan("cce", not (ends_log_softmax or ends_softmax), output)
+        return LossPlan("cce", not (ends_log_softmax or ends_softmax), output, type(loss).__name__)
     raise UnsupportedError(f"loss {type(loss).__name__}: Core ML trains with categorical "
                            "cross-entropy (nn.CrossEntropyLoss, nn.NLLLoss after log_softmax) or "
                            "mean squared error (nn.MSELoss) only")

@@ -9,7 +9,6 @@ from ....errors import UnsupportedError
 from ..activations import ACTIVATIONS, _activation_name
 from ..context import Context, Tensor, _numpy, _source, converts
 
-
 #: Activations a Keras LSTM may use: bounded ones, because Core ML clips the LSTM's gate
 #: pre-activations and cell to [-50, 50], which would change an unbounded activation's result.
 LSTM_ACTIVATIONS = ("sigmoid", "tanh", "hard_sigmoid")

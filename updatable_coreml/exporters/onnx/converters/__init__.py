@@ -1,0 +1,7 @@
+"""ONNX op converters by family; importing this package registers them all in
+``context.CONVERTERS``. A converter is ``(state, node) -> None`` and writes IR nodes through
+``state.emit``."""
+
+from __future__ import annotations
+
+from . import activations, elementwise, pooling, shape, weights  # noqa: F401

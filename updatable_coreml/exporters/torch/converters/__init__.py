@@ -1,0 +1,7 @@
+"""aten op converters by family; importing this package registers them all in
+``context.CONVERTERS``. A converter is ``(state, fx_node, arguments_by_schema_name) -> None``
+and writes IR nodes through ``state.emit``."""
+
+from __future__ import annotations
+
+from . import activations, elementwise, pooling, shape, weights  # noqa: F401

@@ -1,0 +1,77 @@
+"""Pooling, and the spatial mean that is global pooling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ....errors import UnsupportedError
+from ....ir import Node
+from ...common.pooling import ceil_mode_pads
+from ...common.rules import require_spatial_axes
+from ..context import Translation, _pair, converter, example_shape, full_shape, where
+
+
+def _pool_geometry(fx: Any, a: dict) -> tuple[tuple[int, int], tuple[int, int], tuple[int, ...]]:
+    kernel = _pair(a["kernel_size"])
+    strides = _pair(a["stride"]) if a["stride"] else kernel
+    ph, pw = _pair(a["padding"])
+    pads = (ph, ph, pw, pw)
+    if a["ceil_mode"]:
+        include_pad = bool(a.get("count_include_pad", False))
+        pads = ceil_mode_pads(full_shape(a["self"])[2:], kernel, strides, pads, include_pad, where(fx))
+    return kernel, strides, pads
+
+
+@converter("max_pool2d", "max_pool2d_with_indices")
+def _max_pool2d(state: Translation, fx: Any, a: dict) -> None:
+    if _pair(a["dilation"]) != (1, 1):
+        raise UnsupportedError(f"dilated max pooling in {where(fx)} is not supported")
+    kernel, strides, pads = _pool_geometry(fx, a)
+    state.emit(fx, "pool2d", [state.tensor(a["self"])],
+               attrs={"kind": "max", "kernel": kernel, "strides": strides,
+                      "padding": pads, "global": False, "count_include_pad": False})
+
+
+@converter("avg_pool2d")
+def _avg_pool2d(state: Translation, fx: Any, a: dict) -> None:
+    if a["divisor_override"] is not None:
+        raise UnsupportedError(f"avg pooling with divisor_override in {where(fx)} is not supported")
+    kernel, strides, pads = _pool_geometry(fx, a)
+    state.emit(fx, "pool2d", [state.tensor(a["self"])],
+               attrs={"kind": "avg", "kernel": kernel, "strides": strides, "padding": pads,
+                      "global": False, "count_include_pad": bool(a["count_include_pad"])})
+
+
+def _global_avg_pool(state: Translation, fx: Any, source: Any, suffix: str = "") -> Node:
+    return state.emit(fx, "pool2d", [state.tensor(source)], suffix=suffix,
+                      attrs={"kind": "avg", "kernel": example_shape(source)[1:], "strides": (1, 1),
+                             "padding": "valid", "global": True, "count_include_pad": False})
+
+
+@converter("adaptive_avg_pool2d")
+def _adaptive_avg_pool2d(state: Translation, fx: Any, a: dict) -> None:
+    _, height, width = example_shape(a["self"])
+    out_h, out_w = _pair(a["output_size"])
+    if (out_h, out_w) == (1, 1):
+        _global_avg_pool(state, fx, a["self"])
+    elif (out_h, out_w) == (height, width):
+        state.alias(fx, a["self"])
+    elif height % out_h == 0 and width % out_w == 0:
+        kernel = (height // out_h, width // out_w)
+        state.emit(fx, "pool2d", [state.tensor(a["self"])],
+                   attrs={"kind": "avg", "kernel": kernel, "strides": kernel, "padding": "valid",
+                          "global": False, "count_include_pad": False})
+    else:
+        raise UnsupportedError(f"adaptive avg pooling from {height}x{width} to {out_h}x{out_w} in "
+                               f"{where(fx)}: the windows overlap unevenly; use an output size "
+                               "that divides the input")
+
+
+@converter("mean")
+def _mean(state: Translation, fx: Any, a: dict) -> None:
+    require_spatial_axes(a["dim"] or (), len(full_shape(a["self"])), "mean", where(fx))
+    if a["keepdim"]:
+        _global_avg_pool(state, fx, a["self"])
+        return
+    pooled = _global_avg_pool(state, fx, a["self"], suffix=".pool")
+    state.emit(fx, "flatten", pooled.outputs)
