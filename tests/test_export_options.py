@@ -58,9 +58,9 @@ def test_every_frontend_writes_the_same_defaults(tmp_path):
     keras = pytest.importorskip("keras")
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
-    import onnx_helpers
     from onnx import helper
 
+    import onnx_helpers
     from updatable_coreml.exporters.keras import export_keras
     from updatable_coreml.exporters.onnx import export_onnx
     from updatable_coreml.exporters.torch import export_torch
