@@ -93,3 +93,36 @@ def test_python_string_forms_through_an_export(tmp_path):
     assert report.trainable == ["2"]
     outputs = load(tmp_path / "m.mlmodel").predict({"input": np.zeros((1, 4), np.float32)})
     assert set(outputs["probabilities"][0]) == {"a", "b", "c"}
+
+
+def test_onnx_logits_output_is_named_for_what_it_holds(tmp_path):
+    """After the appended softmax an output called "logits" holds probabilities (issue 15)."""
+    pytest.importorskip("onnx")
+    import onnx_helpers
+    from onnx import helper
+
+    from updatable_coreml.exporters.onnx import export_onnx
+
+    built = onnx_helpers.model([helper.make_node("Relu", ["x"], ["features"])], (4,),
+                               output="logits")
+    report = export_onnx(built, tmp_path / "m.mlmodel", loss="cce", class_labels=[0, 1, 2, 3, 4])
+    assert "probabilities" in report.outputs and "logits" not in report.outputs
+    assert any("'logits' named 'probabilities'" in change for change in report.changes)
+
+
+def test_keras_trainable_typo_suggests_the_layer_and_refusals_name_the_flag(tmp_path):
+    keras = pytest.importorskip("keras")
+    from updatable_coreml.errors import UnsupportedError
+    from updatable_coreml.exporters.keras import export_keras
+
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Dense(3, activation="softmax", name="head")(inputs)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, nesterov=True, momentum=0.5),
+                  loss="sparse_categorical_crossentropy")
+    with pytest.raises(ConfigError, match=r"--trainable \(trainable=\).*'haed'.*did you mean 'head'"):
+        export_keras(model, tmp_path / "m.mlmodel", trainable="haed")
+    with pytest.raises(UnsupportedError, match=r"nesterov.*--allow-unsupported"):
+        export_keras(model, tmp_path / "m.mlmodel")
+    report = export_keras(model, tmp_path / "m.mlmodel", allow_unsupported=True)
+    assert any("nesterov" in w and "[allow_unsupported:" in w for w in report.warnings)

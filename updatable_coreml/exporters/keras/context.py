@@ -18,6 +18,7 @@ from ...frameworks import quiet_import
 from ...ir import Node
 from ...registry import Registry
 from ..common import unique_name
+from ..common.builder import append_node
 from ..common.refusals import refuse
 
 PathLike = Union[str, os.PathLike]
@@ -60,11 +61,10 @@ class Context:
     def add(self, op: str, name: str, inputs: Sequence[Tensor], *, attrs=None, weights=None,
             trainable: bool = False, source: str = "", output: Optional[str] = None) -> str:
         """Append a node; returns its output tensor name (``output`` or the node name)."""
-        name = unique_name(self.node_names, name)
-        out = self.tensor(name if output is None else output)
-        self.nodes.append(Node(op, name, [t.name for t in inputs], [out], attrs=dict(attrs or {}),
-                               weights=dict(weights or {}), trainable=trainable, source=source))
-        return out
+        node = append_node(self.nodes, self.node_names, op, name, [t.name for t in inputs], [],
+                           attrs=attrs, weights=weights, trainable=trainable, source=source)
+        node.outputs.append(self.tensor(node.name if output is None else output))
+        return node.outputs[0]
 
     def refuse(self, message: str, instead: str = "exported without it") -> None:
         """An option we cannot carry: an error, or a warning with ``allow_unsupported``."""

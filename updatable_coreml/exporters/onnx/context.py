@@ -14,7 +14,7 @@ from ...errors import UnsupportedError, first_line
 from ...ir import Graph, Node
 from ...passes import same_pads
 from ...registry import Registry
-from ..common import unique_name
+from ..common.builder import append_node
 
 MIN_OPSET = 13
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -137,16 +137,14 @@ class OnnxTranslation:
              output: Optional[str] = None) -> Node:
         """Append an IR node for ONNX ``node``; it writes ONNX output 0 unless ``output`` names
         another tensor (the intermediate of a node written as two IR nodes)."""
-        name = unique_name(self.taken, node.name + suffix)
         tensor = output or node.output[0]
         kept = {role: np.ascontiguousarray(array, dtype=np.float32)
                 for role, array in (weights or {}).items() if array is not None}
-        ir = Node(op=op, name=name, inputs=inputs, outputs=[tensor], attrs=dict(attrs or {}),
-                  weights=kept, source=f"onnx.{node.op_type}")
-        self.graph.nodes.append(ir)
+        ir = append_node(self.graph.nodes, self.taken, op, node.name + suffix, inputs, [tensor],
+                         attrs=attrs, weights=kept, source=f"onnx.{node.op_type}")
         self.tensors[tensor] = tensor
         if kept:
-            self.weight_sources[name] = {n for n in node.input if n in self.constants}
+            self.weight_sources[ir.name] = {n for n in node.input if n in self.constants}
         return ir
 
     def alias(self, node: Any, source: str) -> None:

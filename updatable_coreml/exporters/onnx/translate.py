@@ -30,8 +30,8 @@ from typing import Any, Optional
 import numpy as np
 
 from ...errors import UnsupportedError, UpdatableCoreMLError, first_line
-from ...ir import Graph, Node, TensorSpec
-from ..common import unique_name
+from ...ir import Graph, TensorSpec
+from ..common.builder import append_node
 from ..common.image import apply_image_input
 from . import converters  # noqa: F401  (importing registers the converters)
 from .context import (
@@ -159,8 +159,8 @@ def _output(state: OnnxTranslation, name: str) -> str:
     source = state.tensor(name, _GraphOutput(name))
     if source == name:
         return name
-    state.graph.nodes.append(Node("identity", unique_name(state.taken, f"{name}_identity"), [source], [name],
-                                  source="onnx output"))
+    append_node(state.graph.nodes, state.taken, "identity", f"{name}_identity", [source], [name],
+                source="onnx output")
     return name
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from ...errors import UnsupportedError
 from ...ir import Graph, Node
 from ...registry import Registry
-from ..common import unique_name
+from ..common.builder import append_node
 
 Converter = Callable[["Translation", Any, dict], None]
 CONVERTERS = Registry("converter for aten op")
@@ -92,12 +92,11 @@ class Translation:
         The node's output tensor carries the node's name. A second node for the same fx node
         (``suffix``) becomes the one ``fx`` maps to.
         """
-        name = unique_name(self.taken, layer_name(fx) + suffix)
         kept = {role: pair for role, pair in (weights or {}).items() if pair[0] is not None}
-        node = Node(op=op, name=name, inputs=inputs, outputs=[name], attrs=dict(attrs or {}),
-                    weights={role: array for role, (array, _) in kept.items()},
-                    source=node_source(fx))
-        self.graph.nodes.append(node)
+        node = append_node(self.graph.nodes, self.taken, op, layer_name(fx) + suffix, inputs,
+                           attrs=attrs, weights={role: array for role, (array, _) in kept.items()},
+                           source=node_source(fx))
+        name = node.name
         self.tensors[fx.name] = name
         self.origin[name] = fx
         params = {role: fqn for role, (_, fqn) in kept.items() if fqn}  # "" = made up here

@@ -1,0 +1,27 @@
+"""The one way a frontend appends an IR node: a unique node name, then the node.
+
+Core ML needs unique layer names while sources reuse them (shared Keras layers, repeated
+functional calls in torch, unnamed or clashing ONNX nodes), so every frontend names its nodes
+through here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from ...compose import free_name
+from ...ir import Node
+
+
+def append_node(nodes: list[Node], taken: set[str], op: str, name: str, inputs: Sequence[str],
+                outputs: Optional[Sequence[str]] = None, *, attrs: Optional[dict] = None,
+                weights: Optional[dict[str, Any]] = None, trainable: bool = False,
+                source: str = "") -> Node:
+    """Append a node called ``name`` (or ``name_1``... if taken) to ``nodes`` and return it.
+    Without ``outputs`` the node writes one tensor named like the node."""
+    name = free_name(taken, name)
+    node = Node(op=op, name=name, inputs=list(inputs),
+                outputs=[name] if outputs is None else list(outputs), attrs=dict(attrs or {}),
+                weights=dict(weights or {}), trainable=trainable, source=source)
+    nodes.append(node)
+    return node
