@@ -345,7 +345,7 @@ CASES = [
     api("export_keras-hinge-loss", UnsupportedError, lambda d, o: _export_keras(o, loss="hinge"),
         "'hinge'", "categorical cross-entropy and mean squared error"),
     api("export_keras-unknown-trainable", ConfigError, lambda d, o: _export_keras(o, trainable=["haed"]),
-        "['haed']", "layers are", "head"),
+        "'haed'", "did you mean", "head"),
     api("export_keras-extra-slots-negative", ConfigError,
         lambda d, o: _export_keras(o, class_labels=["a", "b", "c"], extra_class_slots=-1),
         "extra_class_slots", ">= 0"),

@@ -72,15 +72,6 @@ def as_list(value: Any, name: str, *, split_commas: bool = False) -> Optional[li
         raise ConfigError(f"{both_names(name)}: expected a list, got {value!r}") from None
 
 
-def _labels(value: Any) -> Optional[list[Label]]:
-    """Class labels; a string is comma-separated, integer-looking labels stay strings only
-    when they are given as strings in a list."""
-    labels = as_list(value, "class_labels", split_commas=True)
-    if labels is not None and len(set(map(repr, labels))) != len(labels):
-        raise ConfigError(f"{both_names('class_labels')}: labels repeat in {labels}")
-    return labels
-
-
 def _integers(values: Optional[list], name: str) -> Optional[list[int]]:
     if values is None:
         return None
@@ -143,7 +134,8 @@ class ExportOptions:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "class_labels", _labels(self.class_labels))
+        # a string is comma-separated labels (the backend refuses repeated labels)
+        set_(self, "class_labels", as_list(self.class_labels, "class_labels", split_commas=True))
         for name in ("input_names", "output_names"):
             set_(self, name, as_list(getattr(self, name), name, split_commas=True))
         for name in ("allowed_batch_sizes", "allowed_epochs"):
