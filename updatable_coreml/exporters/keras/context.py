@@ -71,10 +71,20 @@ class Context:
         refuse(self.allow_unsupported, self.warnings, message, instead)
 
 
-Converter = Callable[[Context, Any, list, dict, tuple], str]
-#: Keras layer class name -> converter ``(ctx, layer, inputs, kwargs, out_shape) -> IR tensor``;
-#: ``inputs`` are ``Tensor`` s, ``out_shape`` the channel-first output shape. Only classes
-#: from keras itself match (a subclass may change ``call``).
+@dataclass(frozen=True)
+class LayerCall:
+    """What a Keras layer was called with: its ``inputs`` (``Tensor`` s), the call's keyword
+    arguments, and the channel-first shape of its output."""
+
+    inputs: list
+    kwargs: dict
+    out_shape: tuple
+
+
+Converter = Callable[[Context, Any, LayerCall], str]
+#: Keras layer class name -> converter ``(ctx, layer, call) -> IR tensor``, the shape every
+#: frontend's converters share: (translation state, the source op, what it was called with).
+#: Only classes from keras itself match (a subclass may change ``call``).
 CONVERTERS = Registry("converter for Keras layer")
 converts = CONVERTERS.register
 

@@ -11,7 +11,7 @@ from ...ir import Graph, TensorSpec
 from ...options import did_you_mean
 from ..common.image import apply_image_input
 from . import converters  # noqa: F401  (importing registers the converters)
-from .context import CONVERTERS, Context, Tensor, _functional, _keras, channel_first
+from .context import CONVERTERS, Context, LayerCall, Tensor, _functional, _keras, channel_first
 
 
 def _trace(ctx: Context, model, inputs: list[Tensor]) -> list[Tensor]:
@@ -57,7 +57,7 @@ def _convert(ctx: Context, layer, inputs: list[Tensor], kwargs: dict, out_keras)
     _check_regularizers(ctx, layer)
     out_shape = channel_first(out_keras[0].shape[1:], f"layer {layer.name!r}")
     try:
-        name = converter(ctx, layer, inputs, kwargs, out_shape)
+        name = converter(ctx, layer, LayerCall(inputs, kwargs, out_shape))
     except UpdatableCoreMLError:
         raise
     except Exception as exc:  # a converter bug or an unexpected configuration: name the layer

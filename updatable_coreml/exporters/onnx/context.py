@@ -24,7 +24,7 @@ NCHW_TO_NHWC = (0, 2, 3, 1)
 RANDOM_OPS = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
               "Bernoulli", "Multinomial")
 
-Converter = Callable[["OnnxTranslation", Any], None]
+Converter = Callable[["OnnxTranslation", Any, dict], None]
 CONVERTERS = Registry("converter for ONNX op")
 #: ONNX op type (default domain) -> converter
 converts = CONVERTERS.register

@@ -116,7 +116,7 @@ def _convert(state: OnnxTranslation, node: Any) -> None:
         raise UnsupportedError(f"{where(node)}: ONNX op {node.op_type!r} has no Core ML converter; "
                                "replace it with a supported op (see the ONNX exporter's op list)")
     try:
-        fn(state, node)
+        fn(state, node, node_attrs(node))
     except UpdatableCoreMLError:
         raise
     except Exception as exc:  # a converter bug or an unexpected attribute form: name the node

@@ -1,5 +1,5 @@
 """Keras layer converters by family; importing this package registers them all in
-``context.CONVERTERS``. A converter is ``(ctx, layer, inputs, kwargs, out_shape) -> IR tensor``."""
+``context.CONVERTERS``. A converter is ``(ctx, layer, call.inputs, call.kwargs, call.out_shape) -> IR tensor``."""
 
 from __future__ import annotations
 

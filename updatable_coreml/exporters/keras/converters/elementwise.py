@@ -7,12 +7,12 @@ import numpy as np
 
 from ....errors import UnsupportedError
 from ..activations import ACTIVATIONS, _activation_name, _apply
-from ..context import Context, _keras, _source, converts
+from ..context import Context, LayerCall, _keras, _source, converts
 
 
 @converts("Activation")
-def _activation_layer(ctx: Context, layer, inputs, kwargs, out_shape):
-    (x,) = inputs
+def _activation_layer(ctx: Context, layer, call: LayerCall):
+    (x,) = call.inputs
     kind = _activation_name(layer.activation, f"layer {layer.name!r}")
     if kind == "linear":
         return ctx.add("identity", layer.name, [x], source=_source(layer))
@@ -20,8 +20,8 @@ def _activation_layer(ctx: Context, layer, inputs, kwargs, out_shape):
 
 
 @converts("ReLU")
-def _relu(ctx: Context, layer, inputs, kwargs, out_shape):
-    (x,) = inputs
+def _relu(ctx: Context, layer, call: LayerCall):
+    (x,) = call.inputs
     max_value, slope, threshold = layer.max_value, float(layer.negative_slope), float(layer.threshold)
     if threshold != 0 or (slope != 0 and max_value is not None):
         raise UnsupportedError(f"layer {layer.name!r}: ReLU with threshold={threshold} and "
@@ -37,39 +37,39 @@ def _relu(ctx: Context, layer, inputs, kwargs, out_shape):
 
 
 @converts("LeakyReLU")
-def _leaky_relu(ctx: Context, layer, inputs, kwargs, out_shape):
-    (x,) = inputs
+def _leaky_relu(ctx: Context, layer, call: LayerCall):
+    (x,) = call.inputs
     slope = float(getattr(layer, "negative_slope", getattr(layer, "alpha", 0.3)))
     return ctx.add("activation", layer.name, [x], attrs={"kind": "leaky_relu", "alpha": slope},
                    source=_source(layer))
 
 
 @converts("ELU")
-def _elu(ctx: Context, layer, inputs, kwargs, out_shape):
-    (x,) = inputs
+def _elu(ctx: Context, layer, call: LayerCall):
+    (x,) = call.inputs
     return ctx.add("activation", layer.name, [x], attrs={"kind": "elu", "alpha": float(layer.alpha)},
                    source=_source(layer))
 
 
 @converts("Softmax")
-def _softmax(ctx: Context, layer, inputs, kwargs, out_shape):
-    (x,) = inputs
+def _softmax(ctx: Context, layer, call: LayerCall):
+    (x,) = call.inputs
     axis = layer.axis if isinstance(layer.axis, int) else tuple(layer.axis)
     if axis not in (-1, len(x.shape)):
         raise UnsupportedError(f"layer {layer.name!r}: softmax over axis {layer.axis}; Core ML's "
                                "softmax works on the channel (last) axis")
-    if kwargs.get("mask") is not None:
+    if call.kwargs.get("mask") is not None:
         raise UnsupportedError(f"layer {layer.name!r}: masked softmax is not supported")
     return ctx.add("softmax", layer.name, [x], source=_source(layer))
 
 
 def _merge(op: str):
-    def convert(ctx: Context, layer, inputs, kwargs, out_shape):
-        if any(t.shape != out_shape for t in inputs):
+    def convert(ctx: Context, layer, call: LayerCall):
+        if any(t.shape != call.out_shape for t in call.inputs):
             raise UnsupportedError(f"layer {layer.name!r}: inputs of shapes "
-                                   f"{[t.shape for t in inputs]} need broadcasting, which is not "
+                                   f"{[t.shape for t in call.inputs]} need broadcasting, which is not "
                                    "supported; give all inputs the same shape")
-        return ctx.add(op, layer.name, inputs, source=_source(layer))
+        return ctx.add(op, layer.name, call.inputs, source=_source(layer))
 
     return convert
 
@@ -79,12 +79,12 @@ converts("Multiply")(_merge("mul"))
 
 
 @converts("Concatenate")
-def _concatenate(ctx: Context, layer, inputs, kwargs, out_shape):
-    rank = len(out_shape)
+def _concatenate(ctx: Context, layer, call: LayerCall):
+    rank = len(call.out_shape)
     if layer.axis not in (-1, rank) or rank == 2:
         raise UnsupportedError(f"layer {layer.name!r}: concatenation along axis {layer.axis}; only "
                                "the channel (last) axis of vectors or images is supported")
-    return ctx.add("concat", layer.name, inputs, source=_source(layer))
+    return ctx.add("concat", layer.name, call.inputs, source=_source(layer))
 
 
 def _per_channel(value, channels: int, where: str) -> np.ndarray:
@@ -96,8 +96,8 @@ def _per_channel(value, channels: int, where: str) -> np.ndarray:
 
 
 @converts("Rescaling")
-def _rescaling(ctx: Context, layer, inputs, kwargs, out_shape):
-    (x,) = inputs
+def _rescaling(ctx: Context, layer, call: LayerCall):
+    (x,) = call.inputs
     where = f"layer {layer.name!r}"
     channels = x.shape[0]
     weights = {"scale": _per_channel(layer.scale, channels, where),
@@ -106,8 +106,8 @@ def _rescaling(ctx: Context, layer, inputs, kwargs, out_shape):
 
 
 @converts("Normalization")
-def _normalization(ctx: Context, layer, inputs, kwargs, out_shape):
-    (x,) = inputs
+def _normalization(ctx: Context, layer, call: LayerCall):
+    (x,) = call.inputs
     where = f"layer {layer.name!r}"
     axis = layer.axis if isinstance(layer.axis, (tuple, list)) else (layer.axis,)
     if layer.invert or tuple(axis) not in ((-1,), (len(x.shape),)):

@@ -7,7 +7,7 @@ import numpy as np
 
 from ....errors import UnsupportedError
 from ..activations import ACTIVATIONS, _activation_name
-from ..context import Context, Tensor, _numpy, _source, converts
+from ..context import Context, LayerCall, Tensor, _numpy, _source, converts
 
 #: Activations a Keras LSTM may use: bounded ones, because Core ML clips the LSTM's gate
 #: pre-activations and cell to [-50, 50], which would change an unbounded activation's result.
@@ -15,10 +15,10 @@ LSTM_ACTIVATIONS = ("sigmoid", "tanh", "hard_sigmoid")
 
 
 @converts("Embedding")
-def _embedding(ctx: Context, layer, inputs, kwargs, out_shape):
+def _embedding(ctx: Context, layer, call: LayerCall):
     """Token ids ``(steps,)`` -> ``(steps, dim)``. The model input it reads becomes a sequence
     of one-value steps, ``(Seq, 1)`` (see ``keras_to_graph``)."""
-    (x,) = inputs
+    (x,) = call.inputs
     where = f"layer {layer.name!r}"
     if getattr(layer, "quantization_mode", None):
         raise UnsupportedError(f"{where}: quantized Embedding ({layer.quantization_mode}) cannot "
@@ -45,9 +45,9 @@ def _lstm_activation(fn, where: str) -> dict:
 
 
 @converts("LSTM")
-def _lstm(ctx: Context, layer, inputs, kwargs, out_shape):
+def _lstm(ctx: Context, layer, call: LayerCall):
     """An LSTM from zero state, as a uniDirectionalLSTM (experimental when trainable)."""
-    (x,) = inputs
+    (x,) = call.inputs
     where = f"layer {layer.name!r}"
     if len(x.shape) != 2:
         raise UnsupportedError(f"{where}: an LSTM needs a sequence (steps, features), got {x.shape}")
@@ -57,7 +57,7 @@ def _lstm(ctx: Context, layer, inputs, kwargs, out_shape):
     if layer.go_backwards:
         raise UnsupportedError(f"{where}: go_backwards=True is not supported (the reference runtime "
                                "cannot check Core ML's reverseInput); reverse the sequence instead")
-    if kwargs.get("initial_state") is not None or kwargs.get("mask") is not None:
+    if call.kwargs.get("initial_state") is not None or call.kwargs.get("mask") is not None:
         raise UnsupportedError(f"{where}: initial_state and mask arguments cannot be carried; the "
                                "Core ML LSTM starts from zero state and reads every step")
     if layer.dropout or layer.recurrent_dropout:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from ....errors import UnsupportedError
-from ..context import Context, _channels_last, _source, converts
+from ..context import Context, LayerCall, _channels_last, _source, converts
 
 
 def _pool(kind: str):
-    def convert(ctx: Context, layer, inputs, kwargs, out_shape):
-        (x,) = inputs
+    def convert(ctx: Context, layer, call: LayerCall):
+        (x,) = call.inputs
         _channels_last(layer)
         if layer.padding not in ("valid", "same"):
             raise UnsupportedError(f"layer {layer.name!r}: padding={layer.padding!r}")
@@ -20,9 +20,9 @@ def _pool(kind: str):
 
 
 def _global_pool(kind: str):
-    def convert(ctx: Context, layer, inputs, kwargs, out_shape):
+    def convert(ctx: Context, layer, call: LayerCall):
         _channels_last(layer)
-        (x,) = inputs
+        (x,) = call.inputs
         return ctx.add("pool2d", layer.name, [x], attrs={"kind": kind, "global": True,
                                                         "keepdims": bool(layer.keepdims)},
                        source=_source(layer))
@@ -37,8 +37,8 @@ converts("GlobalAveragePooling2D")(_global_pool("avg"))
 
 
 @converts("Flatten")
-def _flatten(ctx: Context, layer, inputs, kwargs, out_shape):
-    (x,) = inputs
+def _flatten(ctx: Context, layer, call: LayerCall):
+    (x,) = call.inputs
     _channels_last(layer)
     if len(x.shape) == 1:
         return ctx.add("identity", layer.name, [x], source=_source(layer))
@@ -48,22 +48,22 @@ def _flatten(ctx: Context, layer, inputs, kwargs, out_shape):
 
 
 @converts("Reshape")
-def _reshape(ctx: Context, layer, inputs, kwargs, out_shape):
-    (x,) = inputs
-    if out_shape == x.shape:
+def _reshape(ctx: Context, layer, call: LayerCall):
+    (x,) = call.inputs
+    if call.out_shape == x.shape:
         return ctx.add("identity", layer.name, [x], source=_source(layer))
-    if len(out_shape) == 1 and len(x.shape) == 3:
+    if len(call.out_shape) == 1 and len(x.shape) == 3:
         return ctx.add("flatten", layer.name, [x], attrs={"order": "hwc"}, source=_source(layer))
-    if len(out_shape) == 3 and len(x.shape) in (1, 3):
-        return ctx.add("reshape", layer.name, [x], attrs={"shape": out_shape, "order": "hwc"},
+    if len(call.out_shape) == 3 and len(x.shape) in (1, 3):
+        return ctx.add("reshape", layer.name, [x], attrs={"shape": call.out_shape, "order": "hwc"},
                        source=_source(layer))
-    raise UnsupportedError(f"layer {layer.name!r}: reshape {x.shape} -> {out_shape} (channel-first) "
+    raise UnsupportedError(f"layer {layer.name!r}: reshape {x.shape} -> {call.out_shape} (channel-first) "
                            "is not supported; reshape to a vector or to (H, W, C)")
 
 
 @converts("ZeroPadding2D")
-def _zero_padding(ctx: Context, layer, inputs, kwargs, out_shape):
-    (x,) = inputs
+def _zero_padding(ctx: Context, layer, call: LayerCall):
+    (x,) = call.inputs
     _channels_last(layer)
     (top, bottom), (left, right) = layer.padding
     return ctx.add("pad", layer.name, [x], attrs={"pads": (top, bottom, left, right), "value": 0.0},
@@ -72,10 +72,10 @@ def _zero_padding(ctx: Context, layer, inputs, kwargs, out_shape):
 
 @converts("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
           "AlphaDropout")
-def _dropout(ctx: Context, layer, inputs, kwargs, out_shape):
-    return ctx.add("dropout", layer.name, inputs, source=_source(layer))
+def _dropout(ctx: Context, layer, call: LayerCall):
+    return ctx.add("dropout", layer.name, call.inputs, source=_source(layer))
 
 
 @converts("Identity")
-def _identity(ctx: Context, layer, inputs, kwargs, out_shape):
-    return ctx.add("identity", layer.name, inputs, source=_source(layer))
+def _identity(ctx: Context, layer, call: LayerCall):
+    return ctx.add("identity", layer.name, call.inputs, source=_source(layer))

@@ -6,12 +6,12 @@ import numpy as np
 
 from ....errors import UnsupportedError
 from ..activations import _with_activation
-from ..context import Context, Tensor, _channels_last, _numpy, _source, converts
+from ..context import Context, LayerCall, Tensor, _channels_last, _numpy, _source, converts
 
 
 @converts("Dense")
-def _dense(ctx: Context, layer, inputs, kwargs, out_shape):
-    (x,) = inputs
+def _dense(ctx: Context, layer, call: LayerCall):
+    (x,) = call.inputs
     if getattr(layer, "quantization_mode", None):
         raise UnsupportedError(f"layer {layer.name!r}: quantized Dense ({layer.quantization_mode}) "
                                "cannot be exported; export the float model")
@@ -32,7 +32,7 @@ def _dense(ctx: Context, layer, inputs, kwargs, out_shape):
         return ctx.add(op, layer.name, [x], attrs=attrs, weights=weights,
                        trainable=ctx.trains(layer), source=_source(layer), output=output)
 
-    return _with_activation(ctx, layer, build, out_shape)
+    return _with_activation(ctx, layer, build, call.out_shape)
 
 
 def _conv_weight(kernel: np.ndarray) -> np.ndarray:
@@ -69,9 +69,9 @@ def _conv_node(ctx: Context, layer, x: Tensor, groups: int, weight: np.ndarray, 
 
 
 @converts("Conv2D")
-def _conv2d(ctx: Context, layer, inputs, kwargs, out_shape):
-    (x,) = inputs
-    return _conv_node(ctx, layer, x, int(layer.groups), _conv_weight(_numpy(layer.kernel)), out_shape)
+def _conv2d(ctx: Context, layer, call: LayerCall):
+    (x,) = call.inputs
+    return _conv_node(ctx, layer, x, int(layer.groups), _conv_weight(_numpy(layer.kernel)), call.out_shape)
 
 
 def _depthwise_weight(kernel: np.ndarray) -> np.ndarray:
@@ -82,20 +82,20 @@ def _depthwise_weight(kernel: np.ndarray) -> np.ndarray:
 
 
 @converts("DepthwiseConv2D")
-def _depthwise(ctx: Context, layer, inputs, kwargs, out_shape):
-    (x,) = inputs
-    return _conv_node(ctx, layer, x, x.shape[0], _depthwise_weight(_numpy(layer.kernel)), out_shape)
+def _depthwise(ctx: Context, layer, call: LayerCall):
+    (x,) = call.inputs
+    return _conv_node(ctx, layer, x, x.shape[0], _depthwise_weight(_numpy(layer.kernel)), call.out_shape)
 
 
 @converts("SeparableConv2D")
-def _separable(ctx: Context, layer, inputs, kwargs, out_shape):
-    (x,) = inputs
+def _separable(ctx: Context, layer, call: LayerCall):
+    (x,) = call.inputs
     attrs = {**_conv_attrs(layer, f"layer {layer.name!r}"), "groups": x.shape[0]}
     depthwise = _depthwise_weight(_numpy(layer.depthwise_kernel))
     trains = ctx.trains(layer)
     mid = ctx.add("conv2d", f"{layer.name}_depthwise", [x], attrs=attrs,
                   weights={"weight": depthwise}, trainable=trains, source=_source(layer))
-    mid_shape = (depthwise.shape[0], *out_shape[1:])
+    mid_shape = (depthwise.shape[0], *call.out_shape[1:])
     pointwise = {"weight": _conv_weight(_numpy(layer.pointwise_kernel))}
     if layer.use_bias:
         pointwise["bias"] = _numpy(layer.bias)
@@ -105,12 +105,12 @@ def _separable(ctx: Context, layer, inputs, kwargs, out_shape):
                        attrs={"strides": (1, 1), "padding": "valid"}, trainable=trains,
                        source=_source(layer), output=output)
 
-    return _with_activation(ctx, layer, build, out_shape)
+    return _with_activation(ctx, layer, build, call.out_shape)
 
 
 @converts("BatchNormalization")
-def _batchnorm(ctx: Context, layer, inputs, kwargs, out_shape):
-    (x,) = inputs
+def _batchnorm(ctx: Context, layer, call: LayerCall):
+    (x,) = call.inputs
     rank = len(x.shape)
     axis = layer.axis if layer.axis >= 0 else layer.axis + rank + 1
     if axis != rank:

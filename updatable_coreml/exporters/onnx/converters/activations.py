@@ -13,7 +13,6 @@ from ..context import (
     Converter,
     OnnxTranslation,
     converts,
-    node_attrs,
     number,
 )
 
@@ -21,8 +20,7 @@ from ..context import (
 def _activation(kind: str, **defaults: float) -> Converter:
     """Converter of an ONNX activation whose attributes (``alpha``, ``beta``) keep their name."""
 
-    def convert(state: OnnxTranslation, node: Any) -> None:
-        a = node_attrs(node)
+    def convert(state: OnnxTranslation, node: Any, a: dict) -> None:
         attrs = {"kind": kind, **{key: float(a.get(key, value)) for key, value in defaults.items()}}
         _elementwise_activation(state, node, attrs)
 
@@ -51,7 +49,7 @@ for _op, _kind, _defaults in (("Relu", "relu", {}), ("Sigmoid", "sigmoid", {}), 
 
 
 @converts("Clip")
-def _clip(state: OnnxTranslation, node: Any) -> None:
+def _clip(state: OnnxTranslation, node: Any, a: dict) -> None:
     low, high = (state.constant(node, i) for i in (1, 2))
     attrs = clip_activation(None if low is None else number(low), None if high is None else number(high))
     _elementwise_activation(state, node, attrs)

@@ -31,13 +31,13 @@ def _channel_axis(state: OnnxTranslation, node: Any, what: str) -> None:
 
 
 @converts("Softmax")
-def _softmax(state: OnnxTranslation, node: Any) -> None:
+def _softmax(state: OnnxTranslation, node: Any, a: dict) -> None:
     _channel_axis(state, node, "softmax")
     state.emit(node, "softmax", [state.tensor(node.input[0], node)])
 
 
 @converts("LogSoftmax")
-def _log_softmax(state: OnnxTranslation, node: Any) -> None:
+def _log_softmax(state: OnnxTranslation, node: Any, a: dict) -> None:
     """Only as the model output, written as softmax: softmax(log_softmax(x)) == softmax(x), so
     cross-entropy on the probabilities trains like NLL on the log-probabilities."""
     _channel_axis(state, node, "log-softmax")
@@ -66,7 +66,7 @@ def _elementwise(op: str) -> Converter:
     """Add/Sub/Mul/Div: of two same-shaped activations (Add/Mul), or of an activation and a
     constant scalar (a linear activation) or per-channel constant (a scale layer)."""
 
-    def convert(state: OnnxTranslation, node: Any) -> None:
+    def convert(state: OnnxTranslation, node: Any, a: dict) -> None:
         left, right = node.input
         if left not in state.constants and right not in state.constants:
             _binary(state, node, {"Add": "add", "Mul": "mul"}.get(op))

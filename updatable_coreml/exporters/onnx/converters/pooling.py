@@ -17,14 +17,12 @@ from ..context import (
     _unused,
     converts,
     explicit_pads,
-    node_attrs,
     where,
 )
 
 
 def _pool(kind: str) -> Converter:
-    def convert(state: OnnxTranslation, node: Any) -> None:
-        a = node_attrs(node)
+    def convert(state: OnnxTranslation, node: Any, a: dict) -> None:
         _unused(state, node, "indices")
         _, height, width = _image_input(state, node)
         kernel = tuple(int(k) for k in a["kernel_shape"])
@@ -47,7 +45,7 @@ converts("AveragePool")(_pool("avg"))
 
 
 def _global_pool(kind: str) -> Converter:
-    def convert(state: OnnxTranslation, node: Any) -> None:
+    def convert(state: OnnxTranslation, node: Any, a: dict) -> None:
         _global(state, node, kind, keep_dims=True)
 
     return convert
@@ -72,8 +70,7 @@ converts("GlobalMaxPool")(_global_pool("max"))
 def _reduce(kind: str) -> Converter:
     """ReduceMean/ReduceMax over the spatial axes of (N, C, H, W): global pooling."""
 
-    def convert(state: OnnxTranslation, node: Any) -> None:
-        a = node_attrs(node)
+    def convert(state: OnnxTranslation, node: Any, a: dict) -> None:
         rank = len(state.full_shape(node.input[0], node))
         axes = a.get("axes")
         if axes is None:

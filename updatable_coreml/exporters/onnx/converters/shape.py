@@ -18,7 +18,6 @@ from ..context import (
     _axis,
     _unused,
     converts,
-    node_attrs,
     number,
     where,
 )
@@ -46,23 +45,23 @@ def _source_shape(state: OnnxTranslation, node: Any, source: str) -> tuple[int, 
 
 
 @converts("Reshape", "Squeeze", "Unsqueeze")
-def _reshape(state: OnnxTranslation, node: Any) -> None:
+def _reshape(state: OnnxTranslation, node: Any, a: dict) -> None:
     _reshape_to(state, node, node.input[0])
 
 
 @converts("Flatten")
-def _flatten(state: OnnxTranslation, node: Any) -> None:
+def _flatten(state: OnnxTranslation, node: Any, a: dict) -> None:
     rank = len(_source_shape(state, node, node.input[0]))
-    if _axis(int(node_attrs(node).get("axis", 1)), rank) != 1:
+    if _axis(int(a.get("axis", 1)), rank) != 1:
         raise UnsupportedError(f"{where(node)}: Flatten must keep axis 0 as the batch (axis=1)")
     _reshape_to(state, node, node.input[0])
 
 
 @converts("Transpose")
-def _transpose(state: OnnxTranslation, node: Any) -> None:
+def _transpose(state: OnnxTranslation, node: Any, a: dict) -> None:
     source = node.input[0]
     rank = len(_source_shape(state, node, source))
-    perm = tuple(int(p) for p in node_attrs(node).get("perm", range(rank - 1, -1, -1)))
+    perm = tuple(int(p) for p in a.get("perm", range(rank - 1, -1, -1)))
     pending = state.transposes.get(source)
     if pending is not None:  # transpose of a transpose: one permutation of the original
         source, perm = pending.source, tuple(pending.perm[i] for i in perm)
@@ -101,10 +100,10 @@ def _channel_first_input(state: OnnxTranslation, node: Any, source: str) -> None
 
 
 @converts("Concat")
-def _concat(state: OnnxTranslation, node: Any) -> None:
+def _concat(state: OnnxTranslation, node: Any, a: dict) -> None:
     rank = len(state.full_shape(node.output[0], node))
-    if _axis(int(node_attrs(node)["axis"]), rank) != 1:
-        raise UnsupportedError(f"{where(node)} concatenates along axis {node_attrs(node)['axis']}; "
+    if _axis(int(a["axis"]), rank) != 1:
+        raise UnsupportedError(f"{where(node)} concatenates along axis {a['axis']}; "
                                "Core ML's concat works on the channel axis (1) only")
     if len(node.input) == 1:  # Core ML refuses a concat layer with fewer than 2 inputs
         state.alias(node, state.tensor(node.input[0], node))
@@ -113,8 +112,8 @@ def _concat(state: OnnxTranslation, node: Any) -> None:
 
 
 @converts("Pad")
-def _pad(state: OnnxTranslation, node: Any) -> None:
-    mode = node_attrs(node).get("mode", "constant")
+def _pad(state: OnnxTranslation, node: Any, a: dict) -> None:
+    mode = a.get("mode", "constant")
     if mode != "constant":
         raise UnsupportedError(f"{where(node)}: {mode!r} padding is not supported, only constant")
     rank = len(state.full_shape(node.input[0], node))
@@ -133,12 +132,12 @@ def _pad(state: OnnxTranslation, node: Any) -> None:
 
 
 @converts("Identity")
-def _identity(state: OnnxTranslation, node: Any) -> None:
+def _identity(state: OnnxTranslation, node: Any, a: dict) -> None:
     state.alias(node, state.tensor(node.input[0], node))
 
 
 @converts("Dropout")
-def _dropout(state: OnnxTranslation, node: Any) -> None:
+def _dropout(state: OnnxTranslation, node: Any, a: dict) -> None:
     training = state.constant(node, 2)
     if training is not None and number(training):
         raise UnsupportedError(f"{where(node)} is in training mode; export the model in eval mode")

@@ -14,7 +14,6 @@ from ..context import (
     _unused,
     converts,
     explicit_pads,
-    node_attrs,
     where,
 )
 
@@ -29,8 +28,7 @@ def _vector_input(state: OnnxTranslation, node: Any) -> str:
 
 
 @converts("Gemm")
-def _gemm(state: OnnxTranslation, node: Any) -> None:
-    a = node_attrs(node)
+def _gemm(state: OnnxTranslation, node: Any, a: dict) -> None:
     if a.get("transA", 0):
         raise UnsupportedError(f"{where(node)}: transA=1 transposes the batch; export A as (batch, features)")
     x = _vector_input(state, node)
@@ -53,7 +51,7 @@ def _per_output(bias: np.ndarray, size: int) -> Optional[np.ndarray]:
 
 
 @converts("MatMul")
-def _matmul(state: OnnxTranslation, node: Any) -> None:
+def _matmul(state: OnnxTranslation, node: Any, a: dict) -> None:
     """``x @ W`` with a constant ``W`` (in, out); a following ``Add`` of a constant becomes
     its bias (see ``_fold_bias``)."""
     weight = state.constant(node, 1)
@@ -81,8 +79,7 @@ def _fold_bias(state: OnnxTranslation, node: Any, x: str, constant: np.ndarray) 
 
 
 @converts("Conv")
-def _conv(state: OnnxTranslation, node: Any) -> None:
-    a = node_attrs(node)
+def _conv(state: OnnxTranslation, node: Any, a: dict) -> None:
     _, height, width = _image_input(state, node)
     weight = state.constant(node, 1)
     strides = tuple(a.get("strides", (1, 1)))
@@ -95,8 +92,7 @@ def _conv(state: OnnxTranslation, node: Any) -> None:
 
 
 @converts("BatchNormalization")
-def _batchnorm(state: OnnxTranslation, node: Any) -> None:
-    a = node_attrs(node)
+def _batchnorm(state: OnnxTranslation, node: Any, a: dict) -> None:
     if a.get("training_mode", 0):
         raise UnsupportedError(f"{where(node)} is in training mode (batch statistics); export "
                                "the model in eval mode")
