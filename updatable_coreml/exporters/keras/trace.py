@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from ...errors import ConfigError, UnsupportedError, UpdatableCoreMLError, first_line
+from ...errors import ConfigError, UnsupportedError
 from ...ir import Graph, TensorSpec
 from ...options import did_you_mean
+from ..common.builder import run_converter
 from ..common.image import apply_image_input
 from . import converters  # noqa: F401  (importing registers the converters)
 from .context import CONVERTERS, Context, LayerCall, Tensor, _functional, _keras, channel_first
@@ -56,14 +57,8 @@ def _convert(ctx: Context, layer, inputs: list[Tensor], kwargs: dict, out_keras)
     ctx.seen.add(layer.name)
     _check_regularizers(ctx, layer)
     out_shape = channel_first(out_keras[0].shape[1:], f"layer {layer.name!r}")
-    try:
-        name = converter(ctx, layer, LayerCall(inputs, kwargs, out_shape))
-    except UpdatableCoreMLError:
-        raise
-    except Exception as exc:  # a converter bug or an unexpected configuration: name the layer
-        raise UnsupportedError(f"layer {layer.name!r} ({kind}) could not be converted "
-                               f"({type(exc).__name__}: {first_line(exc)}); please report it "
-                               "with the model") from exc
+    name = run_converter(converter, f"layer {layer.name!r} ({kind})", ctx, layer,
+                         LayerCall(inputs, kwargs, out_shape))
     return Tensor(name, out_shape)
 
 

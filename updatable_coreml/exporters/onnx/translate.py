@@ -29,9 +29,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ...errors import UnsupportedError, UpdatableCoreMLError, first_line
+from ...errors import UnsupportedError, first_line
 from ...ir import Graph, TensorSpec
-from ..common.builder import append_node
+from ..common.builder import append_node, run_converter
 from ..common.image import apply_image_input
 from . import converters  # noqa: F401  (importing registers the converters)
 from .context import (
@@ -115,13 +115,7 @@ def _convert(state: OnnxTranslation, node: Any) -> None:
     if fn is None:
         raise UnsupportedError(f"{where(node)}: ONNX op {node.op_type!r} has no Core ML converter; "
                                "replace it with a supported op (see the ONNX exporter's op list)")
-    try:
-        fn(state, node, node_attrs(node))
-    except UpdatableCoreMLError:
-        raise
-    except Exception as exc:  # a converter bug or an unexpected attribute form: name the node
-        raise UnsupportedError(f"{where(node)} could not be converted ({type(exc).__name__}: "
-                               f"{first_line(exc)}); please report it with the model") from exc
+    run_converter(fn, where(node), state, node, node_attrs(node))
 
 
 def _foldable(state: OnnxTranslation, node: Any) -> bool:

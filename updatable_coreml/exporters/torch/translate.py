@@ -15,8 +15,9 @@ from __future__ import annotations
 import operator
 from typing import Any, Optional, Sequence
 
-from ...errors import ConfigError, UnsupportedError, UpdatableCoreMLError, first_line
+from ...errors import ConfigError, UnsupportedError
 from ...ir import Graph, TensorSpec
+from ..common.builder import run_converter
 from ..common.image import apply_image_input
 from . import converters  # noqa: F401  (importing registers the converters)
 from .context import _IGNORED, CONVERTERS, Translation, _op_name, example_shape, where
@@ -72,14 +73,7 @@ def _convert(state: Translation, fx: Any) -> None:
     if fn is None:
         raise UnsupportedError(f"torch op {op!r} in {where(fx)} has no Core ML converter; "
                                "replace it with a supported layer (see the exporter's op list)")
-    try:
-        fn(state, fx, arguments(fx))
-    except UpdatableCoreMLError:
-        raise
-    except Exception as exc:  # a converter bug or an unexpected argument form: name the layer
-        raise UnsupportedError(f"torch op {op!r} in {where(fx)} could not be converted "
-                               f"({type(exc).__name__}: {first_line(exc)}); please report it "
-                               "with the model") from exc
+    run_converter(fn, f"torch op {op!r} in {where(fx)}", state, fx, arguments(fx))
 
 
 def out_of_place(op: str) -> str:
