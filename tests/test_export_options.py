@@ -18,8 +18,7 @@ def update_params(path):
 
 
 def written_batch_size(path) -> int:
-    optimizer = update_params(path).optimizer
-    return getattr(optimizer, optimizer.WhichOneof("OptimizerType")).miniBatchSize.defaultValue
+    return written_batch_size_of(load_spec(path))
 
 
 def test_strings_are_not_iterated():
@@ -126,3 +125,21 @@ def test_keras_trainable_typo_suggests_the_layer_and_refusals_name_the_flag(tmp_
         export_keras(model, tmp_path / "m.mlmodel")
     report = export_keras(model, tmp_path / "m.mlmodel", allow_unsupported=True)
     assert any("nesterov" in w and "[allow_unsupported:" in w for w in report.warnings)
+
+
+def test_make_updatable_takes_one_layer_name_as_a_string():
+    """``layers="fc"`` used to be iterated into layers 'f' and 'c' (issue 15)."""
+    pytest.importorskip("coremltools")
+    from models import squeezenet_like
+
+    from updatable_coreml import make_updatable
+
+    spec = make_updatable(squeezenet_like(), layers="fc")
+    layers = neural_network(spec).layers
+    assert [layer.name for layer in layers if layer.isUpdatable] == ["fc"]
+    assert written_batch_size_of(spec) == DEFAULT_BATCH_SIZE
+
+
+def written_batch_size_of(spec) -> int:
+    optimizer = neural_network(spec).updateParams.optimizer
+    return getattr(optimizer, optimizer.WhichOneof("OptimizerType")).miniBatchSize.defaultValue

@@ -10,6 +10,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from .errors import ConfigError, NotUpdatableError
+from .options import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, as_list
 from .spec_io import ML_PROGRAM_FIX, Spec, SpecLike, load_spec, neural_network, save_spec
 from .training import SGD, Adam, Loss, Optimizer, TrainingConfig, apply_training_config
 from .validator import UPDATABLE_LAYER_TYPES, validate
@@ -23,8 +24,8 @@ def make_updatable(model: SpecLike, output: Optional[PathLike] = None, *,
                    momentum: Optional[float] = None, beta1: Optional[float] = None,
                    beta2: Optional[float] = None, eps: Optional[float] = None,
                    lr_range: Optional[tuple[float, float]] = None,
-                   batch_size: int = 8, allowed_batch_sizes: Optional[Sequence[int]] = None,
-                   epochs: int = 10, allowed_epochs: Optional[Sequence[int]] = None,
+                   batch_size: int = DEFAULT_BATCH_SIZE, allowed_batch_sizes: Optional[Sequence[int]] = None,
+                   epochs: int = DEFAULT_EPOCHS, allowed_epochs: Optional[Sequence[int]] = None,
                    shuffle: bool = True, seed: Optional[int] = None,
                    expand_classes: Optional[int] = None, label_prefix: str = "user",
                    reinit: bool = False, reinit_seed: int = 0) -> Spec:
@@ -41,6 +42,7 @@ def make_updatable(model: SpecLike, output: Optional[PathLike] = None, *,
         where = f"{model}: " if isinstance(model, (str, os.PathLike)) else ""
         raise NotUpdatableError(f"{where}the model is a {spec.WhichOneof('Type')!r}; "
                                 + ML_PROGRAM_FIX)
+    layers = as_list(layers, "layers") or []  # "fc" is one layer, not two named "f" and "c"
     if not layers:
         raise ConfigError("choose at least one layer to train (--layers NAME ...)")
     by_name = {layer.name: layer for layer in nn.layers}
