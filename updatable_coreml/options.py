@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from .errors import ConfigError
@@ -129,8 +129,6 @@ class ExportOptions:
     verbose: bool = False
     #: a ``backend.Metadata`` given whole (its source is kept); the strings above win
     metadata: Any = None
-    #: names of the options given explicitly (``build`` fills it), for "default used" notes
-    given: frozenset = field(default=frozenset(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -160,18 +158,11 @@ class ExportOptions:
     def build(cls, options: Optional["ExportOptions"] = None, **kwargs: Any) -> "ExportOptions":
         """``options`` (or the defaults) with ``kwargs`` applied; an unknown keyword is a
         ``ConfigError`` that suggests the closest option."""
-        known = {f.name for f in dataclasses.fields(cls)} - {"given"}
+        known = {f.name for f in dataclasses.fields(cls)}
         for name in kwargs:
             if name not in known:
                 raise ConfigError(f"unknown export option {name!r}{did_you_mean(name, sorted(known))}")
-        base = options if options is not None else cls()
-        given = frozenset(base.given | set(kwargs))
-        return dataclasses.replace(base, **kwargs, given=given)
-
-    def with_defaults(self, **defaults: Any) -> "ExportOptions":
-        """These options with ``defaults`` for the fields not given (a frontend's own)."""
-        unset = {k: v for k, v in defaults.items() if k not in self.given}
-        return dataclasses.replace(self, **unset, given=self.given)
+        return dataclasses.replace(options if options is not None else cls(), **kwargs)
 
     # resolved values ---------------------------------------------------------------------
 
