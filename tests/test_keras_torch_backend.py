@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent("""
     y = np.arange(12) % 3
     path = sys.argv[1]
     model.fit(x, y, batch_size=4, epochs=2, verbose=0,
-              callbacks=[UpdatableCoreMLExport(path, class_labels=["a", "b", "c"], verbose=False)])
+              callbacks=[UpdatableCoreMLExport(path, class_labels=["a", "b", "c"], epochs="fit")])
     params = neural_network(load_spec(path)).updateParams
     print(json.dumps({"backend": keras.backend.backend(), "diff": max_abs_diff(model, path, x[:4]),
                       "batch": params.optimizer.adamOptimizer.miniBatchSize.defaultValue,
