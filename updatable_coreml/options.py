@@ -8,7 +8,7 @@ checks them once, turns the string forms the CLI and hurried users give (``"fc"`
 ``["fc"]``, ``"a,b,c"`` for three labels) into lists, and names the CLI flag with the Python
 keyword in its errors.
 
-Defaults (``DEFAULTS``), stated once and documented in docs/training.md:
+Defaults (``DEFAULTS``), stated once here and documented in docs/hyperparameters.md:
 
 * ``batch_size`` 8: on-device personalization trains on a handful of examples per class; a
   batch of 8 updates several times per epoch on such data where Keras's ``fit`` default of 32
