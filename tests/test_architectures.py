@@ -38,7 +38,6 @@ KNOWN_FAILURES = {
     "torch:mobilenet_v3_small": ("export", "hardswish"),
     "torch:efficientnet_b0": ("export", "broadcasting"),
     "torch:shufflenet_v2_x0_5": ("export", "transpose of an activation"),
-    "torch:mnasnet0_5": ("export", "KeyError"),
     "torch:convnext_tiny": ("export", "permute of an activation"),
     "torch:alexnet": ("export", "adaptive avg pooling"),
     "torch:vgg11": ("export", "adaptive avg pooling"),
