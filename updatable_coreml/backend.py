@@ -110,8 +110,12 @@ def _describe_array_output(spec, name: str, shape: tuple[int, ...]) -> None:
 def _describe_classifier(spec, nn, probs: str, labels: Sequence[Label]) -> None:
     integer = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels)
     seen: set = set()
-    repeated = [v for v in labels if (v if integer else str(v)) in seen
-                or seen.add(v if integer else str(v))]
+    repeated = []
+    for v in labels:
+        key = v if integer else str(v)
+        if key in seen:
+            repeated.append(v)
+        seen.add(key)
     if repeated:
         raise ConfigError(f"class labels must be unique; {repeated[0]!r} appears more than once: "
                           "give every output unit its own label")

@@ -32,7 +32,7 @@ Label = Union[str, int]
 
 WEIGHTINGS = {"inverse_distance": "inverseDistanceWeighting", "uniform": "uniformWeighting"}
 INDEXES = ("linear", "kd_tree")
-DEFAULT_LABELS = {"string": "unknown", "int": -1}
+DEFAULT_LABELS: dict[str, Label] = {"string": "unknown", "int": -1}
 EXTRACTOR_NAME, KNN_NAME = "feature_extractor", "knn"
 
 
@@ -356,9 +356,10 @@ def export_knn(feature_extractor: Any, path: PathLike, *, feature_layer: Optiona
 def few_shot_indices(y: Sequence[Label], shots: int, seed: int = 0) -> np.ndarray:
     """``shots`` example indices per class (all of a class that has fewer), drawn without
     replacement; a larger ``shots`` with the same seed extends the smaller draw."""
-    y = np.asarray(y)
+    labels = np.asarray(y)
     rng = np.random.default_rng(seed)
-    picked = [rng.permutation(np.flatnonzero(y == label))[:shots] for label in np.unique(y)]
+    picked = [rng.permutation(np.flatnonzero(labels == label))[:shots]
+              for label in np.unique(labels)]
     return np.sort(np.concatenate(picked))
 
 

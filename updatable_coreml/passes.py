@@ -112,7 +112,7 @@ def fold_batchnorm(graph: Graph, trainable_path: set[str]) -> Graph:
         foldable = (producer is not None and producer.op in ("conv2d", "dense")
                     and not producer.trainable and _single_consumer(
                         _replace_nodes(graph, nodes), node.inputs[0]) is node)
-        if foldable:
+        if foldable and producer is not None:
             weight = producer.weights["weight"]
             weight = weight * a.astype(np.float32).reshape((-1,) + (1,) * (weight.ndim - 1))
             bias = producer.weights.get("bias", np.zeros(weight.shape[0]))

@@ -9,7 +9,7 @@ writes them (with the training inputs) into a spec.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 from ._proto import FeatureTypes_pb2, Model_pb2, NeuralNetwork_pb2
@@ -137,38 +137,45 @@ def _float_param(value: Union[Number, FloatParam], name: str, bounds: tuple[floa
     return FloatParam(default, allowed, name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class SGD:
     """Core ML's SGD optimizer: learning rate and momentum (``v = m*v + g; w -= lr*v``
-    in our runtime; see ``runtime.assumptions``)."""
+    in our runtime; see ``runtime.assumptions``).
 
-    learning_rate: Union[float, FloatParam] = 0.01
-    momentum: Union[float, FloatParam] = 0.0
+    A plain number becomes a parameter with Core ML's bounds; the fields always hold
+    ``FloatParam`` (an explicit ``__init__`` so the types say so)."""
 
-    def __post_init__(self) -> None:
+    learning_rate: FloatParam
+    momentum: FloatParam
+
+    def __init__(self, learning_rate: Union[float, FloatParam] = 0.01,
+                 momentum: Union[float, FloatParam] = 0.0) -> None:
         object.__setattr__(self, "learning_rate",
-                           _float_param(self.learning_rate, "learning rate", (0.0, 1.0), (0.0, 1.0)))
+                           _float_param(learning_rate, "learning rate", (0.0, 1.0), (0.0, 1.0)))
         object.__setattr__(self, "momentum",
-                           _float_param(self.momentum, "momentum", (0.0, 1.0), (0.0, 1.0)))
+                           _float_param(momentum, "momentum", (0.0, 1.0), (0.0, 1.0)))
 
     kind = "sgd"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Adam:
-    """Core ML's Adam optimizer: learning rate, beta1, beta2, eps."""
+    """Core ML's Adam optimizer: learning rate, beta1, beta2, eps (numbers or ``FloatParam``;
+    the fields always hold ``FloatParam``)."""
 
-    learning_rate: Union[float, FloatParam] = 0.001
-    beta1: Union[float, FloatParam] = 0.9
-    beta2: Union[float, FloatParam] = 0.999
-    eps: Union[float, FloatParam] = 1e-8
+    learning_rate: FloatParam
+    beta1: FloatParam
+    beta2: FloatParam
+    eps: FloatParam
 
-    def __post_init__(self) -> None:
+    def __init__(self, learning_rate: Union[float, FloatParam] = 0.001,
+                 beta1: Union[float, FloatParam] = 0.9, beta2: Union[float, FloatParam] = 0.999,
+                 eps: Union[float, FloatParam] = 1e-8) -> None:
         object.__setattr__(self, "learning_rate",
-                           _float_param(self.learning_rate, "learning rate", (0.0, 1.0), (0.0, 1.0)))
-        object.__setattr__(self, "beta1", _float_param(self.beta1, "beta1", (0.0, 1.0), (0.0, 1.0)))
-        object.__setattr__(self, "beta2", _float_param(self.beta2, "beta2", (0.0, 1.0), (0.0, 1.0)))
-        object.__setattr__(self, "eps", _float_param(self.eps, "eps", (0.0, 1.0), (0.0, 1.0)))
+                           _float_param(learning_rate, "learning rate", (0.0, 1.0), (0.0, 1.0)))
+        object.__setattr__(self, "beta1", _float_param(beta1, "beta1", (0.0, 1.0), (0.0, 1.0)))
+        object.__setattr__(self, "beta2", _float_param(beta2, "beta2", (0.0, 1.0), (0.0, 1.0)))
+        object.__setattr__(self, "eps", _float_param(eps, "eps", (0.0, 1.0), (0.0, 1.0)))
         if self.eps.default <= 0:
             raise ConfigError(f"eps must be > 0, got {self.eps.default:g}")
 
@@ -216,37 +223,49 @@ def _int_param(value: Union[int, IntParam], name: str, allowed, default_allowed)
     return IntParam(value, values=tuple(sorted(set(int(v) for v in allowed))), name=name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class TrainingConfig:
     """Everything MLUpdateTask reads from the model, checked when built.
 
     ``allowed_batch_sizes``/``allowed_epochs`` accept a set of values (any iterable) or a
     Python ``range`` (``range(1, 101)`` allows 1..100). Defaults: batch size {default} (the app
-    cannot change the memory footprint by accident); epochs 1..max(1000, default).
+    cannot change the memory footprint by accident); epochs 1..max(1000, default). They are
+    folded into ``batch_size``/``epochs``, which always hold ``IntParam`` (and are kept as
+    ``None`` fields only so the constructor's keywords stay the fields' names).
     """
 
     loss: Loss
-    optimizer: Optimizer = field(default_factory=SGD)
-    batch_size: Union[int, IntParam] = DEFAULT_BATCH_SIZE
-    epochs: Union[int, IntParam] = DEFAULT_EPOCHS
-    allowed_batch_sizes: Optional[Union[Sequence[int], range]] = None
-    allowed_epochs: Optional[Union[Sequence[int], range]] = None
-    shuffle: bool = True
-    seed: Optional[int] = None
+    optimizer: Optimizer
+    batch_size: IntParam
+    epochs: IntParam
+    allowed_batch_sizes: None
+    allowed_epochs: None
+    shuffle: bool
+    seed: Optional[int]
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.loss, Loss):
+    def __init__(self, loss: Loss, optimizer: Optional[Optimizer] = None,
+                 batch_size: Union[int, IntParam] = DEFAULT_BATCH_SIZE,
+                 epochs: Union[int, IntParam] = DEFAULT_EPOCHS,
+                 allowed_batch_sizes: Optional[Union[Sequence[int], range]] = None,
+                 allowed_epochs: Optional[Union[Sequence[int], range]] = None,
+                 shuffle: bool = True, seed: Optional[int] = None) -> None:
+        optimizer = SGD() if optimizer is None else optimizer
+        if not isinstance(loss, Loss):
             raise ConfigError("loss must be a Loss(kind, input)")
-        if not isinstance(self.optimizer, (SGD, Adam)):
+        if not isinstance(optimizer, (SGD, Adam)):
             raise ConfigError("optimizer must be SGD(...) or Adam(...)")
-        object.__setattr__(self, "batch_size", _int_param(
-            self.batch_size, "batch size", self.allowed_batch_sizes, lambda v: (v,)))
-        object.__setattr__(self, "epochs", _int_param(
-            self.epochs, "epochs", self.allowed_epochs, lambda v: range(1, max(1000, v) + 1)))
-        object.__setattr__(self, "allowed_batch_sizes", None)
-        object.__setattr__(self, "allowed_epochs", None)
-        if self.seed is not None and (isinstance(self.seed, bool) or int(self.seed) < 0):
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        values = {
+            "loss": loss, "optimizer": optimizer,
+            "batch_size": _int_param(batch_size, "batch size", allowed_batch_sizes,
+                                     lambda v: (v,)),
+            "epochs": _int_param(epochs, "epochs", allowed_epochs,
+                                 lambda v: range(1, max(1000, v) + 1)),
+            "allowed_batch_sizes": None, "allowed_epochs": None, "shuffle": shuffle, "seed": seed,
+        }
+        if seed is not None and (isinstance(seed, bool) or int(seed) < 0):
+            raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
     # -- writing -------------------------------------------------------------------------
 

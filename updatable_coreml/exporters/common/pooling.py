@@ -17,7 +17,7 @@ def ceil_mode_padding(size: int, kernel: int, stride: int, pad: int) -> int:
     return max(0, (out - 1) * stride + kernel - (size + 2 * pad))
 
 
-def ceil_mode_pads(hw: tuple[int, int], kernel: tuple[int, ...], strides: tuple[int, ...],
+def ceil_mode_pads(hw: tuple[int, ...], kernel: tuple[int, ...], strides: tuple[int, ...],
                    pads: tuple[int, int, int, int], include_pad: bool,
                    where: str) -> tuple[int, int, int, int]:
     """Explicit (top, bottom, left, right) pads that give ceil-mode output sizes with Core ML's

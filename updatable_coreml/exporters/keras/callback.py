@@ -7,7 +7,7 @@ importing the package stays free of Keras.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ...errors import ConfigError, UnsupportedError
 from ...frameworks import quiet_import
@@ -19,7 +19,7 @@ from .training import fit_arguments, map_loss, map_optimizer
 if TYPE_CHECKING:
     from ...export import ExportReport
 
-keras = quiet_import("keras")
+keras: Any = quiet_import("keras")  # Any: the base class below comes from the imported module
 
 
 class UpdatableCoreMLExport(keras.callbacks.Callback):

@@ -95,11 +95,11 @@ def channel_first(shape: Sequence[Optional[int]], where: str) -> tuple[int, ...]
     if any(d is None for d in shape):
         raise UnsupportedError(f"{where}: shape {tuple(shape)} has unknown dimensions; Core ML "
                                "needs fixed sizes: give the Input an explicit shape")
-    shape = tuple(int(d) for d in shape)
-    if len(shape) == 3:
-        return (shape[2], shape[0], shape[1])
-    if len(shape) in (1, 2):
-        return shape
+    fixed = tuple(int(d) for d in shape if d is not None)
+    if len(fixed) == 3:
+        return (fixed[2], fixed[0], fixed[1])
+    if len(fixed) in (1, 2):
+        return fixed
     raise UnsupportedError(f"{where}: rank-{len(shape)} tensors {shape} are not supported; "
                            "use vectors (N,), sequences (steps, features) or images (H, W, C)")
 

@@ -119,6 +119,14 @@ class OnnxTranslation:
                                    "graph; it must be a constant (an initializer)")
         return self.constants[name]
 
+    def required_constant(self, node: Any, index: int) -> np.ndarray:
+        """``constant(node, index)`` for an input the operator cannot do without."""
+        value = self.constant(node, index)
+        if value is None:
+            raise UnsupportedError(f"{where(node)}: input {index} is missing; it must be a "
+                                   "constant (an initializer)")
+        return value
+
     def full_shape(self, name: str, node: Any) -> tuple[int, ...]:
         shape = self.shapes.get(name)
         if shape is None:

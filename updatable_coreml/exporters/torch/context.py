@@ -73,7 +73,8 @@ class Translation:
             return None, ""
         if getattr(arg, "name", None) in self.derived:
             return self.derived[arg.name]
-        fqn = self.state_names.get(getattr(arg, "name", None))
+        name = getattr(arg, "name", None)
+        fqn = self.state_names.get(name) if isinstance(name, str) else None
         if fqn is None:
             raise UnsupportedError(f"weight argument {getattr(arg, 'name', arg)!r} is computed "
                                    "in the graph; only parameters, buffers and constants can be "
@@ -82,6 +83,14 @@ class Translation:
         if value is None:
             value = self.program.constants[fqn]
         return np.array(value.detach().cpu(), dtype=np.float32), fqn
+
+    def weight(self, arg: Any) -> tuple[np.ndarray, str]:
+        """``state(arg)`` for an argument that must be a weight (not an absent bias)."""
+        array, fqn = self.state(arg)
+        if array is None:
+            raise UnsupportedError(f"a weight argument is missing (None) where {arg!r} was "
+                                   "expected to be a parameter, buffer or constant")
+        return array, fqn
 
     # writing ------------------------------------------------------------------------------
 

@@ -121,6 +121,8 @@ def _import_target(target: str) -> Any:
         if not path.is_file():
             raise ModelFileError(f"{path}: no such file")
         loader_spec = importlib.util.spec_from_file_location(path.stem, path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise ModelFileError(f"{path}: cannot be imported as a Python module")
         module = importlib.util.module_from_spec(loader_spec)
         loader_spec.loader.exec_module(module)
         return module

@@ -41,7 +41,9 @@ def _lstm_activation(fn, where: str) -> dict:
         raise UnsupportedError(f"{where}: activation {name!r} in an LSTM is not supported; Core ML "
                                "clips LSTM pre-activations to [-50, 50], so use one of "
                                + ", ".join(LSTM_ACTIVATIONS))
-    return ACTIVATIONS[name]
+    activation = ACTIVATIONS[name]
+    assert activation is not None  # every LSTM_ACTIVATIONS entry has a Core ML form
+    return activation
 
 
 @converts("LSTM")

@@ -56,7 +56,7 @@ def _per_channel(state: OnnxTranslation, node: Any, x: str, constant: np.ndarray
     shape = state.full_shape(x, node)
     if constant.ndim > len(shape):
         return None
-    full = constant.reshape((1,) * (len(shape) - constant.ndim) + constant.shape)
+    full: np.ndarray = constant.reshape((1,) * (len(shape) - constant.ndim) + constant.shape)
     if full.shape[1] not in (1, shape[1]) or any(d != 1 for i, d in enumerate(full.shape) if i != 1):
         return None
     return np.broadcast_to(full.reshape(-1), (shape[1],))

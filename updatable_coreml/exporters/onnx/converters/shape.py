@@ -117,7 +117,7 @@ def _pad(state: OnnxTranslation, node: Any, a: dict) -> None:
     if mode != "constant":
         raise UnsupportedError(f"{where(node)}: {mode!r} padding is not supported, only constant")
     rank = len(state.full_shape(node.input[0], node))
-    pads = [int(p) for p in state.constant(node, 1)]
+    pads = [int(p) for p in state.required_constant(node, 1)]
     value = state.constant(node, 2)
     axes = state.constant(node, 3)
     begins, ends = [0] * rank, [0] * rank

@@ -32,7 +32,7 @@ def _gemm(state: OnnxTranslation, node: Any, a: dict) -> None:
     if a.get("transA", 0):
         raise UnsupportedError(f"{where(node)}: transA=1 transposes the batch; export A as (batch, features)")
     x = _vector_input(state, node)
-    weight = state.constant(node, 1)
+    weight = state.required_constant(node, 1)
     weight = float(a.get("alpha", 1.0)) * (weight if a.get("transB", 0) else weight.T)
     bias = state.constant(node, 2)
     vector = None if bias is None else _per_output(float(a.get("beta", 1.0)) * bias, weight.shape[0])
@@ -54,7 +54,7 @@ def _per_output(bias: np.ndarray, size: int) -> Optional[np.ndarray]:
 def _matmul(state: OnnxTranslation, node: Any, a: dict) -> None:
     """``x @ W`` with a constant ``W`` (in, out); a following ``Add`` of a constant becomes
     its bias (see ``_fold_bias``)."""
-    weight = state.constant(node, 1)
+    weight = state.required_constant(node, 1)
     if weight.ndim != 2:
         raise UnsupportedError(f"{where(node)}: the constant operand has shape {list(weight.shape)}; "
                                "only (in, out) matrices map to innerProduct")
@@ -81,7 +81,7 @@ def _fold_bias(state: OnnxTranslation, node: Any, x: str, constant: np.ndarray) 
 @converts("Conv")
 def _conv(state: OnnxTranslation, node: Any, a: dict) -> None:
     _, height, width = _image_input(state, node)
-    weight = state.constant(node, 1)
+    weight = state.required_constant(node, 1)
     strides = tuple(a.get("strides", (1, 1)))
     dilations = tuple(a.get("dilations", (1, 1)))
     pads = explicit_pads(node, a, (height, width), weight.shape[2:], strides, dilations)

@@ -15,7 +15,7 @@ def _scalar(state: Translation, value: Any) -> Optional[float]:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if getattr(value, "name", None) in state.state_names:
-        array, _ = state.state(value)
+        array, _ = state.weight(value)
         return float(array.reshape(-1)[0]) if array.size == 1 else None
     return None
 

@@ -40,7 +40,7 @@ def _permute_weight(state: Translation, fx: Any, a: dict) -> None:
     if not _is_weight(state, source):
         raise UnsupportedError(f"{_op_name(fx)} of an activation in {where(fx)}: Core ML layers "
                                "keep the channel-first layout; permuting axes is not supported")
-    array, fqn = state.state(source)
+    array, fqn = state.weight(source)
     axes = list(range(array.ndim))[::-1]
     if _op_name(fx) == "permute":
         axes = [int(d) % array.ndim for d in a["dims"]]
@@ -57,7 +57,7 @@ def _matmul(state: Translation, fx: Any, a: dict) -> None:
     if not _is_weight(state, a["mat2"]) or float(a.get("beta", 1)) != 1 or float(a.get("alpha", 1)) != 1:
         raise UnsupportedError(f"{_op_name(fx)} in {where(fx)} is not a linear layer (x @ W.T + b); "
                                "only products with a weight are supported")
-    transposed, fqn = state.state(a["mat2"])
+    transposed, fqn = state.weight(a["mat2"])
     has_bias = _op_name(fx) == "addmm"  # addmm(bias, x, W.T); mm(x, W.T)
     bias = state.state(a["self"]) if has_bias else (None, "")
     state.emit(fx, "dense", [state.tensor(a["mat1"] if has_bias else a["self"])],
@@ -86,7 +86,7 @@ def _batch_norm(state: Translation, fx: Any, a: dict) -> None:
         raise UnsupportedError(f"batch norm in {where(fx)} normalizes with batch statistics in "
                                "eval mode (track_running_stats=False); Core ML needs running "
                                "mean and variance")
-    mean, mean_fqn = state.state(a["running_mean"])
+    mean, mean_fqn = state.weight(a["running_mean"])
     channels = mean.shape[0]
     gamma = state.state(a["weight"]) if a["weight"] is not None else (np.ones(channels, np.float32), "")
     beta = state.state(a["bias"]) if a["bias"] is not None else (np.zeros(channels, np.float32), "")
