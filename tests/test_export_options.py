@@ -4,13 +4,15 @@ name the CLI flag and the Python keyword, readable output names."""
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 
 from updatable_coreml.errors import ConfigError
 from updatable_coreml.options import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, ExportOptions
 from updatable_coreml.spec_io import load_spec, neural_network
-from updatable_coreml.training import TrainingConfig
+from updatable_coreml.training import Loss, TrainingConfig
 
 
 def update_params(path):
@@ -43,8 +45,10 @@ def test_errors_name_the_flag_and_the_keyword():
 
 
 def test_one_default_batch_size():
-    assert TrainingConfig.__dataclass_fields__["batch_size"].default == DEFAULT_BATCH_SIZE
-    assert TrainingConfig.__dataclass_fields__["epochs"].default == DEFAULT_EPOCHS
+    defaults = inspect.signature(TrainingConfig).parameters
+    assert defaults["batch_size"].default == DEFAULT_BATCH_SIZE
+    assert defaults["epochs"].default == DEFAULT_EPOCHS
+    assert TrainingConfig(Loss("cce", "probs")).batch_size.default == DEFAULT_BATCH_SIZE
     options = ExportOptions()
     assert (options.resolved("batch_size"), options.resolved("epochs")) == (DEFAULT_BATCH_SIZE,
                                                                             DEFAULT_EPOCHS)
