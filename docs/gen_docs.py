@@ -178,6 +178,12 @@ ERROR_CAUSES = {
         "`make-updatable`/`swift` on an ML Program, a model that is not updatable, or an export "
         "the validator rejects",
     ],
+    "MissingDependencyError": [
+        "an optional dependency the command needs is not installed: matplotlib for `--plot`, "
+        "Pillow for image folders, onnx for an `.onnx` source, Keras and its backend for a "
+        "`.keras` source or the demo, torch for a torch source; the message names the extra "
+        "to install (`pip install \"updatable-coreml[plot]\"`, ...). Checked before any work",
+    ],
     "UntrustedSourceError": [
         "`export model.pt2` without `--trust-source`: `torch.export.load` unpickles parts of the "
         "file, so a crafted `.pt2` runs code",
@@ -227,6 +233,8 @@ def failure_modes_page() -> str:
         "| 2 | unusable input or unsupported construct: one `error:` line (below); also usage "
         "errors |",
         "| 130 | interrupted (Ctrl-C) |",
+        "| 141 | the reader closed standard output (`inspect M` piped into `head -5`), as a shell reports "
+        "SIGPIPE; no traceback |",
         "",
         "## Errors (exit code 2)",
         "",

@@ -57,6 +57,33 @@ def ml_program():
     return spec
 
 
+def mlpackage(path: Path, *, manifest: "bytes | None" = None, model_path: str = "com.apple.CoreML/model.mlmodel",
+              write_model: bool = True) -> Path:
+    """An ``.mlpackage`` folder laid out as coremltools saves one (Manifest.json naming a root
+    item under Data/), holding ``ml_program()``; the keywords damage one part each."""
+    import json
+
+    root_id = "4D1A2B3C-0000-4000-8000-000000000001"
+    if manifest is None:
+        manifest = json.dumps({
+            "fileFormatVersion": "1.0.0",
+            "itemInfoEntries": {root_id: {"author": "com.apple.CoreML", "name": "model.mlmodel",
+                                          "description": "CoreML Model Specification",
+                                          "path": model_path}},
+            "rootModelIdentifier": root_id}).encode()
+    path.mkdir(parents=True)
+    (path / "Manifest.json").write_bytes(manifest)
+    if write_model:
+        model = path / "Data" / "com.apple.CoreML" / "model.mlmodel"
+        model.parent.mkdir(parents=True)
+        spec = ml_program()
+        block = spec.mlProgram.functions["main"].block_specializations["CoreML6"]
+        for op in ("relu", "linear", "relu"):
+            block.operations.add(type=op)
+        model.write_bytes(spec.SerializeToString())
+    return path
+
+
 def quantized_head():
     """squeezenet_like with its fc weights 8-bit linearly quantized (frozen: fine; to train: no)."""
     spec = squeezenet_like()
@@ -276,6 +303,10 @@ def build_corpus(root: Path, marker: Path) -> Path:
     _write(root / "junk.mlmodel", b"\xff\x00 this is not a model at all")
     (root / "folder.mlmodel").mkdir()
     (root / "Model.mlpackage").mkdir()
+    mlpackage(root / "Program.mlpackage")
+    mlpackage(root / "BadManifest.mlpackage", manifest=b"{not json")
+    mlpackage(root / "Escaping.mlpackage", model_path="../../../junk.mlmodel")
+    mlpackage(root / "NoModel.mlpackage", write_model=False)
     (root / "a_file").write_text("a regular file, used as an output's parent folder\n")
     (root / "unknown_key.toml").write_text("lossy = 'cce'\n")
     image_folders(root)

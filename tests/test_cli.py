@@ -4,13 +4,27 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+from bad_input_files import LABELS, image_classifier, image_folders, mlpackage
 from models import squeezenet_like
+from updatable_coreml import __version__
 from updatable_coreml.cli import main
 
-CLI = [sys.executable, "-m", "updatable_coreml.cli"]
+ROOT = Path(__file__).resolve().parents[1]
+#: The installed console script (pyproject's [project.scripts]), running this checkout's code.
+SCRIPT = Path(sys.executable).parent / "updatable-coreml"
+CLI = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "updatable_coreml.cli"]
+
+
+def cli_env(*first: Path, **extra: str) -> dict:
+    """The environment for a CLI process: this checkout first on the path (after ``first``)."""
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, first), str(ROOT), env.get("PYTHONPATH", "")])
+    return env
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +42,9 @@ def updatable_model(plain_model, tmp_path_factory):
     return out
 
 
-def run(*args):
-    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=120)
+def run(*args, env=None):
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=300,
+                          env=env or cli_env())
 
 
 def _bad_files(tmp_path):
@@ -117,3 +132,108 @@ def test_cli_does_not_import_heavy_frameworks(updatable_model):
             "if m in sys.modules]; print('HEAVY', heavy)" % str(updatable_model))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+
+
+def test_version():
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"updatable-coreml {__version__}"
+
+
+# -- optional dependencies: checked before any work, one line naming the extra, exit 2 ----------
+
+
+def _without(tmp_path: Path, *modules: str) -> Path:
+    """A folder that, first on PYTHONPATH, makes ``modules`` look uninstalled."""
+    folder = tmp_path / "blocked"
+    for module in modules:
+        (folder / module).mkdir(parents=True)
+        (folder / module / "__init__.py").write_text(
+            f"raise ModuleNotFoundError(\"No module named '{module}'\", name={module!r})\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def image_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    (root / "classifier.mlmodel").write_bytes(image_classifier().SerializeToString())
+    image_folders(root)
+    return root
+
+
+def _one_line_naming(result, *words):
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("updatable-coreml: error: "), result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def test_simulate_plot_without_matplotlib_refuses_before_training(image_data, tmp_path):
+    out = tmp_path / "Updated.mlmodel"
+    result = run("simulate", image_data / "classifier.mlmodel", "--train", image_data / "ok.npz",
+                 "--plot", tmp_path / "loss.png", "-o", out, env=cli_env(_without(tmp_path, "matplotlib")))
+    _one_line_naming(result, "--plot", "matplotlib", 'pip install "updatable-coreml[plot]"')
+    assert result.stdout == "" and not out.exists()  # no epoch ran
+
+
+def test_image_folder_without_pillow(image_data, tmp_path):
+    result = run("simulate", image_data / "classifier.mlmodel", "--train", image_data / "train_ok",
+                 env=cli_env(_without(tmp_path, "PIL")))
+    _one_line_naming(result, "train_ok", "pillow", "updatable-coreml[plot]")
+
+
+@pytest.mark.parametrize("source, module, extra", [("m.onnx", "onnx", "onnx"),
+                                                   ("m.keras", "keras", "keras"),
+                                                   ("pkg.mod:factory", "torch", "torch")])
+def test_export_without_its_framework(tmp_path, source, module, extra):
+    out = tmp_path / "m.mlmodel"
+    result = run("export", tmp_path / source if "." in source[-6:] else source, "--loss", "cce",
+                 "-o", out, env=cli_env(_without(tmp_path, module)))
+    _one_line_naming(result, module, f"updatable-coreml[{extra}]")
+    assert not out.exists()
+
+
+def test_keras_without_its_backend(tmp_path):
+    pytest.importorskip("keras")
+    result = run("export", tmp_path / "m.keras", "-o", tmp_path / "m.mlmodel",
+                 env=cli_env(_without(tmp_path, "jax"), KERAS_BACKEND="jax"))
+    _one_line_naming(result, "Keras backend", "'jax'", "KERAS_BACKEND")
+
+
+def test_demo_without_keras(tmp_path):
+    result = run("demo", "--out", tmp_path / "demo", env=cli_env(_without(tmp_path, "keras")))
+    _one_line_naming(result, "the demo", "keras", 'pip install "updatable-coreml[demo]"')
+    assert not (tmp_path / "demo").exists()
+
+
+def test_inspect_into_a_closed_pipe_has_no_traceback(updatable_model):
+    process = subprocess.Popen(CLI + ["inspect", str(updatable_model)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=cli_env())
+    process.stdout.close()  # like `| head -5` exiting before inspect writes
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141, stderr
+    assert stderr == ""
+
+
+# -- .mlpackage: described, not refused -------------------------------------------------------
+
+
+def test_inspect_mlpackage_describes_the_ml_program(tmp_path):
+    package = mlpackage(tmp_path / "Program.mlpackage")
+    result = run("inspect", package)
+    assert result.returncode == 0, result.stderr
+    assert "type: mlProgram" in result.stdout and "updatable: no" in result.stdout
+    assert "function 'main' (opset CoreML6): 3 operation(s): relu x2, linear x1" in result.stdout
+    assert "not updatable" in result.stdout and "convert_to='neuralnetwork'" in result.stdout
+    assert "inputs:\n  x: MultiArray" in result.stdout
+    info = json.loads(run("inspect", "--json", package).stdout)
+    assert info["model_type"] == "mlProgram" and info["is_updatable"] is False
+
+
+def test_sizes_use_binary_units_everywhere(updatable_model):
+    from updatable_coreml.sizes import format_size
+
+    assert [format_size(n) for n in (0, 900, 1024, 151_000, 5 * 2**20)] == \
+        ["0 B", "900 B", "1.0 KiB", "147.5 KiB", "5.0 MiB"]
+    text = run("inspect", updatable_model).stdout
+    assert f"({format_size(updatable_model.stat().st_size)})" in text.splitlines()[0]

@@ -19,7 +19,7 @@ from onnx import helper
 from onnx_helpers import const, model, rng
 from updatable_coreml.cli import main
 from updatable_coreml.errors import ConfigError
-from updatable_coreml.export_cli import class_labels, image_input
+from updatable_coreml.cli.export_config import class_labels, image_input
 from updatable_coreml.spec_io import load_spec, neural_network
 
 CLI = [sys.executable, "-m", "updatable_coreml.cli"]

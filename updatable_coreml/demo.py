@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from .frameworks import quiet_import
+from .sizes import format_size
 
 KNOWN = list(range(7))
 NEW = [7, 8, 9]
@@ -135,7 +136,7 @@ def run(out_dir: Path, *, seed: int = 0, shots: int = 5, replay: int = 2, epochs
     cnn.fit(to_keras(base), targets, batch_size=32, epochs=1, verbose=0, callbacks=[export])
     findings = validate(model_path)
     errors = [f for f in findings if f.severity == "error"]
-    print(f"   wrote {model_path} ({model_path.stat().st_size / 1024:.0f} KB); validator: "
+    print(f"   wrote {model_path} ({format_size(model_path.stat().st_size)}); validator: "
           f"{'valid' if not errors else 'INVALID'}, {len(findings)} finding(s)")
     print("   " + export.report.summary().replace("\n", "\n   "))
 
@@ -168,13 +169,3 @@ def run(out_dir: Path, *, seed: int = 0, shots: int = 5, replay: int = 2, epochs
             _report_accuracy("k-NN, after personalization", knn_after, holdout)]
     return {"accuracy": rows, "epochs": [row.__dict__ for row in result.rows],
             "files": sorted(p.name for p in out_dir.iterdir())}
-
-
-def add_cli_command(sub) -> None:
-    parser = sub.add_parser("demo", help="run the end-to-end demo on bundled digits (no downloads)")
-    parser.add_argument("--out", default="demo-output", help="folder for the demo's files")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--shots", type=int, default=5, help="examples per new digit")
-    parser.add_argument("--epochs", type=int, default=20, help="on-device epochs")
-    parser.set_defaults(run=lambda args: run(Path(args.out), seed=args.seed, shots=args.shots,
-                                             epochs=args.epochs) and 0)

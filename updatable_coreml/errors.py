@@ -33,6 +33,11 @@ class InputShapeError(ConfigError):
     it at prediction and training, so the runtime does too (never a silent reshape)."""
 
 
+class MissingDependencyError(UpdatableCoreMLError):
+    """An optional dependency the command needs is not installed (the message names the extra
+    to install); checked before any work starts."""
+
+
 class RuntimeLayerError(UpdatableCoreMLError):
     """The reference runtime cannot execute a layer or feature of the model."""
 

@@ -20,6 +20,7 @@ from .errors import ConfigError, NotUpdatableError
 from .ir import Graph, TensorSpec
 from .options import ExportOptions
 from .passes import _rename, cut_at, infer_shapes, run_frozen_passes, run_passes
+from .sizes import format_size
 from .spec_io import Spec, atomic_write_bytes, neural_network
 from .training import SGD, Adam, FloatParam, Loss, Optimizer, TrainingConfig, apply_training_config
 
@@ -50,7 +51,7 @@ class ExportReport:
 
     def summary(self) -> str:
         lines = [f"exported {self.model_type} from {self.source or 'the model'} to {self.path} "
-                 f"({self.size_bytes / 1e6:.2f} MB, sha256 {self.sha256[:12]})",
+                 f"({format_size(self.size_bytes)}, sha256 {self.sha256[:12]})",
                  f"trains on device: {', '.join(self.trainable)}",
                  f"frozen: {len(self.frozen)} layer(s)"
                  + (f" (pipeline backbone made by {self.backbone})" if self.backbone else "")]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .errors import ConfigError
+from .mlpackage import is_mlpackage, package_size, read_mlpackage
+from .sizes import format_size
 from .spec_io import NEURAL_NETWORK_TYPES, Spec, SpecLike, load_spec, model_type
 from .training import TrainingConfig
 from .validator import backpropagable, trainable_path
@@ -74,13 +77,7 @@ def _section(title: str, rows: list[str]) -> list[str]:
 
 
 def _size(size: Optional[int]) -> str:
-    if size is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return ""
+    return "?" if size is None else format_size(size)
 
 
 def enum_name(enum_type, value: int) -> str:
@@ -140,7 +137,9 @@ def _describe(spec: Spec, path: Optional[str], size: Optional[int]) -> ModelInfo
                      [f"{f.name}: {feature_type(f)}" for f in description.output],
                      [f"{f.name}: {feature_type(f)}" for f in description.trainingInput])
     if kind == "mlProgram":
-        info.notes.append("ML Program models cannot be updated on device; convert with "
+        info.notes += _program_notes(spec.mlProgram)
+        info.notes.append("not updatable: Core ML updates only NeuralNetwork models (and k-NN, "
+                          "pipelines ending in one) on device, never an ML Program; convert with "
                           "convert_to='neuralnetwork' or export with updatable-coreml")
     elif kind in NEURAL_NETWORK_TYPES:
         nn = getattr(spec, kind)
@@ -173,6 +172,26 @@ def _describe(spec: Spec, path: Optional[str], size: Optional[int]) -> ModelInfo
     return info
 
 
+def _program_notes(program) -> list[str]:
+    """One line per function of an ML Program: its opset and its top-level operations."""
+    notes = []
+    for name in sorted(program.functions):
+        function = program.functions[name]
+        opset = function.opset
+        block = function.block_specializations.get(opset)
+        if block is None and function.block_specializations:
+            opset = sorted(function.block_specializations)[0]
+            block = function.block_specializations[opset]
+        counts: dict[str, int] = {}
+        for operation in block.operations if block is not None else ():
+            counts[operation.type] = counts.get(operation.type, 0) + 1
+        total = sum(counts.values())
+        shown = ", ".join(f"{op} x{n}" for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        notes.append(f"ML Program function {name!r} (opset {opset or '?'}): {total} operation(s)"
+                     + (f": {shown}" if shown else ""))
+    return notes
+
+
 def _layer_type(layer) -> str:
     kind = layer.WhichOneof("layer")
     if kind == "activation":
@@ -184,6 +203,8 @@ def _layer_type(layer) -> str:
 
 def inspect(model: SpecLike) -> ModelInfo:
     """Describe a model file (or spec): I/O, training inputs, layers, update parameters."""
+    if isinstance(model, (str, os.PathLike)) and is_mlpackage(Path(model)):
+        return _describe(read_mlpackage(Path(model)), str(model), package_size(Path(model)))
     spec = load_spec(model)
     path = str(model) if isinstance(model, (str, os.PathLike)) else None
     size = os.path.getsize(model) if path else None

@@ -9,7 +9,6 @@ spec itself: the names, shapes and allowed values in the Swift file are the mode
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import re
@@ -712,20 +711,3 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-# -- CLI ---------------------------------------------------------------------------------
-
-
-def add_cli_command(sub: argparse._SubParsersAction) -> None:
-    """Register ``updatable-coreml swift`` (cli.py lists this in EXTRA_COMMANDS)."""
-    p = sub.add_parser("swift", help="generate Swift glue (input builder, batch provider, "
-                                     "MLUpdateTask trainer) for an updatable model")
-    p.add_argument("model")
-    p.add_argument("-o", "--output", required=True, metavar="FILE.swift")
-    p.add_argument("--class-name", metavar="NAME",
-                   help="Swift class name (default: the model file's stem + Trainer)")
-    p.set_defaults(run=_cmd_swift)
-
-
-def _cmd_swift(args) -> int:
-    write_swift(args.model, args.output, class_name=args.class_name)
-    return 0

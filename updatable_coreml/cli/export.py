@@ -1,0 +1,183 @@
+"""``updatable-coreml export SOURCE -o OUT.mlmodel``: one export as a clean pipeline step.
+
+SOURCE is a Keras file (``.keras``, loaded with ``safe_mode=True``; legacy ``.h5``), an
+``.onnx`` model, a torch ``.pt2`` program, or ``module:factory`` / ``file.py:factory`` (with
+``--weights`` and ``--example-shape``). Settings come from ``--config export.toml`` (the same
+names as the flags, ``batch-size`` or ``batch_size``), overridden by flags; anything unset is
+what the source says (Keras's compiled loss, optimizer and trainable flags; torch's
+``requires_grad``), except that ONNX needs ``--loss``.
+
+Exit codes: 0 exported and valid; 1 exported but the validator reports errors (``--strict``:
+or warnings); 2 unusable input or unsupported construct (one line on stderr, no output file).
+Quiet unless ``--verbose``; the output is byte-identical for the same source and settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import platform
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from ..errors import ConfigError
+from ..frameworks import quiet_environment
+from .common import EXIT_INVALID, EXIT_OK
+from .deps import require
+from .export_config import CHOICES, SETTINGS, load_config
+from .export_sources import export_source, source_kind
+
+#: source kind -> the framework module its frontend imports
+FRAMEWORK = {"keras": "keras", "onnx": "onnx", "torch": "torch"}
+
+DESCRIPTION = ("Export a Keras (.keras, .h5), ONNX (.onnx) or torch (.pt2, module:factory) model "
+               "to an updatable .mlmodel. Settings come from --config, overridden by flags; "
+               "anything unset is what the source says. Exit codes: 0 exported and valid, 1 "
+               "exported but invalid, 2 unusable input (nothing written).")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Register ``export`` (every option defaults to None: unset means config, then source)."""
+    p = sub.add_parser("export", help="export a Keras/ONNX/torch model to an updatable .mlmodel",
+                       description=DESCRIPTION)
+    p.add_argument("source", nargs="?", help=".keras, .h5, .onnx, .pt2, or module:factory")
+    p.add_argument("-o", "--output", help="the .mlmodel to write")
+    p.add_argument("--config", metavar="TOML", help="settings file; flags override it")
+    p.add_argument("--report", metavar="JSON", help="write what was exported, findings, versions")
+    p.add_argument("--weights", metavar="STATE_DICT", help="torch state dict for module:factory")
+    p.add_argument("--example-shape", metavar="C,H,W", help="one example's input shape (torch)")
+    p.add_argument("--trainable", nargs="+", metavar="NAME",
+                   help="layers that train: names, or 'all' (default: what the source says)")
+    p.add_argument("--loss", choices=CHOICES["loss"])
+    p.add_argument("--optimizer", choices=CHOICES["optimizer"])
+    for flag in ("--lr", "--momentum", "--beta1", "--beta2", "--eps"):
+        p.add_argument(flag, type=float)
+    p.add_argument("--lr-range", metavar="MIN,MAX")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--allowed-batch-sizes", metavar="N,N,...")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--allowed-epochs", metavar="N,N,...")
+    p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--class-labels", metavar="FILE|a,b,c")
+    p.add_argument("--extra-class-slots", type=int, metavar="N",
+                   help="placeholder labels user0... for classes the app learns later")
+    p.add_argument("--image-input", metavar="SPEC", help="name:rgb:scale=1/255:bias=-1,-1,-1")
+    for flag in ("--author", "--license", "--description"):
+        p.add_argument(flag)
+    p.add_argument("--version", dest="model_version", help="the model's version string")
+    p.add_argument("--allow-unsupported", action="store_true", default=None,
+                   help="turn refusals of options Core ML cannot carry into report warnings")
+    p.add_argument("--trust-source", action="store_true",
+                   help="SOURCE is a file you made: allow loaders that can run code stored in it "
+                        "(a .pt2, read by torch.export.load); flag only, never from --config")
+    p.add_argument("--pipeline", action="store_true", default=None,
+                   help="write the frozen backbone and the updatable head as a two-model pipeline")
+    p.add_argument("--backbone", choices=CHOICES["backbone"],
+                   help="with --pipeline (Keras, torch): convert the backbone with our frontend, "
+                        "with coremltools, or with coremltools only when ours refuses it (auto)")
+    p.add_argument("--strict", action="store_true", default=None, help="validator warnings fail (exit 1)")
+    p.add_argument("--verbose", action="store_true", default=None, help="print the export summary")
+    p.set_defaults(run=run)
+
+
+def settings_from(args: argparse.Namespace) -> dict[str, Any]:
+    """Config file values overridden by the flags given, each coerced and checked."""
+    merged = load_config(args.config) if args.config else {}
+    merged.update({key: getattr(args, key) for key in SETTINGS if getattr(args, key, None) is not None})
+    settings = {key: SETTINGS[key](value, key) for key, value in merged.items()}
+    for key, allowed in CHOICES.items():
+        if key in settings and settings[key] not in allowed:
+            raise ConfigError(f"{key}: {settings[key]!r} is not one of {', '.join(allowed)}")
+    for key in ("source", "output"):
+        if not settings.get(key):
+            raise ConfigError(f"no {key}: give {'SOURCE' if key == 'source' else '-o OUT.mlmodel'} "
+                              f"or set {key} in the config file")
+    from ..spec_io import check_output_path
+
+    for key in ("output", "report"):  # refuse before loading anything; never overwrite the source
+        if settings.get(key):
+            check_output_path(settings[key], not_same_as=settings["source"])
+    settings["trust_source"] = bool(getattr(args, "trust_source", False))
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    verbose = bool(settings.get("verbose"))
+    kind = source_kind(settings["source"])
+    with quiet(not verbose):
+        require(FRAMEWORK[kind], f"a {kind} source ({settings['source']})")
+        report = export_source(kind, settings)
+    from ..validator import validate
+
+    findings = validate(report.path)
+    failing = [f for f in findings if f.severity == "error"
+               or (settings.get("strict") and f.severity == "warning")]
+    if settings.get("report"):
+        write_report(settings["report"], kind, settings, report, findings, not failing)
+    if verbose:
+        print(report.summary())
+    for finding in failing:
+        print(f"updatable-coreml: {finding}", file=sys.stderr)
+    return EXIT_INVALID if failing else EXIT_OK
+
+
+@contextlib.contextmanager
+def quiet(enabled: bool) -> Iterator[None]:
+    """Silence framework noise (TensorFlow's C++ log, Python warnings, library prints)."""
+    if not enabled:
+        yield
+        return
+    quiet_environment()
+    sink = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        warnings.simplefilter("ignore")
+        yield
+
+
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def versions(kind: str) -> dict[str, str]:
+    """Exporter and source-framework versions, for reproducing an export."""
+    import numpy
+
+    from .. import __version__
+
+    found = {"updatable_coreml": __version__, "python": platform.python_version(),
+             "numpy": numpy.__version__}
+    modules = {"onnx": ("onnx",), "torch": ("torch",), "keras": ("keras", "tensorflow")}[kind]
+    for name in modules:
+        with contextlib.suppress(ImportError):
+            found[name] = __import__(name).__version__
+    return found
+
+
+def _sha256(path: str) -> Optional[str]:
+    if not Path(path).is_file():
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_report(path: str, kind: str, settings: dict[str, Any], report: Any, findings: list,
+                 valid: bool) -> None:
+    from ..spec_io import atomic_write_bytes
+
+    document = {
+        "valid": valid,
+        "output": {"path": report.path, "sha256": report.sha256, "size_bytes": report.size_bytes},
+        "source": {"path": settings["source"], "kind": kind, "sha256": _sha256(settings["source"])},
+        "export": report.to_dict(),
+        "findings": [finding.to_dict() for finding in findings],
+        "settings": {k: v for k, v in settings.items() if k not in ("report", "verbose")},
+        "versions": versions(kind),
+    }
+    atomic_write_bytes((json.dumps(document, indent=2, sort_keys=True) + "\n").encode(), path)

@@ -1,0 +1,97 @@
+"""``updatable-coreml simulate MODEL --train DATA``: rehearse on-device training off-device
+with the reference runtime (a loss table per epoch; a learning curve for a k-NN model)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import ConfigError
+from .common import EXIT_OK
+from .deps import require
+
+HEADER = f"{'epoch':>5} {'train loss':>11} {'val loss':>9} {'val acc':>8}"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="train an updatable model off-device as MLUpdateTask would")
+    p.add_argument("model")
+    p.add_argument("--train", required=True, metavar="DATA",
+                   help="a folder with one subfolder of images per label, or an .npz with x and y")
+    p.add_argument("--val", metavar="DATA", help="validation data, same forms")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None)
+    p.add_argument("--plot", metavar="PNG", help="write training/validation loss per epoch")
+    p.add_argument("-o", "--out", metavar="MLMODEL", help="write the updated model")
+    p.set_defaults(run=run)
+
+
+def check_dependencies(args: argparse.Namespace) -> None:
+    """Everything optional this run will need, before the model is even loaded."""
+    if args.plot:
+        require("matplotlib", "--plot")
+    for flag, data in (("--train", args.train), ("--val", args.val)):
+        if data and Path(data).is_dir():
+            require("PIL", f"{flag} {data} (a folder of images)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..runtime import load
+    from ..runtime.knn import KNNModel
+    from ..runtime.model import PipelineModel
+    from ..runtime.simulate import simulate
+
+    check_dependencies(args)
+    model = load(args.model)
+    last = model.models[-1] if isinstance(model, PipelineModel) else model
+    if isinstance(last, KNNModel):
+        return _simulate_knn(args, model)
+    shown = []
+
+    def show(row) -> None:
+        if not shown:  # the header only once training runs: argument errors come first
+            print(HEADER)
+            shown.append(True)
+        val_loss = "-" if row.val_loss is None else f"{row.val_loss:.4f}"
+        val_acc = "-" if row.val_accuracy is None else f"{row.val_accuracy:.3f}"
+        print(f"{row.epoch:>5} {row.train_loss:>11.4f} {val_loss:>9} {val_acc:>8}", flush=True)
+
+    simulate(args.model, args.train, val=args.val, epochs=args.epochs, lr=args.lr,
+             batch_size=args.batch_size, seed=args.seed, shuffle=args.shuffle, plot=args.plot,
+             out=args.out, on_epoch=show)
+    for label, path in (("loss plot", args.plot), ("updated model", args.out)):
+        if path:
+            print(f"{label}: {path}")
+    return EXIT_OK
+
+
+def _simulate_knn(args: argparse.Namespace, model) -> int:
+    """k-NN learns by storing examples, so the useful view is accuracy against how many
+    examples per class the user gave (a learning curve), not a loss per epoch."""
+    import numpy as np
+
+    from ..knn import format_learning_curve, knn_learning_curve, plot_learning_curve
+    from ..runtime.simulate import load_dataset
+
+    epoch_options = [flag for flag, value in (("--epochs", args.epochs), ("--lr", args.lr),
+                                              ("--batch-size", args.batch_size)) if value is not None]
+    if epoch_options:
+        raise ConfigError(f"{', '.join(epoch_options)}: a k-NN model has no epochs or optimizer")
+    if args.val is None:
+        raise ConfigError("a k-NN learning curve needs held-out data: add --val DATA")
+    train, val = load_dataset(args.train, model), load_dataset(args.val, model)
+    (input_name, x), (_, y) = train.items()
+    (_, x_val), (_, y_val) = val.items()
+    counts = [n for n in (1, 2, 5, 10, 20, 50) if n <= max(np.unique(np.asarray(y), return_counts=True)[1])]
+    rows = knn_learning_curve(model, x, y, x_val, y_val, shots=counts, seed=args.seed or 0)
+    print(format_learning_curve(rows))
+    if args.plot:
+        plot_learning_curve({"k-NN": rows}, args.plot)
+        print(f"accuracy plot: {args.plot}")
+    if args.out:
+        model.update(train).model.save(args.out)
+        print(f"updated model: {args.out}")
+    return EXIT_OK
