@@ -48,7 +48,7 @@ def test_make_updatable_killed_at_random_moments(tmp_path):
     dest = tmp_path / "out" / "Updatable.mlmodel"
     dest.parent.mkdir()
     cmd = [sys.executable, "-m", "updatable_coreml.cli", "make-updatable", str(source), "-o",
-           str(dest), "--layers", "fc1", "-q"]
+           str(dest), "--trainable", "fc1", "-q"]
     clean = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert clean.returncode == 0, clean.stderr
     assert os.listdir(dest.parent) == ["Updatable.mlmodel"]

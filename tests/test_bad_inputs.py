@@ -198,32 +198,32 @@ CASES = [
     cli("validate-plain-network", "validate {d}/plain.mlmodel", "NOT_UPDATABLE", "make-updatable",
         exit=1),
     # ---- make-updatable ------------------------------------------------------------------
-    cli("make-updatable-ml-program", "make-updatable {d}/program.mlmodel -o {o}/m.mlmodel --layers fc",
+    cli("make-updatable-ml-program", "make-updatable {d}/program.mlmodel -o {o}/m.mlmodel --trainable fc",
         "program.mlmodel", "mlProgram", "convert_to='neuralnetwork'"),
     cli("make-updatable-activation-layer", "make-updatable {d}/plain.mlmodel -o {o}/m.mlmodel "
-        "--layers relu10", "relu10", "activation", "only convolution and innerProduct"),
+        "--trainable relu10", "relu10", "activation", "only convolution and innerProduct"),
     cli("make-updatable-concat-on-trainable-path", "make-updatable {d}/plain.mlmodel -o {o}/m.mlmodel "
-        "--layers fire2/squeeze", "fire2/concat", "fire2/squeeze"),
+        "--trainable fire2/squeeze", "fire2/concat", "fire2/squeeze"),
     cli("make-updatable-quantized-weights", "make-updatable {d}/quantized.mlmodel -o {o}/m.mlmodel "
-        "--layers fc", "fc", "quantized", "fp32"),
-    cli("make-updatable-unknown-layer", "make-updatable {d}/plain.mlmodel -o {o}/m.mlmodel --layers "
+        "--trainable fc", "fc", "quantized", "fp32"),
+    cli("make-updatable-unknown-layer", "make-updatable {d}/plain.mlmodel -o {o}/m.mlmodel --trainable "
         "fc7", "fc7", "layers are", "conv10"),
     cli("make-updatable-lr-outside-range", "make-updatable {d}/plain.mlmodel -o {o}/m.mlmodel "
-        "--layers fc --lr 0.1 --lr-range 0.2,0.5", "learning rate", "0.2..0.5"),
+        "--trainable fc --lr 0.1 --lr-range 0.2,0.5", "learning rate", "0.2..0.5"),
     cli("make-updatable-epochs-not-allowed", "make-updatable {d}/plain.mlmodel -o {o}/m.mlmodel "
-        "--layers fc --epochs 5 --allowed-epochs 1,2", "epochs", "[1, 2]", "add it to the set"),
+        "--trainable fc --epochs 5 --allowed-epochs 1,2", "epochs", "[1, 2]", "add it to the set"),
     cli("make-updatable-adam-option-on-sgd", "make-updatable {d}/plain.mlmodel -o {o}/m.mlmodel "
-        "--layers fc --beta1 0.8", "beta1", "Adam", "SGD takes --lr and --momentum"),
-    cli("make-updatable-fewer-classes", "make-updatable {d}/plain.mlmodel -o {o}/m.mlmodel --layers fc "
-        "--expand-classes 2", "--expand-classes 2", "must exceed", "3 classes"),
+        "--trainable fc --beta1 0.8", "beta1", "Adam", "SGD takes --lr and --momentum"),
+    cli("make-updatable-fewer-classes", "make-updatable {d}/plain.mlmodel -o {o}/m.mlmodel --trainable fc "
+        "--extra-class-slots 0", "--extra-class-slots 0", "1 or more spare classes"),
     cli("make-updatable-missing-folder", "make-updatable {d}/plain.mlmodel -o {o}/nowhere/m.mlmodel "
-        "--layers fc", "nowhere", "does not exist", "create it"),
+        "--trainable fc", "nowhere", "does not exist", "create it"),
     cli("make-updatable-folder-is-a-file", "make-updatable {d}/plain.mlmodel -o {d}/a_file/m.mlmodel "
-        "--layers fc", "a_file", "is not a folder"),
+        "--trainable fc", "a_file", "is not a folder"),
     cli("make-updatable-read-only-folder", "make-updatable {d}/plain.mlmodel -o {ro}/m.mlmodel "
-        "--layers fc", "m.mlmodel", "cannot write"),
+        "--trainable fc", "m.mlmodel", "cannot write"),
     cli("make-updatable-overwrites-input", "make-updatable {d}/plain.mlmodel -o {d}/plain.mlmodel "
-        "--layers fc", "plain.mlmodel", "overwrite the input", "another path"),
+        "--trainable fc", "plain.mlmodel", "overwrite the input", "another path"),
     # ---- simulate ------------------------------------------------------------------------
     cli("simulate-not-updatable", "simulate {d}/plain.mlmodel --train {d}/ok.npz", "plain.mlmodel",
         "not updatable", "make-updatable"),

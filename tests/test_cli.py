@@ -37,7 +37,7 @@ def plain_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def updatable_model(plain_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("u") / "Updatable.mlmodel"
-    assert main(["make-updatable", str(plain_model), "-o", str(out), "--layers", "fc", "-q",
+    assert main(["make-updatable", str(plain_model), "-o", str(out), "--trainable", "fc", "-q",
                  "--seed", "1"]) == 0
     return out
 
@@ -62,7 +62,7 @@ def _bad_files(tmp_path):
 def test_bad_model_files_give_one_line_and_exit_2(tmp_path, command):
     for name in _bad_files(tmp_path):
         out = tmp_path / "out.mlmodel"
-        extra = ["-o", out, "--layers", "fc"] if command == "make-updatable" else []
+        extra = ["-o", out, "--trainable", "fc"] if command == "make-updatable" else []
         result = run(command, tmp_path / name, *extra)
         assert result.returncode == 2, (name, result.stderr)
         lines = result.stderr.strip().splitlines()
@@ -100,19 +100,19 @@ def test_inspect_text_and_json(updatable_model, capsys):
 
 def test_make_updatable_refusal_names_the_blocking_layer(plain_model, tmp_path):
     out = tmp_path / "x.mlmodel"
-    result = run("make-updatable", plain_model, "-o", out, "--layers", "fire2/squeeze")
+    result = run("make-updatable", plain_model, "-o", out, "--trainable", "fire2/squeeze")
     assert result.returncode == 2 and "fire2/concat" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_usage_errors_are_one_line(plain_model, tmp_path):
-    result = run("make-updatable", plain_model, "-o", tmp_path / "x.mlmodel", "--layers", "fc",
+    result = run("make-updatable", plain_model, "-o", tmp_path / "x.mlmodel", "--trainable", "fc",
                  "--allowed-batch-sizes", "1,x")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_output_in_missing_or_read_only_folder(plain_model, tmp_path):
-    result = run("make-updatable", plain_model, "-o", tmp_path / "nope" / "x.mlmodel", "--layers", "fc")
+    result = run("make-updatable", plain_model, "-o", tmp_path / "nope" / "x.mlmodel", "--trainable", "fc")
     assert result.returncode == 2 and "does not exist" in result.stderr
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -120,7 +120,7 @@ def test_output_in_missing_or_read_only_folder(plain_model, tmp_path):
     try:
         if os.access(locked, os.W_OK):
             pytest.skip("running as a user that ignores directory permissions")
-        result = run("make-updatable", plain_model, "-o", locked / "x.mlmodel", "--layers", "fc")
+        result = run("make-updatable", plain_model, "-o", locked / "x.mlmodel", "--trainable", "fc")
         assert result.returncode == 2 and "cannot write" in result.stderr
     finally:
         locked.chmod(0o700)
@@ -201,7 +201,7 @@ def test_keras_without_its_backend(tmp_path):
 
 
 def test_demo_without_keras(tmp_path):
-    result = run("demo", "--out", tmp_path / "demo", env=cli_env(_without(tmp_path, "keras")))
+    result = run("demo", "-o", tmp_path / "demo", env=cli_env(_without(tmp_path, "keras")))
     _one_line_naming(result, "the demo", "keras", 'pip install "updatable-coreml[demo]"')
     assert not (tmp_path / "demo").exists()
 
@@ -237,3 +237,90 @@ def test_sizes_use_binary_units_everywhere(updatable_model):
         ["0 B", "900 B", "1.0 KiB", "147.5 KiB", "5.0 MiB"]
     text = run("inspect", updatable_model).stdout
     assert f"({format_size(updatable_model.stat().st_size)})" in text.splitlines()[0]
+
+
+# -- one name per idea, help for everything ---------------------------------------------------
+
+
+def _subparsers():
+    import argparse
+
+    from updatable_coreml.cli import build_parser
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return parser, action.choices
+
+
+def test_every_option_has_help_and_help_has_no_rest_markup():
+    import argparse
+
+    parser, commands = _subparsers()
+    for name, sub in [("", parser), *commands.items()]:
+        for action in sub._actions:
+            if action.help == argparse.SUPPRESS or isinstance(action, argparse._SubParsersAction):
+                continue
+            assert action.help, (name, action.option_strings or action.dest)
+        text = sub.format_help()
+        for markup in ("``", ":class:", ":func:", ":meth:"):
+            assert markup not in text, (name, markup)
+    assert "``" not in run("export", "--help").stdout
+
+
+def test_output_is_dash_o_everywhere():
+    _, commands = _subparsers()
+    for name in ("make-updatable", "export", "simulate", "swift", "demo"):
+        flags = {s for a in commands[name]._actions for s in a.option_strings}
+        assert {"-o", "--output"} <= flags, name
+
+
+def test_one_name_for_trainable_layers_and_spare_classes(plain_model, tmp_path):
+    from updatable_coreml.inspection import inspect
+
+    _, commands = _subparsers()
+    for name in ("make-updatable", "export"):
+        flags = {s for a in commands[name]._actions for s in a.option_strings}
+        assert {"--trainable", "--extra-class-slots"} <= flags, name
+    out = tmp_path / "slots.mlmodel"
+    result = run("make-updatable", plain_model, "-o", out, "--trainable", "fc",
+                 "--extra-class-slots", "2", "-q")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert inspect(out).class_labels == ["class0", "class1", "class2", "user0", "user1"]
+
+
+def test_old_spellings_work_with_one_warning(plain_model, image_data, tmp_path):
+    from updatable_coreml.inspection import inspect
+
+    out = tmp_path / "old.mlmodel"
+    result = run("make-updatable", plain_model, "-o", out, "--layers", "fc", "--expand-classes", "4", "-q")
+    assert result.returncode == 0, result.stderr
+    assert "warning: --layers is deprecated, use --trainable" in result.stderr
+    assert "--expand-classes is deprecated, use --extra-class-slots (spare slots, not the total)" \
+        in result.stderr
+    assert len(inspect(out).class_labels) == 4
+    updated = tmp_path / "updated.mlmodel"
+    result = run("simulate", image_data / "classifier.mlmodel", "--train", image_data / "ok.npz",
+                 "--epochs", "1", "--out", updated)
+    assert result.returncode == 0 and updated.exists(), result.stderr
+    assert "--out is deprecated, use -o/--output" in result.stderr
+
+
+def test_simulate_argument_error_prints_no_table_header(image_data):
+    result = run("simulate", image_data / "classifier.mlmodel", "--train", image_data / "ok.npz",
+                 "--epochs", "7")
+    assert result.returncode == 2 and "epochs=7" in result.stderr
+    assert result.stdout == ""
+
+
+def test_lr_without_optimizer_means_sgd_unless_the_source_has_one():
+    from updatable_coreml.cli.export_sources import optimizer_from
+    from updatable_coreml.errors import ConfigError
+    from updatable_coreml.training import SGD
+
+    optimizer = optimizer_from({"lr": 0.05, "momentum": 0.5})
+    assert isinstance(optimizer, SGD)
+    assert optimizer.learning_rate.default == 0.05 and optimizer.momentum.default == 0.5
+    with pytest.raises(ConfigError, match="--beta1 belongs to Adam: add --optimizer adam"):
+        optimizer_from({"beta1": 0.8})
+    with pytest.raises(ConfigError, match="compiled optimizer applies"):
+        optimizer_from({"lr": 0.05}, keras_source=True)

@@ -44,3 +44,20 @@ def flag(parse: Callable[[Any, str], Any], key: str) -> Callable[[str], Any]:
         except ConfigError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
     return convert
+
+
+def deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str, *, dest: str,
+                     note: str = "", **options: Any) -> None:
+    """``old`` keeps working, hidden from ``--help``, with one warning line naming ``new``.
+
+    ``dest`` is where the value goes (the new flag's, or a separate one when the meaning
+    differs, e.g. a total instead of a count of spare slots; ``note`` says how).
+    """
+    class Alias(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+            import sys
+
+            print(f"updatable-coreml: warning: {old} is deprecated, use {new}{note}", file=sys.stderr)
+            setattr(namespace, self.dest, True if self.nargs == 0 else values)
+
+    parser.add_argument(old, dest=dest, action=Alias, help=argparse.SUPPRESS, **options)

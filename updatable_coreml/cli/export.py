@@ -27,7 +27,7 @@ from typing import Any, Iterator, Optional
 
 from ..errors import ConfigError
 from ..frameworks import quiet_environment
-from .common import EXIT_INVALID, EXIT_OK
+from .common import EXIT_INVALID, EXIT_OK, deprecated_alias
 from .deps import require
 from .export_config import CHOICES, SETTINGS, load_config
 from .export_sources import export_source, source_kind
@@ -53,24 +53,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--example-shape", metavar="C,H,W", help="one example's input shape (torch)")
     p.add_argument("--trainable", nargs="+", metavar="NAME",
                    help="layers that train: names, or 'all' (default: what the source says)")
-    p.add_argument("--loss", choices=CHOICES["loss"])
-    p.add_argument("--optimizer", choices=CHOICES["optimizer"])
-    for flag in ("--lr", "--momentum", "--beta1", "--beta2", "--eps"):
-        p.add_argument(flag, type=float)
-    p.add_argument("--lr-range", metavar="MIN,MAX")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--allowed-batch-sizes", metavar="N,N,...")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--allowed-epochs", metavar="N,N,...")
-    p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--class-labels", metavar="FILE|a,b,c")
+    p.add_argument("--loss", choices=CHOICES["loss"],
+                   help="cce or mse (default: the Keras model's compiled loss; required for "
+                        "ONNX and torch)")
+    p.add_argument("--optimizer", choices=CHOICES["optimizer"],
+                   help="on-device optimizer (default: the Keras model's compiled one, else sgd)")
+    p.add_argument("--lr", type=float, help="learning rate (without --optimizer: of sgd)")
+    p.add_argument("--momentum", type=float, help="SGD momentum")
+    p.add_argument("--beta1", type=float, help="Adam beta1")
+    p.add_argument("--beta2", type=float, help="Adam beta2")
+    p.add_argument("--eps", type=float, help="Adam epsilon")
+    p.add_argument("--lr-range", metavar="MIN,MAX", help="learning rates the app may set")
+    p.add_argument("--batch-size", type=int, help="examples per gradient step on device")
+    p.add_argument("--allowed-batch-sizes", metavar="N,N,...", help="batch sizes the app may set")
+    p.add_argument("--epochs", type=int, help="epochs per update task")
+    p.add_argument("--allowed-epochs", metavar="N,N,...", help="epoch counts the app may set")
+    p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None,
+                   help="shuffle the examples at every epoch")
+    p.add_argument("--seed", type=int, help="shuffle seed stored in the model")
+    p.add_argument("--class-labels", metavar="FILE|a,b,c",
+                   help="class labels: a file with one per line, or a,b,c")
     p.add_argument("--extra-class-slots", type=int, metavar="N",
                    help="placeholder labels user0... for classes the app learns later")
     p.add_argument("--image-input", metavar="SPEC", help="name:rgb:scale=1/255:bias=-1,-1,-1")
-    for flag in ("--author", "--license", "--description"):
-        p.add_argument(flag)
-    p.add_argument("--version", dest="model_version", help="the model's version string")
+    p.add_argument("--author", help="the model's author (metadata)")
+    p.add_argument("--license", help="the model's licence (metadata)")
+    p.add_argument("--description", help="the model's description (metadata)")
+    p.add_argument("--model-version", dest="model_version", metavar="VERSION",
+                   help="the model's version string (metadata)")
+    deprecated_alias(p, "--version", "--model-version", dest="model_version", metavar="VERSION")
     p.add_argument("--allow-unsupported", action="store_true", default=None,
                    help="turn refusals of options Core ML cannot carry into report warnings")
     p.add_argument("--trust-source", action="store_true",

@@ -122,7 +122,7 @@ def load_config(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: not a valid TOML file ({exc})") from None
     config = {}
     for key, value in data.items():
-        dest = "model_version" if key == "version" else key.replace("-", "_")
+        dest = "model_version" if key == "version" else key.replace("-", "_")  # old spelling kept
         if dest not in SETTINGS:
             raise ConfigError(f"{path}: unknown setting {key!r}; settings are the export flags "
                               f"without dashes: {', '.join(sorted(SETTINGS))}")

@@ -21,8 +21,9 @@ def source_kind(source: str) -> str:
                       "module:factory for a torch model")
 
 
-def optimizer_from(settings: dict[str, Any]) -> Any:
-    """Our SGD/Adam from ``--optimizer`` and its hyperparameters; None leaves it to the source."""
+def optimizer_from(settings: dict[str, Any], keras_source: bool = False) -> Any:
+    """Our SGD/Adam from ``--optimizer`` and its hyperparameters; None leaves it to the source
+    (SGD when only SGD's hyperparameters are given and the source has no optimizer)."""
     from ..training import SGD, Adam
 
     names = {"sgd": {"lr": "learning_rate", "momentum": "momentum"},
@@ -30,9 +31,15 @@ def optimizer_from(settings: dict[str, Any]) -> Any:
     given = [key for key in ("lr", "momentum", "beta1", "beta2", "eps") if key in settings]
     kind = settings.get("optimizer")
     if kind is None:
-        if given:
-            raise ConfigError(f"--{given[0]} needs --optimizer sgd|adam")
-        return None
+        if not given:
+            return None
+        if keras_source:  # switching a compiled Adam to SGD would silently change training
+            raise ConfigError(f"--{given[0]} without --optimizer: the Keras model's compiled "
+                              "optimizer applies; give --optimizer sgd|adam to replace it")
+        adam_only = [key for key in given if key not in names["sgd"]]
+        if adam_only:
+            raise ConfigError(f"--{adam_only[0]} belongs to Adam: add --optimizer adam")
+        kind = "sgd"  # the default optimizer, as for make-updatable
     wrong = [key for key in given if key not in names[kind]]
     if wrong:
         raise ConfigError(f"--{wrong[0]} does not apply to {kind}")
@@ -126,7 +133,8 @@ def _export_keras(settings: dict[str, Any], output: str) -> Any:
     if trainable == "all":
         model.trainable = True  # Keras sets every nested layer trainable
         trainable = None
-    return export_keras(model, output, loss=settings.get("loss"), optimizer=optimizer_from(settings),
+    return export_keras(model, output, loss=settings.get("loss"),
+                        optimizer=optimizer_from(settings, keras_source=True),
                         trainable=trainable, image_input=_image_options(settings),
                         description=settings.get("description", ""), author=settings.get("author", ""),
                         license=settings.get("license", ""), version=settings.get("model_version", ""),

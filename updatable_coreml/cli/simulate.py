@@ -7,25 +7,32 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import EXIT_OK
+from .common import EXIT_OK, deprecated_alias
 from .deps import require
 
 HEADER = f"{'epoch':>5} {'train loss':>11} {'val loss':>9} {'val acc':>8}"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("simulate", help="train an updatable model off-device as MLUpdateTask would")
-    p.add_argument("model")
+    p = sub.add_parser("simulate", help="train an updatable model off-device as MLUpdateTask would",
+                       description="Train an updatable model with the reference runtime as "
+                                   "MLUpdateTask would on device, and print the loss (and "
+                                   "accuracy) per epoch; for a k-NN model, accuracy against "
+                                   "examples per class.")
+    p.add_argument("model", help="an updatable .mlmodel")
     p.add_argument("--train", required=True, metavar="DATA",
                    help="a folder with one subfolder of images per label, or an .npz with x and y")
     p.add_argument("--val", metavar="DATA", help="validation data, same forms")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None)
+    p.add_argument("--epochs", type=int, help="override the model's epochs (within what it allows)")
+    p.add_argument("--lr", type=float, help="override the model's learning rate (within what it allows)")
+    p.add_argument("--batch-size", type=int, help="override the model's batch size (within what it allows)")
+    p.add_argument("--seed", type=int, help="override the model's shuffle seed")
+    p.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None,
+                   help="keep the examples in their order")
     p.add_argument("--plot", metavar="PNG", help="write training/validation loss per epoch")
-    p.add_argument("-o", "--out", metavar="MLMODEL", help="write the updated model")
+    p.add_argument("-o", "--output", metavar="OUT.mlmodel", help="write the updated model")
+    deprecated_alias(p, "--out", "-o/--output", dest="output", metavar="OUT.mlmodel")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
 
@@ -61,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
     simulate(args.model, args.train, val=args.val, epochs=args.epochs, lr=args.lr,
              batch_size=args.batch_size, seed=args.seed, shuffle=args.shuffle, plot=args.plot,
-             out=args.out, on_epoch=show)
-    for label, path in (("loss plot", args.plot), ("updated model", args.out)):
+             out=args.output, on_epoch=show)
+    for label, path in (("loss plot", args.plot), ("updated model", args.output)):
         if path:
             print(f"{label}: {path}")
     return EXIT_OK
@@ -91,7 +98,7 @@ def _simulate_knn(args: argparse.Namespace, model) -> int:
     if args.plot:
         plot_learning_curve({"k-NN": rows}, args.plot)
         print(f"accuracy plot: {args.plot}")
-    if args.out:
-        model.update(train).model.save(args.out)
-        print(f"updated model: {args.out}")
+    if args.output:
+        model.update(train).model.save(args.output)
+        print(f"updated model: {args.output}")
     return EXIT_OK
