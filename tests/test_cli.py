@@ -96,6 +96,18 @@ def test_inspect_text_and_json(updatable_model, capsys):
     assert main(["inspect", "--json", str(updatable_model)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["is_updatable"] and info["model_type"] == "neuralNetworkClassifier"
+    assert (info["schema"], info["schema_version"]) == ("updatable-coreml/inspect", 1)
+    params = info["update_parameters"]  # numbers and ranges, not display strings
+    assert params["kind"] == "network" and params["seed"] == 1 and params["shuffle"] is True
+    assert params["epochs"]["default"] == 10 and params["batch_size"]["default"] == 8
+    assert params["optimizer"] == {"kind": "sgd",
+                                   "learning_rate": {"default": 0.01, "allowed": {"range": [0.0, 1.0]}},
+                                   "momentum": {"default": 0.0, "allowed": {"range": [0.0, 1.0]}}}
+    image = info["inputs"][0]
+    assert image["name"] == "image" and image["type"] == "multiArray" and image["shape"] == [3, 16, 16]
+    fc = next(layer for layer in info["layers"] if layer["name"] == "fc")
+    assert fc["updatable"] and fc["weights"]["W"] == [3, 16]
+    assert [f["name"] for f in info["training_inputs"]] == ["image", "classLabel"]
 
 
 def test_make_updatable_refusal_names_the_blocking_layer(plain_model, tmp_path):
@@ -324,3 +336,42 @@ def test_lr_without_optimizer_means_sgd_unless_the_source_has_one():
         optimizer_from({"beta1": 0.8})
     with pytest.raises(ConfigError, match="compiled optimizer applies"):
         optimizer_from({"lr": 0.05}, keras_source=True)
+
+
+# -- progress: on a terminal only, never under --quiet ------------------------------------------
+
+
+def _run_with_terminal_stderr(*args):
+    """Run the CLI with stderr on a pseudo-terminal (stdout a pipe); returns (code, out, err)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(CLI + [str(a) for a in args], stdout=subprocess.PIPE,
+                               stderr=follower, env=cli_env(TERM="xterm", COLUMNS="100"))
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    out = process.stdout.read().decode()
+    code = process.wait(timeout=300)
+    os.close(leader)
+    return code, out, b"".join(chunks).decode(errors="replace")
+
+
+def test_simulate_shows_progress_on_a_terminal_only(image_data):
+    model, data = image_data / "classifier.mlmodel", image_data / "ok.npz"
+    code, out, err = _run_with_terminal_stderr("simulate", model, "--train", data, "--epochs", "3")
+    assert code == 0, err
+    assert "mini-batch 1" in err and "3/3" in err  # the bar, on stderr
+    assert out.splitlines()[0].split() == ["epoch", "train", "loss", "val", "loss", "val", "acc"]
+    assert len(out.splitlines()) == 4  # the table stays on stdout, whole
+    code, out, err = _run_with_terminal_stderr("simulate", model, "--train", data, "--epochs", "3", "-q")
+    assert code == 0 and "mini-batch" not in err and len(out.splitlines()) == 4
+    result = run("simulate", model, "--train", data, "--epochs", "3")  # not a terminal
+    assert result.returncode == 0 and result.stderr == ""

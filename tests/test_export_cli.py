@@ -67,7 +67,12 @@ def test_export_is_quiet_valid_and_reports(source, tmp_path):
     assert document["source"] == {"path": str(source), "kind": "onnx", "sha256": sha256(source)}
     assert document["export"]["trainable"] == ["out"]
     assert any("appended softmax" in change for change in document["export"]["changes"])
-    assert any(line.startswith("loss: cce") for line in document["export"]["training"])
+    assert (document["schema"], document["schema_version"]) == ("updatable-coreml/export-report", 1)
+    params = document["export"]["update_parameters"]
+    assert params["kind"] == "network" and params["loss"]["kind"] == "cce"
+    assert params["optimizer"]["kind"] == "sgd" and params["seed"] == 1
+    assert isinstance(params["optimizer"]["learning_rate"]["default"], float)
+    assert any(line.startswith("  loss: cce") for line in document["export"]["summary"])
     assert document["findings"] == []
     assert {"updatable_coreml", "onnx", "python", "numpy"} <= set(document["versions"])
     assert document["settings"]["class_labels"] == ["a", "b", "c"]
@@ -124,9 +129,11 @@ def test_config_file_with_flags_overriding_it(source, tmp_path):
                  "--report", str(report)]) == 0
     assert not (tmp_path / "from_config.mlmodel").exists()
     document = json.loads(report.read_text())
-    training = "\n".join(document["export"]["training"])
-    assert "epochs: 7" in training and "batch size: 4 (allowed {2, 4})" in training
-    assert "adam  learning rate 0.002" in training and "seed: 9" in training
+    params = document["export"]["update_parameters"]
+    assert params["epochs"]["default"] == 7
+    assert params["batch_size"] == {"default": 4, "allowed": {"set": [2, 4]}}
+    assert params["optimizer"]["kind"] == "adam"
+    assert params["optimizer"]["learning_rate"]["default"] == 0.002 and params["seed"] == 9
     assert document["settings"]["class_labels"] == ["cat", "dog", "bird"]
     assert document["settings"]["model_version"] == "2.1"
     assert document["export"]["trainable"] == ["hidden", "out"]
@@ -192,7 +199,7 @@ def test_torch_factory_with_weights(tmp_path):
                  "0.05", "--seed", "0", "--report", str(tmp_path / "r.json")]) == 0
     document = json.loads((tmp_path / "r.json").read_text())
     assert document["export"]["trainable"] == ["2"] and "torch" in document["versions"]
-    assert "learning rate 0.05" in "\n".join(document["export"]["training"])
+    assert document["export"]["update_parameters"]["optimizer"]["learning_rate"]["default"] == 0.05
 
 
 def test_keras_file(tmp_path):
@@ -210,7 +217,7 @@ def test_keras_file(tmp_path):
     assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), result.stderr
     document = json.loads((tmp_path / "r.json").read_text())
     assert document["export"]["trainable"] == ["out"]
-    assert "learning rate 0.03" in "\n".join(document["export"]["training"])
+    assert document["export"]["update_parameters"]["optimizer"]["learning_rate"]["default"] == 0.03
 
 
 # -- the pipeline example --------------------------------------------------------------------

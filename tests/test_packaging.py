@@ -103,3 +103,5 @@ def test_sdist_ships_no_partial_test_suite(tmp_path):
     assert not tests or helpers <= set(tests), tests
     assert "LICENSE" in members and "updatable_coreml/py.typed" in members
     assert "updatable_coreml/cli/__main__.py" in members
+    templates = sorted(p.name for p in (ROOT / "updatable_coreml" / "swift" / "templates").iterdir())
+    assert templates and all(f"updatable_coreml/swift/templates/{t}" in members for t in templates)

@@ -24,6 +24,7 @@ from updatable_coreml.cli import main
 from updatable_coreml.errors import ConfigError, NotUpdatableError
 from updatable_coreml.surgery import make_updatable
 from updatable_coreml.swift import _identifier, generate_swift
+from updatable_coreml.swift.render import render, template
 
 GOLDEN = Path(__file__).parent / "golden"
 FLOAT32 = FeatureTypes_pb2.ArrayFeatureType.FLOAT32
@@ -198,3 +199,35 @@ def test_swiftc_parses_the_output(generated, golden, tmp_path):
     result = subprocess.run(["swiftc", "-parse", str(source)], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+# -- resume semantics: Core ML changes only the learning rate inside a task ---------------------
+
+
+@pytest.mark.parametrize("golden", ["DigitsTrainer.swift", "RegressorTrainer.swift"])
+def test_only_the_learning_rate_changes_inside_a_task(generated, golden):
+    """COREML_EVIDENCE.md: ``resume(withParameters:)`` changes only learningRate; epochs,
+    batch size, momentum, betas and eps are read once, at task start. So the trainer runs one
+    task and passes nothing but ``.learningRate`` to ``resume(withParameters:)``."""
+    import re
+
+    text = generated[golden]
+    resumes = re.findall(r"resume\(withParameters: \[(.*)\]\)\s*$", text, re.MULTILINE)
+    assert resumes, "the learning-rate schedule must use resume(withParameters:)"
+    for arguments in resumes:
+        assert re.findall(r"\.(\w+):", arguments) == ["learningRate"], arguments
+    assert text.count("MLUpdateTask(forModelAt:") == 1 and "forModelAt: modelURL" in text
+    assert text.count(".epochs") == 1  # the configuration the task starts with
+    assert "annealEvery" not in text and "miniBatchSize" not in text
+
+
+def test_templates_are_package_data_and_strictly_filled():
+    from importlib import resources
+
+    names = sorted(p.name for p in resources.files("updatable_coreml.swift").joinpath("templates").iterdir())
+    assert "network_trainer.swift.tmpl" in names and "knn_trainer.swift.tmpl" in names
+    assert "$0" in template("array_factory.swift.tmpl")  # Swift's own $ stays Swift's
+    with pytest.raises(KeyError, match="placeholders"):
+        render("errors.swift.tmpl", cases="")  # a missing value
+    with pytest.raises(KeyError, match="placeholders"):
+        render("save_and_emit.swift.tmpl", stray="x")  # a value no placeholder takes

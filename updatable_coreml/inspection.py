@@ -7,6 +7,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from . import schema
 from .errors import ConfigError
 from .mlpackage import is_mlpackage, package_size, read_mlpackage
 from .sizes import format_size
@@ -40,10 +41,31 @@ class ModelInfo:
     class_labels: list[str] = field(default_factory=list)
     submodels: list["ModelInfo"] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: structured forms for ``to_dict`` (see schema.py); the lists above are the terminal's
+    features: dict[str, list[dict]] = field(default_factory=dict)
+    training: Optional[dict] = None
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-        return asdict(self)
+        """The documented JSON form (docs/json-output.md), versioned by ``schema_version``."""
+        from .schema import INSPECT_SCHEMA, SCHEMA_VERSION
+
+        return {"schema": INSPECT_SCHEMA, "schema_version": SCHEMA_VERSION, **self._body()}
+
+    def _body(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "size_bytes": self.size_bytes, "model_type": self.model_type,
+            "specification_version": self.specification_version, "is_updatable": self.is_updatable,
+            "inputs": self.features.get("inputs", []), "outputs": self.features.get("outputs", []),
+            "training_inputs": self.features.get("training_inputs", []),
+            "class_labels": self.class_labels,
+            "layers": [{"name": layer.name, "type": layer.type,
+                        "weights": {k: list(v) for k, v in layer.weights.items()},
+                        "updatable": layer.updatable, "on_backprop_path": layer.on_backprop_path,
+                        "backpropagable": layer.backpropagable} for layer in self.layers],
+            "update_parameters": self.training,
+            "submodels": [sub._body() for sub in self.submodels],
+            "notes": self.notes,
+        }
 
     def text(self, indent: str = "") -> str:
         lines = []
@@ -136,6 +158,9 @@ def _describe(spec: Spec, path: Optional[str], size: Optional[int]) -> ModelInfo
                      [f"{f.name}: {feature_type(f)}" for f in description.input],
                      [f"{f.name}: {feature_type(f)}" for f in description.output],
                      [f"{f.name}: {feature_type(f)}" for f in description.trainingInput])
+    info.features = {key: [schema.feature(f) for f in features] for key, features in (
+        ("inputs", description.input), ("outputs", description.output),
+        ("training_inputs", description.trainingInput))}
     if kind == "mlProgram":
         info.notes += _program_notes(spec.mlProgram)
         info.notes.append("not updatable: Core ML updates only NeuralNetwork models (and k-NN, "
@@ -152,7 +177,9 @@ def _describe(spec: Spec, path: Optional[str], size: Optional[int]) -> ModelInfo
             info.class_labels = [str(v) for v in getattr(nn, labels).vector]
         if spec.isUpdatable:
             try:
-                info.update_parameters = TrainingConfig.from_spec(spec).summary_lines()
+                config = TrainingConfig.from_spec(spec)
+                info.update_parameters = config.summary_lines()
+                info.training = {"kind": "network", **schema.training(config)}
             except ConfigError as exc:
                 info.notes.append(f"update parameters unreadable: {exc}")
     elif kind == "kNearestNeighborsClassifier":
@@ -161,6 +188,14 @@ def _describe(spec: Spec, path: Optional[str], size: Optional[int]) -> ModelInfo
         labels = knn.WhichOneof("ClassLabels")
         if labels:
             info.class_labels = sorted({str(v) for v in getattr(knn, labels).vector})
+        k = knn.numberOfNeighbors
+        allowed = k.WhichOneof("AllowedValues")
+        info.training = {
+            "kind": "knn", "k": {"default": int(k.defaultValue), "allowed": (
+                {"set": sorted(int(v) for v in k.set.values)} if allowed == "set" else
+                {"range": [int(k.range.minValue), int(k.range.maxValue)]} if allowed == "range" else None)},
+            "weighting": knn.WhichOneof("WeightingScheme"), "index": index.WhichOneof("IndexType"),
+            "dimensions": int(index.numberOfDimensions), "examples": len(index.floatSamples)}
         info.update_parameters = [
             f"k: {knn.numberOfNeighbors.defaultValue}",
             f"weighting: {knn.WhichOneof('WeightingScheme')}",

@@ -12,6 +12,8 @@
 //   batch size: 8 (allowed {8})
 //   epochs: 10 (allowed 1..1000)
 //   shuffle: True  seed: 1
+// A task's epochs, batch size and optimizer settings are fixed when it starts;
+// only the learning rate can change while it runs (resume(withParameters:)).
 //
 // Usage (bundledURL: the app's compiled .mlmodelc; updatedURL: a file URL in Application
 // Support; start from updatedURL once it exists to keep earlier personalization):
@@ -28,9 +30,11 @@ import Foundation
 final class DigitsTrainer {
     /// What the trainer reports, on its callback queue.
     enum Event {
-        /// A task started after `epoch` epochs, with this learning rate (nil: the model's).
-        case trainingBegan(epoch: Int, learningRate: Double?)
-        /// Epoch `epoch` (1-based, over all tasks) ended; `loss` is Core ML's
+        /// The task started for `epochs` epochs, with this learning rate (nil: the model's).
+        case trainingBegan(epochs: Int, learningRate: Double?)
+        /// From epoch `epoch + 1` on, the task trains with `learningRate` (the schedule's).
+        case learningRateChanged(epoch: Int, learningRate: Double)
+        /// Epoch `epoch` (1-based) ended; `loss` is Core ML's
         /// `MLMetricKey.lossValue`.
         case epochEnded(epoch: Int, loss: Double?)
         /// The model after `epoch` epochs is now at `outputURL`.
@@ -106,43 +110,70 @@ final class DigitsTrainer {
     let outputURL: URL
     /// Save a checkpoint to `outputURL` every this many epochs (0: only at the end).
     let checkpointEvery: Int
-    /// Learning-rate annealing hook: the rate for the task that starts after `epoch` epochs.
-    /// Unset, the whole run uses the model's default rate in one task. Set, training runs
-    /// as tasks of `annealEvery` epochs, each resumed from the previous one's model with the
-    /// new rate; a new task starts with fresh optimizer state (momentum, Adam moments).
+    /// Learning-rate schedule: the rate for the epoch that starts after `epoch` epochs
+    /// (0: the first). Unset, the whole run uses the model's default rate. Set, the task starts
+    /// with `learningRate(0)` and takes each new rate at an epoch's end through
+    /// `resume(withParameters:)`, keeping the optimizer state (momentum, Adam moments). That is
+    /// all Core ML changes mid-task: epochs, batch size, momentum, betas and eps are read once,
+    /// when the task starts.
     var learningRate: ((_ epoch: Int) -> Double)?
-    var annealEvery: Int
     private let callbackQueue: DispatchQueue
     private let onEvent: (Event) -> Void
     private let lock = NSLock()
     private var task: MLUpdateTask?
     private var lastCheckpoint: Int?
 
-    private struct Step {
-        let epochs: Int
-        let learningRate: Double?
-    }
-
-    init(modelURL: URL, outputURL: URL, checkpointEvery: Int = 1, annealEvery: Int = 1,
+    init(modelURL: URL, outputURL: URL, checkpointEvery: Int = 1,
          callbackQueue: DispatchQueue = .main, onEvent: @escaping (Event) -> Void) {
         self.modelURL = modelURL
         self.outputURL = outputURL
         self.checkpointEvery = checkpointEvery
-        self.annealEvery = annealEvery
         self.callbackQueue = callbackQueue
         self.onEvent = onEvent
     }
 
-    /// Trains on `examples` for `epochs` epochs; events arrive on the callback queue. Throws
-    /// before starting when an epoch count or learning rate is outside the model's allowed
-    /// values, or when a training task is already running.
+    /// Trains on `examples` for `epochs` epochs in one MLUpdateTask; events arrive on the
+    /// callback queue. Throws before starting when the epoch count or a scheduled learning
+    /// rate is outside the model's allowed values, or when a training task is already running.
     func start(_ examples: MLBatchProvider, epochs: Int = DigitsTrainer.defaultEpochs) throws {
-        let steps = try plan(epochs: epochs)
+        let rates = try plan(epochs: epochs)
         lock.lock()
         defer { lock.unlock() }
         guard task == nil else { throw TrainerError.alreadyRunning }
         lastCheckpoint = nil
-        try run(steps[...], examples: examples, from: modelURL, done: 0)
+        let configuration = MLModelConfiguration()
+        var parameters: [MLParameterKey: Any] = [.epochs: epochs]
+        if let first = rates.first {
+            parameters[.learningRate] = first
+        }
+        configuration.parameters = parameters
+        var epoch = 0
+        let handlers = MLUpdateProgressHandlers(
+            forEvents: [.trainingBegin, .epochEnd],
+            progressHandler: { [weak self] context in
+                guard let self = self else { return }
+                if context.event.contains(.trainingBegin) {
+                    self.emit(.trainingBegan(epochs: epochs, learningRate: rates.first))
+                    return
+                }
+                epoch += 1
+                self.emit(.epochEnded(epoch: epoch, loss: context.metrics[.lossValue] as? Double))
+                if epoch < epochs, !rates.isEmpty, rates[epoch] != rates[epoch - 1] {
+                    // Only the learning rate: Core ML keeps every other parameter of the task.
+                    context.task.resume(withParameters: [.learningRate: rates[epoch]])
+                    self.emit(.learningRateChanged(epoch: epoch, learningRate: rates[epoch]))
+                }
+                if self.checkpointEvery > 0, epoch % self.checkpointEvery == 0, epoch < epochs {
+                    self.checkpoint(context, epoch: epoch)
+                }
+            },
+            completionHandler: { [weak self] context in
+                self?.finish(context, epochs: epochs)
+            })
+        let next = try MLUpdateTask(forModelAt: modelURL, trainingData: examples,
+                                    configuration: configuration, progressHandlers: handlers)
+        task = next
+        next.resume()
     }
 
     /// Stops training. Core ML runs no completion handler for a cancelled task: the work
@@ -160,60 +191,19 @@ final class DigitsTrainer {
         emit(.cancelled(lastCheckpoint: checkpoint))
     }
 
-    /// One task, or one per `annealEvery` epochs when annealing, all checked up front
-    /// (Core ML would throw only when the task starts, after earlier tasks ran).
-    private func plan(epochs: Int) throws -> [Step] {
-        guard epochs > 0 else { throw TrainerError.notAllowed(parameter: "epochs", value: "\(epochs)") }
-        let length = learningRate == nil ? epochs : max(1, annealEvery)
-        var steps: [Step] = []
-        var done = 0
-        while done < epochs {
-            let count = min(length, epochs - done)
-            let rate = learningRate?(done)
-            guard DigitsTrainer.allowedEpochs.contains(count) else {
-                throw TrainerError.notAllowed(parameter: "epochs", value: "\(count)")
-            }
-            if let rate = rate, !DigitsTrainer.allowedLearningRates.contains(rate) {
-                throw TrainerError.notAllowed(parameter: "learningRate", value: "\(rate)")
-            }
-            steps.append(Step(epochs: count, learningRate: rate))
-            done += count
+    /// The epoch count and the learning rate of every epoch (empty: the model's default),
+    /// all checked up front: Core ML would refuse a value only when the task starts, or, for a
+    /// rate set mid-task, not visibly at all.
+    private func plan(epochs: Int) throws -> [Double] {
+        guard epochs > 0, DigitsTrainer.allowedEpochs.contains(epochs) else {
+            throw TrainerError.notAllowed(parameter: "epochs", value: "\(epochs)")
         }
-        return steps
-    }
-
-    /// Starts the first of `steps` from the model at `url`; called with `lock` held.
-    private func run(_ steps: ArraySlice<Step>, examples: MLBatchProvider, from url: URL, done: Int) throws {
-        guard let step = steps.first else { return }
-        let configuration = MLModelConfiguration()
-        var parameters: [MLParameterKey: Any] = [.epochs: step.epochs]
-        if let rate = step.learningRate {
-            parameters[.learningRate] = rate
+        guard let schedule = learningRate else { return [] }
+        let rates = (0..<epochs).map { schedule($0) }
+        for rate in rates where !DigitsTrainer.allowedLearningRates.contains(rate) {
+            throw TrainerError.notAllowed(parameter: "learningRate", value: "\(rate)")
         }
-        configuration.parameters = parameters
-        var epoch = done
-        let handlers = MLUpdateProgressHandlers(
-            forEvents: [.trainingBegin, .epochEnd],
-            progressHandler: { [weak self] context in
-                guard let self = self else { return }
-                if context.event.contains(.trainingBegin) {
-                    self.emit(.trainingBegan(epoch: done, learningRate: step.learningRate))
-                    return
-                }
-                epoch += 1
-                self.emit(.epochEnded(epoch: epoch, loss: context.metrics[.lossValue] as? Double))
-                if self.checkpointEvery > 0, epoch % self.checkpointEvery == 0, epoch < done + step.epochs {
-                    self.checkpoint(context, epoch: epoch)
-                }
-            },
-            completionHandler: { [weak self] context in
-                self?.finish(context, remaining: steps.dropFirst(), examples: examples,
-                             done: done + step.epochs)
-            })
-        let next = try MLUpdateTask(forModelAt: url, trainingData: examples,
-                                    configuration: configuration, progressHandlers: handlers)
-        task = next
-        next.resume()
+        return rates
     }
 
     private func checkpoint(_ context: MLUpdateContext, epoch: Int) {
@@ -229,8 +219,7 @@ final class DigitsTrainer {
         }
     }
 
-    private func finish(_ context: MLUpdateContext, remaining: ArraySlice<Step>,
-                        examples: MLBatchProvider, done: Int) {
+    private func finish(_ context: MLUpdateContext, epochs: Int) {
         lock.lock()
         defer { lock.unlock() }
         guard context.task === task else { return }
@@ -241,13 +230,8 @@ final class DigitsTrainer {
         }
         do {
             try save(context.model)
-            lastCheckpoint = done
-            if remaining.isEmpty {
-                emit(.finished(epochs: done))
-            } else {
-                emit(.checkpointSaved(epoch: done))
-                try run(remaining, examples: examples, from: outputURL, done: done)
-            }
+            lastCheckpoint = epochs
+            emit(.finished(epochs: epochs))
         } catch {
             emit(.failed(error))
         }

@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from ..frameworks import quiet_environment
 from .common import EXIT_INVALID, EXIT_OK, deprecated_alias
 from .deps import require
+from .progress import stages
 from .export_config import CHOICES, SETTINGS, load_config
 from .export_sources import export_source, source_kind
 
@@ -94,6 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "with coremltools, or with coremltools only when ours refuses it (auto)")
     p.add_argument("--strict", action="store_true", default=None, help="validator warnings fail (exit 1)")
     p.add_argument("--verbose", action="store_true", default=None, help="print the export summary")
+    p.add_argument("-q", "--quiet", action="store_true", default=None,
+                   help="no progress display (it shows only on a terminal)")
     p.set_defaults(run=run)
 
 
@@ -122,12 +125,16 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     verbose = bool(settings.get("verbose"))
     kind = source_kind(settings["source"])
-    with quiet(not verbose):
-        require(FRAMEWORK[kind], f"a {kind} source ({settings['source']})")
-        report = export_source(kind, settings)
-    from ..validator import validate
+    with stages(bool(settings.get("quiet"))) as progress:
+        with quiet(not verbose):
+            progress.stage(f"importing {FRAMEWORK[kind]}")
+            require(FRAMEWORK[kind], f"a {kind} source ({settings['source']})")
+            progress.stage(f"exporting {settings['source']}")
+            report = export_source(kind, settings)
+        from ..validator import validate
 
-    findings = validate(report.path)
+        progress.stage(f"validating {report.path}")
+        findings = validate(report.path)
     failing = [f for f in findings if f.severity == "error"
                or (settings.get("strict") and f.severity == "warning")]
     if settings.get("report"):
@@ -178,17 +185,33 @@ def _sha256(path: str) -> Optional[str]:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def update_parameters(model_path: str) -> Optional[dict]:
+    """The written model's update parameters, structured (schema.py): the updatable stage's,
+    read back from the file, so the report states what the device will read."""
+    from ..inspection import inspect
+
+    info = inspect(model_path)
+    while info.submodels:
+        info = info.submodels[-1]
+    return info.training
+
+
 def write_report(path: str, kind: str, settings: dict[str, Any], report: Any, findings: list,
                  valid: bool) -> None:
+    from ..schema import REPORT_SCHEMA, SCHEMA_VERSION
     from ..spec_io import atomic_write_bytes
 
+    export = {k: v for k, v in report.to_dict().items() if k != "training"}
+    export["update_parameters"] = update_parameters(report.path)
+    export["summary"] = report.summary().splitlines()  # the terminal's text (--verbose)
     document = {
+        "schema": REPORT_SCHEMA, "schema_version": SCHEMA_VERSION,
         "valid": valid,
         "output": {"path": report.path, "sha256": report.sha256, "size_bytes": report.size_bytes},
         "source": {"path": settings["source"], "kind": kind, "sha256": _sha256(settings["source"])},
-        "export": report.to_dict(),
+        "export": export,
         "findings": [finding.to_dict() for finding in findings],
-        "settings": {k: v for k, v in settings.items() if k not in ("report", "verbose")},
+        "settings": {k: v for k, v in settings.items() if k not in ("report", "verbose", "quiet")},
         "versions": versions(kind),
     }
     atomic_write_bytes((json.dumps(document, indent=2, sort_keys=True) + "\n").encode(), path)

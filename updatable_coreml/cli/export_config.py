@@ -101,7 +101,7 @@ SETTINGS: dict[str, Coerce] = {
     "class_labels": class_labels, "extra_class_slots": _scalar(int), "image_input": image_input,
     "author": _scalar(str), "license": _scalar(str), "description": _scalar(str),
     "model_version": _scalar(str), "allow_unsupported": _scalar(bool), "strict": _scalar(bool),
-    "verbose": _scalar(bool), "pipeline": _scalar(bool), "backbone": _scalar(str),
+    "verbose": _scalar(bool), "quiet": _scalar(bool), "pipeline": _scalar(bool), "backbone": _scalar(str),
 }
 CHOICES = {"loss": ("cce", "mse"), "optimizer": ("sgd", "adam"),
            "backbone": ("auto", "frontend", "coremltools")}

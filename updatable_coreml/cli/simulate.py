@@ -56,19 +56,21 @@ def run(args: argparse.Namespace) -> int:
     last = model.models[-1] if isinstance(model, PipelineModel) else model
     if isinstance(last, KNNModel):
         return _simulate_knn(args, model)
+    from .progress import training
+
     shown = []
+    with training(args.quiet) as bar:
+        def show(row) -> None:
+            if not shown:  # the header only once training runs: argument errors come first
+                bar.print(HEADER)
+                shown.append(True)
+            val_loss = "-" if row.val_loss is None else f"{row.val_loss:.4f}"
+            val_acc = "-" if row.val_accuracy is None else f"{row.val_accuracy:.3f}"
+            bar.print(f"{row.epoch:>5} {row.train_loss:>11.4f} {val_loss:>9} {val_acc:>8}")
 
-    def show(row) -> None:
-        if not shown:  # the header only once training runs: argument errors come first
-            print(HEADER)
-            shown.append(True)
-        val_loss = "-" if row.val_loss is None else f"{row.val_loss:.4f}"
-        val_acc = "-" if row.val_accuracy is None else f"{row.val_accuracy:.3f}"
-        print(f"{row.epoch:>5} {row.train_loss:>11.4f} {val_loss:>9} {val_acc:>8}", flush=True)
-
-    simulate(args.model, args.train, val=args.val, epochs=args.epochs, lr=args.lr,
-             batch_size=args.batch_size, seed=args.seed, shuffle=args.shuffle, plot=args.plot,
-             out=args.output, on_epoch=show)
+        simulate(args.model, args.train, val=args.val, epochs=args.epochs, lr=args.lr,
+                 batch_size=args.batch_size, seed=args.seed, shuffle=args.shuffle, plot=args.plot,
+                 out=args.output, progress=bar.on_event, on_epoch=show)
     for label, path in (("loss plot", args.plot), ("updated model", args.output)):
         if path:
             print(f"{label}: {path}")
