@@ -89,7 +89,7 @@ def test_unusable_inputs_exit_2_with_one_line_and_no_output(source, tmp_path):
         ([unknown, "--loss", "mse"], "'erf' (Erf)"),
         ([junk, "--loss", "mse"], "not an ONNX model"),
         ([tmp_path / "absent.onnx", "--loss", "mse"], "no such file"),
-        ([source, "--loss", "mse", "--lr", "0.1"], "needs --optimizer"),
+        ([source, "--loss", "mse", "--beta1", "0.8"], "--beta1 belongs to Adam: add --optimizer adam"),
         ([source, "--loss", "mse", "--image-input", "x:cmyk"], "color must be"),
         ([tmp_path / "model.tflite", "--loss", "mse"], "unknown source type"),
     ]
@@ -101,6 +101,14 @@ def test_unusable_inputs_exit_2_with_one_line_and_no_output(source, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("updatable-coreml: error: "), result.stderr
         assert message in lines[0]
         assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_lr_without_optimizer_is_sgd(source, tmp_path):
+    out, report = tmp_path / "lr.mlmodel", tmp_path / "lr.json"
+    result = run("export", source, "-o", out, "--loss", "cce", "--lr", "0.1", "--report", report)
+    assert result.returncode == 0, result.stderr
+    optimizer = json.loads(report.read_text())["export"]["update_parameters"]["optimizer"]
+    assert optimizer["kind"] == "sgd" and optimizer["learning_rate"]["default"] == 0.1
 
 
 def test_strict_makes_warnings_fail_with_exit_1(source, tmp_path, capsys):
@@ -217,7 +225,7 @@ def test_keras_file(tmp_path):
     assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), result.stderr
     document = json.loads((tmp_path / "r.json").read_text())
     assert document["export"]["trainable"] == ["out"]
-    assert document["export"]["update_parameters"]["optimizer"]["learning_rate"]["default"] == 0.03
+    assert document["export"]["update_parameters"]["optimizer"]["learning_rate"]["default"] == pytest.approx(0.03)
 
 
 # -- the pipeline example --------------------------------------------------------------------
