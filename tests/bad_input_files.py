@@ -57,20 +57,33 @@ def ml_program():
     return spec
 
 
-def mlpackage(path: Path, *, manifest: "bytes | None" = None, model_path: str = "com.apple.CoreML/model.mlmodel",
-              write_model: bool = True) -> Path:
+def mlpackage(
+    path: Path,
+    *,
+    manifest: bytes | None = None,
+    model_path: str = "com.apple.CoreML/model.mlmodel",
+    write_model: bool = True,
+) -> Path:
     """An ``.mlpackage`` folder laid out as coremltools saves one (Manifest.json naming a root
     item under Data/), holding ``ml_program()``; the keywords damage one part each."""
     import json
 
     root_id = "4D1A2B3C-0000-4000-8000-000000000001"
     if manifest is None:
-        manifest = json.dumps({
-            "fileFormatVersion": "1.0.0",
-            "itemInfoEntries": {root_id: {"author": "com.apple.CoreML", "name": "model.mlmodel",
-                                          "description": "CoreML Model Specification",
-                                          "path": model_path}},
-            "rootModelIdentifier": root_id}).encode()
+        manifest = json.dumps(
+            {
+                "fileFormatVersion": "1.0.0",
+                "itemInfoEntries": {
+                    root_id: {
+                        "author": "com.apple.CoreML",
+                        "name": "model.mlmodel",
+                        "description": "CoreML Model Specification",
+                        "path": model_path,
+                    }
+                },
+                "rootModelIdentifier": root_id,
+            }
+        ).encode()
     path.mkdir(parents=True)
     (path / "Manifest.json").write_bytes(manifest)
     if write_model:
@@ -103,7 +116,7 @@ def huge_input():
     spec = mlp_regressor()
     shape = spec.description.input[0].type.multiArrayType.shape
     del shape[:]
-    shape.extend([2 ** 20, 2 ** 20])
+    shape.extend([2**20, 2**20])
     return spec
 
 
@@ -114,7 +127,7 @@ def huge_upsample():
 
     b = NeuralNetworkBuilder([("x", datatypes.Array(1, 4, 4))], [("y", None)])
     b.add_upsample("blowup", 2, 2, "x", "y")
-    b.spec.neuralNetwork.layers[0].upsample.scalingFactor[:] = [2 ** 20, 2 ** 20]
+    b.spec.neuralNetwork.layers[0].upsample.scalingFactor[:] = [2**20, 2**20]
     return b.spec
 
 
@@ -135,13 +148,20 @@ def _colored(rng, size=8) -> np.ndarray:
 def bomb_png(path: Path, side: int = 30000) -> None:
     """A PNG header declaring ``side`` x ``side`` pixels with almost no data (a decompression
     bomb: decoding it would allocate gigabytes)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def image_folders(root: Path) -> None:
@@ -189,19 +209,25 @@ def keras_files(root: Path, marker: Path) -> None:
         return model
 
     # The lambda writes the marker if it ever runs (Keras runs it while rebuilding the model).
-    writes_marker = eval(f"lambda z: (open({str(marker)!r}, 'w').close(), z)[1]")  # noqa: S307
+    writes_marker = eval(f"lambda z: (open({str(marker)!r}, 'w').close(), z)[1]")
     with_lambda = mlp(lambda h: layers.Lambda(writes_marker, name="evil")(h))
     for name in ("lambda.keras", "lambda.h5"):  # the .keras archive and the legacy HDF5 file
         with_lambda.save(root / name)
         marker.unlink(missing_ok=True)  # building or saving the model may have run it
         keras.saving.load_model(root / name, safe_mode=False)  # positive control
-        assert marker.exists(), f"the {name} marker does not work: the no-execution check could not fail"
+        assert marker.exists(), (
+            f"the {name} marker does not work: the no-execution check could not fail"
+        )
         marker.unlink()
 
     mlp(lambda h: layers.LayerNormalization(name="norm")(h)).save(root / "layernorm.keras")
     mlp(lambda h: layers.Activation("gelu", name="gelu")(h)).save(root / "gelu_on_path.keras")
-    mlp(loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1)).save(root / "smoothing.keras")
-    mlp(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)).save(root / "nesterov.keras")
+    mlp(loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1)).save(
+        root / "smoothing.keras"
+    )
+    mlp(optimizer=keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)).save(
+        root / "nesterov.keras"
+    )
     mlp().save(root / "good.keras")
     data = (root / "good.keras").read_bytes()
     (root / "truncated.keras").write_bytes(data[: len(data) // 2])
@@ -225,8 +251,10 @@ class _RunsCode:
 def torch_files(root: Path, marker: Path) -> None:
     import torch
 
-    (root / "net.py").write_text("from torch import nn\n\n\ndef build():\n"
-                                 "    return nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3))\n")
+    (root / "net.py").write_text(
+        "from torch import nn\n\n\ndef build():\n"
+        "    return nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3))\n"
+    )
     torch.save({"0.weight": _RunsCode(marker)}, root / "evil_state.pt")
     torch.load(root / "evil_state.pt", weights_only=False)  # positive control
     assert marker.exists(), "the pickle marker does not work"
@@ -240,11 +268,16 @@ def torch_files(root: Path, marker: Path) -> None:
     torch.export.save(torch.export.export(net, (torch.zeros(1, 4),)), root / "clean.pt2")
     payload = io.BytesIO()
     torch.save(_RunsCode(marker), payload)
-    with zipfile.ZipFile(root / "clean.pt2") as source, \
-            zipfile.ZipFile(root / "evil.pt2", "w", zipfile.ZIP_STORED) as target:
+    with (
+        zipfile.ZipFile(root / "clean.pt2") as source,
+        zipfile.ZipFile(root / "evil.pt2", "w", zipfile.ZIP_STORED) as target,
+    ):
         for info in source.infolist():
             data = source.read(info.filename)
-            target.writestr(info, payload.getvalue() if info.filename.endswith("sample_inputs/model.pt") else data)
+            target.writestr(
+                info,
+                payload.getvalue() if info.filename.endswith("sample_inputs/model.pt") else data,
+            )
     data = (root / "clean.pt2").read_bytes()
     (root / "truncated.pt2").write_bytes(data[: len(data) // 2])
     try:
@@ -267,11 +300,26 @@ def onnx_files(root: Path) -> None:
 
     good = model([helper.make_node("Relu", ["x"], ["features"], name="relu")], [8])
     onnx.save(good, root / "good.onnx")
-    onnx.save_model(good, root / "external.onnx", save_as_external_data=True,
-                    all_tensors_to_one_file=True, location="external.onnx.data", size_threshold=0)
+    onnx.save_model(
+        good,
+        root / "external.onnx",
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="external.onnx.data",
+        size_threshold=0,
+    )
     (root / "external.onnx.data").unlink()
-    onnx.save(model([helper.make_node("Einsum", ["x", "x"], ["features"], name="outer",
-                                      equation="bi,bi->bi")], [8]), root / "einsum.onnx")
+    onnx.save(
+        model(
+            [
+                helper.make_node(
+                    "Einsum", ["x", "x"], ["features"], name="outer", equation="bi,bi->bi"
+                )
+            ],
+            [8],
+        ),
+        root / "einsum.onnx",
+    )
     escape = onnx.load(root / "good.onnx")
     tensor = escape.graph.initializer[0]
     set_external_data(tensor, "../../etc/passwd")
@@ -290,8 +338,9 @@ def build_corpus(root: Path, marker: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     plain = squeezenet_like()
     _write(root / "plain.mlmodel", plain.SerializeToString())
-    make_updatable(plain, root / "updatable.mlmodel", layers=["fc"], seed=1,
-                   allowed_epochs=[5, 10], epochs=10)
+    make_updatable(
+        plain, root / "updatable.mlmodel", layers=["fc"], seed=1, allowed_epochs=[5, 10], epochs=10
+    )
     _write(root / "image_classifier.mlmodel", image_classifier().SerializeToString())
     _write(root / "program.mlmodel", ml_program().SerializeToString())
     _write(root / "quantized.mlmodel", quantized_head().SerializeToString())

@@ -6,10 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from bad_input_files import LABELS, image_classifier, image_folders, mlpackage
+from bad_input_files import image_classifier, image_folders, mlpackage
 from models import squeezenet_like
 from updatable_coreml import __version__
 from updatable_coreml.cli import main
@@ -37,14 +36,33 @@ def plain_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def updatable_model(plain_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("u") / "Updatable.mlmodel"
-    assert main(["make-updatable", str(plain_model), "-o", str(out), "--trainable", "fc", "-q",
-                 "--seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "make-updatable",
+                str(plain_model),
+                "-o",
+                str(out),
+                "--trainable",
+                "fc",
+                "-q",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     return out
 
 
 def run(*args, env=None):
-    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=300,
-                          env=env or cli_env())
+    return subprocess.run(
+        CLI + [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env or cli_env(),
+    )
 
 
 def _bad_files(tmp_path):
@@ -54,8 +72,14 @@ def _bad_files(tmp_path):
     (tmp_path / "truncated.mlmodel").write_bytes(good[: len(good) // 2])
     (tmp_path / "folder").mkdir()
     (tmp_path / "Model.mlpackage").mkdir()
-    return ["empty.mlmodel", "junk.mlmodel", "truncated.mlmodel", "folder", "Model.mlpackage",
-            "missing.mlmodel"]
+    return [
+        "empty.mlmodel",
+        "junk.mlmodel",
+        "truncated.mlmodel",
+        "folder",
+        "Model.mlpackage",
+        "missing.mlmodel",
+    ]
 
 
 @pytest.mark.parametrize("command", ["inspect", "validate", "make-updatable"])
@@ -100,11 +124,15 @@ def test_inspect_text_and_json(updatable_model, capsys):
     params = info["update_parameters"]  # numbers and ranges, not display strings
     assert params["kind"] == "network" and params["seed"] == 1 and params["shuffle"] is True
     assert params["epochs"]["default"] == 10 and params["batch_size"]["default"] == 8
-    assert params["optimizer"] == {"kind": "sgd",
-                                   "learning_rate": {"default": 0.01, "allowed": {"range": [0.0, 1.0]}},
-                                   "momentum": {"default": 0.0, "allowed": {"range": [0.0, 1.0]}}}
+    assert params["optimizer"] == {
+        "kind": "sgd",
+        "learning_rate": {"default": 0.01, "allowed": {"range": [0.0, 1.0]}},
+        "momentum": {"default": 0.0, "allowed": {"range": [0.0, 1.0]}},
+    }
     image = info["inputs"][0]
-    assert image["name"] == "image" and image["type"] == "multiArray" and image["shape"] == [3, 16, 16]
+    assert (
+        image["name"] == "image" and image["type"] == "multiArray" and image["shape"] == [3, 16, 16]
+    )
     fc = next(layer for layer in info["layers"] if layer["name"] == "fc")
     assert fc["updatable"] and fc["weights"]["W"] == [3, 16]
     assert [f["name"] for f in info["training_inputs"]] == ["image", "classLabel"]
@@ -118,13 +146,23 @@ def test_make_updatable_refusal_names_the_blocking_layer(plain_model, tmp_path):
 
 
 def test_usage_errors_are_one_line(plain_model, tmp_path):
-    result = run("make-updatable", plain_model, "-o", tmp_path / "x.mlmodel", "--trainable", "fc",
-                 "--allowed-batch-sizes", "1,x")
+    result = run(
+        "make-updatable",
+        plain_model,
+        "-o",
+        tmp_path / "x.mlmodel",
+        "--trainable",
+        "fc",
+        "--allowed-batch-sizes",
+        "1,x",
+    )
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_output_in_missing_or_read_only_folder(plain_model, tmp_path):
-    result = run("make-updatable", plain_model, "-o", tmp_path / "nope" / "x.mlmodel", "--trainable", "fc")
+    result = run(
+        "make-updatable", plain_model, "-o", tmp_path / "nope" / "x.mlmodel", "--trainable", "fc"
+    )
     assert result.returncode == 2 and "does not exist" in result.stderr
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -139,10 +177,15 @@ def test_output_in_missing_or_read_only_folder(plain_model, tmp_path):
 
 
 def test_cli_does_not_import_heavy_frameworks(updatable_model):
-    code = ("import sys; from updatable_coreml.cli import main; main(['inspect', %r]); "
-            "heavy = [m for m in ('tensorflow', 'torch', 'keras', 'coremltools.converters') "
-            "if m in sys.modules]; print('HEAVY', heavy)" % str(updatable_model))
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    code = (
+        "import sys; from updatable_coreml.cli import main; "
+        f"main(['inspect', {str(updatable_model)!r}]); "
+        "heavy = [m for m in ('tensorflow', 'torch', 'keras', 'coremltools.converters') "
+        "if m in sys.modules]; print('HEAVY', heavy)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert "HEAVY []" in result.stdout, result.stdout + result.stderr
 
 
@@ -160,7 +203,8 @@ def _without(tmp_path: Path, *modules: str) -> Path:
     for module in modules:
         (folder / module).mkdir(parents=True)
         (folder / module / "__init__.py").write_text(
-            f"raise ModuleNotFoundError(\"No module named '{module}'\", name={module!r})\n")
+            f"raise ModuleNotFoundError(\"No module named '{module}'\", name={module!r})\n"
+        )
     return folder
 
 
@@ -182,33 +226,64 @@ def _one_line_naming(result, *words):
 
 def test_simulate_plot_without_matplotlib_refuses_before_training(image_data, tmp_path):
     out = tmp_path / "Updated.mlmodel"
-    result = run("simulate", image_data / "classifier.mlmodel", "--train", image_data / "ok.npz",
-                 "--plot", tmp_path / "loss.png", "-o", out, env=cli_env(_without(tmp_path, "matplotlib")))
+    result = run(
+        "simulate",
+        image_data / "classifier.mlmodel",
+        "--train",
+        image_data / "ok.npz",
+        "--plot",
+        tmp_path / "loss.png",
+        "-o",
+        out,
+        env=cli_env(_without(tmp_path, "matplotlib")),
+    )
     _one_line_naming(result, "--plot", "matplotlib", 'pip install "updatable-coreml[plot]"')
     assert result.stdout == "" and not out.exists()  # no epoch ran
 
 
 def test_image_folder_without_pillow(image_data, tmp_path):
-    result = run("simulate", image_data / "classifier.mlmodel", "--train", image_data / "train_ok",
-                 env=cli_env(_without(tmp_path, "PIL")))
+    result = run(
+        "simulate",
+        image_data / "classifier.mlmodel",
+        "--train",
+        image_data / "train_ok",
+        env=cli_env(_without(tmp_path, "PIL")),
+    )
     _one_line_naming(result, "train_ok", "pillow", "updatable-coreml[plot]")
 
 
-@pytest.mark.parametrize("source, module, extra", [("m.onnx", "onnx", "onnx"),
-                                                   ("m.keras", "keras", "keras"),
-                                                   ("pkg.mod:factory", "torch", "torch")])
+@pytest.mark.parametrize(
+    "source, module, extra",
+    [
+        ("m.onnx", "onnx", "onnx"),
+        ("m.keras", "keras", "keras"),
+        ("pkg.mod:factory", "torch", "torch"),
+    ],
+)
 def test_export_without_its_framework(tmp_path, source, module, extra):
     out = tmp_path / "m.mlmodel"
-    result = run("export", tmp_path / source if "." in source[-6:] else source, "--loss", "cce",
-                 "-o", out, env=cli_env(_without(tmp_path, module)))
+    result = run(
+        "export",
+        tmp_path / source if "." in source[-6:] else source,
+        "--loss",
+        "cce",
+        "-o",
+        out,
+        env=cli_env(_without(tmp_path, module)),
+    )
     _one_line_naming(result, module, f"updatable-coreml[{extra}]")
     assert not out.exists()
 
 
 def test_keras_without_its_backend(tmp_path):
     pytest.importorskip("keras")
-    result = run("export", tmp_path / "m.keras", "-o", tmp_path / "m.mlmodel",
-                 env=cli_env(_without(tmp_path, "jax"), KERAS_BACKEND="jax"))
+    result = run(
+        "export",
+        tmp_path / "m.keras",
+        "-o",
+        tmp_path / "m.mlmodel",
+        env=cli_env(_without(tmp_path, "jax"), KERAS_BACKEND="jax"),
+    )
     _one_line_naming(result, "Keras backend", "'jax'", "KERAS_BACKEND")
 
 
@@ -219,8 +294,12 @@ def test_demo_without_keras(tmp_path):
 
 
 def test_inspect_into_a_closed_pipe_has_no_traceback(updatable_model):
-    process = subprocess.Popen(CLI + ["inspect", str(updatable_model)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=cli_env())
+    process = subprocess.Popen(
+        CLI + ["inspect", str(updatable_model)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+    )
     process.stdout.close()  # like `| head -5` exiting before inspect writes
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 141, stderr
@@ -245,8 +324,13 @@ def test_inspect_mlpackage_describes_the_ml_program(tmp_path):
 def test_sizes_use_binary_units_everywhere(updatable_model):
     from updatable_coreml.sizes import format_size
 
-    assert [format_size(n) for n in (0, 900, 1024, 151_000, 5 * 2**20)] == \
-        ["0 B", "900 B", "1.0 KiB", "147.5 KiB", "5.0 MiB"]
+    assert [format_size(n) for n in (0, 900, 1024, 151_000, 5 * 2**20)] == [
+        "0 B",
+        "900 B",
+        "1.0 KiB",
+        "147.5 KiB",
+        "5.0 MiB",
+    ]
     text = run("inspect", updatable_model).stdout
     assert f"({format_size(updatable_model.stat().st_size)})" in text.splitlines()[0]
 
@@ -294,8 +378,17 @@ def test_one_name_for_trainable_layers_and_spare_classes(plain_model, tmp_path):
         flags = {s for a in commands[name]._actions for s in a.option_strings}
         assert {"--trainable", "--extra-class-slots"} <= flags, name
     out = tmp_path / "slots.mlmodel"
-    result = run("make-updatable", plain_model, "-o", out, "--trainable", "fc",
-                 "--extra-class-slots", "2", "-q")
+    result = run(
+        "make-updatable",
+        plain_model,
+        "-o",
+        out,
+        "--trainable",
+        "fc",
+        "--extra-class-slots",
+        "2",
+        "-q",
+    )
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert inspect(out).class_labels == ["class0", "class1", "class2", "user0", "user1"]
 
@@ -304,22 +397,40 @@ def test_old_spellings_work_with_one_warning(plain_model, image_data, tmp_path):
     from updatable_coreml.inspection import inspect
 
     out = tmp_path / "old.mlmodel"
-    result = run("make-updatable", plain_model, "-o", out, "--layers", "fc", "--expand-classes", "4", "-q")
+    result = run(
+        "make-updatable", plain_model, "-o", out, "--layers", "fc", "--expand-classes", "4", "-q"
+    )
     assert result.returncode == 0, result.stderr
     assert "warning: --layers is deprecated, use --trainable" in result.stderr
-    assert "--expand-classes is deprecated, use --extra-class-slots (spare slots, not the total)" \
+    assert (
+        "--expand-classes is deprecated, use --extra-class-slots (spare slots, not the total)"
         in result.stderr
+    )
     assert len(inspect(out).class_labels) == 4
     updated = tmp_path / "updated.mlmodel"
-    result = run("simulate", image_data / "classifier.mlmodel", "--train", image_data / "ok.npz",
-                 "--epochs", "1", "--out", updated)
+    result = run(
+        "simulate",
+        image_data / "classifier.mlmodel",
+        "--train",
+        image_data / "ok.npz",
+        "--epochs",
+        "1",
+        "--out",
+        updated,
+    )
     assert result.returncode == 0 and updated.exists(), result.stderr
     assert "--out is deprecated, use -o/--output" in result.stderr
 
 
 def test_simulate_argument_error_prints_no_table_header(image_data):
-    result = run("simulate", image_data / "classifier.mlmodel", "--train", image_data / "ok.npz",
-                 "--epochs", "7")
+    result = run(
+        "simulate",
+        image_data / "classifier.mlmodel",
+        "--train",
+        image_data / "ok.npz",
+        "--epochs",
+        "7",
+    )
     assert result.returncode == 2 and "epochs=7" in result.stderr
     assert result.stdout == ""
 
@@ -346,8 +457,12 @@ def _run_with_terminal_stderr(*args):
     import pty
 
     leader, follower = pty.openpty()
-    process = subprocess.Popen(CLI + [str(a) for a in args], stdout=subprocess.PIPE,
-                               stderr=follower, env=cli_env(TERM="xterm", COLUMNS="100"))
+    process = subprocess.Popen(
+        CLI + [str(a) for a in args],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env=cli_env(TERM="xterm", COLUMNS="100"),
+    )
     os.close(follower)
     chunks = []
     while True:
@@ -371,7 +486,9 @@ def test_simulate_shows_progress_on_a_terminal_only(image_data):
     assert "mini-batch 1" in err and "3/3" in err  # the bar, on stderr
     assert out.splitlines()[0].split() == ["epoch", "train", "loss", "val", "loss", "val", "acc"]
     assert len(out.splitlines()) == 4  # the table stays on stdout, whole
-    code, out, err = _run_with_terminal_stderr("simulate", model, "--train", data, "--epochs", "3", "-q")
+    code, out, err = _run_with_terminal_stderr(
+        "simulate", model, "--train", data, "--epochs", "3", "-q"
+    )
     assert code == 0 and "mini-batch" not in err and len(out.splitlines()) == 4
     result = run("simulate", model, "--train", data, "--epochs", "3")  # not a terminal
     assert result.returncode == 0 and result.stderr == ""

@@ -19,8 +19,10 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 def _options() -> dict[str, dict[str, argparse.Action]]:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return {name: {flag: action for action in command._actions for flag in action.option_strings}
-            for name, command in sub.choices.items()}
+    return {
+        name: {flag: action for action in command._actions for flag in action.option_strings}
+        for name, command in sub.choices.items()
+    }
 
 
 def command_lines() -> list[tuple[str, str]]:
@@ -29,8 +31,11 @@ def command_lines() -> list[tuple[str, str]]:
     found = []
     for page in PAGES:
         text = re.sub(r"\\\n\s*", " ", page.read_text(encoding="utf-8"))
-        for match in re.finditer(r"updatable-coreml ((?:inspect|validate|make-updatable|export|"
-                                 r"simulate|swift|demo)(?=[\s`])[^`\n#']*)", text):
+        for match in re.finditer(
+            r"updatable-coreml ((?:inspect|validate|make-updatable|export|"
+            r"simulate|swift|demo)(?=[\s`])[^`\n#']*)",
+            text,
+        ):
             found.append((page.name, match.group(1).strip()))
     return found
 
@@ -53,12 +58,17 @@ def test_documented_options_exist_and_are_current(page, command):
 
 
 def test_example_shapes_are_one_example_without_the_batch_dimension():
-    shapes = [m.group(1) for page in PAGES
-              for m in re.finditer(r"--example-shape (\S+?)`?\s", page.read_text(encoding="utf-8"))]
+    shapes = [
+        m.group(1)
+        for page in PAGES
+        for m in re.finditer(r"--example-shape (\S+?)`?\s", page.read_text(encoding="utf-8"))
+    ]
     assert shapes
     for shape in shapes:
         dims = shape.strip("`").split(",")
-        assert not (len(dims) == 4 and dims[0] == "1"), f"--example-shape {shape} has a batch dimension"
+        assert not (len(dims) == 4 and dims[0] == "1"), (
+            f"--example-shape {shape} has a batch dimension"
+        )
 
 
 def test_option_tables_have_no_escaped_pipes():

@@ -18,8 +18,8 @@ from onnx import helper
 
 from onnx_helpers import const, model, rng
 from updatable_coreml.cli import main
-from updatable_coreml.errors import ConfigError
 from updatable_coreml.cli.export_config import class_labels, image_input
+from updatable_coreml.errors import ConfigError
 from updatable_coreml.spec_io import load_spec, neural_network
 
 CLI = [sys.executable, "-m", "updatable_coreml.cli"]
@@ -27,18 +27,27 @@ PIPELINE = Path(__file__).resolve().parents[1] / "examples" / "pipeline"
 
 
 def run(*args, cwd=None):
-    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=180,
-                          cwd=cwd)
+    return subprocess.run(
+        CLI + [str(a) for a in args], capture_output=True, text=True, timeout=180, cwd=cwd
+    )
 
 
 def classifier() -> onnx.ModelProto:
     """x (6,) -> Gemm (hidden) -> Relu -> Gemm (logits, 'y') with 3 outputs."""
-    nodes = [helper.make_node("Gemm", ["x", "hidden.weight", "hidden.bias"], ["h"], name="hidden", transB=1),
-             helper.make_node("Relu", ["h"], ["r"], name="relu"),
-             helper.make_node("Gemm", ["r", "out.weight", "out.bias"], ["y"], name="out", transB=1)]
+    nodes = [
+        helper.make_node(
+            "Gemm", ["x", "hidden.weight", "hidden.bias"], ["h"], name="hidden", transB=1
+        ),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("Gemm", ["r", "out.weight", "out.bias"], ["y"], name="out", transB=1),
+    ]
     generator = rng(3)
-    inits = [const("hidden.weight", generator.normal(size=(8, 6))), const("hidden.bias", np.zeros(8)),
-             const("out.weight", generator.normal(size=(3, 8))), const("out.bias", np.zeros(3))]
+    inits = [
+        const("hidden.weight", generator.normal(size=(8, 6))),
+        const("hidden.bias", np.zeros(8)),
+        const("out.weight", generator.normal(size=(3, 8))),
+        const("out.bias", np.zeros(3)),
+    ]
     return model(nodes, (6,), initializers=inits, head=None)
 
 
@@ -58,8 +67,22 @@ def sha256(path: Path) -> str:
 
 def test_export_is_quiet_valid_and_reports(source, tmp_path):
     out, report = tmp_path / "M.mlmodel", tmp_path / "report.json"
-    result = run("export", source, "-o", out, "--loss", "cce", "--trainable", "out", "--seed", 1,
-                 "--class-labels", "a,b,c", "--report", report)
+    result = run(
+        "export",
+        source,
+        "-o",
+        out,
+        "--loss",
+        "cce",
+        "--trainable",
+        "out",
+        "--seed",
+        1,
+        "--class-labels",
+        "a,b,c",
+        "--report",
+        report,
+    )
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     document = json.loads(report.read_text())
     assert document["valid"] is True
@@ -89,7 +112,10 @@ def test_unusable_inputs_exit_2_with_one_line_and_no_output(source, tmp_path):
         ([unknown, "--loss", "mse"], "'erf' (Erf)"),
         ([junk, "--loss", "mse"], "not an ONNX model"),
         ([tmp_path / "absent.onnx", "--loss", "mse"], "no such file"),
-        ([source, "--loss", "mse", "--beta1", "0.8"], "--beta1 belongs to Adam: add --optimizer adam"),
+        (
+            [source, "--loss", "mse", "--beta1", "0.8"],
+            "--beta1 belongs to Adam: add --optimizer adam",
+        ),
         ([source, "--loss", "mse", "--image-input", "x:cmyk"], "color must be"),
         ([tmp_path / "model.tflite", "--loss", "mse"], "unknown source type"),
     ]
@@ -114,8 +140,22 @@ def test_lr_without_optimizer_is_sgd(source, tmp_path):
 def test_strict_makes_warnings_fail_with_exit_1(source, tmp_path, capsys):
     out = tmp_path / "M.mlmodel"
     assert main(["export", str(source), "-o", str(out), "--loss", "mse", "--trainable", "all"]) == 0
-    assert main(["export", str(source), "-o", str(out), "--loss", "mse", "--trainable", "all",
-                 "--strict"]) == 1
+    assert (
+        main(
+            [
+                "export",
+                str(source),
+                "-o",
+                str(out),
+                "--loss",
+                "mse",
+                "--trainable",
+                "all",
+                "--strict",
+            ]
+        )
+        == 1
+    )
     assert "NO_SHUFFLE_SEED" in capsys.readouterr().err
     assert out.exists()  # exported, but not what --strict accepts
 
@@ -127,14 +167,30 @@ def test_config_file_with_flags_overriding_it(source, tmp_path):
     config = tmp_path / "export.toml"
     labels = tmp_path / "labels.txt"
     labels.write_text("cat\ndog\nbird\n")
-    config.write_text(f'source = "{source}"\noutput = "{tmp_path / "from_config.mlmodel"}"\n'
-                      f'loss = "cce"\ntrainable = "all"\noptimizer = "adam"\nlr = 0.002\n'
-                      f'batch-size = 4\nallowed_batch_sizes = [2, 4]\nepochs = 3\nseed = 9\n'
-                      f'class-labels = "{labels}"\nversion = "2.1"\n')
+    config.write_text(
+        f'source = "{source}"\noutput = "{tmp_path / "from_config.mlmodel"}"\n'
+        f'loss = "cce"\ntrainable = "all"\noptimizer = "adam"\nlr = 0.002\n'
+        f"batch-size = 4\nallowed_batch_sizes = [2, 4]\nepochs = 3\nseed = 9\n"
+        f'class-labels = "{labels}"\nversion = "2.1"\n'
+    )
     out = tmp_path / "override.mlmodel"
     report = tmp_path / "r.json"
-    assert main(["export", "--config", str(config), "-o", str(out), "--epochs", "7",
-                 "--report", str(report)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--config",
+                str(config),
+                "-o",
+                str(out),
+                "--epochs",
+                "7",
+                "--report",
+                str(report),
+            ]
+        )
+        == 0
+    )
     assert not (tmp_path / "from_config.mlmodel").exists()
     document = json.loads(report.read_text())
     params = document["export"]["update_parameters"]
@@ -154,10 +210,16 @@ def test_config_file_errors_are_clean(tmp_path, source, capsys):
     broken.write_text('loss = "cce\n')
     wrong_type = tmp_path / "type.toml"
     wrong_type.write_text('loss = "hinge"\n')
-    for path, message in ((bad_key, "unknown setting 'batchsize'"), (broken, "not a valid TOML"),
-                          (wrong_type, "'hinge' is not one of cce, mse"),
-                          (tmp_path / "none.toml", "no such config file")):
-        assert main(["export", str(source), "-o", str(tmp_path / "o.mlmodel"), "--config", str(path)]) == 2
+    for path, message in (
+        (bad_key, "unknown setting 'batchsize'"),
+        (broken, "not a valid TOML"),
+        (wrong_type, "'hinge' is not one of cce, mse"),
+        (tmp_path / "none.toml", "no such config file"),
+    ):
+        assert (
+            main(["export", str(source), "-o", str(tmp_path / "o.mlmodel"), "--config", str(path)])
+            == 2
+        )
         assert message in capsys.readouterr().err
 
 
@@ -167,17 +229,41 @@ def test_config_file_errors_are_clean(tmp_path, source, capsys):
 def test_exports_are_byte_identical(source, tmp_path):
     outputs = [tmp_path / "a.mlmodel", tmp_path / "b.mlmodel"]
     for out in outputs:
-        assert main(["export", str(source), "-o", str(out), "--loss", "cce", "--trainable", "all",
-                     "--seed", "3", "--class-labels", "0,1,2"]) == 0
+        assert (
+            main(
+                [
+                    "export",
+                    str(source),
+                    "-o",
+                    str(out),
+                    "--loss",
+                    "cce",
+                    "--trainable",
+                    "all",
+                    "--seed",
+                    "3",
+                    "--class-labels",
+                    "0,1,2",
+                ]
+            )
+            == 0
+        )
     assert outputs[0].read_bytes() == outputs[1].read_bytes()
 
 
 def test_image_input_and_class_label_forms(tmp_path):
     assert image_input("image:rgb:scale=1/255:bias=-1,-0.5,0") == {
-        "name": "image", "color": "rgb", "scale": 1 / 255, "bias": [-1.0, -0.5, 0.0]}
+        "name": "image",
+        "color": "rgb",
+        "scale": 1 / 255,
+        "bias": [-1.0, -0.5, 0.0],
+    }
     assert image_input("bgr:bias=-1/2") == {"color": "bgr", "bias": [-0.5]}
     assert image_input({"name": "x", "color": "grayscale", "scale": 0.5}) == {
-        "name": "x", "color": "grayscale", "scale": 0.5}
+        "name": "x",
+        "color": "grayscale",
+        "scale": 0.5,
+    }
     with pytest.raises(ConfigError):
         image_input("x:rgb:gamma=2")
     path = tmp_path / "labels.txt"
@@ -195,16 +281,48 @@ def test_image_input_and_class_label_forms(tmp_path):
 def test_torch_factory_with_weights(tmp_path):
     torch = pytest.importorskip("torch")
     factory = tmp_path / "net.py"
-    factory.write_text("from torch import nn\n\ndef make():\n"
-                       "    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))\n")
+    factory.write_text(
+        "from torch import nn\n\ndef make():\n"
+        "    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))\n"
+    )
     torch.manual_seed(0)
-    weights = {f"{k}": v for k, v in torch.nn.Sequential(
-        torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).state_dict().items()}
+    weights = {
+        f"{k}": v
+        for k, v in torch.nn.Sequential(
+            torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)
+        )
+        .state_dict()
+        .items()
+    }
     torch.save(weights, tmp_path / "w.pt")
     out = tmp_path / "T.mlmodel"
-    assert main(["export", f"{factory}:make", "--weights", str(tmp_path / "w.pt"), "--example-shape", "6",
-                 "-o", str(out), "--loss", "cce", "--trainable", "2", "--optimizer", "sgd", "--lr",
-                 "0.05", "--seed", "0", "--report", str(tmp_path / "r.json")]) == 0
+    assert (
+        main(
+            [
+                "export",
+                f"{factory}:make",
+                "--weights",
+                str(tmp_path / "w.pt"),
+                "--example-shape",
+                "6",
+                "-o",
+                str(out),
+                "--loss",
+                "cce",
+                "--trainable",
+                "2",
+                "--optimizer",
+                "sgd",
+                "--lr",
+                "0.05",
+                "--seed",
+                "0",
+                "--report",
+                str(tmp_path / "r.json"),
+            ]
+        )
+        == 0
+    )
     document = json.loads((tmp_path / "r.json").read_text())
     assert document["export"]["trainable"] == ["2"] and "torch" in document["versions"]
     assert document["export"]["update_parameters"]["optimizer"]["learning_rate"]["default"] == 0.05
@@ -215,17 +333,26 @@ def test_keras_file(tmp_path):
     from updatable_coreml.exporters.keras import _keras
 
     keras = _keras()
-    net = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="hidden"),
-                            keras.layers.Dense(3, activation="softmax", name="out")])
+    net = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu", name="hidden"),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ]
+    )
     net.layers[0].trainable = False
     net.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.SGD(0.03))
     net.save(tmp_path / "net.keras")
     out = tmp_path / "K.mlmodel"
-    result = run("export", tmp_path / "net.keras", "-o", out, "--seed", 0, "--report", tmp_path / "r.json")
+    result = run(
+        "export", tmp_path / "net.keras", "-o", out, "--seed", 0, "--report", tmp_path / "r.json"
+    )
     assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), result.stderr
     document = json.loads((tmp_path / "r.json").read_text())
     assert document["export"]["trainable"] == ["out"]
-    assert document["export"]["update_parameters"]["optimizer"]["learning_rate"]["default"] == pytest.approx(0.03)
+    assert document["export"]["update_parameters"]["optimizer"]["learning_rate"][
+        "default"
+    ] == pytest.approx(0.03)
 
 
 # -- the pipeline example --------------------------------------------------------------------
@@ -235,8 +362,12 @@ def test_keras_file(tmp_path):
 def test_pipeline_makefile_exports_and_validates(tmp_path):
     pytest.importorskip("torch")
     build = tmp_path / "build"
-    result = subprocess.run(["make", "-C", str(PIPELINE), f"PYTHON={sys.executable}", f"BUILD={build}"],
-                            capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        ["make", "-C", str(PIPELINE), f"PYTHON={sys.executable}", f"BUILD={build}"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{build / 'Model.mlmodel'}: valid" in result.stdout
     document = json.loads((build / "report.json").read_text())
@@ -254,8 +385,15 @@ def test_dvc_stages_run_in_order(tmp_path):
     stages = yaml.safe_load((folder / "dvc.yaml").read_text())["stages"]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for name, stage in stages.items():
-        result = subprocess.run(stage["cmd"], shell=True, cwd=folder, env=env, capture_output=True,
-                                text=True, timeout=180)
+        result = subprocess.run(
+            stage["cmd"],
+            shell=True,
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert result.returncode == 0, (name, result.stderr)
         for out in stage.get("outs", []):
             assert (folder / out).is_file(), (name, out)
@@ -265,12 +403,33 @@ def test_dvc_stages_run_in_order(tmp_path):
 def test_pipeline_flag_writes_backbone_and_head(tmp_path):
     pytest.importorskip("torch")
     factory = tmp_path / "net.py"
-    factory.write_text("from torch import nn\n\ndef make():\n"
-                       "    return nn.Sequential(nn.Linear(6, 8), nn.Hardswish(), nn.Linear(8, 3))\n")
+    factory.write_text(
+        "from torch import nn\n\ndef make():\n"
+        "    return nn.Sequential(nn.Linear(6, 8), nn.Hardswish(), nn.Linear(8, 3))\n"
+    )
     out = tmp_path / "P.mlmodel"
-    assert main(["export", f"{factory}:make", "--example-shape", "6", "-o", str(out), "--loss", "cce",
-                 "--trainable", "2", "--pipeline", "--backbone", "auto",
-                 "--report", str(tmp_path / "r.json")]) == 0
+    assert (
+        main(
+            [
+                "export",
+                f"{factory}:make",
+                "--example-shape",
+                "6",
+                "-o",
+                str(out),
+                "--loss",
+                "cce",
+                "--trainable",
+                "2",
+                "--pipeline",
+                "--backbone",
+                "auto",
+                "--report",
+                str(tmp_path / "r.json"),
+            ]
+        )
+        == 0
+    )
     spec = load_spec(out)
     assert spec.WhichOneof("Type") == "pipelineClassifier" or spec.WhichOneof("Type") == "pipeline"
     document = json.loads((tmp_path / "r.json").read_text())
@@ -279,11 +438,42 @@ def test_pipeline_flag_writes_backbone_and_head(tmp_path):
 
 def test_backbone_option_is_refused_where_it_does_not_apply(source, tmp_path, capsys):
     out = tmp_path / "x.mlmodel"
-    assert main(["export", str(source), "-o", str(out), "--loss", "cce", "--pipeline",
-                 "--backbone", "auto"]) == 2
+    assert (
+        main(
+            [
+                "export",
+                str(source),
+                "-o",
+                str(out),
+                "--loss",
+                "cce",
+                "--pipeline",
+                "--backbone",
+                "auto",
+            ]
+        )
+        == 2
+    )
     assert "does not apply to ONNX" in capsys.readouterr().err and not out.exists()
     factory = tmp_path / "net.py"
-    factory.write_text("from torch import nn\n\ndef make():\n    return nn.Sequential(nn.Linear(6, 3))\n")
-    assert main(["export", f"{factory}:make", "--example-shape", "6", "-o", str(out), "--loss", "cce",
-                 "--backbone", "coremltools"]) == 2
+    factory.write_text(
+        "from torch import nn\n\ndef make():\n    return nn.Sequential(nn.Linear(6, 3))\n"
+    )
+    assert (
+        main(
+            [
+                "export",
+                f"{factory}:make",
+                "--example-shape",
+                "6",
+                "-o",
+                str(out),
+                "--loss",
+                "cce",
+                "--backbone",
+                "coremltools",
+            ]
+        )
+        == 2
+    )
     assert "add --pipeline" in capsys.readouterr().err and not out.exists()

@@ -27,7 +27,11 @@ def requirements(extra: str) -> list[str]:
     found = []
     for requirement in PROJECT["optional-dependencies"][extra]:
         nested = re.fullmatch(r"updatable-coreml\[(.+)\]", requirement)
-        found += [r for e in nested.group(1).split(",") for r in requirements(e)] if nested else [requirement]
+        found += (
+            [r for e in nested.group(1).split(",") for r in requirements(e)]
+            if nested
+            else [requirement]
+        )
     return found
 
 
@@ -45,7 +49,10 @@ def test_extras_leave_the_keras_backend_to_the_user(extra):
 
 def test_dev_setup_still_installs_the_pinned_backend():
     dev = (ROOT / "dev").read_text()
-    assert "tensorflow-cpu" in dev and "tensorflow-cpu==" in (ROOT / "constraints" / "dev.txt").read_text()
+    assert (
+        "tensorflow-cpu" in dev
+        and "tensorflow-cpu==" in (ROOT / "constraints" / "dev.txt").read_text()
+    )
 
 
 def _imported_modules() -> set[str]:
@@ -56,7 +63,10 @@ def _imported_modules() -> set[str]:
                 modules |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 modules.add(node.module.split(".")[0])
-            elif isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("quiet_import", "require"):
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", "") in (
+                "quiet_import",
+                "require",
+            ):
                 if node.args and isinstance(node.args[0], ast.Constant):
                     modules.add(str(node.args[0].value).split(".")[0])
     return modules
@@ -74,7 +84,9 @@ def test_licence_type_marker_and_metadata():
     assert PROJECT["license"] == "BSD-3-Clause" and PROJECT["license-files"] == ["LICENSE"]
     assert (ROOT / "updatable_coreml" / "py.typed").exists()
     assert "Typing :: Typed" in PROJECT["classifiers"]
-    assert 'pip install ".[keras]"' in (ROOT / "README.md").read_text()  # from source, until a release
+    assert (
+        'pip install ".[keras]"' in (ROOT / "README.md").read_text()
+    )  # from source, until a release
 
 
 @pytest.mark.slow
@@ -82,8 +94,9 @@ def test_sdist_ships_no_partial_test_suite(tmp_path):
     """Build the sdist from the tracked files: either the suite with its helpers, or none."""
     if shutil.which("git") is None:
         pytest.skip("needs git to list the tracked files")
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True)
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True
+    )
     if listed.returncode != 0:
         pytest.skip("not a git checkout")
     source = tmp_path / "src"
@@ -91,10 +104,16 @@ def test_sdist_ships_no_partial_test_suite(tmp_path):
         if (ROOT / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, source / name)
-    code = ("import sys; from setuptools import build_meta; "
-            "print(build_meta.build_sdist(sys.argv[1]))")
-    built = subprocess.run([sys.executable, "-c", code, str(tmp_path / "dist")], cwd=source,
-                           capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))"
+    )
+    built = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "dist")],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr[-2000:]
     with tarfile.open(tmp_path / "dist" / built.stdout.strip().splitlines()[-1]) as archive:
         members = [m.split("/", 1)[1] for m in archive.getnames() if "/" in m]
@@ -103,5 +122,7 @@ def test_sdist_ships_no_partial_test_suite(tmp_path):
     assert not tests or helpers <= set(tests), tests
     assert "LICENSE" in members and "updatable_coreml/py.typed" in members
     assert "updatable_coreml/cli/__main__.py" in members
-    templates = sorted(p.name for p in (ROOT / "updatable_coreml" / "swift" / "templates").iterdir())
+    templates = sorted(
+        p.name for p in (ROOT / "updatable_coreml" / "swift" / "templates").iterdir()
+    )
     assert templates and all(f"updatable_coreml/swift/templates/{t}" in members for t in templates)

@@ -36,14 +36,26 @@ def digits_classifier():
     from coremltools.models.neural_network import NeuralNetworkBuilder
 
     rng = np.random.default_rng(0)
-    builder = NeuralNetworkBuilder([("image", datatypes.Array(1, 8, 8))],
-                                   [("labelProbs", None)], mode="classifier")
+    builder = NeuralNetworkBuilder(
+        [("image", datatypes.Array(1, 8, 8))], [("labelProbs", None)], mode="classifier"
+    )
     builder.add_flatten("flatten", 0, "image", "flat")
-    builder.add_inner_product("fc", rng.normal(0, 0.1, (4, 64)).astype(np.float32),
-                              np.zeros(4, np.float32), 64, 4, True, "flat", "logits")
+    builder.add_inner_product(
+        "fc",
+        rng.normal(0, 0.1, (4, 64)).astype(np.float32),
+        np.zeros(4, np.float32),
+        64,
+        4,
+        True,
+        "flat",
+        "logits",
+    )
     builder.add_softmax("softmax", "logits", "labelProbs")
-    builder.set_class_labels(["zero", "one", "two", "three"], predicted_feature_name="label",
-                             prediction_blob="labelProbs")
+    builder.set_class_labels(
+        ["zero", "one", "two", "three"],
+        predicted_feature_name="label",
+        prediction_blob="labelProbs",
+    )
     image = builder.spec.description.input[0]
     image.type.imageType.width = image.type.imageType.height = 8
     image.type.imageType.colorSpace = FeatureTypes_pb2.ImageFeatureType.GRAYSCALE
@@ -56,16 +68,43 @@ def mse_regressor():
     from coremltools.models.neural_network import NeuralNetworkBuilder
 
     rng = np.random.default_rng(0)
-    builder = NeuralNetworkBuilder([("input.1", datatypes.Array(4))], [("y", datatypes.Array(2))],
-                                   mode="regressor")
-    builder.add_inner_product("hidden", rng.normal(0, 0.5, (8, 4)).astype(np.float32),
-                              np.zeros(8, np.float32), 4, 8, True, "input.1", "h")
+    builder = NeuralNetworkBuilder(
+        [("input.1", datatypes.Array(4))], [("y", datatypes.Array(2))], mode="regressor"
+    )
+    builder.add_inner_product(
+        "hidden",
+        rng.normal(0, 0.5, (8, 4)).astype(np.float32),
+        np.zeros(8, np.float32),
+        4,
+        8,
+        True,
+        "input.1",
+        "h",
+    )
     builder.add_activation("relu", "RELU", "h", "h_act")
-    builder.add_inner_product("out", rng.normal(0, 0.5, (2, 8)).astype(np.float32),
-                              np.zeros(2, np.float32), 8, 2, True, "h_act", "y")
-    return make_updatable(builder.spec, layers=["hidden", "out"], loss="mse", optimizer="adam",
-                          lr=0.01, lr_range=(0.0001, 0.1), batch_size=4, allowed_batch_sizes=[2, 4],
-                          epochs=5, allowed_epochs=[1, 5, 10], shuffle=False)
+    builder.add_inner_product(
+        "out",
+        rng.normal(0, 0.5, (2, 8)).astype(np.float32),
+        np.zeros(2, np.float32),
+        8,
+        2,
+        True,
+        "h_act",
+        "y",
+    )
+    return make_updatable(
+        builder.spec,
+        layers=["hidden", "out"],
+        loss="mse",
+        optimizer="adam",
+        lr=0.01,
+        lr_range=(0.0001, 0.1),
+        batch_size=4,
+        allowed_batch_sizes=[2, 4],
+        epochs=5,
+        allowed_epochs=[1, 5, 10],
+        shuffle=False,
+    )
 
 
 def _array_feature(feature, name: str, size: int) -> None:
@@ -97,7 +136,9 @@ def knn_pipeline():
     layer.innerProduct.inputChannels, layer.innerProduct.outputChannels = 64, 16
     layer.innerProduct.weights.floatValue.extend(rng.normal(0, 0.1, 16 * 64).astype(np.float32))
 
-    knn_model = spec.pipelineClassifier.pipeline.models.add(specificationVersion=4, isUpdatable=True)
+    knn_model = spec.pipelineClassifier.pipeline.models.add(
+        specificationVersion=4, isUpdatable=True
+    )
     _array_feature(knn_model.description.input.add(), "embedding", 16)
     _int64_feature(knn_model.description.output.add(), "digit")
     knn_model.description.predictedFeatureName = "digit"
@@ -126,8 +167,10 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def generated() -> dict[str, str]:
-    return {golden: generate_swift(build(), class_name=name, source_name=source)
-            for golden, (build, source, name) in CASES.items()}
+    return {
+        golden: generate_swift(build(), class_name=name, source_name=source)
+        for golden, (build, source, name) in CASES.items()
+    }
 
 
 @pytest.mark.parametrize("golden", sorted(CASES))
@@ -136,16 +179,19 @@ def test_matches_golden(generated, golden):
     if os.environ.get("UPDATE_GOLDEN") == "1":
         GOLDEN.mkdir(exist_ok=True)
         path.write_text(generated[golden])
-    assert path.exists(), f"{path} missing; run UPDATE_GOLDEN=1 python -m pytest tests/test_swift.py"
-    assert generated[golden] == path.read_text(), \
+    assert path.exists(), (
+        f"{path} missing; run UPDATE_GOLDEN=1 python -m pytest tests/test_swift.py"
+    )
+    assert generated[golden] == path.read_text(), (
         f"{golden} differs from the golden file; if intended, regenerate with UPDATE_GOLDEN=1"
+    )
 
 
 def test_uses_the_models_real_training_inputs(generated):
     digits, regressor, knn = (generated[g] for g in CASES)
     assert "func example(image: CGImage, label: String)" in digits
-    assert 'MLFeatureValue(cgImage: image, constraint: self.imageConstraint' in digits
-    assert 'func example(input1: MLMultiArray, yTrue: MLMultiArray)' in regressor
+    assert "MLFeatureValue(cgImage: image, constraint: self.imageConstraint" in digits
+    assert "func example(input1: MLMultiArray, yTrue: MLMultiArray)" in regressor
     assert '"input.1": try InputBuilder.checked(input1, input: "input.1", shape: [4])' in regressor
     assert "static let allowedEpochs: Set<Int> = [1, 5, 10]" in regressor
     assert "static let allowedLearningRates: ClosedRange<Double> = 0.0001...0.1" in regressor
@@ -183,10 +229,19 @@ def test_refuses_an_invalid_model_and_a_bad_class_name():
         generate_swift(digits_classifier(), class_name="my-trainer")
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("input.1", "input1"), ("y_true", "yTrue"), ("classLabel", "classLabel"), ("Image", "image"),
-    ("1st", "_1st"), ("class", "classValue"), ("self", "selfValue"), ("---", "input"),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("input.1", "input1"),
+        ("y_true", "yTrue"),
+        ("classLabel", "classLabel"),
+        ("Image", "image"),
+        ("1st", "_1st"),
+        ("class", "classValue"),
+        ("self", "selfValue"),
+        ("---", "input"),
+    ],
+)
 def test_feature_names_become_valid_swift_identifiers(name, expected):
     assert _identifier(name) == expected
 
@@ -196,8 +251,9 @@ def test_feature_names_become_valid_swift_identifiers(name, expected):
 def test_swiftc_parses_the_output(generated, golden, tmp_path):
     source = tmp_path / golden
     source.write_text(generated[golden])
-    result = subprocess.run(["swiftc", "-parse", str(source)], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        ["swiftc", "-parse", str(source)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -224,7 +280,9 @@ def test_only_the_learning_rate_changes_inside_a_task(generated, golden):
 def test_templates_are_package_data_and_strictly_filled():
     from importlib import resources
 
-    names = sorted(p.name for p in resources.files("updatable_coreml.swift").joinpath("templates").iterdir())
+    names = sorted(
+        p.name for p in resources.files("updatable_coreml.swift").joinpath("templates").iterdir()
+    )
     assert "network_trainer.swift.tmpl" in names and "knn_trainer.swift.tmpl" in names
     assert "$0" in template("array_factory.swift.tmpl")  # Swift's own $ stays Swift's
     with pytest.raises(KeyError, match="placeholders"):

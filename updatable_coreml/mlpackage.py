@@ -31,7 +31,8 @@ def read_mlpackage(path: Path) -> Spec:
         raise ModelFileError(
             f"{path}: is an .mlpackage (ML Program) without Manifest.json, so it cannot be read; "
             "only NeuralNetwork .mlmodel files can be updatable: convert with "
-            "convert_to='neuralnetwork' or use 'updatable-coreml export'")
+            "convert_to='neuralnetwork' or use 'updatable-coreml export'"
+        )
     if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
         raise ModelFileError(f"{manifest_path}: too large for a package manifest")
     try:
@@ -41,17 +42,23 @@ def read_mlpackage(path: Path) -> Spec:
         if not isinstance(relative, str):
             raise TypeError("path is not a string")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelFileError(f"{manifest_path}: not a valid package manifest "
-                             f"({type(exc).__name__}: {exc}); the package may be damaged") from None
+        raise ModelFileError(
+            f"{manifest_path}: not a valid package manifest "
+            f"({type(exc).__name__}: {exc}); the package may be damaged"
+        ) from None
     data_dir = (path / "Data").resolve()
     model_path = (data_dir / relative).resolve()
     if os.path.commonpath([data_dir, model_path]) != str(data_dir):  # untrusted path
-        raise ModelFileError(f"{manifest_path}: the root model path {relative!r} leaves the package")
+        raise ModelFileError(
+            f"{manifest_path}: the root model path {relative!r} leaves the package"
+        )
     try:
         data = model_path.read_bytes()
     except OSError as exc:
-        raise ModelFileError(f"{path}: cannot read the root model {relative!r} "
-                             f"({exc.strerror or exc}); the package may be damaged") from None
+        raise ModelFileError(
+            f"{path}: cannot read the root model {relative!r} "
+            f"({exc.strerror or exc}); the package may be damaged"
+        ) from None
     return parse_spec(data, f"{path}/Data/{relative}")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional
 
 from ..errors import MissingDependencyError
 
@@ -26,11 +25,16 @@ PACKAGES = {
 }
 
 #: Keras backend name -> the module it imports
-KERAS_BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "numpy": "numpy",
-                  "openvino": "openvino"}
+KERAS_BACKENDS = {
+    "tensorflow": "tensorflow",
+    "jax": "jax",
+    "torch": "torch",
+    "numpy": "numpy",
+    "openvino": "openvino",
+}
 
 
-def require(module: str, purpose: str, extra: Optional[str] = None) -> None:
+def require(module: str, purpose: str, extra: str | None = None) -> None:
     """Import ``module`` now, or raise MissingDependencyError saying what to install.
 
     ``purpose`` names what needs it, e.g. ``"--plot"`` or ``"a .keras source"``; ``extra``
@@ -49,12 +53,14 @@ def require(module: str, purpose: str, extra: Optional[str] = None) -> None:
         if missing.split(".")[0] != module.split(".")[0]:
             raise MissingDependencyError(
                 f"{purpose} needs {module}, which failed to import because {missing} is missing "
-                f"({type(exc).__name__}): install {missing} or reinstall {module}") from None
+                f"({type(exc).__name__}): install {missing} or reinstall {module}"
+            ) from None
         distribution, default_extra = PACKAGES.get(module, (module, None))
         extra = extra or default_extra
         fix = f'pip install "updatable-coreml[{extra}]"' if extra else f"pip install {distribution}"
-        raise MissingDependencyError(f"{purpose} needs {distribution}, which is not installed: "
-                                     f"{fix}") from None
+        raise MissingDependencyError(
+            f"{purpose} needs {distribution}, which is not installed: {fix}"
+        ) from None
 
 
 def keras_backend() -> str:
@@ -96,4 +102,5 @@ def _backend_missing(purpose: str) -> MissingDependencyError:
     return MissingDependencyError(
         f"{purpose} needs a Keras backend: Keras is set to '{keras_backend()}' (KERAS_BACKEND or "
         f"keras.json), which is not installed: pip install {_backend_module()}, or set "
-        "KERAS_BACKEND to an installed one (jax, torch, tensorflow)")
+        "KERAS_BACKEND to an installed one (jax, torch, tensorflow)"
+    )

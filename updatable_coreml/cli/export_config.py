@@ -3,9 +3,10 @@ table (``SETTINGS``), so a value means the same whether it came from a flag or t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ConfigError
 from .common import float_pair, int_list
@@ -43,8 +44,10 @@ def class_labels(value: Any, key: str = "class_labels") -> list:
         if path.is_file():
             labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
         elif path.suffix.lower() in (".txt", ".csv") and "," not in value:
-            raise ConfigError(f"{key}: no such labels file {value!r} (paths are relative to the "
-                              "current directory)")
+            raise ConfigError(
+                f"{key}: no such labels file {value!r} (paths are relative to the "
+                "current directory)"
+            )
         else:
             labels = [v.strip() for v in value.split(",") if v.strip()]
     elif isinstance(value, list):
@@ -75,42 +78,80 @@ def image_input(value: Any, key: str = "image_input") -> dict:
                 raise ConfigError(f"{key}: {part!r} is not scale=S or bias=B[,B,B]")
             options[name] = text
     else:
-        raise ConfigError(f"{key}: expected 'name:rgb:scale=1/255:bias=...' or a table, got {value!r}")
+        raise ConfigError(
+            f"{key}: expected 'name:rgb:scale=1/255:bias=...' or a table, got {value!r}"
+        )
     if options.get("color") not in ("rgb", "bgr", "grayscale"):
-        raise ConfigError(f"{key}: color must be rgb, bgr or grayscale, got {options.get('color')!r}")
+        raise ConfigError(
+            f"{key}: color must be rgb, bgr or grayscale, got {options.get('color')!r}"
+        )
     try:
         if "scale" in options:
             options["scale"] = float(Fraction(str(options["scale"])))
         if "bias" in options:
             bias = options["bias"]
-            values = bias.split(",") if isinstance(bias, str) else bias if isinstance(bias, list) else [bias]
+            values = (
+                bias.split(",")
+                if isinstance(bias, str)
+                else bias
+                if isinstance(bias, list)
+                else [bias]
+            )
             options["bias"] = [float(Fraction(str(v))) for v in values]
     except (ValueError, ZeroDivisionError):
-        raise ConfigError(f"{key}: scale and bias must be numbers or fractions, got {value!r}") from None
+        raise ConfigError(
+            f"{key}: scale and bias must be numbers or fractions, got {value!r}"
+        ) from None
     return options
 
 
 SETTINGS: dict[str, Coerce] = {
-    "source": _scalar(str), "output": _scalar(str), "report": _scalar(str),
-    "weights": _scalar(str), "example_shape": int_list,
-    "trainable": _names, "loss": _scalar(str), "optimizer": _scalar(str),
-    "lr": _scalar(float), "momentum": _scalar(float), "beta1": _scalar(float),
-    "beta2": _scalar(float), "eps": _scalar(float), "lr_range": float_pair,
-    "batch_size": _scalar(int), "allowed_batch_sizes": int_list, "epochs": _scalar(int),
-    "allowed_epochs": int_list, "shuffle": _scalar(bool), "seed": _scalar(int),
-    "class_labels": class_labels, "extra_class_slots": _scalar(int), "image_input": image_input,
-    "author": _scalar(str), "license": _scalar(str), "description": _scalar(str),
-    "model_version": _scalar(str), "allow_unsupported": _scalar(bool), "strict": _scalar(bool),
-    "verbose": _scalar(bool), "quiet": _scalar(bool), "pipeline": _scalar(bool), "backbone": _scalar(str),
+    "source": _scalar(str),
+    "output": _scalar(str),
+    "report": _scalar(str),
+    "weights": _scalar(str),
+    "example_shape": int_list,
+    "trainable": _names,
+    "loss": _scalar(str),
+    "optimizer": _scalar(str),
+    "lr": _scalar(float),
+    "momentum": _scalar(float),
+    "beta1": _scalar(float),
+    "beta2": _scalar(float),
+    "eps": _scalar(float),
+    "lr_range": float_pair,
+    "batch_size": _scalar(int),
+    "allowed_batch_sizes": int_list,
+    "epochs": _scalar(int),
+    "allowed_epochs": int_list,
+    "shuffle": _scalar(bool),
+    "seed": _scalar(int),
+    "class_labels": class_labels,
+    "extra_class_slots": _scalar(int),
+    "image_input": image_input,
+    "author": _scalar(str),
+    "license": _scalar(str),
+    "description": _scalar(str),
+    "model_version": _scalar(str),
+    "allow_unsupported": _scalar(bool),
+    "strict": _scalar(bool),
+    "verbose": _scalar(bool),
+    "quiet": _scalar(bool),
+    "pipeline": _scalar(bool),
+    "backbone": _scalar(str),
 }
-CHOICES = {"loss": ("cce", "mse"), "optimizer": ("sgd", "adam"),
-           "backbone": ("auto", "frontend", "coremltools")}
+CHOICES = {
+    "loss": ("cce", "mse"),
+    "optimizer": ("sgd", "adam"),
+    "backbone": ("auto", "frontend", "coremltools"),
+}
 
 
 def load_config(path: str) -> dict[str, Any]:
     """The TOML settings file as {dest: value}; unknown keys are an error (typos must not pass)."""
     try:
-        import tomllib
+        # 3.11+; mypy checks as Python 3.10, where only tomli exists
+        import tomllib  # type: ignore[import-not-found]
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
     try:
@@ -124,7 +165,9 @@ def load_config(path: str) -> dict[str, Any]:
     for key, value in data.items():
         dest = "model_version" if key == "version" else key.replace("-", "_")  # old spelling kept
         if dest not in SETTINGS:
-            raise ConfigError(f"{path}: unknown setting {key!r}; settings are the export flags "
-                              f"without dashes: {', '.join(sorted(SETTINGS))}")
+            raise ConfigError(
+                f"{path}: unknown setting {key!r}; settings are the export flags "
+                f"without dashes: {', '.join(sorted(SETTINGS))}"
+            )
         config[dest] = value
     return config

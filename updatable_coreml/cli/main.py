@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import UpdatableCoreMLError
@@ -24,19 +24,26 @@ EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="updatable-coreml",
-                    description="Export, check and rehearse updatable Core ML models (exit codes: "
-                                "0 ok, 1 invalid model, 2 unusable input).")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
-                        help="print the program's version and exit")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser,
-                                metavar="COMMAND")
+    parser = Parser(
+        prog="updatable-coreml",
+        description="Export, check and rehearse updatable Core ML models (exit codes: "
+        "0 ok, 1 invalid model, 2 unusable input).",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {__version__}",
+        help="print the program's version and exit",
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=Parser, metavar="COMMAND"
+    )
     for command in COMMANDS:
         command.register(sub)
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = args.run(args)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 
 def wanted(quiet: bool = False) -> bool:
@@ -46,9 +47,15 @@ def stages(quiet: bool = False) -> Iterator[Stages]:
     # The console keeps the real stderr: export silences framework noise by redirecting
     # sys.stderr while it runs, which must not swallow the spinner.
     console = Console(file=sys.stderr)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=True, redirect_stdout=False,
-                  redirect_stderr=False) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    ) as progress:
         yield Stages(progress)
 
 
@@ -59,7 +66,7 @@ class Training:
 
     def __init__(self, progress: Any = None) -> None:
         self._progress = progress
-        self._task: Optional[int] = None
+        self._task: int | None = None
 
     def on_event(self, event: Any) -> None:
         if self._progress is None:
@@ -70,8 +77,10 @@ class Training:
         elif self._task is None:
             return
         elif event.kind == "mini_batch_end":
-            self._progress.update(self._task, description=f"epoch {event.epoch + 1}, "
-                                                          f"mini-batch {event.mini_batch + 1}")
+            self._progress.update(
+                self._task,
+                description=f"epoch {event.epoch + 1}, mini-batch {event.mini_batch + 1}",
+            )
         elif event.kind == "epoch_end":
             self._progress.advance(self._task)
 
@@ -92,7 +101,14 @@ def training(quiet: bool = False) -> Iterator[Training]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True,
-                  redirect_stdout=False, redirect_stderr=False) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(file=sys.stderr),
+        transient=True,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    ) as progress:
         yield Training(progress)

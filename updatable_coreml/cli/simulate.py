@@ -14,21 +14,37 @@ HEADER = f"{'epoch':>5} {'train loss':>11} {'val loss':>9} {'val acc':>8}"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("simulate", help="train an updatable model off-device as MLUpdateTask would",
-                       description="Train an updatable model with the reference runtime as "
-                                   "MLUpdateTask would on device, and print the loss (and "
-                                   "accuracy) per epoch; for a k-NN model, accuracy against "
-                                   "examples per class.")
+    p = sub.add_parser(
+        "simulate",
+        help="train an updatable model off-device as MLUpdateTask would",
+        description="Train an updatable model with the reference runtime as "
+        "MLUpdateTask would on device, and print the loss (and "
+        "accuracy) per epoch; for a k-NN model, accuracy against "
+        "examples per class.",
+    )
     p.add_argument("model", help="an updatable .mlmodel")
-    p.add_argument("--train", required=True, metavar="DATA",
-                   help="a folder with one subfolder of images per label, or an .npz with x and y")
+    p.add_argument(
+        "--train",
+        required=True,
+        metavar="DATA",
+        help="a folder with one subfolder of images per label, or an .npz with x and y",
+    )
     p.add_argument("--val", metavar="DATA", help="validation data, same forms")
     p.add_argument("--epochs", type=int, help="override the model's epochs (within what it allows)")
-    p.add_argument("--lr", type=float, help="override the model's learning rate (within what it allows)")
-    p.add_argument("--batch-size", type=int, help="override the model's batch size (within what it allows)")
+    p.add_argument(
+        "--lr", type=float, help="override the model's learning rate (within what it allows)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, help="override the model's batch size (within what it allows)"
+    )
     p.add_argument("--seed", type=int, help="override the model's shuffle seed")
-    p.add_argument("--no-shuffle", dest="shuffle", action="store_false", default=None,
-                   help="keep the examples in their order")
+    p.add_argument(
+        "--no-shuffle",
+        dest="shuffle",
+        action="store_false",
+        default=None,
+        help="keep the examples in their order",
+    )
     p.add_argument("--plot", metavar="PNG", help="write training/validation loss per epoch")
     p.add_argument("-o", "--output", metavar="OUT.mlmodel", help="write the updated model")
     deprecated_alias(p, "--out", "-o/--output", dest="output", metavar="OUT.mlmodel")
@@ -58,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
         return _simulate_knn(args, model)
     from .progress import training
 
-    shown = []
+    shown: list[bool] = []
     with training(args.quiet) as bar:
+
         def show(row) -> None:
             if not shown:  # the header only once training runs: argument errors come first
                 bar.print(HEADER)
@@ -68,9 +85,20 @@ def run(args: argparse.Namespace) -> int:
             val_acc = "-" if row.val_accuracy is None else f"{row.val_accuracy:.3f}"
             bar.print(f"{row.epoch:>5} {row.train_loss:>11.4f} {val_loss:>9} {val_acc:>8}")
 
-        simulate(args.model, args.train, val=args.val, epochs=args.epochs, lr=args.lr,
-                 batch_size=args.batch_size, seed=args.seed, shuffle=args.shuffle, plot=args.plot,
-                 out=args.output, progress=bar.on_event, on_epoch=show)
+        simulate(
+            args.model,
+            args.train,
+            val=args.val,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            shuffle=args.shuffle,
+            plot=args.plot,
+            out=args.output,
+            progress=bar.on_event,
+            on_epoch=show,
+        )
     for label, path in (("loss plot", args.plot), ("updated model", args.output)):
         if path:
             print(f"{label}: {path}")
@@ -85,8 +113,15 @@ def _simulate_knn(args: argparse.Namespace, model) -> int:
     from ..knn import format_learning_curve, knn_learning_curve, plot_learning_curve
     from ..runtime.simulate import load_dataset
 
-    epoch_options = [flag for flag, value in (("--epochs", args.epochs), ("--lr", args.lr),
-                                              ("--batch-size", args.batch_size)) if value is not None]
+    epoch_options = [
+        flag
+        for flag, value in (
+            ("--epochs", args.epochs),
+            ("--lr", args.lr),
+            ("--batch-size", args.batch_size),
+        )
+        if value is not None
+    ]
     if epoch_options:
         raise ConfigError(f"{', '.join(epoch_options)}: a k-NN model has no epochs or optimizer")
     if args.val is None:
@@ -94,7 +129,11 @@ def _simulate_knn(args: argparse.Namespace, model) -> int:
     train, val = load_dataset(args.train, model), load_dataset(args.val, model)
     (input_name, x), (_, y) = train.items()
     (_, x_val), (_, y_val) = val.items()
-    counts = [n for n in (1, 2, 5, 10, 20, 50) if n <= max(np.unique(np.asarray(y), return_counts=True)[1])]
+    counts = [
+        n
+        for n in (1, 2, 5, 10, 20, 50)
+        if n <= max(np.unique(np.asarray(y), return_counts=True)[1])
+    ]
     rows = knn_learning_curve(model, x, y, x_val, y_val, shots=counts, seed=args.seed or 0)
     print(format_learning_curve(rows))
     if args.plot:

@@ -16,7 +16,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Optional, Union
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import ConfigError, NotUpdatableError, UnsupportedError
 from .render import render
@@ -28,13 +28,15 @@ if TYPE_CHECKING:  # the real imports are deferred: the CLI imports this package
 PIPELINE_TYPES = ("pipeline", "pipelineClassifier", "pipelineRegressor")
 
 #: Swift keywords that cannot be used as plain identifiers (they would need backticks).
-SWIFT_KEYWORDS = frozenset("""
+SWIFT_KEYWORDS = frozenset(
+    """
     associatedtype class deinit enum extension fileprivate func import init inout internal let
     open operator private precedencegroup protocol public rethrows static struct subscript
     typealias var break case catch continue default defer do else fallthrough for guard if in
     repeat return throw switch where while Any as await false is nil self Self super throws true
     try async
-""".split())
+""".split()
+)
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -54,16 +56,17 @@ class _Input(NamedTuple):
     ident: str
     kind: str
     doc: str
-    shape: Optional[tuple[int, ...]] = None
-    array_type: Optional[str] = None
+    shape: tuple[int, ...] | None = None
+    array_type: str | None = None
 
     @property
     def literal(self) -> str:
         return _string_literal(self.name)
 
 
-def generate_swift(model: SpecLike, *, class_name: Optional[str] = None,
-                   source_name: Optional[str] = None) -> str:
+def generate_swift(
+    model: SpecLike, *, class_name: str | None = None, source_name: str | None = None
+) -> str:
     """Return the Swift source for ``model`` (path, bytes or spec).
 
     ``class_name`` names the trainer class (default: the file stem + ``Trainer``);
@@ -81,28 +84,39 @@ def generate_swift(model: SpecLike, *, class_name: Optional[str] = None,
     if class_name is None:
         class_name = _upper_camel(Path(source_name).stem) + "Trainer"
     elif not _IDENTIFIER.match(class_name) or class_name in SWIFT_KEYWORDS:
-        raise ConfigError(f"--class-name {class_name!r} is not a Swift type name; use letters, "
-                          "digits and _ (not starting with a digit)")
+        raise ConfigError(
+            f"--class-name {class_name!r} is not a Swift type name; use letters, "
+            "digits and _ (not starting with a digit)"
+        )
     if spec.WhichOneof("Type") == "mlProgram":
         from ..spec_io import ML_PROGRAM_FIX
-        raise NotUpdatableError(f"{source_name} is an ML Program, which cannot be updated on "
-                                f"device; {ML_PROGRAM_FIX}")
+
+        raise NotUpdatableError(
+            f"{source_name} is an ML Program, which cannot be updated on device; {ML_PROGRAM_FIX}"
+        )
     if not spec.isUpdatable:
-        raise NotUpdatableError(f"{source_name} is not updatable; run 'updatable-coreml "
-                                "make-updatable' or export it with updatable-coreml first")
+        raise NotUpdatableError(
+            f"{source_name} is not updatable; run 'updatable-coreml "
+            "make-updatable' or export it with updatable-coreml first"
+        )
     errors = [f for f in validate(spec) if f.severity == "error"]
     if errors:
-        raise NotUpdatableError(f"{source_name} is not a valid updatable model ({errors[0].code}: "
-                                f"{errors[0].message}); see 'updatable-coreml validate'")
+        raise NotUpdatableError(
+            f"{source_name} is not a valid updatable model ({errors[0].code}: "
+            f"{errors[0].message}); see 'updatable-coreml validate'"
+        )
     trainee = _updatable_model(spec)
     inputs = _training_inputs(spec)
     is_knn = _kind(trainee) == "kNearestNeighborsClassifier"
     config = None if is_knn else TrainingConfig.from_spec(trainee)
-    return render("file.swift.tmpl", **_file_values(class_name, source_name, spec, trainee, inputs, config))
+    return render(
+        "file.swift.tmpl", **_file_values(class_name, source_name, spec, trainee, inputs, config)
+    )
 
 
-def write_swift(model: Union[str, os.PathLike], output: Union[str, os.PathLike], *,
-                class_name: Optional[str] = None) -> Path:
+def write_swift(
+    model: str | os.PathLike, output: str | os.PathLike, *, class_name: str | None = None
+) -> Path:
     """Generate the Swift glue for the model file ``model`` and write it atomically."""
     from ..spec_io import atomic_write_bytes
 
@@ -132,8 +146,10 @@ def _training_inputs(spec: Spec) -> list[_Input]:
     feeds), with Swift names that are valid, unique, and close to the real ones."""
     features = list(spec.description.trainingInput)
     if not features:
-        raise NotUpdatableError("the model lists no training inputs; re-export it or run "
-                                "'updatable-coreml make-updatable'")
+        raise NotUpdatableError(
+            "the model lists no training inputs; re-export it or run "
+            "'updatable-coreml make-updatable'"
+        )
     used: set[str] = set()
     inputs = []
     for feature in features:
@@ -146,59 +162,93 @@ def _describe_input(feature, ident: str) -> _Input:
     from ..inspection import feature_type
 
     kind = feature.type.WhichOneof("Type")
-    doc = _one_line(f"{feature_type(feature)}"
-                    + (f" ({feature.shortDescription})" if feature.shortDescription else ""))
+    doc = _one_line(
+        f"{feature_type(feature)}"
+        + (f" ({feature.shortDescription})" if feature.shortDescription else "")
+    )
     if kind == "multiArrayType":
         array = feature.type.multiArrayType
         dtype = type(array).ArrayDataType.Name(array.dataType)
         if dtype not in _ARRAY_TYPES:
-            raise UnsupportedError(f"training input {feature.name!r} has array type {dtype}; "
-                                   "expected FLOAT32, DOUBLE, INT32 or FLOAT16")
+            raise UnsupportedError(
+                f"training input {feature.name!r} has array type {dtype}; "
+                "expected FLOAT32, DOUBLE, INT32 or FLOAT16"
+            )
         flexible = array.WhichOneof("ShapeFlexibility") is not None or not array.shape
-        return _Input(feature.name, ident, "array", doc,
-                      None if flexible else tuple(int(d) for d in array.shape), dtype)
+        return _Input(
+            feature.name,
+            ident,
+            "array",
+            doc,
+            None if flexible else tuple(int(d) for d in array.shape),
+            dtype,
+        )
     if kind in ("imageType", "stringType", "int64Type", "doubleType"):
         return _Input(feature.name, ident, kind, doc)
-    raise UnsupportedError(f"training input {feature.name!r} is a {kind}; the Swift glue builds "
-                           "MultiArray, Image, String, Int64 and Double inputs")
+    raise UnsupportedError(
+        f"training input {feature.name!r} is a {kind}; the Swift glue builds "
+        "MultiArray, Image, String, Int64 and Double inputs"
+    )
 
 
 # -- Swift text: the values for the templates --------------------------------------------
 
 
-def _file_values(class_name: str, source_name: str, spec: Spec, trainee: Spec,
-                 inputs: list[_Input], config: Optional[TrainingConfig]) -> dict[str, str]:
+def _file_values(
+    class_name: str,
+    source_name: str,
+    spec: Spec,
+    trainee: Spec,
+    inputs: list[_Input],
+    config: TrainingConfig | None,
+) -> dict[str, str]:
     has_image = any(i.kind == "imageType" for i in inputs)
     if has_image:
-        builder = (f"{class_name}.InputBuilder(modelDescription: try MLModel(contentsOf: bundledURL)"
-                   ".modelDescription)")
+        builder = (
+            f"{class_name}.InputBuilder(modelDescription: try MLModel(contentsOf: bundledURL)"
+            ".modelDescription)"
+        )
     else:
         builder = f"{class_name}.InputBuilder()"
     modules = (["CoreGraphics"] if has_image else []) + ["CoreML", "Foundation"]
     if config is not None:
         events = render("events_network.swift.tmpl")
-        trainer = render("network_trainer.swift.tmpl", class_name=class_name,
-                         allowed_epochs=_int_allowed(config.epochs),
-                         allowed_learning_rates=_float_allowed(config.optimizer.learning_rate),
-                         default_epochs=str(config.epochs.default))
+        trainer = render(
+            "network_trainer.swift.tmpl",
+            class_name=class_name,
+            allowed_epochs=_int_allowed(config.epochs),
+            allowed_learning_rates=_float_allowed(config.optimizer.learning_rate),
+            default_epochs=str(config.epochs.default),
+        )
     else:
         events, trainer = render("events_knn.swift.tmpl"), render("knn_trainer.swift.tmpl")
     return {
         "header": "\n".join(_header(class_name, source_name, spec, trainee, inputs, config)),
-        "builder": builder, "class_name": class_name, "source_name": _comment_text(source_name),
+        "builder": builder,
+        "class_name": class_name,
+        "source_name": _comment_text(source_name),
         "arguments": ", ".join(f"{i.ident}: {i.ident}" for i in inputs),
         "imports": "".join(f"import {m}\n" for m in modules),
-        "events": events, "errors": _trainer_error(inputs, config is None),
-        "builder_struct": _builder(inputs), "trainer": trainer,
+        "events": events,
+        "errors": _trainer_error(inputs, config is None),
+        "builder_struct": _builder(inputs),
+        "trainer": trainer,
         "save_and_emit": render("save_and_emit.swift.tmpl"),
     }
 
 
-def _header(class_name: str, source_name: str, spec: Spec, trainee: Spec,
-            inputs: list[_Input], config: Optional[TrainingConfig]) -> list[str]:
+def _header(
+    class_name: str,
+    source_name: str,
+    spec: Spec,
+    trainee: Spec,
+    inputs: list[_Input],
+    config: TrainingConfig | None,
+) -> list[str]:
     lines = [
         f"// {class_name}.swift: on-device training for {_comment_text(source_name)}.",
-        f"// Generated by `updatable-coreml swift {_comment_text(source_name)}`; regenerate it when the model",
+        f"// Generated by `updatable-coreml swift {_comment_text(source_name)}`; regenerate it "
+        "when the model",
         "// changes rather than editing it.",
         "//",
         f"// Model: {_kind(spec)}"
@@ -208,69 +258,120 @@ def _header(class_name: str, source_name: str, spec: Spec, trainee: Spec,
     lines += [f"//   {_comment_text(i.name)}: {i.doc}" for i in inputs]
     if config is not None:
         lines += ["// Update parameters:"] + [f"//   {row}" for row in config.summary_lines()]
-        lines += ["// A task's epochs, batch size and optimizer settings are fixed when it starts;",
-                  "// only the learning rate can change while it runs (resume(withParameters:))."]
+        lines += [
+            "// A task's epochs, batch size and optimizer settings are fixed when it starts;",
+            "// only the learning rate can change while it runs (resume(withParameters:)).",
+        ]
     else:
         knn = trainee.kNearestNeighborsClassifier
-        lines += [f"// k-NN: k = {knn.numberOfNeighbors.defaultValue}; each update adds the "
-                  "examples to the index (no epochs, no loss)."]
+        lines += [
+            f"// k-NN: k = {knn.numberOfNeighbors.defaultValue}; each update adds the "
+            "examples to the index (no epochs, no loss)."
+        ]
     return lines + ["//"]
 
 
 def _trainer_error(inputs: list[_Input], is_knn: bool) -> str:
     cases: list[tuple[str, str]] = []
     if any(i.kind == "imageType" for i in inputs):
-        cases.append(("case missingImageConstraint(input: String)",
-                      'case .missingImageConstraint(let input): return "the model describes no image '
-                      'constraint for \\(input)"'))
+        cases.append(
+            (
+                "case missingImageConstraint(input: String)",
+                'case .missingImageConstraint(let input): return "the model describes no image '
+                'constraint for \\(input)"',
+            )
+        )
     if any(i.kind == "array" and i.shape is not None for i in inputs):
-        cases.append(("case wrongShape(input: String, expected: [Int], got: [Int])",
-                      'case .wrongShape(let input, let expected, let got): return "\\(input) must have '
-                      'shape \\(expected), got \\(got)"'))
-        cases.append(("case wrongCount(input: String, expected: Int, got: Int)",
-                      'case .wrongCount(let input, let expected, let got): return "\\(input) needs '
-                      '\\(expected) values, got \\(got)"'))
+        cases.append(
+            (
+                "case wrongShape(input: String, expected: [Int], got: [Int])",
+                'case .wrongShape(let input, let expected, let got): return "\\(input) must have '
+                'shape \\(expected), got \\(got)"',
+            )
+        )
+        cases.append(
+            (
+                "case wrongCount(input: String, expected: Int, got: Int)",
+                'case .wrongCount(let input, let expected, let got): return "\\(input) needs '
+                '\\(expected) values, got \\(got)"',
+            )
+        )
     if not is_knn:
-        cases.append(("case notAllowed(parameter: String, value: String)",
-                      'case .notAllowed(let parameter, let value): return "\\(parameter) \\(value) is '
-                      'outside what the model allows; Core ML would throw"'))
-    cases.append(("case alreadyRunning", 'case .alreadyRunning: return "a training task is already running"'))
-    cases.append(("case updateFailed", 'case .updateFailed: return "MLUpdateTask failed without an error"'))
-    return render("errors.swift.tmpl",
-                  cases="\n".join(f"        {declaration}" for declaration, _ in cases),
-                  descriptions="\n".join(f"            {text}" for _, text in cases))
+        cases.append(
+            (
+                "case notAllowed(parameter: String, value: String)",
+                'case .notAllowed(let parameter, let value): return "\\(parameter) \\(value) is '
+                'outside what the model allows; Core ML would throw"',
+            )
+        )
+    cases.append(
+        ("case alreadyRunning", 'case .alreadyRunning: return "a training task is already running"')
+    )
+    cases.append(
+        ("case updateFailed", 'case .updateFailed: return "MLUpdateTask failed without an error"')
+    )
+    return render(
+        "errors.swift.tmpl",
+        cases="\n".join(f"        {declaration}" for declaration, _ in cases),
+        descriptions="\n".join(f"            {text}" for _, text in cases),
+    )
 
 
 def _builder(inputs: list[_Input]) -> str:
     images = [i for i in inputs if i.kind == "imageType"]
     fixed = [i for i in inputs if i.kind == "array" and i.shape is not None]
-    image_setup = "" if not images else render(
-        "image_setup.swift.tmpl",
-        constraint_members="\n".join(f"        private let {i.ident}Constraint: MLImageConstraint"
-                                     for i in images),
-        constraint_inits="\n".join(f"            {i.ident}Constraint = try InputBuilder.constraint("
-                                   f"{i.literal}, in: modelDescription)" for i in images))
+    image_setup = (
+        ""
+        if not images
+        else render(
+            "image_setup.swift.tmpl",
+            constraint_members="\n".join(
+                f"        private let {i.ident}Constraint: MLImageConstraint" for i in images
+            ),
+            constraint_inits="\n".join(
+                f"            {i.ident}Constraint = try InputBuilder.constraint("
+                f"{i.literal}, in: modelDescription)"
+                for i in images
+            ),
+        )
+    )
     factories = ""
     for item in fixed:
         element, data_type = _ARRAY_TYPES[item.array_type or ""]
-        factories += render("array_factory.swift.tmpl", name=_comment_text(item.name),
-                            array_type=item.array_type or "", shape_list=str(list(item.shape or ())),
-                            count=str(math.prod(item.shape or ())),
-                            function=_upper_camel(item.ident), element=element, literal=item.literal,
-                            shape=_swift_ints(item.shape or ()), data_type=data_type)
+        factories += render(
+            "array_factory.swift.tmpl",
+            name=_comment_text(item.name),
+            array_type=item.array_type or "",
+            shape_list=str(list(item.shape or ())),
+            count=str(math.prod(item.shape or ())),
+            function=_upper_camel(item.ident),
+            element=element,
+            literal=item.literal,
+            shape=_swift_ints(item.shape or ()),
+            data_type=data_type,
+        )
     return render(
-        "builder.swift.tmpl", image_setup=image_setup,
+        "builder.swift.tmpl",
+        image_setup=image_setup,
         example_docs="\n".join(f"        /// - {i.ident}: {i.doc}" for i in inputs),
         example_params=", ".join(f"{i.ident}: {_swift_param_type(i)}" for i in inputs),
-        example_values="\n".join(f"                {i.literal}: {_feature_value(i)}," for i in inputs),
+        example_values="\n".join(
+            f"                {i.literal}: {_feature_value(i)}," for i in inputs
+        ),
         array_factories=factories,
         array_helpers=render("array_helpers.swift.tmpl") if fixed else "",
-        image_helpers=render("image_helpers.swift.tmpl") if images else "")
+        image_helpers=render("image_helpers.swift.tmpl") if images else "",
+    )
 
 
 def _swift_param_type(item: _Input) -> str:
-    return {"array": "MLMultiArray", "imageType": "CGImage", "stringType": "String",
-            "int64Type": "Int64", "doubleType": "Double"}[item.kind]
+    return {
+        "array": "MLMultiArray",
+        "imageType": "CGImage",
+        "stringType": "String",
+        "int64Type": "Int64",
+        "doubleType": "Double",
+    }[item.kind]
 
 
 def _feature_value(item: _Input) -> str:
@@ -278,12 +379,16 @@ def _feature_value(item: _Input) -> str:
     if item.kind == "array":
         if item.shape is None:
             return f"MLFeatureValue(multiArray: {value})"
-        return f"try InputBuilder.checked({value}, input: {item.literal}, shape: {_swift_ints(item.shape)})"
+        shape = _swift_ints(item.shape)
+        return f"try InputBuilder.checked({value}, input: {item.literal}, shape: {shape})"
     if item.kind == "imageType":
-        return f"try MLFeatureValue(cgImage: {value}, constraint: self.{item.ident}Constraint, options: nil)"
-    return {"stringType": f"MLFeatureValue(string: {value})",
-            "int64Type": f"MLFeatureValue(int64: {value})",
-            "doubleType": f"MLFeatureValue(double: {value})"}[item.kind]
+        constraint = f"self.{item.ident}Constraint"
+        return f"try MLFeatureValue(cgImage: {value}, constraint: {constraint}, options: nil)"
+    return {
+        "stringType": f"MLFeatureValue(string: {value})",
+        "int64Type": f"MLFeatureValue(int64: {value})",
+        "doubleType": f"MLFeatureValue(double: {value})",
+    }[item.kind]
 
 
 # -- small helpers -----------------------------------------------------------------------
@@ -341,8 +446,13 @@ def _unique(ident: str, used: set[str]) -> str:
 
 
 def _string_literal(text: str) -> str:
-    escaped = (text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-               .replace("\r", "\\r").replace("\t", "\\t"))
+    escaped = (
+        text.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+        .replace("\t", "\\t")
+    )
     return f'"{escaped}"'
 
 
@@ -354,5 +464,3 @@ def _comment_text(text: str) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-

@@ -10,27 +10,30 @@ from __future__ import annotations
 
 import re
 import string
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 
 class SwiftTemplate(string.Template):
     """``${name}`` placeholders; a bare ``$`` (``$0``) is Swift's, not ours."""
 
+    flags = re.RegexFlag(0)  # case-sensitive, like _PLACEHOLDER
+
     pattern = r"""\$\{(?:
         (?P<braced>[a-z_][a-z0-9_]*)\} |
         (?P<escaped>\$)\} |
         (?P<named>(?!)) |
         (?P<invalid>)
-    )"""
+    )"""  # type: ignore[assignment]  # a str: Template compiles it
 
 
 _PLACEHOLDER = re.compile(r"\$\{([a-z_][a-z0-9_]*)\}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def template(name: str) -> str:
-    return resources.files(__package__).joinpath("templates", name).read_text(encoding="utf-8")
+    folder = resources.files(__package__).joinpath("templates")
+    return folder.joinpath(name).read_text(encoding="utf-8")
 
 
 def render(name: str, /, **values: str) -> str:
