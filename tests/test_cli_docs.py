@@ -77,3 +77,14 @@ def test_option_tables_have_no_escaped_pipes():
         for line in page.read_text(encoding="utf-8").splitlines():
             if line.startswith("|"):
                 assert "\\|" not in line, f"{page.name}: {line}"
+
+
+def test_few_shot_advice_states_the_measurements():
+    """The docs once called k-NN the better few-shot choice while the example and the demo
+    measured the network head ahead at 1 and 10 shots: the advice must carry the numbers."""
+    limits = (ROOT / "docs" / "limits.md").read_text(encoding="utf-8")
+    pipelines = (ROOT / "docs" / "pipelines.md").read_text(encoding="utf-8")
+    assert "often the better choice" not in limits
+    assert "at 1 and 10" in limits and "knn_personalization.py" in pipelines
+    for shots in ("| 1 |", "| 2 |", "| 5 |", "| 10 |"):
+        assert shots in pipelines
