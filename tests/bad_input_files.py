@@ -343,6 +343,7 @@ def build_corpus(root: Path, marker: Path) -> Path:
     )
     _write(root / "image_classifier.mlmodel", image_classifier().SerializeToString())
     _write(root / "program.mlmodel", ml_program().SerializeToString())
+    _write(root / "mlp.mlmodel", mlp_regressor().SerializeToString())
     _write(root / "quantized.mlmodel", quantized_head().SerializeToString())
     _write(root / "huge_input.mlmodel", huge_input().SerializeToString())
     _write(root / "huge_upsample.mlmodel", huge_upsample().SerializeToString())

@@ -216,6 +216,13 @@ CASES = [
         "--trainable fc --beta1 0.8", "beta1", "Adam", "SGD takes --lr and --momentum"),
     cli("make-updatable-fewer-classes", "make-updatable {d}/plain.mlmodel -o {o}/m.mlmodel --trainable fc "
         "--extra-class-slots 0", "--extra-class-slots 0", "1 or more spare classes"),
+    cli("make-updatable-spare-classes-without-labels", "make-updatable {d}/mlp.mlmodel -o {o}/m.mlmodel "
+        "--trainable out --loss mse --extra-class-slots 2", "--extra-class-slots",
+        "needs a neural network classifier"),
+    cli("make-updatable-no-trainable-layers", "make-updatable {d}/plain.mlmodel -o {o}/m.mlmodel",
+        "choose the layers to train", "--trainable"),
+    cli("export-adam-option-without-optimizer", "export {d}/good.onnx --loss cce --beta1 0.8 "
+        "-o {o}/m.mlmodel", "--beta1", "add --optimizer adam"),
     cli("make-updatable-missing-folder", "make-updatable {d}/plain.mlmodel -o {o}/nowhere/m.mlmodel "
         "--trainable fc", "nowhere", "does not exist", "create it"),
     cli("make-updatable-folder-is-a-file", "make-updatable {d}/plain.mlmodel -o {d}/a_file/m.mlmodel "
