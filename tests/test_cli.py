@@ -492,3 +492,20 @@ def test_simulate_shows_progress_on_a_terminal_only(image_data):
     assert code == 0 and "mini-batch" not in err and len(out.splitlines()) == 4
     result = run("simulate", model, "--train", data, "--epochs", "3")  # not a terminal
     assert result.returncode == 0 and result.stderr == ""
+
+
+def test_simulate_assumptions_presets_and_spread(image_data):
+    from updatable_coreml.runtime.assumptions import PRESETS
+
+    _, commands = _subparsers()
+    help_text = next(
+        a.help for a in commands["simulate"]._actions if "--assumptions" in a.option_strings
+    )
+    assert all(name in help_text for name in PRESETS) and "'all'" in help_text
+    model, data = image_data / "classifier.mlmodel", image_data / "ok.npz"
+    result = run("simulate", model, "--train", data, "--epochs", "1", "--assumptions", "all")
+    assert result.returncode == 0, result.stderr
+    assert "unknown Core ML formulas" in result.stdout and "(default)" in result.stdout
+    result = run("simulate", model, "--train", data, "--assumptions", "bogus")
+    assert result.returncode == 2 and "unknown assumptions 'bogus'" in result.stderr
+    assert result.stdout == ""

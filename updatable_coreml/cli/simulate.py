@@ -45,6 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="keep the examples in their order",
     )
+    p.add_argument(
+        "--assumptions",
+        metavar="PRESET|all",
+        help="how to emulate the formulas Core ML does not publish: a preset (espresso, the "
+        "default; ml-compute; torch; keras) or 'all', which also trains every plausible "
+        "combination and prints the spread of the results (see the runtime docs)",
+    )
     p.add_argument("--plot", metavar="PNG", help="write training/validation loss per epoch")
     p.add_argument("-o", "--output", metavar="OUT.mlmodel", help="write the updated model")
     deprecated_alias(p, "--out", "-o/--output", dest="output", metavar="OUT.mlmodel")
@@ -85,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             val_acc = "-" if row.val_accuracy is None else f"{row.val_accuracy:.3f}"
             bar.print(f"{row.epoch:>5} {row.train_loss:>11.4f} {val_loss:>9} {val_acc:>8}")
 
-        simulate(
+        result = simulate(
             args.model,
             args.train,
             val=args.val,
@@ -98,7 +105,10 @@ def run(args: argparse.Namespace) -> int:
             out=args.output,
             progress=bar.on_event,
             on_epoch=show,
+            assumptions=args.assumptions,
         )
+    for line in result.report_lines():  # overrides Core ML would ignore; the unknowns' spread
+        print(line)
     for label, path in (("loss plot", args.plot), ("updated model", args.output)):
         if path:
             print(f"{label}: {path}")
