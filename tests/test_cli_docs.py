@@ -87,6 +87,6 @@ def test_few_shot_advice_states_the_measurements():
     limits = (ROOT / "docs" / "limits.md").read_text(encoding="utf-8")
     pipelines = (ROOT / "docs" / "pipelines.md").read_text(encoding="utf-8")
     assert "often the better choice" not in limits
-    assert "at 1 and 10" in limits and "knn_personalization.py" in pipelines
+    assert "(pipelines.md) has the numbers" in limits and "knn_personalization.py" in pipelines
     for shots in ("| 1 |", "| 2 |", "| 5 |", "| 10 |"):
         assert shots in pipelines
