@@ -53,7 +53,12 @@ def add_cli_command(sub) -> None:
         help="an .npz (x, y) nobody teaches, to measure "
         "forgetting (default: --shared-fraction of the data)",
     )
-    p.add_argument("--shared-fraction", type=float, default=0.2)
+    p.add_argument(
+        "--shared-fraction",
+        type=float,
+        default=0.2,
+        help="share of the data kept as the shared set when --shared is not given (default 0.2)",
+    )
     p.add_argument("-o", "--output", default="plan", metavar="DIR", help="folder for the results")
     p.add_argument(
         "--shots",
@@ -92,7 +97,12 @@ def add_cli_command(sub) -> None:
         metavar="N,N,...",
         help="k-NN neighbour counts to try (default 1,3,5; empty: no k-NN)",
     )
-    p.add_argument("--weighting", type=_words, metavar="uniform,inverse_distance")
+    p.add_argument(
+        "--weighting",
+        type=_words,
+        metavar="uniform,inverse_distance",
+        help="k-NN vote weightings to try",
+    )
     p.add_argument(
         "--assumptions",
         default="default",
@@ -107,7 +117,12 @@ def add_cli_command(sub) -> None:
         metavar="X",
         help="exclude candidates that lose more than X accuracy on the classes users did not teach",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the shared split and of every user's draws (default 0)",
+    )
     p.add_argument("-j", "--jobs", type=int, default=-1, help="parallel jobs (default all cores)")
     p.add_argument("--backend", help="a joblib backend (loky, threading, dask, ray...)")
     p.add_argument(
