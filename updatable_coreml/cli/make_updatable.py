@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
+from ..options import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
 from .common import EXIT_OK, deprecated_alias, flag, float_pair, int_list
 
 
@@ -43,7 +44,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--batch-size",
         type=int,
-        default=8,
+        default=DEFAULT_BATCH_SIZE,
         help="examples per gradient step on device (default: %(default)s)",
     )
     p.add_argument(
@@ -53,7 +54,10 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         help="batch sizes the app may set (default: the batch size)",
     )
     p.add_argument(
-        "--epochs", type=int, default=10, help="epochs per update task (default: %(default)s)"
+        "--epochs",
+        type=int,
+        default=DEFAULT_EPOCHS,
+        help="epochs per update task (default: %(default)s)",
     )
     p.add_argument(
         "--allowed-epochs",
