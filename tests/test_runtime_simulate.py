@@ -175,3 +175,21 @@ def test_report_lines_hold_warnings_then_the_spread(model_path, tmp_path):
     result = simulate(model_path, train, epochs=1, lr=0.25, assumptions="all")
     lines = result.report_lines()
     assert lines[0].startswith("unknown Core ML formulas") and lines[-1].startswith("spread:")
+
+
+def test_cli_assumptions_flag(model_path, tmp_path, capsys):
+    from updatable_coreml.cli import build_parser, main
+    from updatable_coreml.runtime.simulate import ASSUMPTION_CHOICES
+
+    simulate_help = build_parser()._subparsers._group_actions[0].choices["simulate"].format_help()
+    flat = " ".join(simulate_help.split())
+    assert all(name in flat for name in ASSUMPTION_CHOICES)
+    train = image_folder(tmp_path / "train", per_label=2)
+    assert main(["simulate", str(model_path), "--train", str(train), "--epochs", "1",
+                 "--assumptions", "all"]) == 0
+    out = capsys.readouterr().out
+    assert "unknown Core ML formulas (momentum, batch_reduction): 4 combinations" in out
+    assert "spread: final training loss" in out
+    assert main(["simulate", str(model_path), "--train", str(train), "--assumptions",
+                 "typo"]) == 2
+    assert "unknown assumptions 'typo'" in capsys.readouterr().err
