@@ -9,13 +9,19 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from .coreml_rules import UPDATABLE_LAYER_TYPES as COREML_UPDATABLE_TYPES
 from .errors import ConfigError, NotUpdatableError
 from .options import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, as_list
 from .spec_io import ML_PROGRAM_FIX, Spec, SpecLike, load_spec, neural_network, save_spec
 from .training import SGD, Adam, Loss, Optimizer, TrainingConfig, apply_training_config
-from .validator import UPDATABLE_LAYER_TYPES, validate
+from .validator import validate
 
 PathLike = Union[str, os.PathLike]
+
+#: Layer types make-updatable marks: Core ML's updatable types (coreml_rules) whose weights
+#: it knows how to mark. An updatable uniDirectionalLSTM is accepted only by validators from
+#: coremltools 5.0b1 on, and coremltools' builder will not mark one either, so it is left out.
+UPDATABLE_LAYER_TYPES = tuple(kind for kind in COREML_UPDATABLE_TYPES if kind != "uniDirectionalLSTM")
 
 
 def make_updatable(model: SpecLike, output: Optional[PathLike] = None, *,
