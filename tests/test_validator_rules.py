@@ -66,6 +66,7 @@ def test_classic_reshape_blocks_gradients():
 def test_uni_directional_lstm_passes_gradients():
     """uniDirectionalLSTM is in isLayerSupportedForBackprop from 5.0b1 on."""
     def lstm(layer):
+        layer.output.extend(["h_out", "c_out"])  # Apple: an LSTM has exactly 3 outputs
         layer.uniDirectionalLSTM.inputVectorSize = 1
         layer.uniDirectionalLSTM.outputVectorSize = 1
     good(_dense_softmax_cce(lstm))

@@ -15,6 +15,7 @@ from __future__ import annotations
 from ..coreml_rules import MIN_UPDATABLE_SPEC_VERSION, UPDATABLE_MODEL_TYPES
 from ..spec_io import NEURAL_NETWORK_TYPES, Spec, SpecLike, load_spec, model_type
 from .findings import CODES, Finding, is_valid
+from .general import general_findings
 from .graph import backpropagable, build_graph, trainable_path
 from .knn import knn_findings
 from .pipeline import is_pipeline, pipeline_findings
@@ -30,32 +31,36 @@ def validate(model: SpecLike) -> list[Finding]:
 
 
 def _validate_model(spec: Spec, top_level: bool) -> list[Finding]:
+    """Apple's ``Model::validate`` (general rules, then the model type's), plus, for an
+    updatable model, the updatable rules and device pitfalls. A contained model of a pipeline
+    is checked like Apple checks it; ``NOT_UPDATABLE`` is reported only at the top."""
     kind = model_type(spec)
     if kind == "mlProgram":
         return [Finding("ML_PROGRAM", None, "This file is an ML Program; Core ML cannot update it.")]
+    findings = general_findings(spec)
     if is_pipeline(spec):
-        findings = pipeline_findings(spec, _validate_model)
+        findings += pipeline_findings(spec, _validate_model)
         if top_level and not spec.isUpdatable:
             findings.append(Finding("NOT_UPDATABLE", None, "The pipeline is not marked updatable."))
         return findings
+    if kind == "kNearestNeighborsClassifier":
+        findings += knn_findings(spec)
     if not spec.isUpdatable:
         if top_level:
-            return [Finding("NOT_UPDATABLE", None, "isUpdatable is false.")]
-        return []
-    findings = []
+            findings.append(Finding("NOT_UPDATABLE", None, "isUpdatable is false."))
+        return findings
     if spec.specificationVersion < MIN_UPDATABLE_SPEC_VERSION:
         findings.append(Finding("SPEC_VERSION", None,
                                 f"specificationVersion is {spec.specificationVersion}."))
     if kind in NEURAL_NETWORK_TYPES:
-        findings += _network_findings(spec)
-    elif kind == "kNearestNeighborsClassifier":
-        findings += knn_findings(spec)
+        findings += _network_findings(spec, findings)
     elif kind not in UPDATABLE_MODEL_TYPES:
         findings.append(Finding("WRONG_MODEL_TYPE", None, f"Model type {kind!r} cannot be updatable."))
     return findings
 
 
-def _network_findings(spec: Spec) -> list[Finding]:
+def _network_findings(spec: Spec, general: list[Finding]) -> list[Finding]:
+    """The updatable rules; the pitfalls only when nothing else (``general`` included) failed."""
     nn = getattr(spec, model_type(spec))
     graph = build_graph(nn)
     findings = layer_findings(nn)
@@ -64,6 +69,6 @@ def _network_findings(spec: Spec) -> list[Finding]:
     if nn.updateParams.lossLayers:
         findings += backprop_findings(graph)
         findings += training_input_findings(spec, nn)
-        if is_valid(findings):
+        if is_valid(findings) and is_valid(general):
             findings += pitfall_findings(spec, nn, graph)
     return findings

@@ -70,6 +70,41 @@ CODES: dict[str, tuple[str, str, str]] = {
                         "Wire each model input to a pipeline input or an earlier model output of the same type."),
     "KNN_INVALID": ("error", "The k-NN classifier is malformed.",
                     "Fix the k-NN parameters as the message says."),
+    "MODEL_INTERFACE": ("error", "A feature description breaks Core ML's interface rules (name, type, "
+                                 "shape, data type, image size or color space, optional inputs/outputs).",
+                        "Fix the model description as the message says."),
+    "CLASSIFIER_INTERFACE": ("error", "A classifier needs class labels of one type and a "
+                                      "predictedFeatureName naming an output of that type (String or Int64).",
+                             "Set the class labels and point predictedFeatureName at a label output of "
+                             "the same type."),
+    "REGRESSOR_PREDICTED_FEATURE": ("error", "A regressor needs description.predictedFeatureName naming a "
+                                             "Double or MultiArray output (Core ML: 'Specification is missing "
+                                             "regressor predictedFeatureName.').",
+                                    "Set description.predictedFeatureName to the regressor's output."),
+    "SHAPE_MAPPING": ("error", "MultiArray inputs use the rank-5 shape mapping while the network needs N-d "
+                               "semantics (an iOS 13 layer, or a non-rank-5 image mapping).",
+                      "Set arrayInputShapeMapping to EXACT_ARRAY_MAPPING."),
+    "NO_LAYERS": ("error", "The neural network has no layers.", "Add at least one layer."),
+    "LAYER_IO_COUNT": ("error", "A layer has more or fewer inputs or outputs than its type takes (e.g. a "
+                                "concat needs at least 2 inputs).",
+                       "Give the layer the number of inputs and outputs its type takes (a one-input "
+                       "concat is a copy: drop it)."),
+    "LAYER_RANK": ("error", "A blob's known rank is outside what the layer reading or writing it takes, or "
+                            "two rank annotations of one blob differ.",
+                   "Reshape the blob to a rank the layer takes (see the message), or fix the annotation."),
+    "BLOB_NOT_PRODUCED": ("error", "A layer reads a blob that no model input or earlier layer produces.",
+                          "Order the layers so each blob is produced before it is read, or fix the name."),
+    "BLOB_PRODUCED_TWICE": ("error", "Two layers (or a model input and a layer) produce the same blob; only "
+                                     "a copy layer may rewrite one.",
+                            "Give each layer output a new name (and rename what reads it)."),
+    "OUTPUT_NOT_PRODUCED": ("error", "A model output is not produced by any layer.",
+                            "Name a layer output after the model output, or fix the description."),
+    "CLASSIC_SOFTMAX_RANK": ("warning", "A classic softmax reads a blob we infer to be rank 2 (or less); "
+                                        "NeuralNetwork.proto requires rank 3 or more for it. Core ML's "
+                                        "validator does not see the rank and lets it through "
+                                        "(coremltools' own updatable torch classifiers do this).",
+                             "Make the blob rank 3 before the softmax (e.g. shape (C, 1, 1) before the "
+                             "head), or let 'updatable-coreml make-updatable' rewrite it."),
     "KNN_TRAINING_LABEL_TYPE": ("warning", "The k-NN training label is typed unlike the class labels. "
                                            "Core ML's validator does not check k-NN training inputs; "
                                            "whether an update task accepts such a label is unknown.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..spec_io import Spec
 from .findings import Finding
+from .general import classifier_findings
 from .params import int_param_findings
 
 
@@ -32,8 +33,10 @@ def knn_findings(spec: Spec) -> list[Finding]:
         findings.append(Finding("KNN_INVALID", None, "Neither class labels nor a default label is set."))
     if default and labels and (default == "defaultStringLabel") != (labels == "stringClassLabels"):
         findings.append(Finding("KNN_INVALID", None, "Class labels and the default label differ in type."))
-    findings += [Finding("KNN_INVALID", None, f.message)
-                 for f in predicted_label_findings(spec, label_type(knn))]
+    findings += classifier_findings(spec, knn, allow_empty_labels=True,
+                                    default_is_int64=knn.WhichOneof("DefaultClassLabel") == "defaultInt64Label")
+    findings += [Finding("MODEL_INTERFACE", f.name, f"Input {f.name!r} is optional; a k-NN classifier's "
+                         "inputs cannot be.") for f in spec.description.input if f.type.isOptional]
     index = knn.nearestNeighborsIndex
     if len(index.floatSamples) != count:
         findings.append(Finding("KNN_INVALID", None,
@@ -49,29 +52,6 @@ def knn_findings(spec: Spec) -> list[Finding]:
     if index.WhichOneof("DistanceFunction") is None:
         findings.append(Finding("KNN_INVALID", None, "No distance function is set."))
     return findings + training_label_findings(spec, label_type(knn))
-
-
-def predicted_label_findings(spec: Spec, wanted: str) -> list[Finding]:
-    """Apple's ``validateClassifierFeatureDescriptions``: predictedFeatureName names an
-    output of the class labels' type; a probabilities output, when named, is a dictionary
-    (or MultiArray)."""
-    description = spec.description
-    name = description.predictedFeatureName
-    if not name:
-        return [Finding("KNN_INVALID", None, "The model has no predictedFeatureName.")]
-    output = next((o for o in description.output if o.name == name), None)
-    if output is None:
-        return [Finding("KNN_INVALID", None, f"The predicted label {name!r} is not a model output.")]
-    if output.type.WhichOneof("Type") != wanted:
-        return [Finding("KNN_INVALID", None, f"The predicted label {name!r} is "
-                        f"{output.type.WhichOneof('Type')}, the class labels are {wanted}.")]
-    probabilities = description.predictedProbabilitiesName
-    if probabilities:
-        output = next((o for o in description.output if o.name == probabilities), None)
-        if output is None or output.type.WhichOneof("Type") not in ("dictionaryType", "multiArrayType"):
-            return [Finding("KNN_INVALID", None, f"The probabilities output {probabilities!r} is "
-                            "missing or not a dictionary.")]
-    return []
 
 
 def training_label_findings(spec: Spec, wanted: str) -> list[Finding]:
