@@ -10,6 +10,7 @@ from test_validator_apple import (
     I32,
     add_array,
     add_cce,
+    add_dense,
     add_momentum,
     add_mse,
     add_sgd_setup,
@@ -231,3 +232,34 @@ def test_rank_above_5_warns():
     nn.layers[0].outputTensor.add().rank = 6
     assert "RANK_ABOVE_5" in {f.code for f in good(spec)}
 
+
+
+def _torch_style_classifier(input_shape, output_shape=()):
+    """coremltools' updatable torch classifier shape: exact mapping, a rank-2 input, an
+    updatable innerProduct and a classic softmax appended to its rank-2 output."""
+    spec = Model_pb2.Model()
+    add_array(spec.description.input, "A", shape=list(input_shape))
+    add_array(spec.description.output, "p", shape=list(output_shape))
+    spec.specificationVersion = 4
+    spec.isUpdatable = True
+    nn = spec.neuralNetwork
+    nn.arrayInputShapeMapping = 1  # EXACT_ARRAY_MAPPING
+    add_dense(nn, "fc", "A", "logits", updatable=True)
+    add_softmax(nn, "softmax", "logits", "p")
+    add_cce(spec, nn, "loss", "p", "label")
+    add_sgd_setup(nn)
+    spec.description.trainingInput.add().CopyFrom(spec.description.input[0])
+    return spec
+
+
+def test_classic_softmax_on_rank_2_blob_is_flagged():
+    """Apple's validator cannot see the rank of 'logits' and passes the model; the proto
+    requires rank >= 3 for a classic softmax (issue 14): a warning with the fix."""
+    findings = good(_torch_style_classifier([1, 1]))
+    assert [f.layer for f in findings if f.code == "CLASSIC_SOFTMAX_RANK"] == ["softmax"]
+    assert "CLASSIC_SOFTMAX_RANK" not in codes(_torch_style_classifier([1, 1, 1]))
+
+
+def test_classic_softmax_rank_known_to_apple_is_an_error():
+    """With the output declared rank 1, Apple knows the softmax output rank and refuses."""
+    bad(_torch_style_classifier([1, 1, 1], [1]), "LAYER_RANK")

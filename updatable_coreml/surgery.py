@@ -61,6 +61,7 @@ def make_updatable(model: SpecLike, output: Optional[PathLike] = None, *,
             _reinit(layer, np.random.default_rng(reinit_seed))
     for layer in nn.layers:
         _mark(layer, layer.name in set(layers))
+    _name_regressor_output(spec)
     config = TrainingConfig(
         Loss(loss, loss_input or _default_loss_input(spec, nn, loss)),
         _optimizer(optimizer, lr, momentum, beta1, beta2, eps, lr_range),
@@ -73,6 +74,16 @@ def make_updatable(model: SpecLike, output: Optional[PathLike] = None, *,
     if output is not None:
         save_spec(spec, output, not_same_as=model if isinstance(model, (str, os.PathLike)) else None)
     return spec
+
+
+def _name_regressor_output(spec: Spec) -> None:
+    """Core ML refuses a regressor without ``description.predictedFeatureName`` ("Specification
+    is missing regressor predictedFeatureName."), and coremltools' builder in regressor mode
+    does not set it: name the output when there is exactly one."""
+    outputs = spec.description.output
+    if spec.WhichOneof("Type") == "neuralNetworkRegressor" and not spec.description.predictedFeatureName \
+            and len(outputs) == 1:
+        spec.description.predictedFeatureName = outputs[0].name
 
 
 def _updatable_layer(by_name: dict, name: str):

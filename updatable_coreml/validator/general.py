@@ -27,11 +27,25 @@ _COLOR_SPACES = ("GRAYSCALE", "RGB", "BGR", "GRAYSCALE_FLOAT16")
 
 
 def general_findings(spec: Spec) -> list[Finding]:
-    """Every general rule that applies to ``spec`` (not its contained models)."""
+    """Every general rule that applies to ``spec`` (not its contained models): Apple's
+    ``validateGeneric`` (version, interface) and then its model-type validator."""
     if spec.specificationVersion == 0:
         return [Finding("MODEL_INTERFACE", None, "specificationVersion is missing (0).")]
+    return interface_findings(spec) + _type_findings(spec)
+
+
+def type_findings(spec: Spec) -> list[Finding]:
+    """What Apple's model-type validator (``validate<MLModelType_...>``) checks alone, without
+    ``validateGeneric``: classifiers and regressors re-check their feature descriptions, plain
+    networks do not. Apple's unit tests call it this way."""
     kind = model_type(spec)
-    findings = interface_findings(spec)
+    described = interface_findings(spec) if kind in ("neuralNetworkClassifier", "neuralNetworkRegressor") else []
+    return described + _type_findings(spec)
+
+
+def _type_findings(spec: Spec) -> list[Finding]:
+    kind = model_type(spec)
+    findings = []
     if kind == "neuralNetworkClassifier":
         findings += classifier_findings(spec, spec.neuralNetworkClassifier, allow_empty_labels=False)
     elif kind == "neuralNetworkRegressor":
@@ -239,6 +253,10 @@ def network_findings(spec: Spec) -> list[Finding]:
     nn = getattr(spec, kind)
     description = spec.description
     findings = []
+    if not description.input:
+        findings.append(Finding("MODEL_INTERFACE", None, "Neural networks require at least one input."))
+    if not description.output:
+        findings.append(Finding("MODEL_INTERFACE", None, "Neural networks produce at least one output."))
     nd = nd_semantics(spec, nn)
     has_array_input = any(f.type.WhichOneof("Type") == "multiArrayType" for f in description.input)
     if has_array_input and nn.arrayInputShapeMapping == 0:

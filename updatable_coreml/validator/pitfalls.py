@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..spec_io import Spec
 from .findings import Finding
 from .graph import LayerGraph, layer_type, loss_io, trainable_path
+from .ranks import infer_ranks
 
 #: Last specification version a model can declare and still be loaded by iOS 13.
 IOS13_SPEC_VERSION = 4
@@ -41,8 +42,9 @@ def _ancestors(graph: LayerGraph) -> dict[str, set[str]]:
     return ancestors
 
 
-def _ranks_above_limit(spec: Spec, nn) -> list[str]:
-    """Blobs whose rank is known (model description, layer tensor annotations) and above 5."""
+def _ranks_above_limit(spec: Spec, nn, ranks: dict[str, int]) -> list[str]:
+    """Blobs whose rank is known (model description, layer tensor annotations, inferred) and
+    above 5."""
     found = []
     for feature in list(spec.description.input) + list(spec.description.output):
         if feature.type.WhichOneof("Type") == "multiArrayType" \
@@ -52,7 +54,22 @@ def _ranks_above_limit(spec: Spec, nn) -> list[str]:
         for blob, tensor in list(zip(layer.input, layer.inputTensor)) + list(zip(layer.output, layer.outputTensor)):
             if tensor.rank > MAX_TRAINING_RANK and blob not in found:
                 found.append(blob)
+    found += [blob for blob, rank in ranks.items() if rank > MAX_TRAINING_RANK and blob not in found]
     return found
+
+
+def softmax_rank_findings(nn, ranks: dict[str, int]) -> list[Finding]:
+    """A classic softmax on a blob inferred (not annotated: general.py reports those) to be
+    of rank below 3."""
+    findings = []
+    for layer in nn.layers:
+        if layer_type(layer) != "softmax" or not layer.input or layer.inputTensor:
+            continue
+        rank = ranks.get(layer.input[0])
+        if rank is not None and rank < 3:
+            findings.append(Finding("CLASSIC_SOFTMAX_RANK", layer.name, f"Softmax {layer.name!r} reads "
+                                    f"{layer.input[0]!r}, which we infer to be rank {rank}."))
+    return findings
 
 
 def pitfall_findings(spec: Spec, nn, graph: LayerGraph) -> list[Finding]:
@@ -99,7 +116,9 @@ def pitfall_findings(spec: Spec, nn, graph: LayerGraph) -> list[Finding]:
                                         f"convolution {sorted(below)[0]!r}; specificationVersion is "
                                         f"{spec.specificationVersion}."))
                 break
-    for blob in _ranks_above_limit(spec, nn):
+    ranks = infer_ranks(spec, nn)
+    findings += softmax_rank_findings(nn, ranks)
+    for blob in _ranks_above_limit(spec, nn, ranks):
         findings.append(Finding("RANK_ABOVE_5", None, f"Blob {blob!r} has rank above {MAX_TRAINING_RANK}."))
     params = nn.updateParams
     if params.HasField("shuffle") and params.shuffle.defaultValue and not params.HasField("seed"):
