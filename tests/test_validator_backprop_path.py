@@ -10,8 +10,8 @@ disagreement with Apple rather than passing silently.
 from __future__ import annotations
 
 import pytest
-from test_validator_apple import add_cce, add_sgd_setup, add_softmax, basic_updatable
 
+from test_validator_apple import add_cce, add_sgd_setup, add_softmax, basic_updatable
 from updatable_coreml import coreml_rules
 from updatable_coreml._proto import Model_pb2, NeuralNetwork_pb2
 from updatable_coreml.validator import validate

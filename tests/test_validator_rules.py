@@ -24,7 +24,6 @@ from test_validator_apple import (
     network,
     pipeline,
 )
-
 from updatable_coreml._proto import Model_pb2
 from updatable_coreml.validator import validate
 

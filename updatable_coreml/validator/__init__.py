@@ -20,7 +20,13 @@ from .graph import backpropagable, build_graph, trainable_path
 from .knn import knn_findings
 from .pipeline import is_pipeline, pipeline_findings
 from .pitfalls import pitfall_findings
-from .updatable import backprop_findings, layer_findings, loss_findings, training_input_findings, update_param_findings
+from .updatable import (
+    backprop_findings,
+    layer_findings,
+    loss_findings,
+    training_input_findings,
+    update_param_findings,
+)
 
 __all__ = ["CODES", "Finding", "is_valid", "validate", "backpropagable", "trainable_path"]
 

@@ -8,8 +8,8 @@ does not catch; ``info`` = something to know that is not a failure.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable, Optional
 
 #: Every finding code: (severity, what it means, the fix).
 CODES: dict[str, tuple[str, str, str]] = {
@@ -160,7 +160,7 @@ CODES: dict[str, tuple[str, str, str]] = {
 @dataclass(frozen=True)
 class Finding:
     code: str
-    layer: Optional[str]
+    layer: str | None
     message: str
 
     @property

@@ -123,7 +123,7 @@ def _array_findings(name: str, array, version: int, is_input: bool) -> list[Find
             elif shape and len(shape) != len(ranges):
                 problems.append(f"default shape {shape} and its shape range differ in rank")
             elif shape and any(d < r.lowerBound or (r.upperBound >= 0 and d > r.upperBound)
-                               for d, r in zip(shape, ranges)):
+                               for d, r in zip(shape, ranges, strict=True)):
                 problems.append(f"default shape {shape} is outside its shape range")
     if is_input and not shape and not flexible:
         problems.append("has no shape")
@@ -348,7 +348,7 @@ def _rank_findings(layer, kind: str, ranks: dict[str, int]) -> list[Finding]:
             findings.append(Finding("LAYER_RANK", layer.name, f"Layer {layer.name!r} annotates "
                                     f"{len(tensors)} tensors for {len(blobs)} blobs."))
             continue
-        for blob, tensor in zip(blobs, tensors):
+        for blob, tensor in zip(blobs, tensors, strict=True):
             if blob in ranks and ranks[blob] != tensor.rank:
                 findings.append(Finding("LAYER_RANK", layer.name, f"Layer {layer.name!r} annotates "
                                         f"{blob!r} with rank {tensor.rank}, elsewhere it has rank {ranks[blob]}."))
@@ -372,7 +372,7 @@ def _output_findings(spec: Spec, kind: str, nn, producers: dict[str, list[str]])
     by Core ML itself); a classifier's labelProbabilityLayerName names a layer output."""
     inputs = {f.name for f in spec.description.input}
     made = {blob for blob, by in producers.items() if blob not in inputs or len(by) > 1}
-    findings = []
+    findings: list[Finding] = []
     if kind == "neuralNetworkRegressor":
         return findings
     extra = set()

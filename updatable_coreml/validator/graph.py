@@ -9,12 +9,12 @@ earlier reader. Loss layers are added after all layers, so a loss reads the last
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any
 
 from ..coreml_rules import is_backpropagable
 
 
-def loss_io(loss) -> tuple[Optional[str], str, str]:
+def loss_io(loss) -> tuple[str | None, str, str]:
     """(``"cce"``/``"mse"``/None, input blob, target) of a loss layer."""
     kind = loss.WhichOneof("LossLayerType")
     if kind == "categoricalCrossEntropyLossLayer":
@@ -26,7 +26,7 @@ def loss_io(loss) -> tuple[Optional[str], str, str]:
     return None, "", ""
 
 
-def layer_type(layer) -> Optional[str]:
+def layer_type(layer) -> str | None:
     return layer.WhichOneof("layer")
 
 
@@ -42,9 +42,9 @@ def backpropagable(layer) -> bool:
 class Node:
     """One layer (``layer`` set) or loss layer (``loss`` set) and the nodes feeding it."""
     name: str
-    layer: object = None
-    loss: object = None
-    parents: list["Node"] = field(default_factory=list)
+    layer: Any = None
+    loss: Any = None
+    parents: list[Node] = field(default_factory=list)
 
 
 @dataclass
@@ -80,7 +80,7 @@ def build_graph(nn) -> LayerGraph:
     return LayerGraph(nodes, by_name, last)
 
 
-def blocking_layer(graph: LayerGraph) -> Optional[tuple[str, str]]:
+def blocking_layer(graph: LayerGraph) -> tuple[str, str] | None:
     """Apple's breadth-first walk from each loss layer: (first non-backpropagable layer,
     the updatable layer found after it), or None. The walk is Apple's, order included: once
     a layer that stops gradients has been seen, any updatable layer met later in the walk
@@ -88,7 +88,7 @@ def blocking_layer(graph: LayerGraph) -> Optional[tuple[str, str]]:
     visited: set[str] = set()
     for loss_node in graph.loss_nodes():
         queue = [loss_node]
-        blocker: Optional[str] = None
+        blocker: str | None = None
         while queue:
             current = queue.pop(0)
             for parent in current.parents:
@@ -109,7 +109,7 @@ def blocking_layer(graph: LayerGraph) -> Optional[tuple[str, str]]:
     return None
 
 
-def trainable_path(nn, graph: Optional[LayerGraph] = None) -> list:
+def trainable_path(nn, graph: LayerGraph | None = None) -> list:
     """Layers between the loss and the updatable layer(s), loss side first: the ancestors
     of the loss that are updatable or have an updatable ancestor."""
     graph = graph or build_graph(nn)

@@ -10,7 +10,7 @@ rank of 3 for ``padding``.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 #: layer type -> (min inputs, max inputs, min outputs, max outputs); -1 = no upper bound.
 #: Comparisons (greaterThan ... notEqual) take 1 or 2 inputs, logicalNot 1, logicalAnd/Or/Xor

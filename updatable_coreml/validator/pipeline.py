@@ -8,7 +8,7 @@ last model of an updatable pipeline is updatable, and it must be.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..coreml_rules import MIN_UPDATABLE_SPEC_VERSION, PIPELINE_MODEL_TYPES
 from ..spec_io import Spec, model_type

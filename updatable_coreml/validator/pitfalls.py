@@ -51,7 +51,7 @@ def _ranks_above_limit(spec: Spec, nn, ranks: dict[str, int]) -> list[str]:
                 and len(feature.type.multiArrayType.shape) > MAX_TRAINING_RANK:
             found.append(feature.name)
     for layer in nn.layers:
-        for blob, tensor in list(zip(layer.input, layer.inputTensor)) + list(zip(layer.output, layer.outputTensor)):
+        for blob, tensor in list(zip(layer.input, layer.inputTensor, strict=False)) + list(zip(layer.output, layer.outputTensor, strict=False)):
             if tensor.rank > MAX_TRAINING_RANK and blob not in found:
                 found.append(blob)
     found += [blob for blob, rank in ranks.items() if rank > MAX_TRAINING_RANK and blob not in found]
@@ -98,7 +98,7 @@ def pitfall_findings(spec: Spec, nn, graph: LayerGraph) -> list[Finding]:
         if layer.isUpdatable and layer_type(layer) == "uniDirectionalLSTM":
             findings.append(Finding("EXPERIMENTAL_LSTM_UPDATE", layer.name,
                                     f"Layer {layer.name!r} is an updatable uniDirectionalLSTM."))
-        elif not layer.isUpdatable and layer_type(layer) and _fp16_weights(getattr(layer, layer_type(layer))):
+        elif not layer.isUpdatable and _fp16_weights(getattr(layer, layer_type(layer) or "", layer)):
             findings.append(Finding("FP16_WEIGHTS", layer.name,
                                     f"Frozen layer {layer.name!r} stores fp16 weights in an updatable network."))
     first_updatable = next((i for i, layer in enumerate(nn.layers) if layer.isUpdatable), None)

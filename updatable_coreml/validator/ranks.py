@@ -41,8 +41,8 @@ def _output_rank(layer, kind: str, ranks: dict[str, int]) -> int | None:
     if kind in SAME_RANK:
         return first
     if kind in BROADCASTING:
-        known = [ranks.get(blob) for blob in layer.input]
-        return None if None in known else max(known)
+        known = [ranks[blob] for blob in layer.input if blob in ranks]
+        return max(known) if len(known) == len(layer.input) else None
     if kind == "expandDims":
         return first + len(layer.expandDims.axes)
     if kind == "squeeze":
@@ -63,10 +63,10 @@ def infer_ranks(spec: Spec, nn) -> dict[str, int]:
     ranks = {k: v for k, v in io_ranks(spec, nn).items() if k in {f.name for f in spec.description.input}}
     for layer in nn.layers:
         kind = layer.WhichOneof("layer") or ""
-        for blob, tensor in zip(layer.input, layer.inputTensor):
+        for blob, tensor in zip(layer.input, layer.inputTensor, strict=False):
             ranks.setdefault(blob, tensor.rank)
         if layer.outputTensor:
-            for blob, tensor in zip(layer.output, layer.outputTensor):
+            for blob, tensor in zip(layer.output, layer.outputTensor, strict=False):
                 ranks[blob] = tensor.rank
             continue
         rank = _output_rank(layer, kind, ranks)

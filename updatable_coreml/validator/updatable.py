@@ -10,6 +10,8 @@ updatable layer, and an updatable LSTM's weights held to the same rules as the o
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..coreml_rules import CCE_INPUT_LAYER_TYPE, OPTIMIZER_REQUIRED_FIELDS, is_updatable_type
 from ..spec_io import Spec, model_type
 from .features import equivalent, types_equal
@@ -18,9 +20,9 @@ from .graph import LayerGraph, blocking_layer, layer_type, loss_io
 from .params import double_param_findings, int_param_findings
 
 
-def weight_params(layer) -> list[tuple[str, object]]:
+def weight_params(layer) -> list[tuple[str, Any]]:
     """(name, WeightParams) of an updatable-type layer: weights and bias, or an LSTM's."""
-    kind = layer_type(layer)
+    kind = layer_type(layer) or ""
     body = getattr(layer, kind)
     if kind == "uniDirectionalLSTM":
         return [(field.name, value) for field, value in body.weightParams.ListFields()]
