@@ -67,6 +67,8 @@ def test_uni_directional_lstm_passes_gradients():
     """uniDirectionalLSTM is in isLayerSupportedForBackprop from 5.0b1 on."""
     def lstm(layer):
         layer.output.extend(["h_out", "c_out"])  # Apple: an LSTM has exactly 3 outputs
+        for kind in ("sigmoid", "tanh", "tanh"):  # Apple: exactly 3 activations
+            getattr(layer.uniDirectionalLSTM.activations.add(), kind).SetInParent()
         layer.uniDirectionalLSTM.inputVectorSize = 1
         layer.uniDirectionalLSTM.outputVectorSize = 1
     good(_dense_softmax_cce(lstm))
@@ -164,9 +166,14 @@ def test_fp16_frozen_weights_warn_quantized_do_not():
     assert "FP16_WEIGHTS" not in {f.code for f in good(spec)}
     del frozen.weights.floatValue[:]
     frozen.weights.float16Value = b"\x00\x3c"
+    bad(spec, "LAYER_PARAMS")  # Apple: weights and bias of one precision
+    del frozen.bias.floatValue[:]
+    frozen.bias.float16Value = b"\x00\x3c"
     findings = good(spec)
     assert [f.layer for f in findings if f.code == "FP16_WEIGHTS"] == [nn.layers[0].name]
     frozen.weights.ClearField("float16Value")
+    frozen.bias.ClearField("float16Value")
+    frozen.bias.floatValue.append(1.0)
     frozen.weights.rawValue = b"\x01"
     frozen.weights.quantization.numberOfBits = 8
     frozen.weights.quantization.linearQuantization.scale.append(1.0)

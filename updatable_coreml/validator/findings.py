@@ -89,6 +89,10 @@ CODES: dict[str, tuple[str, str, str]] = {
                                 "concat needs at least 2 inputs).",
                        "Give the layer the number of inputs and outputs its type takes (a one-input "
                        "concat is a copy: drop it)."),
+    "LAYER_PARAMS": ("error", "A layer's parameters break Core ML's layer rules (weights of one kind and "
+                              "precision and of the right size, batchnorm parameters per channel, a "
+                              "padding type, 3 LSTM activations).",
+                     "Fix the layer's parameters as the message says."),
     "LAYER_RANK": ("error", "A blob's known rank is outside what the layer reading or writing it takes, or "
                             "two rank annotations of one blob differ.",
                    "Reshape the blob to a rank the layer takes (see the message), or fix the annotation."),

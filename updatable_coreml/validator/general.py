@@ -8,7 +8,8 @@ interfaces, optional features), ``Validation/Validators.hpp`` (``validateFeature
 Apple stops at its first error; we report every one we find.
 
 Not ported (each would need Apple's shape engine or is not met by files we write or read):
-per-layer parameter checks beyond counts and ranks (weight sizes, paddings, axes), the rank-5
+most per-layer parameter checks beyond counts and ranks (layer_params.py has the common
+ones; convolution weight sizes, axes and the like are not checked), the rank-5
 shape propagation of iOS 12 networks, nested networks of ``branch``/``loop`` layers (whose
 blobs we do not track: such networks skip the blob checks), multi-function descriptions.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from ..spec_io import NEURAL_NETWORK_TYPES, Spec, model_type
 from .findings import Finding
+from .layer_params import layer_param_findings
 from .layers import LAYER_IO_COUNTS, is_ios12_layer, rank_limits
 
 #: Specification versions that gate feature types (MLMODEL_SPECIFICATION_VERSION_IOS*).
@@ -321,6 +323,7 @@ def _layer_findings(nn, description, nd: bool, ranks: dict[str, int]):
                 expected = f"exactly {lo}" if lo == hi else f"at least {lo}" if count < lo else f"at most {hi}"
                 findings.append(Finding("LAYER_IO_COUNT", layer.name, f"Layer {layer.name!r} ({kind}) has "
                                         f"{count} {what} but expects {expected}."))
+        findings += layer_param_findings(layer)
         if nd:
             findings += _rank_findings(layer, kind, ranks)
         if not track:
