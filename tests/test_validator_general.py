@@ -355,3 +355,68 @@ def test_codes_used_here_exist():
                  "NO_LAYERS", "LAYER_IO_COUNT", "LAYER_RANK", "BLOB_NOT_PRODUCED", "BLOB_PRODUCED_TWICE",
                  "OUTPUT_NOT_PRODUCED"):
         assert CODES[code][0] == "error"
+
+
+# -- layer parameters (layer_params.py) -------------------------------------------------------
+
+def _one_layer(kind: str, shape=(1,)):
+    spec = Model_pb2.Model()
+    array(spec.description.input, "input", list(shape))
+    array(spec.description.output, "probs")
+    return spec, layer(spec.neuralNetwork, "l", ["input"], ["probs"], kind)
+
+
+def test_invalid_pooling():
+    """testInvalidPooling: a pooling layer without a padding type."""
+    spec, _ = _one_layer("pooling", (100,))
+    assert_bad(type_findings(spec), "LAYER_PARAMS")
+
+
+def test_invalid_convolution_no_padding():
+    """testInvalidConvolutionNoPadding"""
+    spec, conv = _one_layer("convolution", (3, 100, 100))
+    conv.convolution.outputChannels, conv.convolution.kernelChannels = 5, 3
+    assert_bad(type_findings(spec), "LAYER_PARAMS")
+
+
+@pytest.mark.parametrize("compute_mean_var", [False, True])
+def test_batchnorm_mean_and_variance(compute_mean_var):
+    """testInvalidBatchnorm (no mean/variance: BAD) and testValidComputeMeanVarBatchnorm
+    (computed mean/variance: GOOD)."""
+    spec, norm = _one_layer("batchnorm")
+    norm.batchnorm.channels = 5
+    norm.batchnorm.computeMeanVar = compute_mean_var
+    norm.batchnorm.beta.floatValue.extend([1.0] * 5)
+    norm.batchnorm.gamma.floatValue.extend([1.0] * 5)
+    findings = type_findings(spec)
+    if compute_mean_var:
+        assert_good(findings)
+    else:
+        assert_bad(findings, "LAYER_PARAMS")
+
+
+def test_inner_product_weight_size():
+    """validateInnerProductWeightsBias: 'has incorrect weight matrix size'."""
+    spec = Model_pb2.Model()
+    array(spec.description.input, "input", [1])
+    array(spec.description.output, "output", [1])
+    ip = dense(spec.neuralNetwork, "ip", "input", "output")
+    ip.innerProduct.outputChannels = 2
+    assert_bad(type_findings(spec), "LAYER_PARAMS")
+
+
+def test_lstm_weights_must_be_present():
+    """validateUniDirectionalLSTMLayer: 3 activations, then every weight matrix of h*x (or
+    h*h) values ('has empty input gate weight matrix')."""
+    spec, lstm = _one_layer("uniDirectionalLSTM", (1, 1, 1, 1, 1))
+    lstm.output.extend(["h", "c"])
+    body = lstm.uniDirectionalLSTM
+    body.inputVectorSize = body.outputVectorSize = 1
+    assert_bad(type_findings(spec), "LAYER_PARAMS")
+    for kind in ("sigmoid", "tanh", "tanh"):
+        getattr(body.activations.add(), kind).SetInParent()
+    assert "has no inputGateWeightMatrix" in str(type_findings(spec))
+    for gate in ("inputGate", "forgetGate", "blockInput", "outputGate"):
+        for matrix in ("WeightMatrix", "RecursionMatrix"):
+            getattr(body.weightParams, gate + matrix).floatValue.append(0.5)
+    assert "LAYER_PARAMS" not in {f.code for f in type_findings(spec)}

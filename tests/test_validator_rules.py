@@ -71,6 +71,9 @@ def test_uni_directional_lstm_passes_gradients():
             getattr(layer.uniDirectionalLSTM.activations.add(), kind).SetInParent()
         layer.uniDirectionalLSTM.inputVectorSize = 1
         layer.uniDirectionalLSTM.outputVectorSize = 1
+        for gate in ("inputGate", "forgetGate", "blockInput", "outputGate"):  # 1x1 matrices
+            for matrix in ("WeightMatrix", "RecursionMatrix"):
+                getattr(layer.uniDirectionalLSTM.weightParams, gate + matrix).floatValue.append(0.5)
     good(_dense_softmax_cce(lstm))
 
 

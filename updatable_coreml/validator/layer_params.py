@@ -68,10 +68,45 @@ def _batchnorm(layer) -> list[str]:
     return problems
 
 
+_GATES = ("inputGate", "forgetGate", "blockInput", "outputGate")
+
+
+def _general(params, expected: int, what: str) -> list[str]:
+    """``validateGeneralWeightParams``: present, of one kind, of ``expected`` values."""
+    kind = weight_kind(params)
+    if kind in ("empty", "mixed"):
+        return [f"has {'no' if kind == 'empty' else 'several kinds of values for its'} {what}"]
+    if kind in ("fp32", "fp16") and _count(params, kind) != expected:
+        return [f"has {_count(params, kind)} values for its {what} (expected {expected})"]
+    return []
+
+
+def _uni_lstm(layer) -> list[str]:
+    """``validateUniDirectionalLSTMLayer`` and ``validateLSTMWeightParams``."""
+    body = layer.uniDirectionalLSTM
+    if len(body.activations) != 3:
+        return ["must list 3 activations"]
+    h, x = body.outputVectorSize, body.inputVectorSize
+    weights = body.weightParams
+    wanted = [(f"{gate}WeightMatrix", h * x) for gate in _GATES]
+    wanted += [(f"{gate}RecursionMatrix", h * h) for gate in _GATES]
+    if body.params.hasBiasVectors:
+        wanted += [(f"{gate}BiasVector", h) for gate in _GATES]
+    if body.params.hasPeepholeVectors:
+        wanted += [(f"{gate}PeepholeVector", h) for gate in ("inputGate", "forgetGate", "outputGate")]
+    kinds = {weight_kind(getattr(weights, name)) for name, _ in wanted}
+    if {"fp16", "fp32"} <= kinds:
+        return ["mixes fp16 and fp32 weights"]
+    problems: list[str] = []
+    for name, expected in wanted:
+        problems += _general(getattr(weights, name), expected, name)
+    return problems[:1]
+
+
 def _lstm(layer) -> list[str]:
     kind = layer.WhichOneof("layer")
     if kind == "uniDirectionalLSTM":
-        return [] if len(layer.uniDirectionalLSTM.activations) == 3 else ["must list 3 activations"]
+        return _uni_lstm(layer)
     body = layer.biDirectionalLSTM
     if len(body.activationsForwardLSTM) != 3 or len(body.activationsBackwardLSTM) != 3:
         return ["must list 3 activations for each direction"]
