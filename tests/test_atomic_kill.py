@@ -24,8 +24,10 @@ def _model(width: int) -> Model_pb2.Model:
     """A 16 MB plain network: big enough that the write takes a measurable time."""
     spec = Model_pb2.Model()
     spec.specificationVersion = 4
-    spec.description.input.add(name="x").type.multiArrayType.shape.append(width)
-    spec.description.output.add(name="probs").type.multiArrayType.shape.append(10)
+    for feature, size in ((spec.description.input.add(name="x"), width),
+                          (spec.description.output.add(name="probs"), 10)):
+        feature.type.multiArrayType.shape.append(size)
+        feature.type.multiArrayType.dataType = feature.type.multiArrayType.FLOAT32  # Core ML needs one
     nn = spec.neuralNetwork
     for name, src, dst, n_in, n_out in (("fc0", "x", "h", width, width), ("fc1", "h", "logits", width, 10)):
         layer = nn.layers.add(name=name, input=[src], output=[dst])

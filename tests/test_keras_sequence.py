@@ -195,11 +195,17 @@ def test_a_trainable_embedding_is_refused_by_name(tmp_path):
     assert not (tmp_path / "x.mlmodel").exists()
 
 
-def test_an_lstm_cannot_pass_gradients_to_a_trainable_lstm_before_it(tmp_path):
+def test_an_lstm_passes_gradients_to_a_trainable_lstm_before_it(tmp_path):
+    """Apple's released validators list uniDirectionalLSTM in isLayerSupportedForBackprop
+    from coremltools 5.0b1 on (issue 13), so two trainable LSTMs in a row are valid."""
+    from updatable_coreml.validator import is_valid, validate
+
     model = sequence_regressor()
     model.get_layer("lstm_1").trainable = True
-    with pytest.raises(NotUpdatableError, match="'lstm_2'.*'lstm_1' lies before it"):
-        export(model, tmp_path / "x.mlmodel", loss="mse")
+    export(model, tmp_path / "x.mlmodel", loss="mse")
+    findings = validate(tmp_path / "x.mlmodel")
+    assert is_valid(findings)
+    assert "lstm_1" in [f.layer for f in findings if f.code == "EXPERIMENTAL_LSTM_UPDATE"]
 
 
 @pytest.mark.parametrize("options, reason", [

@@ -102,3 +102,19 @@ def test_fp16_weights_are_widened_and_quantized_refused(squeezenet):
     fc.weights.quantization.numberOfBits = 8
     with pytest.raises(NotUpdatableError, match="quantized"):
         make_updatable(spec, layers=["fc"])
+
+
+def test_regressor_gets_its_predicted_feature_name():
+    """coremltools' builder in regressor mode leaves predictedFeatureName empty, which Core ML
+    refuses ("Specification is missing regressor predictedFeatureName."): make-updatable names
+    the single output."""
+    from coremltools.models import datatypes
+    from coremltools.models.neural_network import NeuralNetworkBuilder
+
+    builder = NeuralNetworkBuilder([("x", datatypes.Array(3))], [("y", datatypes.Array(1))], mode="regressor")
+    builder.add_inner_product("fc", np.ones((1, 3), np.float32), np.zeros(1, np.float32), 3, 1, True, "x", "y")
+    assert builder.spec.description.predictedFeatureName == ""
+    assert "REGRESSOR_PREDICTED_FEATURE" in {f.code for f in validate(builder.spec)}
+    spec = make_updatable(builder.spec, layers=["fc"], loss="mse")
+    assert spec.description.predictedFeatureName == "y"
+    assert is_valid(validate(spec))

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import pytest
 
-from updatable_coreml._proto import (FeatureTypes_pb2, Model_pb2, NeuralNetwork_pb2)
+from updatable_coreml._proto import FeatureTypes_pb2, Model_pb2, NeuralNetwork_pb2
 from updatable_coreml.validator import CODES, is_valid, validate
 
 F32 = FeatureTypes_pb2.ArrayFeatureType.FLOAT32

@@ -9,13 +9,19 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from .coreml_rules import UPDATABLE_LAYER_TYPES as COREML_UPDATABLE_TYPES
 from .errors import ConfigError, NotUpdatableError
 from .options import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, as_list
 from .spec_io import ML_PROGRAM_FIX, Spec, SpecLike, load_spec, neural_network, save_spec
 from .training import SGD, Adam, Loss, Optimizer, TrainingConfig, apply_training_config
-from .validator import UPDATABLE_LAYER_TYPES, validate
+from .validator import validate
 
 PathLike = Union[str, os.PathLike]
+
+#: Layer types make-updatable marks: Core ML's updatable types (coreml_rules) whose weights
+#: it knows how to mark. An updatable uniDirectionalLSTM is accepted only by validators from
+#: coremltools 5.0b1 on, and coremltools' builder will not mark one either, so it is left out.
+UPDATABLE_LAYER_TYPES = tuple(kind for kind in COREML_UPDATABLE_TYPES if kind != "uniDirectionalLSTM")
 
 
 def make_updatable(model: SpecLike, output: Optional[PathLike] = None, *,
@@ -55,6 +61,7 @@ def make_updatable(model: SpecLike, output: Optional[PathLike] = None, *,
             _reinit(layer, np.random.default_rng(reinit_seed))
     for layer in nn.layers:
         _mark(layer, layer.name in set(layers))
+    _name_regressor_output(spec)
     config = TrainingConfig(
         Loss(loss, loss_input or _default_loss_input(spec, nn, loss)),
         _optimizer(optimizer, lr, momentum, beta1, beta2, eps, lr_range),
@@ -67,6 +74,16 @@ def make_updatable(model: SpecLike, output: Optional[PathLike] = None, *,
     if output is not None:
         save_spec(spec, output, not_same_as=model if isinstance(model, (str, os.PathLike)) else None)
     return spec
+
+
+def _name_regressor_output(spec: Spec) -> None:
+    """Core ML refuses a regressor without ``description.predictedFeatureName`` ("Specification
+    is missing regressor predictedFeatureName."), and coremltools' builder in regressor mode
+    does not set it: name the output when there is exactly one."""
+    outputs = spec.description.output
+    if spec.WhichOneof("Type") == "neuralNetworkRegressor" and not spec.description.predictedFeatureName \
+            and len(outputs) == 1:
+        spec.description.predictedFeatureName = outputs[0].name
 
 
 def _updatable_layer(by_name: dict, name: str):
