@@ -72,7 +72,8 @@ def with_lr_range(optimizer: Optimizer, lr_range: Optional[tuple[float, float]])
     """The optimizer with the learning rate's allowed range replaced (None keeps it)."""
     if lr_range is None:
         return optimizer
-    lr = FloatParam(optimizer.learning_rate.default, tuple(lr_range), "learning rate")
+    low, high = lr_range
+    lr = FloatParam(optimizer.learning_rate.default, (float(low), float(high)), "learning rate")
     if isinstance(optimizer, SGD):
         return SGD(lr, optimizer.momentum)
     return Adam(lr, optimizer.beta1, optimizer.beta2, optimizer.eps)
@@ -87,11 +88,15 @@ def class_labels_with_slots(labels: Optional[Sequence[Label]], extra: int) -> Op
         if extra:
             raise ConfigError("extra_class_slots needs class_labels (the known classes)")
         return None
-    labels = list(labels)
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in labels) and labels:
-        start = max(labels) + 1
-        return labels + list(range(start, start + extra))
-    return [str(v) for v in labels] + [f"user{i}" for i in range(extra)]
+    known = list(labels)
+    integers = [v for v in known if isinstance(v, int) and not isinstance(v, bool)]
+    result: list[Label]
+    if known and len(integers) == len(known):
+        start = max(integers) + 1
+        result = [*integers, *range(start, start + extra)]
+    else:
+        result = [*(str(v) for v in known), *(f"user{i}" for i in range(extra))]
+    return result
 
 
 def _layer_names(spec: Spec) -> tuple[list[str], list[str]]:
@@ -237,7 +242,7 @@ def split_backbone(graph: Graph, metadata: Metadata) -> tuple[Backbone, Graph]:
     return Backbone(build_spec(prefix, metadata=metadata), "frontend", [note]), head
 
 
-def save_validated(spec: Spec, path: PathLike, **report: list) -> ExportReport:
+def save_validated(spec: Spec, path: PathLike, **report: Any) -> ExportReport:
     """Validate ``spec``, write it atomically only if it has no error, and report on it.
 
     ``report`` holds the ``ExportReport`` fields only the caller knows (source, trainable,

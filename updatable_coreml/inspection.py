@@ -130,6 +130,7 @@ def weight_shapes(layer) -> dict[str, tuple[int, ...]]:
     if kind is None:
         return {}
     body = getattr(layer, kind)
+    shapes: dict[str, tuple[int, ...]]
     if kind == "innerProduct":
         shapes = {"W": (body.outputChannels, body.inputChannels)}
     elif kind == "convolution":
