@@ -1,12 +1,13 @@
 """Gradients of the layers Core ML can backpropagate through, and of its two losses.
 
-The set of layers is Apple's (``isLayerSupportedForBackprop`` in coremltools' validator):
-convolution, innerProduct, flatten, pooling, batchnorm, reshape, and activation for ReLU,
-sigmoid and tanh. A softmax is differentiated only fused with the categorical cross-entropy
-that reads it. Anything else on the path from the loss to an updatable layer is refused with
-the layer's name, exactly where Core ML would refuse the model. A ``uniDirectionalLSTM`` is
-in ``GRADIENT_STOPS``: Apple's newest validator lets it be updatable but never lists it as
-backpropagable, so it trains only as the first updatable layer on its path.
+Which layers pass gradients is Core ML's rule, read from ``coreml_rules`` (Apple's
+``isLayerSupportedForBackprop``, the same in every release 3.0 to 9.0 except that
+``uniDirectionalLSTM`` joined in 5.0b1): convolution, innerProduct, uniDirectionalLSTM,
+flatten, pooling, batchnorm, and activation for ReLU, sigmoid and tanh. A classic ``reshape``
+is not among them in any release, so the runtime refuses it on the trainable path like any
+other layer outside the list. A softmax is differentiated only fused with the categorical
+cross-entropy that reads it. Anything else on the path from the loss to an updatable layer is
+refused with the layer's name, exactly where Core ML would refuse the model.
 
 A backward op is ``fn(layer, x, y, gy, weight, want_input) -> (dx or None, {field: grad})``:
 ``x``/``y`` are the forward input/output blobs, ``gy`` the gradient of the loss w.r.t. ``y``;
@@ -20,6 +21,7 @@ from typing import Callable, Container, Optional, Sequence
 
 import numpy as np
 
+from .. import coreml_rules
 from ..errors import ConfigError, RuntimeLayerError
 from ..registry import Registry
 from . import ops_core as ops
@@ -30,36 +32,32 @@ BackwardFn = Callable[[object, np.ndarray, np.ndarray, np.ndarray, WeightGetter,
                       tuple[Optional[np.ndarray], dict]]
 BACKWARD = Registry("backward op")
 register_backward = BACKWARD.register
-DIFFERENTIABLE_ACTIVATIONS = ("ReLU", "sigmoid", "tanh")
-#: Layers Core ML updates but passes no gradient through to their input.
-GRADIENT_STOPS = ("uniDirectionalLSTM",)
+#: Layer types with several inputs or outputs whose gradient still flows from the first output
+#: to the first input (an LSTM's extra inputs/outputs are its initial and final states).
+MULTI_BLOB_TYPES = ("uniDirectionalLSTM",)
 
 
 def backward_op(layer, through: bool = False) -> BackwardFn:
     """The layer's backward op, or a RuntimeLayerError saying Core ML cannot train through it.
 
     ``through``: whether the gradient must reach the layer's input (an updatable layer lies
-    before it), which a layer in ``GRADIENT_STOPS`` refuses.
+    before it). Core ML's rule does not depend on it; it is kept for the callers' plans.
     """
     kind = layer.WhichOneof("layer")
-    what = kind
-    if kind == "activation":
-        what = f"activation {layer.activation.WhichOneof('NonlinearityType')}"
-        if layer.activation.WhichOneof("NonlinearityType") in DIFFERENTIABLE_ACTIVATIONS:
-            return BACKWARD[kind]
-    elif kind in GRADIENT_STOPS and not through and layer.isUpdatable:
-        return BACKWARD[kind]
-    elif kind in BACKWARD and kind not in GRADIENT_STOPS and len(layer.input) == 1 \
-            and len(layer.output) == 1:
+    activation = layer.activation.WhichOneof("NonlinearityType") if kind == "activation" else None
+    what = f"activation {activation}" if kind == "activation" else kind
+    single = len(layer.input) == 1 and len(layer.output) == 1
+    if (coreml_rules.is_backpropagable(kind, activation) and kind in BACKWARD
+            and (single or kind in MULTI_BLOB_TYPES)):
         return BACKWARD[kind]
     hints = {"softmax": " (a softmax is only allowed directly in front of the categorical "
                         "cross-entropy loss)",
-             "uniDirectionalLSTM": " (an LSTM trains only as the first updatable layer on its "
-                                   "path)"}
-    hint = hints.get(kind, "")
+             "reshape": " (no Core ML release passes gradients through a classic reshape; use "
+                        "flatten, or reshape before the first updatable layer)"}
     raise RuntimeLayerError(
-        f"layer {layer.name!r}: Core ML cannot backpropagate through {what}{hint}; it sits "
-        "between the loss and an updatable layer: move it before the first updatable layer")
+        f"layer {layer.name!r}: Core ML cannot backpropagate through {what}{hints.get(kind, '')}; "
+        "it sits between the loss and an updatable layer: move it before the first updatable "
+        "layer")
 
 
 # -- layers -----------------------------------------------------------------------------------
@@ -213,10 +211,10 @@ def _window_pool_backward(params, win, x4, y4, g4) -> np.ndarray:
     return win.unpad(dxp, hw)
 
 
-@register_backward("flatten", "reshape")
-def rearrangement_backward(layer, x, y, gy, weight, want_input):
-    """Flatten and reshape only move values: send each gradient back to where its value came
-    from, found by running the forward op on the element indices."""
+@register_backward("flatten")
+def flatten_backward(layer, x, y, gy, weight, want_input):
+    """Flatten only moves values: send each gradient back to where its value came from, found
+    by running the forward op on the element indices."""
     if not want_input:
         return None, {}
     count = math.prod(x.shape[1:])
@@ -232,7 +230,8 @@ def lstm_backward(layer, x, y, gy, weight, want_input):
     """Backpropagation through time from ``gy`` on ``y`` (all steps, or the last one).
 
     The forward run is repeated to get every step's gates; the layer must start from zero
-    states (one input) and have no peepholes or coupled gate. Per step, with ``dh``/``dc``
+    states (one input) and have no peepholes or coupled gate. Core ML passes the gradient on
+    to the LSTM's input (coremltools >= 5.0b1), so an updatable layer may sit before it. Per step, with ``dh``/``dc``
     the gradients reaching h_t/c_t: ``do = dh*h(c)``, ``dc += dh*o*h'(c)`` (zero where the cell
     was clipped), ``di = dc*g``, ``df = dc*c_{t-1}``, ``dg = dc*i``, each times its activation's
     slope (zero where the pre-activation was clipped); those four pre-activation gradients
@@ -241,8 +240,9 @@ def lstm_backward(layer, x, y, gy, weight, want_input):
     spec = layer.uniDirectionalLSTM
     params = spec.params
     if len(layer.input) != 1 or params.hasPeepholeVectors or params.coupledInputAndForgetGate:
-        raise RuntimeLayerError(f"layer {layer.name!r}: training an LSTM with initial-state "
-                                "inputs, peepholes or a coupled input/forget gate is not supported")
+        raise RuntimeLayerError(f"layer {layer.name!r}: training through an LSTM with "
+                                "initial-state inputs, peepholes or a coupled input/forget gate "
+                                "is not supported by the reference runtime")
     seq = ox.lstm_sequence(layer, x)
     weights = ox.lstm_weights(layer, weight, x.dtype)
     batch, steps = seq.shape[:2]

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 
 import numpy as np
 
+from .. import coreml_rules
 from .._proto import Model_pb2
 from ..errors import ConfigError, ModelFileError, RuntimeLayerError
 from ..spec_io import ML_PROGRAM_FIX, NEURAL_NETWORK_TYPES, load_spec, model_type, neural_network, save_spec
@@ -23,7 +24,6 @@ from . import ops_core, ops_extra  # noqa: F401  (importing registers the forwar
 from .registry import WeightGetter, decode_weights, forward_op
 
 PIPELINE_TYPES = ("pipeline", "pipelineClassifier", "pipelineRegressor")
-UPDATABLE_TYPES = ("convolution", "innerProduct", "uniDirectionalLSTM")
 WeightKey = tuple[int, str]
 
 
@@ -164,7 +164,7 @@ class NeuralNetworkModel(Model):
             if not layer.isUpdatable:
                 continue
             kind = layer.WhichOneof("layer")
-            if kind not in UPDATABLE_TYPES:
+            if not coreml_rules.is_updatable_type(kind):
                 raise RuntimeLayerError(f"layer {layer.name!r}: training a {kind} layer is not "
                                         "supported by the reference runtime")
             if kind == "uniDirectionalLSTM":
