@@ -9,7 +9,7 @@ from updatable_coreml._proto import NeuralNetwork_pb2 as nn_pb
 from updatable_coreml.errors import RuntimeLayerError
 from updatable_coreml.runtime import model as _model  # noqa: F401  (registers the ops)
 from updatable_coreml.runtime.backward import backward_op, cross_entropy, mean_squared_error
-from updatable_coreml.runtime.ops_extra import lstm_trainable_fields
+from updatable_coreml.runtime.layers.recurrent import lstm_trainable_fields
 from updatable_coreml.runtime.registry import forward_op
 
 RNG = np.random.default_rng(42)

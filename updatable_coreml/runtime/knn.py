@@ -28,7 +28,8 @@ import numpy as np
 
 from .._proto import Model_pb2
 from ..errors import ConfigError, ModelFileError
-from .model import Model
+from .base import Model
+from .update import UpdateResult, training_batch
 
 KNN_ASSUMPTIONS = (
     "equal distances are ordered by example index (earlier first)",
@@ -267,6 +268,11 @@ class KNNModel(Model):
         """Append ``examples`` (a k-NN update has no epochs, optimizer or progress events)."""
         return update_nearest_neighbors(self, self, examples, parameters)
 
+    def update_in_pipeline(self, pipeline: Model, examples, *,
+                           parameters: Optional[Mapping[str, Any]] = None, **_options):
+        """Append ``examples`` whose feature vectors the pipeline's earlier models compute."""
+        return update_nearest_neighbors(pipeline, self, examples, parameters)
+
     def with_trainable(self, network: Model) -> Model:
         return network
 
@@ -296,8 +302,6 @@ def update_nearest_neighbors(host: Model, knn: KNNModel, examples,
     """Append the examples to ``knn``, the k-NN ``host`` ends in (``host`` is the k-NN itself,
     or a pipeline whose earlier models compute the feature vectors); returns an
     ``UpdateResult``."""
-    from .update import UpdateResult, training_batch
-
     if parameters:
         raise ConfigError(f"a k-NN update takes no parameters, got {', '.join(map(repr, parameters))}")
     if not host.spec.isUpdatable:
