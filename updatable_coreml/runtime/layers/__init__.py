@@ -4,16 +4,5 @@ registered in ``runtime.registry``. Importing this package registers every famil
 
 from __future__ import annotations
 
-from . import (  # noqa: F401
-               activation,
-               constant,
-               conv,
-               elementwise,
-               linear,
-               normalization,
-               pooling,
-               recurrent,
-               reduce,
-               resize,
-               shape,
-)
+from . import activation, compare, constant, conv, elementwise, indexing  # noqa: F401
+from . import linear, normalization, pooling, recurrent, reduce, resize, shape, tensor  # noqa: F401

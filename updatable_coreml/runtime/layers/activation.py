@@ -129,3 +129,11 @@ def gelu(layer, inputs: Blobs, weight: WeightGetter) -> list:
 @register_forward("clip")
 def clip(layer, inputs: Blobs, weight: WeightGetter) -> list:
     return [np.clip(inputs[0], layer.clip.minVal, layer.clip.maxVal)]
+
+
+@register_forward("clampedReLU")
+def clamped_relu(layer, inputs: Blobs, weight: WeightGetter) -> list:
+    """``min(beta, x)`` for ``x >= 0``, else ``min(beta, alpha * x)`` (NeuralNetwork.proto)."""
+    params = layer.clampedReLU
+    x = inputs[0]
+    return [np.minimum(params.beta, np.where(x >= 0, x, params.alpha * x)).astype(x.dtype)]

@@ -146,3 +146,21 @@ def _border_sum(amounts) -> tuple[int, int]:
 
 def _positive(values, default: int = 1) -> list[int]:
     return [max(int(v), 1) for v in values] or [default, default]
+
+
+def _values(layer, blob: np.ndarray, what: str) -> np.ndarray:
+    """A parameter given as an input blob (a shape, repetitions, an index): the first
+    example's values, which every example of the batch must share (one tensor shape per
+    prediction, as in Core ML)."""
+    blob = np.asarray(blob)
+    if len(blob) > 1 and not (blob == blob[:1]).all():
+        raise _fail(layer, f"the {what} input differs between the examples of the batch; predict "
+                           "them one at a time")
+    return blob[0].reshape(-1)
+
+
+def _shape_of(layer, blob: np.ndarray, what: str) -> tuple[int, ...]:
+    values = _values(layer, blob, what)
+    if np.any(values != np.round(values)):
+        raise _fail(layer, f"the {what} input holds non-integer values {values.tolist()}")
+    return tuple(int(v) for v in values)

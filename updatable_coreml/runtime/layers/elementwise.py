@@ -45,6 +45,10 @@ _BROADCASTABLE: dict[str, Callable] = {
     "maxBroadcastable": np.maximum,
     "minBroadcastable": np.minimum,
     "powBroadcastable": np.power,
+    # the remainder takes the divisor's sign (numpy/Python/torch.remainder); the proto does not
+    # say, and MIL's ``mod``, which coremltools lowers to this layer, is defined that way
+    "modBroadcastable": np.mod,
+    "floorDivBroadcastable": np.floor_divide,
 }
 
 
@@ -139,7 +143,8 @@ def dot(layer, inputs: Blobs, weight: WeightGetter) -> list:
 
 @register_estimate("add", "multiply", "average", "max", "min", "addBroadcastable",
                    "subtractBroadcastable", "multiplyBroadcastable", "divideBroadcastable",
-                   "maxBroadcastable", "minBroadcastable", "powBroadcastable")
+                   "maxBroadcastable", "minBroadcastable", "powBroadcastable",
+                   "modBroadcastable", "floorDivBroadcastable")
 def broadcast_size(layer, inputs) -> int:
     try:
         shape = np.broadcast_shapes(*(x.shape[1:] for x in inputs))

@@ -1,4 +1,5 @@
-"""innerProduct (forward, backward) and the embedding lookups (forward, size estimate)."""
+"""innerProduct (forward, backward), batchedMatmul, and the embedding lookups (forward, size
+estimate)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import numpy as np
 
 from ..registry import WeightGetter, register_backward, register_estimate, register_forward
-from .common import Blobs, _classic, _fail, _per_example, _restore
+from .common import Blobs, _classic, _fail, _per_example, _restore, _same_rank
 
 
 def ip_matrix(x: np.ndarray, in_channels: int) -> np.ndarray:
@@ -90,3 +91,36 @@ def embedding_size(layer, inputs) -> int:
 @register_estimate("embeddingND")
 def embedding_nd_size(layer, inputs) -> int:
     return _per_example(inputs[0]) * max(int(layer.embeddingND.embeddingSize), 1)
+
+
+@register_forward("batchedMatmul")
+def batched_matmul(layer, inputs: Blobs, weight: WeightGetter) -> list:
+    """Matrix product over the last two axes, broadcasting the others (NeuralNetwork.proto
+    ``BatchedMatMulLayerParams``): two inputs ``a @ b`` (rank-1 operands as a row / a column,
+    like numpy), or one input times the stored ``[X1, X2]`` weight (stored column-major) plus
+    an optional bias."""
+    params = layer.batchedMatmul
+    if len(inputs) == 1:
+        x = inputs[0]
+        rows, cols = int(params.weightMatrixFirstDimension), int(params.weightMatrixSecondDimension)
+        w = weight("weights")
+        if w.size != rows * cols or x.shape[-1] != rows:
+            raise _fail(layer, f"the weights hold {w.size} values for [{rows}, {cols}] and the "
+                               f"input's last axis is {x.shape[-1]}")
+        y = x @ w.reshape(cols, rows).T
+        return [y + weight("bias") if params.hasBias else y]
+    if len(inputs) != 2:
+        raise _fail(layer, f"needs 1 or 2 inputs, got {len(inputs)}")
+    a, b = inputs
+    left_vector, right_vector = a.ndim == 2, b.ndim == 2
+    a = a[:, None, :] if left_vector else (np.swapaxes(a, -1, -2) if params.transposeA else a)
+    b = b[:, :, None] if right_vector else (np.swapaxes(b, -1, -2) if params.transposeB else b)
+    a, b = _same_rank([a, b])
+    if a.shape[-1] != b.shape[-2]:
+        raise _fail(layer, f"inner dimensions differ: {a.shape[1:]} @ {b.shape[1:]}")
+    y = np.matmul(a, b)
+    if left_vector:
+        y = y[..., 0, :]
+    if right_vector:
+        y = y[..., 0]
+    return [y]

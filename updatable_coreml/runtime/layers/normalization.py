@@ -101,3 +101,24 @@ def lrn(layer, inputs: Blobs, weight: WeightGetter) -> list:
     window = sum(squares[..., k:k + channels, :, :] for k in range(size))
     out = view / np.power((params.k or 1.0) + params.alpha / size * window, params.beta)
     return [_restore(out, x.ndim)]
+
+
+@register_forward("layerNormalization")
+def layer_normalization(layer, inputs: Blobs, weight: WeightGetter) -> list:
+    """``gamma * (x - mean) / sqrt(var + eps) + beta`` with mean and (population) variance over
+    the last ``len(normalizedShape)`` axes of each example (NeuralNetwork.proto
+    ``LayerNormalizationLayerParams``)."""
+    params = layer.layerNormalization
+    x = inputs[0]
+    shape = tuple(int(d) for d in params.normalizedShape)
+    if not shape or x.shape[x.ndim - len(shape):] != shape or len(shape) >= x.ndim:
+        raise _fail(layer, f"normalizedShape {list(shape)} is not the end of the input shape "
+                           f"{x.shape[1:]}")
+    axes = tuple(range(x.ndim - len(shape), x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    var = np.square(x - mean).mean(axis=axes, keepdims=True)
+    gamma, beta = weight("gamma"), weight("beta")
+    size = int(np.prod(shape))
+    gamma = gamma.reshape(shape) if gamma.size == size else np.ones(shape, x.dtype)
+    beta = beta.reshape(shape) if beta.size == size else np.zeros(shape, x.dtype)
+    return [(gamma * (x - mean) / np.sqrt(var + params.eps) + beta).astype(x.dtype, copy=False)]

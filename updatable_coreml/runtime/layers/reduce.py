@@ -1,4 +1,5 @@
-"""The classic ``reduce`` layer."""
+"""Reductions: the classic ``reduce`` layer, the ND ``reduce*`` layers, argMax/argMin,
+cumSum, topK and argSort."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 
 from ..._proto import NeuralNetwork_pb2 as nn_pb
 from ..registry import WeightGetter, register_forward
-from .common import Blobs, _classic, _fail, _restore
+from .common import Blobs, _classic, _fail, _nd_axis, _restore, _values
 
 Reduce = nn_pb.ReduceLayerParams
 
@@ -48,3 +49,101 @@ def reduce(layer, inputs: Blobs, weight: WeightGetter) -> list:
     else:
         raise _fail(layer, f"unknown reduce mode {params.mode}")
     return [_restore(out, x.ndim)]
+
+
+# -- ND reductions ------------------------------------------------------------------------------
+
+_ND_REDUCERS: dict[str, Callable] = {
+    "reduceSum": lambda x, axes: x.sum(axis=axes, keepdims=True),
+    "reduceMean": lambda x, axes: x.mean(axis=axes, keepdims=True),
+    "reduceProd": lambda x, axes: x.prod(axis=axes, keepdims=True),
+    "reduceMax": lambda x, axes: x.max(axis=axes, keepdims=True),
+    "reduceMin": lambda x, axes: x.min(axis=axes, keepdims=True),
+    "reduceL1": lambda x, axes: np.abs(x).sum(axis=axes, keepdims=True),
+    "reduceL2": lambda x, axes: np.sqrt(np.square(x).sum(axis=axes, keepdims=True)),
+    "reduceSumSquare": lambda x, axes: np.square(x).sum(axis=axes, keepdims=True),
+    "reduceLogSum": lambda x, axes: np.log(x.sum(axis=axes, keepdims=True)),
+    "reduceLogSumExp": lambda x, axes: _log_sum_exp(x, axes),
+}
+
+
+def _log_sum_exp(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    top = x.max(axis=axes, keepdims=True)
+    return top + np.log(np.exp(x - top).sum(axis=axes, keepdims=True))
+
+
+def _nd_axes(layer, axes, rank: int) -> tuple[int, ...]:
+    return tuple(sorted({_nd_axis(layer, int(a), rank) for a in axes}))
+
+
+def _drop_axes(y: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """Squeeze reduced axes; a tensor reduced to nothing keeps one axis of size 1 (Core ML
+    tensors have rank >= 1)."""
+    y = y.squeeze(axis=axes)
+    return y.reshape(len(y), 1) if y.ndim == 1 else y
+
+
+@register_forward(*_ND_REDUCERS)
+def reduce_nd(layer, inputs: Blobs, weight: WeightGetter) -> list:
+    """``axes`` (negative from the end) of each example, or all of them with ``reduceAll``;
+    ``keepDims`` keeps them with size 1 (NeuralNetwork.proto ``ReduceSumLayerParams``...)."""
+    kind = layer.WhichOneof("layer")
+    params = getattr(layer, kind)
+    x = inputs[0]
+    rank = x.ndim - 1
+    axes = (tuple(range(1, x.ndim)) if params.reduceAll or not len(params.axes)
+            else _nd_axes(layer, params.axes, rank))
+    y = _ND_REDUCERS[kind](x, axes)
+    return [y if params.keepDims else _drop_axes(y, axes)]
+
+
+@register_forward("argMax", "argMin")
+def arg_extreme(layer, inputs: Blobs, weight: WeightGetter) -> list:
+    """Index of the first maximum (minimum) along ``axis``, as a float of the blob's type."""
+    kind = layer.WhichOneof("layer")
+    params = getattr(layer, kind)
+    x = inputs[0]
+    axis = _nd_axis(layer, int(params.axis), x.ndim - 1)
+    pick = np.argmax if kind == "argMax" else np.argmin
+    y = np.expand_dims(pick(x, axis=axis), axis).astype(x.dtype)
+    return [y.squeeze(axis) if params.removeDim and x.ndim > 2 else y]
+
+
+@register_forward("cumSum")
+def cum_sum(layer, inputs: Blobs, weight: WeightGetter) -> list:
+    params = layer.cumSum
+    x = inputs[0]
+    axis_value = int(_values(layer, inputs[1], "axis")[0]) if len(inputs) > 1 else int(params.axis)
+    axis = _nd_axis(layer, axis_value, x.ndim - 1)
+    data = np.flip(x, axis) if params.reverse else x
+    y = np.cumsum(data, axis=axis)
+    if params.excludeFinalSum:
+        y = y - data
+    return [np.flip(y, axis) if params.reverse else y]
+
+
+def _sort_order(x: np.ndarray, axis: int, descending: bool) -> np.ndarray:
+    """Indices sorting ``x`` along ``axis``; equal values keep their order (stable). Core
+    ML's order of ties is not documented (unknown)."""
+    return np.argsort(-x if descending else x, axis=axis, kind="stable")
+
+
+@register_forward("topK")
+def top_k(layer, inputs: Blobs, weight: WeightGetter) -> list:
+    """The K largest (``useBottomK``: smallest) values along ``axis``, in that order, and their
+    indices (two outputs)."""
+    params = layer.topK
+    x = inputs[0]
+    axis = _nd_axis(layer, int(params.axis), x.ndim - 1)
+    k = int(_values(layer, inputs[1], "K")[0]) if len(inputs) > 1 else int(params.K)
+    if not 0 < k <= x.shape[axis]:
+        raise _fail(layer, f"K={k} is outside 1..{x.shape[axis]} for the axis")
+    order = np.take(_sort_order(x, axis, not params.useBottomK), range(k), axis=axis)
+    return [np.take_along_axis(x, order, axis=axis), order.astype(x.dtype)]
+
+
+@register_forward("argSort")
+def arg_sort(layer, inputs: Blobs, weight: WeightGetter) -> list:
+    x = inputs[0]
+    axis = _nd_axis(layer, int(layer.argSort.axis), x.ndim - 1)
+    return [_sort_order(x, axis, layer.argSort.descending).astype(x.dtype)]
