@@ -369,7 +369,7 @@ def test_triangular_and_band_masks():
 #: Layer types of NeuralNetwork.proto the runtime does not run yet (issue 14): a new forward
 #: op must leave this list, and a layer type missing from the runtime must be on it.
 NOT_YET = {
-    "cropResize", "simpleRecurrent", "gru", "biDirectionalLSTM", "custom", "branch", "loop",
+    "cropResize", "biDirectionalLSTM", "custom", "branch", "loop",
     "loopBreak", "loopContinue", "reverseSeq", "randomNormalLike", "randomNormalStatic",
     "randomNormalDynamic", "randomUniformLike", "randomUniformStatic", "randomUniformDynamic",
     "randomBernoulliLike", "randomBernoulliStatic", "randomBernoulliDynamic",
