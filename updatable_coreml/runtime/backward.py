@@ -18,7 +18,7 @@ for updatable layers.
 
 from __future__ import annotations
 
-from typing import Container, Sequence
+from collections.abc import Container, Sequence
 
 import numpy as np
 

@@ -6,8 +6,9 @@ module to know the others' interface.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Union
+from typing import Any
 
 import numpy as np
 
@@ -54,29 +55,29 @@ class Model:
     def predict_batched(self, batch: Mapping[str, Any]) -> dict:
         raise NotImplementedError
 
-    def update(self, examples: Union[Iterable[Mapping], Mapping], **options):
+    def update(self, examples: Iterable[Mapping] | Mapping, **options):
         """Emulate an MLUpdateTask on ``examples`` (see ``runtime.update.run_update`` for the
         ``parameters``, ``progress`` and ``assumptions`` options)."""
         raise ModelFileError(f"a {model_type(self._spec)} model cannot be updated")
 
-    def update_in_pipeline(self, pipeline: "Model", examples, **options):
+    def update_in_pipeline(self, pipeline: Model, examples, **options):
         """Update ``pipeline`` whose last model this is: each model type knows how it trains
         (a network runs the update task on the pipeline's features, a k-NN appends)."""
         raise ModelFileError(f"a pipeline ending in a {model_type(self._spec)} model cannot be "
                              "updated")
 
-    def save(self, path: Union[str, os.PathLike]) -> Path:
+    def save(self, path: str | os.PathLike) -> Path:
         """Write the model atomically (updatable layers carry their current weights)."""
         return save_spec(self.spec, path)
 
     # -- training hooks: which network trains, and what it is fed --------------------------
 
-    def trainable(self) -> "Model":
+    def trainable(self) -> Model:
         """The neural network that trains (itself, or a pipeline's last model)."""
         raise ModelFileError(f"a {model_type(self._spec)} model has no neural network to train")
 
     def training_features(self, batch: Mapping[str, Any]) -> dict:
         return dict(batch)
 
-    def with_trainable(self, network: "Model") -> "Model":
+    def with_trainable(self, network: Model) -> Model:
         raise NotImplementedError

@@ -21,8 +21,9 @@ What Apple does not document, chosen here and listed in ``KNN_ASSUMPTIONS``:
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Optional, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -71,7 +72,7 @@ class KdNode:
 
     low: np.ndarray
     high: np.ndarray
-    indices: Optional[np.ndarray] = None  # leaf: example indices
+    indices: np.ndarray | None = None  # leaf: example indices
     children: tuple = ()
 
 
@@ -158,7 +159,7 @@ class KNNModel(Model):
     appended (the spec is only rewritten when asked for)."""
 
     def __init__(self, spec: Model_pb2.Model, dtype: np.dtype,
-                 samples: Optional[np.ndarray] = None, labels: Optional[list] = None) -> None:
+                 samples: np.ndarray | None = None, labels: list | None = None) -> None:
         super().__init__(spec, dtype)
         knn = spec.kNearestNeighborsClassifier
         self.knn = knn
@@ -242,7 +243,7 @@ class KNNModel(Model):
 
     # -- update ------------------------------------------------------------------------------
 
-    def appended(self, features: np.ndarray, labels: Iterable) -> "KNNModel":
+    def appended(self, features: np.ndarray, labels: Iterable) -> KNNModel:
         """A model that also holds ``features`` (one row per example) with ``labels``."""
         labels = [self._label(value) for value in labels]
         features = np.asarray(features, dtype=np.float32)
@@ -263,13 +264,13 @@ class KNNModel(Model):
             raise ConfigError(f"label {value!r}: this k-NN classifier has String labels")
         return str(value)
 
-    def update(self, examples, *, parameters: Optional[Mapping[str, Any]] = None,
-               progress: Optional[Callable] = None, assumptions=None):
+    def update(self, examples, *, parameters: Mapping[str, Any] | None = None,
+               progress: Callable | None = None, assumptions=None):
         """Append ``examples`` (a k-NN update has no epochs, optimizer or progress events)."""
         return update_nearest_neighbors(self, self, examples, parameters)
 
     def update_in_pipeline(self, pipeline: Model, examples, *,
-                           parameters: Optional[Mapping[str, Any]] = None, **_options):
+                           parameters: Mapping[str, Any] | None = None, **_options):
         """Append ``examples`` whose feature vectors the pipeline's earlier models compute."""
         return update_nearest_neighbors(pipeline, self, examples, parameters)
 
@@ -298,7 +299,7 @@ class KNNModel(Model):
 
 
 def update_nearest_neighbors(host: Model, knn: KNNModel, examples,
-                             parameters: Optional[Mapping[str, Any]]):
+                             parameters: Mapping[str, Any] | None):
     """Append the examples to ``knn``, the k-NN ``host`` ends in (``host`` is the k-NN itself,
     or a pipeline whose earlier models compute the feature vectors); returns an
     ``UpdateResult``."""

@@ -22,7 +22,7 @@ what an on-device model uses (a 224x224 RGB image is 150,528 values); raise it b
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

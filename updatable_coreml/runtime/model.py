@@ -8,7 +8,6 @@ it holds: ``NeuralNetworkModel`` (``network``), ``PipelineModel`` (``pipeline``)
 from __future__ import annotations
 
 import os
-from typing import Union
 
 import numpy as np
 
@@ -26,7 +25,7 @@ __all__ = ["load", "model_from_spec", "Model", "NeuralNetworkModel", "PipelineMo
            "WeightKey", "weight_message"]
 
 
-def load(source: Union[str, os.PathLike, bytes, Model_pb2.Model], *, dtype=np.float32) -> "Model":
+def load(source: str | os.PathLike | bytes | Model_pb2.Model, *, dtype=np.float32) -> Model:
     """Load an ``.mlmodel`` (path, bytes or spec) for prediction and on-device-style training."""
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
@@ -40,7 +39,7 @@ def load(source: Union[str, os.PathLike, bytes, Model_pb2.Model], *, dtype=np.fl
         raise ModelFileError(f"{source}: {exc}") from None
 
 
-def model_from_spec(spec: Model_pb2.Model, dtype: np.dtype) -> "Model":
+def model_from_spec(spec: Model_pb2.Model, dtype: np.dtype) -> Model:
     kind = model_type(spec)
     limits.check_description(spec.description)
     if kind in NEURAL_NETWORK_TYPES:

@@ -7,7 +7,8 @@ returns a new model that shares the frozen layers' decoded weights and owns its 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Optional, Union
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ class NeuralNetworkModel(Model):
     """A NeuralNetwork spec, interpreted layer by layer."""
 
     def __init__(self, spec: Model_pb2.Model, dtype: np.dtype,
-                 weights: Optional[Mapping[WeightKey, np.ndarray]] = None,
+                 weights: Mapping[WeightKey, np.ndarray] | None = None,
                  trained: Iterable[WeightKey] = ()) -> None:
         super().__init__(spec, dtype)
         self.network = neural_network(spec)
@@ -82,7 +83,7 @@ class NeuralNetworkModel(Model):
                 keys.append((i, "bias"))
         return keys
 
-    def with_weights(self, weights: Mapping[WeightKey, np.ndarray]) -> "NeuralNetworkModel":
+    def with_weights(self, weights: Mapping[WeightKey, np.ndarray]) -> NeuralNetworkModel:
         """A model sharing this one's decoded weights except ``weights`` (marked trained)."""
         return NeuralNetworkModel(self._spec, self.dtype, {**self._weights, **weights},
                                   self._trained | set(weights))
@@ -215,15 +216,15 @@ class NeuralNetworkModel(Model):
 
     # -- training hooks --------------------------------------------------------------------
 
-    def update(self, examples: Union[Iterable[Mapping], Mapping], **options):
+    def update(self, examples: Iterable[Mapping] | Mapping, **options):
         """Emulate an MLUpdateTask on ``examples``; see ``runtime.update.run_update``."""
         return run_update(self, examples, **options)
 
     def update_in_pipeline(self, pipeline: Model, examples, **options):
         return run_update(pipeline, examples, **options)
 
-    def trainable(self) -> "NeuralNetworkModel":
+    def trainable(self) -> NeuralNetworkModel:
         return self
 
-    def with_trainable(self, network: "NeuralNetworkModel") -> "Model":
+    def with_trainable(self, network: NeuralNetworkModel) -> Model:
         return network

@@ -3,7 +3,8 @@ train, and it decides how (``Model.update_in_pipeline``)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

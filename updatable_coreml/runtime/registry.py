@@ -22,7 +22,7 @@ Conventions every op follows:
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from ..registry import Registry
 WeightGetter = Callable[[str], np.ndarray]
 ForwardFn = Callable[[object, Sequence[np.ndarray], WeightGetter], list]
 BackwardFn = Callable[[object, np.ndarray, np.ndarray, np.ndarray, WeightGetter, bool],
-                      tuple[Optional[np.ndarray], dict]]
+                      tuple[np.ndarray | None, dict]]
 EstimateFn = Callable[[object, Sequence[np.ndarray]], int]
 
 #: layer type (the ``NeuralNetworkLayer`` oneof name) -> forward op

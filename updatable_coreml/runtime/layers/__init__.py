@@ -4,6 +4,20 @@ registered in ``runtime.registry``. Importing this package registers every famil
 
 from __future__ import annotations
 
-from . import activation, compare, constant, conv, elementwise, indexing  # noqa: F401
-from . import linear, normalization, pooling, recurrent, reduce, resize, rnn, shape  # noqa: F401
-from . import tensor  # noqa: F401
+from . import (  # noqa: F401  (importing registers the families)
+    activation,
+    compare,
+    constant,
+    conv,
+    elementwise,
+    indexing,
+    linear,
+    normalization,
+    pooling,
+    recurrent,
+    reduce,
+    resize,
+    rnn,
+    shape,
+    tensor,
+)

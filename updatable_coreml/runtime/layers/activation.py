@@ -4,7 +4,7 @@ trains through), softmax and softmaxND, gelu, clip."""
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -19,7 +19,7 @@ Size helpers (``_per_example`` ...) serve the families' size estimates (see ``li
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -6,7 +6,7 @@ Indices are integers stored as floats; negative ones count from the end.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -79,14 +79,15 @@ def gru(layer, inputs: Blobs, weight: WeightGetter) -> list:
          for k in GRU_GATES}
     h = _initial(inputs, len(seq), n_out, x.dtype)
     steps = []
+
+    def pre(gate: str, xt: np.ndarray, state: np.ndarray) -> np.ndarray:
+        return np.clip(xt @ w[gate].T + state @ r[gate].T + b[gate], -CLIP, CLIP)
+
     for t in range(seq.shape[1]):
         xt = seq[:, t]
-
-        def pre(gate: str, state: np.ndarray) -> np.ndarray:
-            return np.clip(xt @ w[gate].T + state @ r[gate].T + b[gate], -CLIP, CLIP)
-        z = f.fn(pre("updateGate", h))
-        reset = f.fn(pre("resetGate", h))
-        o = g.fn(pre("outputGate", h * reset))
+        z = f.fn(pre("updateGate", xt, h))
+        reset = f.fn(pre("resetGate", xt, h))
+        o = g.fn(pre("outputGate", xt, h * reset))
         h = (1 - z) * o + z * h
         steps.append(h)
     return _outputs(steps, spec.sequenceOutput, x.ndim)

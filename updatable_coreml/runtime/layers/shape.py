@@ -5,14 +5,24 @@ estimates of the ones whose output size comes from their parameters."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..._proto import NeuralNetwork_pb2 as nn_pb
 from ..registry import FORWARD, WeightGetter, register_backward, register_estimate, register_forward
-from .common import (Blobs, _border_sum, _classic, _common_batch, _fail, _nd_axis, _per_example,
-                     _restore, _spatial, _with_sequence)
+from .common import (
+    Blobs,
+    _border_sum,
+    _classic,
+    _common_batch,
+    _fail,
+    _nd_axis,
+    _per_example,
+    _restore,
+    _spatial,
+    _with_sequence,
+)
 
 CHANNEL_LAST = nn_pb.FlattenLayerParams.CHANNEL_LAST
 
