@@ -369,11 +369,11 @@ def test_triangular_and_band_masks():
 #: Layer types of NeuralNetwork.proto the runtime does not run yet (issue 14): a new forward
 #: op must leave this list, and a layer type missing from the runtime must be on it.
 NOT_YET = {
-    "cropResize", "biDirectionalLSTM", "custom", "branch", "loop",
-    "loopBreak", "loopContinue", "reverseSeq", "randomNormalLike", "randomNormalStatic",
+    "cropResize", "custom", "branch", "loop",
+    "loopBreak", "loopContinue", "randomNormalLike", "randomNormalStatic",
     "randomNormalDynamic", "randomUniformLike", "randomUniformStatic", "randomUniformDynamic",
     "randomBernoulliLike", "randomBernoulliStatic", "randomBernoulliDynamic",
-    "categoricalDistribution", "NonMaximumSuppression", "pooling3d", "globalPooling3d",
+    "categoricalDistribution", "NonMaximumSuppression", "pooling3d",
     "convolution3d",
 }
 
@@ -393,3 +393,22 @@ def test_every_proto_layer_type_has_a_forward(kind):
 def test_no_stale_names():
     assert NOT_YET <= set(proto_layer_types())
     assert set(FORWARD) <= set(proto_layer_types())
+
+
+def test_reverse_seq_matches_the_proto_examples():
+    data = np.arange(8, dtype=float).reshape(1, 2, 4)
+
+    def setup(p):
+        p.batchAxis, p.sequenceAxis = 0, 1
+    close(run("reverseSeq", [data, np.array([[3.0, 0.0]])], setup),
+          np.array([[[2, 1, 0, 3], [4, 5, 6, 7]]], dtype=float))
+    data = np.arange(12, dtype=float).reshape(1, 2, 3, 2)
+    close(run("reverseSeq", [data, np.array([[2.0, 3.0]])], setup),
+          np.array([[[[2, 3], [0, 1], [4, 5]], [[10, 11], [8, 9], [6, 7]]]], dtype=float))
+
+
+def test_global_pooling_3d_matches_the_proto_example():
+    x = np.arange(1, 19, dtype=float).reshape(1, 1, 1, 2, 3, 3)
+    close(run("globalPooling3d", [x]), np.full((1, 1, 1, 1, 1, 1), 18.0))
+    y = run("globalPooling3d", [x], lambda p: setattr(p, "type", 1))
+    close(y, np.full((1, 1, 1, 1, 1, 1), 9.5))

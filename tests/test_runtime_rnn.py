@@ -64,3 +64,37 @@ def test_gru_matches_keras_reset_before(sequence):
     y, _ = run(layer, x.astype(np.float64)[:, :, :, None, None], weights)
     got = y[..., 0, 0] if sequence else y[:, 0, :, 0, 0]
     np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("sequence", [True, False])
+def test_bidirectional_lstm_matches_torch(sequence):
+    torch = pytest.importorskip("torch")
+    lstm = torch.nn.LSTM(3, 4, batch_first=True, bidirectional=True).double()
+    layer = nn_pb.NeuralNetworkLayer(name="bilstm", input=["x"],
+                                     output=["y", "h", "c", "hb", "cb"])
+    spec = layer.biDirectionalLSTM
+    spec.inputVectorSize, spec.outputVectorSize = 3, 4
+    for activations in (spec.activationsForwardLSTM, spec.activationsBackwardLSTM):
+        for kind in ("sigmoid", "tanh", "tanh"):
+            getattr(activations.add(), kind).SetInParent()
+    spec.params.sequenceOutput, spec.params.hasBiasVectors = sequence, True
+    weights = {}
+    gates = ("inputGate", "forgetGate", "blockInput", "outputGate")  # torch order i, f, g, o
+    for direction, suffix in enumerate(("", "_reverse")):
+        spec.weightParams.add()
+        w_ih = getattr(lstm, f"weight_ih_l0{suffix}").detach().numpy().reshape(4, 4, 3)
+        w_hh = getattr(lstm, f"weight_hh_l0{suffix}").detach().numpy().reshape(4, 4, 4)
+        bias = (getattr(lstm, f"bias_ih_l0{suffix}") + getattr(lstm, f"bias_hh_l0{suffix}"))
+        bias = bias.detach().numpy().reshape(4, 4)
+        for k, gate in enumerate(gates):
+            weights[f"weightParams.{direction}.{gate}WeightMatrix"] = w_ih[k].ravel()
+            weights[f"weightParams.{direction}.{gate}RecursionMatrix"] = w_hh[k].ravel()
+            weights[f"weightParams.{direction}.{gate}BiasVector"] = bias[k]
+    x = RNG.normal(size=(2, 5, 3))
+    y, h, c, hb, cb = run(layer, x[:, :, :, None, None], weights)
+    ref, (ref_h, ref_c) = lstm(torch.tensor(x))
+    ref = ref.detach().numpy()
+    want = ref if sequence else np.concatenate([ref[:, -1:, :4], ref[:, :1, 4:]], axis=-1)
+    np.testing.assert_allclose(y[..., 0, 0], want, atol=1e-12)
+    np.testing.assert_allclose(hb[:, 0, :, 0, 0], ref_h[1].detach().numpy(), atol=1e-12)
+    np.testing.assert_allclose(c[:, 0, :, 0, 0], ref_c[0].detach().numpy(), atol=1e-12)

@@ -26,10 +26,16 @@ from .update import run_update
 
 def weight_message(layer, field: str):
     """The WeightParams at dotted ``field`` of a layer's params (``weights``, ``PReLU.alpha``,
-    ``weightParams.inputGateWeightMatrix``)."""
+    ``weightParams.inputGateWeightMatrix``; a number indexes a repeated field:
+    ``weightParams.1.inputGateWeightMatrix`` of a biDirectionalLSTM)."""
     message = getattr(layer, layer.WhichOneof("layer"))
     for part in field.split("."):
-        message = getattr(message, part)
+        if part.isdigit():
+            if int(part) >= len(message):
+                raise RuntimeLayerError(f"layer {layer.name!r}: it has no {field}")
+            message = message[int(part)]
+        else:
+            message = getattr(message, part)
     return message
 
 

@@ -193,3 +193,29 @@ def upper_triangular(layer, inputs: Blobs, weight: WeightGetter) -> list:
 def matrix_band_part(layer, inputs: Blobs, weight: WeightGetter) -> list:
     params = layer.matrixBandPart
     return [_band(layer, inputs[0], int(params.numLower), int(params.numUpper))]
+
+
+@register_forward("reverseSeq")
+def reverse_seq(layer, inputs: Blobs, weight: WeightGetter) -> list:
+    """Along ``batchAxis`` of the tensor, slice i has its first ``seq_lengths[i]`` entries
+    along ``sequenceAxis`` reversed (NeuralNetwork.proto ``ReverseSeqLayerParams``)."""
+    data, lengths = _common_batch(layer, inputs)
+    params = layer.reverseSeq
+    rank = data.ndim - 1
+    batch_axis = _nd_axis(layer, int(params.batchAxis), rank) - 1
+    seq_axis = _nd_axis(layer, int(params.sequenceAxis), rank) - 1
+    if batch_axis >= seq_axis:
+        raise _fail(layer, "batchAxis must be before sequenceAxis")
+    out = data.copy()
+    for example, counts in zip(out, lengths, strict=True):
+        counts = counts.reshape(-1).astype(np.int64)
+        if len(counts) != example.shape[batch_axis]:
+            raise _fail(layer, f"seq_lengths has {len(counts)} values for a batch axis of "
+                               f"{example.shape[batch_axis]}")
+        for i, count in enumerate(counts):
+            count = min(int(count), example.shape[seq_axis])
+            head = [slice(None)] * example.ndim
+            head[batch_axis], head[seq_axis] = i, slice(0, count)
+            rows = tuple(head)
+            example[rows] = np.flip(example[rows], seq_axis - 1)
+    return [out]

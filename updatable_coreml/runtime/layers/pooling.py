@@ -145,3 +145,17 @@ def pooling_size(layer, inputs) -> int:
     elif params.HasField("includeLastPixel"):
         pads = tuple(2 * int(p) for p in (list(params.includeLastPixel.paddingAmounts) + [0, 0])[:2])
     return _per_example(x) // max(height * width, 1) * (height + pads[0]) * (width + pads[1])
+
+
+@register_forward("globalPooling3d")
+def global_pooling_3d(layer, inputs, weight):
+    """Max or average over depth, height and width of a ``[N, C, D, H, W]`` tensor; they
+    become 1 (NeuralNetwork.proto ``GlobalPooling3DLayerParams``)."""
+    x = inputs[0]
+    if x.ndim < 4:
+        raise ValueError(f"needs a [..., C, D, H, W] input, got shape {x.shape[1:]}")
+    axes = (-3, -2, -1)
+    kind = layer.globalPooling3d.type
+    if kind == nn_pb.GlobalPooling3DLayerParams.MAX:
+        return [x.max(axis=axes, keepdims=True)]
+    return [x.mean(axis=axes, keepdims=True)]

@@ -1,4 +1,5 @@
-"""uniDirectionalLSTM: forward over the sequence axis, and backpropagation through time."""
+"""uniDirectionalLSTM (forward over the sequence axis, backpropagation through time) and
+biDirectionalLSTM (forward)."""
 
 from __future__ import annotations
 
@@ -54,9 +55,9 @@ def recurrent_activation(layer, params) -> Recurrent:
     raise _fail(layer, f"activation {kind!r} is not supported in a recurrent layer")
 
 
-def lstm_activations(layer) -> tuple[Recurrent, Recurrent, Recurrent]:
+def lstm_activations(layer, activations=None) -> tuple[Recurrent, Recurrent, Recurrent]:
     """The spec's ``[f, g, h]``: gates, block input, cell output."""
-    activations = layer.uniDirectionalLSTM.activations
+    activations = layer.uniDirectionalLSTM.activations if activations is None else activations
     if len(activations) != 3:
         raise _fail(layer, f"needs 3 activations [f, g, h], got {len(activations)}")
     gate, block, out = (recurrent_activation(layer, a) for a in activations)
@@ -73,14 +74,17 @@ class LSTMWeights:
     peepholes: tuple[np.ndarray, np.ndarray, np.ndarray]  # input, forget, output gate (H,)
 
 
-def lstm_weights(layer, weight: WeightGetter, dtype) -> LSTMWeights:
-    """Read the weights one message deeper than other layers keep them, by dotted name."""
+def lstm_weights(layer, weight: WeightGetter, dtype, params=None, prefix: str = "weightParams.",
+                 sizes: tuple[int, int] | None = None) -> LSTMWeights:
+    """Read the weights one message deeper than other layers keep them, by dotted name
+    (``prefix``: ``weightParams.`` of a uniDirectionalLSTM, ``weightParams.0.`` / ``.1.`` for
+    the directions of a biDirectionalLSTM, whose ``params`` and ``sizes`` are passed)."""
     spec = layer.uniDirectionalLSTM
-    params = spec.params
-    n_in, n_out = int(spec.inputVectorSize), int(spec.outputVectorSize)
+    params = spec.params if params is None else params
+    n_in, n_out = sizes or (int(spec.inputVectorSize), int(spec.outputVectorSize))
 
     def nested(name: str) -> np.ndarray:
-        return weight("weightParams." + name)
+        return weight(prefix + name)
 
     w_x = np.concatenate([nested(g + "WeightMatrix").reshape(n_out, n_in) for g in LSTM_GATES])
     w_h = np.concatenate([nested(g + "RecursionMatrix").reshape(n_out, n_out) for g in LSTM_GATES])
@@ -130,10 +134,12 @@ class LSTMTrace:
     h: np.ndarray
 
 
-def lstm_run(layer, seq: np.ndarray, weights: LSTMWeights, h: np.ndarray, c: np.ndarray) -> LSTMTrace:
-    """Run the spec's LSTM equations over ``seq`` (B, Seq, D) from states ``h``, ``c`` (B, H)."""
-    params = layer.uniDirectionalLSTM.params
-    gate_act, block_act, out_act = lstm_activations(layer)
+def lstm_run(layer, seq: np.ndarray, weights: LSTMWeights, h: np.ndarray, c: np.ndarray,
+             params=None, activations=None) -> LSTMTrace:
+    """Run the spec's LSTM equations over ``seq`` (B, Seq, D) from states ``h``, ``c`` (B, H)
+    (``params``/``activations``: a biDirectionalLSTM's, else the uniDirectionalLSTM's)."""
+    params = layer.uniDirectionalLSTM.params if params is None else params
+    gate_act, block_act, out_act = activations or lstm_activations(layer)
     p_i, p_f, p_o = weights.peepholes
     threshold = params.cellClipThreshold or CLIP
     batch, steps = seq.shape[:2]
@@ -239,3 +245,45 @@ def lstm_backward(layer, x, y, gy, weight, want_input):
     if not want_input:
         return None, grads
     return (flat @ weights.w_x).reshape(x.shape), grads
+
+
+@register_forward("biDirectionalLSTM")
+def bidirectional_lstm(layer, inputs: Blobs, weight: WeightGetter) -> list:
+    """A forward LSTM over the sequence and a backward one over the reversed sequence, their
+    outputs concatenated per step ``[yf_t, yb_t]`` where ``yb_t`` is the backward LSTM's output
+    after reading ``x_T .. x_t`` (NeuralNetwork.proto ``BiDirectionalLSTMLayerParams``).
+
+    Inputs ``x[, h0, c0, h0_back, c0_back]``; outputs ``y, h, c, h_back, c_back``.
+    """
+    spec = layer.biDirectionalLSTM
+    n_in, n_out = int(spec.inputVectorSize), int(spec.outputVectorSize)
+    if len(spec.weightParams) != 2:
+        raise _fail(layer, f"needs 2 weightParams (forward, backward), got {len(spec.weightParams)}")
+    x = inputs[0]
+    seq = _with_sequence(layer, x)
+    if seq.shape[2:] != (n_in, 1, 1):
+        raise _fail(layer, f"input shape {x.shape} does not hold vectors of size {n_in}")
+    seq = seq[..., 0, 0]
+    batch = len(seq)
+
+    def state(k: int) -> np.ndarray:
+        return (inputs[k].reshape(batch, n_out) if len(inputs) > k
+                else np.zeros((batch, n_out), dtype=x.dtype))
+
+    traces = []
+    for direction, activations in enumerate((spec.activationsForwardLSTM,
+                                             spec.activationsBackwardLSTM)):
+        weights = lstm_weights(layer, weight, x.dtype, spec.params,
+                               f"weightParams.{direction}.", (n_in, n_out))
+        steps = seq if direction == 0 else seq[:, ::-1]
+        traces.append(lstm_run(layer, steps, weights, state(1 + 2 * direction),
+                               state(2 + 2 * direction), spec.params,
+                               lstm_activations(layer, activations)))
+    forward, backward = traces
+    back_h = backward.h[:, ::-1]  # back in input order: step t has read x_T .. x_t
+    if spec.params.sequenceOutput:
+        y = np.concatenate([forward.h, back_h], axis=-1)
+    else:
+        y = np.concatenate([forward.h[:, -1:], backward.h[:, -1:]], axis=-1)
+    finals = (forward.h[:, -1:], forward.c[:, -1:], backward.h[:, -1:], backward.c[:, -1:])
+    return [_restore(v[..., None, None], x.ndim) for v in (y, *finals)]
