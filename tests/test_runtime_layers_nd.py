@@ -373,8 +373,7 @@ NOT_YET = {
     "loopBreak", "loopContinue", "randomNormalLike", "randomNormalStatic",
     "randomNormalDynamic", "randomUniformLike", "randomUniformStatic", "randomUniformDynamic",
     "randomBernoulliLike", "randomBernoulliStatic", "randomBernoulliDynamic",
-    "categoricalDistribution", "NonMaximumSuppression", "pooling3d",
-    "convolution3d",
+    "categoricalDistribution", "NonMaximumSuppression",
 }
 
 
@@ -412,3 +411,53 @@ def test_global_pooling_3d_matches_the_proto_example():
     close(run("globalPooling3d", [x]), np.full((1, 1, 1, 1, 1, 1), 18.0))
     y = run("globalPooling3d", [x], lambda p: setattr(p, "type", 1))
     close(y, np.full((1, 1, 1, 1, 1, 1), 9.5))
+
+
+# -- volumes ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("padding,groups", [(1, 1), (2, 2), (0, 1)])
+def test_convolution_3d_matches_torch(padding, groups):
+    torch = pytest.importorskip("torch")
+    x = RNG.normal(size=(2, 1, 4, 5, 6, 7))
+    w, b = RNG.normal(size=(6, 4 // groups, 2, 3, 2)), RNG.normal(size=6)
+
+    def setup(p):
+        p.inputChannels, p.outputChannels, p.nGroups, p.hasBias = 4, 6, groups, True
+        p.kernelDepth, p.kernelHeight, p.kernelWidth = 2, 3, 2
+        p.strideDepth, p.strideHeight, p.strideWidth = 1, 2, 1
+        p.dilationDepth, p.dilationHeight, p.dilationWidth = 2, 1, 1
+        p.paddingType = padding
+        p.customPaddingTop, p.customPaddingBack = 1, 2
+    got = run("convolution3d", [x], setup, {"weights": w, "bias": b})
+    t = torch.tensor(x[:, 0])
+    if padding == 0:
+        t = torch.nn.functional.pad(t, (0, 0, 1, 0, 0, 2))  # W, H (top 1), D (back 2)
+    elif padding == 2:  # SAME on D, H, W = 5, 6, 7: totals 2 (1, 1), 1 (0, 1), 1 (0, 1)
+        t = torch.nn.functional.pad(t, (0, 1, 0, 1, 1, 1))
+    want = torch.nn.functional.conv3d(t, torch.tensor(w), torch.tensor(b), stride=(1, 2, 1),
+                                      dilation=(2, 1, 1), groups=groups).numpy()
+    close(got, want[:, None])
+
+
+@pytest.mark.parametrize("kind,exclude", [(0, False), (1, False), (1, True)])
+def test_pooling_3d_matches_torch(kind, exclude):
+    torch = pytest.importorskip("torch")
+    x = RNG.normal(size=(2, 3, 5, 6, 7))
+
+    def setup(p):
+        p.type, p.countExcludePadding = kind, exclude
+        p.kernelDepth, p.kernelHeight, p.kernelWidth = 2, 3, 3
+        p.strideDepth, p.strideHeight, p.strideWidth = 1, 2, 2
+        p.paddingType = 0
+        p.customPaddingFront = p.customPaddingBack = 1
+        p.customPaddingTop = p.customPaddingBottom = 1
+        p.customPaddingLeft = p.customPaddingRight = 1
+    got = run("pooling3d", [x], setup)
+    t = torch.tensor(x)
+    if kind == 0:
+        want = torch.nn.functional.max_pool3d(t, (2, 3, 3), (1, 2, 2), padding=1)
+    else:
+        want = torch.nn.functional.avg_pool3d(t, (2, 3, 3), (1, 2, 2), padding=1,
+                                              count_include_pad=not exclude)
+    close(got, want.numpy())

@@ -20,4 +20,5 @@ from . import (  # noqa: F401  (importing registers the families)
     rnn,
     shape,
     tensor,
+    volume,
 )
