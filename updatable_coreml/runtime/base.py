@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from .._proto import Model_pb2
 from ..errors import ModelFileError
 from ..spec_io import model_type, save_spec
 from . import features as feat
+
+if TYPE_CHECKING:  # annotations only: the network module builds on this one
+    from .network import NeuralNetworkModel
 
 #: An updatable weight: (layer index, dotted WeightParams field of the layer's params).
 WeightKey = tuple[int, str]
@@ -72,7 +75,7 @@ class Model:
 
     # -- training hooks: which network trains, and what it is fed --------------------------
 
-    def trainable(self) -> Model:
+    def trainable(self) -> NeuralNetworkModel:
         """The neural network that trains (itself, or a pipeline's last model)."""
         raise ModelFileError(f"a {model_type(self._spec)} model has no neural network to train")
 

@@ -21,7 +21,7 @@ What Apple does not document, chosen here and listed in ``KNN_ASSUMPTIONS``:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -264,15 +264,14 @@ class KNNModel(Model):
             raise ConfigError(f"label {value!r}: this k-NN classifier has String labels")
         return str(value)
 
-    def update(self, examples, *, parameters: Mapping[str, Any] | None = None,
-               progress: Callable | None = None, assumptions=None):
-        """Append ``examples`` (a k-NN update has no epochs, optimizer or progress events)."""
-        return update_nearest_neighbors(self, self, examples, parameters)
+    def update(self, examples, **options):
+        """Append ``examples`` (a k-NN update has no epochs, optimizer or progress events:
+        ``progress`` and ``assumptions`` are accepted like a network's and unused)."""
+        return update_nearest_neighbors(self, self, examples, _parameters(options))
 
-    def update_in_pipeline(self, pipeline: Model, examples, *,
-                           parameters: Mapping[str, Any] | None = None, **_options):
+    def update_in_pipeline(self, pipeline: Model, examples, **options):
         """Append ``examples`` whose feature vectors the pipeline's earlier models compute."""
-        return update_nearest_neighbors(pipeline, self, examples, parameters)
+        return update_nearest_neighbors(pipeline, self, examples, _parameters(options))
 
     def with_trainable(self, network: Model) -> Model:
         return network
@@ -296,6 +295,13 @@ class KNNModel(Model):
         vector.ClearField("vector")
         vector.vector.extend(self.labels)
         return spec
+
+
+def _parameters(options: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    unknown = set(options) - {"parameters", "progress", "assumptions"}
+    if unknown:
+        raise TypeError(f"update() got unexpected keyword argument(s) {', '.join(sorted(unknown))}")
+    return options.get("parameters")
 
 
 def update_nearest_neighbors(host: Model, knn: KNNModel, examples,

@@ -232,5 +232,5 @@ class NeuralNetworkModel(Model):
     def trainable(self) -> NeuralNetworkModel:
         return self
 
-    def with_trainable(self, network: NeuralNetworkModel) -> Model:
+    def with_trainable(self, network: Model) -> Model:
         return network

@@ -4,7 +4,7 @@ train, and it decides how (``Model.update_in_pipeline``)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -12,6 +12,9 @@ from .._proto import Model_pb2
 from ..errors import ModelFileError, RuntimeLayerError
 from ..spec_io import model_type
 from .base import Model
+
+if TYPE_CHECKING:  # annotations only
+    from .network import NeuralNetworkModel
 
 
 class PipelineModel(Model):
@@ -61,7 +64,7 @@ class PipelineModel(Model):
             features.update(model.predict_batched(features))
         return features
 
-    def trainable(self) -> Model:
+    def trainable(self) -> NeuralNetworkModel:
         return self.models[-1].trainable()
 
     def with_trainable(self, network: Model) -> Model:

@@ -6,8 +6,6 @@ Indices are integers stored as floats; negative ones count from the end.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from ..._proto import NeuralNetwork_pb2 as nn_pb
@@ -15,7 +13,7 @@ from ..registry import WeightGetter, register_forward
 from .common import Blobs, _common_batch, _fail, _nd_axis, _shape_of
 
 Mode = nn_pb.ScatterMode
-_ACCUMULATE: dict[int, Callable] = {
+_ACCUMULATE: dict[int, np.ufunc] = {
     Mode.SCATTER_ADD: np.add, Mode.SCATTER_SUB: np.subtract, Mode.SCATTER_MUL: np.multiply,
     Mode.SCATTER_DIV: np.divide, Mode.SCATTER_MAX: np.maximum, Mode.SCATTER_MIN: np.minimum,
 }
@@ -37,7 +35,7 @@ def gather_nd(layer, inputs: Blobs, weight: WeightGetter) -> list:
     if depth > data.ndim - 1:
         raise _fail(layer, f"multi-indices of length {depth} for a rank-{data.ndim - 1} tensor")
     out = []
-    for d, i in zip(data, indices):
+    for d, i in zip(data, indices, strict=True):
         parts = tuple(_indices(layer, i[..., k], d.shape[k]) for k in range(depth))
         out.append(d[parts])
     return [np.stack(out)]
@@ -96,7 +94,7 @@ def scatter_along_axis(layer, inputs: Blobs, weight: WeightGetter) -> list:
     axis = _nd_axis(layer, int(params.axis), container.ndim - 1)
     out = container.copy()
     index = _indices(layer, indices, out.shape[axis])
-    grid = list(np.indices(index.shape, sparse=True))
+    grid: list[np.ndarray] = list(np.indices(index.shape, sparse=True))
     grid[axis] = index
     _scatter(layer, out, tuple(grid), updates, params.mode)
     return [out]

@@ -54,7 +54,7 @@ def _volumes(layer, x: np.ndarray, channels: int | None = None) -> np.ndarray:
 
 
 def _triples(*values) -> list[Triple]:
-    return [tuple(max(int(v), 1) for v in group) for group in values]
+    return [(max(int(a), 1), max(int(b), 1), max(int(c), 1)) for a, b, c in values]
 
 
 @register_forward("convolution3d")
