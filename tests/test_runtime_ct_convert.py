@@ -83,3 +83,35 @@ def test_keras_model_converted_by_coremltools(tmp_path):
     got = np.asarray(loaded.predict({loaded.description.input[0].name: x})[name])
     expected = np.asarray(model(x, training=False))
     assert np.abs(got.reshape(expected.shape) - expected).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_torch_lstm_converted_by_coremltools(tmp_path, bidirectional):
+    """coremltools writes the LSTM on its ND rank-5 tensor [Seq, Batch, C, 1, 1] with constant
+    initial states; the runtime runs it as the classic layer."""
+    torch = pytest.importorskip("torch")
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = torch.nn.LSTM(3, 4, batch_first=True, bidirectional=bidirectional)
+            self.fc = torch.nn.Linear(8 if bidirectional else 4, 2)
+
+        def forward(self, x):
+            y, _ = self.lstm(x)
+            return self.fc(y[:, -1])
+
+    torch.manual_seed(1)
+    model = Net().eval()
+    x = torch.randn(1, 5, 3)
+    converted = ct.convert(torch.jit.trace(model, x), inputs=[ct.TensorType(name="x", shape=x.shape)],
+                           convert_to="neuralnetwork")
+    path = tmp_path / "lstm.mlmodel"
+    converted.save(str(path))
+    loaded = runtime.load(path)
+    kind = "biDirectionalLSTM" if bidirectional else "uniDirectionalLSTM"
+    assert kind in layer_types(loaded.spec)
+    (name,) = [d.name for d in loaded.description.output]
+    got = np.asarray(loaded.predict({"x": x.numpy()})[name])
+    expected = model(x).detach().numpy()
+    assert np.abs(got.reshape(expected.shape) - expected).max() <= TOLERANCE

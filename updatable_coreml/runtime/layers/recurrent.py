@@ -4,6 +4,7 @@ biDirectionalLSTM (forward)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,26 @@ LSTM_GATES = ("inputGate", "forgetGate", "blockInput", "outputGate")
 
 
 _PEEPHOLES = ("inputGate", "forgetGate", "outputGate")
+
+
+def nd_sequence(forward):
+    """Let a recurrent layer also read Core ML's rank-5 ND tensor ``[Seq, Batch, C, H, W]``
+    (what coremltools' converter writes, EXACT_ARRAY_MAPPING): the blob ``(B, Seq, b, C, H,
+    W)`` runs as ``B * b`` sequences in the classic layout ``(N, Seq, C, H, W)``, and every
+    output (sequence or final state) goes back to ``(B, Seq', b, H, 1, 1)``."""
+    @functools.wraps(forward)
+    def run(layer, inputs, weight):
+        if inputs[0].ndim != 6:
+            return forward(layer, inputs, weight)
+        outer, inner = inputs[0].shape[0], inputs[0].shape[2]
+
+        def classic(x: np.ndarray) -> np.ndarray:
+            x = np.broadcast_to(x, (outer,) + x.shape[1:]) if len(x) == 1 else x
+            return np.swapaxes(x, 1, 2).reshape((outer * inner,) + x.shape[1:2] + x.shape[3:])
+
+        outputs = forward(layer, [classic(x) for x in inputs], weight)
+        return [np.swapaxes(y.reshape((outer, inner) + y.shape[1:]), 1, 2) for y in outputs]
+    return run
 
 
 #: Core ML clips every gate pre-activation to [-50, 50], and the cell to ``cellClipThreshold``
@@ -168,6 +189,7 @@ def lstm_run(layer, seq: np.ndarray, weights: LSTMWeights, h: np.ndarray, c: np.
 
 
 @register_forward("uniDirectionalLSTM")
+@nd_sequence
 def uni_directional_lstm(layer, inputs: Blobs, weight: WeightGetter) -> list:
     """Forward LSTM over the sequence axis of the ``(B, Seq, C, 1, 1)`` view.
 
@@ -248,6 +270,7 @@ def lstm_backward(layer, x, y, gy, weight, want_input):
 
 
 @register_forward("biDirectionalLSTM")
+@nd_sequence
 def bidirectional_lstm(layer, inputs: Blobs, weight: WeightGetter) -> list:
     """A forward LSTM over the sequence and a backward one over the reversed sequence, their
     outputs concatenated per step ``[yf_t, yb_t]`` where ``yb_t`` is the backward LSTM's output

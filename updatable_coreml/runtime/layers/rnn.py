@@ -14,7 +14,7 @@ import numpy as np
 
 from ..registry import WeightGetter, register_forward
 from .common import Blobs, _fail, _restore, _with_sequence
-from .recurrent import CLIP, recurrent_activation
+from .recurrent import CLIP, nd_sequence, recurrent_activation
 
 GRU_GATES = ("updateGate", "resetGate", "outputGate")
 
@@ -44,6 +44,7 @@ def _outputs(steps: list[np.ndarray], sequence: bool, rank: int) -> list:
 
 
 @register_forward("simpleRecurrent")
+@nd_sequence
 def simple_recurrent(layer, inputs: Blobs, weight: WeightGetter) -> list:
     """``y_t = f(clip(W x_t + R y_{t-1} + b))``."""
     spec = layer.simpleRecurrent
@@ -64,6 +65,7 @@ def simple_recurrent(layer, inputs: Blobs, weight: WeightGetter) -> list:
 
 
 @register_forward("gru")
+@nd_sequence
 def gru(layer, inputs: Blobs, weight: WeightGetter) -> list:
     spec = layer.gru
     n_in, n_out = int(spec.inputVectorSize), int(spec.outputVectorSize)
