@@ -16,8 +16,8 @@ from .. import coreml_rules
 from .._proto import Model_pb2
 from ..errors import ModelFileError, RuntimeLayerError
 from ..spec_io import model_type, neural_network
+from . import control, limits
 from . import features as feat
-from . import limits
 from .base import Model, WeightKey
 from .layers import recurrent  # the package registers every layer family on import
 from .registry import WeightGetter, decode_weights, forward_op
@@ -51,6 +51,9 @@ class NeuralNetworkModel(Model):
         self._weights: dict[WeightKey, np.ndarray] = dict(weights or {})
         self._trained = frozenset(trained)
         self._getters = [self._getter(i) for i in range(len(self.layers))]
+        #: decoded weights of nested networks (branches, loops), by the message's id (the
+        #: message is kept with them so the id stays its own)
+        self._nested: dict[int, tuple[dict, object]] = {}
 
     # -- weights ---------------------------------------------------------------------------
 
@@ -140,25 +143,44 @@ class NeuralNetworkModel(Model):
     def run(self, blobs: dict[str, np.ndarray], indices: Iterable[int]) -> dict[str, np.ndarray]:
         """Run layers ``indices`` in order, adding their outputs to ``blobs``."""
         for i in indices:
-            layer = self.layers[i]
-            try:
-                inputs = [blobs[name] for name in layer.input]
-            except KeyError as exc:
-                raise RuntimeLayerError(f"layer {layer.name!r}: input {exc.args[0]!r} is not a model "
-                                        "input or an earlier layer's output") from None
-            op = forward_op(layer)
-            limits.check_layer_inputs(layer, inputs)
-            try:
-                outputs = op(layer, inputs, self._getters[i])
-            except (ValueError, IndexError, ArithmeticError) as exc:  # parameters from the file
-                raise RuntimeLayerError(
-                    f"layer {layer.name!r} ({layer.WhichOneof('layer')}): {exc}") from exc
-            except MemoryError:
-                raise RuntimeLayerError(f"layer {layer.name!r} ({layer.WhichOneof('layer')}): out "
-                                        "of memory; check the layer's parameters") from None
-            limits.check_layer_outputs(layer, outputs)
-            blobs.update(zip(layer.output, outputs))
+            self._run_layer(self.layers[i], self._getters[i], blobs)
         return blobs
+
+    def _run_layer(self, layer, weight: WeightGetter, blobs: dict[str, np.ndarray]) -> None:
+        if layer.WhichOneof("layer") in control.CONTROL_FLOW:
+            control.run(layer, blobs, self._run_nested)
+            return
+        try:
+            inputs = [blobs[name] for name in layer.input]
+        except KeyError as exc:
+            raise RuntimeLayerError(f"layer {layer.name!r}: input {exc.args[0]!r} is not a model "
+                                    "input or an earlier layer's output") from None
+        op = forward_op(layer)
+        limits.check_layer_inputs(layer, inputs)
+        try:
+            outputs = op(layer, inputs, weight)
+        except (ValueError, IndexError, ArithmeticError) as exc:  # parameters from the file
+            raise RuntimeLayerError(
+                f"layer {layer.name!r} ({layer.WhichOneof('layer')}): {exc}") from exc
+        except MemoryError:
+            raise RuntimeLayerError(f"layer {layer.name!r} ({layer.WhichOneof('layer')}): out "
+                                    "of memory; check the layer's parameters") from None
+        limits.check_layer_outputs(layer, outputs)
+        blobs.update(zip(layer.output, outputs, strict=False))
+
+    def _run_nested(self, network, blobs: dict[str, np.ndarray]) -> None:
+        """Run a nested network (a branch, a loop's condition or body) on the same blobs. Its
+        layers are frozen: weights are decoded once per nested network and kept."""
+        layers = list(network.layers)
+        cache = self._nested.setdefault(id(network), ({}, network))[0]
+        for index, layer in enumerate(layers):
+            def weight(field: str, index: int = index, layer=layer) -> np.ndarray:
+                key = (index, field)
+                if key not in cache:
+                    cache[key] = decode_weights(weight_message(layer, field),
+                                                f"layer {layer.name!r} {field}").astype(self.dtype)
+                return cache[key]
+            self._run_layer(layer, weight, blobs)
 
     def predict_batched(self, batch: Mapping[str, Any]) -> dict:
         blobs = self.run(self.input_blobs(batch), range(len(self.layers)))
