@@ -58,7 +58,7 @@ def supported_ops_page() -> str:
     from updatable_coreml.exporters import keras
     from updatable_coreml.exporters.onnx import translate as onnx_ops
     from updatable_coreml.exporters.torch import translate as torch_ops
-    from updatable_coreml.runtime import backward, registry
+    from updatable_coreml.runtime import registry
 
     def listing(names) -> str:
         return ", ".join(f"`{name}`" for name in sorted(names))
@@ -73,12 +73,9 @@ def supported_ops_page() -> str:
         ("ONNX ops", "Op types `export_onnx` converts (default domain, opset 13 and newer):",
          onnx_ops.CONVERTERS),
         ("Runtime: forward", "Core ML layer types the reference runtime runs:", registry.FORWARD),
-        ("Runtime: backward", "Layer types the runtime backpropagates through (activations: "
-         f"{listing(coreml_rules.BACKPROP_ACTIVATIONS)}):",
-         [kind for kind in backward.BACKWARD if kind not in backward.GRADIENT_STOPS]),
-        ("Runtime: trained, no gradient through", "Layer types the runtime trains only as the "
-         "first updatable layer on their path (experimental):",
-         backward.GRADIENT_STOPS),
+        ("Runtime: backward", "Layer types the runtime backpropagates through, exactly those "
+         f"of Core ML's rules table (activations: {listing(coreml_rules.BACKPROP_ACTIVATIONS)}):",
+         registry.BACKWARD),
         ("Core ML: backpropagation", "Layer types Core ML lets sit between the loss and an "
          "updatable layer (`coreml_rules`; plus a softmax directly before categorical "
          "cross-entropy):", coreml_rules.BACKPROP_LAYER_TYPES),

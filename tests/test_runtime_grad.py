@@ -9,7 +9,7 @@ from updatable_coreml._proto import NeuralNetwork_pb2 as nn_pb
 from updatable_coreml.errors import RuntimeLayerError
 from updatable_coreml.runtime import model as _model  # noqa: F401  (registers the ops)
 from updatable_coreml.runtime.backward import backward_op, cross_entropy, mean_squared_error
-from updatable_coreml.runtime.ops_extra import lstm_trainable_fields
+from updatable_coreml.runtime.layers.recurrent import lstm_trainable_fields
 from updatable_coreml.runtime.registry import forward_op
 
 RNG = np.random.default_rng(42)
@@ -176,15 +176,6 @@ def test_flatten_gradients(mode):
     check_layer(layer, RNG.normal(size=(2, 3, 2, 4)))
 
 
-@pytest.mark.parametrize("mode", [0, 1])
-@pytest.mark.parametrize("target", [[4, 3, 2], [2, 6, 1, 2]])
-def test_reshape_gradients(mode, target):
-    layer = make_layer("reshape")
-    layer.reshape.mode = mode
-    layer.reshape.targetShape.extend(target)
-    check_layer(layer, RNG.normal(size=(2, 3, 2, 4)))
-
-
 @pytest.mark.parametrize("kind", ["leakyReLU", "ELU", "softplus"])
 def test_activations_core_ml_cannot_train_through_are_refused(kind):
     layer = make_layer("activation")
@@ -240,16 +231,14 @@ def test_lstm_gradients_on_a_vector_blob_and_with_the_cell_clipped():
     check_layer(layer, x, weights)
 
 
-def test_core_ml_passes_no_gradient_through_an_lstm():
-    frozen, _ = lstm_layer(True, True, updatable=False)
-    with pytest.raises(RuntimeLayerError, match="'lstm'.*first updatable layer"):
-        backward_op(frozen)
-    updatable, _ = lstm_layer(True, True)
-    with pytest.raises(RuntimeLayerError, match="'lstm'.*first updatable layer"):
-        backward_op(updatable, through=True)
-    updatable.uniDirectionalLSTM.params.hasPeepholeVectors = True
+def test_a_frozen_lstm_passes_the_gradient_to_its_input():
+    """Core ML backpropagates through uniDirectionalLSTM since coremltools 5.0b1."""
+    frozen, weights = lstm_layer(True, True, updatable=False)
+    check_layer(frozen, RNG.normal(size=(2, 4, 3, 1, 1)), weights)
+    frozen.uniDirectionalLSTM.params.hasPeepholeVectors = True
     with pytest.raises(RuntimeLayerError, match="peepholes"):
-        backward_op(updatable)(updatable, np.zeros((1, 3)), None, np.zeros((1, 4)), {}.get, False)
+        backward_op(frozen, through=True)(frozen, np.zeros((1, 3)), None, np.zeros((1, 4)),
+                                          {}.get, True)
 
 
 # -- losses --------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Forward ops of ``runtime/ops_extra.py`` against torch or independently written NumPy."""
+"""Forward ops of the runtime's layer families (``runtime/layers/``) against torch or
+independently written NumPy."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from coremltools.models.neural_network import NeuralNetworkBuilder
 
 from updatable_coreml._proto import NeuralNetwork_pb2
 from updatable_coreml.errors import RuntimeLayerError
-from updatable_coreml.runtime import ops_extra, registry  # noqa: F401  (registers the ops)
+from updatable_coreml.runtime import layers, registry  # noqa: F401  (registers the ops)
 from updatable_coreml.runtime.model import load
 
 RNG = np.random.default_rng(0)

@@ -21,7 +21,8 @@ becomes the blob ``(B, Seq, C, H, W)``; an output that is a sequence comes back 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -209,7 +210,7 @@ def _batch_value(description, value: Any, batched: bool) -> Any:
 
 
 def batch_features(descriptions, features: Mapping[str, Any],
-                   batched: Optional[bool] = None) -> tuple[dict, int, bool]:
+                   batched: bool | None = None) -> tuple[dict, int, bool]:
     """Normalize ``features`` for ``descriptions`` to the batched form.
 
     ``batched`` says which form the caller used; None detects it from the shapes. Returns

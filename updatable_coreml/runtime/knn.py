@@ -21,14 +21,16 @@ What Apple does not document, chosen here and listed in ``KNN_ASSUMPTIONS``:
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Optional, Union
+from typing import Any, Union
 
 import numpy as np
 
 from .._proto import Model_pb2
 from ..errors import ConfigError, ModelFileError
-from .model import Model
+from .base import Model
+from .update import UpdateResult, training_batch
 
 KNN_ASSUMPTIONS = (
     "equal distances are ordered by example index (earlier first)",
@@ -70,7 +72,7 @@ class KdNode:
 
     low: np.ndarray
     high: np.ndarray
-    indices: Optional[np.ndarray] = None  # leaf: example indices
+    indices: np.ndarray | None = None  # leaf: example indices
     children: tuple = ()
 
 
@@ -157,7 +159,7 @@ class KNNModel(Model):
     appended (the spec is only rewritten when asked for)."""
 
     def __init__(self, spec: Model_pb2.Model, dtype: np.dtype,
-                 samples: Optional[np.ndarray] = None, labels: Optional[list] = None) -> None:
+                 samples: np.ndarray | None = None, labels: list | None = None) -> None:
         super().__init__(spec, dtype)
         knn = spec.kNearestNeighborsClassifier
         self.knn = knn
@@ -241,7 +243,7 @@ class KNNModel(Model):
 
     # -- update ------------------------------------------------------------------------------
 
-    def appended(self, features: np.ndarray, labels: Iterable) -> "KNNModel":
+    def appended(self, features: np.ndarray, labels: Iterable) -> KNNModel:
         """A model that also holds ``features`` (one row per example) with ``labels``."""
         labels = [self._label(value) for value in labels]
         features = np.asarray(features, dtype=np.float32)
@@ -262,10 +264,14 @@ class KNNModel(Model):
             raise ConfigError(f"label {value!r}: this k-NN classifier has String labels")
         return str(value)
 
-    def update(self, examples, *, parameters: Optional[Mapping[str, Any]] = None,
-               progress: Optional[Callable] = None, assumptions=None):
-        """Append ``examples`` (a k-NN update has no epochs, optimizer or progress events)."""
-        return update_nearest_neighbors(self, self, examples, parameters)
+    def update(self, examples, **options):
+        """Append ``examples`` (a k-NN update has no epochs, optimizer or progress events:
+        ``progress`` and ``assumptions`` are accepted like a network's and unused)."""
+        return update_nearest_neighbors(self, self, examples, _parameters(options))
+
+    def update_in_pipeline(self, pipeline: Model, examples, **options):
+        """Append ``examples`` whose feature vectors the pipeline's earlier models compute."""
+        return update_nearest_neighbors(pipeline, self, examples, _parameters(options))
 
     def with_trainable(self, network: Model) -> Model:
         return network
@@ -291,13 +297,18 @@ class KNNModel(Model):
         return spec
 
 
+def _parameters(options: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    unknown = set(options) - {"parameters", "progress", "assumptions"}
+    if unknown:
+        raise TypeError(f"update() got unexpected keyword argument(s) {', '.join(sorted(unknown))}")
+    return options.get("parameters")
+
+
 def update_nearest_neighbors(host: Model, knn: KNNModel, examples,
-                             parameters: Optional[Mapping[str, Any]]):
+                             parameters: Mapping[str, Any] | None):
     """Append the examples to ``knn``, the k-NN ``host`` ends in (``host`` is the k-NN itself,
     or a pipeline whose earlier models compute the feature vectors); returns an
     ``UpdateResult``."""
-    from .update import UpdateResult, training_batch
-
     if parameters:
         raise ConfigError(f"a k-NN update takes no parameters, got {', '.join(map(repr, parameters))}")
     if not host.spec.isUpdatable:

@@ -1,42 +1,31 @@
-"""Loaded models: NeuralNetwork (plain, classifier, regressor) and pipelines of them.
+"""Loading a model file into the runtime: the one place that knows every model kind.
 
-The runtime reads only the spec: weights are decoded lazily per layer, in the compute dtype
-chosen at ``load`` (float32 like Core ML on device, or float64 for gradient checks). A model
-is never mutated: ``update`` returns a new model that shares the frozen layers' decoded
-weights and owns its updatable ones.
+``load`` reads only the spec (never the exporter's IR or backend) and builds the model kind
+it holds: ``NeuralNetworkModel`` (``network``), ``PipelineModel`` (``pipeline``) or
+``KNNModel`` (``knn``), all ``Model`` (``base``). The kinds are re-exported here.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Union
 
 import numpy as np
 
 from .._proto import Model_pb2
-from ..errors import ConfigError, ModelFileError, RuntimeLayerError
-from ..spec_io import ML_PROGRAM_FIX, NEURAL_NETWORK_TYPES, load_spec, model_type, neural_network, save_spec
-from . import features as feat
+from ..coreml_rules import PIPELINE_MODEL_TYPES as PIPELINE_TYPES
+from ..errors import ConfigError, ModelFileError
+from ..spec_io import ML_PROGRAM_FIX, NEURAL_NETWORK_TYPES, load_spec, model_type
 from . import limits
-from . import ops_core, ops_extra  # noqa: F401  (importing registers the forward ops)
-from .registry import WeightGetter, decode_weights, forward_op
+from .base import Model, WeightKey
+from .knn import KNNModel
+from .network import NeuralNetworkModel, weight_message
+from .pipeline import PipelineModel
 
-PIPELINE_TYPES = ("pipeline", "pipelineClassifier", "pipelineRegressor")
-UPDATABLE_TYPES = ("convolution", "innerProduct", "uniDirectionalLSTM")
-WeightKey = tuple[int, str]
-
-
-def weight_message(layer, field: str):
-    """The WeightParams at dotted ``field`` of a layer's params (``weights``, ``PReLU.alpha``,
-    ``weightParams.inputGateWeightMatrix``)."""
-    message = getattr(layer, layer.WhichOneof("layer"))
-    for part in field.split("."):
-        message = getattr(message, part)
-    return message
+__all__ = ["load", "model_from_spec", "Model", "NeuralNetworkModel", "PipelineModel", "KNNModel",
+           "WeightKey", "weight_message"]
 
 
-def load(source: Union[str, os.PathLike, bytes, Model_pb2.Model], *, dtype=np.float32) -> "Model":
+def load(source: str | os.PathLike | bytes | Model_pb2.Model, *, dtype=np.float32) -> Model:
     """Load an ``.mlmodel`` (path, bytes or spec) for prediction and on-device-style training."""
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
@@ -50,328 +39,18 @@ def load(source: Union[str, os.PathLike, bytes, Model_pb2.Model], *, dtype=np.fl
         raise ModelFileError(f"{source}: {exc}") from None
 
 
-def model_from_spec(spec: Model_pb2.Model, dtype: np.dtype) -> "Model":
+def model_from_spec(spec: Model_pb2.Model, dtype: np.dtype) -> Model:
     kind = model_type(spec)
     limits.check_description(spec.description)
     if kind in NEURAL_NETWORK_TYPES:
         return NeuralNetworkModel(spec, dtype)
     if kind in PIPELINE_TYPES:
-        return PipelineModel(spec, dtype)
+        pipeline = spec.pipeline if kind == "pipeline" else getattr(spec, kind).pipeline
+        return PipelineModel(spec, dtype, [model_from_spec(sub, dtype) for sub in pipeline.models])
     if kind == "kNearestNeighborsClassifier":
-        from .knn import KNNModel
         return KNNModel(spec, dtype)
     if kind == "mlProgram":
         raise ModelFileError(f"an ML Program cannot be run or updated by the reference runtime "
                              f"(nor on device): {ML_PROGRAM_FIX}")
     raise ModelFileError(f"model type {kind!r} is not supported by the reference runtime; it runs "
                          "NeuralNetwork and k-NN classifier models and pipelines of them")
-
-
-class Model:
-    """What every loaded model offers: ``predict``, ``update``, ``save``."""
-
-    def __init__(self, spec: Model_pb2.Model, dtype: np.dtype) -> None:
-        self._spec = spec
-        self.dtype = dtype
-
-    @property
-    def spec(self) -> Model_pb2.Model:
-        """The spec with the model's current weights (do not modify it)."""
-        return self._spec
-
-    @property
-    def modified(self) -> bool:
-        """Whether training changed weights (``spec`` then differs from the loaded one)."""
-        return False
-
-    @property
-    def description(self):
-        return self._spec.description
-
-    def predict(self, features: Mapping[str, Any]) -> dict:
-        """Outputs for one example or a batch (see ``features`` for the two forms).
-
-        Batched prediction runs the batch through each layer at once; a batchnorm that
-        computes its statistics over the batch then sees the whole batch.
-        """
-        batch, _, batched = feat.batch_features(self.description.input, features)
-        outputs = self.predict_batched(batch)
-        return outputs if batched else feat.unbatch(outputs)
-
-    def predict_batched(self, batch: Mapping[str, Any]) -> dict:
-        raise NotImplementedError
-
-    def update(self, examples: Union[Iterable[Mapping], Mapping], *,
-               parameters: Optional[Mapping[str, Any]] = None, progress=None,
-               assumptions=None):
-        """Emulate an MLUpdateTask on ``examples``; see ``runtime.update.run_update``."""
-        from .update import run_update
-        return run_update(self, examples, parameters=parameters, progress=progress,
-                          assumptions=assumptions)
-
-    def save(self, path: Union[str, os.PathLike]) -> Path:
-        """Write the model atomically (updatable layers carry their current weights)."""
-        return save_spec(self.spec, path)
-
-    # -- training hooks: which network trains, and what it is fed --------------------------
-
-    def trainable(self) -> "NeuralNetworkModel":
-        raise ModelFileError(f"a {model_type(self._spec)} model has no neural network to train")
-
-    def training_features(self, batch: Mapping[str, Any]) -> dict:
-        return dict(batch)
-
-    def with_trainable(self, network: "NeuralNetworkModel") -> "Model":
-        raise NotImplementedError
-
-
-class NeuralNetworkModel(Model):
-    """A NeuralNetwork spec, interpreted layer by layer."""
-
-    def __init__(self, spec: Model_pb2.Model, dtype: np.dtype,
-                 weights: Optional[Mapping[WeightKey, np.ndarray]] = None,
-                 trained: Iterable[WeightKey] = ()) -> None:
-        super().__init__(spec, dtype)
-        self.network = neural_network(spec)
-        self.layers = list(self.network.layers)
-        self._weights: dict[WeightKey, np.ndarray] = dict(weights or {})
-        self._trained = frozenset(trained)
-        self._getters = [self._getter(i) for i in range(len(self.layers))]
-
-    # -- weights ---------------------------------------------------------------------------
-
-    def _getter(self, index: int) -> WeightGetter:
-        def weight(field: str) -> np.ndarray:
-            key = (index, field)
-            value = self._weights.get(key)
-            if value is None:
-                value = self._weights[key] = self._decode(index, field)
-            return value
-        return weight
-
-    def _decode(self, index: int, field: str) -> np.ndarray:
-        layer = self.layers[index]
-        return decode_weights(weight_message(layer, field),
-                              f"layer {layer.name!r} {field}").astype(self.dtype)
-
-    def weight_getter(self, index: int) -> WeightGetter:
-        return self._getters[index]
-
-    def updatable_keys(self) -> list[WeightKey]:
-        """The (layer index, field) of every updatable weight and bias."""
-        keys = []
-        for i, layer in enumerate(self.layers):
-            if not layer.isUpdatable:
-                continue
-            kind = layer.WhichOneof("layer")
-            if kind not in UPDATABLE_TYPES:
-                raise RuntimeLayerError(f"layer {layer.name!r}: training a {kind} layer is not "
-                                        "supported by the reference runtime")
-            if kind == "uniDirectionalLSTM":
-                keys += [(i, field) for field in ops_extra.lstm_trainable_fields(layer)]
-                continue
-            keys.append((i, "weights"))
-            if getattr(layer, kind).hasBias:
-                keys.append((i, "bias"))
-        return keys
-
-    def with_weights(self, weights: Mapping[WeightKey, np.ndarray]) -> "NeuralNetworkModel":
-        """A model sharing this one's decoded weights except ``weights`` (marked trained)."""
-        return NeuralNetworkModel(self._spec, self.dtype, {**self._weights, **weights},
-                                  self._trained | set(weights))
-
-    @property
-    def modified(self) -> bool:
-        return bool(self._trained)
-
-    @property
-    def spec(self) -> Model_pb2.Model:
-        if not self._trained:
-            return self._spec
-        spec = Model_pb2.Model()
-        spec.CopyFrom(self._spec)
-        layers = neural_network(spec).layers
-        for index, field in sorted(self._trained):
-            params = weight_message(layers[index], field)
-            for name in ("floatValue", "float16Value", "rawValue", "quantization"):
-                params.ClearField(name)
-            params.floatValue.extend(self._weights[(index, field)].astype(np.float32).ravel())
-        return spec
-
-    # -- forward ---------------------------------------------------------------------------
-
-    def input_blobs(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Network input blobs from batched features (images get their preprocessing)."""
-        blobs = {}
-        inputs = self.description.input
-        preprocessing = {p.featureName: p for p in self.network.preprocessing}
-        images = [d.name for d in inputs if feat.feature_kind(d) == "imageType"]
-        for description in inputs:
-            name = description.name
-            if name not in batch:
-                continue
-            kind = feat.feature_kind(description)
-            if kind == "imageType":
-                step = preprocessing.get(name) or (preprocessing.get("") if len(images) == 1 else None)
-                pixels = np.asarray(batch[name], dtype=self.dtype)
-                blobs[name] = (feat.preprocess_image(step, pixels, description.type.imageType.colorSpace)
-                               if step is not None else pixels)
-            elif kind == "multiArrayType":
-                blobs[name] = feat.multiarray_blob(description, batch[name], self.dtype)
-            else:
-                raise RuntimeLayerError(f"input {name!r}: a neural network input must be an image "
-                                        f"or a MultiArray, got {kind}")
-        return blobs
-
-    def run(self, blobs: dict[str, np.ndarray], indices: Iterable[int]) -> dict[str, np.ndarray]:
-        """Run layers ``indices`` in order, adding their outputs to ``blobs``."""
-        for i in indices:
-            layer = self.layers[i]
-            try:
-                inputs = [blobs[name] for name in layer.input]
-            except KeyError as exc:
-                raise RuntimeLayerError(f"layer {layer.name!r}: input {exc.args[0]!r} is not a model "
-                                        "input or an earlier layer's output") from None
-            op = forward_op(layer)
-            limits.check_layer_inputs(layer, inputs)
-            try:
-                outputs = op(layer, inputs, self._getters[i])
-            except (ValueError, IndexError, ArithmeticError) as exc:  # parameters from the file
-                raise RuntimeLayerError(
-                    f"layer {layer.name!r} ({layer.WhichOneof('layer')}): {exc}") from exc
-            except MemoryError:
-                raise RuntimeLayerError(f"layer {layer.name!r} ({layer.WhichOneof('layer')}): out "
-                                        "of memory; check the layer's parameters") from None
-            limits.check_layer_outputs(layer, outputs)
-            blobs.update(zip(layer.output, outputs))
-        return blobs
-
-    def predict_batched(self, batch: Mapping[str, Any]) -> dict:
-        blobs = self.run(self.input_blobs(batch), range(len(self.layers)))
-        return self.output_features(blobs)
-
-    # -- outputs ---------------------------------------------------------------------------
-
-    @property
-    def is_classifier(self) -> bool:
-        return model_type(self._spec) == "neuralNetworkClassifier"
-
-    def class_labels(self) -> list:
-        kind = self.network.WhichOneof("ClassLabels") if self.is_classifier else None
-        if kind is None:
-            raise ModelFileError("the classifier has no class labels")
-        return [v if isinstance(v, str) else int(v) for v in getattr(self.network, kind).vector]
-
-    def probability_blob(self) -> str:
-        """Blob holding a classifier's probabilities: ``labelProbabilityLayerName``, else the
-        probabilities output when a layer makes it, else the last layer's output."""
-        if self.network.labelProbabilityLayerName:
-            return self.network.labelProbabilityLayerName
-        name = self.description.predictedProbabilitiesName
-        if name and any(name in layer.output for layer in self.layers):
-            return name
-        if not self.layers or not self.layers[-1].output:
-            raise RuntimeLayerError("the classifier's last layer has no output to read "
-                                    "probabilities from; set labelProbabilityLayerName")
-        return self.layers[-1].output[0]
-
-    def output_features(self, blobs: Mapping[str, np.ndarray]) -> dict:
-        description = self.description
-        outputs: dict[str, Any] = {}
-        if self.is_classifier:
-            name = self.probability_blob()
-            if name not in blobs:
-                raise RuntimeLayerError(f"the classifier's probabilities blob {name!r} is not "
-                                        "produced by any layer; fix labelProbabilityLayerName")
-            outputs.update(self._classify(blobs[name]))
-        for output in description.output:
-            if output.name in outputs:
-                continue
-            if output.name not in blobs:
-                raise RuntimeLayerError(f"output {output.name!r} is not produced by any layer")
-            outputs[output.name] = feat.output_array(output, blobs[output.name])
-        return outputs
-
-    def _classify(self, probabilities: np.ndarray) -> dict:
-        labels = self.class_labels()
-        probs = probabilities.reshape(probabilities.shape[0], -1)
-        if probs.shape[1] != len(labels):
-            raise RuntimeLayerError(f"the classifier has {len(labels)} class labels but its "
-                                    f"probabilities blob has {probs.shape[1]} values")
-        description = self.description
-        outputs: dict[str, Any] = {
-            description.predictedFeatureName: np.asarray(labels)[probs.argmax(axis=1)]}
-        if description.predictedProbabilitiesName:
-            outputs[description.predictedProbabilitiesName] = [
-                dict(zip(labels, row)) for row in probs.tolist()]
-        return outputs
-
-    # -- training hooks --------------------------------------------------------------------
-
-    def trainable(self) -> "NeuralNetworkModel":
-        return self
-
-    def with_trainable(self, network: "NeuralNetworkModel") -> "Model":
-        return network
-
-
-class PipelineModel(Model):
-    """A pipeline: each model reads the features produced so far; only the last may train."""
-
-    def __init__(self, spec: Model_pb2.Model, dtype: np.dtype,
-                 models: Optional[list[Model]] = None) -> None:
-        super().__init__(spec, dtype)
-        kind = model_type(spec)
-        self.pipeline = spec.pipeline if kind == "pipeline" else getattr(spec, kind).pipeline
-        self.models = models if models is not None else [
-            model_from_spec(sub, dtype) for sub in self.pipeline.models]
-        if not self.models:
-            raise ModelFileError("the pipeline has no models")
-
-    @property
-    def modified(self) -> bool:
-        return self.models[-1].modified
-
-    @property
-    def spec(self) -> Model_pb2.Model:
-        if not self.modified:
-            return self._spec
-        spec = Model_pb2.Model()
-        spec.CopyFrom(self._spec)
-        kind = model_type(spec)
-        pipeline = spec.pipeline if kind == "pipeline" else getattr(spec, kind).pipeline
-        pipeline.models[-1].CopyFrom(self.models[-1].spec)
-        return spec
-
-    def predict_batched(self, batch: Mapping[str, Any]) -> dict:
-        features = self.training_features(batch)
-        features.update(self.models[-1].predict_batched(features))
-        missing = [d.name for d in self.description.output if d.name not in features]
-        if missing:
-            raise RuntimeLayerError(f"pipeline output {missing[0]!r} is not produced by any of its "
-                                    "models; rename the output or the model's feature")
-        return {d.name: features[d.name] for d in self.description.output}
-
-    def update(self, examples, **options):
-        """A pipeline ending in a k-NN appends the examples; one ending in a network trains it."""
-        from .knn import KNNModel, update_nearest_neighbors
-        if isinstance(self.models[-1], KNNModel):
-            return update_nearest_neighbors(self, self.models[-1], examples, options.get("parameters"))
-        return super().update(examples, **options)
-
-    def training_features(self, batch: Mapping[str, Any]) -> dict:
-        """Features after every model but the last (the frozen part of an updatable pipeline)."""
-        features = dict(batch)
-        for model in self.models[:-1]:
-            features.update(model.predict_batched(features))
-        return features
-
-    def trainable(self) -> NeuralNetworkModel:
-        last = self.models[-1]
-        if not isinstance(last, NeuralNetworkModel):
-            raise ModelFileError("only a pipeline whose last model is a neural network can be "
-                                 "trained by the reference runtime")
-        return last
-
-    def with_trainable(self, network: NeuralNetworkModel) -> Model:
-        return PipelineModel(self._spec, self.dtype, self.models[:-1] + [network])

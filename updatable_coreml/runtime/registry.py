@@ -1,4 +1,6 @@
-"""Forward-op registry of the reference runtime, and weight decoding.
+"""The reference runtime's per-layer tables (forward op, backward op, size estimate) and
+weight decoding. The layer families in ``layers/`` fill the tables; ``layers/__init__``
+imports every family.
 
 Conventions every op follows:
 
@@ -7,16 +9,20 @@ Conventions every op follows:
   their input as ``(B, C, H, W)`` and keep its rank; sequences travel batch first,
   ``(B, Seq, C, H, W)``. ND layers see the Core ML tensor behind the batch axis: axes, shapes
   and permutations in the file describe the tensor without it, so ND ops shift them by one.
-* An op is ``fn(layer, inputs, weight) -> list of outputs`` where ``layer`` is the
+* A forward op is ``fn(layer, inputs, weight) -> list of outputs`` where ``layer`` is the
   ``NeuralNetworkLayer`` message, ``inputs`` the input blobs in ``layer.input`` order, and
   ``weight(field)`` returns the decoded, flat float array of the ``WeightParams`` named
   ``field`` in the layer's params message (the runtime's current value: updated weights
   after training).
+* A backward op is ``fn(layer, x, y, gy, weight, want_input) -> (dx or None, {field: grad})``
+  (see ``backward``); only layer types Core ML passes gradients through have one.
+* A size estimate is ``fn(layer, inputs) -> values per example`` of the largest blob the
+  layer would make, for layers whose output size comes from their parameters (see ``limits``).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -25,10 +31,20 @@ from ..registry import Registry
 
 WeightGetter = Callable[[str], np.ndarray]
 ForwardFn = Callable[[object, Sequence[np.ndarray], WeightGetter], list]
+BackwardFn = Callable[[object, np.ndarray, np.ndarray, np.ndarray, WeightGetter, bool],
+                      tuple[np.ndarray | None, dict]]
+EstimateFn = Callable[[object, Sequence[np.ndarray]], int]
 
 #: layer type (the ``NeuralNetworkLayer`` oneof name) -> forward op
 FORWARD = Registry("forward op")
 register_forward = FORWARD.register
+#: layer type -> backward op (looked up through ``backward.backward_op``, which applies Core
+#: ML's rule of which layers gradients pass)
+BACKWARD = Registry("backward op")
+register_backward = BACKWARD.register
+#: layer type -> size estimate
+ESTIMATES = Registry("size estimate")
+register_estimate = ESTIMATES.register
 
 
 def forward_op(layer) -> ForwardFn:

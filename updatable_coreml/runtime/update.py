@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,7 +44,10 @@ from . import backward as bw
 from . import batch_order
 from . import features as feat
 from .assumptions import Assumptions, resolve
-from .model import Model, NeuralNetworkModel, WeightKey
+from .base import Model, WeightKey
+
+if TYPE_CHECKING:  # annotations only: the network module runs this one's update task
+    from .network import NeuralNetworkModel
 
 #: What ``resume(withParameters:)`` changes (id 14632240964).
 RESUMABLE = ("learningRate",)

@@ -1,0 +1,117 @@
+"""Models that coremltools' own converter makes (``ct.convert(..., convert_to="neuralnetwork")``)
+from small torch and Keras models run through our runtime with parity to the source framework
+(fp32, 1e-4). They use layer types our exporters never write (reduceMean, greaterThan,
+batchedMatmul, transpose, loadConstantND, mvn, softmaxND, ...)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+ct = pytest.importorskip("coremltools")
+
+from updatable_coreml import runtime  # noqa: E402
+
+TOLERANCE = 1e-4
+
+
+def layer_types(spec) -> Counter:
+    return Counter(layer.WhichOneof("layer") for layer in spec.neuralNetwork.layers)
+
+
+def test_torch_model_converted_by_coremltools(tmp_path):
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = nn.BatchNorm2d(8)
+            self.conv2 = nn.Conv2d(8, 8, 3, stride=2)
+            self.norm = nn.LayerNorm(8)
+            self.fc = nn.Linear(8, 5)
+
+        def forward(self, x):
+            h = torch.relu(self.bn(self.conv(x)))
+            h = nn.functional.hardswish(self.conv2(h)).mean(dim=(2, 3))
+            h = self.norm(h)
+            h = h * (h > 0).float() + torch.clamp(h, -1, 1)
+            return torch.softmax(self.fc(h), dim=1)
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(1, 3, 16, 16)
+    converted = ct.convert(torch.jit.trace(model, x), inputs=[ct.TensorType(name="x", shape=x.shape)],
+                           convert_to="neuralnetwork")
+    path = tmp_path / "torch.mlmodel"
+    converted.save(str(path))
+    loaded = runtime.load(path)
+    kinds = layer_types(loaded.spec)
+    assert {"reduceMean", "greaterThan", "softmaxND"} <= set(kinds), kinds
+    (name,) = [d.name for d in loaded.description.output]
+    got = np.asarray(loaded.predict({"x": x.numpy()})[name])
+    expected = model(x).detach().numpy()
+    assert np.abs(got.reshape(expected.shape) - expected).max() <= TOLERANCE
+
+
+def test_keras_model_converted_by_coremltools(tmp_path):
+    keras = pytest.importorskip("keras")
+    layers = keras.layers
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3))
+    h = layers.Conv2D(6, 3, padding="same", activation="relu")(inputs)
+    h = layers.BatchNormalization()(h)
+    h = layers.MaxPooling2D()(h)
+    h = layers.DepthwiseConv2D(3)(h)
+    h = layers.GlobalAveragePooling2D()(h)
+    h = layers.Dense(8, activation="tanh")(h)
+    model = keras.Model(inputs, layers.Dense(4, activation="softmax")(h))
+    x = np.random.default_rng(0).normal(size=(2, 12, 12, 3)).astype(np.float32)
+    converted = ct.convert(model, inputs=[ct.TensorType(shape=x.shape)], convert_to="neuralnetwork")
+    path = tmp_path / "keras.mlmodel"
+    converted.save(str(path))
+    loaded = runtime.load(path)
+    kinds = layer_types(loaded.spec)
+    assert {"reduceMean", "batchedMatmul", "transpose"} <= set(kinds), kinds
+    (name,) = [d.name for d in loaded.description.output]
+    got = np.asarray(loaded.predict({loaded.description.input[0].name: x})[name])
+    expected = np.asarray(model(x, training=False))
+    assert np.abs(got.reshape(expected.shape) - expected).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_torch_lstm_converted_by_coremltools(tmp_path, bidirectional):
+    """coremltools writes the LSTM on its ND rank-5 tensor [Seq, Batch, C, 1, 1] with constant
+    initial states; the runtime runs it as the classic layer."""
+    torch = pytest.importorskip("torch")
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = torch.nn.LSTM(3, 4, batch_first=True, bidirectional=bidirectional)
+            self.fc = torch.nn.Linear(8 if bidirectional else 4, 2)
+
+        def forward(self, x):
+            y, _ = self.lstm(x)
+            return self.fc(y[:, -1])
+
+    torch.manual_seed(1)
+    model = Net().eval()
+    x = torch.randn(1, 5, 3)
+    converted = ct.convert(torch.jit.trace(model, x), inputs=[ct.TensorType(name="x", shape=x.shape)],
+                           convert_to="neuralnetwork")
+    path = tmp_path / "lstm.mlmodel"
+    converted.save(str(path))
+    loaded = runtime.load(path)
+    kind = "biDirectionalLSTM" if bidirectional else "uniDirectionalLSTM"
+    assert kind in layer_types(loaded.spec)
+    (name,) = [d.name for d in loaded.description.output]
+    got = np.asarray(loaded.predict({"x": x.numpy()})[name])
+    expected = model(x).detach().numpy()
+    assert np.abs(got.reshape(expected.shape) - expected).max() <= TOLERANCE
