@@ -175,3 +175,39 @@ def test_all_assumptions_says_whether_the_recommendation_changes(files, tmp_path
     # the ml-compute preset trains on short last batches: its numbers are its own
     alone = _plan(files, tmp_path / "q", n_jobs=1, grid=grid, assumptions="ml-compute")
     assert result.robustness["ml-compute"]["score"] == alone.recommendation["score"]
+
+
+def test_cli_runs_a_plan(files, tmp_path):
+    result = _cli(
+        files["model"],
+        "--data",
+        files["users"],
+        "--shared",
+        files["shared"],
+        "--shots",
+        "1,3",
+        "--lr",
+        "0.1",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "4",
+        "--trainable",
+        "last",
+        "--k",
+        "1",
+        "--weighting",
+        "uniform",
+        "--no-plots",
+        "-j",
+        "1",
+        "-o",
+        tmp_path / "out",
+        "--write",
+        tmp_path / "best.mlmodel",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "runtime assumptions: espresso" in result.stdout
+    assert "recommended:" in result.stdout and "written:" in result.stdout
+    assert (tmp_path / "out" / "plan.csv").is_file() and (tmp_path / "best.mlmodel").is_file()

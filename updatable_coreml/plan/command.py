@@ -136,7 +136,12 @@ def add_cli_command(sub) -> None:
         metavar="MODEL_OUT",
         help="write the model with the recommended defaults and allowed ranges (validated)",
     )
+    p.add_argument("-v", "--verbose", action="store_true", help="show joblib's progress on stderr")
     p.set_defaults(run=run)
+
+
+#: The cli/ package's name for a subcommand's registration function.
+register = add_cli_command
 
 
 def run(args: argparse.Namespace) -> int:
@@ -177,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         plots=args.plots,
         write=args.write,
         max_forgetting=args.max_forgetting,
+        verbose=10 if args.verbose else 0,
     )
     print(result.summary())
     return 0
