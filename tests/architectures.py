@@ -283,6 +283,14 @@ class Source:
     def train(self, x: np.ndarray, y: np.ndarray) -> None:
         """SGD over the mini-batches in order, as MLUpdateTask with shuffle off."""
         if self.framework == "keras":
+            import keras
+
+            # Core ML has no dropout (the export removes it): train Keras without it too, as
+            # torch trains here in eval mode. A nested model called with training=False still
+            # drops out under train_on_batch (EfficientNet's blocks).
+            for layer in self.model._flatten_layers():
+                if isinstance(layer, keras.layers.Dropout):
+                    layer.rate = 0.0
             for start in range(0, len(x), BATCH):
                 self.model.train_on_batch(x[start : start + BATCH], y[start : start + BATCH])
             return

@@ -29,18 +29,11 @@ FAST = ("keras:MobileNetV2", "torch:squeezenet1_1")
 
 #: Cases that do not pass yet: the first failing stage and what it says.
 KNOWN_FAILURES = {
-    "keras:MobileNetV3Small": ("export", "hard_silu"),
-    "keras:MobileNetV3Large": ("export", "hard_silu"),
-    "keras:EfficientNetB0": ("export", "broadcasting"),
-    "keras:EfficientNetV2B0": ("export", "broadcasting"),
-    "keras:NASNetMobile": ("export", "Cropping2D"),
     "keras:ConvNeXtTiny": ("export", "LayerNormalization"),
-    "torch:mobilenet_v3_small": ("export", "hardswish"),
-    "torch:efficientnet_b0": ("export", "broadcasting"),
+    # forward parity 2e-7, but the head's step differs by 2.7e-4 of its size (cause unknown)
+    "torch:mobilenet_v3_small": ("update", "update relative difference"),
     "torch:shufflenet_v2_x0_5": ("export", "transpose of an activation"),
     "torch:convnext_tiny": ("export", "permute of an activation"),
-    "torch:alexnet": ("export", "adaptive avg pooling"),
-    "torch:vgg11": ("export", "adaptive avg pooling"),
     "torch:vit_b_16": ("export", "permute of an activation"),
 }
 

@@ -72,6 +72,8 @@ CASES = {
     "relu_max_value": ((6,), lambda: [L.Dense(6), L.ReLU(max_value=0.3)]),
     "relu_negative_slope": ((6,), lambda: [L.Dense(6), L.ReLU(negative_slope=0.05)]),
     "hard_sigmoid": ((6,), lambda: [L.Dense(6), L.Activation("hard_sigmoid")]),
+    "hard_silu": ((6,), lambda: [L.Rescaling(4.0), L.Dense(6), L.Activation("hard_silu")]),
+    "cropping": ((7, 6, 2), lambda: [L.Cropping2D(((1, 2), (0, 1)))]),
     "elu": ((6,), lambda: [L.Dense(6), L.ELU(alpha=0.7)]),
     "elu_activation": ((6,), lambda: [L.Dense(6, activation="elu")]),
     "softplus": ((6,), lambda: [L.Dense(6, activation="softplus")]),
@@ -114,6 +116,28 @@ def test_branches_add_multiply_concatenate(tmp_path):
     outputs = L.Dense(5, name="head")(vectors)
     model = randomize(keras.Model(inputs, outputs))
     _check(model, tmp_path, (6, 6, 3))
+
+
+def test_squeeze_excitation_multiply_broadcasts_per_channel_weights(tmp_path):
+    """EfficientNet/MobileNetV3: image * (1, 1, C) weights, in both operand orders."""
+    inputs = keras.Input((6, 5, 4))
+    x = L.Conv2D(4, 3, padding="same")(inputs)
+    squeezed = L.GlobalAveragePooling2D(keepdims=True)(x)
+    weights = L.Dense(4, activation="sigmoid")(squeezed)
+    joined = L.Add()([L.Multiply()([x, weights]), L.Multiply()([weights, x])])
+    model = randomize(keras.Model(inputs, L.Dense(7, name="head")(L.Flatten()(joined))))
+    _check(model, tmp_path, (6, 5, 4))
+
+
+def test_arithmetic_operations_with_numbers(tmp_path):
+    """x + 3.0 on a KerasTensor is a keras.ops operation named like the Add layer (Keras's
+    MobileNetV3 hard_sigmoid); its number must not be dropped (issue 14)."""
+    inputs = keras.Input((6,))
+    x = L.Dense(6)(inputs)
+    x = ((x + 3.0) * (1.0 / 6.0) - 1.0) / 4.0
+    x = (2.0 - x) * x + x
+    model = randomize(keras.Model(inputs, L.Dense(7, name="head")(x)))
+    _check(model, tmp_path, (6,))
 
 
 def test_nested_model_and_shared_layer(tmp_path):

@@ -98,6 +98,21 @@ CASES = {
     "softmax_inside": (image_case(nn.Conv2d(3, 4, 1), nn.Softmax(1), features=4 * 8 * 8), (3, 8, 8)),
     "dropout_identity_clone": (nn.Sequential(nn.Linear(10, 7), nn.Dropout(0.3), nn.Identity(),
                                              Lambda(lambda x: x.clone().contiguous()), head(7)), (10,)),
+    # MobileNetV3, EfficientNet (issue 14): hardswish, hardsigmoid, squeeze-excitation scale
+    "hardswish": (nn.Sequential(nn.Linear(10, 7), Lambda(lambda x: 4 * x), nn.Hardswish(),
+                                head(7)), (10,)),
+    "hardsigmoid": (nn.Sequential(nn.Linear(10, 7), Lambda(lambda x: 4 * x), nn.Hardsigmoid(),
+                                  head(7)), (10,)),
+    "squeeze_excitation_mul": (image_case(nn.Conv2d(3, 4, 3, padding=1), Lambda(
+        lambda x: x * torch.sigmoid(x.mean((2, 3), keepdim=True)) + torch.relu(
+            x.mean((2, 3), keepdim=True)) * x), features=4 * 8 * 8), (3, 8, 8)),
+    # AlexNet, VGG at small inputs: adaptive pooling with windows of different sizes, folded
+    # into the frozen Linear after it
+    "adaptive_avg_pool_uneven": (nn.Sequential(nn.Conv2d(3, 4, 1), nn.AdaptiveAvgPool2d(7),
+                                               nn.Flatten(), nn.Linear(4 * 49, 8), nn.ReLU(),
+                                               head(8)), (3, 3, 3)),
+    "adaptive_avg_pool_upsampling": (nn.Sequential(nn.AdaptiveAvgPool2d((6, 4)), nn.Flatten(),
+                                                   nn.Linear(3 * 24, 8), head(8)), (3, 2, 2)),
     # torchvision's MnasNet: the in-place op names its operand "self", not "input" (issue 14)
     "dropout_inplace": (nn.Sequential(nn.Linear(10, 7), nn.ReLU(inplace=True),
                                       nn.Dropout(0.2, inplace=True), head(7)), (10,)),

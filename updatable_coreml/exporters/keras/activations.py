@@ -14,6 +14,7 @@ ACTIVATIONS: dict[str, Optional[dict]] = {
     "softsign": {"kind": "softsign"}, "elu": {"kind": "elu", "alpha": 1.0},
     "leaky_relu": {"kind": "leaky_relu", "alpha": 0.2},
     "hard_sigmoid": {"kind": "hard_sigmoid", "alpha": 1 / 6, "beta": 0.5},
+    "hard_silu": {"kind": "hard_silu"}, "hard_swish": {"kind": "hard_silu"},
     "silu": {"kind": "silu"}, "swish": {"kind": "silu"}, "gelu": {"kind": "gelu", "approximate": False},
     "softmax": None,
 }

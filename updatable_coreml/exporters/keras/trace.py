@@ -29,6 +29,9 @@ def _trace(ctx: Context, model, inputs: list[Tensor]) -> list[Tensor]:
             out_keras = node.outputs
             if isinstance(layer, _keras().Model):
                 results = _trace(ctx, layer, flat)
+            elif not isinstance(layer, _keras().layers.Layer):  # an op: x + 3.0, x * y
+                kwargs = {**kwargs, "operands": list(args)}
+                results = [_convert(ctx, layer, flat, kwargs, out_keras, prefix="ops.")]
             else:
                 results = [_convert(ctx, layer, flat, kwargs, out_keras)]
             for keras_tensor, result in zip(out_keras, results):
@@ -46,8 +49,11 @@ def _flatten_args(args) -> list[Tensor]:
     return flat
 
 
-def _convert(ctx: Context, layer, inputs: list[Tensor], kwargs: dict, out_keras) -> Tensor:
-    kind = type(layer).__name__
+def _convert(ctx: Context, layer, inputs: list[Tensor], kwargs: dict, out_keras,
+             prefix: str = "") -> Tensor:
+    """``prefix`` 'ops.' for a Keras operation that is not a layer (``keras.ops`` arithmetic
+    on a KerasTensor), whose converters are registered as ``ops.<class>``."""
+    kind = prefix + type(layer).__name__
     converter = CONVERTERS.get(kind) if type(layer).__module__.startswith("keras.") else None
     if converter is None:
         raise UnsupportedError(f"layer {layer.name!r} of class {type(layer).__module__}.{kind} "

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .... import ops
 from ....errors import UnsupportedError
+from ....ir import Node
 from ..activations import ACTIVATIONS, _activation_name, _apply
 from ..context import Context, LayerCall, _keras, _source, converts
 
@@ -65,15 +67,52 @@ def _softmax(ctx: Context, layer, call: LayerCall):
 
 def _merge(op: str):
     def convert(ctx: Context, layer, call: LayerCall):
-        if any(t.shape != call.out_shape for t in call.inputs):
+        # Broadcasting as Core ML's classic add/multiply do it, (C, 1, 1) against (C, H, W)
+        # as in squeeze-excitation blocks, is checked by the op's shape rule (ops/elementwise).
+        if any(len(t.shape) != len(call.out_shape) for t in call.inputs):
             raise UnsupportedError(f"layer {layer.name!r}: inputs of shapes "
-                                   f"{[t.shape for t in call.inputs]} need broadcasting, which is not "
-                                   "supported; give all inputs the same shape")
+                                   f"{[t.shape for t in call.inputs]} differ in rank; give all "
+                                   "inputs the same rank")
+        ops.output_shape(Node(op, layer.name, [], []), [t.shape for t in call.inputs])
         return ctx.add(op, layer.name, call.inputs, source=_source(layer))
 
     return convert
 
 
+def _scalar_operand(layer, call: LayerCall) -> tuple:
+    """(tensor, number, tensor_first) of an arithmetic op between a tensor and a number."""
+    operands = call.kwargs.get("operands", [])
+    numbers = [o for o in operands if isinstance(o, (int, float)) and not isinstance(o, bool)]
+    if len(operands) != 2 or len(numbers) != 1 or len(call.inputs) != 1:
+        raise UnsupportedError(f"operation {layer.name!r} ({type(layer).__name__}) of "
+                               f"{len(call.inputs)} tensor(s) and {len(numbers)} number(s) is not "
+                               "supported; use a tensor and a number, or an Add/Multiply layer")
+    return call.inputs[0], float(numbers[0]), not isinstance(operands[0], (int, float))
+
+
+def _affine_op(kind: str):
+    """x + c, c + x, x - c, c - x, x * c, c * x, x / c as a linear activation (alpha x + beta)."""
+    def convert(ctx: Context, layer, call: LayerCall):
+        if kind in ("add", "mul") and len(call.inputs) == 2:
+            return _merge(kind)(ctx, layer, call)
+        x, c, tensor_first = _scalar_operand(layer, call)
+        alpha, beta = {"add": (1.0, c), "mul": (c, 0.0),
+                       "sub": (1.0, -c) if tensor_first else (-1.0, c)}.get(kind, (1.0, 0.0))
+        if kind == "div":
+            if not tensor_first or c == 0:
+                raise UnsupportedError(f"operation {layer.name!r}: only a tensor divided by a "
+                                       "non-zero number is supported")
+            alpha = 1.0 / c
+        return ctx.add("activation", layer.name, [x],
+                       attrs={"kind": "linear", "alpha": alpha, "beta": beta}, source=_source(layer))
+
+    return convert
+
+
+converts("ops.Add")(_affine_op("add"))
+converts("ops.Multiply")(_affine_op("mul"))
+converts("ops.Subtract")(_affine_op("sub"))
+converts("ops.TrueDivide", "ops.Divide")(_affine_op("div"))
 converts("Add")(_merge("add"))
 converts("Multiply")(_merge("mul"))
 

@@ -70,6 +70,15 @@ def _zero_padding(ctx: Context, layer, call: LayerCall):
                    source=_source(layer))
 
 
+@converts("Cropping2D")
+def _cropping(ctx: Context, layer, call: LayerCall):
+    (x,) = call.inputs
+    _channels_last(layer)
+    (top, bottom), (left, right) = layer.cropping
+    return ctx.add("crop", layer.name, [x], attrs={"crops": (top, bottom, left, right)},
+                   source=_source(layer))
+
+
 @converts("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
           "AlphaDropout")
 def _dropout(ctx: Context, layer, call: LayerCall):

@@ -18,8 +18,10 @@ def _activation(kind: str, **attrs: Any) -> Converter:
 
 for _ops, _kind in ((("relu",), "relu"), (("relu6",), "relu6"),
                     (("sigmoid",), "sigmoid"), (("tanh",), "tanh"),
-                    (("silu",), "silu")):
+                    (("silu",), "silu"), (("hardswish",), "hard_silu")):
     converter(*_ops)(_activation(_kind))
+# relu6(x + 3) / 6 = min(max(x / 6 + 1/2, 0), 1): Core ML's sigmoidHard
+converter("hardsigmoid")(_activation("hard_sigmoid", alpha=1 / 6, beta=0.5))
 
 
 @converter("hardtanh")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from .... import ops
 from ....errors import UnsupportedError
 from ...common.rules import LOG_SOFTMAX_ONLY_AS_OUTPUT
 from ..context import Translation, channel_axis, converter, full_shape, where
@@ -22,6 +23,14 @@ def _scalar(state: Translation, value: Any) -> Optional[float]:
 
 def _binary(state: Translation, fx: Any, op: str, other: Any) -> None:
     left = fx.args[0]
+    shapes = full_shape(left), full_shape(other)
+    if shapes[0] != shapes[1] and len(shapes[0]) == len(shapes[1]) == 4 and (
+            shapes[0][0] == shapes[1][0]):
+        # a per-example broadcast Core ML's classic layers do (squeeze-excitation's (C, 1, 1)
+        # scale); the op's shape rule (ops/elementwise) refuses the others by name
+        node = state.emit(fx, op, [state.tensor(left), state.tensor(other)])
+        ops.output_shape(node, [tuple(s[1:]) for s in shapes])
+        return
     if full_shape(left) != full_shape(other):
         raise UnsupportedError(f"{op} of tensors shaped {list(full_shape(left))} and "
                                f"{list(full_shape(other))} in {where(fx)}: broadcasting is not "

@@ -45,7 +45,8 @@ def _avg_pool2d(state: Translation, fx: Any, a: dict) -> None:
 def _global_avg_pool(state: Translation, fx: Any, source: Any, suffix: str = "") -> Node:
     return state.emit(fx, "pool2d", [state.tensor(source)], suffix=suffix,
                       attrs={"kind": "avg", "kernel": example_shape(source)[1:], "strides": (1, 1),
-                             "padding": "valid", "global": True, "count_include_pad": False})
+                             "padding": "valid", "global": True, "count_include_pad": False,
+                             "keepdims": True})  # torch keeps (N, C, 1, 1): a conv may follow
 
 
 @converter("adaptive_avg_pool2d")
@@ -61,10 +62,9 @@ def _adaptive_avg_pool2d(state: Translation, fx: Any, a: dict) -> None:
         state.emit(fx, "pool2d", [state.tensor(a["self"])],
                    attrs={"kind": "avg", "kernel": kernel, "strides": kernel, "padding": "valid",
                           "global": False, "count_include_pad": False})
-    else:
-        raise UnsupportedError(f"adaptive avg pooling from {height}x{width} to {out_h}x{out_w} in "
-                               f"{where(fx)}: the windows overlap unevenly; use an output size "
-                               "that divides the input")
+    else:  # windows of different sizes: folded into the dense layer after it by the passes
+        state.emit(fx, "adaptive_avg_pool2d", [state.tensor(a["self"])],
+                   attrs={"output": (out_h, out_w)})
 
 
 @converter("mean")
