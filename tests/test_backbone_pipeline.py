@@ -149,13 +149,13 @@ def test_pipeline_predicts_and_trains_like_the_single_network(framework, tmp_pat
 
 def test_torch_backbone_with_a_refused_op_goes_through_coremltools(tmp_path, images, targets):
     torch = quiet_import("torch")
-    model = torch_cnn(torch.nn.Hardswish)
-    with pytest.raises(UnsupportedError, match="hardswish"):
+    model = torch_cnn(torch.nn.Mish)
+    with pytest.raises(UnsupportedError, match="mish"):
         export_torch_model(model, tmp_path / "refused.mlmodel")
     path = tmp_path / "fallback.mlmodel"
     report = export_torch_model(model, path, pipeline=True)
     assert_valid_pipeline(path, "coremltools", report)
-    assert any("hardswish" in change and "coremltools" in change for change in report.changes)
+    assert any("mish" in change and "coremltools" in change for change in report.changes)
     assert report.trainable == ["6", "8"]
 
     probabilities = predicted_probabilities(path, "input", images)
@@ -197,8 +197,8 @@ def test_refusals_name_the_fix(tmp_path):
         export_torch_model(model, tmp_path / "x.mlmodel", backbone="coremltools")
     with pytest.raises(ConfigError, match="backbone="):
         export_torch_model(model, tmp_path / "x.mlmodel", pipeline=True, backbone="mine")
-    with pytest.raises(UnsupportedError, match="hardswish"):
-        export_torch_model(torch_cnn(nn.Hardswish), tmp_path / "x.mlmodel", pipeline=True,
+    with pytest.raises(UnsupportedError, match="mish"):
+        export_torch_model(torch_cnn(nn.Mish), tmp_path / "x.mlmodel", pipeline=True,
                            backbone="frontend")
     for parameter in model.parameters():
         parameter.requires_grad_(True)
@@ -208,18 +208,18 @@ def test_refusals_name_the_fix(tmp_path):
     class Wrapped(nn.Module):  # not a Sequential: coremltools' prefix cannot be cut out
         def __init__(self) -> None:
             super().__init__()
-            self.net = torch_cnn(nn.Hardswish)
+            self.net = torch_cnn(nn.Mish)
 
         def forward(self, x):
             return self.net(x)
 
-    with pytest.raises(UnsupportedError, match="hardswish.*nn.Sequential"):
+    with pytest.raises(UnsupportedError, match="mish.*nn.Sequential"):
         export_torch_model(Wrapped(), tmp_path / "x.mlmodel", pipeline=True)
     assert not list(tmp_path.iterdir())
 
 
 def test_keras_backbone_with_a_refused_activation_goes_through_coremltools(tmp_path, images):
-    model = keras_cnn("hard_swish")
+    model = keras_cnn("mish")
     path = tmp_path / "fallback.mlmodel"
     report = export_keras_model(model, path, pipeline=True)
     assert_valid_pipeline(path, "coremltools", report)
@@ -249,7 +249,7 @@ def blobs_made_once(spec) -> None:
 
 
 def test_a_coremltools_blob_named_like_the_input_is_moved_aside(tmp_path, images):
-    """coremltools names the blob of a backbone-ending Hardswish 'input', the name
+    """coremltools names the blob of a backbone-ending Mish 'input', the name
     nn.Sequential's forward gives the pipeline input (issue 14: Core ML "Layer 'input'
     produces an output named 'input' which is also an output produced by the layer
     '__input'")."""
@@ -257,7 +257,7 @@ def test_a_coremltools_blob_named_like_the_input_is_moved_aside(tmp_path, images
     from torch import nn
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Hardswish(), nn.Conv2d(4, 4, 8),
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Mish(), nn.Conv2d(4, 4, 8),
                           nn.Flatten())
     for parameter in model[0].parameters():
         parameter.requires_grad_(False)

@@ -405,7 +405,7 @@ def test_pipeline_flag_writes_backbone_and_head(tmp_path):
     factory = tmp_path / "net.py"
     factory.write_text(
         "from torch import nn\n\ndef make():\n"
-        "    return nn.Sequential(nn.Linear(6, 8), nn.Hardswish(), nn.Linear(8, 3))\n"
+        "    return nn.Sequential(nn.Linear(6, 8), nn.Mish(), nn.Linear(8, 3))\n"
     )
     out = tmp_path / "P.mlmodel"
     assert (
@@ -433,7 +433,7 @@ def test_pipeline_flag_writes_backbone_and_head(tmp_path):
     spec = load_spec(out)
     assert spec.WhichOneof("Type") == "pipelineClassifier" or spec.WhichOneof("Type") == "pipeline"
     document = json.loads((tmp_path / "r.json").read_text())
-    assert document["export"]["backbone"] == "coremltools"  # ours refuses Hardswish
+    assert document["export"]["backbone"] == "coremltools"  # ours refuses Mish
 
 
 def test_backbone_option_is_refused_where_it_does_not_apply(source, tmp_path, capsys):
