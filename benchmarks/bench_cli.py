@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from updatable_coreml import make_updatable  # noqa: E402
-from updatable_coreml._proto import Model_pb2  # noqa: E402
-from updatable_coreml.spec_io import save_spec  # noqa: E402
+from updatable_coreml import make_updatable
+from updatable_coreml._proto import Model_pb2
+from updatable_coreml.spec_io import save_spec
 
 
 def _packed_floats(values: np.ndarray) -> bytes:

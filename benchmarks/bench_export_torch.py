@@ -4,8 +4,8 @@ file: ``export_torch`` against ``ct.convert(torch.jit.trace(...), convert_to="ne
 
 Each side runs in its own process (so peak memory is its own): "cold" is the first export in
 a fresh process, imports included; "warm" the best of 3 more. The serialization floor is
-writing the fp32 weights' bytes to a file and fsyncing it (our saves are atomic and durable). Targets: warm <= 0.2x coremltools, <= 5x the floor,
-peak memory no worse.
+writing the fp32 weights' bytes to a file and fsyncing it (our saves are atomic and durable).
+Targets: warm <= 0.2x coremltools, <= 5x the floor, peak memory no worse.
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ def _floor(model, example, path: Path) -> None:
 
 def child(which: str) -> None:
     import torch
-
     from torch_squeezenet_resnet import frozen_backbone_resnet
 
     model, _ = frozen_backbone_resnet()

@@ -18,12 +18,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
+import keras
+import numpy as np
+from sklearn.datasets import load_digits
 
-from updatable_coreml.exporters.keras import UpdatableCoreMLExport  # noqa: E402
-from updatable_coreml.runtime import load  # noqa: E402
+from updatable_coreml.exporters.keras import UpdatableCoreMLExport
+from updatable_coreml.runtime import load
 
 LABELS = [str(d) for d in range(10)]
 

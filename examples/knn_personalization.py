@@ -23,11 +23,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
+import numpy as np
+from sklearn.datasets import load_digits
 
-from updatable_coreml.knn import export_knn, few_shot_indices, plot_learning_curve  # noqa: E402
-from updatable_coreml.runtime import load  # noqa: E402
+from updatable_coreml.knn import export_knn, few_shot_indices, plot_learning_curve
+from updatable_coreml.runtime import load
 
 KNOWN, NEW = list(range(5)), list(range(5, 10))
 SHOTS = (1, 2, 5, 10)

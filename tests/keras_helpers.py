@@ -7,10 +7,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from updatable_coreml.runtime import load  # noqa: E402
+from updatable_coreml.runtime import load
 
 TOLERANCE = 1e-4
 
@@ -68,7 +68,7 @@ def layer_weights(spec, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Weights and bias of a Core ML innerProduct/convolution layer, flat."""
     from updatable_coreml.spec_io import neural_network
 
-    layer = next(l for l in neural_network(spec).layers if l.name == name)
+    layer = next(lyr for lyr in neural_network(spec).layers if lyr.name == name)
     params = getattr(layer, layer.WhichOneof("layer"))
     return np.asarray(params.weights.floatValue), np.asarray(params.bias.floatValue)
 

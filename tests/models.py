@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from make_updatable_existing import squeezenet_style_classifier  # noqa: E402
+from make_updatable_existing import squeezenet_style_classifier
 
 
 def squeezenet_like(num_classes: int = 3, seed: int = 0, size: int = 16):

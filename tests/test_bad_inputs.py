@@ -22,17 +22,24 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import pytest
 
 from bad_input_files import build_corpus
 from updatable_coreml.cli import main
-from updatable_coreml.errors import (ConfigError, ModelFileError, NotUpdatableError,
-                                     RuntimeLayerError, UnsupportedError, UpdatableCoreMLError)
+from updatable_coreml.errors import (
+    ConfigError,
+    ModelFileError,
+    NotUpdatableError,
+    RuntimeLayerError,
+    UnsupportedError,
+    UpdatableCoreMLError,
+)
 
 pytest.importorskip("keras")
 pytest.importorskip("torch")

@@ -101,9 +101,9 @@ def test_python_string_forms_through_an_export(tmp_path):
 def test_onnx_logits_output_is_named_for_what_it_holds(tmp_path):
     """After the appended softmax an output called "logits" holds probabilities (issue 15)."""
     pytest.importorskip("onnx")
-    import onnx_helpers
     from onnx import helper
 
+    import onnx_helpers
     from updatable_coreml.exporters.onnx import export_onnx
 
     built = onnx_helpers.model([helper.make_node("Relu", ["x"], ["features"])], (4,),
@@ -135,7 +135,6 @@ def test_make_updatable_takes_one_layer_name_as_a_string():
     """``layers="fc"`` used to be iterated into layers 'f' and 'c' (issue 15)."""
     pytest.importorskip("coremltools")
     from models import squeezenet_like
-
     from updatable_coreml import make_updatable
 
     spec = make_updatable(squeezenet_like(), layers="fc")

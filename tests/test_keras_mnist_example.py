@@ -10,7 +10,7 @@ from updatable_coreml.validator import is_valid, validate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
-from keras_mnist_callback import export_and_check  # noqa: E402
+from keras_mnist_callback import export_and_check
 
 
 def test_mnist_example_exports_validates_and_matches_keras(tmp_path):

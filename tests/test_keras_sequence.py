@@ -111,7 +111,7 @@ def test_a_sequence_output_comes_back_in_core_ml_layout(tmp_path):
 
 
 def lstm_weights_core_ml(spec, name: str) -> np.ndarray:
-    layer = next(l for l in neural_network(spec).layers if l.name == name)
+    layer = next(lyr for lyr in neural_network(spec).layers if lyr.name == name)
     params = layer.uniDirectionalLSTM.weightParams
     return np.concatenate([np.asarray(getattr(params, g + kind).floatValue) for kind in
                            ("WeightMatrix", "RecursionMatrix", "BiasVector") for g in GATES])
@@ -125,7 +125,7 @@ def lstm_weights_keras(layer) -> np.ndarray:
 
 
 def dense_weights(spec, name: str) -> np.ndarray:
-    layer = next(l for l in neural_network(spec).layers if l.name == name)
+    layer = next(lyr for lyr in neural_network(spec).layers if lyr.name == name)
     return np.concatenate([layer.innerProduct.weights.floatValue, layer.innerProduct.bias.floatValue])
 
 
@@ -164,7 +164,7 @@ def test_training_an_lstm_and_its_head_matches_keras(tmp_path):
     assert relative_diff(got, want) <= 1e-4
     assert np.abs(want - before).max() > 100 * np.abs(got - want).max(), "LSTM barely trained"
     assert relative_diff(dense_weights(trained, "head"), keras_dense(model.get_layer("head"))) <= 1e-4
-    embedding = lambda spec: next(l for l in neural_network(spec).layers if l.name == "embed")  # noqa: E731
+    embedding = lambda spec: next(lyr for lyr in neural_network(spec).layers if lyr.name == "embed")  # noqa: E731
     assert embedding(trained) == embedding(original)
 
 

@@ -15,7 +15,12 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from updatable_coreml import validate
 from updatable_coreml.errors import ConfigError
-from updatable_coreml.knn import export_knn, few_shot_indices, knn_learning_curve, plot_learning_curve
+from updatable_coreml.knn import (
+    export_knn,
+    few_shot_indices,
+    knn_learning_curve,
+    plot_learning_curve,
+)
 from updatable_coreml.runtime import load
 from updatable_coreml.validator import is_valid
 

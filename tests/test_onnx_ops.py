@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-from onnx import helper  # noqa: E402
+from onnx import helper
 
-from onnx_helpers import FEATURES, const, export, model, onnxruntime_run, rng, runtime_run  # noqa: E402
+from onnx_helpers import FEATURES, const, export, model, onnxruntime_run, rng, runtime_run
 
 TOLERANCE = 1e-4
 IMAGE = (4, 7, 7)

@@ -17,8 +17,7 @@ pytest.importorskip("onnxruntime")
 from torch import nn  # noqa: E402
 
 from onnx_helpers import onnxruntime_run  # noqa: E402
-from test_torch_training import (  # noqa: E402
-    BATCH, EPOCHS, RELATIVE, data, layer_weights, small_cnn, train_torch)
+from test_torch_training import BATCH, EPOCHS, RELATIVE, data, layer_weights, small_cnn, train_torch  # noqa: E402
 from updatable_coreml.exporters.onnx import export_onnx  # noqa: E402
 from updatable_coreml.runtime import load  # noqa: E402
 from updatable_coreml.training import SGD, Adam  # noqa: E402

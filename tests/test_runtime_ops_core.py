@@ -10,8 +10,8 @@ F = torch.nn.functional
 
 from updatable_coreml._proto import NeuralNetwork_pb2 as nn_pb  # noqa: E402
 from updatable_coreml.errors import RuntimeLayerError  # noqa: E402
-from updatable_coreml.runtime.registry import forward_op  # noqa: E402
 from updatable_coreml.runtime import model as _model  # noqa: E402,F401  (registers the ops)
+from updatable_coreml.runtime.registry import forward_op  # noqa: E402
 
 RNG = np.random.default_rng(0)
 Pool = nn_pb.PoolingLayerParams

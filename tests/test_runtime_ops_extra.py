@@ -415,7 +415,7 @@ def test_split_nd(axis, num, sizes):
     outs = run(b.spec.neuralNetwork.layers[0], x)
     assert len(outs) == len(names)
     for k, got in enumerate(outs):
-        piece = lambda e: torch.split(  # noqa: E731
+        piece = lambda e, k=k: torch.split(  # noqa: E731
             t(e), sizes if sizes else e.shape[axis] // len(names), dim=axis)[k]
         close(got, each(piece, x))
 
@@ -784,7 +784,7 @@ def lstm_reference(layer, x: np.ndarray) -> np.ndarray:
         for step in range(x.shape[0]):
             xt = x[step, n].astype(np.float64)
 
-            def pre(gate: str) -> np.ndarray:
+            def pre(gate: str, xt=xt, h=h) -> np.ndarray:
                 bias = w[gate + "BiasVector"] if p.hasBiasVectors else 0
                 return np.clip(mat(gate + "WeightMatrix", x.shape[2]) @ xt
                                + mat(gate + "RecursionMatrix", hidden) @ h + bias, -50, 50)

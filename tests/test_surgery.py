@@ -16,7 +16,7 @@ def squeezenet():
 
 
 def _layer(spec, name):
-    return next(l for l in spec.neuralNetworkClassifier.layers if l.name == name)
+    return next(lyr for lyr in spec.neuralNetworkClassifier.layers if lyr.name == name)
 
 
 def test_make_nn_flow_expands_head_and_inspect_shows_exact_parameters(squeezenet, tmp_path):
@@ -41,8 +41,8 @@ def test_make_nn_flow_expands_head_and_inspect_shows_exact_parameters(squeezenet
     np.testing.assert_array_equal(weights[:3], original)
     assert not weights[3:].any() and not np.asarray(fc.innerProduct.bias.floatValue)[3:].any()
     assert fc.isUpdatable and fc.innerProduct.weights.isUpdatable and fc.innerProduct.bias.isUpdatable
-    assert [l.name for l in info.layers if l.updatable] == ["fc"]
-    assert [l.name for l in info.layers if l.on_backprop_path] == ["fc", "softmax"]
+    assert [lyr.name for lyr in info.layers if lyr.updatable] == ["fc"]
+    assert [lyr.name for lyr in info.layers if lyr.on_backprop_path] == ["fc", "softmax"]
 
 
 def test_input_model_is_untouched(squeezenet, tmp_path):

@@ -11,11 +11,22 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from updatable_coreml.errors import (  # noqa: E402
-    ConfigError, ModelFileError, NotUpdatableError, UnsupportedError, UntrustedSourceError)
+    ConfigError,
+    ModelFileError,
+    NotUpdatableError,
+    UnsupportedError,
+    UntrustedSourceError,
+)
 from updatable_coreml.exporters import common  # noqa: E402
 from updatable_coreml.exporters.torch import (  # noqa: E402
-    Refusals, capture, load_torch_source, map_loss, map_optimizer, torch_to_graph,
-    trainable_parameters)
+    Refusals,
+    capture,
+    load_torch_source,
+    map_loss,
+    map_optimizer,
+    torch_to_graph,
+    trainable_parameters,
+)
 from updatable_coreml.training import SGD, Adam  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -2,8 +2,15 @@ import pytest
 
 from updatable_coreml._proto import Model_pb2
 from updatable_coreml.errors import ConfigError
-from updatable_coreml.training import (SGD, Adam, FloatParam, IntParam, Loss, TrainingConfig,
-                                       apply_training_config)
+from updatable_coreml.training import (
+    SGD,
+    Adam,
+    FloatParam,
+    IntParam,
+    Loss,
+    TrainingConfig,
+    apply_training_config,
+)
 
 
 def cce(**kw):

@@ -16,13 +16,14 @@ shape mapping and metadata. Output is byte-deterministic for the same graph and 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 
-from ._proto import FeatureTypes_pb2, Model_pb2, NeuralNetwork_pb2
 from . import ops
+from ._proto import FeatureTypes_pb2, Model_pb2, NeuralNetwork_pb2
 from .errors import ConfigError, UnsupportedError
 from .ir import Graph
 from .ops import Shapes

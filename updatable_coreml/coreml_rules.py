@@ -21,7 +21,7 @@ Sources (apple/coremltools, checked on every release tag 3.0 to 9.0, see
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 #: First specification version that can hold an updatable model (iOS 13 / macOS 10.15).
 MIN_UPDATABLE_SPEC_VERSION = 4

@@ -14,8 +14,8 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from types import ModuleType
-from typing import Iterator
 
 _QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
               "GRPC_VERBOSITY": "ERROR", "ABSL_MIN_LOG_LEVEL": "3"}

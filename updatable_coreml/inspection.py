@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from . import schema
@@ -39,7 +39,7 @@ class ModelInfo:
     layers: list[LayerInfo] = field(default_factory=list)
     update_parameters: list[str] = field(default_factory=list)
     class_labels: list[str] = field(default_factory=list)
-    submodels: list["ModelInfo"] = field(default_factory=list)
+    submodels: list[ModelInfo] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     #: structured forms for ``to_dict`` (see schema.py); the lists above are the terminal's
     features: dict[str, list[dict]] = field(default_factory=dict)

@@ -14,15 +14,16 @@ backprop rules apply, so any layer they support may appear).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from ._proto import FeatureTypes_pb2, Model_pb2
 from .backend import LABEL_OUTPUT, Metadata
-from .errors import ConfigError, UnsupportedError
 from .compose import pipeline_spec, rename_input
+from .errors import ConfigError, UnsupportedError
 from .export import ExportReport, frozen_spec, save_validated
 from .spec_io import NEURAL_NETWORK_TYPES, Spec, load_spec, model_type, neural_network
 from .training import IntParam

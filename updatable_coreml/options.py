@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 from .errors import ConfigError
 
@@ -155,7 +156,7 @@ class ExportOptions:
                 raise ConfigError(f"{both_names(name)} must be a positive integer, got {value!r}")
 
     @classmethod
-    def build(cls, options: Optional["ExportOptions"] = None, **kwargs: Any) -> "ExportOptions":
+    def build(cls, options: Optional[ExportOptions] = None, **kwargs: Any) -> ExportOptions:
         """``options`` (or the defaults) with ``kwargs`` applied; an unknown keyword is a
         ``ConfigError`` that suggests the closest option."""
         known = {f.name for f in dataclasses.fields(cls)}

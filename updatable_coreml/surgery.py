@@ -5,7 +5,8 @@ classifier head with placeholder classes and re-initialize the chosen layers."""
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Optional, Union
 
 import numpy as np
 

@@ -9,8 +9,9 @@ writes them (with the training inputs) into a spec.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 from ._proto import FeatureTypes_pb2, Model_pb2, NeuralNetwork_pb2
 from .errors import ConfigError
@@ -73,7 +74,7 @@ class IntParam:
             message.range.minValue, message.range.maxValue = self.range
 
     @classmethod
-    def read(cls, message, name: str, positive: bool = True) -> "IntParam":
+    def read(cls, message, name: str, positive: bool = True) -> IntParam:
         kind = message.WhichOneof("AllowedValues")
         return cls(int(message.defaultValue),
                    values=tuple(message.set.values) if kind == "set" else None,
@@ -116,7 +117,7 @@ class FloatParam:
             message.range.minValue, message.range.maxValue = self.range
 
     @classmethod
-    def read(cls, message, name: str) -> "FloatParam":
+    def read(cls, message, name: str) -> FloatParam:
         has_range = message.WhichOneof("AllowedValues") == "range"
         return cls(float(message.defaultValue),
                    range=(message.range.minValue, message.range.maxValue) if has_range else None,
@@ -299,7 +300,7 @@ class TrainingConfig:
     # -- reading -------------------------------------------------------------------------
 
     @classmethod
-    def from_spec(cls, spec: Spec) -> "TrainingConfig":
+    def from_spec(cls, spec: Spec) -> TrainingConfig:
         """Read the configuration back from an updatable spec (raises ConfigError if absent)."""
         nn = neural_network(spec)
         if nn is None or not nn.HasField("updateParams") or not nn.updateParams.lossLayers:

@@ -112,7 +112,7 @@ def backprop(network, order: Sequence[int], blobs: dict, grads: dict,
 
     Returns {(layer index, field): gradient} for the updatable layers' weights and biases.
     """
-    params = {}
+    params: dict = {}
     for i in reversed(order):
         layer = network.layers[i]
         gy = grads.pop(layer.output[0], None)

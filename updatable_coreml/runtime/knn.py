@@ -159,7 +159,7 @@ class KNNModel(Model):
     appended (the spec is only rewritten when asked for)."""
 
     def __init__(self, spec: Model_pb2.Model, dtype: np.dtype,
-                 samples: np.ndarray | None = None, labels: list | None = None) -> None:
+                 samples: np.ndarray | list | None = None, labels: list | None = None) -> None:
         super().__init__(spec, dtype)
         knn = spec.kNearestNeighborsClassifier
         self.knn = knn
@@ -183,11 +183,11 @@ class KNNModel(Model):
             raise ModelFileError(f"the k-NN classifier's stored examples are not all "
                                  f"{self.dimensions}-dimensional (numberOfDimensions); the file "
                                  "is damaged") from None
-        self.labels = list(labels)
+        self.labels = list(labels or [])
         if len(self.labels) != len(self.samples):
             raise ModelFileError(f"the k-NN classifier has {len(self.samples)} examples but "
                                  f"{len(self.labels)} labels")
-        self._tree = None
+        self._tree: Any = None
 
     # -- prediction --------------------------------------------------------------------------
 

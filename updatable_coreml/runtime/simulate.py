@@ -205,7 +205,9 @@ def _read_image(path: Path, image_type):
             picture = picture.convert("L" if gray else "RGB")
             size = (int(image_type.width), int(image_type.height))
             if picture.size != size:
-                picture = picture.resize(size, Image.BILINEAR)
+                # Image.Resampling only exists from Pillow 9.1 (we accept 9.0); the stubs list
+                # only the enum.
+                picture = picture.resize(size, Image.BILINEAR)  # type: ignore[attr-defined]
             return np.asarray(picture)
     except ConfigError:
         raise
@@ -220,7 +222,8 @@ def load_folder(folder: Path, layout: DataLayout, labels: list | None,
         raise ConfigError(f"{folder}: an image folder needs a model with an image input; "
                           f"{layout.input.name!r} is not one (use an .npz with x and y)")
     image_type = layout.input.type.imageType
-    images, targets = [], []
+    images: list = []
+    targets: list = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -259,6 +262,8 @@ def load_dataset(source: PathLike, model: Model) -> dict:
     """Training examples (input name -> batch, target name -> labels) from a folder or .npz."""
     path = Path(source)
     layout = data_layout(model)
+    x: Any
+    y: Any
     if path.is_dir():
         x, y = load_folder(path, layout, _class_labels(model), _string_labels(model, layout))
     elif path.suffix.lower() == ".npz" and path.is_file():
@@ -311,7 +316,8 @@ def write_plot(rows: list[EpochRow], path: PathLike) -> Path:
     epochs = [row.epoch for row in rows]
     axes.plot(epochs, [row.train_loss for row in rows], marker="o", label="training loss")
     if any(row.val_loss is not None for row in rows):
-        axes.plot(epochs, [row.val_loss for row in rows], marker="o", label="validation loss")
+        val_losses = [np.nan if row.val_loss is None else row.val_loss for row in rows]
+        axes.plot(epochs, val_losses, marker="o", label="validation loss")
     axes.set_xlabel("epoch")
     axes.set_ylabel("loss")
     axes.legend()
@@ -397,6 +403,7 @@ def simulate(model_path: PathLike, train: PathLike, *, val: PathLike | None = No
         val_loss = val_accuracy = None
         if validation is not None:
             val_loss, val_accuracy = evaluate(event.model, validation)
+        assert event.epoch is not None and event.loss is not None  # set on every epoch_end
         rows.append(EpochRow(event.epoch + 1, event.loss, val_loss, val_accuracy))
         if on_epoch is not None:
             on_epoch(rows[-1])

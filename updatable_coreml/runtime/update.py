@@ -299,9 +299,9 @@ def training_batch(model: Model, examples) -> tuple[dict, int]:
         if not rows:
             raise ConfigError("no training examples")
         names = [d.name for d in descriptions if d.name in rows[0]]
-        stacked = {name: [row[name] for row in rows] for name in names}
+        columns = {name: [row[name] for row in rows] for name in names}
         stacked = {name: (np.stack(values) if isinstance(values[0], np.ndarray) else values)
-                   for name, values in stacked.items()}
+                   for name, values in columns.items()}
         batch, count, _ = feat.batch_features(descriptions, stacked, batched=True)
     if count == 0:
         raise ConfigError("no training examples")

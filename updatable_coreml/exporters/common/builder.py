@@ -8,7 +8,8 @@ through here.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, TypeVar
 
 from ...compose import free_name
 from ...errors import UnsupportedError, UpdatableCoreMLError, first_line

@@ -28,7 +28,8 @@ import contextlib
 import dataclasses
 import io
 import warnings
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Optional, TypeVar
 
 from ..._proto import FeatureTypes_pb2
 from ...compose import Backbone, layer_names, make_room

@@ -3,7 +3,8 @@ batch axis, and both meet the same constructs Core ML can only take in one form.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 from ...errors import UnsupportedError
 from .context import Context, Tensor, _keras, _source

@@ -5,7 +5,8 @@ one channel-first example), the rest is translated by our frontend and reads the
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 from ...compose import Backbone
 from ...errors import ConfigError, UnsupportedError, first_line

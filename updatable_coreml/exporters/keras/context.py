@@ -8,8 +8,9 @@ at the edge. keras is imported on first use, without TensorFlow's start-up noise
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 

@@ -4,7 +4,8 @@ converter is an error that names it."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from ...errors import ConfigError, UnsupportedError
 from ...ir import Graph, TensorSpec

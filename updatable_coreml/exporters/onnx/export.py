@@ -11,7 +11,8 @@ the functions that need it.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ...errors import ConfigError, UnsupportedError
 from ...ir import Node
@@ -89,7 +90,7 @@ def wants_logits(state: OnnxTranslation, loss: str) -> tuple[bool, list[str]]:
 
 def export_onnx(model: Any, path: Union[str, os.PathLike], *, loss: str, optimizer: Any = None,
                 from_logits: Optional[bool] = None, options: Optional[ExportOptions] = None,
-                **kwargs: Any) -> "ExportReport":
+                **kwargs: Any) -> ExportReport:
     """Export an ONNX model (path, bytes or ``ModelProto``) as an updatable Core ML model.
 
     ONNX carries no training configuration worth trusting, so ``loss`` (``'cce'``/``'mse'``)

@@ -5,7 +5,8 @@ by our frontend and reads the backbone's ``FEATURES``. See ``common/coremltools.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 from ...compose import Backbone
 from ...errors import ConfigError, UnsupportedError, first_line

@@ -9,8 +9,9 @@ of a ``torch.nn`` module is named ``<module path>.<op>`` (``layer1.0.add``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 

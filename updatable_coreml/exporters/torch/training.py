@@ -7,7 +7,8 @@ changes). torch is imported inside the functions that need it.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Optional, Union
+from collections.abc import Iterable
+from typing import Any, Optional, Union
 
 from ...errors import ConfigError, NotUpdatableError, UnsupportedError
 from ...ir import Graph
@@ -18,7 +19,6 @@ from ...training import SGD, Adam
 from ..common.loss import LossPlan
 from ..common.refusals import Refusals
 from .context import Translation, where
-
 
 # -- what trains -----------------------------------------------------------------------------
 

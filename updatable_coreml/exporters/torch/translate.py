@@ -13,7 +13,8 @@ torch is imported by the caller; this module only touches the objects it is hand
 from __future__ import annotations
 
 import operator
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 from ...errors import ConfigError, UnsupportedError
 from ...ir import Graph, TensorSpec

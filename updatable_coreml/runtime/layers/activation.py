@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,8 @@ from .elementwise import _erf
 Gelu = nn_pb.GeluLayerParams
 
 
-Activation = Callable[[object, np.ndarray, WeightGetter], np.ndarray]
+# The first argument is the layer's protobuf parameters (no stubs: Any).
+Activation = Callable[[Any, np.ndarray, WeightGetter], np.ndarray]
 
 
 ACTIVATIONS: dict[str, Activation] = {}

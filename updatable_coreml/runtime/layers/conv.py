@@ -74,12 +74,12 @@ def deconv_windows(params, in_hw: Pair) -> tuple[Windows, tuple[Pair, Pair]]:
         starts = ([_same_split(f - o, params.same.asymmetryMode)[0] for f, o in zip(full, sizes)]
                   if same else [p[0] for p in _border(params.valid)])
     elif same:
-        sizes = [n * s for n, s in zip(in_hw, stride)]
+        sizes = tuple(n * s for n, s in zip(in_hw, stride))
         starts = [_same_split(f - o, params.same.asymmetryMode)[0] for f, o in zip(full, sizes)]
     else:
         pads = _border(params.valid)
         starts = [p[0] for p in pads]
-        sizes = [f - sum(p) for f, p in zip(full, pads)]
+        sizes = tuple(f - sum(p) for f, p in zip(full, pads))
     if min(sizes) < 1:
         raise ValueError(f"deconvolution output size {tuple(sizes)} is empty")
     win = Windows(kernel, stride, (1, 1), ((0, 0), (0, 0)), tuple(in_hw))

@@ -212,7 +212,7 @@ def reverse_seq(layer, inputs: Blobs, weight: WeightGetter) -> list:
                                f"{example.shape[batch_axis]}")
         for i, count in enumerate(counts):
             count = min(int(count), example.shape[seq_axis])
-            head = [slice(None)] * example.ndim
+            head: list = [slice(None)] * example.ndim
             head[batch_axis], head[seq_axis] = i, slice(0, count)
             rows = tuple(head)
             example[rows] = np.flip(example[rows], seq_axis - 1)

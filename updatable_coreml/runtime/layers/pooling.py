@@ -139,7 +139,7 @@ def pooling_size(layer, inputs) -> int:
     params = layer.pooling
     x = inputs[0]
     height, width = _spatial(x)
-    pads = (0, 0)
+    pads: tuple[int, ...] = (0, 0)
     if params.HasField("valid"):
         pads = _border_sum(params.valid.paddingAmounts)
     elif params.HasField("includeLastPixel"):

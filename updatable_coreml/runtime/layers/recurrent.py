@@ -3,8 +3,8 @@ biDirectionalLSTM (forward)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,8 +114,10 @@ def lstm_weights(layer, weight: WeightGetter, dtype, params=None, prefix: str = 
     if params.forgetBias:
         b = b + np.repeat(np.array([0, 1, 0, 0], dtype=b.dtype), n_out)
     zeros = np.zeros(n_out, dtype=dtype)
-    peepholes = (tuple(nested(g + "PeepholeVector") for g in _PEEPHOLES)
-                 if params.hasPeepholeVectors else (zeros, zeros, zeros))
+    peepholes = zeros, zeros, zeros
+    if params.hasPeepholeVectors:
+        first, second, third = (nested(g + "PeepholeVector") for g in _PEEPHOLES)
+        peepholes = first, second, third
     return LSTMWeights(w_x, w_h, b, peepholes)
 
 

@@ -60,7 +60,7 @@ def upsample(layer, inputs: Blobs, weight: WeightGetter) -> list:
     if len(factors) != 2 or min(factors) <= 0:
         raise _fail(layer, f"scaling factors must be two positive numbers, got {factors}")
     if params.mode == Upsample.NN:
-        out = view.repeat(factors[0], axis=-2).repeat(factors[1], axis=-1)
+        out = view.repeat(int(factors[0]), axis=-2).repeat(int(factors[1]), axis=-1)
     elif params.mode == Upsample.BILINEAR:
         out_h, out_w = math.floor(height * factors[0]), math.floor(width * factors[1])
         mode = params.linearUpsampleMode
@@ -78,6 +78,7 @@ def _sampling_grid(size_in: int, size_out: int, method: int) -> np.ndarray:
         return np.linspace(0, size_in - 1, size_out)
     if method == Sampling.ALIGN_ENDPOINTS_MODE:
         return np.full(1, (size_in - 1) / 2)
+    grid: np.ndarray
     if method == Sampling.UPSAMPLE_MODE:
         grid = np.linspace(0, size_in - size_in / size_out, size_out)
     else:  # ROI_ALIGN_MODE

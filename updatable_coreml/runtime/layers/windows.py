@@ -15,10 +15,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..._proto import NeuralNetwork_pb2 as nn_pb
 
-Pads = tuple[tuple[int, int], tuple[int, int]]
+# (height, width) pairs; typed as variable-length tuples because comprehensions build them.
+Pads = tuple[tuple[int, int], ...]
 
 
-Pair = tuple[int, int]
+Pair = tuple[int, ...]
 
 
 BOTTOM_RIGHT_HEAVY = nn_pb.SamePadding.BOTTOM_RIGHT_HEAVY

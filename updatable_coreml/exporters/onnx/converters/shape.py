@@ -1,4 +1,5 @@
-"""Shape ops that keep the batch axis, transposes that cancel or fold into an input, concat, pad, and ops that compute nothing on device."""
+"""Shape ops that keep the batch axis, transposes that cancel or fold into an input, concat,
+pad, and ops that compute nothing on device."""
 
 
 from __future__ import annotations
