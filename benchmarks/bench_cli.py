@@ -74,8 +74,10 @@ def main() -> None:
         cli = [sys.executable, "-m", "updatable_coreml.cli"]
         for verb in ("inspect", "validate"):
             seconds = wall(cli + [verb, str(path)])
-            print(f"{verb:<9} {size_mb:.0f} MB: {seconds:.3f} s   import coremltools: {baseline:.3f} s   "
-                  f"ratio {seconds / baseline:.3f}x (target <= 0.15x)")
+            print(
+                f"{verb:<9} {size_mb:.0f} MB: {seconds:.3f} s   import coremltools: {baseline:.3f} s   "
+                f"ratio {seconds / baseline:.3f}x (target <= 0.15x)"
+            )
 
 
 if __name__ == "__main__":

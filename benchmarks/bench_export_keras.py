@@ -30,11 +30,14 @@ BACKBONES = ("MobileNetV2", "ResNet50")
 def build(backbone: str):
     import keras
 
-    base = getattr(keras.applications, backbone)(weights=None, include_top=False, pooling="avg",
-                                                 input_shape=(SIZE, SIZE, 3))
+    base = getattr(keras.applications, backbone)(
+        weights=None, include_top=False, pooling="avg", input_shape=(SIZE, SIZE, 3)
+    )
     base.trainable = False
     inputs = keras.Input((SIZE, SIZE, 3), name="image")
-    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="head")(base(inputs)))
+    model = keras.Model(
+        inputs, keras.layers.Dense(10, activation="softmax", name="head")(base(inputs))
+    )
     model.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.SGD(0.01))
     return model
 
@@ -76,8 +79,11 @@ def _floor(weights, path: Path) -> None:
 
 
 #: which -> (prepare the subject from the built model, untimed; export it; warm repeats)
-RUNNERS = {"ours": (lambda m: m, _ours, 3), "coremltools": (lambda m: m, _coremltools, 1),
-           "floor": (_all_weights, _floor, 3)}
+RUNNERS = {
+    "ours": (lambda m: m, _ours, 3),
+    "coremltools": (lambda m: m, _coremltools, 1),
+    "floor": (_all_weights, _floor, 3),
+}
 
 
 def child(backbone: str, which: str) -> None:
@@ -102,8 +108,9 @@ def child(backbone: str, which: str) -> None:
 
 
 def measure(backbone: str, which: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, backbone, which], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, __file__, backbone, which], check=True, capture_output=True, text=True
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -111,14 +118,26 @@ def main() -> None:
     for backbone in BACKBONES:
         ours, theirs, floor = (measure(backbone, w) for w in ("ours", "coremltools", "floor"))
         print(f"{backbone} + Dense(10) head ({SIZE}x{SIZE}), built model to saved file:")
-        for name, r in (("export_keras", ours), ("ct.convert+save", theirs), ("weights floor", floor)):
-            print(f"  {name:<16} cold {r['cold']:.3f} s  warm {r['warm']:.3f} s  "
-                  f"peak RSS {r['peak_mb']:.0f} MB  file {r['bytes'] / 1e6:.1f} MB")
-        print(f"  ratio vs coremltools: warm {ours['warm'] / theirs['warm']:.3f}x, cold "
-              f"{ours['cold'] / theirs['cold']:.3f}x (target <= 0.2x)")
-        print(f"  ratio vs serialization floor: warm {ours['warm'] / floor['warm']:.2f}x (target <= 5x)")
-        print(f"  peak memory vs coremltools: {ours['peak_mb'] / theirs['peak_mb']:.2f}x (target <= 1x)",
-              flush=True)
+        for name, r in (
+            ("export_keras", ours),
+            ("ct.convert+save", theirs),
+            ("weights floor", floor),
+        ):
+            print(
+                f"  {name:<16} cold {r['cold']:.3f} s  warm {r['warm']:.3f} s  "
+                f"peak RSS {r['peak_mb']:.0f} MB  file {r['bytes'] / 1e6:.1f} MB"
+            )
+        print(
+            f"  ratio vs coremltools: warm {ours['warm'] / theirs['warm']:.3f}x, cold "
+            f"{ours['cold'] / theirs['cold']:.3f}x (target <= 0.2x)"
+        )
+        print(
+            f"  ratio vs serialization floor: warm {ours['warm'] / floor['warm']:.2f}x (target <= 5x)"
+        )
+        print(
+            f"  peak memory vs coremltools: {ours['peak_mb'] / theirs['peak_mb']:.2f}x (target <= 1x)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,15 @@ def _ours(model, example, path: Path) -> None:
     from updatable_coreml.exporters.torch import export_torch
 
     optimizer = torch.optim.SGD(model.fc.parameters(), lr=0.01, momentum=0.9)
-    export_torch(model, example, path, loss=nn.CrossEntropyLoss(), optimizer=optimizer,
-                 class_labels=list(range(10)), seed=0)
+    export_torch(
+        model,
+        example,
+        path,
+        loss=nn.CrossEntropyLoss(),
+        optimizer=optimizer,
+        class_labels=list(range(10)),
+        seed=0,
+    )
 
 
 def _coremltools(model, example, path: Path) -> None:
@@ -42,8 +49,11 @@ def _coremltools(model, example, path: Path) -> None:
     import torch
 
     traced = torch.jit.trace(model, example)
-    mlmodel = ct.convert(traced, convert_to="neuralnetwork",
-                         inputs=[ct.TensorType(name="x", shape=tuple(example.shape))])
+    mlmodel = ct.convert(
+        traced,
+        convert_to="neuralnetwork",
+        inputs=[ct.TensorType(name="x", shape=tuple(example.shape))],
+    )
     mlmodel.save(str(path))
 
 
@@ -79,8 +89,9 @@ def child(which: str) -> None:
 
 
 def measure(which: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, which], check=True, capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        [sys.executable, __file__, which], check=True, capture_output=True, text=True
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -88,12 +99,20 @@ def main() -> None:
     ours, theirs, floor = (measure(w) for w in ("ours", "coremltools", "floor"))
     print(f"ResNet-18 head ({SIZE}x{SIZE}), export to a saved file:")
     for name, r in (("export_torch", ours), ("ct.convert+save", theirs), ("weights floor", floor)):
-        print(f"  {name:<16} cold {r['cold']:.3f} s  warm {r['warm']:.3f} s  "
-              f"peak RSS {r['peak_mb']:.0f} MB  file {r['bytes'] / 1e6:.1f} MB")
-    print(f"  ratio vs coremltools: warm {ours['warm'] / theirs['warm']:.3f}x, cold "
-          f"{ours['cold'] / theirs['cold']:.3f}x (target <= 0.2x)")
-    print(f"  ratio vs serialization floor: warm {ours['warm'] / floor['warm']:.2f}x (target <= 5x)")
-    print(f"  peak memory vs coremltools: {ours['peak_mb'] / theirs['peak_mb']:.2f}x (target <= 1x)")
+        print(
+            f"  {name:<16} cold {r['cold']:.3f} s  warm {r['warm']:.3f} s  "
+            f"peak RSS {r['peak_mb']:.0f} MB  file {r['bytes'] / 1e6:.1f} MB"
+        )
+    print(
+        f"  ratio vs coremltools: warm {ours['warm'] / theirs['warm']:.3f}x, cold "
+        f"{ours['cold'] / theirs['cold']:.3f}x (target <= 0.2x)"
+    )
+    print(
+        f"  ratio vs serialization floor: warm {ours['warm'] / floor['warm']:.2f}x (target <= 5x)"
+    )
+    print(
+        f"  peak memory vs coremltools: {ours['peak_mb'] / theirs['peak_mb']:.2f}x (target <= 1x)"
+    )
 
 
 if __name__ == "__main__":

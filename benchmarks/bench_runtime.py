@@ -26,7 +26,9 @@ def make_weights(seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     weights = {}
     for i, (cin, cout) in enumerate(BACKBONE):
-        weights[f"conv{i}_w"] = (rng.normal(size=(cout, cin, 3, 3)) / np.sqrt(9 * cin)).astype(np.float32)
+        weights[f"conv{i}_w"] = (rng.normal(size=(cout, cin, 3, 3)) / np.sqrt(9 * cin)).astype(
+            np.float32
+        )
         weights[f"conv{i}_b"] = np.zeros(cout, np.float32)
     weights["fc1_w"] = (rng.normal(size=(32, 64)) / 8).astype(np.float32)
     weights["fc1_b"] = np.zeros(32, np.float32)
@@ -39,24 +41,52 @@ def make_spec(w: dict):
     from coremltools.models import datatypes
     from coremltools.models.neural_network import NeuralNetworkBuilder, SgdParams
 
-    b = NeuralNetworkBuilder([("image", datatypes.Array(3, SIZE, SIZE))],
-                             [("probs", datatypes.Array(CLASSES))], mode="classifier")
+    b = NeuralNetworkBuilder(
+        [("image", datatypes.Array(3, SIZE, SIZE))],
+        [("probs", datatypes.Array(CLASSES))],
+        mode="classifier",
+    )
     blob = "image"
     for i, (cin, cout) in enumerate(BACKBONE):
-        b.add_convolution(f"conv{i}", cin, cout, 3, 3, 1, 1, "same", 1,
-                          w[f"conv{i}_w"].transpose(2, 3, 1, 0), w[f"conv{i}_b"], True,
-                          input_name=blob, output_name=f"c{i}")
+        b.add_convolution(
+            f"conv{i}",
+            cin,
+            cout,
+            3,
+            3,
+            1,
+            1,
+            "same",
+            1,
+            w[f"conv{i}_w"].transpose(2, 3, 1, 0),
+            w[f"conv{i}_b"],
+            True,
+            input_name=blob,
+            output_name=f"c{i}",
+        )
         b.add_activation(f"relu{i}", "RELU", f"c{i}", f"r{i}")
         last = i == len(BACKBONE) - 1
-        b.add_pooling(f"pool{i}", 2, 2, 2, 2, "AVERAGE" if last else "MAX", "VALID", f"r{i}",
-                      f"p{i}", is_global=last)
+        b.add_pooling(
+            f"pool{i}",
+            2,
+            2,
+            2,
+            2,
+            "AVERAGE" if last else "MAX",
+            "VALID",
+            f"r{i}",
+            f"p{i}",
+            is_global=last,
+        )
         blob = f"p{i}"
     b.add_flatten("flat", 0, blob, "features")
     b.add_inner_product("fc1", w["fc1_w"], w["fc1_b"], 64, 32, True, "features", "h")
     b.add_activation("relu_head", "RELU", "h", "hr")
     b.add_inner_product("fc2", w["fc2_w"], w["fc2_b"], 32, CLASSES, True, "hr", "logits")
     b.add_softmax("softmax", "logits", "probs")
-    b.set_class_labels(list(range(CLASSES)), predicted_feature_name="label", prediction_blob="probs")
+    b.set_class_labels(
+        list(range(CLASSES)), predicted_feature_name="label", prediction_blob="probs"
+    )
     b.make_updatable(["fc1", "fc2"])
     b.set_categorical_cross_entropy_loss("loss", "probs")
     b.set_sgd_optimizer(SgdParams(lr=0.01, batch=BATCH, momentum=0.9))
@@ -82,13 +112,19 @@ def time_torch(w: dict, x, y) -> float:
     layers = []
     for i, (cin, cout) in enumerate(BACKBONE):
         conv = nn.Conv2d(cin, cout, 3, padding=1)
-        conv.weight.data, conv.bias.data = torch.tensor(w[f"conv{i}_w"]), torch.tensor(w[f"conv{i}_b"])
+        conv.weight.data, conv.bias.data = (
+            torch.tensor(w[f"conv{i}_w"]),
+            torch.tensor(w[f"conv{i}_b"]),
+        )
         last = i == len(BACKBONE) - 1
         layers += [conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1) if last else nn.MaxPool2d(2)]
     backbone = nn.Sequential(*layers, nn.Flatten()).requires_grad_(False).eval()
     head = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, CLASSES))
     for layer, name in ((head[0], "fc1"), (head[2], "fc2")):
-        layer.weight.data, layer.bias.data = torch.tensor(w[f"{name}_w"]), torch.tensor(w[f"{name}_b"])
+        layer.weight.data, layer.bias.data = (
+            torch.tensor(w[f"{name}_w"]),
+            torch.tensor(w[f"{name}_b"]),
+        )
     optimizer = torch.optim.SGD(head.parameters(), lr=0.01, momentum=0.9)
     start = time.perf_counter()
     images, labels = torch.from_numpy(x), torch.from_numpy(y)
@@ -112,8 +148,10 @@ def main() -> None:
     spec = make_spec(weights)
     ours = min(time_runtime(spec, x, y) for _ in range(REPEATS))
     theirs = min(time_torch(weights, x, y) for _ in range(REPEATS))
-    print(f"runtime: one epoch of head training, {EXAMPLES} x 3x{SIZE}x{SIZE}, batch {BATCH}, "
-          f"frozen 3-conv backbone ({torch.get_num_threads()} torch threads)")
+    print(
+        f"runtime: one epoch of head training, {EXAMPLES} x 3x{SIZE}x{SIZE}, batch {BATCH}, "
+        f"frozen 3-conv backbone ({torch.get_num_threads()} torch threads)"
+    )
     print(f"  reference runtime  {ours * 1000:8.1f} ms")
     print(f"  torch (no_grad)    {theirs * 1000:8.1f} ms")
     print(f"  ratio              {ours / theirs:8.2f}x  (target <= 1.5x)")

@@ -64,25 +64,48 @@ def supported_ops_page() -> str:
         return ", ".join(f"`{name}`" for name in sorted(names))
 
     sections = [
-        ("Keras 3 layers", "Layer classes `export_keras` converts (anything else is refused by "
-         "name):", keras.CONVERTERS),
-        ("Keras activations", "Values of `activation=` and `keras.layers.Activation`:",
-         keras.ACTIVATIONS),
-        ("PyTorch (aten) ops", "Ops of the `torch.export` graph `export_torch` converts:",
-         torch_ops.CONVERTERS),
-        ("ONNX ops", "Op types `export_onnx` converts (default domain, opset 13 and newer):",
-         onnx_ops.CONVERTERS),
+        (
+            "Keras 3 layers",
+            "Layer classes `export_keras` converts (anything else is refused by name):",
+            keras.CONVERTERS,
+        ),
+        (
+            "Keras activations",
+            "Values of `activation=` and `keras.layers.Activation`:",
+            keras.ACTIVATIONS,
+        ),
+        (
+            "PyTorch (aten) ops",
+            "Ops of the `torch.export` graph `export_torch` converts:",
+            torch_ops.CONVERTERS,
+        ),
+        (
+            "ONNX ops",
+            "Op types `export_onnx` converts (default domain, opset 13 and newer):",
+            onnx_ops.CONVERTERS,
+        ),
         ("Runtime: forward", "Core ML layer types the reference runtime runs:", registry.FORWARD),
-        ("Runtime: backward", "Layer types the runtime backpropagates through, exactly those "
-         f"of Core ML's rules table (activations: {listing(coreml_rules.BACKPROP_ACTIVATIONS)}):",
-         registry.BACKWARD),
-        ("Core ML: backpropagation", "Layer types Core ML lets sit between the loss and an "
-         "updatable layer (`coreml_rules`; plus a softmax directly before categorical "
-         "cross-entropy):", coreml_rules.BACKPROP_LAYER_TYPES),
+        (
+            "Runtime: backward",
+            "Layer types the runtime backpropagates through, exactly those "
+            f"of Core ML's rules table (activations: {listing(coreml_rules.BACKPROP_ACTIVATIONS)}):",
+            registry.BACKWARD,
+        ),
+        (
+            "Core ML: backpropagation",
+            "Layer types Core ML lets sit between the loss and an "
+            "updatable layer (`coreml_rules`; plus a softmax directly before categorical "
+            "cross-entropy):",
+            coreml_rules.BACKPROP_LAYER_TYPES,
+        ),
     ]
-    lines = ["# Supported ops", "",
-             "<!-- Generated from the op table and the converter registries by docs/gen_docs.py; "
-             "do not edit. -->", ""]
+    lines = [
+        "# Supported ops",
+        "",
+        "<!-- Generated from the op table and the converter registries by docs/gen_docs.py; "
+        "do not edit. -->",
+        "",
+    ]
     lines += _op_table_lines()
     for title, intro, names in sections:
         lines += [f"## {title}", "", f"{intro} {listing(names)}.", ""]
@@ -100,31 +123,50 @@ def _op_table_lines() -> list[str]:
     def layers(written) -> str:
         return ", ".join(f"`{layer}`" + (f" ({kind})" if kind else "") for layer, kind in written)
 
-    lines = ["## IR ops", "",
-             "Every frontend translates into these ops (`updatable_coreml.ops`, one module per "
-             "family); the backend writes each as the Core ML layer(s) listed. *Updatable* and "
-             "*gradients pass* follow from those layer types and Core ML's rules "
-             "(`updatable_coreml.coreml_rules`).", "",
-             "| IR op | Family | Core ML layer | Updatable | Gradients pass "
-             "| Attributes (a) and weights (w) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "## IR ops",
+        "",
+        "Every frontend translates into these ops (`updatable_coreml.ops`, one module per "
+        "family); the backend writes each as the Core ML layer(s) listed. *Updatable* and "
+        "*gradients pass* follow from those layer types and Core ML's rules "
+        "(`updatable_coreml.coreml_rules`).",
+        "",
+        "| IR op | Family | Core ML layer | Updatable | Gradients pass "
+        "| Attributes (a) and weights (w) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for family in ops.FAMILIES:
         for name, definition in ops.OPS.items():
             if definition.family != family.__name__.rsplit(".", 1)[-1]:
                 continue
-            written = "removed by the passes" if definition.write is None else \
-                layers((layer, None) for layer in sorted(definition.layer_types()))
-            through = (name != "activation" and definition.write is not None
-                       and definition.passes_gradients())
+            written = (
+                "removed by the passes"
+                if definition.write is None
+                else layers((layer, None) for layer in sorted(definition.layer_types()))
+            )
+            through = (
+                name != "activation"
+                and definition.write is not None
+                and definition.passes_gradients()
+            )
             gradients = "by kind" if name == "activation" else yes(through)
-            lines.append(f"| `{name}` | {definition.family} | {written} | {yes(definition.updatable())} "
-                         f"| {gradients} | {_cell(definition.doc)} |")
-    lines += ["", "### Activation kinds", "",
-              "| Kind | Core ML layers | Gradients pass |", "| --- | --- | --- |"]
+            lines.append(
+                f"| `{name}` | {definition.family} | {written} | {yes(definition.updatable())} "
+                f"| {gradients} | {_cell(definition.doc)} |"
+            )
+    lines += [
+        "",
+        "### Activation kinds",
+        "",
+        "| Kind | Core ML layers | Gradients pass |",
+        "| --- | --- | --- |",
+    ]
     for attrs in ops.OPS["activation"].variants:
         kind = attrs["kind"]
-        lines.append(f"| `{kind}` | {layers(KINDS[kind].layers(attrs))} | "
-                     f"{yes(ops.OPS['activation'].passes_gradients(attrs))} |")
+        lines.append(
+            f"| `{kind}` | {layers(KINDS[kind].layers(attrs))} | "
+            f"{yes(ops.OPS['activation'].passes_gradients(attrs))} |"
+        )
     return lines + [""]
 
 
@@ -180,7 +222,7 @@ ERROR_CAUSES = {
         "an optional dependency the command needs is not installed: matplotlib for `--plot`, "
         "Pillow for image folders, onnx for an `.onnx` source, Keras and its backend for a "
         "`.keras` source or the demo, torch for a torch source; the message names the extra "
-        "to install (`pip install \"updatable-coreml[plot]\"`, ...). Checked before any work",
+        'to install (`pip install "updatable-coreml[plot]"`, ...). Checked before any work',
     ],
     "UntrustedSourceError": [
         "`export model.pt2` without `--trust-source`: `torch.export.load` unpickles parts of the "
@@ -204,8 +246,11 @@ def failure_modes_page() -> str:
     from updatable_coreml.runtime import limits, simulate
     from updatable_coreml.validator import CODES
 
-    classes = [cls for _, cls in inspect.getmembers(errors, inspect.isclass)
-               if issubclass(cls, errors.UpdatableCoreMLError) and cls is not errors.UpdatableCoreMLError]
+    classes = [
+        cls
+        for _, cls in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(cls, errors.UpdatableCoreMLError) and cls is not errors.UpdatableCoreMLError
+    ]
     classes.sort(key=lambda cls: inspect.getsourcelines(cls)[1])
     lines = [
         "# Failure modes",
@@ -252,7 +297,9 @@ def failure_modes_page() -> str:
         "| --- | --- | --- |",
     ]
     for code, (severity, meaning, _) in CODES.items():
-        lines.append(f"| [`{code}`](validator-findings.md#{code.lower()}) | {severity} | {_cell(meaning)} |")
+        lines.append(
+            f"| [`{code}`](validator-findings.md#{code.lower()}) | {severity} | {_cell(meaning)} |"
+        )
     lines += [
         "",
         "## Untrusted sources",
@@ -289,13 +336,19 @@ def failure_modes_page() -> str:
     return "\n".join(lines) + "\n"
 
 
-PAGES = {"validator-findings.md": findings_page, "supported-ops.md": supported_ops_page,
-         "failure-modes.md": failure_modes_page}
+PAGES = {
+    "validator-findings.md": findings_page,
+    "supported-ops.md": supported_ops_page,
+    "failure-modes.md": failure_modes_page,
+}
 
 
 def stale_pages() -> list[str]:
-    return [name for name, render in PAGES.items()
-            if not (DOCS / name).exists() or (DOCS / name).read_text(encoding="utf-8") != render()]
+    return [
+        name
+        for name, render in PAGES.items()
+        if not (DOCS / name).exists() or (DOCS / name).read_text(encoding="utf-8") != render()
+    ]
 
 
 def write_pages() -> list[str]:
@@ -316,8 +369,10 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--check"]:
         stale = stale_pages()
         if stale:
-            print(f"stale generated docs: {', '.join(stale)}; run python docs/gen_docs.py",
-                  file=sys.stderr)
+            print(
+                f"stale generated docs: {', '.join(stale)}; run python docs/gen_docs.py",
+                file=sys.stderr,
+            )
         sys.exit(1 if stale else 0)
     for page in write_pages():
         print(f"wrote docs/{page}")

@@ -38,19 +38,24 @@ def digits_28x28(count: int = 600) -> tuple[np.ndarray, np.ndarray]:
 
 def mnist_model() -> keras.Model:
     layers = keras.layers
-    model = keras.Sequential([
-        keras.Input((28, 28, 1), name="image"),
-        layers.Conv2D(32, (3, 3), activation="relu", name="conv1"),
-        layers.Conv2D(64, (3, 3), activation="relu", name="conv2"),
-        layers.MaxPooling2D((2, 2), name="pool"),
-        layers.Dropout(0.25, name="dropout1"),
-        layers.Flatten(name="flatten"),
-        layers.Dense(128, activation="relu", name="dense1"),
-        layers.Dropout(0.5, name="dropout2"),
-        layers.Dense(10, activation="softmax", name="digit"),
-    ])
-    model.compile(loss="categorical_crossentropy", optimizer=keras.optimizers.SGD(learning_rate=0.01),
-                  metrics=["accuracy"])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1), name="image"),
+            layers.Conv2D(32, (3, 3), activation="relu", name="conv1"),
+            layers.Conv2D(64, (3, 3), activation="relu", name="conv2"),
+            layers.MaxPooling2D((2, 2), name="pool"),
+            layers.Dropout(0.25, name="dropout1"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(128, activation="relu", name="dense1"),
+            layers.Dropout(0.5, name="dropout2"),
+            layers.Dense(10, activation="softmax", name="digit"),
+        ]
+    )
+    model.compile(
+        loss="categorical_crossentropy",
+        optimizer=keras.optimizers.SGD(learning_rate=0.01),
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -65,13 +70,27 @@ def export_and_check(out_dir: Path, count: int = 600) -> tuple[float, float]:
     # Freeze the convolutions and export at the end of a short fine-tuning fit.
     for name in ("conv1", "conv2"):
         model.get_layer(name).trainable = False
-    model.compile(loss="categorical_crossentropy", optimizer=keras.optimizers.SGD(learning_rate=0.01))
+    model.compile(
+        loss="categorical_crossentropy", optimizer=keras.optimizers.SGD(learning_rate=0.01)
+    )
     path = out_dir / "MNISTDigitClassifier.mlmodel"
-    callback = UpdatableCoreMLExport(path, class_labels=LABELS, seed=0, allowed_epochs=range(1, 51),
-                                     description="Handwritten digit classifier (updatable)",
-                                     author="updatable-coreml example", license="BSD-3-Clause")
-    model.fit(x, keras.utils.to_categorical(y, 10), batch_size=16, epochs=1, verbose=0,
-              callbacks=[callback])
+    callback = UpdatableCoreMLExport(
+        path,
+        class_labels=LABELS,
+        seed=0,
+        allowed_epochs=range(1, 51),
+        description="Handwritten digit classifier (updatable)",
+        author="updatable-coreml example",
+        license="BSD-3-Clause",
+    )
+    model.fit(
+        x,
+        keras.utils.to_categorical(y, 10),
+        batch_size=16,
+        epochs=1,
+        verbose=0,
+        callbacks=[callback],
+    )
 
     runtime = load(path)
     sample = x[:64]
@@ -86,10 +105,13 @@ def export_and_check(out_dir: Path, count: int = 600) -> tuple[float, float]:
     labels = y[64:112]
     for name in ("dropout1", "dropout2"):
         model.get_layer(name).rate = 0.0
-    model.compile(loss="categorical_crossentropy", optimizer=keras.optimizers.SGD(learning_rate=0.01))
-    updated = runtime.update({"image": batch.transpose(0, 3, 1, 2),
-                              "classLabel": np.array([str(v) for v in labels])},
-                             parameters={"epochs": 1, "shuffle": False}).model
+    model.compile(
+        loss="categorical_crossentropy", optimizer=keras.optimizers.SGD(learning_rate=0.01)
+    )
+    updated = runtime.update(
+        {"image": batch.transpose(0, 3, 1, 2), "classLabel": np.array([str(v) for v in labels])},
+        parameters={"epochs": 1, "shuffle": False},
+    ).model
     for step in range(3):
         rows = slice(16 * step, 16 * step + 16)
         model.train_on_batch(batch[rows], keras.utils.to_categorical(labels[rows], 10))
@@ -108,6 +130,8 @@ def export_and_check(out_dir: Path, count: int = 600) -> tuple[float, float]:
 
 
 if __name__ == "__main__":
-    forward_diff, training_diff = export_and_check(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("."))
+    forward_diff, training_diff = export_and_check(
+        Path(sys.argv[1]) if len(sys.argv) > 1 else Path(".")
+    )
     if forward_diff > 1e-4 or training_diff > 1e-4:
         sys.exit("parity check failed")

@@ -40,7 +40,10 @@ def split_digits(seed: int = 0):
     x = (data.images / 16.0).astype(np.float32)[..., None]
     order = np.random.default_rng(seed).permutation(len(x))
     half = len(x) // 2
-    return (x[order[:half]], data.target[order[:half]]), (x[order[half:]], data.target[order[half:]])
+    return (x[order[:half]], data.target[order[:half]]), (
+        x[order[half:]],
+        data.target[order[half:]],
+    )
 
 
 def train_cnn(x: np.ndarray, y: np.ndarray):
@@ -91,34 +94,54 @@ def main() -> None:
     channel_first = lambda images: images.transpose(0, 3, 1, 2)  # noqa: E731  Core ML is (C, H, W)
 
     knn_path = out / "digits_knn.mlmodel"
-    report = export_knn(cnn, knn_path, feature_layer="features", k=3, labels="string",
-                        initial_examples=(channel_first(x[shipped]), y[shipped].astype(str)))
+    report = export_knn(
+        cnn,
+        knn_path,
+        feature_layer="features",
+        k=3,
+        labels="string",
+        initial_examples=(channel_first(x[shipped]), y[shipped].astype(str)),
+    )
     print(report.summary(), "\n")
 
     for layer in cnn.layers:
         layer.trainable = layer.name == "classifier"
     head_path = out / "digits_head.mlmodel"
-    export_keras(cnn, head_path, class_labels=[str(d) for d in KNOWN], extra_class_slots=len(NEW),
-                 batch_size=8, epochs=30, seed=0)
+    export_keras(
+        cnn,
+        head_path,
+        class_labels=[str(d) for d in KNOWN],
+        extra_class_slots=len(NEW),
+        batch_size=8,
+        epochs=30,
+        seed=0,
+    )
 
     knn, head = load(knn_path), load(head_path)
     test = {"digit": channel_first(x_test)}
     is_new = np.isin(y_test, NEW)
     truth_knn = y_test.astype(str)
     truth_head = np.asarray([head_label(int(d)) for d in y_test])
-    print(f"as shipped: k-NN {accuracy(knn.predict(test)['classLabel'], truth_knn, ~is_new):.3f}, "
-          f"network {accuracy(head.predict(test)['classLabel'], truth_head, ~is_new):.3f} "
-          "on the known digits 0-4\n")
+    print(
+        f"as shipped: k-NN {accuracy(knn.predict(test)['classLabel'], truth_knn, ~is_new):.3f}, "
+        f"network {accuracy(head.predict(test)['classLabel'], truth_head, ~is_new):.3f} "
+        "on the known digits 0-4\n"
+    )
 
     curves: dict[str, list] = {"k-NN pipeline": [], "network head": []}
     print("new examples/class   k-NN: new  all    network head: new  all")
     for shots in SHOTS:
         user = per_class(y, NEW, shots, seed=2)
-        knn_after = knn.update({"digit": channel_first(x[user]),
-                                "classLabel": y[user].astype(str)}).model
+        knn_after = knn.update(
+            {"digit": channel_first(x[user]), "classLabel": y[user].astype(str)}
+        ).model
         replay = np.concatenate([shipped, user])
-        head_after = head.update({"digit": channel_first(x[replay]),
-                                  "classLabel": [head_label(int(d)) for d in y[replay]]}).model
+        head_after = head.update(
+            {
+                "digit": channel_first(x[replay]),
+                "classLabel": [head_label(int(d)) for d in y[replay]],
+            }
+        ).model
         knn_predicted = knn_after.predict(test)["classLabel"]
         head_predicted = head_after.predict(test)["classLabel"]
         everything = np.ones_like(is_new)
@@ -129,8 +152,12 @@ def main() -> None:
         print(f"{shots:>18}   {knn_new:9.3f} {knn_all:5.3f}   {head_new:17.3f} {head_all:5.3f}")
 
     if args.plot:
-        print("\nplot:", plot_learning_curve(curves, args.plot,
-                                             "Digits 5-9 taught on device (accuracy on all digits)"))
+        print(
+            "\nplot:",
+            plot_learning_curve(
+                curves, args.plot, "Digits 5-9 taught on device (accuracy on all digits)"
+            ),
+        )
     print(f"models in {out}")
 
 

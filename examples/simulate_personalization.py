@@ -42,18 +42,26 @@ def write_folders(split: Split, root: Path) -> None:
 def train_cnn(base: Split, seed: int):
     keras = quiet_import("keras")
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((8, 8, 1)), keras.layers.Rescaling(1 / 255, name="scale"),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv"),
-        keras.layers.MaxPooling2D(2, name="pool"), keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(32, activation="relu", name="features"),
-        keras.layers.Dense(len(LABELS), activation="softmax", name="classifier")])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Rescaling(1 / 255, name="scale"),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv"),
+            keras.layers.MaxPooling2D(2, name="pool"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(32, activation="relu", name="features"),
+            keras.layers.Dense(len(LABELS), activation="softmax", name="classifier"),
+        ]
+    )
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
     targets = np.array([LABELS.index(label) for label in base.labels])
-    model.fit(to_pixels(base)[..., None].astype(np.float32), targets, epochs=10, batch_size=32, verbose=0)
+    model.fit(
+        to_pixels(base)[..., None].astype(np.float32), targets, epochs=10, batch_size=32, verbose=0
+    )
     model.get_layer("conv").trainable = False
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                  loss="sparse_categorical_crossentropy")
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="sparse_categorical_crossentropy"
+    )
     return model
 
 
@@ -61,15 +69,34 @@ def main(out_dir: Path, seed: int = 0) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     base, user, holdout = load_data(seed, shots=5, replay=2)
     model_path = out_dir / "Digits.mlmodel"
-    report = export_keras(train_cnn(base, seed), model_path, class_labels=LABELS,
-                          image_input="grayscale", batch_size=8, epochs=15,
-                          allowed_epochs=range(1, 51), seed=seed)
+    report = export_keras(
+        train_cnn(base, seed),
+        model_path,
+        class_labels=LABELS,
+        image_input="grayscale",
+        batch_size=8,
+        epochs=15,
+        allowed_epochs=range(1, 51),
+        seed=seed,
+    )
     print(report.summary())
     write_folders(user, out_dir / "train")
     write_folders(holdout, out_dir / "val")
-    for command in (["simulate", model_path, "--train", out_dir / "train", "--val", out_dir / "val",
-                     "--plot", out_dir / "loss.png", "-o", out_dir / "Personalized.mlmodel"],
-                    ["swift", model_path, "-o", out_dir / "DigitsTrainer.swift"]):
+    for command in (
+        [
+            "simulate",
+            model_path,
+            "--train",
+            out_dir / "train",
+            "--val",
+            out_dir / "val",
+            "--plot",
+            out_dir / "loss.png",
+            "-o",
+            out_dir / "Personalized.mlmodel",
+        ],
+        ["swift", model_path, "-o", out_dir / "DigitsTrainer.swift"],
+    ):
         print(f"\n$ updatable-coreml {' '.join(str(c) for c in command)}")
         subprocess.run(CLI + [str(c) for c in command], check=True)
 

@@ -27,11 +27,18 @@ LABELS = ["circle", "square", "triangle"]
 class Classifier(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                      nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
-                                      nn.AdaptiveAvgPool2d(1))
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.Dropout(0.2), nn.ReLU(),
-                                  nn.Linear(32, len(LABELS)))
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(16, 32), nn.Dropout(0.2), nn.ReLU(), nn.Linear(32, len(LABELS))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -51,9 +58,18 @@ def main(path: Path) -> None:
     # Personalization on device trains the head only, with the same hyperparameters.
     model.features.requires_grad_(False)
     head_optimizer = torch.optim.SGD(model.head.parameters(), lr=0.05, momentum=0.9)
-    report = export_torch(model, x[:1], path, loss=loss_fn, optimizer=head_optimizer,
-                          class_labels=LABELS, batch_size=8, allowed_batch_sizes=(4, 8, 16),
-                          epochs=5, seed=0)
+    report = export_torch(
+        model,
+        x[:1],
+        path,
+        loss=loss_fn,
+        optimizer=head_optimizer,
+        class_labels=LABELS,
+        batch_size=8,
+        allowed_batch_sizes=(4, 8, 16),
+        epochs=5,
+        seed=0,
+    )
     print(report.summary())
 
     runtime = load(path)
@@ -68,4 +84,6 @@ def main(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp()) / "Classifier.mlmodel")
+    main(
+        Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp()) / "Classifier.mlmodel"
+    )

@@ -33,8 +33,13 @@ class Fire(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.squeeze_activation(self.squeeze(x))
-        return torch.cat([self.expand1x1_activation(self.expand1x1(x)),
-                          self.expand3x3_activation(self.expand3x3(x))], 1)
+        return torch.cat(
+            [
+                self.expand1x1_activation(self.expand1x1(x)),
+                self.expand3x3_activation(self.expand3x3(x)),
+            ],
+            1,
+        )
 
 
 class SqueezeNet11(nn.Module):
@@ -43,16 +48,26 @@ class SqueezeNet11(nn.Module):
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 64, 3, stride=2), nn.ReLU(inplace=True),
+            nn.Conv2d(3, 64, 3, stride=2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(3, 2, ceil_mode=True),
-            Fire(64, 16, 64, 64), Fire(128, 16, 64, 64),
+            Fire(64, 16, 64, 64),
+            Fire(128, 16, 64, 64),
             nn.MaxPool2d(3, 2, ceil_mode=True),
-            Fire(128, 32, 128, 128), Fire(256, 32, 128, 128),
+            Fire(128, 32, 128, 128),
+            Fire(256, 32, 128, 128),
             nn.MaxPool2d(3, 2, ceil_mode=True),
-            Fire(256, 48, 192, 192), Fire(384, 48, 192, 192),
-            Fire(384, 64, 256, 256), Fire(512, 64, 256, 256))
-        self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(512, num_classes, 1),
-                                        nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1))
+            Fire(256, 48, 192, 192),
+            Fire(384, 48, 192, 192),
+            Fire(384, 64, 256, 256),
+            Fire(512, 64, 256, 256),
+        )
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.5),
+            nn.Conv2d(512, num_classes, 1),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.classifier(self.features(x)), 1)
@@ -70,8 +85,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = None
         if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False),
-                                            nn.BatchNorm2d(planes))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -92,9 +108,12 @@ class ResNet18(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         widths = (64, 128, 256, 512)
         self.layer1, self.layer2, self.layer3, self.layer4 = (
-            nn.Sequential(BasicBlock(widths[max(i - 1, 0)], width, 1 if i == 0 else 2),
-                          BasicBlock(width, width))
-            for i, width in enumerate(widths))
+            nn.Sequential(
+                BasicBlock(widths[max(i - 1, 0)], width, 1 if i == 0 else 2),
+                BasicBlock(width, width),
+            )
+            for i, width in enumerate(widths)
+        )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512, num_classes)
 
@@ -118,7 +137,9 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-def frozen_backbone_resnet(num_classes: int = 10, seed: int = 0) -> tuple[ResNet18, torch.optim.Optimizer]:
+def frozen_backbone_resnet(
+    num_classes: int = 10, seed: int = 0
+) -> tuple[ResNet18, torch.optim.Optimizer]:
     """ResNet-18 whose only trainable layer is ``fc``, with the optimizer that trains it."""
     torch.manual_seed(seed)
     model = randomize_batchnorm(ResNet18(num_classes), seed).eval()
@@ -134,20 +155,36 @@ def main(out_dir: Path) -> None:
 
     labels = [f"class{i}" for i in range(10)]
     squeezenet = SqueezeNet11(num_classes=10).eval()
-    report = export_torch(squeezenet, torch.randn(1, 3, 64, 64), out_dir / "squeezenet11.mlmodel",
-                          loss=nn.CrossEntropyLoss(), trainable=["classifier.1"],
-                          optimizer=torch.optim.SGD(squeezenet.classifier.parameters(), lr=0.01),
-                          class_labels=labels)
+    report = export_torch(
+        squeezenet,
+        torch.randn(1, 3, 64, 64),
+        out_dir / "squeezenet11.mlmodel",
+        loss=nn.CrossEntropyLoss(),
+        trainable=["classifier.1"],
+        optimizer=torch.optim.SGD(squeezenet.classifier.parameters(), lr=0.01),
+        class_labels=labels,
+    )
     print(report.summary())
     try:
-        export_torch(squeezenet, torch.randn(1, 3, 64, 64), out_dir / "refused.mlmodel",
-                     loss=nn.CrossEntropyLoss(), trainable=["features.12.expand3x3", "classifier.1"])
+        export_torch(
+            squeezenet,
+            torch.randn(1, 3, 64, 64),
+            out_dir / "refused.mlmodel",
+            loss=nn.CrossEntropyLoss(),
+            trainable=["features.12.expand3x3", "classifier.1"],
+        )
     except NotUpdatableError as exc:
         print(f"refused as expected: {exc}")
 
     resnet, optimizer = frozen_backbone_resnet()
-    report = export_torch(resnet, torch.randn(1, 3, 64, 64), out_dir / "resnet18_head.mlmodel",
-                          loss=nn.CrossEntropyLoss(), optimizer=optimizer, class_labels=labels)
+    report = export_torch(
+        resnet,
+        torch.randn(1, 3, 64, 64),
+        out_dir / "resnet18_head.mlmodel",
+        loss=nn.CrossEntropyLoss(),
+        optimizer=optimizer,
+        class_labels=labels,
+    )
     print(report.summary())
 
 

@@ -22,7 +22,9 @@ if _RECORD:
             digest = hashlib.sha256(handle.read()).hexdigest()
         test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
         with open(_RECORD, "a") as out:
-            out.write(json.dumps({"test": test, "name": os.path.basename(dst), "sha256": digest}) + "\n")
+            out.write(
+                json.dumps({"test": test, "name": os.path.basename(dst), "sha256": digest}) + "\n"
+            )
         return os.replace(src, dst, *args, **kwargs)
 
     _proxy = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")})

@@ -49,8 +49,12 @@ def runtime_outputs(path, x: np.ndarray, input_name: str = None) -> np.ndarray:
     out = model.predict({name: x})
     if description.predictedProbabilitiesName:
         labels = list(model.class_labels())
-        return np.array([[row[label] for label in labels]
-                         for row in out[description.predictedProbabilitiesName]])
+        return np.array(
+            [
+                [row[label] for label in labels]
+                for row in out[description.predictedProbabilitiesName]
+            ]
+        )
     return np.asarray(out[description.output[0].name]).reshape(len(x), -1)
 
 

@@ -21,10 +21,17 @@ def const(name: str, value, dtype=np.float32) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
 
 
-def model(nodes: Sequence[onnx.NodeProto], input_shape: Sequence[int], *,
-          initializers: Sequence[onnx.TensorProto] = (), output: str = "y",
-          head: Optional[int] = 5, opset: int = OPSET, input_name: str = "x",
-          seed: int = 0) -> onnx.ModelProto:
+def model(
+    nodes: Sequence[onnx.NodeProto],
+    input_shape: Sequence[int],
+    *,
+    initializers: Sequence[onnx.TensorProto] = (),
+    output: str = "y",
+    head: Optional[int] = 5,
+    opset: int = OPSET,
+    input_name: str = "x",
+    seed: int = 0,
+) -> onnx.ModelProto:
     """A model reading ``input_name`` (batch axis dynamic, ``N``) through ``nodes``.
 
     With ``head``, the nodes end in tensor ``features`` and a Flatten + Gemm(``head`` units)
@@ -33,15 +40,24 @@ def model(nodes: Sequence[onnx.NodeProto], input_shape: Sequence[int], *,
     nodes, inits = list(nodes), list(initializers)
     if head:
         generator = rng(seed + 100)
-        nodes += [helper.make_node("Flatten", [FEATURES], ["flat"], name="flatten"),
-                  helper.make_node("Gemm", ["flat", "head.weight", "head.bias"], [output],
-                                   name="head", transB=1)]
+        nodes += [
+            helper.make_node("Flatten", [FEATURES], ["flat"], name="flatten"),
+            helper.make_node(
+                "Gemm", ["flat", "head.weight", "head.bias"], [output], name="head", transB=1
+            ),
+        ]
         features = _flat_size(nodes, input_shape, inits, input_name, opset)
-        inits += [const("head.weight", generator.normal(0, 0.3, (head, features))),
-                  const("head.bias", generator.normal(0, 0.3, head))]
+        inits += [
+            const("head.weight", generator.normal(0, 0.3, (head, features))),
+            const("head.bias", generator.normal(0, 0.3, head)),
+        ]
     graph = helper.make_graph(
-        nodes, "case", [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", *input_shape])],
-        [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)], initializer=inits)
+        nodes,
+        "case",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", *input_shape])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
+        initializer=inits,
+    )
     built = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     built.ir_version = 8
     return built
@@ -50,9 +66,12 @@ def model(nodes: Sequence[onnx.NodeProto], input_shape: Sequence[int], *,
 def _flat_size(nodes, input_shape, inits, input_name, opset) -> int:
     """Size of ``flat`` per example, from ONNX shape inference on the body."""
     graph = helper.make_graph(
-        nodes[:-1], "probe",
+        nodes[:-1],
+        "probe",
         [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, *input_shape])],
-        [helper.make_tensor_value_info("flat", TensorProto.FLOAT, None)], initializer=inits)
+        [helper.make_tensor_value_info("flat", TensorProto.FLOAT, None)],
+        initializer=inits,
+    )
     probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     inferred = onnx.shape_inference.infer_shapes(probe, data_prop=True)
     value = next(v for v in inferred.graph.output if v.name == "flat")

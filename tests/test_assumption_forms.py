@@ -19,8 +19,11 @@ from updatable_coreml.runtime.assumptions import (
 
 def test_presets_and_resolve():
     assert resolve(None) is DEFAULT and resolve("espresso") is DEFAULT
-    assert resolve("ml-compute") == ML_COMPUTE == DEFAULT.replace(partial_batch="short",
-                                                                   epoch_loss="mean")
+    assert (
+        resolve("ml-compute")
+        == ML_COMPUTE
+        == DEFAULT.replace(partial_batch="short", epoch_loss="mean")
+    )
     assert (PRESETS["keras"].momentum, PRESETS["keras"].adam) == ("keras", "keras")
     custom = Assumptions(adam="uncorrected")
     assert resolve(custom) is custom
@@ -35,13 +38,16 @@ def test_core_ml_defaults_are_what_was_seen():
     assert (DEFAULT.partial_batch, DEFAULT.epoch_loss) == ("wrap", "last")
 
 
-@pytest.mark.parametrize("optimizer,loss,momentum,fields,count", [
-    ("sgd", "cce", False, ("batch_reduction",), 2),
-    ("sgd", "cce", True, ("momentum", "batch_reduction"), 4),
-    ("sgd", "mse", True, ("momentum", "batch_reduction", "mse_reduction"), 8),
-    ("adam", "cce", False, ("adam", "batch_reduction"), 6),
-    ("adam", "mse", False, ("adam", "batch_reduction", "mse_reduction"), 12),
-])
+@pytest.mark.parametrize(
+    "optimizer,loss,momentum,fields,count",
+    [
+        ("sgd", "cce", False, ("batch_reduction",), 2),
+        ("sgd", "cce", True, ("momentum", "batch_reduction"), 4),
+        ("sgd", "mse", True, ("momentum", "batch_reduction", "mse_reduction"), 8),
+        ("adam", "cce", False, ("adam", "batch_reduction"), 6),
+        ("adam", "mse", False, ("adam", "batch_reduction", "mse_reduction"), 12),
+    ],
+)
 def test_only_the_unknowns_that_matter_are_varied(optimizer, loss, momentum, fields, count):
     assert relevant_unknowns(optimizer, loss, momentum) == fields
     combos = variants(DEFAULT, fields)
@@ -51,14 +57,18 @@ def test_only_the_unknowns_that_matter_are_varied(optimizer, loss, momentum, fie
 
 def test_variants_start_from_the_given_base():
     combos = variants(PRESETS["keras"], ("adam",))
-    assert combos[0] == PRESETS["keras"] and [c.adam for c in combos] == ["keras", "torch",
-                                                                          "uncorrected"]
+    assert combos[0] == PRESETS["keras"] and [c.adam for c in combos] == [
+        "keras",
+        "torch",
+        "uncorrected",
+    ]
 
 
 def test_form_notes_name_both_frameworks():
     torch_sgd = framework_form_note("torch", "sgd", 0.9)
-    assert torch_sgd.startswith("SGD momentum in PyTorch's form (v = m*v + g; w -= lr*v; "
-                                "Keras's: v = m*v - lr*g; w += v)")
+    assert torch_sgd.startswith(
+        "SGD momentum in PyTorch's form (v = m*v + g; w -= lr*v; Keras's: v = m*v - lr*g; w += v)"
+    )
     assert "--assumptions torch" in torch_sgd and "--assumptions all" in torch_sgd
     assert framework_form_note("torch", "sgd", 0.0) == ""
     keras_adam = framework_form_note("keras", "adam")
@@ -72,12 +82,20 @@ def test_torch_export_report_names_torch_forms(tmp_path):
     from updatable_coreml.exporters.torch import export_torch
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
-    for optimizer, needle in ((torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
-                               "SGD momentum in PyTorch's form"),
-                              (torch.optim.Adam(model.parameters(), lr=0.01),
-                               "Adam in PyTorch's form")):
-        report = export_torch(model, torch.randn(1, 4), tmp_path / "m.mlmodel",
-                              loss=torch.nn.CrossEntropyLoss(), optimizer=optimizer)
+    for optimizer, needle in (
+        (
+            torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+            "SGD momentum in PyTorch's form",
+        ),
+        (torch.optim.Adam(model.parameters(), lr=0.01), "Adam in PyTorch's form"),
+    ):
+        report = export_torch(
+            model,
+            torch.randn(1, 4),
+            tmp_path / "m.mlmodel",
+            loss=torch.nn.CrossEntropyLoss(),
+            optimizer=optimizer,
+        )
         assert any(note.startswith(needle) for note in report.assumptions), report.assumptions
         assert needle in report.summary()
 
@@ -86,9 +104,10 @@ def test_keras_export_report_names_keras_forms(tmp_path):
     keras = pytest.importorskip("keras")
     from updatable_coreml.exporters.keras import export_keras
 
-    for optimizer, needle in ((keras.optimizers.SGD(0.01, momentum=0.9),
-                               "SGD momentum in Keras's form"),
-                              (keras.optimizers.Adam(0.001), "Adam in Keras's form")):
+    for optimizer, needle in (
+        (keras.optimizers.SGD(0.01, momentum=0.9), "SGD momentum in Keras's form"),
+        (keras.optimizers.Adam(0.001), "Adam in Keras's form"),
+    ):
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
         model.compile(loss="sparse_categorical_crossentropy", optimizer=optimizer)
         report = export_keras(model, tmp_path / "m.mlmodel")

@@ -24,12 +24,19 @@ def _model(width: int) -> Model_pb2.Model:
     """A 16 MB plain network: big enough that the write takes a measurable time."""
     spec = Model_pb2.Model()
     spec.specificationVersion = 4
-    for feature, size in ((spec.description.input.add(name="x"), width),
-                          (spec.description.output.add(name="probs"), 10)):
+    for feature, size in (
+        (spec.description.input.add(name="x"), width),
+        (spec.description.output.add(name="probs"), 10),
+    ):
         feature.type.multiArrayType.shape.append(size)
-        feature.type.multiArrayType.dataType = feature.type.multiArrayType.FLOAT32  # Core ML needs one
+        feature.type.multiArrayType.dataType = (
+            feature.type.multiArrayType.FLOAT32
+        )  # Core ML needs one
     nn = spec.neuralNetwork
-    for name, src, dst, n_in, n_out in (("fc0", "x", "h", width, width), ("fc1", "h", "logits", width, 10)):
+    for name, src, dst, n_in, n_out in (
+        ("fc0", "x", "h", width, width),
+        ("fc1", "h", "logits", width, 10),
+    ):
         layer = nn.layers.add(name=name, input=[src], output=[dst])
         ip = layer.innerProduct
         ip.inputChannels, ip.outputChannels, ip.hasBias = n_in, n_out, True
@@ -49,8 +56,18 @@ def test_make_updatable_killed_at_random_moments(tmp_path):
     save_spec(_model(2000), source)
     dest = tmp_path / "out" / "Updatable.mlmodel"
     dest.parent.mkdir()
-    cmd = [sys.executable, "-m", "updatable_coreml.cli", "make-updatable", str(source), "-o",
-           str(dest), "--trainable", "fc1", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "updatable_coreml.cli",
+        "make-updatable",
+        str(source),
+        "-o",
+        str(dest),
+        "--trainable",
+        "fc1",
+        "-q",
+    ]
     clean = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert clean.returncode == 0, clean.stderr
     assert os.listdir(dest.parent) == ["Updatable.mlmodel"]
@@ -176,8 +193,17 @@ class ForkServer:
 
         self.json = json
         self.process = subprocess.Popen(
-            [sys.executable, "-c", FORK_SERVER, json.dumps([str(a) for a in argv]), json.dumps(preload)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-c",
+                FORK_SERVER,
+                json.dumps([str(a) for a in argv]),
+                json.dumps(preload),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         hello = json.loads(self.process.stdout.readline())
         assert hello["ready"] and hello["code"] == 0, hello
 
@@ -204,8 +230,13 @@ def _kill_runs(argv: list, preload: list, dest, runs: int, seed: int) -> dict:
         assert warm["code"] == 0 and _sha(dest) == complete, "the output is not deterministic"
         previous = b"previous complete file"
         rng = random.Random(seed)
-        outcomes = {"previous": 0, "new": 0, "killed_in_write": 0, "run_s": round(warm["total"], 3),
-                    "write_s": round(warm["write"], 4)}
+        outcomes = {
+            "previous": 0,
+            "new": 0,
+            "killed_in_write": 0,
+            "run_s": round(warm["total"], 3),
+            "write_s": round(warm["write"], 4),
+        }
         for index in range(runs):
             dest.write_bytes(previous)
             if index % 2:
@@ -233,14 +264,34 @@ def test_export_killed_at_random_moments(tmp_path):
     (tmp_path / "net.py").write_text(
         "import torch\nfrom torch import nn\n\n\ndef build():\n    torch.manual_seed(0)\n"
         "    return nn.Sequential(nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),\n"
-        "                         nn.Linear(1024, 10))\n")
+        "                         nn.Linear(1024, 10))\n"
+    )
     dest = tmp_path / "out" / "Exported.mlmodel"
     dest.parent.mkdir()
-    argv = ["export", f"{tmp_path / 'net.py'}:build", "--example-shape", "256", "--loss", "cce",
-            "--trainable", "4", "--seed", "0", "-o", dest]
-    outcomes = _kill_runs(argv, ["torch", "updatable_coreml.exporters.torch", "updatable_coreml.validator"],
-                          dest, RUNS, seed=2024)
-    assert outcomes["previous"] and outcomes["killed_in_write"] >= 3, outcomes  # kills hit the write
+    argv = [
+        "export",
+        f"{tmp_path / 'net.py'}:build",
+        "--example-shape",
+        "256",
+        "--loss",
+        "cce",
+        "--trainable",
+        "4",
+        "--seed",
+        "0",
+        "-o",
+        dest,
+    ]
+    outcomes = _kill_runs(
+        argv,
+        ["torch", "updatable_coreml.exporters.torch", "updatable_coreml.validator"],
+        dest,
+        RUNS,
+        seed=2024,
+    )
+    assert outcomes["previous"] and outcomes["killed_in_write"] >= 3, (
+        outcomes
+    )  # kills hit the write
 
 
 @pytest.mark.slow
@@ -256,4 +307,6 @@ def test_simulate_out_killed_at_random_moments(tmp_path):
     dest.parent.mkdir()
     argv = ["simulate", model, "--train", data, "--epochs", "1", "-o", dest]
     outcomes = _kill_runs(argv, ["updatable_coreml.runtime.simulate"], dest, RUNS, seed=7)
-    assert outcomes["previous"] and outcomes["killed_in_write"] >= 3, outcomes  # kills hit the write
+    assert outcomes["previous"] and outcomes["killed_in_write"] >= 3, (
+        outcomes
+    )  # kills hit the write

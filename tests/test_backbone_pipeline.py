@@ -46,8 +46,9 @@ def keras_cnn(activation: str = "relu"):
     model = keras.Model(inputs, outputs)
     for name in ("conv1", "conv2"):
         model.get_layer(name).trainable = False
-    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.5),
-                  loss="sparse_categorical_crossentropy")
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.5), loss="sparse_categorical_crossentropy"
+    )
     return model
 
 
@@ -56,9 +57,17 @@ def torch_cnn(activation=None):
     from torch import nn
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), (activation or nn.ReLU)(), nn.MaxPool2d(2),
-                          nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(256, 16), nn.ReLU(), nn.Linear(16, 4))
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        (activation or nn.ReLU)(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(256, 16),
+        nn.ReLU(),
+        nn.Linear(16, 4),
+    )
     for parameter in list(model.parameters())[:4]:  # the two convolutions
         parameter.requires_grad_(False)
     return model
@@ -74,10 +83,19 @@ def export_torch_model(model, path, **options):
     torch = quiet_import("torch")
     from updatable_coreml.exporters.torch import export_torch
 
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1,
-                                momentum=0.5)
-    return export_torch(model, torch.zeros(1, 1, 8, 8), path, loss=torch.nn.CrossEntropyLoss(),
-                        optimizer=optimizer, class_labels=LABELS, **TRAINING, **options)
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.5
+    )
+    return export_torch(
+        model,
+        torch.zeros(1, 1, 8, 8),
+        path,
+        loss=torch.nn.CrossEntropyLoss(),
+        optimizer=optimizer,
+        class_labels=LABELS,
+        **TRAINING,
+        **options,
+    )
 
 
 def keras_probabilities(model, x: np.ndarray) -> np.ndarray:
@@ -108,8 +126,12 @@ def trained_weights(path, input_name: str, x: np.ndarray, y: np.ndarray) -> dict
     model = load(path)
     updated = model.update({input_name: x, model.description.predictedFeatureName: y}).model
     layers = neural_network(updated.trainable().spec).layers
-    return {f"{layer.name}.{field}": np.array(getattr(layer.innerProduct, field).floatValue)
-            for layer in layers if layer.isUpdatable for field in ("weights", "bias")}
+    return {
+        f"{layer.name}.{field}": np.array(getattr(layer.innerProduct, field).floatValue)
+        for layer in layers
+        if layer.isUpdatable
+        for field in ("weights", "bias")
+    }
 
 
 def assert_valid_pipeline(path, backbone: str, report) -> None:
@@ -119,7 +141,9 @@ def assert_valid_pipeline(path, backbone: str, report) -> None:
     assert spec.WhichOneof("Type") == "pipeline" and spec.isUpdatable
     first, last = spec.pipeline.models
     assert not first.isUpdatable and last.isUpdatable
-    assert [t.name for t in spec.description.trainingInput][-1] == spec.description.predictedFeatureName
+    assert [t.name for t in spec.description.trainingInput][
+        -1
+    ] == spec.description.predictedFeatureName
     assert report.model_type == "pipeline" and report.backbone == backbone
     assert f"backbone made by {backbone}" in report.summary()
 
@@ -184,7 +208,9 @@ def test_coremltools_backbone_trains_like_our_own(tmp_path, images, targets):
 def test_coremltools_backbone_export_is_deterministic(tmp_path):
     model = torch_cnn()
     first = export_torch_model(model, tmp_path / "a.mlmodel", pipeline=True, backbone="coremltools")
-    second = export_torch_model(model, tmp_path / "b.mlmodel", pipeline=True, backbone="coremltools")
+    second = export_torch_model(
+        model, tmp_path / "b.mlmodel", pipeline=True, backbone="coremltools"
+    )
     assert first.sha256 == second.sha256
 
 
@@ -198,8 +224,9 @@ def test_refusals_name_the_fix(tmp_path):
     with pytest.raises(ConfigError, match="backbone="):
         export_torch_model(model, tmp_path / "x.mlmodel", pipeline=True, backbone="mine")
     with pytest.raises(UnsupportedError, match="mish"):
-        export_torch_model(torch_cnn(nn.Mish), tmp_path / "x.mlmodel", pipeline=True,
-                           backbone="frontend")
+        export_torch_model(
+            torch_cnn(nn.Mish), tmp_path / "x.mlmodel", pipeline=True, backbone="frontend"
+        )
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     with pytest.raises(ConfigError, match="no frozen backbone"):
@@ -257,8 +284,9 @@ def test_a_coremltools_blob_named_like_the_input_is_moved_aside(tmp_path, images
     from torch import nn
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Mish(), nn.Conv2d(4, 4, 8),
-                          nn.Flatten())
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.Mish(), nn.Conv2d(4, 4, 8), nn.Flatten()
+    )
     for parameter in model[0].parameters():
         parameter.requires_grad_(False)
     path = tmp_path / "pipeline.mlmodel"
@@ -300,6 +328,7 @@ def test_a_backbone_tensorflow_cannot_trace_is_a_typed_error(tmp_path, monkeypat
 
     monkeypatch.setattr(tf, "function", refuse)
     with pytest.raises(UnsupportedError, match="TensorFlow could not trace.*cannot trace this"):
-        export_keras_model(keras_cnn(), tmp_path / "x.mlmodel", pipeline=True,
-                           backbone="coremltools")
+        export_keras_model(
+            keras_cnn(), tmp_path / "x.mlmodel", pipeline=True, backbone="coremltools"
+        )
     assert not list(tmp_path.iterdir())

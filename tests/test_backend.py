@@ -10,8 +10,11 @@ from updatable_coreml.ir import Graph, Node, TensorSpec
 
 def _dense_graph() -> Graph:
     weight = np.arange(6, dtype=np.float32).reshape(2, 3)
-    return Graph([TensorSpec("x", (3,))], ["y"], [Node("dense", "fc", ["x"], ["y"],
-                                                       weights={"weight": weight}, trainable=True)])
+    return Graph(
+        [TensorSpec("x", (3,))],
+        ["y"],
+        [Node("dense", "fc", ["x"], ["y"], weights={"weight": weight}, trainable=True)],
+    )
 
 
 def test_a_regressor_names_its_predicted_feature():

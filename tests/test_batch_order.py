@@ -65,15 +65,15 @@ def test_golden_data_covers_what_matters():
 
 def test_seed_is_read_as_32_bits():
     """The provider narrows the seed to an int: 2**32 + 5 seeds like 5, -1 like 2**32 - 1."""
-    assert engine_for(2 ** 32 + 5).state == engine_for(5).state
-    assert engine_for(-1).state == engine_for(2 ** 32 - 1).state
+    assert engine_for(2**32 + 5).state == engine_for(5).state
+    assert engine_for(-1).state == engine_for(2**32 - 1).state
     assert engine_for(0).state != 1
 
 
 def test_seed_seq_matches_the_standard_example():
     """[rand.util.seedseq]: generate is deterministic in the seeds; 4 words from one seed."""
     words = seed_seq_generate([42], 4)
-    assert len(words) == 4 and all(0 <= w < 2 ** 32 for w in words)
+    assert len(words) == 4 and all(0 <= w < 2**32 for w in words)
     assert words != seed_seq_generate([43], 4)
     assert seed_seq_generate([], 0) == []
 
@@ -81,8 +81,9 @@ def test_seed_seq_matches_the_standard_example():
 def test_unshuffled_and_numpy_orders():
     assert [o.tolist() for o in coreml_orders(4, 2, False, 3)] == [[0, 1, 2, 3]] * 2
     rng = np.random.default_rng(9)
-    assert [o.tolist() for o in numpy_orders(6, 2, True, 9)] == \
-        [rng.permutation(6).tolist() for _ in range(2)]
+    assert [o.tolist() for o in numpy_orders(6, 2, True, 9)] == [
+        rng.permutation(6).tolist() for _ in range(2)
+    ]
     assert [o.tolist() for o in numpy_orders(3, 1, False, None)] == [[0, 1, 2]]
 
 
@@ -96,14 +97,22 @@ def _libcxx_compiler() -> str:
     """clang++ able to build and link against libc++, or a skip saying what is missing."""
     compiler = shutil.which("clang++")
     if compiler is None:
-        pytest.skip("clang++ is not installed (Debian: apt-get install clang libc++-dev "
-                    "libc++abi-dev); the golden data is still checked")
-    probe = subprocess.run([compiler, "-std=c++17", "-stdlib=libc++", "-x", "c++", "-",
-                            "-o", "/dev/null"], input="#include <random>\nint main() {}\n",
-                           capture_output=True, text=True, timeout=120)
+        pytest.skip(
+            "clang++ is not installed (Debian: apt-get install clang libc++-dev "
+            "libc++abi-dev); the golden data is still checked"
+        )
+    probe = subprocess.run(
+        [compiler, "-std=c++17", "-stdlib=libc++", "-x", "c++", "-", "-o", "/dev/null"],
+        input="#include <random>\nint main() {}\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if probe.returncode != 0:
-        pytest.skip("clang++ cannot build against libc++ (install libc++-dev libc++abi-dev): "
-                    + (probe.stderr.strip().splitlines() or ["no output"])[0])
+        pytest.skip(
+            "clang++ cannot build against libc++ (install libc++-dev libc++abi-dev): "
+            + (probe.stderr.strip().splitlines() or ["no output"])[0]
+        )
     return compiler
 
 
@@ -112,8 +121,12 @@ def test_live_libcxx_program_agrees(tmp_path):
     the checked-in golden data and with the Python emulation."""
     compiler = _libcxx_compiler()
     binary = tmp_path / "shuffle_golden"
-    subprocess.run([compiler, "-std=c++17", "-stdlib=libc++", "-O1", str(PROGRAM), "-o",
-                    str(binary)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [compiler, "-std=c++17", "-stdlib=libc++", "-O1", str(PROGRAM), "-o", str(binary)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     run = subprocess.run([str(binary)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, "minstd_rand differs from the engine Core ML names"
     live = json.loads(run.stdout)

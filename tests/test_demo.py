@@ -10,7 +10,12 @@ def test_demo_end_to_end(tmp_path, capsys):
     result = run(tmp_path, seed=0, shots=5, epochs=10, base_epochs=10)
     out = capsys.readouterr().out
     assert "network head, after personalization" in out and "k-NN, after personalization" in out
-    for name in ("DigitsClassifier.mlmodel", "Personalized.mlmodel", "DigitsKNN.mlmodel", "loss.png"):
+    for name in (
+        "DigitsClassifier.mlmodel",
+        "Personalized.mlmodel",
+        "DigitsKNN.mlmodel",
+        "loss.png",
+    ):
         assert (tmp_path / name).stat().st_size > 0
     assert is_valid(validate(tmp_path / "DigitsClassifier.mlmodel"))
     assert is_valid(validate(tmp_path / "Personalized.mlmodel"))

@@ -22,14 +22,16 @@ def _gen_docs():
 def test_committed_findings_page_equals_the_generated_one():
     gen_docs = _gen_docs()
     committed = (ROOT / "docs" / "validator-findings.md").read_text(encoding="utf-8")
-    assert committed == gen_docs.findings_page(), \
+    assert committed == gen_docs.findings_page(), (
         "docs/validator-findings.md is stale: run python docs/gen_docs.py"
+    )
 
 
 def test_committed_supported_ops_page_equals_the_generated_one():
     committed = (ROOT / "docs" / "supported-ops.md").read_text(encoding="utf-8")
-    assert committed == _gen_docs().supported_ops_page(), \
+    assert committed == _gen_docs().supported_ops_page(), (
         "docs/supported-ops.md is stale: run python docs/gen_docs.py"
+    )
 
 
 def test_supported_ops_page_lists_every_ir_op_and_activation_kind():
@@ -54,9 +56,24 @@ def test_findings_page_lists_every_code_with_its_fix():
 
 def test_mkdocs_build_strict(tmp_path):
     pytest.importorskip("mkdocs", reason="mkdocs not installed (pip install '.[docs]')")
-    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
-                             "-f", str(ROOT / "mkdocs.yml"), "-d", str(tmp_path / "site")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--quiet",
+            "-f",
+            str(ROOT / "mkdocs.yml"),
+            "-d",
+            str(tmp_path / "site"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "validator-findings" / "index.html").exists()
     assert not (tmp_path / "site" / "gen_docs.py").exists()

@@ -33,8 +33,13 @@ def test_every_example_is_listed():
 def test_example_runs(script, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    result = subprocess.run([sys.executable, str(EXAMPLES / script), *CASES[script](out)],
-                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *CASES[script](out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert any(p.suffix == ".mlmodel" for p in out.rglob("*")), sorted(out.rglob("*"))

@@ -24,8 +24,9 @@ def written_batch_size(path) -> int:
 
 
 def test_strings_are_not_iterated():
-    options = ExportOptions(trainable="fc", class_labels="cat, dog,bird", input_names="image",
-                            output_names="scores")
+    options = ExportOptions(
+        trainable="fc", class_labels="cat, dog,bird", input_names="image", output_names="scores"
+    )
     assert options.trainable == ["fc"]
     assert options.class_labels == ["cat", "dog", "bird"]
     assert options.input_names == ["image"] and options.output_names == ["scores"]
@@ -50,8 +51,10 @@ def test_one_default_batch_size():
     assert defaults["epochs"].default == DEFAULT_EPOCHS
     assert TrainingConfig(Loss("cce", "probs")).batch_size.default == DEFAULT_BATCH_SIZE
     options = ExportOptions()
-    assert (options.resolved("batch_size"), options.resolved("epochs")) == (DEFAULT_BATCH_SIZE,
-                                                                            DEFAULT_EPOCHS)
+    assert (options.resolved("batch_size"), options.resolved("epochs")) == (
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_EPOCHS,
+    )
     assert any("batch size 8" in note for note in options.default_notes())
     assert ExportOptions(batch_size=4, epochs=2).default_notes() == []
 
@@ -71,8 +74,12 @@ def test_every_frontend_writes_the_same_defaults(tmp_path):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     keras_report = export_keras(model, tmp_path / "k.mlmodel")
-    export_torch(torch.nn.Sequential(torch.nn.Linear(4, 3)), torch.zeros(1, 4),
-                 tmp_path / "t.mlmodel", loss="mse")
+    export_torch(
+        torch.nn.Sequential(torch.nn.Linear(4, 3)),
+        torch.zeros(1, 4),
+        tmp_path / "t.mlmodel",
+        loss="mse",
+    )
     built = onnx_helpers.model([helper.make_node("Relu", ["x"], ["features"])], (4,))
     onnx_report = export_onnx(built, tmp_path / "o.mlmodel", loss="mse", trainable="head")
     for name in ("k", "t", "o"):
@@ -91,8 +98,14 @@ def test_python_string_forms_through_an_export(tmp_path):
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
-    report = export_torch(model, torch.zeros(1, 4), tmp_path / "m.mlmodel", loss="cross_entropy",
-                          trainable="2", class_labels="a,b,c")
+    report = export_torch(
+        model,
+        torch.zeros(1, 4),
+        tmp_path / "m.mlmodel",
+        loss="cross_entropy",
+        trainable="2",
+        class_labels="a,b,c",
+    )
     assert report.trainable == ["2"]
     outputs = load(tmp_path / "m.mlmodel").predict({"input": np.zeros((1, 4), np.float32)})
     assert set(outputs["probabilities"][0]) == {"a", "b", "c"}
@@ -106,8 +119,9 @@ def test_onnx_logits_output_is_named_for_what_it_holds(tmp_path):
     import onnx_helpers
     from updatable_coreml.exporters.onnx import export_onnx
 
-    built = onnx_helpers.model([helper.make_node("Relu", ["x"], ["features"])], (4,),
-                               output="logits")
+    built = onnx_helpers.model(
+        [helper.make_node("Relu", ["x"], ["features"])], (4,), output="logits"
+    )
     report = export_onnx(built, tmp_path / "m.mlmodel", loss="cce", class_labels=[0, 1, 2, 3, 4])
     assert "probabilities" in report.outputs and "logits" not in report.outputs
     assert any("'logits' named 'probabilities'" in change for change in report.changes)
@@ -121,9 +135,13 @@ def test_keras_trainable_typo_suggests_the_layer_and_refusals_name_the_flag(tmp_
     inputs = keras.Input((4,))
     outputs = keras.layers.Dense(3, activation="softmax", name="head")(inputs)
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.SGD(0.1, nesterov=True, momentum=0.5),
-                  loss="sparse_categorical_crossentropy")
-    with pytest.raises(ConfigError, match=r"--trainable \(trainable=\).*'haed'.*did you mean 'head'"):
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1, nesterov=True, momentum=0.5),
+        loss="sparse_categorical_crossentropy",
+    )
+    with pytest.raises(
+        ConfigError, match=r"--trainable \(trainable=\).*'haed'.*did you mean 'head'"
+    ):
         export_keras(model, tmp_path / "m.mlmodel", trainable="haed")
     with pytest.raises(UnsupportedError, match=r"nesterov.*--allow-unsupported"):
         export_keras(model, tmp_path / "m.mlmodel")

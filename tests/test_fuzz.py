@@ -38,9 +38,10 @@ from updatable_coreml.runtime import limits, load
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 TIME_LIMIT_S = 10.0
 MEMORY_GROWTH_MB = 1024
-FUZZ_BLOB_ELEMENTS = 2 ** 20
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
-                database=None)
+FUZZ_BLOB_ELEMENTS = 2**20
+FUZZ = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None
+)
 
 
 def _knn_pipeline() -> Model_pb2.Model:
@@ -59,9 +60,12 @@ def _image_classifier() -> Model_pb2.Model:
 
 
 def _seed_specs() -> list[Model_pb2.Model]:
-    return [make_updatable(squeezenet_like(), layers=["fc"], expand_classes=5, seed=1),
-            make_updatable(mlp_regressor(), layers=["out"], loss="mse", optimizer="adam"),
-            _image_classifier(), _knn_pipeline()]
+    return [
+        make_updatable(squeezenet_like(), layers=["fc"], expand_classes=5, seed=1),
+        make_updatable(mlp_regressor(), layers=["out"], loss="mse", optimizer="adam"),
+        _image_classifier(),
+        _knn_pipeline(),
+    ]
 
 
 SEED_SPECS = _seed_specs()
@@ -107,17 +111,24 @@ def _zeros(description) -> dict:
         kind = feature.type.WhichOneof("Type")
         if kind == "multiArrayType":
             array = feature.type.multiArrayType
-            shape = list(array.shape) or (list(array.enumeratedShapes.shapes[0].shape)
-                                          if array.enumeratedShapes.shapes else [1])
-            assert min(shape, default=0) >= 0 and math.prod(shape) <= limits.MAX_BLOB_ELEMENTS, \
+            shape = list(array.shape) or (
+                list(array.enumeratedShapes.shapes[0].shape)
+                if array.enumeratedShapes.shapes
+                else [1]
+            )
+            assert min(shape, default=0) >= 0 and math.prod(shape) <= limits.MAX_BLOB_ELEMENTS, (
                 f"runtime.load accepted input {feature.name!r} of shape {shape}"
+            )
             features[feature.name] = np.zeros(shape, np.float32)
         elif kind == "imageType":
             image = feature.type.imageType
-            assert 3 * image.height * image.width <= limits.MAX_BLOB_ELEMENTS, \
+            assert 3 * image.height * image.width <= limits.MAX_BLOB_ELEMENTS, (
                 f"runtime.load accepted a {image.width}x{image.height} image input"
+            )
             gray = image.colorSpace in (10, 40)  # GRAYSCALE, GRAYSCALE_FLOAT16
-            features[feature.name] = np.zeros((image.height, image.width) + (() if gray else (3,)), np.uint8)
+            features[feature.name] = np.zeros(
+                (image.height, image.width) + (() if gray else (3,)), np.uint8
+            )
         elif kind in ("int64Type", "doubleType"):
             features[feature.name] = 0
         elif kind == "stringType":
@@ -158,7 +169,7 @@ def mutated(draw) -> bytes:
         elif action == "insert":
             data[at:at] = draw(st.binary(min_size=1, max_size=16))
         elif action == "delete":
-            del data[at:at + draw(st.integers(1, 64))]
+            del data[at : at + draw(st.integers(1, 64))]
         elif action == "set" and data:
             data[at] = draw(st.integers(0, 255))
     return bytes(data)
@@ -178,15 +189,20 @@ def test_random_bytes_never_crash(data):
 
 # -- field-level mutations of the spec ----------------------------------------------------------
 
-INTS = [0, 1, 2, 3, 7, 64, 2 ** 16, 2 ** 31 - 1, 2 ** 40, 2 ** 62, -1, -5, -(2 ** 31)]
+INTS = [0, 1, 2, 3, 7, 64, 2**16, 2**31 - 1, 2**40, 2**62, -1, -5, -(2**31)]
 FLOATS = [0.0, -1.0, 0.5, 1e30, -1e30, float("nan"), float("inf"), float("-inf")]
 INT_RANGES = {
-    FieldDescriptor.TYPE_INT32: (-(2 ** 31), 2 ** 31 - 1), FieldDescriptor.TYPE_SINT32: (-(2 ** 31), 2 ** 31 - 1),
-    FieldDescriptor.TYPE_SFIXED32: (-(2 ** 31), 2 ** 31 - 1), FieldDescriptor.TYPE_ENUM: (-(2 ** 31), 2 ** 31 - 1),
-    FieldDescriptor.TYPE_UINT32: (0, 2 ** 32 - 1), FieldDescriptor.TYPE_FIXED32: (0, 2 ** 32 - 1),
-    FieldDescriptor.TYPE_INT64: (-(2 ** 63), 2 ** 63 - 1), FieldDescriptor.TYPE_SINT64: (-(2 ** 63), 2 ** 63 - 1),
-    FieldDescriptor.TYPE_SFIXED64: (-(2 ** 63), 2 ** 63 - 1),
-    FieldDescriptor.TYPE_UINT64: (0, 2 ** 64 - 1), FieldDescriptor.TYPE_FIXED64: (0, 2 ** 64 - 1),
+    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_ENUM: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
+    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
 }
 FLOAT_TYPES = (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE)
 
@@ -223,7 +239,9 @@ def _blob_names(spec) -> list[str]:
 def _scalar(draw, field, names: list[str]):
     if field.type in INT_RANGES:
         low, high = INT_RANGES[field.type]
-        return draw(st.sampled_from([v for v in INTS if low <= v <= high] + [draw(st.integers(-3, 40))]))
+        return draw(
+            st.sampled_from([v for v in INTS if low <= v <= high] + [draw(st.integers(-3, 40))])
+        )
     if field.type in FLOAT_TYPES:
         return draw(st.sampled_from(FLOATS))
     if field.type == FieldDescriptor.TYPE_BOOL:
@@ -283,25 +301,33 @@ def test_mutated_spec_fields_never_crash(data):
 # -- hand-picked mutations -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda s: s.neuralNetworkClassifier.layers[0].ClearField("input"),
-    lambda s: s.neuralNetworkClassifier.layers[-2].innerProduct.ClearField("weights"),
-    lambda s: setattr(s.neuralNetworkClassifier.layers[0].convolution, "outputChannels", 2**62),
-    lambda s: s.neuralNetworkClassifier.layers[0].convolution.kernelSize.extend([2**40]),
-    lambda s: s.description.input[0].type.multiArrayType.shape.extend([2**40, -5]),
-    lambda s: setattr(s.description.input[0].type.multiArrayType, "dataType", 12345),
-    lambda s: s.neuralNetworkClassifier.updateParams.ClearField("optimizer"),
-    lambda s: s.neuralNetworkClassifier.updateParams.lossLayers.add(),
-    lambda s: s.neuralNetworkClassifier.layers[3].output.append("classLabelProbs"),
-    lambda s: s.description.ClearField("trainingInput"),
-    lambda s: setattr(s.neuralNetworkClassifier.layers[4].pooling, "type", 99),
-    lambda s: s.neuralNetworkClassifier.ClearField("stringClassLabels"),
-    lambda s: s.neuralNetworkClassifier.layers[0].convolution.valid.paddingAmounts.borderAmounts.add(
-        startEdgeSize=2**40, endEdgeSize=2**40),
-    lambda s: setattr(s.neuralNetworkClassifier.layers[0].convolution, "isDeconvolution", True) or
-    s.neuralNetworkClassifier.layers[0].convolution.stride.extend([2**30, 2**30]),
-    lambda s: s.description.input[0].type.multiArrayType.shape.__setitem__(2, 2**19),
-])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda s: s.neuralNetworkClassifier.layers[0].ClearField("input"),
+        lambda s: s.neuralNetworkClassifier.layers[-2].innerProduct.ClearField("weights"),
+        lambda s: setattr(s.neuralNetworkClassifier.layers[0].convolution, "outputChannels", 2**62),
+        lambda s: s.neuralNetworkClassifier.layers[0].convolution.kernelSize.extend([2**40]),
+        lambda s: s.description.input[0].type.multiArrayType.shape.extend([2**40, -5]),
+        lambda s: setattr(s.description.input[0].type.multiArrayType, "dataType", 12345),
+        lambda s: s.neuralNetworkClassifier.updateParams.ClearField("optimizer"),
+        lambda s: s.neuralNetworkClassifier.updateParams.lossLayers.add(),
+        lambda s: s.neuralNetworkClassifier.layers[3].output.append("classLabelProbs"),
+        lambda s: s.description.ClearField("trainingInput"),
+        lambda s: setattr(s.neuralNetworkClassifier.layers[4].pooling, "type", 99),
+        lambda s: s.neuralNetworkClassifier.ClearField("stringClassLabels"),
+        lambda s: s.neuralNetworkClassifier.layers[
+            0
+        ].convolution.valid.paddingAmounts.borderAmounts.add(
+            startEdgeSize=2**40, endEdgeSize=2**40
+        ),
+        lambda s: (
+            setattr(s.neuralNetworkClassifier.layers[0].convolution, "isDeconvolution", True)
+            or s.neuralNetworkClassifier.layers[0].convolution.stride.extend([2**30, 2**30])
+        ),
+        lambda s: s.description.input[0].type.multiArrayType.shape.__setitem__(2, 2**19),
+    ],
+)
 def test_mutated_specs_never_crash(mutate):
     spec = make_updatable(squeezenet_like(), layers=["fc"])
     mutate(spec)
@@ -312,7 +338,7 @@ def test_the_bounds_can_fail():
     """The guards are real: a model the runtime accepts but that exceeds the budget is caught
     by the zeros check, and a slow call trips the alarm."""
     spec = make_updatable(mlp_regressor(), layers=["out"], loss="mse")
-    spec.description.input[0].type.multiArrayType.shape[:] = [2 ** 21]
+    spec.description.input[0].type.multiArrayType.shape[:] = [2**21]
     with pytest.raises(UpdatableCoreMLError, match="refuses blobs"):
         load(spec)
     with pytest.raises(AssertionError, match="accepted input"):
@@ -324,5 +350,7 @@ def test_the_bounds_can_fail():
 
 def test_count_is_reported(capsys):
     with capsys.disabled():
-        print(f"\nfuzz: {EXAMPLES} examples per property (mutated bytes, mutated spec fields), "
-              f"{max(EXAMPLES // 3, 1)} random byte strings")
+        print(
+            f"\nfuzz: {EXAMPLES} examples per property (mutated bytes, mutated spec fields), "
+            f"{max(EXAMPLES // 3, 1)} random byte strings"
+        )

@@ -20,8 +20,13 @@ L = keras.layers
 
 
 def _mlp(loss="sparse_categorical_crossentropy", optimizer=None, activation="softmax", seed=0):
-    model = keras.Sequential([keras.Input((6,)), L.Dense(8, activation="relu", name="body"),
-                              L.Dense(3, activation=activation, name="head")])
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            L.Dense(8, activation="relu", name="body"),
+            L.Dense(3, activation=activation, name="head"),
+        ]
+    )
     model.get_layer("body").trainable = False
     randomize(model, seed)
     if loss is not None:
@@ -32,18 +37,35 @@ def _mlp(loss="sparse_categorical_crossentropy", optimizer=None, activation="sof
 # -- losses and optimizers -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("loss, optimizer, words", [
-    (keras.losses.CategoricalCrossentropy(label_smoothing=0.1), None, "label_smoothing"),
-    ("binary_crossentropy", None, "binary"),
-    (lambda y, p: keras.ops.mean(p), None, "custom loss"),
-    ("hinge", None, "hinge"),
-    ("sparse_categorical_crossentropy", keras.optimizers.SGD(0.01, nesterov=True), "nesterov"),
-    ("sparse_categorical_crossentropy", keras.optimizers.Adam(amsgrad=True), "amsgrad"),
-    ("sparse_categorical_crossentropy", keras.optimizers.Adam(weight_decay=0.01), "weight_decay"),
-    ("sparse_categorical_crossentropy", keras.optimizers.AdamW(), "AdamW"),
-    ("sparse_categorical_crossentropy", keras.optimizers.RMSprop(), "RMSprop"),
-], ids=["label_smoothing", "bce", "custom", "hinge", "nesterov", "amsgrad", "weight_decay", "adamw",
-        "rmsprop"])
+@pytest.mark.parametrize(
+    "loss, optimizer, words",
+    [
+        (keras.losses.CategoricalCrossentropy(label_smoothing=0.1), None, "label_smoothing"),
+        ("binary_crossentropy", None, "binary"),
+        (lambda y, p: keras.ops.mean(p), None, "custom loss"),
+        ("hinge", None, "hinge"),
+        ("sparse_categorical_crossentropy", keras.optimizers.SGD(0.01, nesterov=True), "nesterov"),
+        ("sparse_categorical_crossentropy", keras.optimizers.Adam(amsgrad=True), "amsgrad"),
+        (
+            "sparse_categorical_crossentropy",
+            keras.optimizers.Adam(weight_decay=0.01),
+            "weight_decay",
+        ),
+        ("sparse_categorical_crossentropy", keras.optimizers.AdamW(), "AdamW"),
+        ("sparse_categorical_crossentropy", keras.optimizers.RMSprop(), "RMSprop"),
+    ],
+    ids=[
+        "label_smoothing",
+        "bce",
+        "custom",
+        "hinge",
+        "nesterov",
+        "amsgrad",
+        "weight_decay",
+        "adamw",
+        "rmsprop",
+    ],
+)
 def test_unsupported_training_options_are_refused(loss, optimizer, words, tmp_path):
     model = _mlp(loss, optimizer)
     path = tmp_path / "m.mlmodel"
@@ -53,8 +75,10 @@ def test_unsupported_training_options_are_refused(loss, optimizer, words, tmp_pa
 
 
 def test_allow_unsupported_downgrades_to_a_reported_warning(tmp_path):
-    model = _mlp(keras.losses.SparseCategoricalCrossentropy(),
-                 keras.optimizers.SGD(0.01, momentum=0.5, nesterov=True))
+    model = _mlp(
+        keras.losses.SparseCategoricalCrossentropy(),
+        keras.optimizers.SGD(0.01, momentum=0.5, nesterov=True),
+    )
     report = export_keras(model, tmp_path / "m.mlmodel", allow_unsupported=True)
     assert any("nesterov" in w for w in report.warnings)
 
@@ -74,11 +98,20 @@ def test_from_logits_appends_softmax_and_keeps_output_name(tmp_path):
 
 
 def test_mapped_hyperparameters_and_ranges(tmp_path):
-    model = _mlp("categorical_crossentropy", keras.optimizers.Adam(0.003, beta_1=0.85, beta_2=0.98,
-                                                                  epsilon=1e-6))
-    report = export_keras(model, tmp_path / "m.mlmodel", batch_size=16, epochs=5,
-                          allowed_batch_sizes=[8, 16], allowed_epochs=range(1, 21),
-                          lr_range=(1e-4, 0.01), seed=7)
+    model = _mlp(
+        "categorical_crossentropy",
+        keras.optimizers.Adam(0.003, beta_1=0.85, beta_2=0.98, epsilon=1e-6),
+    )
+    report = export_keras(
+        model,
+        tmp_path / "m.mlmodel",
+        batch_size=16,
+        epochs=5,
+        allowed_batch_sizes=[8, 16],
+        allowed_epochs=range(1, 21),
+        lr_range=(1e-4, 0.01),
+        seed=7,
+    )
     adam = neural_network(load_spec(report.path)).updateParams.optimizer.adamOptimizer
     assert adam.learningRate.defaultValue == pytest.approx(0.003)
     assert (adam.learningRate.range.minValue, adam.learningRate.range.maxValue) == (1e-4, 0.01)
@@ -97,9 +130,12 @@ def test_learning_rate_schedule_becomes_current_value(tmp_path):
 
 
 def test_regularizer_and_clipping_are_reported(tmp_path):
-    model = keras.Sequential([keras.Input((4,)), L.Dense(3, activation="softmax",
-                                                         kernel_regularizer="l2")])
-    model.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.SGD(clipnorm=1.0))
+    model = keras.Sequential(
+        [keras.Input((4,)), L.Dense(3, activation="softmax", kernel_regularizer="l2")]
+    )
+    model.compile(
+        loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.SGD(clipnorm=1.0)
+    )
     report = export_keras(model, tmp_path / "m.mlmodel")
     assert any("kernel_regularizer" in w for w in report.warnings)
     assert any("clipnorm" in w for w in report.warnings)
@@ -114,8 +150,15 @@ def test_uncompiled_model_needs_loss(tmp_path):
 
 
 def test_unknown_layer_is_named(tmp_path):
-    model = keras.Sequential([keras.Input((4, 4, 1)), L.Conv2D(2, 2), L.UpSampling2D(name="up"),
-                              L.Flatten(), L.Dense(2, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((4, 4, 1)),
+            L.Conv2D(2, 2),
+            L.UpSampling2D(name="up"),
+            L.Flatten(),
+            L.Dense(2, activation="softmax"),
+        ]
+    )
     model.compile(loss="sparse_categorical_crossentropy", optimizer="sgd")
     with pytest.raises(UnsupportedError, match="'up'.*UpSampling2D"):
         export_keras(model, tmp_path / "m.mlmodel")
@@ -135,8 +178,14 @@ def test_backprop_blocker_names_both_layers(tmp_path):
 
 
 def test_trainable_batchnorm_is_refused_unless_allowed(tmp_path):
-    model = keras.Sequential([keras.Input((4,)), L.Dense(4, name="d"), L.BatchNormalization(name="bn"),
-                              L.Dense(2, activation="softmax", name="head")])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            L.Dense(4, name="d"),
+            L.BatchNormalization(name="bn"),
+            L.Dense(2, activation="softmax", name="head"),
+        ]
+    )
     model.compile(loss="sparse_categorical_crossentropy", optimizer="sgd")
     with pytest.raises(NotUpdatableError, match="'bn'"):
         export_keras(model, tmp_path / "m.mlmodel")
@@ -164,14 +213,30 @@ def test_export_is_deterministic(tmp_path):
 def test_classifier_metadata_slots_and_report(tmp_path):
     model = keras.Sequential([keras.Input((5,)), L.Dense(4, activation="softmax", name="head")])
     model.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
-    report = export_keras(model, tmp_path / "m.mlmodel", class_labels=["cat", "dog"],
-                          extra_class_slots=2, author="me", license="MIT", version="1.2",
-                          description="pets")
+    report = export_keras(
+        model,
+        tmp_path / "m.mlmodel",
+        class_labels=["cat", "dog"],
+        extra_class_slots=2,
+        author="me",
+        license="MIT",
+        version="1.2",
+        description="pets",
+    )
     spec = load_spec(report.path)
-    assert list(spec.neuralNetworkClassifier.stringClassLabels.vector) == ["cat", "dog", "user0", "user1"]
+    assert list(spec.neuralNetworkClassifier.stringClassLabels.vector) == [
+        "cat",
+        "dog",
+        "user0",
+        "user1",
+    ]
     meta = spec.description.metadata
-    assert (meta.author, meta.license, meta.versionString, meta.shortDescription) == \
-        ("me", "MIT", "1.2", "pets")
+    assert (meta.author, meta.license, meta.versionString, meta.shortDescription) == (
+        "me",
+        "MIT",
+        "1.2",
+        "pets",
+    )
     assert meta.userDefined["updatable_coreml.source"].startswith("keras==")
     assert "updatable_coreml.version" in meta.userDefined
     assert is_valid(validate(spec)) and spec.isUpdatable
@@ -180,8 +245,9 @@ def test_classifier_metadata_slots_and_report(tmp_path):
 
 
 def test_regressor(tmp_path):
-    model = keras.Sequential([keras.Input((5,)), L.Dense(4, activation="tanh", name="hidden"),
-                              L.Dense(2, name="out")])
+    model = keras.Sequential(
+        [keras.Input((5,)), L.Dense(4, activation="tanh", name="hidden"), L.Dense(2, name="out")]
+    )
     randomize(model)
     model.compile(loss="mse", optimizer="adam")
     report = export_keras(model, tmp_path / "m.mlmodel", regressor=True)
@@ -204,8 +270,9 @@ def test_callback_exports_with_fit_settings(tmp_path, capsys):
     model = _mlp()
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(20, 6)).astype(np.float32), rng.integers(0, 3, 20)
-    callback = UpdatableCoreMLExport(tmp_path / "e{epoch}.mlmodel", every_n_epochs=2,
-                                     class_labels=[0, 1, 2], seed=3)
+    callback = UpdatableCoreMLExport(
+        tmp_path / "e{epoch}.mlmodel", every_n_epochs=2, class_labels=[0, 1, 2], seed=3
+    )
     model.fit(x, y, batch_size=5, epochs=3, verbose=0, callbacks=[callback])
     assert (tmp_path / "e2.mlmodel").exists() and (tmp_path / "e3.mlmodel").exists()
     spec = load_spec(tmp_path / "e3.mlmodel")
@@ -217,8 +284,9 @@ def test_callback_exports_with_fit_settings(tmp_path, capsys):
     assert capsys.readouterr().out == ""  # quiet, like Keras's own callbacks
     assert max_abs_diff(model, tmp_path / "e3.mlmodel", x[:4]) <= TOLERANCE
 
-    copied = UpdatableCoreMLExport(tmp_path / "fit.mlmodel", epochs="fit", verbose=True,
-                                   class_labels=[0, 1, 2])
+    copied = UpdatableCoreMLExport(
+        tmp_path / "fit.mlmodel", epochs="fit", verbose=True, class_labels=[0, 1, 2]
+    )
     model.fit(x, y, batch_size=5, epochs=2, verbose=0, callbacks=[copied])
     assert neural_network(load_spec(tmp_path / "fit.mlmodel")).updateParams.epochs.defaultValue == 2
     assert "trains on device: head" in capsys.readouterr().out
@@ -236,6 +304,7 @@ def test_callback_refuses_class_weight_before_training(tmp_path):
     x, y = np.zeros((4, 6), np.float32), np.array([0, 1, 2, 0])
     callback = UpdatableCoreMLExport(tmp_path / "m.mlmodel", verbose=False)
     with pytest.raises(UnsupportedError, match="class_weight"):
-        model.fit(x, y, epochs=1, verbose=0, class_weight={0: 1.0, 1: 2.0, 2: 1.0},
-                  callbacks=[callback])
+        model.fit(
+            x, y, epochs=1, verbose=0, class_weight={0: 1.0, 1: 2.0, 2: 1.0}, callbacks=[callback]
+        )
     assert not (tmp_path / "m.mlmodel").exists()

@@ -31,8 +31,9 @@ def _head_model(input_shape, body, *, flatten=True, seed=0):
 
 def _check(model, tmp_path, input_shape, batch=3, seed=1, **options):
     path = tmp_path / "model.mlmodel"
-    export_keras(model, path, trainable=["head"], loss="mse", optimizer=keras.optimizers.SGD(0.01),
-                 **options)
+    export_keras(
+        model, path, trainable=["head"], loss="mse", optimizer=keras.optimizers.SGD(0.01), **options
+    )
     x = np.random.default_rng(seed).normal(size=(batch, *input_shape)).astype(np.float32)
     diff = max_abs_diff(model, path, x)
     assert diff <= TOLERANCE, diff
@@ -51,8 +52,10 @@ CASES = {
     "conv_strided_rect": ((10, 9, 2), lambda: [L.Conv2D(3, (3, 2), strides=(2, 3))]),
     "depthwise": ((8, 8, 3), lambda: [L.DepthwiseConv2D(3, depth_multiplier=2, padding="same")]),
     "depthwise_stride": ((9, 9, 2), lambda: [L.DepthwiseConv2D(3, strides=2)]),
-    "separable": ((8, 7, 3), lambda: [L.SeparableConv2D(5, 3, padding="same", depth_multiplier=2,
-                                                        activation="relu")]),
+    "separable": (
+        (8, 7, 3),
+        lambda: [L.SeparableConv2D(5, 3, padding="same", depth_multiplier=2, activation="relu")],
+    ),
     "maxpool": ((8, 8, 2), lambda: [L.MaxPooling2D(2)]),
     "maxpool_same_odd": ((7, 9, 2), lambda: [L.MaxPooling2D(3, strides=2, padding="same")]),
     "avgpool": ((8, 6, 2), lambda: [L.AveragePooling2D((2, 3))]),
@@ -60,8 +63,10 @@ CASES = {
     "global_avg": ((5, 6, 4), lambda: [L.GlobalAveragePooling2D()]),
     "global_max": ((5, 6, 4), lambda: [L.GlobalMaxPooling2D()]),
     "global_avg_keepdims": ((5, 6, 4), lambda: [L.GlobalAveragePooling2D(keepdims=True)]),
-    "global_max_keepdims_dense": ((5, 6, 4), lambda: [L.GlobalMaxPooling2D(keepdims=True),
-                                                      L.Dense(3, activation="relu")]),
+    "global_max_keepdims_dense": (
+        (5, 6, 4),
+        lambda: [L.GlobalMaxPooling2D(keepdims=True), L.Dense(3, activation="relu")],
+    ),
     "flatten_hwc_order": ((3, 4, 5), lambda: [L.Flatten()]),
     "batchnorm_folded": ((6, 6, 3), lambda: [L.Conv2D(4, 3), L.BatchNormalization()]),
     "batchnorm_after_dense": ((5,), lambda: [L.Dense(6), L.BatchNormalization(epsilon=0.01)]),
@@ -87,7 +92,10 @@ CASES = {
     "reshape_to_vector": ((3, 4, 2), lambda: [L.Reshape((24,))]),
     "zero_padding": ((5, 5, 2), lambda: [L.ZeroPadding2D(((1, 2), (0, 3)))]),
     "rescaling": ((4, 4, 3), lambda: [L.Rescaling(1 / 127.5, offset=-1)]),
-    "dropouts": ((6, 6, 3), lambda: [L.SpatialDropout2D(0.3), L.GaussianNoise(0.2), L.Dropout(0.5)]),
+    "dropouts": (
+        (6, 6, 3),
+        lambda: [L.SpatialDropout2D(0.3), L.GaussianNoise(0.2), L.Dropout(0.5)],
+    ),
 }
 
 
@@ -152,8 +160,14 @@ def test_nested_model_and_shared_layer(tmp_path):
 def test_image_input_takes_rescaling_as_preprocessing(tmp_path):
     model = _head_model((5, 5, 3), [L.Rescaling(1 / 255.0, offset=-0.5), L.Conv2D(2, 3)])
     path = tmp_path / "image.mlmodel"
-    report = export_keras(model, path, trainable=["head"], loss="mse",
-                          optimizer=keras.optimizers.SGD(0.01), image_input="rgb")
+    report = export_keras(
+        model,
+        path,
+        trainable=["head"],
+        loss="mse",
+        optimizer=keras.optimizers.SGD(0.01),
+        image_input="rgb",
+    )
     assert any("image preprocessing" in change for change in report.changes)
     x = np.random.default_rng(0).uniform(0, 255, (2, 5, 5, 3)).astype(np.float32)
     assert max_abs_diff(model, path, x) <= TOLERANCE
@@ -163,16 +177,28 @@ def test_bgr_image_input_with_per_channel_offsets(tmp_path):
     rescale = L.Rescaling(1 / 255.0, offset=[-0.1, -0.2, -0.3])
     model = _head_model((4, 4, 3), [rescale, L.Conv2D(2, 3)])
     path = tmp_path / "bgr.mlmodel"
-    export_keras(model, path, trainable=["head"], loss="mse", optimizer=keras.optimizers.SGD(0.01),
-                 image_input="bgr")
+    export_keras(
+        model,
+        path,
+        trainable=["head"],
+        loss="mse",
+        optimizer=keras.optimizers.SGD(0.01),
+        image_input="bgr",
+    )
     rgb = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
     want = keras_outputs(model, rgb[..., ::-1])  # the Keras model was trained on BGR arrays
     assert np.abs(runtime_outputs(path, rgb) - want).max() <= TOLERANCE
 
 
 def test_sequential_classifier_with_softmax(tmp_path):
-    model = keras.Sequential([keras.Input((4, 4, 2)), L.Conv2D(3, 2, activation="relu"), L.Flatten(),
-                              L.Dense(5, activation="softmax", name="probs")])
+    model = keras.Sequential(
+        [
+            keras.Input((4, 4, 2)),
+            L.Conv2D(3, 2, activation="relu"),
+            L.Flatten(),
+            L.Dense(5, activation="softmax", name="probs"),
+        ]
+    )
     randomize(model)
     model.compile(loss="sparse_categorical_crossentropy", optimizer="sgd")
     path = tmp_path / "classifier.mlmodel"

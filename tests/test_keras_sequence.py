@@ -30,23 +30,27 @@ def core_ml_layout(x: np.ndarray) -> np.ndarray:
 
 
 def token_classifier(lstm_trainable: bool) -> keras.Model:
-    model = keras.Sequential([
-        keras.Input((STEPS,), dtype="int32"),
-        L.Embedding(VOCAB, 5, name="embed", trainable=False),
-        L.LSTM(4, name="lstm", trainable=lstm_trainable),
-        L.Dense(3, activation="softmax", name="head"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((STEPS,), dtype="int32"),
+            L.Embedding(VOCAB, 5, name="embed", trainable=False),
+            L.LSTM(4, name="lstm", trainable=lstm_trainable),
+            L.Dense(3, activation="softmax", name="head"),
+        ]
+    )
     return randomize(model, seed=1, scale=0.5)
 
 
 def sequence_regressor() -> keras.Model:
     """Stacked LSTMs on float sequences, every activation Core ML's LSTM takes."""
-    model = keras.Sequential([
-        keras.Input((STEPS, 3)),
-        L.LSTM(5, return_sequences=True, use_bias=False, name="lstm_1"),
-        L.LSTM(4, activation="sigmoid", recurrent_activation="hard_sigmoid", name="lstm_2"),
-        L.Dense(2, activation="tanh", name="head"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((STEPS, 3)),
+            L.LSTM(5, return_sequences=True, use_bias=False, name="lstm_1"),
+            L.LSTM(4, activation="sigmoid", recurrent_activation="hard_sigmoid", name="lstm_2"),
+            L.Dense(2, activation="tanh", name="head"),
+        ]
+    )
     for layer in model.layers[:2]:
         layer.trainable = False
     return randomize(model, seed=2, scale=0.6)
@@ -70,7 +74,9 @@ def export(model, path, **options):
 def test_embedding_lstm_classifier_predicts_like_keras(tmp_path):
     model = token_classifier(lstm_trainable=False)
     path = tmp_path / "tokens.mlmodel"
-    report = export(model, path, loss="sparse_categorical_crossentropy", class_labels=["a", "b", "c"])
+    report = export(
+        model, path, loss="sparse_categorical_crossentropy", class_labels=["a", "b", "c"]
+    )
     tokens = np.random.default_rng(0).integers(0, VOCAB, (8, STEPS))
     got = probabilities(path, core_ml_layout(tokens))
     assert np.abs(got - model.predict(tokens, verbose=0)).max() <= TOLERANCE
@@ -96,8 +102,10 @@ def test_stacked_lstms_on_float_sequences_predict_like_keras(tmp_path):
 
 
 def test_a_sequence_output_comes_back_in_core_ml_layout(tmp_path):
-    model = randomize(keras.Sequential([keras.Input((STEPS, 3)),
-                                        L.LSTM(4, return_sequences=True, name="lstm")]), seed=3)
+    model = randomize(
+        keras.Sequential([keras.Input((STEPS, 3)), L.LSTM(4, return_sequences=True, name="lstm")]),
+        seed=3,
+    )
     path = tmp_path / "seq.mlmodel"
     export(model, path, loss="mse")
     x = np.random.default_rng(2).normal(size=(2, STEPS, 3)).astype(np.float32)
@@ -113,20 +121,31 @@ def test_a_sequence_output_comes_back_in_core_ml_layout(tmp_path):
 def lstm_weights_core_ml(spec, name: str) -> np.ndarray:
     layer = next(lyr for lyr in neural_network(spec).layers if lyr.name == name)
     params = layer.uniDirectionalLSTM.weightParams
-    return np.concatenate([np.asarray(getattr(params, g + kind).floatValue) for kind in
-                           ("WeightMatrix", "RecursionMatrix", "BiasVector") for g in GATES])
+    return np.concatenate(
+        [
+            np.asarray(getattr(params, g + kind).floatValue)
+            for kind in ("WeightMatrix", "RecursionMatrix", "BiasVector")
+            for g in GATES
+        ]
+    )
 
 
 def lstm_weights_keras(layer) -> np.ndarray:
     """A Keras LSTM's kernel, recurrent kernel and bias in the order the spec stores them."""
     kernel, recurrent, bias = layer.get_weights()
-    return np.concatenate([np.concatenate([part.T.ravel() for part in np.split(w, 4, axis=-1)])
-                           for w in (kernel, recurrent, bias)])
+    return np.concatenate(
+        [
+            np.concatenate([part.T.ravel() for part in np.split(w, 4, axis=-1)])
+            for w in (kernel, recurrent, bias)
+        ]
+    )
 
 
 def dense_weights(spec, name: str) -> np.ndarray:
     layer = next(lyr for lyr in neural_network(spec).layers if lyr.name == name)
-    return np.concatenate([layer.innerProduct.weights.floatValue, layer.innerProduct.bias.floatValue])
+    return np.concatenate(
+        [layer.innerProduct.weights.floatValue, layer.innerProduct.bias.floatValue]
+    )
 
 
 def keras_dense(layer) -> np.ndarray:
@@ -136,12 +155,19 @@ def keras_dense(layer) -> np.ndarray:
 
 def train_both(model, x, y, path, **options):
     """Update the exported file through the runtime, and Keras on the same mini-batches."""
-    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), run_eagerly=True,
-                  loss=options.pop("loss"))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        run_eagerly=True,
+        loss=options.pop("loss"),
+    )
     report = export(model, path, optimizer=None, **options)
     runtime = load(path)
-    result = runtime.update({runtime.description.input[0].name: core_ml_layout(x),
-                             runtime.description.trainingInput[-1].name: y})
+    result = runtime.update(
+        {
+            runtime.description.input[0].name: core_ml_layout(x),
+            runtime.description.trainingInput[-1].name: y,
+        }
+    )
     for step in range(BATCHES):
         rows = slice(step * BATCH, (step + 1) * BATCH)
         model.train_on_batch(x[rows], y[rows])
@@ -154,16 +180,23 @@ def test_training_an_lstm_and_its_head_matches_keras(tmp_path):
     rng = np.random.default_rng(4)
     tokens = rng.integers(0, VOCAB, (BATCH * BATCHES, STEPS))
     labels = rng.integers(0, 3, BATCH * BATCHES)
-    report, original, trained = train_both(model, tokens, labels, tmp_path / "m.mlmodel",
-                                           loss="sparse_categorical_crossentropy",
-                                           class_labels=[0, 1, 2])
+    report, original, trained = train_both(
+        model,
+        tokens,
+        labels,
+        tmp_path / "m.mlmodel",
+        loss="sparse_categorical_crossentropy",
+        class_labels=[0, 1, 2],
+    )
     assert report.trainable == ["lstm", "head"]
     assert any("EXPERIMENTAL_LSTM_UPDATE" in f for f in report.findings)
     assert any("experimental" in w for w in report.warnings)
     got, want = lstm_weights_core_ml(trained, "lstm"), lstm_weights_keras(model.get_layer("lstm"))
     assert relative_diff(got, want) <= 1e-4
     assert np.abs(want - before).max() > 100 * np.abs(got - want).max(), "LSTM barely trained"
-    assert relative_diff(dense_weights(trained, "head"), keras_dense(model.get_layer("head"))) <= 1e-4
+    assert (
+        relative_diff(dense_weights(trained, "head"), keras_dense(model.get_layer("head"))) <= 1e-4
+    )
     embedding = lambda spec: next(lyr for lyr in neural_network(spec).layers if lyr.name == "embed")  # noqa: E731
     assert embedding(trained) == embedding(original)
 
@@ -176,8 +209,12 @@ def test_training_a_head_behind_frozen_lstms_matches_keras(tmp_path):
     y = rng.uniform(-0.8, 0.8, (BATCH * BATCHES, 2)).astype(np.float32)
     report, original, trained = train_both(model, x, y, tmp_path / "r.mlmodel", loss="mse")
     assert report.trainable == ["head"]
-    assert relative_diff(dense_weights(trained, "head"), keras_dense(model.get_layer("head"))) <= 1e-4
-    assert np.array_equal(lstm_weights_core_ml(trained, "lstm_2"), lstm_weights_core_ml(original, "lstm_2"))
+    assert (
+        relative_diff(dense_weights(trained, "head"), keras_dense(model.get_layer("head"))) <= 1e-4
+    )
+    assert np.array_equal(
+        lstm_weights_core_ml(trained, "lstm_2"), lstm_weights_core_ml(original, "lstm_2")
+    )
     for name, weights in frozen.items():
         for old, new in zip(weights, model.get_layer(name).get_weights()):
             np.testing.assert_array_equal(old, new)
@@ -190,8 +227,12 @@ def test_a_trainable_embedding_is_refused_by_name(tmp_path):
     model = token_classifier(lstm_trainable=True)
     model.get_layer("embed").trainable = True
     with pytest.raises(NotUpdatableError, match="'embed'.*freeze it"):
-        export(model, tmp_path / "x.mlmodel", loss="sparse_categorical_crossentropy",
-               class_labels=[0, 1, 2])
+        export(
+            model,
+            tmp_path / "x.mlmodel",
+            loss="sparse_categorical_crossentropy",
+            class_labels=[0, 1, 2],
+        )
     assert not (tmp_path / "x.mlmodel").exists()
 
 
@@ -208,27 +249,38 @@ def test_an_lstm_passes_gradients_to_a_trainable_lstm_before_it(tmp_path):
     assert "lstm_1" in [f.layer for f in findings if f.code == "EXPERIMENTAL_LSTM_UPDATE"]
 
 
-@pytest.mark.parametrize("options, reason", [
-    ({"stateful": True}, "zero state"),
-    ({"go_backwards": True}, "reverse the sequence"),
-    ({"activation": "relu"}, "clips LSTM pre-activations"),
-    ({"dropout": 0.2}, "Core ML has no dropout"),
-])
+@pytest.mark.parametrize(
+    "options, reason",
+    [
+        ({"stateful": True}, "zero state"),
+        ({"go_backwards": True}, "reverse the sequence"),
+        ({"activation": "relu"}, "clips LSTM pre-activations"),
+        ({"dropout": 0.2}, "Core ML has no dropout"),
+    ],
+)
 def test_lstm_options_core_ml_cannot_carry_are_refused_with_the_reason(options, reason, tmp_path):
     batch = {"batch_size": 2} if options.get("stateful") else {}
-    model = keras.Sequential([keras.Input((STEPS, 3), **batch), L.LSTM(4, name="lstm", **options),
-                              L.Dense(2, name="head")])
+    model = keras.Sequential(
+        [
+            keras.Input((STEPS, 3), **batch),
+            L.LSTM(4, name="lstm", **options),
+            L.Dense(2, name="head"),
+        ]
+    )
     with pytest.raises(UnsupportedError, match=f"'lstm'.*{reason}"):
         export(model, tmp_path / "x.mlmodel", loss="mse")
 
 
 def test_masking_is_refused_and_dropout_becomes_a_warning_with_allow_unsupported(tmp_path):
     def model(mask_zero: bool) -> keras.Model:
-        return keras.Sequential([
-            keras.Input((STEPS,), dtype="int32"),
-            L.Embedding(VOCAB, 3, mask_zero=mask_zero, trainable=False, name="embed"),
-            L.LSTM(4, recurrent_dropout=0.1, name="lstm"),
-            L.Dense(2, activation="softmax", name="head")])
+        return keras.Sequential(
+            [
+                keras.Input((STEPS,), dtype="int32"),
+                L.Embedding(VOCAB, 3, mask_zero=mask_zero, trainable=False, name="embed"),
+                L.LSTM(4, recurrent_dropout=0.1, name="lstm"),
+                L.Dense(2, activation="softmax", name="head"),
+            ]
+        )
 
     options = {"loss": "sparse_categorical_crossentropy", "allow_unsupported": True}
     with pytest.raises(UnsupportedError, match="'embed'.*masking"):

@@ -42,8 +42,13 @@ SCRIPT = textwrap.dedent("""
 
 def test_export_on_torch_backend(tmp_path):
     env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": str(TESTS)}
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "m.mlmodel")], env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "m.mlmodel")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {**result, "backend": "torch", "batch": 4, "epochs": 2}

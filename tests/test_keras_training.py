@@ -25,26 +25,30 @@ BATCH, STEPS = 4, 3
 
 def _conv_classifier():
     """Frozen conv, trainable conv, pooling, flatten (rows reordered), two trainable dense."""
-    model = keras.Sequential([
-        keras.Input((6, 6, 2)),
-        L.Conv2D(3, 3, activation="relu", name="frozen_conv"),
-        L.Conv2D(4, 2, padding="same", activation="relu", name="conv"),
-        L.MaxPooling2D(2),
-        L.Flatten(),
-        L.Dense(5, activation="sigmoid", name="hidden"),
-        L.Dense(4, activation="softmax", name="head"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            L.Conv2D(3, 3, activation="relu", name="frozen_conv"),
+            L.Conv2D(4, 2, padding="same", activation="relu", name="conv"),
+            L.MaxPooling2D(2),
+            L.Flatten(),
+            L.Dense(5, activation="sigmoid", name="hidden"),
+            L.Dense(4, activation="softmax", name="head"),
+        ]
+    )
     model.get_layer("frozen_conv").trainable = False
     return randomize(model, seed=3, scale=0.5)
 
 
 def _regressor():
-    model = keras.Sequential([
-        keras.Input((5,)),
-        L.Dense(6, activation="relu", name="frozen"),
-        L.Dense(6, activation="tanh", name="hidden"),
-        L.Dense(3, name="head"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((5,)),
+            L.Dense(6, activation="relu", name="frozen"),
+            L.Dense(6, activation="tanh", name="hidden"),
+            L.Dense(3, name="head"),
+        ]
+    )
     model.get_layer("frozen").trainable = False
     return randomize(model, seed=4, scale=0.5)
 
@@ -67,10 +71,16 @@ def _train_both(model, x, y, tmp_path, *, optimizer, loss, **export_options):
     path = tmp_path / "model.mlmodel"
     export_keras(model, path, batch_size=BATCH, epochs=1, shuffle=False, **export_options)
     runtime = load(path)
-    assumptions = Assumptions(adam="keras") if isinstance(optimizer, keras.optimizers.Adam) else None
-    result = runtime.update({runtime.description.input[0].name: to_channel_first(x),
-                             runtime.description.trainingInput[-1].name: y},
-                            assumptions=assumptions)
+    assumptions = (
+        Assumptions(adam="keras") if isinstance(optimizer, keras.optimizers.Adam) else None
+    )
+    result = runtime.update(
+        {
+            runtime.description.input[0].name: to_channel_first(x),
+            runtime.description.trainingInput[-1].name: y,
+        },
+        assumptions=assumptions,
+    )
     for step in range(STEPS):
         batch = slice(step * BATCH, (step + 1) * BATCH)
         model.train_on_batch(x[batch], y[batch])
@@ -89,12 +99,16 @@ def _check(model, before, original, trained, trainable, frozen):
     for name in frozen:
         for old, new in zip(before[name], model.get_layer(name).get_weights()):
             np.testing.assert_array_equal(old, new)
-        np.testing.assert_array_equal(layer_weights(trained, name)[0], layer_weights(original, name)[0])
+        np.testing.assert_array_equal(
+            layer_weights(trained, name)[0], layer_weights(original, name)[0]
+        )
 
 
 OPTIMIZERS = {
     "sgd_momentum": lambda: keras.optimizers.SGD(learning_rate=0.1, momentum=0.9),
-    "adam": lambda: keras.optimizers.Adam(learning_rate=0.01, beta_1=0.8, beta_2=0.99, epsilon=1e-7),
+    "adam": lambda: keras.optimizers.Adam(
+        learning_rate=0.01, beta_1=0.8, beta_2=0.99, epsilon=1e-7
+    ),
 }
 
 
@@ -105,8 +119,15 @@ def test_classifier_training_parity(optimizer, tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(BATCH * STEPS, 6, 6, 2)).astype(np.float32)
     y = rng.integers(0, 4, BATCH * STEPS)
-    original, trained = _train_both(model, x, y, tmp_path, optimizer=OPTIMIZERS[optimizer](),
-                                    loss="sparse_categorical_crossentropy", class_labels=[0, 1, 2, 3])
+    original, trained = _train_both(
+        model,
+        x,
+        y,
+        tmp_path,
+        optimizer=OPTIMIZERS[optimizer](),
+        loss="sparse_categorical_crossentropy",
+        class_labels=[0, 1, 2, 3],
+    )
     _check(model, before, original, trained, ("conv", "hidden", "head"), ("frozen_conv",))
 
 
@@ -117,6 +138,7 @@ def test_regressor_mse_training_parity(optimizer, tmp_path):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(BATCH * STEPS, 5)).astype(np.float32)
     y = rng.normal(size=(BATCH * STEPS, 3)).astype(np.float32)
-    original, trained = _train_both(model, x, y, tmp_path, optimizer=OPTIMIZERS[optimizer](),
-                                    loss="mse")
+    original, trained = _train_both(
+        model, x, y, tmp_path, optimizer=OPTIMIZERS[optimizer](), loss="mse"
+    )
     _check(model, before, original, trained, ("hidden", "head"), ("frozen",))

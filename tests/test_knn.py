@@ -39,14 +39,43 @@ def builder_cnn():
 
     rng = np.random.default_rng(0)
     w = lambda *shape: rng.normal(0, 0.5, shape).astype(np.float32)  # noqa: E731
-    builder = NeuralNetworkBuilder([("digit", datatypes.Array(1, 8, 8))], [("probs", None)],
-                                   mode="classifier")
-    builder.add_convolution("conv1", 1, 8, 3, 3, 1, 1, "same", 1, w(3, 3, 1, 8), w(8), True,
-                            input_name="digit", output_name="c1")
+    builder = NeuralNetworkBuilder(
+        [("digit", datatypes.Array(1, 8, 8))], [("probs", None)], mode="classifier"
+    )
+    builder.add_convolution(
+        "conv1",
+        1,
+        8,
+        3,
+        3,
+        1,
+        1,
+        "same",
+        1,
+        w(3, 3, 1, 8),
+        w(8),
+        True,
+        input_name="digit",
+        output_name="c1",
+    )
     builder.add_activation("relu1", "RELU", "c1", "r1")
     builder.add_pooling("pool1", 2, 2, 2, 2, "MAX", "VALID", "r1", "p1")
-    builder.add_convolution("conv2", 8, 16, 3, 3, 1, 1, "same", 1, w(3, 3, 8, 16), w(16), True,
-                            input_name="p1", output_name="c2")
+    builder.add_convolution(
+        "conv2",
+        8,
+        16,
+        3,
+        3,
+        1,
+        1,
+        "same",
+        1,
+        w(3, 3, 8, 16),
+        w(16),
+        True,
+        input_name="p1",
+        output_name="c2",
+    )
     builder.add_activation("relu2", "RELU", "c2", "r2")
     builder.add_pooling("features", 1, 1, 1, 1, "AVERAGE", "VALID", "r2", "pooled", is_global=True)
     builder.add_flatten("flatten", 0, "pooled", "flat")
@@ -77,9 +106,16 @@ def torch_cnn():
     from torch import nn
 
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(16, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    )
 
 
 def export_from(kind: str, path, **options):
@@ -89,8 +125,9 @@ def export_from(kind: str, path, **options):
         return export_knn(keras_cnn(), path, feature_layer="features", **options)
     import torch
 
-    return export_knn(torch_cnn(), path, feature_layer="6", example_inputs=torch.zeros(1, 1, 8, 8),
-                      **options)
+    return export_knn(
+        torch_cnn(), path, feature_layer="6", example_inputs=torch.zeros(1, 1, 8, 8), **options
+    )
 
 
 def features_of(model, x: np.ndarray) -> np.ndarray:
@@ -101,8 +138,9 @@ def features_of(model, x: np.ndarray) -> np.ndarray:
     return np.asarray(out, dtype=np.float64).reshape(len(x), -1)
 
 
-def decided_rows(train: np.ndarray, labels: np.ndarray, queries: np.ndarray, k: int,
-                 inverse: bool) -> np.ndarray:
+def decided_rows(
+    train: np.ndarray, labels: np.ndarray, queries: np.ndarray, k: int, inverse: bool
+) -> np.ndarray:
     """Queries whose answer does not hinge on a tie: the k-th and (k+1)-th neighbors are at
     different distances, no neighbor is an exact match, and no two labels get the same vote."""
     distances = ((queries[:, None, :] - train[None]) ** 2).sum(-1)
@@ -112,7 +150,9 @@ def decided_rows(train: np.ndarray, labels: np.ndarray, queries: np.ndarray, k: 
     for row in np.flatnonzero(keep):
         votes: dict = {}
         for index, distance in zip(order[row, :k], near[row, :k]):
-            votes[labels[index]] = votes.get(labels[index], 0.0) + (1 / distance if inverse else 1.0)
+            votes[labels[index]] = votes.get(labels[index], 0.0) + (
+                1 / distance if inverse else 1.0
+            )
         top = sorted(votes.values(), reverse=True)
         keep[row] = len(top) == 1 or not np.isclose(top[0], top[1], rtol=1e-9, atol=0)
     return keep
@@ -124,9 +164,17 @@ def decided_rows(train: np.ndarray, labels: np.ndarray, queries: np.ndarray, k: 
 def test_pipeline_structure_and_validation(tmp_path, digits):
     x, y = digits
     path = tmp_path / "knn.mlmodel"
-    report = export_knn(builder_cnn(), path, feature_layer="features", k=5, k_range=(1, 20),
-                        labels="int", default_label=-1, input_name="image",
-                        initial_examples=(x[:30], y[:30]))
+    report = export_knn(
+        builder_cnn(),
+        path,
+        feature_layer="features",
+        k=5,
+        k_range=(1, 20),
+        labels="int",
+        default_label=-1,
+        input_name="image",
+        initial_examples=(x[:30], y[:30]),
+    )
     assert validate(path) == []
     spec = load(path).spec
     assert spec.WhichOneof("Type") == "pipeline" and spec.isUpdatable
@@ -158,7 +206,9 @@ def test_validator_catches_label_type_and_wiring(tmp_path):
     wrong_label.description.trainingInput[-1].type.int64Type.SetInParent()
     # Apple checks no k-NN training input: a warning, not an error (validator/knn.py).
     label_findings = validate(wrong_label)
-    assert {f.code for f in label_findings} == {"KNN_TRAINING_LABEL_TYPE"} and is_valid(label_findings)
+    assert {f.code for f in label_findings} == {"KNN_TRAINING_LABEL_TYPE"} and is_valid(
+        label_findings
+    )
     unwired = Model_pb2.Model()
     unwired.CopyFrom(spec)
     unwired.description.output[0].name = "nowhere"
@@ -189,14 +239,20 @@ def test_predicts_like_sklearn(kind, weighting, tmp_path, digits):
     x, y = digits
     train, queries = np.arange(0, 300), np.arange(1000, 1400)
     path = tmp_path / "knn.mlmodel"
-    export_from(kind, path, k=3, weighting=weighting, initial_examples=(x[train], y[train].astype(str)))
+    export_from(
+        kind, path, k=3, weighting=weighting, initial_examples=(x[train], y[train].astype(str))
+    )
     model = load(path)
     predicted = model.predict({model.description.input[0].name: x[queries]})["classLabel"]
     features = features_of(model, x)
     inverse = weighting == "inverse_distance"
     # Core ML weighs by 1 / (squared Euclidean distance), the distance its index computes.
-    sklearn = KNeighborsClassifier(3, weights=(lambda d: 1 / d ** 2) if inverse else "uniform",
-                                   algorithm="brute", metric="euclidean")
+    sklearn = KNeighborsClassifier(
+        3,
+        weights=(lambda d: 1 / d**2) if inverse else "uniform",
+        algorithm="brute",
+        metric="euclidean",
+    )
     sklearn.fit(features[train], y[train].astype(str))
     expected = sklearn.predict(features[queries])
     decided = decided_rows(features[train], y[train].astype(str), features[queries], 3, inverse)
@@ -223,8 +279,13 @@ def test_kd_tree_pipeline_predicts_like_linear(tmp_path, digits):
     x, y = digits
     examples = (x[:400], y[:400].astype(str))
     export_from("mlmodel", tmp_path / "linear.mlmodel", initial_examples=examples)
-    export_from("mlmodel", tmp_path / "tree.mlmodel", index="kd_tree", leaf_size=8,
-                initial_examples=examples)
+    export_from(
+        "mlmodel",
+        tmp_path / "tree.mlmodel",
+        index="kd_tree",
+        leaf_size=8,
+        initial_examples=examples,
+    )
     batch = {"digit": x[1000:1300]}
     linear, tree = load(tmp_path / "linear.mlmodel"), load(tmp_path / "tree.mlmodel")
     assert np.array_equal(linear.predict(batch)["classLabel"], tree.predict(batch)["classLabel"])
@@ -265,7 +326,9 @@ def test_default_label_then_updates_learn_new_classes(tmp_path, digits):
     assert len(stored.nearestNeighborsIndex.floatSamples) == len(known) + 3
     assert list(stored.stringClassLabels.vector)[-3:] == ["mine"] * 3
     queries = {"digit": x[1000:1100]}
-    assert np.array_equal(load(saved).predict(queries)["classLabel"], second.predict(queries)["classLabel"])
+    assert np.array_equal(
+        load(saved).predict(queries)["classLabel"], second.predict(queries)["classLabel"]
+    )
     shipped = load(path).spec.pipeline.models[-1].kNearestNeighborsClassifier
     assert len(shipped.nearestNeighborsIndex.floatSamples) == 0  # the file is never modified
 
@@ -284,7 +347,9 @@ def test_learning_curve_and_plot(tmp_path, digits):
     x, y = digits
     path = tmp_path / "knn.mlmodel"
     export_from("mlmodel", path, labels="int")
-    rows = knn_learning_curve(path, x[:1000], y[:1000], x[1000:1400], y[1000:1400], shots=(1, 5, 20))
+    rows = knn_learning_curve(
+        path, x[:1000], y[:1000], x[1000:1400], y[1000:1400], shots=(1, 5, 20)
+    )
     assert [r["shots"] for r in rows] == [1, 5, 20]
     assert [r["examples"] for r in rows] == [10, 50, 200]
     assert rows[-1]["accuracy"] > rows[0]["accuracy"] > 0.2
@@ -312,15 +377,38 @@ def test_simulate_cli_prints_the_learning_curve(tmp_path, digits, capsys):
     export_from("mlmodel", path, labels="string")
     np.savez(tmp_path / "train.npz", x=x[:600], y=y[:600].astype(str))
     np.savez(tmp_path / "val.npz", x=x[600:900], y=y[600:900].astype(str))
-    assert main(["simulate", str(path), "--train", str(tmp_path / "train.npz"), "--val",
-                 str(tmp_path / "val.npz"), "--plot", str(tmp_path / "curve.png"),
-                 "-o", str(tmp_path / "updated.mlmodel")]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                str(path),
+                "--train",
+                str(tmp_path / "train.npz"),
+                "--val",
+                str(tmp_path / "val.npz"),
+                "--plot",
+                str(tmp_path / "curve.png"),
+                "-o",
+                str(tmp_path / "updated.mlmodel"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "examples/class" in out and "accuracy plot" in out
     assert [line.split()[0] for line in out.splitlines()[1:6]] == ["1", "2", "5", "10", "20"]
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
     updated = load(tmp_path / "updated.mlmodel")
     assert updated.predict({"digit": x[900]})["classLabel"] in {str(d) for d in range(10)}
-    assert len(updated.spec.pipeline.models[-1].kNearestNeighborsClassifier.nearestNeighborsIndex.floatSamples) == 600
-    assert main(["simulate", str(path), "--train", str(tmp_path / "train.npz"), "--epochs", "3"]) == 2
+    assert (
+        len(
+            updated.spec.pipeline.models[
+                -1
+            ].kNearestNeighborsClassifier.nearestNeighborsIndex.floatSamples
+        )
+        == 600
+    )
+    assert (
+        main(["simulate", str(path), "--train", str(tmp_path / "train.npz"), "--epochs", "3"]) == 2
+    )
     assert "no epochs" in capsys.readouterr().err

@@ -16,16 +16,27 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 
 #: What the runtime may import besides its own modules: Apple's facts and leaf utilities,
 #: never the export side (frontends, IR, passes, backend, validator, CLI).
-RUNTIME_MAY_IMPORT = {"updatable_coreml", "updatable_coreml._proto", "updatable_coreml.errors",
-                      "updatable_coreml.spec_io", "updatable_coreml.coreml_rules",
-                      "updatable_coreml.registry", "updatable_coreml.frameworks"}
+RUNTIME_MAY_IMPORT = {
+    "updatable_coreml",
+    "updatable_coreml._proto",
+    "updatable_coreml.errors",
+    "updatable_coreml.spec_io",
+    "updatable_coreml.coreml_rules",
+    "updatable_coreml.registry",
+    "updatable_coreml.frameworks",
+}
 
 #: Cycles another helper is removing at the same time (issue 12): reported, not failed on,
 #: until they land. Each entry is the sorted module set of one strongly connected component.
 KNOWN_CYCLES: set[frozenset] = {
     frozenset({"updatable_coreml.cli", "updatable_coreml.export_cli"}),
-    frozenset({"updatable_coreml.runtime.model", "updatable_coreml.runtime.update",
-               "updatable_coreml.runtime.knn"}),
+    frozenset(
+        {
+            "updatable_coreml.runtime.model",
+            "updatable_coreml.runtime.update",
+            "updatable_coreml.runtime.knn",
+        }
+    ),
 }
 
 
@@ -41,7 +52,8 @@ def modules() -> dict[str, Path]:
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _import_nodes(tree: ast.AST):
@@ -66,7 +78,7 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
         else:
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 stem = ".".join(base + ([node.module] if node.module else []))
             else:
                 stem = node.module or ""
@@ -96,8 +108,10 @@ def cycles(graph: dict[str, set[str]]) -> list[frozenset]:
     the ``__init__`` first anyway, and re-exports there (``from .model import load``) would
     otherwise make every package a cycle.
     """
-    edges = {name: {t for t in targets if not (_is_package_init(t, graph) and name.startswith(t + "."))}
-             for name, targets in graph.items()}
+    edges = {
+        name: {t for t in targets if not (_is_package_init(t, graph) and name.startswith(t + "."))}
+        for name, targets in graph.items()
+    }
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -136,8 +150,10 @@ def test_the_reader_sees_imports():
     graph = import_graph()
     assert "updatable_coreml.errors" in graph["updatable_coreml.export"]
     assert "updatable_coreml.export" in graph["updatable_coreml.exporters.torch"] or any(
-        "updatable_coreml.export" in targets for name, targets in graph.items()
-        if name.startswith("updatable_coreml.exporters.torch"))
+        "updatable_coreml.export" in targets
+        for name, targets in graph.items()
+        if name.startswith("updatable_coreml.exporters.torch")
+    )
     made_up = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(made_up) == [frozenset({"a", "b", "c"})]
 
@@ -153,8 +169,14 @@ def test_no_import_cycles():
 
 def test_runtime_imports_no_export_code():
     graph = import_graph()
-    wrong = {name: sorted(t for t in targets if not t.startswith(f"{PACKAGE}.runtime")
-                          and t not in RUNTIME_MAY_IMPORT)
-             for name, targets in graph.items() if name.startswith(f"{PACKAGE}.runtime")}
+    wrong = {
+        name: sorted(
+            t
+            for t in targets
+            if not t.startswith(f"{PACKAGE}.runtime") and t not in RUNTIME_MAY_IMPORT
+        )
+        for name, targets in graph.items()
+        if name.startswith(f"{PACKAGE}.runtime")
+    }
     wrong = {name: targets for name, targets in wrong.items() if targets}
     assert not wrong, f"the runtime imports export-side code: {wrong}"

@@ -28,8 +28,15 @@ def to_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (example,), buffer, dynamo=False, input_names=["x"],
-                          output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+        torch.onnx.export(
+            model.eval(),
+            (example,),
+            buffer,
+            dynamo=False,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+        )
     return buffer.getvalue()
 
 
@@ -39,10 +46,17 @@ class BigCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
-            nn.Conv2d(8, 8, 3, stride=2, groups=2), nn.LeakyReLU(0.1), nn.AvgPool2d(2, padding=1))
-        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(8 * 2 * 2, 16), nn.ReLU(),
-                                        nn.Linear(16, 5))
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(8, 8, 3, stride=2, groups=2),
+            nn.LeakyReLU(0.1),
+            nn.AvgPool2d(2, padding=1),
+        )
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.2), nn.Linear(8 * 2 * 2, 16), nn.ReLU(), nn.Linear(16, 5)
+        )
 
     def forward(self, x):
         x = self.features(x)
@@ -64,8 +78,15 @@ def test_full_small_cnn_forward_parity(tmp_path):
     torch.manual_seed(0)
     onnx_bytes = to_onnx(randomized(BigCNN()), torch.zeros(1, 3, 13, 13))
     path = tmp_path / "cnn.mlmodel"
-    report = export_onnx(onnx_bytes, path, loss="cce", optimizer=SGD(), trainable=["classifier"],
-                         class_labels=list("abcde"), seed=0)
+    report = export_onnx(
+        onnx_bytes,
+        path,
+        loss="cce",
+        optimizer=SGD(),
+        trainable=["classifier"],
+        class_labels=list("abcde"),
+        seed=0,
+    )
     assert len(report.trainable) == 2
     x = np.random.default_rng(0).normal(size=(6, 3, 13, 13)).astype(np.float32)
     got = load(path).predict({"x": x})["y"]
@@ -75,8 +96,10 @@ def test_full_small_cnn_forward_parity(tmp_path):
 
 OPTIMIZERS = {
     "sgd_momentum": (lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9), SGD(0.05, 0.9)),
-    "adam": (lambda params: torch.optim.Adam(params, lr=0.01, betas=(0.8, 0.99), eps=1e-7),
-             Adam(0.01, 0.8, 0.99, 1e-7)),
+    "adam": (
+        lambda params: torch.optim.Adam(params, lr=0.01, betas=(0.8, 0.99), eps=1e-7),
+        Adam(0.01, 0.8, 0.99, 1e-7),
+    ),
 }
 
 
@@ -88,11 +111,23 @@ def test_training_parity_against_torch(optimizer_name, tmp_path):
     x, y = data(12, (3, 8, 8), 3)
     make_torch, optimizer = OPTIMIZERS[optimizer_name]
     path = tmp_path / "m.mlmodel"
-    report = export_onnx(to_onnx(model, x[:1]), path, loss="cce", optimizer=optimizer,
-                         trainable=["0", "4", "6"], batch_size=BATCH, epochs=EPOCHS, shuffle=False)
+    report = export_onnx(
+        to_onnx(model, x[:1]),
+        path,
+        loss="cce",
+        optimizer=optimizer,
+        trainable=["0", "4", "6"],
+        batch_size=BATCH,
+        epochs=EPOCHS,
+        shuffle=False,
+    )
     result = load(path).update({"x": x.numpy(), "y_true": y.numpy()})
     train_torch(trained, make_torch(trained.parameters()), nn.CrossEntropyLoss(), x, y)
-    modules = {"0": (model[0], trained[0]), "4": (model[4], trained[4]), "6": (model[6], trained[6])}
+    modules = {
+        "0": (model[0], trained[0]),
+        "4": (model[4], trained[4]),
+        "6": (model[6], trained[6]),
+    }
     for layer, (before, after) in zip(report.trainable, modules.values()):
         got = layer_weights(result.model, layer)
         for role in ("weight", "bias"):

@@ -31,33 +31,51 @@ _LSTM = {"hidden": 4, "activation": {"kind": "tanh"}, "recurrent_activation": {"
 #: IR op -> examples: (input shapes, attrs, weights). One line per op; every op needs one.
 EXAMPLES: dict[str, list[tuple[list[tuple[int, ...]], dict, dict]]] = {
     "dense": [([(4,)], {}, {"weight": _w(3, 4), "bias": _w(3)})],
-    "conv2d": [([(2, 7, 6)], {"strides": (2, 1), "padding": "same", "dilations": (1, 2)},
-                {"weight": _w(3, 2, 3, 3), "bias": _w(3)}),
-               ([(4, 5, 5)], {"groups": 2, "padding": (1, 0, 2, 1)}, {"weight": _w(4, 2, 2, 3)})],
-    "pool2d": [([(2, 7, 6)], {"kind": "max", "kernel": (3, 2), "strides": (2, 2),
-                              "padding": "same"}, {}),
-               ([(2, 7, 6)], {"kind": "avg", "kernel": (2, 2), "strides": (1, 2),
-                              "padding": (1, 1, 0, 1)}, {}),
-               ([(2, 5, 4)], {"kind": "avg", "global": True}, {}),
-               ([(2, 5, 4)], {"kind": "max", "global": True, "keepdims": True}, {})],
-    "batchnorm": [([(3, 2, 2)], {"eps": 1e-3}, {"gamma": _w(3), "beta": _w(3), "mean": _w(3),
-                                                "variance": np.abs(_w(3)) + 0.5})],
+    "conv2d": [
+        (
+            [(2, 7, 6)],
+            {"strides": (2, 1), "padding": "same", "dilations": (1, 2)},
+            {"weight": _w(3, 2, 3, 3), "bias": _w(3)},
+        ),
+        ([(4, 5, 5)], {"groups": 2, "padding": (1, 0, 2, 1)}, {"weight": _w(4, 2, 2, 3)}),
+    ],
+    "pool2d": [
+        ([(2, 7, 6)], {"kind": "max", "kernel": (3, 2), "strides": (2, 2), "padding": "same"}, {}),
+        (
+            [(2, 7, 6)],
+            {"kind": "avg", "kernel": (2, 2), "strides": (1, 2), "padding": (1, 1, 0, 1)},
+            {},
+        ),
+        ([(2, 5, 4)], {"kind": "avg", "global": True}, {}),
+        ([(2, 5, 4)], {"kind": "max", "global": True, "keepdims": True}, {}),
+    ],
+    "batchnorm": [
+        (
+            [(3, 2, 2)],
+            {"eps": 1e-3},
+            {"gamma": _w(3), "beta": _w(3), "mean": _w(3), "variance": np.abs(_w(3)) + 0.5},
+        )
+    ],
     "scale": [([(3, 2, 2)], {}, {"scale": _w(3), "bias": _w(3)})],
     "flatten": [([(2, 3, 4)], {}, {}), ([(2, 3, 4)], {"order": "hwc"}, {})],
     "reshape": [([(2, 3, 4)], {"shape": (4, 3, 2)}, {})],
     "concat": [([(2, 3, 3), (1, 3, 3)], {}, {})],
     "pad": [([(2, 3, 3)], {"pads": (1, 2, 0, 3), "value": 0.5}, {})],
     "add": [([(2, 3, 3), (2, 3, 3)], {}, {}), ([(1, 3, 3), (2, 3, 3)], {}, {})],
-    "mul": [([(5,), (5,)], {}, {}), ([(3, 1, 1), (3, 4, 5)], {}, {}),
-            ([(3, 4, 5), (1, 4, 5), (1, 1, 1)], {}, {})],
+    "mul": [
+        ([(5,), (5,)], {}, {}),
+        ([(3, 1, 1), (3, 4, 5)], {}, {}),
+        ([(3, 4, 5), (1, 4, 5), (1, 1, 1)], {}, {}),
+    ],
     "crop": [([(2, 6, 5)], {"crops": (1, 2, 0, 1)}, {})],
     "adaptive_avg_pool2d": [([(2, 3, 3)], {"output": (7, 7)}, {})],
     "activation": [([(2, 3, 3)], dict(attrs), {}) for attrs in ops.OPS["activation"].variants],
     "softmax": [([(4,)], {}, {})],
     "embedding": [([(5, 1)], {}, {"weight": _w(7, 3)})],
-    "lstm": [([(5, 3)], {**_LSTM, "return_sequences": True},
-              {"W_ih": _w(16, 3), "W_hh": _w(16, 4)}),
-             ([(5, 3)], _LSTM, {"W_ih": _w(16, 3), "W_hh": _w(16, 4), "bias": _w(16)})],
+    "lstm": [
+        ([(5, 3)], {**_LSTM, "return_sequences": True}, {"W_ih": _w(16, 3), "W_hh": _w(16, 4)}),
+        ([(5, 3)], _LSTM, {"W_ih": _w(16, 3), "W_hh": _w(16, 4), "bias": _w(16)}),
+    ],
     "dropout": [([(3,)], {}, {})],
     "identity": [([(3,)], {}, {})],
 }
@@ -91,7 +109,8 @@ def test_activation_variants_cover_every_kind():
 
 @pytest.mark.parametrize("op, shapes, attrs, weights", _cases())
 def test_writer_emits_the_declared_layers_and_the_runtime_agrees_with_the_shape_rule(
-        op, shapes, attrs, weights):
+    op, shapes, attrs, weights
+):
     graph = _graph(op, shapes, attrs, weights)
     definition = ops.OPS[op]
     if definition.write is None:
@@ -100,8 +119,15 @@ def test_writer_emits_the_declared_layers_and_the_runtime_agrees_with_the_shape_
         return
     nn = NeuralNetwork_pb2.NeuralNetwork()
     ops.write(nn, graph.nodes[0], infer_shapes(graph))
-    written = tuple((layer.WhichOneof("layer"), layer.activation.WhichOneof("NonlinearityType")
-                     if layer.WhichOneof("layer") == "activation" else None) for layer in nn.layers)
+    written = tuple(
+        (
+            layer.WhichOneof("layer"),
+            layer.activation.WhichOneof("NonlinearityType")
+            if layer.WhichOneof("layer") == "activation"
+            else None,
+        )
+        for layer in nn.layers
+    )
     assert written == definition.layers(attrs)
     assert nn.layers[-1].name == "n" and list(nn.layers[-1].output[:1]) == ["y"]
 
@@ -133,8 +159,11 @@ def _runtime_backward():
     """The runtime's backward registry (in ``runtime.registry`` once the runtime keeps both
     registries there, in ``runtime.backward`` before)."""
     found = getattr(registry, "BACKWARD", None)
-    return found if found is not None else importlib.import_module(
-        "updatable_coreml.runtime.backward").BACKWARD
+    return (
+        found
+        if found is not None
+        else importlib.import_module("updatable_coreml.runtime.backward").BACKWARD
+    )
 
 
 def test_every_layer_core_ml_passes_gradients_through_has_a_runtime_backward():

@@ -19,8 +19,9 @@ GATES = ("inputGate", "forgetGate", "blockInput", "outputGate")
 
 
 def bare_layer(kind: str, updatable: bool = False) -> nn_pb.NeuralNetworkLayer:
-    layer = nn_pb.NeuralNetworkLayer(name=f"my_{kind}", input=["x"], output=["y"],
-                                     isUpdatable=updatable)
+    layer = nn_pb.NeuralNetworkLayer(
+        name=f"my_{kind}", input=["x"], output=["y"], isUpdatable=updatable
+    )
     getattr(layer, kind).SetInParent()
     return layer
 
@@ -36,8 +37,9 @@ def test_every_layer_type_the_rules_let_gradients_pass_has_a_backward(kind):
     assert callable(backward_op(layer, through=True))
 
 
-@pytest.mark.parametrize("kind", sorted(set(FORWARD) - set(coreml_rules.BACKPROP_LAYER_TYPES)
-                                        - {"activation"}))
+@pytest.mark.parametrize(
+    "kind", sorted(set(FORWARD) - set(coreml_rules.BACKPROP_LAYER_TYPES) - {"activation"})
+)
 def test_every_other_layer_type_is_refused_on_the_trainable_path(kind):
     with pytest.raises(RuntimeLayerError, match=f"'my_{kind}'.*cannot backpropagate"):
         backward_op(bare_layer(kind), through=True)
@@ -109,7 +111,9 @@ def lstm_classifier_spec(w: dict, *, lr: float = 0.1, peephole: bool = False):
     params.params.hasPeepholeVectors = peephole
     for k, gate in enumerate(GATES):
         getattr(params.weightParams, gate + "WeightMatrix").floatValue.extend(w["w_ih"][k].ravel())
-        getattr(params.weightParams, gate + "RecursionMatrix").floatValue.extend(w["w_hh"][k].ravel())
+        getattr(params.weightParams, gate + "RecursionMatrix").floatValue.extend(
+            w["w_hh"][k].ravel()
+        )
         getattr(params.weightParams, gate + "BiasVector").floatValue.extend(w["b"][k])
     if peephole:
         for gate in ("inputGate", "forgetGate", "outputGate"):
@@ -135,10 +139,19 @@ def lstm_classifier_spec(w: dict, *, lr: float = 0.1, peephole: bool = False):
 
 def lstm_weights(seed: int = 3) -> dict:
     rng = np.random.default_rng(seed)
-    stored = {"in_w": (5, 3), "in_b": (5,), "w_ih": (4, 4, 5), "w_hh": (4, 4, 4), "b": (4, 4),
-              "out_w": (2, 4), "out_b": (2,)}
-    return {k: rng.normal(scale=0.5, size=s).astype(np.float32).astype(np.float64)
-            for k, s in stored.items()}
+    stored = {
+        "in_w": (5, 3),
+        "in_b": (5,),
+        "w_ih": (4, 4, 5),
+        "w_hh": (4, 4, 4),
+        "b": (4, 4),
+        "out_w": (2, 4),
+        "out_b": (2,),
+    }
+    return {
+        k: rng.normal(scale=0.5, size=s).astype(np.float32).astype(np.float64)
+        for k, s in stored.items()
+    }
 
 
 def sequences(seed: int = 4):
@@ -155,7 +168,8 @@ def test_lstm_passes_gradients_to_an_earlier_updatable_layer_finite_differences(
     w, (x, y) = lstm_weights(), sequences()
     lr = 0.1
     result = runtime.load(lstm_classifier_spec(w, lr=lr), dtype=np.float64).update(
-        {"x": x, "probs_true": y})
+        {"x": x, "probs_true": y}
+    )
     trained = result.model.spec.neuralNetwork.layers[0].innerProduct
     grad_w = (w["in_w"].ravel() - np.asarray(trained.weights.floatValue)) / lr
     grad_b = (w["in_b"] - np.asarray(trained.bias.floatValue)) / lr
@@ -179,7 +193,8 @@ def test_lstm_pass_through_matches_torch():
     w, (x, y) = lstm_weights(5), sequences(6)
     lr = 0.5
     result = runtime.load(lstm_classifier_spec(w, lr=lr), dtype=np.float64).update(
-        {"x": x, "probs_true": y})
+        {"x": x, "probs_true": y}
+    )
     trained = result.model.spec.neuralNetwork.layers[0].innerProduct
 
     t = {k: torch.tensor(v, dtype=torch.float64) for k, v in w.items()}
@@ -198,10 +213,12 @@ def test_lstm_pass_through_matches_torch():
     logits = h[:, -1] @ t["out_w"].T + t["out_b"]
     torch.nn.functional.cross_entropy(logits, torch.tensor(y)).backward()
     optimizer.step()
-    np.testing.assert_allclose(np.asarray(trained.weights.floatValue),
-                               fc_in.weight.detach().numpy().ravel(), atol=1e-6)
-    np.testing.assert_allclose(np.asarray(trained.bias.floatValue),
-                               fc_in.bias.detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(trained.weights.floatValue), fc_in.weight.detach().numpy().ravel(), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        np.asarray(trained.bias.floatValue), fc_in.bias.detach().numpy(), atol=1e-6
+    )
     assert np.abs(fc_in.weight.detach().numpy() - w["in_w"]).max() > 1e-3
 
 

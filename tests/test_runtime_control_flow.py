@@ -33,12 +33,14 @@ def add_scalar(network, name: str, source: str, target: str, alpha: float) -> No
 
 def branch_spec(with_else: bool = True):
     """y = x + 10 if x > 0 else x - 10."""
+
     def build(nn):
         nn.layers.add(name="positive", input=["x"], output=["cond"]).greaterThan.alpha = 0.0
         branch = nn.layers.add(name="if", input=["cond"]).branch
         add_scalar(branch.ifBranch, "plus", "x", "y", 10.0)
         if with_else:
             add_scalar(branch.elseBranch, "minus", "x", "y", -10.0)
+
     return spec_with(build)
 
 
@@ -61,6 +63,7 @@ def loop_spec(kind: str):
     """y starts at x; the body adds 1. ``for``: 5 times; ``while``: while y < 7; ``both``: while
     y < 100 at most 3 times; ``break``: break when y > 3; ``continue``: count steps but add only
     while the counter is below 2 (continue skips the add)."""
+
     def build(nn):
         nn.layers.add(name="start", input=["x"], output=["y"]).copy.SetInParent()
         loop = nn.layers.add(name="loop").loop
@@ -70,7 +73,9 @@ def loop_spec(kind: str):
         if kind in ("while", "both"):
             loop.conditionVar = "go"
             constant(loop.conditionNetwork, "limit", 7.0 if kind == "while" else 100.0)
-            loop.conditionNetwork.layers.add(name="lt", input=["y", "limit"], output=["go"]).lessThan.SetInParent()
+            loop.conditionNetwork.layers.add(
+                name="lt", input=["y", "limit"], output=["go"]
+            ).lessThan.SetInParent()
             if kind == "both":
                 loop.maxLoopIterations = 3
         if kind == "break":
@@ -92,11 +97,13 @@ def loop_spec(kind: str):
             branch.ifBranch.layers.add(name="next").loopContinue.SetInParent()
         add_scalar(body, "step", "y", "y1", 1.0)
         body.layers.add(name="keep", input=["y1"], output=["y"]).copy.SetInParent()
+
     return spec_with(build)
 
 
-@pytest.mark.parametrize("kind,want", [("for", 5.0), ("while", 7.0), ("both", 3.0),
-                                       ("break", 4.0), ("continue", 2.0)])
+@pytest.mark.parametrize(
+    "kind,want", [("for", 5.0), ("while", 7.0), ("both", 3.0), ("break", 4.0), ("continue", 2.0)]
+)
 def test_loops(kind, want):
     model = runtime.load(loop_spec(kind))
     assert model.predict({"x": np.array([0.0])})["y"].tolist() == [want]
@@ -119,8 +126,11 @@ def test_torch_gru_converted_by_coremltools_runs_as_a_loop(tmp_path):
     torch.manual_seed(2)
     model = Net().eval()
     x = torch.randn(1, 5, 3)
-    converted = ct.convert(torch.jit.trace(model, x), inputs=[ct.TensorType(name="x", shape=x.shape)],
-                           convert_to="neuralnetwork")
+    converted = ct.convert(
+        torch.jit.trace(model, x),
+        inputs=[ct.TensorType(name="x", shape=x.shape)],
+        convert_to="neuralnetwork",
+    )
     path = tmp_path / "gru.mlmodel"
     converted.save(str(path))
     loaded = runtime.load(path)

@@ -47,8 +47,11 @@ def test_torch_model_converted_by_coremltools(tmp_path):
         model.bn.running_mean.uniform_(-0.5, 0.5)
         model.bn.running_var.uniform_(0.5, 1.5)
     x = torch.randn(1, 3, 16, 16)
-    converted = ct.convert(torch.jit.trace(model, x), inputs=[ct.TensorType(name="x", shape=x.shape)],
-                           convert_to="neuralnetwork")
+    converted = ct.convert(
+        torch.jit.trace(model, x),
+        inputs=[ct.TensorType(name="x", shape=x.shape)],
+        convert_to="neuralnetwork",
+    )
     path = tmp_path / "torch.mlmodel"
     converted.save(str(path))
     loaded = runtime.load(path)
@@ -104,8 +107,11 @@ def test_torch_lstm_converted_by_coremltools(tmp_path, bidirectional):
     torch.manual_seed(1)
     model = Net().eval()
     x = torch.randn(1, 5, 3)
-    converted = ct.convert(torch.jit.trace(model, x), inputs=[ct.TensorType(name="x", shape=x.shape)],
-                           convert_to="neuralnetwork")
+    converted = ct.convert(
+        torch.jit.trace(model, x),
+        inputs=[ct.TensorType(name="x", shape=x.shape)],
+        convert_to="neuralnetwork",
+    )
     path = tmp_path / "lstm.mlmodel"
     converted.save(str(path))
     loaded = runtime.load(path)

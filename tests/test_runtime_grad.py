@@ -39,7 +39,9 @@ def numeric_grad(f, array: np.ndarray) -> np.ndarray:
 
 def check_layer(layer, x: np.ndarray, weights: dict | None = None) -> None:
     """Compare the backward op with finite differences of sum(forward(x) * r)."""
-    weights = {k: np.asarray(v, dtype=np.float64).ravel().copy() for k, v in (weights or {}).items()}
+    weights = {
+        k: np.asarray(v, dtype=np.float64).ravel().copy() for k, v in (weights or {}).items()
+    }
     getter = weights.__getitem__
     forward = forward_op(layer)
     y = forward(layer, [x], getter)[0]
@@ -66,8 +68,10 @@ def away_from_zero(shape) -> np.ndarray:
 # -- layers --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("groups,stride,dilation,same", [
-    (1, (1, 1), (1, 1), False), (2, (2, 1), (1, 2), False), (1, (2, 2), (1, 1), True)])
+@pytest.mark.parametrize(
+    "groups,stride,dilation,same",
+    [(1, (1, 1), (1, 1), False), (2, (2, 1), (1, 2), False), (1, (2, 2), (1, 1), True)],
+)
 def test_convolution_gradients(groups, stride, dilation, same):
     layer = make_layer("convolution", updatable=True)
     p = layer.convolution
@@ -82,8 +86,9 @@ def test_convolution_gradients(groups, stride, dilation, same):
         amounts.add(startEdgeSize=1, endEdgeSize=0)
         amounts.add(startEdgeSize=0, endEdgeSize=2)
     x = RNG.normal(size=(2, 4, 6, 5))
-    check_layer(layer, x, {"weights": RNG.normal(size=(4, 4 // groups, 3, 2)),
-                           "bias": RNG.normal(size=4)})
+    check_layer(
+        layer, x, {"weights": RNG.normal(size=(4, 4 // groups, 3, 2)), "bias": RNG.normal(size=4)}
+    )
 
 
 @pytest.mark.parametrize("groups,padding", [(1, "valid"), (2, "same"), (1, "shape")])
@@ -102,8 +107,11 @@ def test_deconvolution_gradients(groups, padding):
         amounts.add(startEdgeSize=0, endEdgeSize=1)
         if padding == "shape":
             p.outputShape.extend([7, 11])  # one row and two columns past the full output
-    check_layer(layer, RNG.normal(size=(2, 2, 3, 3)),
-                {"weights": RNG.normal(size=(2, 4 // groups, 3, 2)), "bias": RNG.normal(size=4)})
+    check_layer(
+        layer,
+        RNG.normal(size=(2, 2, 3, 3)),
+        {"weights": RNG.normal(size=(2, 4 // groups, 3, 2)), "bias": RNG.normal(size=4)},
+    )
 
 
 def test_frozen_convolution_gives_only_the_input_gradient():
@@ -119,14 +127,26 @@ def test_inner_product_gradients(shape):
     layer = make_layer("innerProduct", updatable=True)
     layer.innerProduct.inputChannels, layer.innerProduct.outputChannels = 6, 4
     layer.innerProduct.hasBias = True
-    check_layer(layer, RNG.normal(size=shape),
-                {"weights": RNG.normal(size=(4, 6)), "bias": RNG.normal(size=4)})
+    check_layer(
+        layer,
+        RNG.normal(size=shape),
+        {"weights": RNG.normal(size=(4, 6)), "bias": RNG.normal(size=4)},
+    )
 
 
-@pytest.mark.parametrize("kind,exclude,padding", [
-    (Pool.MAX, True, "valid"), (Pool.AVERAGE, True, "valid"), (Pool.AVERAGE, False, "valid"),
-    (Pool.L2, True, "valid"), (Pool.MAX, True, "last"), (Pool.AVERAGE, False, "last"),
-    (Pool.AVERAGE, True, "same"), (Pool.MAX, True, "same")])
+@pytest.mark.parametrize(
+    "kind,exclude,padding",
+    [
+        (Pool.MAX, True, "valid"),
+        (Pool.AVERAGE, True, "valid"),
+        (Pool.AVERAGE, False, "valid"),
+        (Pool.L2, True, "valid"),
+        (Pool.MAX, True, "last"),
+        (Pool.AVERAGE, False, "last"),
+        (Pool.AVERAGE, True, "same"),
+        (Pool.MAX, True, "same"),
+    ],
+)
 def test_pooling_gradients(kind, exclude, padding):
     layer = make_layer("pooling")
     p = layer.pooling
@@ -141,7 +161,11 @@ def test_pooling_gradients(kind, exclude, padding):
         p.includeLastPixel.paddingAmounts.extend([1, 1])
     else:
         p.same.SetInParent()
-    x = RNG.uniform(0.5, 2.0, size=(2, 2, 7, 6)) if kind == Pool.L2 else RNG.normal(size=(2, 2, 7, 6))
+    x = (
+        RNG.uniform(0.5, 2.0, size=(2, 2, 7, 6))
+        if kind == Pool.L2
+        else RNG.normal(size=(2, 2, 7, 6))
+    )
     check_layer(layer, x)
 
 
@@ -157,8 +181,12 @@ def test_batchnorm_gradients(compute, instance):
     layer = make_layer("batchnorm")
     p = layer.batchnorm
     p.channels, p.computeMeanVar, p.instanceNormalization = 3, compute, instance
-    weights = {"gamma": RNG.normal(size=3), "beta": RNG.normal(size=3),
-               "mean": RNG.normal(size=3), "variance": RNG.uniform(0.5, 2, size=3)}
+    weights = {
+        "gamma": RNG.normal(size=3),
+        "beta": RNG.normal(size=3),
+        "mean": RNG.normal(size=3),
+        "variance": RNG.uniform(0.5, 2, size=3),
+    }
     check_layer(layer, RNG.normal(size=(4, 3, 3, 2)), weights)
 
 
@@ -191,11 +219,13 @@ def test_softmax_alone_and_concat_are_refused():
         backward_op(make_layer("concat"))
 
 
-def lstm_layer(seq_out: bool, bias: bool, activations=("sigmoid", "tanh", "tanh"),
-               updatable: bool = True) -> tuple[nn_pb.NeuralNetworkLayer, dict]:
+def lstm_layer(
+    seq_out: bool, bias: bool, activations=("sigmoid", "tanh", "tanh"), updatable: bool = True
+) -> tuple[nn_pb.NeuralNetworkLayer, dict]:
     """A 3 -> 4 uniDirectionalLSTM (zero initial states) and random weights for it."""
-    layer = nn_pb.NeuralNetworkLayer(name="lstm", input=["x"], output=["y", "h", "c"],
-                                     isUpdatable=updatable)
+    layer = nn_pb.NeuralNetworkLayer(
+        name="lstm", input=["x"], output=["y", "h", "c"], isUpdatable=updatable
+    )
     spec = layer.uniDirectionalLSTM
     spec.inputVectorSize, spec.outputVectorSize = 3, 4
     for kind in activations:
@@ -204,9 +234,12 @@ def lstm_layer(seq_out: bool, bias: bool, activations=("sigmoid", "tanh", "tanh"
         if kind in ("sigmoidHard", "scaledTanh"):
             getattr(params, kind).alpha, getattr(params, kind).beta = 0.4, 0.5
     spec.params.sequenceOutput, spec.params.hasBiasVectors = seq_out, bias
-    weights = {field: RNG.normal(scale=0.6, size=4 if "Bias" in field else
-                                 (4, 3) if "WeightMatrix" in field else (4, 4))
-               for field in lstm_trainable_fields(layer)}
+    weights = {
+        field: RNG.normal(
+            scale=0.6, size=4 if "Bias" in field else (4, 3) if "WeightMatrix" in field else (4, 4)
+        )
+        for field in lstm_trainable_fields(layer)
+    }
     return layer, weights
 
 
@@ -216,8 +249,9 @@ def test_lstm_gradients_through_time(seq_out, bias):
     check_layer(layer, RNG.normal(size=(2, 5, 3, 1, 1)), weights)
 
 
-@pytest.mark.parametrize("activations", [("sigmoidHard", "scaledTanh", "tanh"),
-                                         ("sigmoid", "sigmoid", "scaledTanh")])
+@pytest.mark.parametrize(
+    "activations", [("sigmoidHard", "scaledTanh", "tanh"), ("sigmoid", "sigmoid", "scaledTanh")]
+)
 def test_lstm_gradients_with_other_recurrent_activations(activations):
     layer, weights = lstm_layer(True, True, activations)
     check_layer(layer, RNG.normal(size=(2, 4, 3, 1, 1)), weights)
@@ -237,8 +271,9 @@ def test_a_frozen_lstm_passes_the_gradient_to_its_input():
     check_layer(frozen, RNG.normal(size=(2, 4, 3, 1, 1)), weights)
     frozen.uniDirectionalLSTM.params.hasPeepholeVectors = True
     with pytest.raises(RuntimeLayerError, match="peepholes"):
-        backward_op(frozen, through=True)(frozen, np.zeros((1, 3)), None, np.zeros((1, 4)),
-                                          {}.get, True)
+        backward_op(frozen, through=True)(
+            frozen, np.zeros((1, 3)), None, np.zeros((1, 4)), {}.get, True
+        )
 
 
 # -- losses --------------------------------------------------------------------------------------

@@ -20,16 +20,40 @@ def classifier_spec(seed: int = 0):
     from coremltools.models import datatypes
 
     rng = np.random.default_rng(seed)
-    b = nnb.NeuralNetworkBuilder([("image", datatypes.Array(3, 8, 8))],
-                                 [("probs", datatypes.Array(len(LABELS)))], mode="classifier")
-    b.add_convolution("conv", 3, 4, 3, 3, 1, 1, "valid", 1,
-                      rng.normal(size=(3, 3, 3, 4)).astype(np.float32), None, False,
-                      input_name="image", output_name="c")
+    b = nnb.NeuralNetworkBuilder(
+        [("image", datatypes.Array(3, 8, 8))],
+        [("probs", datatypes.Array(len(LABELS)))],
+        mode="classifier",
+    )
+    b.add_convolution(
+        "conv",
+        3,
+        4,
+        3,
+        3,
+        1,
+        1,
+        "valid",
+        1,
+        rng.normal(size=(3, 3, 3, 4)).astype(np.float32),
+        None,
+        False,
+        input_name="image",
+        output_name="c",
+    )
     b.add_activation("relu", "RELU", "c", "r")
     b.add_pooling("gap", 1, 1, 1, 1, "AVERAGE", "VALID", "r", "p", is_global=True)
     b.add_flatten("flat", 0, "p", "f")
-    b.add_inner_product("fc", rng.normal(size=(len(LABELS), 4)).astype(np.float32),
-                        np.zeros(len(LABELS), np.float32), 4, len(LABELS), True, "f", "logits")
+    b.add_inner_product(
+        "fc",
+        rng.normal(size=(len(LABELS), 4)).astype(np.float32),
+        np.zeros(len(LABELS), np.float32),
+        4,
+        len(LABELS),
+        True,
+        "f",
+        "logits",
+    )
     b.add_softmax("softmax", "logits", "probs")
     b.set_class_labels(LABELS, predicted_feature_name="label", prediction_blob="probs")
     b.make_updatable(["fc"])
@@ -107,7 +131,9 @@ def test_simulate_refuses_a_channel_last_npz(tmp_path, model):
     np.savez(tmp_path / "train.npz", x=x, y=np.array(["a", "b", "c"] * 2))
     with pytest.raises(InputShapeError, match="channel-last"):
         simulate(path, tmp_path / "train.npz")
-    np.savez(tmp_path / "train_cf.npz", x=runtime.to_channel_first(x), y=np.array(["a", "b", "c"] * 2))
+    np.savez(
+        tmp_path / "train_cf.npz", x=runtime.to_channel_first(x), y=np.array(["a", "b", "c"] * 2)
+    )
     assert simulate(path, tmp_path / "train_cf.npz").rows
 
 

@@ -59,8 +59,10 @@ def imports(path: Path) -> set[str]:
 
 
 def graph() -> dict[str, set[str]]:
-    return {name: {t for t in imports(path) if t in MODULES and t != name}
-            for name, path in MODULES.items()}
+    return {
+        name: {t for t in imports(path) if t in MODULES and t != name}
+        for name, path in MODULES.items()
+    }
 
 
 def test_no_import_cycles_in_the_runtime():
@@ -73,7 +75,7 @@ def test_no_import_cycles_in_the_runtime():
         stack.append(node)
         for target in sorted(edges[node]):
             if state.get(target) == 1:
-                cycle = stack[stack.index(target):] + [target]
+                cycle = stack[stack.index(target) :] + [target]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if target not in state:
                 visit(target)
@@ -98,11 +100,17 @@ def test_the_runtime_reads_no_export_side_code():
 
 
 def test_every_layer_type_is_registered_by_one_family_module():
-    families = {getattr(layers, name) for name in dir(layers)
-                if getattr(getattr(layers, name), "__name__", "").startswith(layers.__name__ + ".")}
+    families = {
+        getattr(layers, name)
+        for name in dir(layers)
+        if getattr(getattr(layers, name), "__name__", "").startswith(layers.__name__ + ".")
+    }
     for table in (FORWARD, BACKWARD, ESTIMATES):
         for kind, fn in table.items():
-            assert any(fn.__module__ == family.__name__ for family in families), (kind, fn.__module__)
+            assert any(fn.__module__ == family.__name__ for family in families), (
+                kind,
+                fn.__module__,
+            )
 
 
 def test_the_loader_is_the_only_module_that_knows_every_model_kind():

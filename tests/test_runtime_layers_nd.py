@@ -18,15 +18,21 @@ Mode = nn_pb.ScatterMode
 
 def run(kind: str, inputs, setup=None, weights=None, outputs: int = 1):
     """Run one layer of ``kind`` on batched ``inputs``; ``setup(params)`` fills its message."""
-    layer = nn_pb.NeuralNetworkLayer(name=f"my_{kind}", input=[f"x{i}" for i in range(len(inputs))],
-                                     output=[f"y{i}" for i in range(outputs)])
+    layer = nn_pb.NeuralNetworkLayer(
+        name=f"my_{kind}",
+        input=[f"x{i}" for i in range(len(inputs))],
+        output=[f"y{i}" for i in range(outputs)],
+    )
     params = getattr(layer, kind)
     params.SetInParent()
     if setup:
         setup(params)
     stored = {k: np.asarray(v, dtype=np.float64).ravel() for k, v in (weights or {}).items()}
-    result = forward_op(layer)(layer, [np.asarray(x, dtype=np.float64) for x in inputs],
-                               lambda field: stored.get(field, np.zeros(0)))
+    result = forward_op(layer)(
+        layer,
+        [np.asarray(x, dtype=np.float64) for x in inputs],
+        lambda field: stored.get(field, np.zeros(0)),
+    )
     return result if outputs > 1 else result[0]
 
 
@@ -37,8 +43,14 @@ def close(got, want):
 
 # -- comparisons, logical, where, mod ------------------------------------------------------------
 
-CMP = {"equal": np.equal, "notEqual": np.not_equal, "lessThan": np.less,
-       "lessEqual": np.less_equal, "greaterThan": np.greater, "greaterEqual": np.greater_equal}
+CMP = {
+    "equal": np.equal,
+    "notEqual": np.not_equal,
+    "lessThan": np.less,
+    "lessEqual": np.less_equal,
+    "greaterThan": np.greater,
+    "greaterEqual": np.greater_equal,
+}
 
 
 @pytest.mark.parametrize("kind", sorted(CMP))
@@ -49,11 +61,14 @@ def test_comparisons_two_inputs_broadcast_and_alpha(kind):
 
     def alpha(p):
         p.alpha = 0.5
+
     close(run(kind, [a], alpha), CMP[kind](a, 0.5).astype(float))
 
 
-@pytest.mark.parametrize("kind,fn", [("logicalAnd", np.logical_and), ("logicalOr", np.logical_or),
-                                     ("logicalXor", np.logical_xor)])
+@pytest.mark.parametrize(
+    "kind,fn",
+    [("logicalAnd", np.logical_and), ("logicalOr", np.logical_or), ("logicalXor", np.logical_xor)],
+)
 def test_logical_ops_treat_non_zero_as_true(kind, fn):
     a, b = RNG.integers(-1, 2, size=(2, 5)).astype(float), RNG.integers(0, 2, size=(2, 5)) * 0.3
     close(run(kind, [a, b]), fn(a != 0, b != 0).astype(float))
@@ -69,9 +84,13 @@ def test_where_broadcastable():
 def test_mod_and_floor_div_match_torch_remainder_and_floor_divide():
     torch = pytest.importorskip("torch")
     a, b = RNG.normal(size=(2, 6)) * 5, RNG.choice([-3.0, 2.0, 0.7], size=(2, 6))
-    close(run("modBroadcastable", [a, b]), torch.remainder(torch.tensor(a), torch.tensor(b)).numpy())
-    close(run("floorDivBroadcastable", [a, b]),
-          torch.floor_divide(torch.tensor(a), torch.tensor(b)).numpy())
+    close(
+        run("modBroadcastable", [a, b]), torch.remainder(torch.tensor(a), torch.tensor(b)).numpy()
+    )
+    close(
+        run("floorDivBroadcastable", [a, b]),
+        torch.floor_divide(torch.tensor(a), torch.tensor(b)).numpy(),
+    )
 
 
 def test_clamped_relu():
@@ -79,6 +98,7 @@ def test_clamped_relu():
 
     def setup(p):
         p.alpha, p.beta = 0.1, 2.0
+
     close(run("clampedReLU", [x], setup), np.minimum(2.0, np.where(x >= 0, x, 0.1 * x)))
 
 
@@ -106,6 +126,7 @@ def test_nd_reductions(kind, axes, keep):
     def setup(p):
         p.axes.extend(axes)
         p.keepDims = keep
+
     want = REDUCE[kind](x, tuple(a % 3 + 1 for a in axes), keep)
     close(run(kind, [x], setup), want)
 
@@ -115,6 +136,7 @@ def test_reduce_all_keeps_one_axis():
 
     def setup(p):
         p.reduceAll = True
+
     close(run("reduceSum", [x], setup), x.sum(axis=(1, 2)).reshape(3, 1))
 
 
@@ -125,19 +147,26 @@ def test_arg_max_min(kind, fn, remove):
 
     def setup(p):
         p.axis, p.removeDim = -1, remove
+
     want = fn(x, axis=2)
     close(run(kind, [x], setup), want if remove else want[..., None])
 
 
-@pytest.mark.parametrize("exclude,reverse", [(False, False), (True, False), (False, True),
-                                             (True, True)])
+@pytest.mark.parametrize(
+    "exclude,reverse", [(False, False), (True, False), (False, True), (True, True)]
+)
 def test_cum_sum_matches_the_proto_example(exclude, reverse):
     x = np.array([[4.0, 6.0, 7.0]])
 
     def setup(p):
         p.axis, p.excludeFinalSum, p.reverse = 0, exclude, reverse
-    want = {(False, False): [4, 10, 17], (True, False): [0, 4, 10], (False, True): [17, 13, 7],
-            (True, True): [13, 7, 0]}[(exclude, reverse)]
+
+    want = {
+        (False, False): [4, 10, 17],
+        (True, False): [0, 4, 10],
+        (False, True): [17, 13, 7],
+        (True, True): [13, 7, 0],
+    }[(exclude, reverse)]
     close(run("cumSum", [x], setup), np.array([want], dtype=float))
 
 
@@ -148,6 +177,7 @@ def test_top_k_matches_torch(bottom):
 
     def setup(p):
         p.axis, p.K, p.useBottomK = 1, 3, bottom  # axis 1 of each example: blob axis 2
+
     values, indices = run("topK", [x], setup, outputs=2)
     ref = torch.topk(torch.tensor(x), 3, dim=2, largest=not bottom)
     close(values, ref.values.numpy())
@@ -159,9 +189,12 @@ def test_arg_sort_matches_the_proto_example():
 
     def setup(p):
         p.axis, p.descending = 1, True
+
     close(run("argSort", [x], setup), np.array([[[2, 1, 0], [1, 2, 0]]], dtype=float))
-    close(run("argSort", [x], lambda p: setattr(p, "axis", 1)),
-          np.array([[[0, 1, 2], [0, 2, 1]]], dtype=float))
+    close(
+        run("argSort", [x], lambda p: setattr(p, "axis", 1)),
+        np.array([[[0, 1, 2], [0, 2, 1]]], dtype=float),
+    )
 
 
 # -- linear, normalization ----------------------------------------------------------------------
@@ -175,6 +208,7 @@ def test_batched_matmul_two_inputs(ta, tb):
 
     def setup(p):
         p.transposeA, p.transposeB = ta, tb
+
     close(run("batchedMatmul", [a_in, b_in], setup), np.matmul(a, b[:, None]))
 
 
@@ -186,6 +220,7 @@ def test_batched_matmul_vectors_and_weights():
 
     def setup(p):
         p.weightMatrixFirstDimension, p.weightMatrixSecondDimension, p.hasBias = 4, 3, True
+
     close(run("batchedMatmul", [x], setup, {"weights": w.T, "bias": bias}), x @ w + bias)
 
 
@@ -196,8 +231,10 @@ def test_layer_normalization_matches_torch():
     def setup(p):
         p.normalizedShape.extend([4, 5])
         p.eps = 1e-5
-    want = torch.nn.functional.layer_norm(torch.tensor(x), (4, 5), torch.tensor(gamma),
-                                          torch.tensor(beta), 1e-5).numpy()
+
+    want = torch.nn.functional.layer_norm(
+        torch.tensor(x), (4, 5), torch.tensor(gamma), torch.tensor(beta), 1e-5
+    ).numpy()
     close(run("layerNormalization", [x], setup, {"gamma": gamma, "beta": beta}), want)
 
 
@@ -212,15 +249,18 @@ def test_copy_tile_stack_reverse():
     close(run("tile", [x, np.array([[1, 2, 6], [1, 2, 6]])]), np.tile(x, (1, 1, 2, 6)))
     y = RNG.normal(size=x.shape)
     close(run("stack", [x, y], lambda p: setattr(p, "axis", -2)), np.stack([x, y], axis=-2))
-    close(run("reverse", [x], lambda p: p.reverseDim.extend([True, False, True])),
-          x[:, ::-1, :, ::-1])
+    close(
+        run("reverse", [x], lambda p: p.reverseDim.extend([True, False, True])), x[:, ::-1, :, ::-1]
+    )
 
 
 def test_reshapes_and_broadcasts():
     x = RNG.normal(size=(2, 3, 4))
     x4 = RNG.normal(size=(2, 3, 4, 2))
-    close(run("rankPreservingReshape", [x4], lambda p: p.targetShape.extend([0, 2, -1])),
-          x4.reshape(2, 3, 2, 4))
+    close(
+        run("rankPreservingReshape", [x4], lambda p: p.targetShape.extend([0, 2, -1])),
+        x4.reshape(2, 3, 2, 4),
+    )
     close(run("reshapeLike", [x, np.zeros((2, 6, 2))]), x.reshape(2, 6, 2))
     close(run("reshapeDynamic", [x, np.array([[4, 3], [4, 3]])]), x.reshape(2, 4, 3))
     v = RNG.normal(size=(2, 1, 4))
@@ -233,14 +273,16 @@ def test_reshapes_and_broadcasts():
         run("reshapeDynamic", [x, np.array([[4, 3], [3, 4]])])
 
 
-@pytest.mark.parametrize("amounts,given,want", [
-    ([0, 1, 4, 0], False, (21, 14)), ([0, 21, 14, 0], True, (21, 14))])
+@pytest.mark.parametrize(
+    "amounts,given,want", [([0, 1, 4, 0], False, (21, 14)), ([0, 21, 14, 0], True, (21, 14))]
+)
 def test_constant_pad_matches_the_proto_examples(amounts, given, want):
     x = RNG.normal(size=(1, 20, 10))
 
     def setup(p):
         p.value, p.padToGivenOutputSizeMode = -2.0, given
         p.padAmounts.extend(amounts)
+
     y = run("constantPad", [x], setup)
     assert y.shape[1:] == want
     if not given:
@@ -252,7 +294,8 @@ def test_sliding_windows():
 
     def setup(p):
         p.axis, p.windowSize, p.step = 1, 4, 3
-    want = np.stack([x[:, :, m * 3: m * 3 + 4] for m in range(3)], axis=2)
+
+    want = np.stack([x[:, :, m * 3 : m * 3 + 4] for m in range(3)], axis=2)
     close(run("slidingWindows", [x], setup), want)
 
 
@@ -263,15 +306,21 @@ def test_fills_and_ranges():
     def static(p):
         p.value = 2.0
         p.targetShape.extend([2, 3])
+
     close(run("fillStatic", [], static), np.full((1, 2, 3), 2.0))
-    close(run("fillDynamic", [np.array([[2, 3]] * 2)], lambda p: setattr(p, "value", 3.0)),
-          np.full((2, 2, 3), 3.0))
+    close(
+        run("fillDynamic", [np.array([[2, 3]] * 2)], lambda p: setattr(p, "value", 3.0)),
+        np.full((2, 2, 3), 3.0),
+    )
 
     def arange(p):
         p.startValue, p.endValue, p.stepSizeValue = 1.0, 4.0, 0.5
+
     close(run("rangeStatic", [], arange), np.arange(1.0, 4.0, 0.5)[None])
-    close(run("rangeDynamic", [np.array([[5.0]]), np.array([[1.0]]), np.array([[2.0]])]),
-          np.array([[1.0, 3.0]]))
+    close(
+        run("rangeDynamic", [np.array([[5.0]]), np.array([[1.0]]), np.array([[2.0]])]),
+        np.array([[1.0, 3.0]]),
+    )
 
 
 # -- indexing -----------------------------------------------------------------------------------
@@ -288,19 +337,25 @@ def test_gather_nd_matches_the_proto_shapes():
 def test_gather_and_scatter_along_axis_match_numpy():
     data = RNG.normal(size=(2, 4, 4, 7))
     index = RNG.integers(-4, 4, size=(2, 4, 5, 7)).astype(float)
-    close(run("gatherAlongAxis", [data, index], lambda p: setattr(p, "axis", 1)),
-          np.take_along_axis(data, np.where(index < 0, index + 4, index).astype(int), axis=2))
+    close(
+        run("gatherAlongAxis", [data, index], lambda p: setattr(p, "axis", 1)),
+        np.take_along_axis(data, np.where(index < 0, index + 4, index).astype(int), axis=2),
+    )
     container = RNG.normal(size=(2, 2, 5, 6))
     rows = np.stack([RNG.permutation(5)[:2] for _ in range(2 * 2 * 6)]).reshape(2, 2, 6, 2)
     idx = rows.transpose(0, 1, 3, 2).astype(float)  # distinct rows per column: no collisions
     updates = RNG.normal(size=(2, 2, 2, 6))
     want = container.copy()
     np.put_along_axis(want, idx.astype(int), updates, axis=2)
-    close(run("scatterAlongAxis", [container, idx, updates], lambda p: setattr(p, "axis", -2)), want)
+    close(
+        run("scatterAlongAxis", [container, idx, updates], lambda p: setattr(p, "axis", -2)), want
+    )
 
 
-@pytest.mark.parametrize("mode,fn", [(Mode.SCATTER_UPDATE, None), (Mode.SCATTER_ADD, np.add),
-                                     (Mode.SCATTER_MAX, np.maximum)])
+@pytest.mark.parametrize(
+    "mode,fn",
+    [(Mode.SCATTER_UPDATE, None), (Mode.SCATTER_ADD, np.add), (Mode.SCATTER_MAX, np.maximum)],
+)
 def test_scatter_along_an_axis(mode, fn):
     container = RNG.normal(size=(1, 4, 4, 3))
     indices = np.array([[2.0, -1.0, 0.0, 2.0, 1.0, 3.0]])  # (6,) with a repeat and a negative
@@ -308,6 +363,7 @@ def test_scatter_along_an_axis(mode, fn):
 
     def setup(p):
         p.axis, p.mode = -2, mode
+
     want = container.copy()
     for i, k in enumerate([2, 3, 0, 2, 1, 3]):
         want[0, :, k] = updates[0, :, i] if fn is None else fn(want[0, :, k], updates[0, :, i])
@@ -321,8 +377,14 @@ def test_scatter_nd():
     want = container.copy()
     want[0, 1] += updates[0, 0] + updates[0, 2]
     want[0, 4] += updates[0, 1]
-    close(run("scatterND", [container, indices, updates], lambda p: setattr(p, "mode", Mode.SCATTER_ADD)),
-          want)
+    close(
+        run(
+            "scatterND",
+            [container, indices, updates],
+            lambda p: setattr(p, "mode", Mode.SCATTER_ADD),
+        ),
+        want,
+    )
 
 
 def test_slices_by_size_and_dynamic():
@@ -330,6 +392,7 @@ def test_slices_by_size_and_dynamic():
 
     def by_size(p):
         p.size, p.axis = 2, 1
+
     close(run("sliceBySize", [x, np.array([[1.0], [1.0]])], by_size), x[:, :, 1:3])
 
     def dynamic(p):
@@ -337,6 +400,7 @@ def test_slices_by_size_and_dynamic():
         p.strides.extend([1, 2, -1])
         p.beginMasks.extend([False, False, False])
         p.endMasks.extend([False, False, True])
+
     begin = np.array([[0, 0, 3]] * 2, dtype=float)
     close(run("sliceDynamic", [x, begin], dynamic), x[:, 0:2, 0:3:2, 3::-1])
 
@@ -344,10 +408,15 @@ def test_slices_by_size_and_dynamic():
 def test_one_hot_matches_the_proto_example():
     def setup(p):
         p.oneHotVectorSize, p.axis, p.onValue, p.offValue = 4, -1, 5.0, -1.0
-    close(run("oneHot", [np.array([[2.0, 0.0]])], setup),
-          np.array([[[-1, -1, 5, -1], [5, -1, -1, -1]]], dtype=float))
-    close(run("oneHot", [np.array([[2.0, -1.0]])], setup),
-          np.array([[[-1, -1, 5, -1], [-1, -1, -1, -1]]], dtype=float))
+
+    close(
+        run("oneHot", [np.array([[2.0, 0.0]])], setup),
+        np.array([[[-1, -1, 5, -1], [5, -1, -1, -1]]], dtype=float),
+    )
+    close(
+        run("oneHot", [np.array([[2.0, -1.0]])], setup),
+        np.array([[[-1, -1, 5, -1], [-1, -1, -1, -1]]], dtype=float),
+    )
 
 
 def test_where_non_zero_matches_the_proto_example():
@@ -362,6 +431,7 @@ def test_triangular_and_band_masks():
 
     def band(p):
         p.numLower, p.numUpper = 1, -1
+
     close(run("matrixBandPart", [x], band), np.triu(x, -1))
 
 
@@ -373,24 +443,38 @@ def test_triangular_and_band_masks():
 #: runtime could match the distribution, never a device's values); ``custom`` runs code that
 #: lives in the app; NonMaximumSuppression and cropResize are detection post-processing.
 NOT_YET = {
-    "cropResize", "custom", "randomNormalLike", "randomNormalStatic",
-    "randomNormalDynamic", "randomUniformLike", "randomUniformStatic", "randomUniformDynamic",
-    "randomBernoulliLike", "randomBernoulliStatic", "randomBernoulliDynamic",
-    "categoricalDistribution", "NonMaximumSuppression",
+    "cropResize",
+    "custom",
+    "randomNormalLike",
+    "randomNormalStatic",
+    "randomNormalDynamic",
+    "randomUniformLike",
+    "randomUniformStatic",
+    "randomUniformDynamic",
+    "randomBernoulliLike",
+    "randomBernoulliStatic",
+    "randomBernoulliDynamic",
+    "categoricalDistribution",
+    "NonMaximumSuppression",
 }
 
 
 def proto_layer_types() -> list[str]:
-    return [field.name for field in nn_pb.NeuralNetworkLayer.DESCRIPTOR.oneofs_by_name["layer"].fields]
+    return [
+        field.name for field in nn_pb.NeuralNetworkLayer.DESCRIPTOR.oneofs_by_name["layer"].fields
+    ]
 
 
 @pytest.mark.parametrize("kind", proto_layer_types())
 def test_every_proto_layer_type_has_a_forward(kind):
     if kind in NOT_YET:
-        assert kind not in FORWARD and kind not in CONTROL_FLOW, f"{kind} has a forward now: remove it from NOT_YET"
+        assert kind not in FORWARD and kind not in CONTROL_FLOW, (
+            f"{kind} has a forward now: remove it from NOT_YET"
+        )
         pytest.xfail(f"the runtime has no forward for {kind} yet")
-    assert kind in FORWARD or kind in CONTROL_FLOW, \
+    assert kind in FORWARD or kind in CONTROL_FLOW, (
         f"NeuralNetwork.proto layer type {kind} has no runtime forward"
+    )
 
 
 def test_no_stale_names():
@@ -403,11 +487,16 @@ def test_reverse_seq_matches_the_proto_examples():
 
     def setup(p):
         p.batchAxis, p.sequenceAxis = 0, 1
-    close(run("reverseSeq", [data, np.array([[3.0, 0.0]])], setup),
-          np.array([[[2, 1, 0, 3], [4, 5, 6, 7]]], dtype=float))
+
+    close(
+        run("reverseSeq", [data, np.array([[3.0, 0.0]])], setup),
+        np.array([[[2, 1, 0, 3], [4, 5, 6, 7]]], dtype=float),
+    )
     data = np.arange(12, dtype=float).reshape(1, 2, 3, 2)
-    close(run("reverseSeq", [data, np.array([[2.0, 3.0]])], setup),
-          np.array([[[[2, 3], [0, 1], [4, 5]], [[10, 11], [8, 9], [6, 7]]]], dtype=float))
+    close(
+        run("reverseSeq", [data, np.array([[2.0, 3.0]])], setup),
+        np.array([[[[2, 3], [0, 1], [4, 5]], [[10, 11], [8, 9], [6, 7]]]], dtype=float),
+    )
 
 
 def test_global_pooling_3d_matches_the_proto_example():
@@ -433,14 +522,16 @@ def test_convolution_3d_matches_torch(padding, groups):
         p.dilationDepth, p.dilationHeight, p.dilationWidth = 2, 1, 1
         p.paddingType = padding
         p.customPaddingTop, p.customPaddingBack = 1, 2
+
     got = run("convolution3d", [x], setup, {"weights": w, "bias": b})
     t = torch.tensor(x[:, 0])
     if padding == 0:
         t = torch.nn.functional.pad(t, (0, 0, 1, 0, 0, 2))  # W, H (top 1), D (back 2)
     elif padding == 2:  # SAME on D, H, W = 5, 6, 7: totals 2 (1, 1), 1 (0, 1), 1 (0, 1)
         t = torch.nn.functional.pad(t, (0, 1, 0, 1, 1, 1))
-    want = torch.nn.functional.conv3d(t, torch.tensor(w), torch.tensor(b), stride=(1, 2, 1),
-                                      dilation=(2, 1, 1), groups=groups).numpy()
+    want = torch.nn.functional.conv3d(
+        t, torch.tensor(w), torch.tensor(b), stride=(1, 2, 1), dilation=(2, 1, 1), groups=groups
+    ).numpy()
     close(got, want[:, None])
 
 
@@ -457,11 +548,13 @@ def test_pooling_3d_matches_torch(kind, exclude):
         p.customPaddingFront = p.customPaddingBack = 1
         p.customPaddingTop = p.customPaddingBottom = 1
         p.customPaddingLeft = p.customPaddingRight = 1
+
     got = run("pooling3d", [x], setup)
     t = torch.tensor(x)
     if kind == 0:
         want = torch.nn.functional.max_pool3d(t, (2, 3, 3), (1, 2, 2), padding=1)
     else:
-        want = torch.nn.functional.avg_pool3d(t, (2, 3, 3), (1, 2, 2), padding=1,
-                                              count_include_pad=not exclude)
+        want = torch.nn.functional.avg_pool3d(
+            t, (2, 3, 3), (1, 2, 2), padding=1, count_include_pad=not exclude
+        )
     close(got, want.numpy())

@@ -52,11 +52,14 @@ def set_valid(params, top, bottom, left, right):
     amounts.add(startEdgeSize=left, endEdgeSize=right)
 
 
-@pytest.mark.parametrize("groups,stride,dilation,pads", [
-    (1, (1, 1), (1, 1), (0, 0, 0, 0)),
-    (2, (2, 1), (1, 2), (1, 2, 0, 3)),
-    (4, (2, 2), (2, 2), (2, 2, 2, 2)),
-])
+@pytest.mark.parametrize(
+    "groups,stride,dilation,pads",
+    [
+        (1, (1, 1), (1, 1), (0, 0, 0, 0)),
+        (2, (2, 1), (1, 2), (1, 2, 0, 3)),
+        (4, (2, 2), (2, 2), (2, 2, 2, 2)),
+    ],
+)
 def test_convolution_valid_matches_torch(groups, stride, dilation, pads):
     x = RNG.normal(size=(2, 4, 9, 10))
     w = RNG.normal(size=(8, 4 // groups, 3, 2))
@@ -64,16 +67,25 @@ def test_convolution_valid_matches_torch(groups, stride, dilation, pads):
     layer = conv_layer(4, 8, (3, 2), stride=stride, dilation=dilation, groups=groups)
     set_valid(layer.convolution, *pads)
     top, bottom, left, right = pads
-    expected = F.conv2d(F.pad(t(x), (left, right, top, bottom)), t(w), t(b), stride=stride,
-                        dilation=dilation, groups=groups)
+    expected = F.conv2d(
+        F.pad(t(x), (left, right, top, bottom)),
+        t(w),
+        t(b),
+        stride=stride,
+        dilation=dilation,
+        groups=groups,
+    )
     np.testing.assert_allclose(run(layer, x, {"weights": w, "bias": b}), expected, atol=1e-12)
 
 
-@pytest.mark.parametrize("mode,stride,size", [
-    (nn_pb.SamePadding.BOTTOM_RIGHT_HEAVY, (2, 2), (7, 8)),
-    (nn_pb.SamePadding.TOP_LEFT_HEAVY, (2, 3), (7, 8)),
-    (nn_pb.SamePadding.BOTTOM_RIGHT_HEAVY, (1, 1), (5, 5)),
-])
+@pytest.mark.parametrize(
+    "mode,stride,size",
+    [
+        (nn_pb.SamePadding.BOTTOM_RIGHT_HEAVY, (2, 2), (7, 8)),
+        (nn_pb.SamePadding.TOP_LEFT_HEAVY, (2, 3), (7, 8)),
+        (nn_pb.SamePadding.BOTTOM_RIGHT_HEAVY, (1, 1), (5, 5)),
+    ],
+)
 def test_convolution_same_padding_splits_like_the_spec(mode, stride, size):
     x = RNG.normal(size=(1, 3) + size)
     w = RNG.normal(size=(2, 3, 4, 3))
@@ -98,16 +110,18 @@ def test_convolution_keeps_vector_rank():
     np.testing.assert_allclose(run(layer, x, {"weights": w}), x @ w[:, :, 0, 0].T, atol=1e-12)
 
 
-@pytest.mark.parametrize("groups,stride,pad,output_padding", [
-    (1, (2, 2), 0, 0), (2, (2, 3), 1, 0), (1, (3, 2), 1, 1)])
+@pytest.mark.parametrize(
+    "groups,stride,pad,output_padding", [(1, (2, 2), 0, 0), (2, (2, 3), 1, 0), (1, (3, 2), 1, 1)]
+)
 def test_deconvolution_valid_and_output_shape_match_torch(groups, stride, pad, output_padding):
     x = RNG.normal(size=(2, 4, 4, 5))
     w = RNG.normal(size=(4, 6 // groups, 3, 3))
     b = RNG.normal(size=6)
     layer = conv_layer(4, 6, (3, 3), stride=stride, groups=groups, deconv=True)
     set_valid(layer.convolution, pad, pad, pad, pad)
-    expected = F.conv_transpose2d(t(x), t(w), t(b), stride=stride, padding=pad,
-                                  output_padding=output_padding, groups=groups)
+    expected = F.conv_transpose2d(
+        t(x), t(w), t(b), stride=stride, padding=pad, output_padding=output_padding, groups=groups
+    )
     if output_padding:
         layer.convolution.outputShape.extend(expected.shape[2:])
     np.testing.assert_allclose(run(layer, x, {"weights": w, "bias": b}), expected, atol=1e-12)
@@ -164,8 +178,9 @@ def test_pooling_valid_with_padding(kind, exclude, pads):
 
 @pytest.mark.parametrize("kind", [Pool.MAX, Pool.AVERAGE])
 @pytest.mark.parametrize("exclude", [True, False])
-@pytest.mark.parametrize("mode", [nn_pb.SamePadding.BOTTOM_RIGHT_HEAVY,
-                                  nn_pb.SamePadding.TOP_LEFT_HEAVY])
+@pytest.mark.parametrize(
+    "mode", [nn_pb.SamePadding.BOTTOM_RIGHT_HEAVY, nn_pb.SamePadding.TOP_LEFT_HEAVY]
+)
 def test_pooling_same_padding(kind, exclude, mode):
     x = RNG.normal(size=(1, 2, 6, 7))
     layer = pool_layer(kind, (3, 3), (2, 2), exclude=exclude)
@@ -179,8 +194,9 @@ def test_pooling_same_padding(kind, exclude, mode):
 
 
 @pytest.mark.parametrize("size,k,s,p", [(6, 3, 2, 1), (7, 3, 2, 1), (5, 2, 2, 0), (8, 3, 3, 1)])
-@pytest.mark.parametrize("kind,exclude", [(Pool.MAX, True), (Pool.AVERAGE, False),
-                                          (Pool.AVERAGE, True)])
+@pytest.mark.parametrize(
+    "kind,exclude", [(Pool.MAX, True), (Pool.AVERAGE, False), (Pool.AVERAGE, True)]
+)
 def test_pooling_include_last_pixel_is_ceil_mode(size, k, s, p, kind, exclude):
     """Apple's ValidCompletePadding = Caffe's ceil-mode pooling = torch's ceil_mode=True."""
     x = RNG.normal(size=(2, 3, size, size + 1))
@@ -189,15 +205,20 @@ def test_pooling_include_last_pixel_is_ceil_mode(size, k, s, p, kind, exclude):
     if kind == Pool.MAX:
         expected = F.max_pool2d(t(x), k, s, padding=p, ceil_mode=True)
     else:
-        expected = F.avg_pool2d(t(x), k, s, padding=p, ceil_mode=True,
-                                count_include_pad=not exclude)
+        expected = F.avg_pool2d(
+            t(x), k, s, padding=p, ceil_mode=True, count_include_pad=not exclude
+        )
     np.testing.assert_allclose(run(layer, x), expected, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind,reduce", [
-    (Pool.MAX, lambda x: x.max(axis=(2, 3), keepdims=True)),
-    (Pool.AVERAGE, lambda x: x.mean(axis=(2, 3), keepdims=True)),
-    (Pool.L2, lambda x: np.sqrt((x ** 2).sum(axis=(2, 3), keepdims=True)))])
+@pytest.mark.parametrize(
+    "kind,reduce",
+    [
+        (Pool.MAX, lambda x: x.max(axis=(2, 3), keepdims=True)),
+        (Pool.AVERAGE, lambda x: x.mean(axis=(2, 3), keepdims=True)),
+        (Pool.L2, lambda x: np.sqrt((x**2).sum(axis=(2, 3), keepdims=True))),
+    ],
+)
 def test_global_pooling(kind, reduce):
     x = RNG.normal(size=(2, 3, 5, 4))
     layer = pool_layer(kind, (2, 2), (1, 1), global_=True)
@@ -223,6 +244,7 @@ def test_inner_product_keeps_rank(shape):
 def test_inner_product_size_mismatch_names_the_layer():
     from updatable_coreml._proto import Model_pb2
     from updatable_coreml.runtime import load
+
     spec = Model_pb2.Model(specificationVersion=4)
     spec.description.input.add(name="x").type.multiArrayType.shape.append(7)
     spec.description.output.add(name="y").type.multiArrayType.shape.append(2)
@@ -245,7 +267,9 @@ def test_batchnorm_matches_torch(compute, instance):
     if instance:
         expected = F.instance_norm(t(x), weight=t(gamma), bias=t(beta), eps=1e-3)
     else:
-        expected = F.batch_norm(t(x), t(mean), t(var), t(gamma), t(beta), training=compute, eps=1e-3)
+        expected = F.batch_norm(
+            t(x), t(mean), t(var), t(gamma), t(beta), training=compute, eps=1e-3
+        )
     np.testing.assert_allclose(run(layer, x, weights), expected, atol=1e-6)
 
 
@@ -253,19 +277,26 @@ def test_batchnorm_default_epsilon_on_vectors():
     x = RNG.normal(size=(2, 3))
     layer = make_layer("batchnorm")
     layer.batchnorm.channels = 3
-    weights = {"gamma": np.ones(3), "beta": np.zeros(3), "mean": np.zeros(3), "variance": np.ones(3)}
+    weights = {
+        "gamma": np.ones(3),
+        "beta": np.zeros(3),
+        "mean": np.zeros(3),
+        "variance": np.ones(3),
+    }
     np.testing.assert_allclose(run(layer, x, weights), x / np.sqrt(1 + 1e-5), atol=1e-12)
 
 
-@pytest.mark.parametrize("shape,dim", [((2, 5), 1), ((2, 5, 1, 1), 1), ((2, 4, 3, 2), 1),
-                                       ((2, 3, 4, 3, 2), 2)])
+@pytest.mark.parametrize(
+    "shape,dim", [((2, 5), 1), ((2, 5, 1, 1), 1), ((2, 4, 3, 2), 1), ((2, 3, 4, 3, 2), 2)]
+)
 def test_softmax_axis(shape, dim):
     x = RNG.normal(size=shape) * 10
     np.testing.assert_allclose(run(make_layer("softmax"), x), torch.softmax(t(x), dim), atol=1e-12)
 
 
-@pytest.mark.parametrize("mode", [nn_pb.FlattenLayerParams.CHANNEL_FIRST,
-                                  nn_pb.FlattenLayerParams.CHANNEL_LAST])
+@pytest.mark.parametrize(
+    "mode", [nn_pb.FlattenLayerParams.CHANNEL_FIRST, nn_pb.FlattenLayerParams.CHANNEL_LAST]
+)
 def test_flatten_modes(mode):
     x = RNG.normal(size=(2, 3, 4, 5))
     layer = make_layer("flatten")
@@ -274,8 +305,9 @@ def test_flatten_modes(mode):
     np.testing.assert_array_equal(run(layer, x), x.transpose(order).reshape(2, 60, 1, 1))
 
 
-@pytest.mark.parametrize("mode", [nn_pb.ReshapeLayerParams.CHANNEL_FIRST,
-                                  nn_pb.ReshapeLayerParams.CHANNEL_LAST])
+@pytest.mark.parametrize(
+    "mode", [nn_pb.ReshapeLayerParams.CHANNEL_FIRST, nn_pb.ReshapeLayerParams.CHANNEL_LAST]
+)
 def test_reshape_modes(mode):
     x = RNG.normal(size=(2, 3, 4, 2))
     layer = make_layer("reshape")

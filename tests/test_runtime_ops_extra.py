@@ -25,17 +25,20 @@ def rand(*shape: int, low: float = -2.0, high: float = 2.0) -> np.ndarray:
 
 
 def builder() -> NeuralNetworkBuilder:
-    return NeuralNetworkBuilder([("x", datatypes.Array(1))], [("y", None)],
-                                disable_rank5_shape_mapping=True)
+    return NeuralNetworkBuilder(
+        [("x", datatypes.Array(1))], [("y", None)], disable_rank5_shape_mapping=True
+    )
 
 
 def getter(layer):
     """Weight getter as the runtime provides one: a (dotted) WeightParams field of the params."""
+
     def weight(field: str) -> np.ndarray:
         message = getattr(layer, layer.WhichOneof("layer"))
         for part in field.split("."):
             message = getattr(message, part)
         return registry.decode_weights(message)
+
     return weight
 
 
@@ -120,13 +123,28 @@ def test_classic_elementwise_refuses_unbroadcastable_shapes():
 
 
 BROADCASTABLE = {
-    "add": torch.add, "subtract": torch.sub, "multiply": torch.mul, "divide": torch.div,
-    "max": torch.maximum, "min": torch.minimum, "pow": torch.pow,
+    "add": torch.add,
+    "subtract": torch.sub,
+    "multiply": torch.mul,
+    "divide": torch.div,
+    "max": torch.maximum,
+    "min": torch.minimum,
+    "pow": torch.pow,
 }
 
 
-@pytest.mark.parametrize("name, shapes", itertools.product(BROADCASTABLE, [
-    [(3, 2, 3, 4), (3, 3, 1)], [(3, 5), (3, 2, 1, 5)], [(3, 2, 3), (1, 2, 3)], [(2, 4), (2, 1)]]))
+@pytest.mark.parametrize(
+    "name, shapes",
+    itertools.product(
+        BROADCASTABLE,
+        [
+            [(3, 2, 3, 4), (3, 3, 1)],
+            [(3, 5), (3, 2, 1, 5)],
+            [(3, 2, 3), (1, 2, 3)],
+            [(2, 4), (2, 1)],
+        ],
+    ),
+)
 def test_broadcastable(name, shapes):
     """Core ML tensors broadcast aligned at their last axis, behind the batch axis."""
     b = builder()
@@ -137,14 +155,28 @@ def test_broadcastable(name, shapes):
     close(run1(b.spec.neuralNetwork.layers[0], a, c), want)
 
 
-@pytest.mark.parametrize("shape_scale, shape_bias, has_bias", [
-    ([1], [1], True), ([3], [3], True), ([1, 4, 5], [3, 4, 5], True), ([3, 4, 5], [1], False),
-])
+@pytest.mark.parametrize(
+    "shape_scale, shape_bias, has_bias",
+    [
+        ([1], [1], True),
+        ([3], [3], True),
+        ([1, 4, 5], [3, 4, 5], True),
+        ([3, 4, 5], [1], False),
+    ],
+)
 def test_scale(shape_scale, shape_bias, has_bias):
     b = builder()
     w, c = rand(*shape_scale), rand(*shape_bias)
-    b.add_scale("s", w, c if has_bias else None, has_bias, "x", "y",
-                shape_scale=shape_scale, shape_bias=shape_bias)
+    b.add_scale(
+        "s",
+        w,
+        c if has_bias else None,
+        has_bias,
+        "x",
+        "y",
+        shape_scale=shape_scale,
+        shape_bias=shape_bias,
+    )
     x = rand(2, 3, 4, 5)
     as3 = lambda v: v.reshape(-1, 1, 1) if v.ndim == 1 else v  # noqa: E731
     want = x * as3(w) + (as3(c) if has_bias else 0)
@@ -234,8 +266,9 @@ def test_gelu_sigmoid_approximation_and_erf():
 # ----------------------------------------------------------------------------- normalisation
 
 
-@pytest.mark.parametrize("shape, axis",
-                         [((2, 3, 4), -1), ((2, 3, 4), 0), ((5, 7), 0), ((2, 3, 4, 5), -3)])
+@pytest.mark.parametrize(
+    "shape, axis", [((2, 3, 4), -1), ((2, 3, 4), 0), ((5, 7), 0), ((2, 3, 4, 5), -3)]
+)
 def test_softmax_nd(shape, axis):
     b = builder()
     b.add_softmax_nd("s", "x", "y", axis)
@@ -261,8 +294,7 @@ def test_mvn(across, normalize):
     x = rand(2, 3, 4, 5)
     tx = t(x)
     if normalize:
-        want = (F.layer_norm(tx, tx.shape[1:], eps=1e-4) if across
-                else F.instance_norm(tx, eps=1e-4))
+        want = F.layer_norm(tx, tx.shape[1:], eps=1e-4) if across else F.instance_norm(tx, eps=1e-4)
     else:
         dims = (1, 2, 3) if across else (2, 3)
         want = tx - tx.mean(dim=dims, keepdim=True)
@@ -294,7 +326,7 @@ REDUCE_TORCH = {
     "avg": lambda v, d: v.mean(dim=d, keepdim=True),
     "prod": lambda v, d: torch.exp(torch.log(v).sum(dim=d, keepdim=True)),
     "logsum": lambda v, d: torch.log(v + 1e-6).sum(dim=d, keepdim=True),
-    "sumsquare": lambda v, d: (v ** 2).sum(dim=d, keepdim=True),
+    "sumsquare": lambda v, d: (v**2).sum(dim=d, keepdim=True),
     "L1": lambda v, d: v.abs().sum(dim=d, keepdim=True),
     "L2": lambda v, d: v.pow(2).sum(dim=d, keepdim=True).sqrt(),
     "max": lambda v, d: v.amax(dim=d, keepdim=True),
@@ -354,8 +386,10 @@ def test_concat_channels_and_vectors():
     b.add_elementwise("c", ["a", "b"], "y", "CONCAT")
     a, c = rand(2, 3, 4, 5), rand(2, 2, 4, 5)
     close(run1(b.spec.neuralNetwork.layers[0], a, c), torch.cat([t(a), t(c)], dim=1))
-    close(run1(b.spec.neuralNetwork.layers[0], a[:, :, 0, 0], c[:, :, 0, 0]),
-          np.concatenate([a[:, :, 0, 0], c[:, :, 0, 0]], axis=1))
+    close(
+        run1(b.spec.neuralNetwork.layers[0], a[:, :, 0, 0], c[:, :, 0, 0]),
+        np.concatenate([a[:, :, 0, 0], c[:, :, 0, 0]], axis=1),
+    )
 
 
 def test_sequence_concat_adds_the_sequence_axis_after_the_batch():
@@ -380,8 +414,10 @@ def test_concat_nd_repeats_a_constant_over_the_batch():
     b = builder()
     b.add_concat_nd("c", ["a", "const"], "y", -1)
     a, const = rand(3, 2, 4), rand(1, 2, 5)
-    close(run1(b.spec.neuralNetwork.layers[0], a, const),
-          np.concatenate([a, np.repeat(const, 3, axis=0)], axis=-1))
+    close(
+        run1(b.spec.neuralNetwork.layers[0], a, const),
+        np.concatenate([a, np.repeat(const, 3, axis=0)], axis=-1),
+    )
     with pytest.raises(RuntimeLayerError, match="'c'.*batch sizes"):
         run(b.spec.neuralNetwork.layers[0], a, rand(2, 2, 5))
 
@@ -416,7 +452,8 @@ def test_split_nd(axis, num, sizes):
     assert len(outs) == len(names)
     for k, got in enumerate(outs):
         piece = lambda e, k=k: torch.split(  # noqa: E731
-            t(e), sizes if sizes else e.shape[axis] // len(names), dim=axis)[k]
+            t(e), sizes if sizes else e.shape[axis] // len(names), dim=axis
+        )[k]
         close(got, each(piece, x))
 
 
@@ -427,25 +464,38 @@ def test_split_refuses_uneven_parts():
         run(b.spec.neuralNetwork.layers[0], rand(2, 5, 1, 1))
 
 
-@pytest.mark.parametrize("axis, start, end, stride", [
-    ("channel", 1, -1, 1), ("height", 0, 4, 2), ("width", 2, 5, 1), ("width", 1, -1, 3),
-])
+@pytest.mark.parametrize(
+    "axis, start, end, stride",
+    [
+        ("channel", 1, -1, 1),
+        ("height", 0, 4, 2),
+        ("width", 2, 5, 1),
+        ("width", 1, -1, 3),
+    ],
+)
 def test_slice(axis, start, end, stride):
     b = builder()
     b.add_slice("s", "x", "y", axis, start, end, stride)
     x = rand(2, 5, 6, 7)
     dim = {"channel": 1, "height": 2, "width": 3}[axis]
     length = x.shape[dim]
-    idx = np.arange(length)[start:end % length if end < 0 else end:stride]
+    idx = np.arange(length)[start : end % length if end < 0 else end : stride]
     close(run1(b.spec.neuralNetwork.layers[0], x), np.take(x, idx, axis=dim))
 
 
 def test_slice_static_masks_negative_strides_and_squeeze():
     b = builder()
-    b.add_slice_static("s", "x", "y", begin_ids=[0, 1, 5, 0], end_ids=[0, -1, 0, 1],
-                       strides=[1, 2, -2, 1], begin_masks=[True, False, False, False],
-                       end_masks=[True, False, True, False],
-                       squeeze_masks=[False, False, False, True])
+    b.add_slice_static(
+        "s",
+        "x",
+        "y",
+        begin_ids=[0, 1, 5, 0],
+        end_ids=[0, -1, 0, 1],
+        strides=[1, 2, -2, 1],
+        begin_masks=[True, False, False, False],
+        end_masks=[True, False, True, False],
+        squeeze_masks=[False, False, False, True],
+    )
     x = rand(3, 2, 6, 7, 3)
     close(run1(b.spec.neuralNetwork.layers[0], x), each(lambda e: e[:, 1:-1:2, 5::-2, 0], x))
 
@@ -497,10 +547,15 @@ def test_transpose(axes):
     close(run1(b.spec.neuralNetwork.layers[0], x), each(lambda e: t(e).permute(*axes), x))
 
 
-@pytest.mark.parametrize("dim, shape", [  # the spec's examples, batch moved first
-    ((0, 3, 1, 2), (2, 5, 7, 3, 4)), ((3, 1, 2, 0), (2, 7, 3, 4, 5)),
-    ((0, 3, 2, 1), (2, 5, 7, 4, 3)), ((0, 1, 2, 3), (2, 5, 3, 4, 7)),
-])
+@pytest.mark.parametrize(
+    "dim, shape",
+    [  # the spec's examples, batch moved first
+        ((0, 3, 1, 2), (2, 5, 7, 3, 4)),
+        ((3, 1, 2, 0), (2, 7, 3, 4, 5)),
+        ((0, 3, 2, 1), (2, 5, 7, 4, 3)),
+        ((0, 1, 2, 3), (2, 5, 3, 4, 7)),
+    ],
+)
 def test_permute_matches_spec_examples(dim, shape):
     b = builder()
     b.add_permute("p", dim, "x", "y")
@@ -517,11 +572,16 @@ def test_permute_without_sequence_axis_keeps_rank():
     close(run1(b.spec.neuralNetwork.layers[0], x), t(x).permute(0, 2, 3, 1))
 
 
-@pytest.mark.parametrize("axes, squeeze_all, shape, squeezed", [  # the spec's examples
-    ([0, 1], False, (1, 1, 10, 5), (10, 5)), ([0, 3], False, (1, 10, 5, 1), (10, 5)),
-    ([-2, -1], False, (10, 5, 1, 1), (10, 5)), ([0], False, (1,), (1,)),
-    (None, True, (1, 4, 1, 3), (4, 3)),
-])
+@pytest.mark.parametrize(
+    "axes, squeeze_all, shape, squeezed",
+    [  # the spec's examples
+        ([0, 1], False, (1, 1, 10, 5), (10, 5)),
+        ([0, 3], False, (1, 10, 5, 1), (10, 5)),
+        ([-2, -1], False, (10, 5, 1, 1), (10, 5)),
+        ([0], False, (1,), (1,)),
+        (None, True, (1, 4, 1, 3), (4, 3)),
+    ],
+)
 def test_squeeze(axes, squeeze_all, shape, squeezed):
     b = builder()
     b.add_squeeze("s", "x", "y", axes=axes, squeeze_all=squeeze_all)
@@ -529,8 +589,15 @@ def test_squeeze(axes, squeeze_all, shape, squeezed):
     close(run1(b.spec.neuralNetwork.layers[0], x), x.reshape((1,) + squeezed))
 
 
-@pytest.mark.parametrize("axes, shape", [([0, 1], (1, 1, 10, 5)), ([0, 2], (1, 10, 1, 5)),
-                                         ([-2, -1], (10, 5, 1, 1)), ([-1], (10, 5, 1))])
+@pytest.mark.parametrize(
+    "axes, shape",
+    [
+        ([0, 1], (1, 1, 10, 5)),
+        ([0, 2], (1, 10, 1, 5)),
+        ([-2, -1], (10, 5, 1, 1)),
+        ([-1], (10, 5, 1)),
+    ],
+)
 def test_expand_dims(axes, shape):
     b = builder()
     b.add_expand_dims("e", "x", "y", axes)
@@ -542,10 +609,10 @@ def depth_to_space_tf(x: np.ndarray, block: int) -> np.ndarray:
     """TensorFlow's DepthToSpace written out on NHWC data, then back to NCHW."""
     nhwc = x.transpose(0, 2, 3, 1)
     n, h, w, c = nhwc.shape
-    out = np.empty((n, h * block, w * block, c // block ** 2), np.float32)
+    out = np.empty((n, h * block, w * block, c // block**2), np.float32)
     for i, j in itertools.product(range(h * block), range(w * block)):
-        offset = ((i % block) * block + (j % block)) * (c // block ** 2)
-        out[:, i, j, :] = nhwc[:, i // block, j // block, offset:offset + c // block ** 2]
+        offset = ((i % block) * block + (j % block)) * (c // block**2)
+        out[:, i, j, :] = nhwc[:, i // block, j // block, offset : offset + c // block**2]
     return out.transpose(0, 3, 1, 2)
 
 
@@ -620,15 +687,21 @@ def test_padding_spec_example():
     assert results["constant"][2].tolist() == [0, 0, 1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("kind, torch_mode", [
-    ("constant", "constant"), ("reflection", "reflect"), ("replication", "replicate"),
-])
+@pytest.mark.parametrize(
+    "kind, torch_mode",
+    [
+        ("constant", "constant"),
+        ("reflection", "reflect"),
+        ("replication", "replicate"),
+    ],
+)
 @pytest.mark.parametrize("pads", [(1, 2, 0, 3), (0, 0, 2, 1)])
 def test_padding(kind, torch_mode, pads):
     left, right, top, bottom = pads
     b = builder()
-    b.add_padding("p", left, right, top, bottom, value=0.5, input_name="x", output_name="y",
-                  padding_type=kind)
+    b.add_padding(
+        "p", left, right, top, bottom, value=0.5, input_name="x", output_name="y", padding_type=kind
+    )
     x = rand(2, 3, 5, 6)
     extra = {"value": 0.5} if kind == "constant" else {}
     want = F.pad(t(x), (left, right, top, bottom), mode=torch_mode, **extra)
@@ -637,8 +710,9 @@ def test_padding(kind, torch_mode, pads):
 
 def test_crop_one_and_two_inputs():
     b = builder()
-    b.add_crop("c", left=1, right=2, top=0, bottom=3, offset=None, input_names=["x"],
-               output_name="y")
+    b.add_crop(
+        "c", left=1, right=2, top=0, bottom=3, offset=None, input_names=["x"], output_name="y"
+    )
     b.add_crop("d", 0, 0, 0, 0, offset=[2, 1], input_names=["x", "ref"], output_name="z")
     x = rand(2, 3, 8, 9)
     close(run1(b.spec.neuralNetwork.layers[0], x), x[:, :, 0:5, 1:7])
@@ -683,23 +757,26 @@ def test_upsample_bilinear_default_matches_coremltools_example():
     row = [1, 4 / 3, 5 / 3, 2, 7 / 3, 8 / 3, 3, 3, 3]
     close(run1(b.spec.neuralNetwork.layers[0], x), np.array([[[row, row]]], np.float32))
     y = rand(2, 3, 4, 5)
-    want = interp_axis(interp_axis(y, np.minimum(np.arange(8) / 2, 3), 2),
-                       np.minimum(np.arange(15) / 3, 4), 3)
+    want = interp_axis(
+        interp_axis(y, np.minimum(np.arange(8) / 2, 3), 2), np.minimum(np.arange(15) / 3, 4), 3
+    )
     close(run1(b.spec.neuralNetwork.layers[0], y), want)
 
 
-@pytest.mark.parametrize("mode", ["STRICT_ALIGN_ENDPOINTS_MODE", "ALIGN_ENDPOINTS_MODE",
-                                  "UPSAMPLE_MODE", "ROI_ALIGN_MODE"])
+@pytest.mark.parametrize(
+    "mode",
+    ["STRICT_ALIGN_ENDPOINTS_MODE", "ALIGN_ENDPOINTS_MODE", "UPSAMPLE_MODE", "ROI_ALIGN_MODE"],
+)
 @pytest.mark.parametrize("target", [(7, 3), (1, 9)])
 def test_resize_bilinear(mode, target):
     b = builder()
-    b.add_resize_bilinear("r", "x", "y", target_height=target[0], target_width=target[1],
-                          mode=mode)
+    b.add_resize_bilinear("r", "x", "y", target_height=target[0], target_width=target[1], mode=mode)
     x = rand(2, 3, 4, 5)
 
     def positions(size_in: int, size_out: int) -> np.ndarray:
         if mode == "STRICT_ALIGN_ENDPOINTS_MODE" or (
-                mode == "ALIGN_ENDPOINTS_MODE" and size_out > 1):
+            mode == "ALIGN_ENDPOINTS_MODE" and size_out > 1
+        ):
             return np.arange(size_out) * ((size_in - 1) / max(size_out - 1, 1))
         if mode == "ALIGN_ENDPOINTS_MODE":
             return np.array([(size_in - 1) / 2])
@@ -712,34 +789,57 @@ def test_resize_bilinear(mode, target):
     want = interp_axis(interp_axis(x, positions(4, target[0]), 2), positions(5, target[1]), 3)
     close(run1(b.spec.neuralNetwork.layers[0], x), want)
     if mode == "STRICT_ALIGN_ENDPOINTS_MODE" and target[0] > 1:
-        close(run1(b.spec.neuralNetwork.layers[0], x),
-              F.interpolate(t(x), size=target, mode="bilinear", align_corners=True))
+        close(
+            run1(b.spec.neuralNetwork.layers[0], x),
+            F.interpolate(t(x), size=target, mode="bilinear", align_corners=True),
+        )
 
 
 # ----------------------------------------------------------------------------- LSTM
 
 
-def lstm_layer(hidden: int, inputs: int, *, seq_out: bool, bias: bool, peep: bool = False,
-               coupled: bool = False, clip: float = 50000.0, forget_bias: bool = False,
-               states: bool = True, torch_lstm: torch.nn.LSTM | None = None):
+def lstm_layer(
+    hidden: int,
+    inputs: int,
+    *,
+    seq_out: bool,
+    bias: bool,
+    peep: bool = False,
+    coupled: bool = False,
+    clip: float = 50000.0,
+    forget_bias: bool = False,
+    states: bool = True,
+    torch_lstm: torch.nn.LSTM | None = None,
+):
     """A builder-made LSTM; with ``torch_lstm`` its weights are copied over (gate order i,f,g,o)."""
     if torch_lstm is not None:
         w_i, w_f, w_z, w_o = torch_lstm.weight_ih_l0.detach().numpy().reshape(4, hidden, inputs)
         r_i, r_f, r_z, r_o = torch_lstm.weight_hh_l0.detach().numpy().reshape(4, hidden, hidden)
-        biases = (None if not torch_lstm.bias else
-                  (torch_lstm.bias_ih_l0 + torch_lstm.bias_hh_l0).detach().numpy().reshape(4, -1))
+        biases = (
+            None
+            if not torch_lstm.bias
+            else (torch_lstm.bias_ih_l0 + torch_lstm.bias_hh_l0).detach().numpy().reshape(4, -1)
+        )
     else:
         w_i, w_f, w_z, w_o = rand(4, hidden, inputs, low=-0.6, high=0.6)
         r_i, r_f, r_z, r_o = rand(4, hidden, hidden, low=-0.6, high=0.6)
         biases = rand(4, hidden, low=-0.5, high=0.5)
     b = builder()
     b.add_unilstm(
-        "lstm", W_h=[r_i, r_f, r_o, r_z], W_x=[w_i, w_f, w_o, w_z],
+        "lstm",
+        W_h=[r_i, r_f, r_o, r_z],
+        W_x=[w_i, w_f, w_o, w_z],
         b=[biases[0], biases[1], biases[3], biases[2]] if bias else None,
-        hidden_size=hidden, input_size=inputs,
-        input_names=["x", "h0", "c0"] if states else ["x"], output_names=["y", "h", "c"],
-        peep=list(rand(3, hidden)) if peep else None, output_all=seq_out,
-        forget_bias=forget_bias, coupled_input_forget_gate=coupled, cell_clip_threshold=clip)
+        hidden_size=hidden,
+        input_size=inputs,
+        input_names=["x", "h0", "c0"] if states else ["x"],
+        output_names=["y", "h", "c"],
+        peep=list(rand(3, hidden)) if peep else None,
+        output_all=seq_out,
+        forget_bias=forget_bias,
+        coupled_input_forget_gate=coupled,
+        cell_clip_threshold=clip,
+    )
     return b.spec.neuralNetwork.layers[0]
 
 
@@ -772,8 +872,10 @@ def lstm_reference(layer, x: np.ndarray) -> np.ndarray:
     """Per-step, per-example LSTM straight from the spec's equations; ``x`` is (Seq, B, C)."""
     p = layer.uniDirectionalLSTM.params
     get = getter(layer)
-    w = {f.name: get("weightParams." + f.name)
-         for f, _ in layer.uniDirectionalLSTM.weightParams.ListFields()}
+    w = {
+        f.name: get("weightParams." + f.name)
+        for f, _ in layer.uniDirectionalLSTM.weightParams.ListFields()
+    }
     hidden = layer.uniDirectionalLSTM.outputVectorSize
     mat = lambda name, cols: w[name].reshape(hidden, cols)  # noqa: E731
     sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
@@ -786,16 +888,26 @@ def lstm_reference(layer, x: np.ndarray) -> np.ndarray:
 
             def pre(gate: str, xt=xt, h=h) -> np.ndarray:
                 bias = w[gate + "BiasVector"] if p.hasBiasVectors else 0
-                return np.clip(mat(gate + "WeightMatrix", x.shape[2]) @ xt
-                               + mat(gate + "RecursionMatrix", hidden) @ h + bias, -50, 50)
+                return np.clip(
+                    mat(gate + "WeightMatrix", x.shape[2]) @ xt
+                    + mat(gate + "RecursionMatrix", hidden) @ h
+                    + bias,
+                    -50,
+                    50,
+                )
 
             i = sig(np.clip(pre("inputGate") + w["inputGatePeepholeVector"] * c, -50, 50))
             z = np.tanh(pre("blockInput"))
             if p.coupledInputAndForgetGate:
                 c = c * (1 - i) + i * z
             else:
-                f = sig(np.clip(pre("forgetGate") + w["forgetGatePeepholeVector"] * c
-                                + float(p.forgetBias), -50, 50))
+                f = sig(
+                    np.clip(
+                        pre("forgetGate") + w["forgetGatePeepholeVector"] * c + float(p.forgetBias),
+                        -50,
+                        50,
+                    )
+                )
                 c = c * f + i * z
             c = np.clip(c, -p.cellClipThreshold, p.cellClipThreshold)
             o = sig(np.clip(pre("outputGate") + w["outputGatePeepholeVector"] * c, -50, 50))
@@ -804,12 +916,26 @@ def lstm_reference(layer, x: np.ndarray) -> np.ndarray:
     return outs.astype(np.float32)
 
 
-@pytest.mark.parametrize("coupled, clip, forget_bias", [
-    (False, 50000.0, True), (True, 50000.0, False), (False, 0.3, False),
-])
+@pytest.mark.parametrize(
+    "coupled, clip, forget_bias",
+    [
+        (False, 50000.0, True),
+        (True, 50000.0, False),
+        (False, 0.3, False),
+    ],
+)
 def test_lstm_peepholes_coupling_and_cell_clip(coupled, clip, forget_bias):
-    layer = lstm_layer(3, 4, seq_out=True, bias=True, peep=True, coupled=coupled, clip=clip,
-                       forget_bias=forget_bias, states=False)
+    layer = lstm_layer(
+        3,
+        4,
+        seq_out=True,
+        bias=True,
+        peep=True,
+        coupled=coupled,
+        clip=clip,
+        forget_bias=forget_bias,
+        states=False,
+    )
     x = rand(2, 5, 4)
     y, _, c = run(layer, x[..., None, None])
     close(y[..., 0, 0], lstm_reference(layer, x.transpose(1, 0, 2)).transpose(1, 0, 2))
@@ -856,15 +982,18 @@ def test_classic_model_end_to_end():
     x = rand(2, 3, 4, 4)
     padded = F.pad(F.interpolate(t(x), scale_factor=2), (1, 1, 1, 1), value=0.5)
     joined = torch.cat([padded, padded * t(w)[:, None, None]], dim=1)
-    want = joined / torch.sqrt((joined ** 2).sum(dim=(1, 2, 3), keepdim=True) + 1e-6)
+    want = joined / torch.sqrt((joined**2).sum(dim=(1, 2, 3), keepdim=True) + 1e-6)
     close(model.predict({"x": x})["y"], want)
     close(model.predict({"x": x[0]})["y"], want[0])
 
 
 def test_nd_model_end_to_end():
     """An exact-shape-mapped model whose tensors keep the converter's leading 1."""
-    b = NeuralNetworkBuilder([("x", datatypes.Array(1, 6, 4))], [("y0", None), ("y1", None)],
-                             disable_rank5_shape_mapping=True)
+    b = NeuralNetworkBuilder(
+        [("x", datatypes.Array(1, 6, 4))],
+        [("y0", None), ("y1", None)],
+        disable_rank5_shape_mapping=True,
+    )
     bias_value = rand(6)
     b.add_transpose("tr", [0, 2, 1], "x", "tr")
     b.add_softmax_nd("sm", "tr", "sm", axis=-1)
@@ -884,10 +1013,19 @@ def test_nd_model_end_to_end():
     close(out["y1"], np.stack([model.predict({"x": e})["y1"] for e in batch]))
 
 
-@pytest.mark.parametrize("kind, reference", [
-    ("sin", torch.sin), ("cos", torch.cos), ("atan", torch.atan), ("sinh", torch.sinh),
-    ("exp2", torch.exp2), ("floor", torch.floor), ("sign", torch.sign), ("tanh", torch.tanh),
-])
+@pytest.mark.parametrize(
+    "kind, reference",
+    [
+        ("sin", torch.sin),
+        ("cos", torch.cos),
+        ("atan", torch.atan),
+        ("sinh", torch.sinh),
+        ("exp2", torch.exp2),
+        ("floor", torch.floor),
+        ("sign", torch.sign),
+        ("tanh", torch.tanh),
+    ],
+)
 def test_parameter_free_elementwise_layers(kind, reference):
     layer = NeuralNetwork_pb2.NeuralNetworkLayer(name=kind, input=["x"], output=["y"])
     getattr(layer, kind).SetInParent()

@@ -106,16 +106,21 @@ def test_pil_images_single_and_batch_and_grayscale():
     pixels = RNG.integers(0, 256, size=(2, 3, 4, 3), dtype=np.uint8)
     pictures = [image_module.fromarray(p) for p in pixels]
     model = runtime.load(image_spec(ColorSpace.RGB, scale=1.0, biases=(0, 0, 0, 0)))
-    np.testing.assert_array_equal(model.predict({"image": pictures[0]})["out"],
-                                  pixels[0].transpose(2, 0, 1))
+    np.testing.assert_array_equal(
+        model.predict({"image": pictures[0]})["out"], pixels[0].transpose(2, 0, 1)
+    )
     batch = model.predict({"image": pictures})["out"]
     np.testing.assert_array_equal(batch, pixels.transpose(0, 3, 1, 2))
     gray = runtime.load(image_spec(ColorSpace.GRAYSCALE, scale=2.0))
     plane = RNG.integers(0, 256, size=(3, 4), dtype=np.uint8)
-    np.testing.assert_allclose(gray.predict({"image": image_module.fromarray(plane)})["out"],
-                               plane[None] * 2.0 + 0.4, rtol=1e-6)
-    np.testing.assert_allclose(gray.predict({"image": plane[:, :, None]})["out"],
-                               plane[None] * 2.0 + 0.4, rtol=1e-6)
+    np.testing.assert_allclose(
+        gray.predict({"image": image_module.fromarray(plane)})["out"],
+        plane[None] * 2.0 + 0.4,
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        gray.predict({"image": plane[:, :, None]})["out"], plane[None] * 2.0 + 0.4, rtol=1e-6
+    )
 
 
 def test_wrong_image_size_is_refused_clearly():
@@ -140,7 +145,10 @@ def test_pipeline_feeds_outputs_by_name():
     add_array(spec.description.input, "x", 4)
     add_array(spec.description.output, "out", 2)
     first, second = spec.pipeline.models.add(), spec.pipeline.models.add()
-    for sub, source, target, w, b in ((first, "x", "feat", w1, b1), (second, "feat", "out", w2, b2)):
+    for sub, source, target, w, b in (
+        (first, "x", "feat", w1, b1),
+        (second, "feat", "out", w2, b2),
+    ):
         sub.specificationVersion = 4
         add_array(sub.description.input, source, w.shape[1])
         add_array(sub.description.output, target, w.shape[0])
@@ -165,5 +173,7 @@ def test_load_from_file_and_save_round_trip(tmp_path):
     path = tmp_path / "m.mlmodel"
     runtime.load(spec).save(path)
     x = RNG.normal(size=(2, 4))
-    assert runtime.load(path).predict({"x": x})["label"].tolist() == \
-        runtime.load(spec).predict({"x": x})["label"].tolist()
+    assert (
+        runtime.load(path).predict({"x": x})["label"].tolist()
+        == runtime.load(spec).predict({"x": x})["label"].tolist()
+    )

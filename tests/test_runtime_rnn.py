@@ -27,9 +27,11 @@ def test_simple_recurrent_matches_torch_rnn(sequence):
     spec.inputVectorSize, spec.outputVectorSize = 3, 4
     spec.activation.tanh.SetInParent()
     spec.sequenceOutput, spec.hasBiasVector = sequence, True
-    weights = {"weightMatrix": rnn.weight_ih_l0.detach().numpy().ravel(),
-               "recursionMatrix": rnn.weight_hh_l0.detach().numpy().ravel(),
-               "biasVector": (rnn.bias_ih_l0 + rnn.bias_hh_l0).detach().numpy()}
+    weights = {
+        "weightMatrix": rnn.weight_ih_l0.detach().numpy().ravel(),
+        "recursionMatrix": rnn.weight_hh_l0.detach().numpy().ravel(),
+        "biasVector": (rnn.bias_ih_l0 + rnn.bias_hh_l0).detach().numpy(),
+    }
     x = RNG.normal(size=(2, 5, 3))
     h0 = RNG.normal(size=(2, 4))
     y, h = run(layer, x[:, :, :, None, None], weights, h0)
@@ -70,8 +72,7 @@ def test_gru_matches_keras_reset_before(sequence):
 def test_bidirectional_lstm_matches_torch(sequence):
     torch = pytest.importorskip("torch")
     lstm = torch.nn.LSTM(3, 4, batch_first=True, bidirectional=True).double()
-    layer = nn_pb.NeuralNetworkLayer(name="bilstm", input=["x"],
-                                     output=["y", "h", "c", "hb", "cb"])
+    layer = nn_pb.NeuralNetworkLayer(name="bilstm", input=["x"], output=["y", "h", "c", "hb", "cb"])
     spec = layer.biDirectionalLSTM
     spec.inputVectorSize, spec.outputVectorSize = 3, 4
     for activations in (spec.activationsForwardLSTM, spec.activationsBackwardLSTM):
@@ -84,7 +85,7 @@ def test_bidirectional_lstm_matches_torch(sequence):
         spec.weightParams.add()
         w_ih = getattr(lstm, f"weight_ih_l0{suffix}").detach().numpy().reshape(4, 4, 3)
         w_hh = getattr(lstm, f"weight_hh_l0{suffix}").detach().numpy().reshape(4, 4, 4)
-        bias = (getattr(lstm, f"bias_ih_l0{suffix}") + getattr(lstm, f"bias_hh_l0{suffix}"))
+        bias = getattr(lstm, f"bias_ih_l0{suffix}") + getattr(lstm, f"bias_hh_l0{suffix}")
         bias = bias.detach().numpy().reshape(4, 4)
         for k, gate in enumerate(gates):
             weights[f"weightParams.{direction}.{gate}WeightMatrix"] = w_ih[k].ravel()

@@ -48,9 +48,16 @@ def test_folder_training_with_validation_plot_and_output(model_path, tmp_path):
     train = image_folder(tmp_path / "train")
     val = image_folder(tmp_path / "val", per_label=3)
     seen_rows, kinds = [], []
-    result = simulate(model_path, train, val=val, epochs=3, plot=tmp_path / "loss.png",
-                      out=tmp_path / "Updated.mlmodel", on_epoch=seen_rows.append,
-                      progress=lambda event: kinds.append(event.kind))
+    result = simulate(
+        model_path,
+        train,
+        val=val,
+        epochs=3,
+        plot=tmp_path / "loss.png",
+        out=tmp_path / "Updated.mlmodel",
+        on_epoch=seen_rows.append,
+        progress=lambda event: kinds.append(event.kind),
+    )
     assert [row.epoch for row in result.rows] == [1, 2, 3] and seen_rows == result.rows
     assert all(0 <= row.val_accuracy <= 1 and row.val_loss > 0 for row in result.rows)
     assert result.train_examples == 10 and result.val_examples == 6
@@ -64,8 +71,9 @@ def test_folder_training_with_validation_plot_and_output(model_path, tmp_path):
 def test_npz_dataset_matches_folder_semantics(model_path, tmp_path):
     x = np.stack([colored(label, (8, 8)) for label in LABELS * 4])
     np.savez(tmp_path / "train.npz", x=x, y=np.asarray(LABELS * 4))
-    result = simulate(model_path, tmp_path / "train.npz", epochs=1, lr=0.1, batch_size=4,
-                      shuffle=False)
+    result = simulate(
+        model_path, tmp_path / "train.npz", epochs=1, lr=0.1, batch_size=4, shuffle=False
+    )
     assert len(result.rows) == 1 and result.rows[0].val_loss is None
     assert result.parameters["learningRate"] == 0.1 and result.parameters["shuffle"] is False
 
@@ -115,16 +123,20 @@ def test_every_combination_of_the_unknowns_reports_its_spread(model_path, tmp_pa
     by_label = {o.label: o for o in spread.outcomes}
     # the momentum forms agree while the learning rate is constant; summing does not
     assert by_label["momentum=keras batch_reduction=mean"].train_loss == pytest.approx(
-        by_label["momentum=torch batch_reduction=mean"].train_loss, rel=1e-5)
+        by_label["momentum=torch batch_reduction=mean"].train_loss, rel=1e-5
+    )
     assert by_label["momentum=torch batch_reduction=sum"].train_loss != pytest.approx(
-        by_label["momentum=torch batch_reduction=mean"].train_loss, rel=1e-3)
+        by_label["momentum=torch batch_reduction=mean"].train_loss, rel=1e-3
+    )
     low, high = spread.span("train_loss")
     assert low <= spread.outcomes[0].train_loss <= high and high > low
     lines = spread.summary_lines()
     assert lines[0].startswith("unknown Core ML formulas (momentum, batch_reduction): 4")
     assert lines[-1].startswith("spread: final training loss") and "accuracy" in lines[-1]
-    assert spread.to_dict()["outcomes"][3]["assumptions"] == {"momentum": "keras",
-                                                              "batch_reduction": "sum"}
+    assert spread.to_dict()["outcomes"][3]["assumptions"] == {
+        "momentum": "keras",
+        "batch_reduction": "sum",
+    }
 
 
 def test_adam_mse_unknowns_and_presets(tmp_path):
@@ -132,8 +144,9 @@ def test_adam_mse_unknowns_and_presets(tmp_path):
     from coremltools.models import datatypes
 
     rng = np.random.default_rng(4)
-    b = nnb.NeuralNetworkBuilder([("x", datatypes.Array(3))], [("y", datatypes.Array(2))],
-                                 mode="regressor")
+    b = nnb.NeuralNetworkBuilder(
+        [("x", datatypes.Array(3))], [("y", datatypes.Array(2))], mode="regressor"
+    )
     b.add_inner_product("fc", rng.normal(size=(2, 3)), rng.normal(size=2), 3, 2, True, "x", "y")
     b.make_updatable(["fc"])
     b.set_mean_squared_error_loss("loss", ("y", datatypes.Array(2)))
@@ -148,8 +161,11 @@ def test_adam_mse_unknowns_and_presets(tmp_path):
     assert len(spread.outcomes) == 12 and spread.evaluated_on == "training"
     assert spread.span("accuracy") is None and "accuracy" not in spread.summary_lines()[-1]
     keras = simulate(path, tmp_path / "data.npz", assumptions="keras")
-    expected = next(o for o in spread.outcomes
-                    if o.label == "adam=keras batch_reduction=mean mse_reduction=mean")
+    expected = next(
+        o
+        for o in spread.outcomes
+        if o.label == "adam=keras batch_reduction=mean mse_reduction=mean"
+    )
     assert keras.rows[-1].train_loss == pytest.approx(expected.train_loss, rel=1e-12)
     with pytest.raises(ConfigError, match="unknown assumptions 'pytorch'"):
         simulate(path, tmp_path / "data.npz", assumptions="pytorch")
@@ -185,11 +201,23 @@ def test_cli_assumptions_flag(model_path, tmp_path, capsys):
     flat = " ".join(simulate_help.split())
     assert all(name in flat for name in ASSUMPTION_CHOICES)
     train = image_folder(tmp_path / "train", per_label=2)
-    assert main(["simulate", str(model_path), "--train", str(train), "--epochs", "1",
-                 "--assumptions", "all"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                str(model_path),
+                "--train",
+                str(train),
+                "--epochs",
+                "1",
+                "--assumptions",
+                "all",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "unknown Core ML formulas (momentum, batch_reduction): 4 combinations" in out
     assert "spread: final training loss" in out
-    assert main(["simulate", str(model_path), "--train", str(train), "--assumptions",
-                 "typo"]) == 2
+    assert main(["simulate", str(model_path), "--train", str(train), "--assumptions", "typo"]) == 2
     assert "unknown assumptions 'typo'" in capsys.readouterr().err

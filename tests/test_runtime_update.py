@@ -36,19 +36,37 @@ def as_stored(weights: dict) -> dict:
 
 def cnn_weights(seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
-    return as_stored({"conv_w": torch.randn(4, 2, 3, 3, generator=g, dtype=torch.float64) * 0.4,
+    return as_stored(
+        {
+            "conv_w": torch.randn(4, 2, 3, 3, generator=g, dtype=torch.float64) * 0.4,
             "conv_b": torch.randn(4, generator=g, dtype=torch.float64) * 0.1,
             "fc_w": torch.randn(3, 36, generator=g, dtype=torch.float64) * 0.2,
-            "fc_b": torch.randn(3, generator=g, dtype=torch.float64) * 0.1})
+            "fc_b": torch.randn(3, generator=g, dtype=torch.float64) * 0.1,
+        }
+    )
 
 
 def cnn_spec(w: dict, *, lr=0.05, momentum=0.9, epochs=3, relu="RELU"):
     """conv(2->4, 3x3, same) -> relu -> maxpool 2x2 -> flatten -> innerProduct -> softmax."""
-    b = nnb.NeuralNetworkBuilder([("image", datatypes.Array(2, 6, 6))],
-                                 [("probs", datatypes.Array(3))], mode="classifier")
-    b.add_convolution("conv", 2, 4, 3, 3, 1, 1, "same", 1,
-                      w["conv_w"].numpy().transpose(2, 3, 1, 0), w["conv_b"].numpy(), True,
-                      input_name="image", output_name="c")
+    b = nnb.NeuralNetworkBuilder(
+        [("image", datatypes.Array(2, 6, 6))], [("probs", datatypes.Array(3))], mode="classifier"
+    )
+    b.add_convolution(
+        "conv",
+        2,
+        4,
+        3,
+        3,
+        1,
+        1,
+        "same",
+        1,
+        w["conv_w"].numpy().transpose(2, 3, 1, 0),
+        w["conv_b"].numpy(),
+        True,
+        input_name="image",
+        output_name="c",
+    )
     b.add_activation("act", relu, "c", "r", params=[0.1] if relu == "LEAKYRELU" else None)
     b.add_pooling("pool", 2, 2, 2, 2, "MAX", "VALID", "r", "p")
     b.add_flatten("flat", 0, "p", "f")
@@ -79,16 +97,24 @@ def cnn_torch_forward(w, x):
 
 def regressor_weights(seed: int = 2) -> dict:
     g = torch.Generator().manual_seed(seed)
-    shapes = {"ip1_w": (8, 6), "ip1_b": (8,), "ip2_w": (5, 8), "ip2_b": (5,),
-              "ip3_w": (2, 5), "ip3_b": (2,)}
-    return as_stored({k: torch.randn(*s, generator=g, dtype=torch.float64) * 0.5
-                      for k, s in shapes.items()})
+    shapes = {
+        "ip1_w": (8, 6),
+        "ip1_b": (8,),
+        "ip2_w": (5, 8),
+        "ip2_b": (5,),
+        "ip3_w": (2, 5),
+        "ip3_b": (2,),
+    }
+    return as_stored(
+        {k: torch.randn(*s, generator=g, dtype=torch.float64) * 0.5 for k, s in shapes.items()}
+    )
 
 
 def regressor_spec(w: dict, *, lr=0.01):
     """ip1 (frozen) -> relu -> ip2 -> tanh -> ip3 -> MSE, Adam."""
-    b = nnb.NeuralNetworkBuilder([("features", datatypes.Array(6))],
-                                 [("out", datatypes.Array(2))], mode="regressor")
+    b = nnb.NeuralNetworkBuilder(
+        [("features", datatypes.Array(6))], [("out", datatypes.Array(2))], mode="regressor"
+    )
     b.add_inner_product("ip1", w["ip1_w"].numpy(), w["ip1_b"].numpy(), 6, 8, True, "features", "h1")
     b.add_activation("relu", "RELU", "h1", "a1")
     b.add_inner_product("ip2", w["ip2_w"].numpy(), w["ip2_b"].numpy(), 8, 5, True, "a1", "h2")
@@ -114,8 +140,18 @@ def regressor_torch_forward(w, x):
 # -- the torch side ----------------------------------------------------------------------------
 
 
-def torch_train(w: dict, trainable: list[str], forward, loss_fn, x, y, optimizer,
-                epochs: int = 3, orders=None, on_epoch_end=None) -> dict:
+def torch_train(
+    w: dict,
+    trainable: list[str],
+    forward,
+    loss_fn,
+    x,
+    y,
+    optimizer,
+    epochs: int = 3,
+    orders=None,
+    on_epoch_end=None,
+) -> dict:
     """Train copies of ``w`` on the same wrapped-around mini-batches the runtime uses."""
     params = {k: v.clone().requires_grad_(k in trainable) for k, v in w.items()}
     opt = optimizer([params[k] for k in trainable])
@@ -132,8 +168,11 @@ def torch_train(w: dict, trainable: list[str], forward, loss_fn, x, y, optimizer
 
 
 def trained_weights(model, layer: str) -> tuple[np.ndarray, np.ndarray]:
-    nn = model.spec.neuralNetworkClassifier if model.spec.HasField("neuralNetworkClassifier") \
+    nn = (
+        model.spec.neuralNetworkClassifier
+        if model.spec.HasField("neuralNetworkClassifier")
         else model.spec.neuralNetworkRegressor
+    )
     found = next(item for item in nn.layers if item.name == layer)
     params = getattr(found, found.WhichOneof("layer"))
     return np.asarray(params.weights.floatValue), np.asarray(params.bias.floatValue)
@@ -164,8 +203,15 @@ def test_cnn_sgd_momentum_matches_torch(dtype, tol):
     x, y = cnn_data()
     model = runtime.load(cnn_spec(w), dtype=dtype)
     result = model.update(cnn_examples(x, y), parameters={"shuffle": False})
-    expected = torch_train(w, list(w), cnn_torch_forward, F.cross_entropy, x, y,
-                           lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9))
+    expected = torch_train(
+        w,
+        list(w),
+        cnn_torch_forward,
+        F.cross_entropy,
+        x,
+        y,
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+    )
     for layer, key in (("conv", "conv"), ("fc", "fc")):
         weights, bias = in_memory_weights(result.model, layer)
         assert rel_err(weights, expected[f"{key}_w"]) <= tol
@@ -179,8 +225,15 @@ def test_mse_adam_regressor_matches_torch(dtype, tol):
     x, t = regressor_data()
     model = runtime.load(regressor_spec(w), dtype=dtype)
     result = model.update({"features": x, "out_true": t}, parameters={"shuffle": False})
-    expected = torch_train(w, ["ip2_w", "ip2_b", "ip3_w", "ip3_b"], regressor_torch_forward,
-                           F.mse_loss, x, t, lambda p: torch.optim.Adam(p, lr=0.01, eps=1e-8))
+    expected = torch_train(
+        w,
+        ["ip2_w", "ip2_b", "ip3_w", "ip3_b"],
+        regressor_torch_forward,
+        F.mse_loss,
+        x,
+        t,
+        lambda p: torch.optim.Adam(p, lr=0.01, eps=1e-8),
+    )
     for layer in ("ip2", "ip3"):
         weights, bias = in_memory_weights(result.model, layer)
         assert rel_err(weights, expected[f"{layer}_w"]) <= tol
@@ -204,8 +257,16 @@ def test_seeded_shuffle_trains_on_the_assumed_order(order):
     else:
         rng = np.random.default_rng(11)
         orders = [rng.permutation(N_EXAMPLES) for _ in range(3)]
-    expected = torch_train(w, list(w), cnn_torch_forward, F.cross_entropy, x, y,
-                           lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9), orders=orders)
+    expected = torch_train(
+        w,
+        list(w),
+        cnn_torch_forward,
+        F.cross_entropy,
+        x,
+        y,
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+        orders=orders,
+    )
     got = in_memory_weights(first.model, "fc")[0]
     assert rel_err(got, expected["fc_w"]) <= 1e-5
     np.testing.assert_array_equal(got, in_memory_weights(again.model, "fc")[0])
@@ -228,8 +289,11 @@ def test_batches_follow_the_shuffled_order_epoch_by_epoch(monkeypatch):
 
     monkeypatch.setattr(FrontierSource, "batch", spy)
     model.update({"features": x, "out_true": t}, parameters={"shuffle": True})
-    expected = [rows.tolist() for order in coreml_orders(N_EXAMPLES, 3, True, None)
-                for rows in mini_batches(order, BATCH, "wrap")]
+    expected = [
+        rows.tolist()
+        for order in coreml_orders(N_EXAMPLES, 3, True, None)
+        for rows in mini_batches(order, BATCH, "wrap")
+    ]
     assert seen == expected and seen[0] != list(range(BATCH))
 
 
@@ -248,9 +312,16 @@ def test_resume_changes_learning_rate_and_keeps_momentum():
         if epoch == 0:
             opt.param_groups[0]["lr"] = 0.01
 
-    expected = torch_train(w, list(w), cnn_torch_forward, F.cross_entropy, x, y,
-                           lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
-                           on_epoch_end=torch_anneal)
+    expected = torch_train(
+        w,
+        list(w),
+        cnn_torch_forward,
+        F.cross_entropy,
+        x,
+        y,
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+        on_epoch_end=torch_anneal,
+    )
     assert rel_err(in_memory_weights(result.model, "fc")[0], expected["fc_w"]) <= 1e-5
     assert result.parameters["learningRate"] == 0.01
 
@@ -260,13 +331,30 @@ def test_update_again_on_the_result_starts_fresh_optimizer_state():
     x, y = cnn_data()
     model = runtime.load(cnn_spec(w), dtype=np.float64)
     once = model.update(cnn_examples(x, y), parameters={"shuffle": False, "epochs": 1})
-    twice = once.model.update(cnn_examples(x, y), parameters={"shuffle": False, "epochs": 1,
-                                                              "learningRate": 0.01})
-    step1 = torch_train(w, list(w), cnn_torch_forward, F.cross_entropy, x, y,
-                        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9), epochs=1)
+    twice = once.model.update(
+        cnn_examples(x, y), parameters={"shuffle": False, "epochs": 1, "learningRate": 0.01}
+    )
+    step1 = torch_train(
+        w,
+        list(w),
+        cnn_torch_forward,
+        F.cross_entropy,
+        x,
+        y,
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+        epochs=1,
+    )
     w1 = {k: torch.as_tensor(v) for k, v in step1.items()}
-    step2 = torch_train(w1, list(w1), cnn_torch_forward, F.cross_entropy, x, y,
-                        lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9), epochs=1)
+    step2 = torch_train(
+        w1,
+        list(w1),
+        cnn_torch_forward,
+        F.cross_entropy,
+        x,
+        y,
+        lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9),
+        epochs=1,
+    )
     assert rel_err(in_memory_weights(twice.model, "conv")[0], step2["conv_w"]) <= 1e-5
 
 
@@ -279,8 +367,9 @@ def test_resume_reads_only_the_learning_rate():
 
     def anneal(event):
         if event.kind == "epoch_end" and event.epoch == 0:
-            event.task.resume({"learningRate": 0.01, "epochs": 1, "momentum": 0.1,
-                               "miniBatchSize": 2})
+            event.task.resume(
+                {"learningRate": 0.01, "epochs": 1, "momentum": 0.1, "miniBatchSize": 2}
+            )
 
     result = model.update(cnn_examples(x, y), parameters={"shuffle": False}, progress=anneal)
 
@@ -288,16 +377,24 @@ def test_resume_reads_only_the_learning_rate():
         if epoch == 0:
             opt.param_groups[0]["lr"] = 0.01
 
-    expected = torch_train(w, list(w), cnn_torch_forward, F.cross_entropy, x, y,
-                           lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
-                           on_epoch_end=torch_anneal)
+    expected = torch_train(
+        w,
+        list(w),
+        cnn_torch_forward,
+        F.cross_entropy,
+        x,
+        y,
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+        on_epoch_end=torch_anneal,
+    )
     assert len(result.epoch_losses) == 3
     assert [len(losses) for losses in result.mini_batch_losses] == [3, 3, 3]
     assert rel_err(in_memory_weights(result.model, "fc")[0], expected["fc_w"]) <= 1e-5
     assert result.parameters["epochs"] == 3 and result.parameters["momentum"] == 0.9
     for key in ("epochs", "momentum", "miniBatchSize"):
-        assert any(note.startswith(f"{key} cannot change while the task runs")
-                   for note in result.warnings), key
+        assert any(
+            note.startswith(f"{key} cannot change while the task runs") for note in result.warnings
+        ), key
 
 
 def test_resume_with_a_learning_rate_the_model_refuses_fails_the_task():
@@ -355,14 +452,17 @@ def test_cancel_leaves_model_unchanged_and_skips_completion():
     assert result.model.spec.SerializeToString() == spec.SerializeToString()
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"epochs": 9}, "epochs=9 is not allowed"),
-    ({"epochs": 2.5}, "epochs=2.5 is not allowed"),
-    ({"miniBatchSize": 8}, "miniBatchSize=8 is not allowed"),
-    ({"learningRate": 1.5}, "learningRate=1.5 is not allowed"),
-    ({"learningRate": "fast"}, "must be a number"),
-    ({"shuffle": "yes"}, "true or false"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"epochs": 9}, "epochs=9 is not allowed"),
+        ({"epochs": 2.5}, "epochs=2.5 is not allowed"),
+        ({"miniBatchSize": 8}, "miniBatchSize=8 is not allowed"),
+        ({"learningRate": 1.5}, "learningRate=1.5 is not allowed"),
+        ({"learningRate": "fast"}, "must be a number"),
+        ({"shuffle": "yes"}, "true or false"),
+    ],
+)
 def test_overrides_outside_the_allowed_values_raise(overrides, message):
     model = runtime.load(cnn_spec(cnn_weights()))
     x, y = cnn_data()
@@ -375,14 +475,25 @@ def test_overrides_follow_core_ml_parameter_container():
     value Core ML uses is the integer part; each silent acceptance is a warning."""
     model = runtime.load(cnn_spec(cnn_weights()), dtype=np.float64)
     x, y = cnn_data()
-    result = model.update(cnn_examples(x, y), parameters={
-        "beta1": 0.5, "dropout": 0.1, "epochs": 2.00005, "learningRate": 1.0, "momentum": 0.0,
-        "shuffle": False})
+    result = model.update(
+        cnn_examples(x, y),
+        parameters={
+            "beta1": 0.5,
+            "dropout": 0.1,
+            "epochs": 2.00005,
+            "learningRate": 1.0,
+            "momentum": 0.0,
+            "shuffle": False,
+        },
+    )
     assert len(result.epoch_losses) == 2
     assert result.parameters["epochs"] == 2 and result.parameters["learningRate"] == 1.0
     assert "beta1" not in result.parameters and "dropout" not in result.parameters
-    assert any(w.startswith("'beta1' is not an update parameter of a SGD model") and
-               w.endswith("Core ML ignores it") for w in result.warnings)
+    assert any(
+        w.startswith("'beta1' is not an update parameter of a SGD model")
+        and w.endswith("Core ML ignores it")
+        for w in result.warnings
+    )
     assert any(w.startswith("'dropout' is not an update parameter") for w in result.warnings)
     assert any(w.startswith("epochs=2.00005 is not an integer") for w in result.warnings)
 
@@ -393,15 +504,20 @@ def test_a_key_the_spec_lacks_is_used_unchecked():
     w = regressor_weights()
     x, t = regressor_data()
     model = runtime.load(regressor_spec(w), dtype=np.float64)
-    seeded = model.update({"features": x, "out_true": t},
-                          parameters={"seed": 5, "shuffle": True, "epochs": 1})
+    seeded = model.update(
+        {"features": x, "out_true": t}, parameters={"seed": 5, "shuffle": True, "epochs": 1}
+    )
     assert any(w.startswith("seed=5: the model declares no seed") for w in seeded.warnings)
     order = next(coreml_orders(N_EXAMPLES, 1, True, 5))
     rows = np.concatenate(mini_batches(order, BATCH, "wrap"))
-    reference = model.update({"features": x[rows], "out_true": t[rows]},
-                             parameters={"shuffle": False, "epochs": 1})
-    np.testing.assert_allclose(in_memory_weights(seeded.model, "ip3")[0],
-                               in_memory_weights(reference.model, "ip3")[0], rtol=1e-12)
+    reference = model.update(
+        {"features": x[rows], "out_true": t[rows]}, parameters={"shuffle": False, "epochs": 1}
+    )
+    np.testing.assert_allclose(
+        in_memory_weights(seeded.model, "ip3")[0],
+        in_memory_weights(reference.model, "ip3")[0],
+        rtol=1e-12,
+    )
 
 
 def test_a_value_without_allowed_range_meets_unknown_built_in_bounds():
@@ -411,13 +527,18 @@ def test_a_value_without_allowed_range_meets_unknown_built_in_bounds():
     x, y = cnn_data()
     result = model.update(cnn_examples(x, y), parameters={"momentum": 0.5, "epochs": 1})
     assert result.parameters["momentum"] == 0.5
-    assert any(w.startswith("momentum=0.5: the model gives momentum no allowed range")
-               for w in result.warnings)
+    assert any(
+        w.startswith("momentum=0.5: the model gives momentum no allowed range")
+        for w in result.warnings
+    )
     default = model.update(cnn_examples(x, y), parameters={"momentum": 0.9, "epochs": 1})
     assert default.warnings == []
     with pytest.raises(ConfigError, match="momentum=0.5 is not allowed"):
-        model.update(cnn_examples(x, y), parameters={"momentum": 0.5},
-                     assumptions=Assumptions(override_without_range=False))
+        model.update(
+            cnn_examples(x, y),
+            parameters={"momentum": 0.5},
+            assumptions=Assumptions(override_without_range=False),
+        )
 
 
 def test_no_shuffle_parameter_means_no_shuffling():
@@ -427,9 +548,11 @@ def test_no_shuffle_parameter_means_no_shuffling():
     x, y = cnn_data()
     absent = model.update(cnn_examples(x, y))
     plain = runtime.load(cnn_spec(cnn_weights()), dtype=np.float64).update(
-        cnn_examples(x, y), parameters={"shuffle": False})
-    np.testing.assert_array_equal(in_memory_weights(absent.model, "fc")[0],
-                                  in_memory_weights(plain.model, "fc")[0])
+        cnn_examples(x, y), parameters={"shuffle": False}
+    )
+    np.testing.assert_array_equal(
+        in_memory_weights(absent.model, "fc")[0], in_memory_weights(plain.model, "fc")[0]
+    )
     assert absent.parameters["shuffle"] is False
 
 
@@ -459,8 +582,9 @@ def test_save_writes_only_updatable_layers(tmp_path):
     np.testing.assert_array_equal(bias, in_memory_weights(result.model, "fc")[1])
     assert saved.spec.neuralNetworkClassifier.layers[0].convolution.weights.isUpdatable
     probe = {"image": x[:3]}
-    np.testing.assert_array_equal(saved.predict(probe)["label"],
-                                  result.model.predict(probe)["label"])
+    np.testing.assert_array_equal(
+        saved.predict(probe)["label"], result.model.predict(probe)["label"]
+    )
     assert list(tmp_path.iterdir()) == [path]
 
 
@@ -475,8 +599,9 @@ def test_unknown_label_and_missing_target_are_config_errors():
 
 def plain_network(classifier_spec):
     """The classifier's network as a plain NeuralNetwork trained from a class-index array."""
-    spec = Model_pb2.Model(specificationVersion=classifier_spec.specificationVersion,
-                           isUpdatable=True)
+    spec = Model_pb2.Model(
+        specificationVersion=classifier_spec.specificationVersion, isUpdatable=True
+    )
     spec.description.input.extend(classifier_spec.description.input)
     spec.description.trainingInput.extend(classifier_spec.description.input)
     output = spec.description.output.add(name="probs")
@@ -492,12 +617,17 @@ def plain_network(classifier_spec):
 def test_class_index_target_for_a_non_classifier_cce():
     x, y = cnn_data()
     with_labels = runtime.load(cnn_spec(cnn_weights()), dtype=np.float64).update(
-        cnn_examples(x, y), parameters={"shuffle": False})
+        cnn_examples(x, y), parameters={"shuffle": False}
+    )
     plain = runtime.load(plain_network(cnn_spec(cnn_weights())), dtype=np.float64)
-    with_index = plain.update({"image": x, "probs_true": y[:, None].astype(np.int32)},
-                              parameters={"shuffle": False})
-    np.testing.assert_allclose(in_memory_weights(with_index.model, "fc")[0],
-                               in_memory_weights(with_labels.model, "fc")[0], rtol=1e-12)
+    with_index = plain.update(
+        {"image": x, "probs_true": y[:, None].astype(np.int32)}, parameters={"shuffle": False}
+    )
+    np.testing.assert_allclose(
+        in_memory_weights(with_index.model, "fc")[0],
+        in_memory_weights(with_labels.model, "fc")[0],
+        rtol=1e-12,
+    )
     with pytest.raises(ConfigError, match="class index 3 is out of range"):
         plain.update({"image": x[:2], "probs_true": np.array([[0], [3]], dtype=np.int32)})
 
@@ -531,12 +661,15 @@ def test_mse_reduction_is_mean_over_elements_and_switchable():
     x, t = regressor_data()
     model = runtime.load(regressor_spec(w), dtype=np.float64)
     pred = regressor_torch_forward(w, torch.as_tensor(x[:4])).detach().numpy()
-    result = model.update({"features": x, "out_true": t},
-                          parameters={"shuffle": False, "epochs": 1})
+    result = model.update(
+        {"features": x, "out_true": t}, parameters={"shuffle": False, "epochs": 1}
+    )
     assert result.mini_batch_losses[0][0] == pytest.approx(np.mean((pred - t[:4]) ** 2))
-    summed = model.update({"features": x, "out_true": t},
-                          parameters={"shuffle": False, "epochs": 1},
-                          assumptions=Assumptions(mse_reduction="sum", batch_reduction="sum"))
+    summed = model.update(
+        {"features": x, "out_true": t},
+        parameters={"shuffle": False, "epochs": 1},
+        assumptions=Assumptions(mse_reduction="sum", batch_reduction="sum"),
+    )
     assert summed.mini_batch_losses[0][0] == pytest.approx(np.sum((pred - t[:4]) ** 2))
 
 
@@ -546,8 +679,9 @@ def test_examples_as_an_iterable_of_feature_dicts():
     rows = [{"image": x[i], "label": LABELS[y[i]]} for i in range(N_EXAMPLES)]
     from_rows = model.update(rows, parameters={"shuffle": False})
     from_dict = model.update(cnn_examples(x, y), parameters={"shuffle": False})
-    np.testing.assert_array_equal(in_memory_weights(from_rows.model, "fc")[0],
-                                  in_memory_weights(from_dict.model, "fc")[0])
+    np.testing.assert_array_equal(
+        in_memory_weights(from_rows.model, "fc")[0], in_memory_weights(from_dict.model, "fc")[0]
+    )
 
 
 def regressor_pipeline(w: dict):
@@ -579,11 +713,17 @@ def test_pipeline_trains_its_last_model_on_the_first_models_features(tmp_path):
     whole = runtime.load(regressor_spec(w), dtype=np.float64).update(examples)
     split = runtime.load(regressor_pipeline(w), dtype=np.float64).update(examples)
     for layer in ("ip2", "ip3"):
-        np.testing.assert_allclose(in_memory_weights(split.model, layer)[0],
-                                   in_memory_weights(whole.model, layer)[0], rtol=1e-12)
+        np.testing.assert_allclose(
+            in_memory_weights(split.model, layer)[0],
+            in_memory_weights(whole.model, layer)[0],
+            rtol=1e-12,
+        )
     saved = runtime.load(split.model.save(tmp_path / "pipeline.mlmodel"), dtype=np.float64)
     original = regressor_pipeline(w).pipelineRegressor.pipeline.models
     models = saved.spec.pipelineRegressor.pipeline.models
     assert models[0].SerializeToString() == original[0].SerializeToString()
-    np.testing.assert_allclose(saved.predict({"features": x})["out"],  # saved as float32
-                               whole.model.predict({"features": x})["out"], atol=1e-6)
+    np.testing.assert_allclose(
+        saved.predict({"features": x})["out"],  # saved as float32
+        whole.model.predict({"features": x})["out"],
+        atol=1e-6,
+    )

@@ -53,18 +53,31 @@ CASES = {
     "linear": (nn.Sequential(nn.Linear(10, 7), nn.ReLU(), head(7)), (10,)),
     "linear_no_bias": (nn.Sequential(nn.Linear(10, 7, bias=False), head(7)), (10,)),
     "conv": (image_case(nn.Conv2d(3, 4, 3), features=4 * 6 * 6), (3, 8, 8)),
-    "conv_groups_stride": (image_case(nn.Conv2d(3, 6, 3, stride=2, groups=3, padding=1),
-                                      features=6 * 4 * 4), (3, 8, 8)),
-    "conv_dilation_no_bias": (image_case(nn.Conv2d(3, 4, 3, dilation=2, bias=False),
-                                         features=4 * 4 * 4), (3, 8, 8)),
-    "conv_same_even_kernel": (image_case(nn.Conv2d(3, 4, 4, padding="same", dilation=1),
-                                         features=4 * 8 * 7), (3, 8, 7)),
-    "conv_asymmetric_pad": (image_case(nn.Conv2d(3, 4, (3, 5), padding=(1, 2), stride=(2, 1)),
-                                       features=4 * 4 * 8), (3, 8, 8)),
-    "batch_norm_folded": (image_case(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), features=4 * 6 * 6),
-                          (3, 8, 8)),
+    "conv_groups_stride": (
+        image_case(nn.Conv2d(3, 6, 3, stride=2, groups=3, padding=1), features=6 * 4 * 4),
+        (3, 8, 8),
+    ),
+    "conv_dilation_no_bias": (
+        image_case(nn.Conv2d(3, 4, 3, dilation=2, bias=False), features=4 * 4 * 4),
+        (3, 8, 8),
+    ),
+    "conv_same_even_kernel": (
+        image_case(nn.Conv2d(3, 4, 4, padding="same", dilation=1), features=4 * 8 * 7),
+        (3, 8, 7),
+    ),
+    "conv_asymmetric_pad": (
+        image_case(nn.Conv2d(3, 4, (3, 5), padding=(1, 2), stride=(2, 1)), features=4 * 4 * 8),
+        (3, 8, 8),
+    ),
+    "batch_norm_folded": (
+        image_case(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), features=4 * 6 * 6),
+        (3, 8, 8),
+    ),
     "batch_norm_alone": (image_case(nn.BatchNorm2d(3), features=3 * 8 * 8), (3, 8, 8)),
-    "batch_norm_1d": (nn.Sequential(nn.Linear(10, 5), nn.ReLU(), nn.BatchNorm1d(5), head(5)), (10,)),
+    "batch_norm_1d": (
+        nn.Sequential(nn.Linear(10, 5), nn.ReLU(), nn.BatchNorm1d(5), head(5)),
+        (10,),
+    ),
     "relu6": (nn.Sequential(nn.Linear(10, 7), nn.ReLU6(), head(7)), (10,)),
     "hardtanh": (nn.Sequential(nn.Linear(10, 7), nn.Hardtanh(-0.5, 0.75), head(7)), (10,)),
     "leaky_relu": (nn.Sequential(nn.Linear(10, 7), nn.LeakyReLU(0.2), head(7)), (10,)),
@@ -76,49 +89,114 @@ CASES = {
     "elu": (nn.Sequential(nn.Linear(10, 7), nn.ELU(0.7), head(7)), (10,)),
     "softplus": (nn.Sequential(nn.Linear(10, 7), nn.Softplus(), head(7)), (10,)),
     "softsign": (nn.Sequential(nn.Linear(10, 7), nn.Softsign(), head(7)), (10,)),
-    "max_pool_ceil": (image_case(nn.MaxPool2d(3, 2, ceil_mode=True), features=3 * 4 * 4), (3, 8, 8)),
+    "max_pool_ceil": (
+        image_case(nn.MaxPool2d(3, 2, ceil_mode=True), features=3 * 4 * 4),
+        (3, 8, 8),
+    ),
     "max_pool_padded": (image_case(nn.MaxPool2d(3, 2, 1), features=3 * 4 * 4), (3, 8, 8)),
     "avg_pool_count_pad": (image_case(nn.AvgPool2d(3, 2, 1), features=3 * 4 * 4), (3, 8, 8)),
-    "avg_pool_exclude_pad": (image_case(nn.AvgPool2d(3, 2, 1, count_include_pad=False),
-                                        features=3 * 4 * 4), (3, 8, 8)),
-    "avg_pool_ceil_exclude_pad": (image_case(nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False),
-                                             features=3 * 5 * 5), (3, 9, 9)),
+    "avg_pool_exclude_pad": (
+        image_case(nn.AvgPool2d(3, 2, 1, count_include_pad=False), features=3 * 4 * 4),
+        (3, 8, 8),
+    ),
+    "avg_pool_ceil_exclude_pad": (
+        image_case(nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False), features=3 * 5 * 5),
+        (3, 9, 9),
+    ),
     "adaptive_avg_pool_1": (image_case(nn.AdaptiveAvgPool2d(1), features=3), (3, 8, 8)),
-    "adaptive_avg_pool_2": (image_case(nn.AdaptiveAvgPool2d((2, 4)), features=3 * 2 * 4), (3, 8, 8)),
+    "adaptive_avg_pool_2": (
+        image_case(nn.AdaptiveAvgPool2d((2, 4)), features=3 * 2 * 4),
+        (3, 8, 8),
+    ),
     "mean_hw": (nn.Sequential(Lambda(lambda x: x.mean((2, 3))), head(3)), (3, 8, 8)),
-    "mean_hw_keepdim": (image_case(Lambda(lambda x: x.mean((-1, -2), keepdim=True)), features=3),
-                        (3, 8, 8)),
-    "view_reshape": (nn.Sequential(Lambda(lambda x: x.reshape(x.shape[0], 6, 4, 8)),
-                                   nn.Conv2d(6, 2, 1), Lambda(lambda x: x.view(x.shape[0], -1)),
-                                   head(2 * 4 * 8)), (3, 8, 8)),
-    "cat": (image_case(TwoBranch(lambda a, b: torch.cat([a, b], 1)), features=8 * 8 * 8), (3, 8, 8)),
+    "mean_hw_keepdim": (
+        image_case(Lambda(lambda x: x.mean((-1, -2), keepdim=True)), features=3),
+        (3, 8, 8),
+    ),
+    "view_reshape": (
+        nn.Sequential(
+            Lambda(lambda x: x.reshape(x.shape[0], 6, 4, 8)),
+            nn.Conv2d(6, 2, 1),
+            Lambda(lambda x: x.view(x.shape[0], -1)),
+            head(2 * 4 * 8),
+        ),
+        (3, 8, 8),
+    ),
+    "cat": (
+        image_case(TwoBranch(lambda a, b: torch.cat([a, b], 1)), features=8 * 8 * 8),
+        (3, 8, 8),
+    ),
     "add": (image_case(TwoBranch(lambda a, b: a + b), features=4 * 8 * 8), (3, 8, 8)),
     "mul": (image_case(TwoBranch(lambda a, b: a * b), features=4 * 8 * 8), (3, 8, 8)),
-    "scalar_add_mul": (nn.Sequential(nn.Linear(10, 7), Lambda(lambda x: x * 0.5 + 2), head(7)), (10,)),
-    "softmax_inside": (image_case(nn.Conv2d(3, 4, 1), nn.Softmax(1), features=4 * 8 * 8), (3, 8, 8)),
-    "dropout_identity_clone": (nn.Sequential(nn.Linear(10, 7), nn.Dropout(0.3), nn.Identity(),
-                                             Lambda(lambda x: x.clone().contiguous()), head(7)), (10,)),
+    "scalar_add_mul": (
+        nn.Sequential(nn.Linear(10, 7), Lambda(lambda x: x * 0.5 + 2), head(7)),
+        (10,),
+    ),
+    "softmax_inside": (
+        image_case(nn.Conv2d(3, 4, 1), nn.Softmax(1), features=4 * 8 * 8),
+        (3, 8, 8),
+    ),
+    "dropout_identity_clone": (
+        nn.Sequential(
+            nn.Linear(10, 7),
+            nn.Dropout(0.3),
+            nn.Identity(),
+            Lambda(lambda x: x.clone().contiguous()),
+            head(7),
+        ),
+        (10,),
+    ),
     # MobileNetV3, EfficientNet (issue 14): hardswish, hardsigmoid, squeeze-excitation scale
-    "hardswish": (nn.Sequential(nn.Linear(10, 7), Lambda(lambda x: 4 * x), nn.Hardswish(),
-                                head(7)), (10,)),
-    "hardsigmoid": (nn.Sequential(nn.Linear(10, 7), Lambda(lambda x: 4 * x), nn.Hardsigmoid(),
-                                  head(7)), (10,)),
-    "squeeze_excitation_mul": (image_case(nn.Conv2d(3, 4, 3, padding=1), Lambda(
-        lambda x: x * torch.sigmoid(x.mean((2, 3), keepdim=True)) + torch.relu(
-            x.mean((2, 3), keepdim=True)) * x), features=4 * 8 * 8), (3, 8, 8)),
+    "hardswish": (
+        nn.Sequential(nn.Linear(10, 7), Lambda(lambda x: 4 * x), nn.Hardswish(), head(7)),
+        (10,),
+    ),
+    "hardsigmoid": (
+        nn.Sequential(nn.Linear(10, 7), Lambda(lambda x: 4 * x), nn.Hardsigmoid(), head(7)),
+        (10,),
+    ),
+    "squeeze_excitation_mul": (
+        image_case(
+            nn.Conv2d(3, 4, 3, padding=1),
+            Lambda(
+                lambda x: (
+                    x * torch.sigmoid(x.mean((2, 3), keepdim=True))
+                    + torch.relu(x.mean((2, 3), keepdim=True)) * x
+                )
+            ),
+            features=4 * 8 * 8,
+        ),
+        (3, 8, 8),
+    ),
     # AlexNet, VGG at small inputs: adaptive pooling with windows of different sizes, folded
     # into the frozen Linear after it
-    "adaptive_avg_pool_uneven": (nn.Sequential(nn.Conv2d(3, 4, 1), nn.AdaptiveAvgPool2d(7),
-                                               nn.Flatten(), nn.Linear(4 * 49, 8), nn.ReLU(),
-                                               head(8)), (3, 3, 3)),
-    "adaptive_avg_pool_upsampling": (nn.Sequential(nn.AdaptiveAvgPool2d((6, 4)), nn.Flatten(),
-                                                   nn.Linear(3 * 24, 8), head(8)), (3, 2, 2)),
+    "adaptive_avg_pool_uneven": (
+        nn.Sequential(
+            nn.Conv2d(3, 4, 1),
+            nn.AdaptiveAvgPool2d(7),
+            nn.Flatten(),
+            nn.Linear(4 * 49, 8),
+            nn.ReLU(),
+            head(8),
+        ),
+        (3, 3, 3),
+    ),
+    "adaptive_avg_pool_upsampling": (
+        nn.Sequential(nn.AdaptiveAvgPool2d((6, 4)), nn.Flatten(), nn.Linear(3 * 24, 8), head(8)),
+        (3, 2, 2),
+    ),
     # torchvision's MnasNet: the in-place op names its operand "self", not "input" (issue 14)
-    "dropout_inplace": (nn.Sequential(nn.Linear(10, 7), nn.ReLU(inplace=True),
-                                      nn.Dropout(0.2, inplace=True), head(7)), (10,)),
+    "dropout_inplace": (
+        nn.Sequential(
+            nn.Linear(10, 7), nn.ReLU(inplace=True), nn.Dropout(0.2, inplace=True), head(7)
+        ),
+        (10,),
+    ),
     # torchvision's DenseNet: torch.cat([x], 1) of a one-tensor list (issue 14)
-    "cat_of_one": (image_case(nn.Conv2d(3, 4, 1), Lambda(lambda x: torch.cat([x], 1)),
-                              features=4 * 8 * 8), (3, 8, 8)),
+    "cat_of_one": (
+        image_case(nn.Conv2d(3, 4, 1), Lambda(lambda x: torch.cat([x], 1)), features=4 * 8 * 8),
+        (3, 8, 8),
+    ),
 }
 
 
@@ -131,7 +209,9 @@ def export_and_run(model: nn.Module, x: torch.Tensor, tmp_path, **kwargs) -> np.
     (name,) = [o.name for o in runtime.description.output]
     declared = tuple(runtime.description.input[0].type.multiArrayType.shape)
     feed = x.numpy().reshape((len(x),) + declared) if declared else x.numpy()  # Core ML's shape
-    return np.asarray(runtime.predict({"input": feed})[name]).reshape((len(x),) + tuple(model(x).shape[1:]))
+    return np.asarray(runtime.predict({"input": feed})[name]).reshape(
+        (len(x),) + tuple(model(x).shape[1:])
+    )
 
 
 def randomized(model: nn.Module, seed: int) -> nn.Module:
@@ -197,8 +277,9 @@ def test_a_converter_crash_is_a_typed_error_naming_the_module(tmp_path, monkeypa
 
 def test_log_softmax_nll_parity(tmp_path):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5),
-                          nn.LogSoftmax(1)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5), nn.LogSoftmax(1)
+    ).eval()
     x = torch.randn(3, 3, 8, 8)
     path = tmp_path / "model.mlmodel"
     export_torch(model, x, path, loss=nn.NLLLoss(), trainable=["3"], class_labels=list("abcde"))
@@ -213,8 +294,15 @@ def test_cross_entropy_classifier_outputs_probabilities(tmp_path):
     model = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
     x = torch.randn(5, 10)
     path = tmp_path / "model.mlmodel"
-    report = export_torch(model, x, path, loss=nn.CrossEntropyLoss(), trainable=["2"],
-                          class_labels=[0, 1, 2, 3], extra_class_slots=0)
+    report = export_torch(
+        model,
+        x,
+        path,
+        loss=nn.CrossEntropyLoss(),
+        trainable=["2"],
+        class_labels=[0, 1, 2, 3],
+        extra_class_slots=0,
+    )
     out = load(path).predict({"input": x.numpy()})
     probs = np.array([[row[k] for k in range(4)] for row in out["probabilities"]])
     assert np.abs(probs - torch.softmax(model(x), 1).detach().numpy()).max() <= TOLERANCE
@@ -224,12 +312,21 @@ def test_cross_entropy_classifier_outputs_probabilities(tmp_path):
 def test_image_input_preprocessing_parity(tmp_path):
     """The app passes pixels 0..255; the image preprocessing must give the module its input."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)
+    ).eval()
     pixels = np.random.default_rng(0).integers(0, 256, (2, 3, 8, 8)).astype(np.float32)
     scale, bias = 1 / 127.5, [-1.0, -0.5, 0.0]
     path = tmp_path / "model.mlmodel"
-    export_torch(model, torch.zeros(1, 3, 8, 8), path, loss=nn.MSELoss(), trainable=["3"],
-                 input_names=["image"], image_input={"color": "rgb", "scale": scale, "bias": bias})
+    export_torch(
+        model,
+        torch.zeros(1, 3, 8, 8),
+        path,
+        loss=nn.MSELoss(),
+        trainable=["3"],
+        input_names=["image"],
+        image_input={"color": "rgb", "scale": scale, "bias": bias},
+    )
     runtime = load(path)
     assert runtime.description.input[0].type.WhichOneof("Type") == "imageType"
     got = runtime.predict({"image": pixels.transpose(0, 2, 3, 1)})["output"]  # images are H x W x C
@@ -242,9 +339,19 @@ def test_decomposed_program_parity(tmp_path):
     """A core-ATen program (``run_decompositions``, as some .pt2 files are) exports the same:
     addmm/mm/permute become dense layers, max_pool2d_with_indices a pooling layer."""
     torch.manual_seed(0)
-    model = randomized(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
-                                     nn.MaxPool2d(2, ceil_mode=True), nn.Flatten(),
-                                     nn.Linear(36, 5, bias=False), nn.Tanh(), nn.Linear(5, 3)), 0)
+    model = randomized(
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.Flatten(),
+            nn.Linear(36, 5, bias=False),
+            nn.Tanh(),
+            nn.Linear(5, 3),
+        ),
+        0,
+    )
     x = torch.randn(2, 3, 8, 8)
     program = torch.export.export(model, (x,)).run_decompositions()
     path = tmp_path / "model.mlmodel"
@@ -259,12 +366,23 @@ def test_report_carries_mapping_notes_and_downgraded_refusals(tmp_path):
     model = nn.Sequential(nn.Linear(4, 3)).eval()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     with pytest.raises(UnsupportedError, match="weight decay"):
-        export_torch(model, torch.randn(1, 4), tmp_path / "refused.mlmodel",
-                     loss=nn.CrossEntropyLoss(), optimizer=optimizer)
+        export_torch(
+            model,
+            torch.randn(1, 4),
+            tmp_path / "refused.mlmodel",
+            loss=nn.CrossEntropyLoss(),
+            optimizer=optimizer,
+        )
     assert not list(tmp_path.iterdir())
-    report = export_torch(model, torch.randn(1, 4), tmp_path / "model.mlmodel",
-                          loss=nn.CrossEntropyLoss(label_smoothing=0.1), optimizer=optimizer,
-                          allow_unsupported=True, lr_range=(0.01, 0.5))
+    report = export_torch(
+        model,
+        torch.randn(1, 4),
+        tmp_path / "model.mlmodel",
+        loss=nn.CrossEntropyLoss(label_smoothing=0.1),
+        optimizer=optimizer,
+        allow_unsupported=True,
+        lr_range=(0.01, 0.5),
+    )
     assert any("momentum" in note and "Keras" in note for note in report.assumptions)
     assert sum("allow_unsupported" in w for w in report.warnings) == 2
     assert any("0.1 (allowed 0.01..0.5)" in line for line in report.training)
@@ -277,16 +395,18 @@ def test_output_names_are_readable_or_chosen(tmp_path):
 
     model = nn.Sequential(nn.Linear(10, 7), nn.ReLU(), head(7, 3))
     x = torch.zeros(1, 10)
-    report = export_torch(model, x, tmp_path / "a.mlmodel", loss=nn.CrossEntropyLoss(),
-                          class_labels=[0, 1, 2])
+    report = export_torch(
+        model, x, tmp_path / "a.mlmodel", loss=nn.CrossEntropyLoss(), class_labels=[0, 1, 2]
+    )
     assert "probabilities" in report.outputs
     assert any("'2' named 'probabilities'" in change for change in report.changes)
     report = export_torch(model, x, tmp_path / "b.mlmodel", loss=nn.MSELoss())
     spec = load_spec(tmp_path / "b.mlmodel")
     assert report.outputs == ["output"]
     assert [t.name for t in spec.description.trainingInput] == ["input", "output_true"]
-    report = export_torch(model, x, tmp_path / "c.mlmodel", loss=nn.MSELoss(),
-                          output_names="scores")
+    report = export_torch(
+        model, x, tmp_path / "c.mlmodel", loss=nn.MSELoss(), output_names="scores"
+    )
     assert report.outputs == ["scores"]
     with pytest.raises(ConfigError, match=r"--output-names \(output_names=\).*2 name"):
         export_torch(model, x, tmp_path / "d.mlmodel", loss=nn.MSELoss(), output_names=["a", "b"])

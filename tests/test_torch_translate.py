@@ -67,9 +67,16 @@ def graph_of(model, shape=(2, 3, 5, 5), **kwargs):
 def test_layer_names_are_module_paths():
     state = graph_of(Net())
     names = [(n.name, n.op) for n in state.graph.nodes]
-    assert names == [("stem", "conv2d"), ("block.conv", "conv2d"), ("block.relu", "activation"),
-                     ("block.add", "add"), ("block.relu_1", "activation"), ("head.0", "flatten"),
-                     ("head.1", "dropout"), ("head.2", "dense")]
+    assert names == [
+        ("stem", "conv2d"),
+        ("block.conv", "conv2d"),
+        ("block.relu", "activation"),
+        ("block.add", "add"),
+        ("block.relu_1", "activation"),
+        ("head.0", "flatten"),
+        ("head.1", "dropout"),
+        ("head.2", "dense"),
+    ]
     assert state.graph.inputs[0].shape == (3, 5, 5)
     assert state.graph.outputs == ["head.2"]
     assert state.graph.nodes[-1].source == "torch.nn.Linear"
@@ -93,11 +100,15 @@ def test_unknown_op_names_op_and_module():
         graph_of(model, (2, 3))
 
 
-@pytest.mark.parametrize("size,kernel,stride,pad", [(8, 3, 2, 0), (7, 3, 2, 0), (10, 3, 2, 1),
-                                                    (55, 3, 2, 0), (6, 2, 2, 0), (9, 4, 3, 1)])
+@pytest.mark.parametrize(
+    "size,kernel,stride,pad",
+    [(8, 3, 2, 0), (7, 3, 2, 0), (10, 3, 2, 1), (55, 3, 2, 0), (6, 2, 2, 0), (9, 4, 3, 1)],
+)
 def test_ceil_mode_padding_matches_torch_size(size, kernel, stride, pad):
     extra = common.ceil_mode_padding(size, kernel, stride, pad)
-    expected = nn.MaxPool2d(kernel, stride, pad, ceil_mode=True)(torch.zeros(1, 1, size, size)).shape[-1]
+    expected = nn.MaxPool2d(kernel, stride, pad, ceil_mode=True)(
+        torch.zeros(1, 1, size, size)
+    ).shape[-1]
     assert (size + 2 * pad + extra - kernel) // stride + 1 == expected
 
 
@@ -140,7 +151,10 @@ def test_trainable_from_optimizer_and_requires_grad():
     model.head[2].bias.requires_grad_(False)
     optimizer = torch.optim.SGD([*model.block.parameters(), *model.head.parameters()], lr=0.1)
     assert trainable_parameters(model, optimizer) == {
-        "block.conv.weight", "block.conv.bias", "head.2.weight"}
+        "block.conv.weight",
+        "block.conv.bias",
+        "head.2.weight",
+    }
     assert trainable_parameters(model, None, ["head"]) == {"head.2.weight", "head.2.bias"}
 
 
@@ -153,7 +167,9 @@ def test_weight_without_bias_refused_and_downgraded():
     model = Net()
     model.head[2].bias.requires_grad_(False)
     optimizer = torch.optim.SGD(model.head.parameters(), lr=0.1)
-    with pytest.raises(NotUpdatableError, match="'head.2': its weight trains but its bias does not"):
+    with pytest.raises(
+        NotUpdatableError, match="'head.2': its weight trains but its bias does not"
+    ):
         graph_of(model, optimizer=optimizer)
     refusals = Refusals(allow=True)
     state = graph_of(model, optimizer=optimizer, refusals=refusals)
@@ -198,13 +214,16 @@ def test_mse_and_string_losses():
         loss_plan(nn.Linear(3, 4), nn.BCELoss())
 
 
-@pytest.mark.parametrize("loss,match", [
-    (nn.CrossEntropyLoss(weight=torch.ones(4)), "class weights"),
-    (nn.CrossEntropyLoss(ignore_index=0), "ignore_index"),
-    (nn.CrossEntropyLoss(label_smoothing=0.1), "label smoothing"),
-    (nn.CrossEntropyLoss(reduction="sum"), "reduction='sum'"),
-    (nn.MSELoss(reduction="sum"), "reduction='sum'"),
-])
+@pytest.mark.parametrize(
+    "loss,match",
+    [
+        (nn.CrossEntropyLoss(weight=torch.ones(4)), "class weights"),
+        (nn.CrossEntropyLoss(ignore_index=0), "ignore_index"),
+        (nn.CrossEntropyLoss(label_smoothing=0.1), "label smoothing"),
+        (nn.CrossEntropyLoss(reduction="sum"), "reduction='sum'"),
+        (nn.MSELoss(reduction="sum"), "reduction='sum'"),
+    ],
+)
 def test_loss_options_refused_or_warned(loss, match):
     with pytest.raises(UnsupportedError, match=match):
         loss_plan(nn.Linear(3, 4), loss)
@@ -223,21 +242,32 @@ def params():
 
 def test_sgd_and_adam_mapping():
     sgd = map_optimizer(torch.optim.SGD(params(), lr=0.05, momentum=0.9), Refusals())
-    assert isinstance(sgd, SGD) and sgd.learning_rate.default == 0.05 and sgd.momentum.default == 0.9
-    adam = map_optimizer(torch.optim.Adam(params(), lr=1e-3, betas=(0.8, 0.99), eps=1e-7), Refusals())
+    assert (
+        isinstance(sgd, SGD) and sgd.learning_rate.default == 0.05 and sgd.momentum.default == 0.9
+    )
+    adam = map_optimizer(
+        torch.optim.Adam(params(), lr=1e-3, betas=(0.8, 0.99), eps=1e-7), Refusals()
+    )
     assert isinstance(adam, Adam)
     assert (adam.beta1.default, adam.beta2.default, adam.eps.default) == (0.8, 0.99, 1e-7)
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda: torch.optim.SGD(params(), lr=0.1, momentum=0.9, nesterov=True), "Nesterov"),
-    (lambda: torch.optim.SGD(params(), lr=0.1, momentum=0.9, dampening=0.1), "dampening"),
-    (lambda: torch.optim.SGD(params(), lr=0.1, weight_decay=1e-4), "weight decay"),
-    (lambda: torch.optim.Adam(params(), amsgrad=True), "AMSGrad"),
-    (lambda: torch.optim.AdamW(params()), r"AdamW\(weight_decay"),
-    (lambda: torch.optim.SGD([{"params": params()}, {"params": params(), "lr": 0.5}], lr=0.1),
-     "param group 1 has lr=0.5"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: torch.optim.SGD(params(), lr=0.1, momentum=0.9, nesterov=True), "Nesterov"),
+        (lambda: torch.optim.SGD(params(), lr=0.1, momentum=0.9, dampening=0.1), "dampening"),
+        (lambda: torch.optim.SGD(params(), lr=0.1, weight_decay=1e-4), "weight decay"),
+        (lambda: torch.optim.Adam(params(), amsgrad=True), "AMSGrad"),
+        (lambda: torch.optim.AdamW(params()), r"AdamW\(weight_decay"),
+        (
+            lambda: torch.optim.SGD(
+                [{"params": params()}, {"params": params(), "lr": 0.5}], lr=0.1
+            ),
+            "param group 1 has lr=0.5",
+        ),
+    ],
+)
 def test_optimizer_options_refused_or_warned(make, match):
     with pytest.raises(UnsupportedError, match=match):
         map_optimizer(make(), Refusals())
@@ -281,16 +311,21 @@ def test_load_pt2_and_factory(tmp_path):
     assert [n.name for n in state.graph.nodes if n.trainable] == ["head.2"]
 
     (tmp_path / "factory.py").write_text(
-        "from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Linear(3, 2))\n")
+        "from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Linear(3, 2))\n"
+    )
     weights = {"0.weight": torch.ones(2, 3), "0.bias": torch.zeros(2)}
     torch.save(weights, tmp_path / "w.pt")
     loaded = load_torch_source(f"{tmp_path / 'factory.py'}:build", tmp_path / "w.pt", (3,))
-    assert float(loaded.model[0].weight.detach().sum()) == 6.0 and loaded.example_inputs[0].shape == (1, 3)
+    assert float(loaded.model[0].weight.detach().sum()) == 6.0 and loaded.example_inputs[
+        0
+    ].shape == (1, 3)
 
 
 def test_load_refuses_pickled_objects(tmp_path):
     torch.save({"model": Net()}, tmp_path / "full.pt")
-    (tmp_path / "factory.py").write_text("from torch import nn\n\ndef build():\n    return nn.Linear(3, 2)\n")
+    (tmp_path / "factory.py").write_text(
+        "from torch import nn\n\ndef build():\n    return nn.Linear(3, 2)\n"
+    )
     with pytest.raises(ModelFileError, match="weights_only"):
         load_torch_source(f"{tmp_path / 'factory.py'}:build", tmp_path / "full.pt", (3,))
     with pytest.raises(ConfigError, match="example_shape"):
@@ -302,8 +337,9 @@ def test_load_refuses_pickled_objects(tmp_path):
 
 def test_squeezenet_and_resnet_translate_with_module_names():
     models = load_example("torch_squeezenet_resnet")
-    squeeze = torch_to_graph(models.SqueezeNet11(10).eval(), torch.randn(1, 3, 64, 64),
-                             trainable=["classifier.1"]).graph
+    squeeze = torch_to_graph(
+        models.SqueezeNet11(10).eval(), torch.randn(1, 3, 64, 64), trainable=["classifier.1"]
+    ).graph
     names = {n.name for n in squeeze.nodes}
     assert {"features.3.squeeze", "features.3.cat", "classifier.1", "classifier.3"} <= names
     resnet, optimizer = models.frozen_backbone_resnet()
@@ -314,7 +350,9 @@ def test_squeezenet_and_resnet_translate_with_module_names():
 
 def test_trainable_batch_norm_refused_in_torch_terms():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(36, 2))
-    with pytest.raises(NotUpdatableError, match=r"module '1' \(BatchNorm2d\).*requires_grad_\(False\)"):
+    with pytest.raises(
+        NotUpdatableError, match=r"module '1' \(BatchNorm2d\).*requires_grad_\(False\)"
+    ):
         graph_of(model)
     refusals = Refusals(allow=True)
     state = graph_of(model, refusals=refusals)
@@ -348,4 +386,6 @@ def test_trainable_scalar_parameter_refused():
 
     with pytest.raises(NotUpdatableError, match="'gain' trains in torch but is used as a constant"):
         graph_of(Scaled(), (2, 3))
-    assert [n.name for n in graph_of(Scaled(), (2, 3), trainable=["fc"]).graph.nodes if n.trainable] == ["fc"]
+    assert [
+        n.name for n in graph_of(Scaled(), (2, 3), trainable=["fc"]).graph.nodes if n.trainable
+    ] == ["fc"]

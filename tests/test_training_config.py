@@ -17,19 +17,22 @@ def cce(**kw):
     return TrainingConfig(Loss("cce", "probs"), **kw)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(optimizer=lambda: SGD(learning_rate=1.5)), "learning rate must lie in"),
-    (dict(optimizer=lambda: SGD(learning_rate=-0.1)), "learning rate must lie in"),
-    (dict(optimizer=lambda: SGD(momentum=1.2)), "momentum must lie in"),
-    (dict(optimizer=lambda: Adam(eps=0.0)), "eps must be > 0"),
-    (dict(optimizer=lambda: Adam(beta1=2.0)), "beta1 must lie in"),
-    (dict(batch_size=8, allowed_batch_sizes=(1, 2, 16)), "not in its allowed set"),
-    (dict(batch_size=0), "batch size must be >= 1"),
-    (dict(epochs=0), "epochs must be >= 1"),
-    (dict(epochs=5, allowed_epochs=range(10, 20)), "outside its allowed range"),
-    (dict(seed=-1), "seed must be a non-negative"),
-    (dict(batch_size=2.5), "batch size must be an integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(optimizer=lambda: SGD(learning_rate=1.5)), "learning rate must lie in"),
+        (dict(optimizer=lambda: SGD(learning_rate=-0.1)), "learning rate must lie in"),
+        (dict(optimizer=lambda: SGD(momentum=1.2)), "momentum must lie in"),
+        (dict(optimizer=lambda: Adam(eps=0.0)), "eps must be > 0"),
+        (dict(optimizer=lambda: Adam(beta1=2.0)), "beta1 must lie in"),
+        (dict(batch_size=8, allowed_batch_sizes=(1, 2, 16)), "not in its allowed set"),
+        (dict(batch_size=0), "batch size must be >= 1"),
+        (dict(epochs=0), "epochs must be >= 1"),
+        (dict(epochs=5, allowed_epochs=range(10, 20)), "outside its allowed range"),
+        (dict(seed=-1), "seed must be a non-negative"),
+        (dict(batch_size=2.5), "batch size must be an integer"),
+    ],
+)
 def test_bad_values_raise_at_construction(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         cce(**{k: v() if callable(v) else v for k, v in kwargs.items()})
@@ -43,9 +46,15 @@ def test_bad_loss_kind_and_lr_range():
 
 
 def test_defaults_and_round_trip_through_a_spec():
-    config = cce(optimizer=Adam(0.002, 0.8, 0.99, 1e-7), batch_size=16,
-                 allowed_batch_sizes=[16, 1, 4], epochs=5, allowed_epochs=range(1, 51),
-                 shuffle=False, seed=7)
+    config = cce(
+        optimizer=Adam(0.002, 0.8, 0.99, 1e-7),
+        batch_size=16,
+        allowed_batch_sizes=[16, 1, 4],
+        epochs=5,
+        allowed_epochs=range(1, 51),
+        shuffle=False,
+        seed=7,
+    )
     spec = Model_pb2.Model()
     spec.specificationVersion = 1
     spec.neuralNetwork.SetInParent()

@@ -38,6 +38,7 @@ ADAM = "adamOptimizer"
 
 # -- verdict helpers -------------------------------------------------------------------------
 
+
 def _show(findings) -> str:
     return "\n".join(str(f) for f in findings) or "(no findings)"
 
@@ -73,6 +74,7 @@ def finding(findings, code: str):
 
 # -- spec builders ---------------------------------------------------------------------------
 
+
 def add_array(container, name: str, dims: int = 1, dtype=F32, shape=None):
     """Append a MultiArray feature; ``dims`` ones unless an explicit ``shape`` is given."""
     feature = container.add()
@@ -100,8 +102,18 @@ def _fill_weights(params, quantized: bool, count: int = 1, values=None) -> None:
         params.floatValue.extend(values if values is not None else [1.0] * count)
 
 
-def add_dense(nn, name: str, src: str, dst: str, *, updatable: bool = False, bias: bool = True,
-              q_weights: bool = False, q_bias: bool = False, mark_params: bool = True):
+def add_dense(
+    nn,
+    name: str,
+    src: str,
+    dst: str,
+    *,
+    updatable: bool = False,
+    bias: bool = True,
+    q_weights: bool = False,
+    q_bias: bool = False,
+    mark_params: bool = True,
+):
     """A 1x1 innerProduct layer like the C++ helpers add (weights/bias 1.0)."""
     layer = nn.layers.add()
     layer.name = name
@@ -141,8 +153,15 @@ def clear_training(spec) -> None:
     del spec.description.trainingInput[:]
 
 
-def network(spec, updatable: bool, src=("A", 3), dst=("B", 1), depth: int = 1,
-            q_weights: bool = False, q_bias: bool = False):
+def network(
+    spec,
+    updatable: bool,
+    src=("A", 3),
+    dst=("B", 1),
+    depth: int = 1,
+    q_weights: bool = False,
+    q_bias: bool = False,
+):
     """A plain NeuralNetwork: ``depth`` chained 1x1 innerProducts from ``src`` to ``dst``.
 
     Updatable: the model and every layer (weights and bias) are marked, and the model inputs
@@ -153,10 +172,15 @@ def network(spec, updatable: bool, src=("A", 3), dst=("B", 1), depth: int = 1,
     spec.specificationVersion = 4
     nn = spec.neuralNetwork
     for i in range(depth):
-        add_dense(nn, "inner_layer" if depth == 1 else f"inner_layer{i}",
-                  src[0] if i == 0 else f"output{i - 1}",
-                  dst[0] if i == depth - 1 else f"output{i}",
-                  updatable=updatable, q_weights=q_weights, q_bias=q_bias)
+        add_dense(
+            nn,
+            "inner_layer" if depth == 1 else f"inner_layer{i}",
+            src[0] if i == 0 else f"output{i - 1}",
+            dst[0] if i == depth - 1 else f"output{i}",
+            updatable=updatable,
+            q_weights=q_weights,
+            q_bias=q_bias,
+        )
     if updatable:
         spec.isUpdatable = True
         copy_inputs_to_training(spec)
@@ -315,8 +339,9 @@ def pipeline_of_four(updatable_pipeline: bool, updatable_knn: bool):
     return spec, models
 
 
-def training_family(spec, target: str = "target", cce_training_input: bool = True,
-                    classifier_outputs: bool = False):
+def training_family(
+    spec, target: str = "target", cce_training_input: bool = True, classifier_outputs: bool = False
+):
     """Base of the C++ training-input tests: InTensor -> 1024 updatable innerProducts ->
     OutTensor -> softmax -> CCE, SGD + epochs + shuffle/seed. With ``classifier_outputs`` the
     plain network also declares a String 'predictedFeatures' and a dictionary 'probs' output
@@ -330,8 +355,14 @@ def training_family(spec, target: str = "target", cce_training_input: bool = Tru
         probs.type.dictionaryType.stringKeyType.SetInParent()
         spec.description.predictedFeatureName = "predictedFeatures"
         spec.description.predictedProbabilitiesName = "probs"
-    add_cce(spec, nn, "cross_entropy_loss_layer", "softmax_out", target,
-            training_input=cce_training_input)
+    add_cce(
+        spec,
+        nn,
+        "cross_entropy_loss_layer",
+        "softmax_out",
+        target,
+        training_input=cce_training_input,
+    )
     add_sgd_setup(nn)
     return nn
 
@@ -405,6 +436,7 @@ def int_minimal_model(layer_kind: str = "innerProduct"):
 
 # -- UpdatableModelValidatorTests.cpp: layers and weights -----------------------------------
 
+
 def test_invalid_updatable_model_wrong_type():
     """testInvalidUpdatableModelWrongType: an updatable identity model."""
     spec = Model_pb2.Model()
@@ -472,8 +504,9 @@ def test_invalid_updatable_layer_missing_bias():
 
     Apple does not require a bias; the verdict comes from the unmarked weights."""
     spec = int_minimal_model()
-    add_dense(spec.neuralNetwork, "ip", "input", "probs", updatable=True, bias=False,
-              mark_params=False)
+    add_dense(
+        spec.neuralNetwork, "ip", "input", "probs", updatable=True, bias=False, mark_params=False
+    )
     bad(spec, "WEIGHTS_NOT_MARKED")
 
 
@@ -530,6 +563,7 @@ def test_valid_updatable_model_with_1024_layers():
 
 # -- UpdatableModelValidatorTests.cpp: loss layers and backpropagation ----------------------
 
+
 def test_invalid_model_unsupported_layers_for_bp():
     """testInvalidModelUnsupportedLayersForBP: innerProduct (U) -> abs -> pooling -> CCE.
 
@@ -568,7 +602,9 @@ def _loss_input_missing_model(kind: str):
     nn = spec.neuralNetwork
     add_dense(nn, "inner_layer", "A", "B", updatable=True)
     loss = nn.updateParams.lossLayers.add()
-    body = loss.categoricalCrossEntropyLossLayer if kind == "cce" else loss.meanSquaredErrorLossLayer
+    body = (
+        loss.categoricalCrossEntropyLossLayer if kind == "cce" else loss.meanSquaredErrorLossLayer
+    )
     loss.name = "cross_entropy_loss_layer" if kind == "cce" else "mse_loss_layer"
     body.input = "C"
     body.target = "label_target"
@@ -591,8 +627,13 @@ def test_invalid_model_invalid_softmax():
     spec = Model_pb2.Model()
     nn = basic_updatable(spec)
     add_softmax(nn, "softmax", "B", "softmax_out")
-    add_dense(nn, "inner_layer_after_softmax", "softmax_out", "inner_layer_after_softmax_out",
-              updatable=True)
+    add_dense(
+        nn,
+        "inner_layer_after_softmax",
+        "softmax_out",
+        "inner_layer_after_softmax_out",
+        updatable=True,
+    )
     add_softmax(nn, "softmax_2", "inner_layer_after_softmax_out", "softmax_2_out")
     add_cce(spec, nn, "cross_entropy_loss_layer", "softmax_2_out", "label_target")
     add_sgd_setup(nn, shuffle=False)
@@ -610,8 +651,13 @@ def test_valid_model_valid_multiple_softmax_1():
     spec = Model_pb2.Model()
     nn = network(spec, False, A, B)
     add_softmax(nn, "softmax", "B", "softmax_out")
-    add_dense(nn, "inner_layer_after_softmax", "softmax_out", "inner_layer_after_softmax_out",
-              updatable=True)
+    add_dense(
+        nn,
+        "inner_layer_after_softmax",
+        "softmax_out",
+        "inner_layer_after_softmax_out",
+        updatable=True,
+    )
     add_softmax(nn, "softmax_2", "inner_layer_after_softmax_out", "softmax_2_out")
     add_cce(spec, nn, "cross_entropy_loss_layer", "softmax_2_out", "label_target")
     add_sgd_setup(nn, shuffle=False)
@@ -628,8 +674,13 @@ def test_valid_model_valid_multiple_softmax_2():
     nn = basic_updatable(spec)
     add_softmax(nn, "softmax", "B", "softmax_out")
     add_cce(spec, nn, "cross_entropy_loss_layer", "softmax_out", "label_target")
-    add_dense(nn, "inner_layer_after_softmax", "softmax_out", "inner_layer_after_softmax_out",
-              updatable=True)
+    add_dense(
+        nn,
+        "inner_layer_after_softmax",
+        "softmax_out",
+        "inner_layer_after_softmax_out",
+        updatable=True,
+    )
     add_softmax(nn, "softmax_2", "inner_layer_after_softmax_out", "softmax_2_out")
     add_sgd_setup(nn, shuffle=False)
     good(spec)
@@ -651,8 +702,13 @@ def test_invalid_model_multiple_loss():
     spec = Model_pb2.Model()
     nn = basic_updatable(spec)
     add_softmax(nn, "softmax", "B", "softmax_out")
-    add_dense(nn, "inner_layer_after_softmax", "softmax_out", "inner_layer_after_softmax_out",
-              updatable=True)
+    add_dense(
+        nn,
+        "inner_layer_after_softmax",
+        "softmax_out",
+        "inner_layer_after_softmax_out",
+        updatable=True,
+    )
     add_cce(spec, nn, "cross_entropy_loss_layer_1", "softmax_1_out", "label_target")
     add_softmax(nn, "softmax_2", "inner_layer_after_softmax_out", "softmax_2_out")
     add_cce(spec, nn, "cross_entropy_loss_layer_2", "softmax_2_out", "label_target")
@@ -661,6 +717,7 @@ def test_invalid_model_multiple_loss():
 
 
 # -- UpdatableModelValidatorTests.cpp: update parameters ------------------------------------
+
 
 def test_missing_updatable_model_parameters():
     """testMissingUpdatableModelParameters: CCE or MSE model without optimizer or epochs."""
@@ -735,6 +792,7 @@ def test_existing_shuffle_with_missing_seed_parameter():
 
 
 # -- UpdatableModelValidatorTests.cpp: training inputs --------------------------------------
+
 
 def test_invalid_no_training_inputs():
     """testInvalid_NoTrainingInputs: no training inputs, then target + model input."""
@@ -988,6 +1046,7 @@ def test_invalid_classifier_predicted_feature_name_wrong_type():
 
 # -- UpdatableModelValidatorTests.cpp: pipelines and k-NN -----------------------------------
 
+
 def test_non_updatable_pipeline_with_non_updatable_models():
     """testNonUpdatablePipelineWithNonUpdatableModels: nothing updatable anywhere."""
     spec, models = pipeline_of_four(False, False)
@@ -1106,6 +1165,7 @@ def test_valid_pipeline():
 # These use the basic updatable network without any loss layer. Apple validates the
 # optimizer before it needs a loss, so the verdict comes from the parameter rule noted.
 
+
 def test_mini_batch_size_out_of_allowed_range():
     """testMiniBatchSizeOutOfAllowedRange: batch 5 outside [10, 100]."""
     spec = Model_pb2.Model()
@@ -1175,6 +1235,7 @@ def test_epochs_out_of_allowed_set():
 
 # -- KNNValidatorTests.cpp, on the same k-NN specs marked updatable -------------------------
 
+
 def knn_interface(spec):
     """k-NN interface of the C++ k-NN tests: 'input' (Float32 [4]) -> String 'output'."""
     spec.specificationVersion = 4
@@ -1189,8 +1250,14 @@ def knn_interface(spec):
 def knn_points(knn) -> None:
     index = knn.nearestNeighborsIndex
     index.numberOfDimensions = 4
-    for point in ([0, 0, 0, 0], [1, 0, 0, 0], [2.1, 0, 0, 0],
-                  [0, 0.1, 0, 0], [1, 0, 0.1, 0], [2.1, 0, 0, 0.1]):
+    for point in (
+        [0, 0, 0, 0],
+        [1, 0, 0, 0],
+        [2.1, 0, 0, 0],
+        [0, 0.1, 0, 0],
+        [1, 0, 0.1, 0],
+        [2.1, 0, 0, 0.1],
+    ):
         index.floatSamples.add().vector.extend(point)
 
 
@@ -1358,10 +1425,12 @@ def test_label_type_mismatch_test():
 
 # -- the codes this suite relies on ----------------------------------------------------------
 
+
 def test_codes_used_here_exist():
     """Every finding code this suite expects is declared in validator.CODES."""
     import pathlib
     import re
+
     source = pathlib.Path(__file__).read_text()
     used = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', source)) - {"A", "B", "C", "D", "E"}
     used -= {"ABS", "AVERAGE"}

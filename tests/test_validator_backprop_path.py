@@ -18,8 +18,16 @@ from updatable_coreml.validator import validate
 
 #: Apple, 9.0: case kConvolution, kInnerProduct, kUniDirectionalLSTM, kFlatten, kPooling,
 #: kBatchnorm -> true; kActivation -> ReLU, sigmoid, tanh only; everything else false.
-APPLE_BACKPROP = {"convolution", "innerProduct", "uniDirectionalLSTM", "flatten", "pooling", "batchnorm"}
+APPLE_BACKPROP = {
+    "convolution",
+    "innerProduct",
+    "uniDirectionalLSTM",
+    "flatten",
+    "pooling",
+    "batchnorm",
+}
 APPLE_ACTIVATIONS = {"ReLU", "sigmoid", "tanh"}
+
 
 def _oneof(message, name: str) -> list[str]:
     return sorted(f.name for f in message.DESCRIPTOR.oneofs_by_name[name].fields)

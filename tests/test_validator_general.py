@@ -60,7 +60,11 @@ def dense(nn, name: str, src: str, dst: str, weights: bool = True):
     return added
 
 
-def chain(inputs=("A",), output: str = "D", layers=(("ip1", "A", "B"), ("ip2", "B", "C"), ("ip3", "C", "D"))):
+def chain(
+    inputs=("A",),
+    output: str = "D",
+    layers=(("ip1", "A", "B"), ("ip2", "B", "C"), ("ip3", "C", "D")),
+):
     spec = Model_pb2.Model()
     for name in inputs:
         array(spec.description.input, name, [1])
@@ -127,7 +131,12 @@ def test_nn_validator_all_optional():
 
 def test_nn_validator_missing_input():
     """testNNValidatorMissingInput: the first layer reads 'A', the model input is 'E'."""
-    assert_bad(type_findings(chain(inputs=("E",)), ), "BLOB_NOT_PRODUCED")
+    assert_bad(
+        type_findings(
+            chain(inputs=("E",)),
+        ),
+        "BLOB_NOT_PRODUCED",
+    )
 
 
 def test_nn_validator_missing_output():
@@ -297,6 +306,7 @@ def test_blob_written_by_a_layer_and_the_input():
 
 # -- InterfaceTests.cpp and the regressor/classifier interfaces -------------------------------
 
+
 def _updatable_regressor(predicted: str):
     spec = Model_pb2.Model()
     spec.specificationVersion = 4
@@ -346,18 +356,32 @@ def test_image_needs_a_size_and_color_space():
 def test_every_layer_type_has_counts():
     """The table covers every layer type of NeuralNetwork.proto."""
     from updatable_coreml._proto import NeuralNetwork_pb2
-    layer_types = {f.name for f in NeuralNetwork_pb2.NeuralNetworkLayer.DESCRIPTOR.oneofs_by_name["layer"].fields}
+
+    layer_types = {
+        f.name
+        for f in NeuralNetwork_pb2.NeuralNetworkLayer.DESCRIPTOR.oneofs_by_name["layer"].fields
+    }
     assert layer_types == set(LAYER_IO_COUNTS)
 
 
 def test_codes_used_here_exist():
-    for code in ("MODEL_INTERFACE", "CLASSIFIER_INTERFACE", "REGRESSOR_PREDICTED_FEATURE", "SHAPE_MAPPING",
-                 "NO_LAYERS", "LAYER_IO_COUNT", "LAYER_RANK", "BLOB_NOT_PRODUCED", "BLOB_PRODUCED_TWICE",
-                 "OUTPUT_NOT_PRODUCED"):
+    for code in (
+        "MODEL_INTERFACE",
+        "CLASSIFIER_INTERFACE",
+        "REGRESSOR_PREDICTED_FEATURE",
+        "SHAPE_MAPPING",
+        "NO_LAYERS",
+        "LAYER_IO_COUNT",
+        "LAYER_RANK",
+        "BLOB_NOT_PRODUCED",
+        "BLOB_PRODUCED_TWICE",
+        "OUTPUT_NOT_PRODUCED",
+    ):
         assert CODES[code][0] == "error"
 
 
 # -- layer parameters (layer_params.py) -------------------------------------------------------
+
 
 def _one_layer(kind: str, shape=(1,)):
     spec = Model_pb2.Model()

@@ -57,14 +57,17 @@ def _dense_softmax_cce(between=None):
 def test_classic_reshape_blocks_gradients():
     """Apple: 'There is a layer (mid), which does not support backpropagation, between an
     updatable marked layer and the loss function.' (isLayerSupportedForBackprop, 3.0-9.0)."""
+
     def reshape(layer):
         layer.reshape.targetShape.extend([1, 1, 1])
+
     findings = bad(_dense_softmax_cce(reshape), "BACKPROP_BLOCKED")
     assert next(f for f in findings if f.code == "BACKPROP_BLOCKED").layer == "mid"
 
 
 def test_uni_directional_lstm_passes_gradients():
     """uniDirectionalLSTM is in isLayerSupportedForBackprop from 5.0b1 on."""
+
     def lstm(layer):
         layer.output.extend(["h_out", "c_out"])  # Apple: an LSTM has exactly 3 outputs
         for kind in ("sigmoid", "tanh", "tanh"):  # Apple: exactly 3 activations
@@ -74,6 +77,7 @@ def test_uni_directional_lstm_passes_gradients():
         for gate in ("inputGate", "forgetGate", "blockInput", "outputGate"):  # 1x1 matrices
             for matrix in ("WeightMatrix", "RecursionMatrix"):
                 getattr(layer.uniDirectionalLSTM.weightParams, gate + matrix).floatValue.append(0.5)
+
     good(_dense_softmax_cce(lstm))
 
 
@@ -121,7 +125,10 @@ def test_training_inputs_compared_by_name_and_type_only():
 def test_knn_training_label_in_a_pipeline_is_not_checked_by_apple():
     """Apple checks no k-NN training input (KNearestNeighborsClassifierValidator.cpp,
     PipelineValidator.cpp): a MultiArray or Int64 label is valid, with our warning."""
-    for make_label in (lambda f: add_array(f, "E", 1, I32), lambda f: f.add().type.int64Type.SetInParent()):
+    for make_label in (
+        lambda f: add_array(f, "E", 1, I32),
+        lambda f: f.add().type.int64Type.SetInParent(),
+    ):
         spec = Model_pb2.Model()
         chain = pipeline(spec, True, ("D", 3), "E")
         knn_model(chain.models.add(), True, ("D", 3), "E")
@@ -199,7 +206,9 @@ def test_inner_product_feeding_mse_warns_only_when_frozen_after_an_updatable_lay
     spec = Model_pb2.Model()
     nn = network(spec, True, ("A", 1), ("B", 1), depth=2)
     last = nn.layers[1]
-    last.isUpdatable = last.innerProduct.weights.isUpdatable = last.innerProduct.bias.isUpdatable = False
+    last.isUpdatable = last.innerProduct.weights.isUpdatable = (
+        last.innerProduct.bias.isUpdatable
+    ) = False
     add_mse(spec, nn, "loss", "B", "target")
     add_sgd_setup(nn)
     findings = good(spec)
@@ -240,7 +249,6 @@ def test_rank_above_5_warns():
     add_sgd_setup(nn)
     nn.layers[0].outputTensor.add().rank = 6
     assert "RANK_ABOVE_5" in {f.code for f in good(spec)}
-
 
 
 def _torch_style_classifier(input_shape, output_shape=()):

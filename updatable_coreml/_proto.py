@@ -28,8 +28,14 @@ def _load_proto_package() -> types.ModuleType:
     sys.modules["coremltools"] = stub
     try:
         package = importlib.import_module("coremltools.proto")
-        for name in ("Model_pb2", "NeuralNetwork_pb2", "FeatureTypes_pb2", "Parameters_pb2",
-                     "NearestNeighbors_pb2", "DataStructures_pb2"):
+        for name in (
+            "Model_pb2",
+            "NeuralNetwork_pb2",
+            "FeatureTypes_pb2",
+            "Parameters_pb2",
+            "NearestNeighbors_pb2",
+            "DataStructures_pb2",
+        ):
             importlib.import_module(f"coremltools.proto.{name}")
     finally:
         if sys.modules.get("coremltools") is stub:

@@ -70,8 +70,10 @@ def _describe_array(feature, shape: tuple[int, ...]) -> None:
     array.dataType = FeatureTypes_pb2.ArrayFeatureType.FLOAT32
     array.shape.extend(shape[1:] if len(shape) == 2 else shape)
     if len(shape) == 2:
-        feature.shortDescription = (f"Sequence of {shape[0]} steps of {shape[1]} values: a "
-                                    f"MultiArray shaped [{shape[0]}, 1, {shape[1]}] (Seq, Batch, C)")
+        feature.shortDescription = (
+            f"Sequence of {shape[0]} steps of {shape[1]} values: a "
+            f"MultiArray shaped [{shape[0]}, 1, {shape[1]}] (Seq, Batch, C)"
+        )
 
 
 def _describe_input(spec, nn, tensor, shape: tuple[int, ...]) -> None:
@@ -83,8 +85,10 @@ def _describe_input(spec, nn, tensor, shape: tuple[int, ...]) -> None:
     color = tensor.image.get("color", "rgb" if shape[0] == 3 else "grayscale")
     channels = 1 if color == "grayscale" else 3
     if len(shape) != 3 or shape[0] != channels:
-        raise ConfigError(f"input {tensor.name!r} has shape {shape}; a {color} image input needs "
-                          f"({channels}, H, W)")
+        raise ConfigError(
+            f"input {tensor.name!r} has shape {shape}; a {color} image input needs "
+            f"({channels}, H, W)"
+        )
     image = feature.type.imageType
     image.height, image.width = shape[1], shape[2]
     image.colorSpace = getattr(FeatureTypes_pb2.ImageFeatureType, _COLOR[color])
@@ -118,8 +122,10 @@ def _describe_classifier(spec, nn, probs: str, labels: Sequence[Label]) -> None:
             repeated.append(v)
         seen.add(key)
     if repeated:
-        raise ConfigError(f"class labels must be unique; {repeated[0]!r} appears more than once: "
-                          "give every output unit its own label")
+        raise ConfigError(
+            f"class labels must be unique; {repeated[0]!r} appears more than once: "
+            "give every output unit its own label"
+        )
     if integer:
         nn.int64ClassLabels.vector.extend(int(v) for v in labels)
     else:
@@ -154,8 +160,13 @@ def _write_metadata(spec, metadata: Metadata, exporter_version: str) -> None:
         meta.userDefined[str(key)] = str(value)
 
 
-def build_spec(graph: Graph, *, class_labels: Optional[Sequence[Label]] = None,
-               regressor: bool = False, metadata: Metadata = Metadata()) -> Model_pb2.Model:
+def build_spec(
+    graph: Graph,
+    *,
+    class_labels: Optional[Sequence[Label]] = None,
+    regressor: bool = False,
+    metadata: Metadata = Metadata(),
+) -> Model_pb2.Model:
     """Write ``graph`` (after ``passes.run_passes``) as a NeuralNetwork spec.
 
     With ``class_labels`` the spec is a classifier whose probabilities output is the graph
@@ -166,27 +177,38 @@ def build_spec(graph: Graph, *, class_labels: Optional[Sequence[Label]] = None,
     shapes = infer_shapes(graph)
     spec = Model_pb2.Model()
     spec.specificationVersion = 4
-    kind = "neuralNetworkClassifier" if class_labels is not None else \
-        "neuralNetworkRegressor" if regressor else "neuralNetwork"
+    kind = (
+        "neuralNetworkClassifier"
+        if class_labels is not None
+        else "neuralNetworkRegressor"
+        if regressor
+        else "neuralNetwork"
+    )
     nn = getattr(spec, kind)
     write_layers(nn, graph, shapes)
     if any(layer.WhichOneof("layer") in IOS13_LAYERS for layer in nn.layers):
         if any(len(shape) == 2 for shape in shapes.values()):
-            raise UnsupportedError("a sequence model cannot use GELU: sequences need Core ML's "
-                                   "rank-5 input mapping, which refuses iOS 13 layers")
+            raise UnsupportedError(
+                "a sequence model cannot use GELU: sequences need Core ML's "
+                "rank-5 input mapping, which refuses iOS 13 layers"
+            )
         # Core ML refuses iOS 13 layers under the rank-5 mapping; with exact shapes, vectors
         # are declared (C, 1, 1) so classic layers (softmax needs rank >= 3) keep working.
         nn.arrayInputShapeMapping = NeuralNetwork_pb2.EXACT_ARRAY_MAPPING
         nn.imageInputShapeMapping = NeuralNetwork_pb2.RANK4_IMAGE_MAPPING
-        shapes = {name: shape + (1, 1) if len(shape) == 1 else shape for name, shape in shapes.items()}
+        shapes = {
+            name: shape + (1, 1) if len(shape) == 1 else shape for name, shape in shapes.items()
+        }
     for tensor in graph.inputs:
         _describe_input(spec, nn, tensor, shapes[tensor.name])
     if class_labels is not None:
         (probs,) = graph.outputs
         size = shapes[probs][0]
         if len(class_labels) != size or any(d != 1 for d in shapes[probs][1:]):
-            raise ConfigError(f"{len(class_labels)} class labels for output {probs!r} of shape "
-                              f"{shapes[probs]}; give one label per output unit")
+            raise ConfigError(
+                f"{len(class_labels)} class labels for output {probs!r} of shape "
+                f"{shapes[probs]}; give one label per output unit"
+            )
         _describe_classifier(spec, nn, probs, class_labels)
     else:
         for name in graph.outputs:

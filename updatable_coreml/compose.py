@@ -60,7 +60,9 @@ def chain(backbone: Spec, head: Spec) -> Spec:
     (output,) = backbone.description.output
     (feature,) = head.description.input
     if output.name != feature.name:
-        raise ConfigError(f"the backbone outputs {output.name!r} but the head reads {feature.name!r}")
+        raise ConfigError(
+            f"the backbone outputs {output.name!r} but the head reads {feature.name!r}"
+        )
     if output.type.multiArrayType.shape:
         interface = output.type
     else:
@@ -126,7 +128,8 @@ def rename_input(spec: Spec, old: str, new: str) -> None:
     """Rename a NeuralNetwork input feature (description, layer inputs, preprocessing);
     refuses a name the network already uses."""
     if any(f.name == new for f in spec.description.input) or any(
-            new in layer.output for layer in neural_network(spec).layers):
+        new in layer.output for layer in neural_network(spec).layers
+    ):
         raise ConfigError(f"input_name {new!r} is already used in the feature extractor")
     for feature in spec.description.input:
         if feature.name == old:

@@ -68,7 +68,9 @@ OPTIMIZER_OPTIONAL_FIELDS: Mapping[str, tuple[str, ...]] = {
 
 #: Model types that can be updatable themselves.
 UPDATABLE_MODEL_TYPES: tuple[str, ...] = (
-    "neuralNetwork", "neuralNetworkClassifier", "neuralNetworkRegressor",
+    "neuralNetwork",
+    "neuralNetworkClassifier",
+    "neuralNetworkRegressor",
     "kNearestNeighborsClassifier",
 )
 #: Pipeline model types: updatable when their last model is (and only it).

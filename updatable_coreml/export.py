@@ -41,24 +41,30 @@ class ExportReport:
     outputs: list[str]
     trainable: list[str]
     frozen: list[str]
-    changes: list[str]           # removed / folded / added by the passes
-    training: list[str]          # the update parameters, as written
-    assumptions: list[str]       # choices made for the user (defaults, mapped values)
-    warnings: list[str]          # things that will behave differently on device
+    changes: list[str]  # removed / folded / added by the passes
+    training: list[str]  # the update parameters, as written
+    assumptions: list[str]  # choices made for the user (defaults, mapped values)
+    warnings: list[str]  # things that will behave differently on device
     findings: list[str] = field(default_factory=list)  # validator warnings
     #: how the frozen stage of a pipeline was made: "frontend" (our translation, cut at the
     #: first trainable layer) or "coremltools" (ct.convert); "" for a single network
     backbone: str = ""
 
     def summary(self) -> str:
-        lines = [f"exported {self.model_type} from {self.source or 'the model'} to {self.path} "
-                 f"({format_size(self.size_bytes)}, sha256 {self.sha256[:12]})",
-                 f"trains on device: {', '.join(self.trainable)}",
-                 f"frozen: {len(self.frozen)} layer(s)"
-                 + (f" (pipeline backbone made by {self.backbone})" if self.backbone else "")]
+        lines = [
+            f"exported {self.model_type} from {self.source or 'the model'} to {self.path} "
+            f"({format_size(self.size_bytes)}, sha256 {self.sha256[:12]})",
+            f"trains on device: {', '.join(self.trainable)}",
+            f"frozen: {len(self.frozen)} layer(s)"
+            + (f" (pipeline backbone made by {self.backbone})" if self.backbone else ""),
+        ]
         lines += [f"  {line}" for line in self.training]
-        sections = (("changes", self.changes), ("assumptions", self.assumptions),
-                    ("warnings", self.warnings), ("validator", self.findings))
+        sections = (
+            ("changes", self.changes),
+            ("assumptions", self.assumptions),
+            ("warnings", self.warnings),
+            ("validator", self.findings),
+        )
         for title, items in sections:
             if items:
                 lines.append(f"{title}:")
@@ -102,8 +108,10 @@ def class_labels_with_slots(labels: Optional[Sequence[Label]], extra: int) -> Op
 
 def _layer_names(spec: Spec) -> tuple[list[str], list[str]]:
     layers = neural_network(spec).layers
-    return ([layer.name for layer in layers if layer.isUpdatable],
-            [layer.name for layer in layers if not layer.isUpdatable])
+    return (
+        [layer.name for layer in layers if layer.isUpdatable],
+        [layer.name for layer in layers if not layer.isUpdatable],
+    )
 
 
 def frozen_spec(graph: Graph, metadata: Metadata = Metadata()) -> tuple[Spec, list[str]]:
@@ -113,10 +121,20 @@ def frozen_spec(graph: Graph, metadata: Metadata = Metadata()) -> tuple[Spec, li
     return build_spec(graph, metadata=metadata), list(graph.notes)
 
 
-def export_graph(graph: Graph, path: PathLike, *, loss: str, optimizer: Optimizer,
-                 from_logits: bool = False, options: Optional[ExportOptions] = None,
-                 source: str = "", assumptions: Sequence[str] = (), warnings: Sequence[str] = (),
-                 backbone: Optional[Backbone] = None, **kwargs: Any) -> ExportReport:
+def export_graph(
+    graph: Graph,
+    path: PathLike,
+    *,
+    loss: str,
+    optimizer: Optimizer,
+    from_logits: bool = False,
+    options: Optional[ExportOptions] = None,
+    source: str = "",
+    assumptions: Sequence[str] = (),
+    warnings: Sequence[str] = (),
+    backbone: Optional[Backbone] = None,
+    **kwargs: Any,
+) -> ExportReport:
     """Turn a frontend's IR graph into a validated, updatable ``.mlmodel`` at ``path``.
 
     ``loss`` is ``'cce'`` or ``'mse'``; ``from_logits`` appends the softmax cross-entropy
@@ -131,21 +149,27 @@ def export_graph(graph: Graph, path: PathLike, *, loss: str, optimizer: Optimize
     options = ExportOptions.build(options, **kwargs)
     metadata = options.model_metadata(source)
     graph, renames = name_outputs(graph, options.output_names, loss, from_logits)
-    graph, pass_warnings = run_passes(graph, loss_kind=loss, from_logits=from_logits,
-                                      allow_unsupported=options.allow_unsupported)
+    graph, pass_warnings = run_passes(
+        graph, loss_kind=loss, from_logits=from_logits, allow_unsupported=options.allow_unsupported
+    )
     labels = class_labels_with_slots(options.class_labels, options.extra_class_slots)
     if labels is not None and loss != "cce":
-        raise ConfigError("class_labels make a classifier, which trains with categorical "
-                          f"cross-entropy; the loss is {loss!r}")
+        raise ConfigError(
+            "class_labels make a classifier, which trains with categorical "
+            f"cross-entropy; the loss is {loss!r}"
+        )
     taken = {node.name for node in graph.nodes}
     loss_name = next(n for n in ("loss", "loss_layer", "updatable_coreml_loss") if n not in taken)
-    config = TrainingConfig(Loss(loss, graph.outputs[0], name=loss_name),
-                            with_lr_range(optimizer, options.lr_range),
-                            batch_size=options.resolved("batch_size"),
-                            allowed_batch_sizes=options.allowed_batch_sizes,
-                            epochs=options.resolved("epochs"),
-                            allowed_epochs=options.allowed_epochs, shuffle=options.shuffle,
-                            seed=options.seed)
+    config = TrainingConfig(
+        Loss(loss, graph.outputs[0], name=loss_name),
+        with_lr_range(optimizer, options.lr_range),
+        batch_size=options.resolved("batch_size"),
+        allowed_batch_sizes=options.allowed_batch_sizes,
+        epochs=options.resolved("epochs"),
+        allowed_epochs=options.allowed_epochs,
+        shuffle=options.shuffle,
+        seed=options.seed,
+    )
     if options.pipeline and backbone is None:
         backbone, graph = split_backbone(graph, metadata)
     spec = build_spec(graph, class_labels=labels, regressor=options.regressor, metadata=metadata)
@@ -156,10 +180,18 @@ def export_graph(graph: Graph, path: PathLike, *, loss: str, optimizer: Optimize
         frozen[:0] = layer_names(backbone.spec)
         changes += backbone.notes
         spec = chain(backbone.spec, spec)
-    return save_validated(spec, path, source=metadata.source, trainable=trainable, frozen=frozen,
-                          changes=changes, training=config.summary_lines(),
-                          assumptions=list(assumptions), warnings=list(warnings) + pass_warnings,
-                          backbone=backbone.path if backbone is not None else "")
+    return save_validated(
+        spec,
+        path,
+        source=metadata.source,
+        trainable=trainable,
+        frozen=frozen,
+        changes=changes,
+        training=config.summary_lines(),
+        assumptions=list(assumptions),
+        warnings=list(warnings) + pass_warnings,
+        backbone=backbone.path if backbone is not None else "",
+    )
 
 
 # -- output names ------------------------------------------------------------------------------
@@ -183,30 +215,40 @@ def default_output_name(name: str, loss: str, from_logits: bool) -> str:
     return name
 
 
-def name_outputs(graph: Graph, names: Optional[Sequence[str]], loss: str,
-                 from_logits: bool) -> tuple[Graph, list[str]]:
+def name_outputs(
+    graph: Graph, names: Optional[Sequence[str]], loss: str, from_logits: bool
+) -> tuple[Graph, list[str]]:
     """``graph`` with its outputs renamed to ``names`` (``output_names``) or to readable
     defaults (``default_output_name``), and the report lines saying so."""
     outputs = list(graph.outputs)
     if names is not None and len(names) != len(outputs):
-        raise ConfigError(f"--output-names (output_names=) gives {len(names)} name(s) for "
-                          f"{len(outputs)} output(s) {outputs}")
-    wanted = list(names) if names is not None else [default_output_name(o, loss, from_logits)
-                                                    for o in outputs]
+        raise ConfigError(
+            f"--output-names (output_names=) gives {len(names)} name(s) for "
+            f"{len(outputs)} output(s) {outputs}"
+        )
+    wanted = (
+        list(names)
+        if names is not None
+        else [default_output_name(o, loss, from_logits) for o in outputs]
+    )
     taken = {t for node in graph.nodes for t in (*node.inputs, *node.outputs)}
     taken |= {spec.name for spec in graph.inputs}
     notes, nodes, renamed = [], list(graph.nodes), []
     for old, new in zip(outputs, wanted):
         if old != new and new in taken:
             if names is not None:
-                raise ConfigError(f"--output-names (output_names=): {new!r} already names a "
-                                  "tensor of the model; choose another")
+                raise ConfigError(
+                    f"--output-names (output_names=): {new!r} already names a "
+                    "tensor of the model; choose another"
+                )
             new = old  # a default that is taken: keep the source's name
         if old != new and graph.producer(old) is not None:
             nodes = _rename(nodes, old, new)
             taken.add(new)
-            notes.append(f"output {old!r} named {new!r}"
-                         + ("" if names is not None else "; pass output_names to choose"))
+            notes.append(
+                f"output {old!r} named {new!r}"
+                + ("" if names is not None else "; pass output_names to choose")
+            )
         else:
             new = old
         renamed.append(new)
@@ -223,23 +265,31 @@ def split_graph(graph: Graph) -> tuple[Graph, Graph]:
     first = next(node for node in graph.nodes if node.trainable)
     blob = first.inputs[0]
     if any(spec.name == blob for spec in graph.inputs):
-        raise ConfigError(f"pipeline: the first trainable layer {first.name!r} reads the model "
-                          "input, so there is no frozen backbone to split off; export one network")
+        raise ConfigError(
+            f"pipeline: the first trainable layer {first.name!r} reads the model "
+            "input, so there is no frozen backbone to split off; export one network"
+        )
     prefix = cut_at(graph, blob)
     in_backbone = {node.name for node in prefix.nodes}
     head_nodes = [node for node in graph.nodes if node.name not in in_backbone]
     backbone = Graph(list(graph.inputs), [blob], prefix.nodes)
-    head = Graph([TensorSpec(blob, infer_shapes(graph)[blob])], list(graph.outputs), head_nodes,
-                 list(graph.notes))
+    head = Graph(
+        [TensorSpec(blob, infer_shapes(graph)[blob])],
+        list(graph.outputs),
+        head_nodes,
+        list(graph.notes),
+    )
     return backbone, head
 
 
 def split_backbone(graph: Graph, metadata: Metadata) -> tuple[Backbone, Graph]:
     """The frozen backbone (written by our backend) and the head graph of ``split_graph``."""
     prefix, head = split_graph(graph)
-    note = (f"pipeline: the {len(prefix.nodes)} frozen layer(s) before {head.inputs[0].name!r} "
-            "(the input of the first trainable layer) form the backbone, our frontend's "
-            "translation; the rest is the updatable head")
+    note = (
+        f"pipeline: the {len(prefix.nodes)} frozen layer(s) before {head.inputs[0].name!r} "
+        "(the input of the first trainable layer) form the backbone, our frontend's "
+        "translation; the rest is the updatable head"
+    )
     return Backbone(build_spec(prefix, metadata=metadata), "frontend", [note]), head
 
 
@@ -254,17 +304,27 @@ def save_validated(spec: Spec, path: PathLike, **report: Any) -> ExportReport:
     findings = validate(spec)
     if not is_valid(findings):
         errors = [f for f in findings if f.severity == "error"]
-        raise NotUpdatableError("the exported model would not be valid: "
-                                + "; ".join(str(f) for f in errors))
+        raise NotUpdatableError(
+            "the exported model would not be valid: " + "; ".join(str(f) for f in errors)
+        )
     data = spec.SerializeToString(deterministic=True)
     with ThreadPoolExecutor(1) as pool:  # both release the GIL: hash while the file syncs
         digest = pool.submit(lambda: hashlib.sha256(data).hexdigest())
         written = atomic_write_bytes(data, path)
         sha256 = digest.result()
-    inputs = {i.name: list(i.type.multiArrayType.shape) if i.type.WhichOneof("Type") == "multiArrayType"
-              else [i.type.imageType.height, i.type.imageType.width] for i in spec.description.input}
+    inputs = {
+        i.name: list(i.type.multiArrayType.shape)
+        if i.type.WhichOneof("Type") == "multiArrayType"
+        else [i.type.imageType.height, i.type.imageType.width]
+        for i in spec.description.input
+    }
     return ExportReport(
-        path=str(Path(written)), sha256=sha256, size_bytes=len(data),
-        model_type=spec.WhichOneof("Type"), inputs=inputs,
-        outputs=[o.name for o in spec.description.output], findings=[str(f) for f in findings],
-        **report)
+        path=str(Path(written)),
+        sha256=sha256,
+        size_bytes=len(data),
+        model_type=spec.WhichOneof("Type"),
+        inputs=inputs,
+        outputs=[o.name for o in spec.description.output],
+        findings=[str(f) for f in findings],
+        **report,
+    )

@@ -53,15 +53,26 @@ class ModelInfo:
 
     def _body(self) -> dict[str, Any]:
         return {
-            "path": self.path, "size_bytes": self.size_bytes, "model_type": self.model_type,
-            "specification_version": self.specification_version, "is_updatable": self.is_updatable,
-            "inputs": self.features.get("inputs", []), "outputs": self.features.get("outputs", []),
+            "path": self.path,
+            "size_bytes": self.size_bytes,
+            "model_type": self.model_type,
+            "specification_version": self.specification_version,
+            "is_updatable": self.is_updatable,
+            "inputs": self.features.get("inputs", []),
+            "outputs": self.features.get("outputs", []),
             "training_inputs": self.features.get("training_inputs", []),
             "class_labels": self.class_labels,
-            "layers": [{"name": layer.name, "type": layer.type,
-                        "weights": {k: list(v) for k, v in layer.weights.items()},
-                        "updatable": layer.updatable, "on_backprop_path": layer.on_backprop_path,
-                        "backpropagable": layer.backpropagable} for layer in self.layers],
+            "layers": [
+                {
+                    "name": layer.name,
+                    "type": layer.type,
+                    "weights": {k: list(v) for k, v in layer.weights.items()},
+                    "updatable": layer.updatable,
+                    "on_backprop_path": layer.on_backprop_path,
+                    "backpropagable": layer.backpropagable,
+                }
+                for layer in self.layers
+            ],
             "update_parameters": self.training,
             "submodels": [sub._body() for sub in self.submodels],
             "notes": self.notes,
@@ -71,14 +82,18 @@ class ModelInfo:
         lines = []
         if self.path:
             lines.append(f"file: {self.path} ({_size(self.size_bytes)})")
-        lines.append(f"type: {self.model_type}  spec version {self.specification_version}  "
-                     f"updatable: {'yes' if self.is_updatable else 'no'}")
+        lines.append(
+            f"type: {self.model_type}  spec version {self.specification_version}  "
+            f"updatable: {'yes' if self.is_updatable else 'no'}"
+        )
         lines += [f"note: {n}" for n in self.notes]
         lines += _section("inputs", self.inputs)
         lines += _section("outputs", self.outputs)
         lines += _section("training inputs", self.training_inputs)
         if self.class_labels:
-            shown = ", ".join(self.class_labels[:12]) + (" ..." if len(self.class_labels) > 12 else "")
+            shown = ", ".join(self.class_labels[:12]) + (
+                " ..." if len(self.class_labels) > 12 else ""
+            )
             lines.append(f"class labels ({len(self.class_labels)}): {shown}")
         if self.layers:
             lines.append(f"layers ({len(self.layers)}):  U = updatable, B = on the backprop path")
@@ -86,7 +101,9 @@ class ModelInfo:
             for layer in self.layers:
                 flags = ("U" if layer.updatable else "-") + ("B" if layer.on_backprop_path else "-")
                 weights = "  ".join(f"{k}{list(v)}" for k, v in layer.weights.items())
-                lines.append(f"  {flags} {layer.name:<{width}}  {layer.type:<18} {weights}".rstrip())
+                lines.append(
+                    f"  {flags} {layer.name:<{width}}  {layer.type:<18} {weights}".rstrip()
+                )
         lines += _section("update parameters", self.update_parameters)
         for position, sub in enumerate(self.submodels):
             lines.append(f"pipeline model {position}:")
@@ -122,7 +139,9 @@ def feature_type(feature) -> str:
         return f"Image {enum_name(type(image).ColorSpace, image.colorSpace)} {image.width}x{image.height}"
     if kind == "dictionaryType":
         return f"Dictionary {feature.type.dictionaryType.WhichOneof('KeyType')}"
-    return {"int64Type": "Int64", "stringType": "String", "doubleType": "Double"}.get(kind or "", str(kind))
+    return {"int64Type": "Int64", "stringType": "String", "doubleType": "Double"}.get(
+        kind or "", str(kind)
+    )
 
 
 def weight_shapes(layer) -> dict[str, tuple[int, ...]]:
@@ -155,24 +174,45 @@ def weight_shapes(layer) -> dict[str, tuple[int, ...]]:
 def _describe(spec: Spec, path: Optional[str], size: Optional[int]) -> ModelInfo:
     kind = model_type(spec)
     description = spec.description
-    info = ModelInfo(path, size, kind, spec.specificationVersion, spec.isUpdatable,
-                     [f"{f.name}: {feature_type(f)}" for f in description.input],
-                     [f"{f.name}: {feature_type(f)}" for f in description.output],
-                     [f"{f.name}: {feature_type(f)}" for f in description.trainingInput])
-    info.features = {key: [schema.feature(f) for f in features] for key, features in (
-        ("inputs", description.input), ("outputs", description.output),
-        ("training_inputs", description.trainingInput))}
+    info = ModelInfo(
+        path,
+        size,
+        kind,
+        spec.specificationVersion,
+        spec.isUpdatable,
+        [f"{f.name}: {feature_type(f)}" for f in description.input],
+        [f"{f.name}: {feature_type(f)}" for f in description.output],
+        [f"{f.name}: {feature_type(f)}" for f in description.trainingInput],
+    )
+    info.features = {
+        key: [schema.feature(f) for f in features]
+        for key, features in (
+            ("inputs", description.input),
+            ("outputs", description.output),
+            ("training_inputs", description.trainingInput),
+        )
+    }
     if kind == "mlProgram":
         info.notes += _program_notes(spec.mlProgram)
-        info.notes.append("not updatable: Core ML updates only NeuralNetwork models (and k-NN, "
-                          "pipelines ending in one) on device, never an ML Program; convert with "
-                          "convert_to='neuralnetwork' or export with updatable-coreml")
+        info.notes.append(
+            "not updatable: Core ML updates only NeuralNetwork models (and k-NN, "
+            "pipelines ending in one) on device, never an ML Program; convert with "
+            "convert_to='neuralnetwork' or export with updatable-coreml"
+        )
     elif kind in NEURAL_NETWORK_TYPES:
         nn = getattr(spec, kind)
         on_path = {layer.name for layer in trainable_path(nn)} if spec.isUpdatable else set()
-        info.layers = [LayerInfo(layer.name, _layer_type(layer), weight_shapes(layer),
-                                 layer.isUpdatable, layer.name in on_path, backpropagable(layer))
-                       for layer in nn.layers]
+        info.layers = [
+            LayerInfo(
+                layer.name,
+                _layer_type(layer),
+                weight_shapes(layer),
+                layer.isUpdatable,
+                layer.name in on_path,
+                backpropagable(layer),
+            )
+            for layer in nn.layers
+        ]
         labels = nn.WhichOneof("ClassLabels") if kind == "neuralNetworkClassifier" else None
         if labels:
             info.class_labels = [str(v) for v in getattr(nn, labels).vector]
@@ -192,16 +232,28 @@ def _describe(spec: Spec, path: Optional[str], size: Optional[int]) -> ModelInfo
         k = knn.numberOfNeighbors
         allowed = k.WhichOneof("AllowedValues")
         info.training = {
-            "kind": "knn", "k": {"default": int(k.defaultValue), "allowed": (
-                {"set": sorted(int(v) for v in k.set.values)} if allowed == "set" else
-                {"range": [int(k.range.minValue), int(k.range.maxValue)]} if allowed == "range" else None)},
-            "weighting": knn.WhichOneof("WeightingScheme"), "index": index.WhichOneof("IndexType"),
-            "dimensions": int(index.numberOfDimensions), "examples": len(index.floatSamples)}
+            "kind": "knn",
+            "k": {
+                "default": int(k.defaultValue),
+                "allowed": (
+                    {"set": sorted(int(v) for v in k.set.values)}
+                    if allowed == "set"
+                    else {"range": [int(k.range.minValue), int(k.range.maxValue)]}
+                    if allowed == "range"
+                    else None
+                ),
+            },
+            "weighting": knn.WhichOneof("WeightingScheme"),
+            "index": index.WhichOneof("IndexType"),
+            "dimensions": int(index.numberOfDimensions),
+            "examples": len(index.floatSamples),
+        }
         info.update_parameters = [
             f"k: {knn.numberOfNeighbors.defaultValue}",
             f"weighting: {knn.WhichOneof('WeightingScheme')}",
             f"index: {index.WhichOneof('IndexType')}  dimensions {index.numberOfDimensions}  "
-            f"examples {len(index.floatSamples)}"]
+            f"examples {len(index.floatSamples)}",
+        ]
     elif kind in ("pipeline", "pipelineClassifier", "pipelineRegressor"):
         pipeline = spec.pipeline if kind == "pipeline" else getattr(spec, kind).pipeline
         info.submodels = [_describe(m, None, None) for m in pipeline.models]
@@ -222,9 +274,13 @@ def _program_notes(program) -> list[str]:
         for operation in block.operations if block is not None else ():
             counts[operation.type] = counts.get(operation.type, 0) + 1
         total = sum(counts.values())
-        shown = ", ".join(f"{op} x{n}" for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-        notes.append(f"ML Program function {name!r} (opset {opset or '?'}): {total} operation(s)"
-                     + (f": {shown}" if shown else ""))
+        shown = ", ".join(
+            f"{op} x{n}" for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        )
+        notes.append(
+            f"ML Program function {name!r} (opset {opset or '?'}): {total} operation(s)"
+            + (f": {shown}" if shown else "")
+        )
     return notes
 
 

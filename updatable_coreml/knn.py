@@ -40,8 +40,13 @@ EXTRACTOR_NAME, KNN_NAME = "feature_extractor", "knn"
 # -- the feature extractor -----------------------------------------------------------------
 
 
-def extractor_from_source(source: Any, *, feature_layer: Optional[str] = None,
-                          example_inputs: Any = None, image_input: Any = None) -> tuple[Spec, str, list[str]]:
+def extractor_from_source(
+    source: Any,
+    *,
+    feature_layer: Optional[str] = None,
+    example_inputs: Any = None,
+    image_input: Any = None,
+) -> tuple[Spec, str, list[str]]:
     """A frozen NeuralNetwork spec computing the features, the source's name, and notes.
 
     ``source`` is a NeuralNetwork ``.mlmodel`` (path, bytes or spec), a Keras model, or a
@@ -59,18 +64,24 @@ def extractor_from_source(source: Any, *, feature_layer: Optional[str] = None,
         from .exporters.torch import torch_to_graph
 
         if example_inputs is None:
-            raise ConfigError("a torch feature extractor needs example_inputs (a batch-of-one tensor)")
+            raise ConfigError(
+                "a torch feature extractor needs example_inputs (a batch-of-one tensor)"
+            )
         graph = torch_to_graph(source, example_inputs, image_input=image_input).graph
         name = f"torch=={torch.__version__}"
     elif isinstance(source, (str, os.PathLike, bytes, Model_pb2.Model)):
         if str(source).endswith(".onnx") and not isinstance(source, (bytes, Model_pb2.Model)):
-            raise UnsupportedError(f"{source}: ONNX feature extractors need the ONNX frontend, "
-                                   "which is not available yet; export the network to .mlmodel first")
+            raise UnsupportedError(
+                f"{source}: ONNX feature extractors need the ONNX frontend, "
+                "which is not available yet; export the network to .mlmodel first"
+            )
         spec = frozen_network(load_spec(source))
         return cut_spec(spec, feature_layer) if feature_layer else spec, "Core ML model", []
     else:
-        raise ConfigError(f"cannot use a {type(source).__name__} as a feature extractor: give a "
-                          "NeuralNetwork .mlmodel, a Keras model or a torch module")
+        raise ConfigError(
+            f"cannot use a {type(source).__name__} as a feature extractor: give a "
+            "NeuralNetwork .mlmodel, a Keras model or a torch module"
+        )
     from .passes import cut_at
 
     if feature_layer:
@@ -92,8 +103,10 @@ def _graph_tensor(graph, name: str) -> str:
         return name
     node = next((n for n in graph.nodes if n.name == name), None)
     if node is None:
-        raise ConfigError(f"feature_layer {name!r} is not a layer of the model; layers: "
-                          + ", ".join(n.name for n in graph.nodes))
+        raise ConfigError(
+            f"feature_layer {name!r} is not a layer of the model; layers: "
+            + ", ".join(n.name for n in graph.nodes)
+        )
     return node.outputs[-1]
 
 
@@ -102,8 +115,10 @@ def frozen_network(spec: Spec) -> Spec:
     does not train: update parameters, training inputs and updatable marks removed."""
     kind = model_type(spec)
     if kind not in NEURAL_NETWORK_TYPES:
-        raise UnsupportedError(f"the feature extractor is a {kind or 'model of unknown type'}; it must "
-                               "be a NeuralNetwork (.mlmodel), not an ML Program or another model type")
+        raise UnsupportedError(
+            f"the feature extractor is a {kind or 'model of unknown type'}; it must "
+            "be a NeuralNetwork (.mlmodel), not an ML Program or another model type"
+        )
     source = neural_network(spec)
     frozen = Model_pb2.Model()
     frozen.specificationVersion = spec.specificationVersion
@@ -122,8 +137,9 @@ def frozen_network(spec: Spec) -> Spec:
             if body.DESCRIPTOR.fields_by_name.get(field) is not None and body.HasField(field):
                 getattr(body, field).isUpdatable = False
     if kind == "neuralNetworkClassifier":  # the label outputs belong to the classifier part
-        outputs = [o for o in frozen.description.output
-                   if o.type.WhichOneof("Type") == "multiArrayType"]
+        outputs = [
+            o for o in frozen.description.output if o.type.WhichOneof("Type") == "multiArrayType"
+        ]
         frozen.description.ClearField("output")
         frozen.description.output.extend(outputs)
     if not frozen.description.output:
@@ -142,8 +158,10 @@ def cut_spec(spec: Spec, feature_layer: str) -> Spec:
     elif feature_layer in by_name:
         blob = by_name[feature_layer].output[0]
     else:
-        raise ConfigError(f"feature_layer {feature_layer!r} is not a layer or blob of the model; "
-                          "layers: " + ", ".join(layer.name for layer in layers))
+        raise ConfigError(
+            f"feature_layer {feature_layer!r} is not a layer or blob of the model; "
+            "layers: " + ", ".join(layer.name for layer in layers)
+        )
     needed, stack = set(), [blob]
     while stack:
         index = producers.get(stack.pop())
@@ -178,8 +196,10 @@ def zero_example(spec: Spec) -> dict[str, np.ndarray]:
         elif kind == "multiArrayType":
             example[feature.name] = np.zeros(tuple(feature.type.multiArrayType.shape), np.float32)
         else:
-            raise UnsupportedError(f"feature extractor input {feature.name!r} is a {kind}; it must "
-                                   "be an image or a MultiArray")
+            raise UnsupportedError(
+                f"feature extractor input {feature.name!r} is a {kind}; it must "
+                "be an image or a MultiArray"
+            )
     return example
 
 
@@ -189,8 +209,10 @@ def with_feature_vector(spec: Spec) -> tuple[Spec, str, int]:
     from .runtime import load
 
     if len(spec.description.output) != 1:
-        raise ConfigError(f"the feature extractor has {len(spec.description.output)} outputs; "
-                          "name the feature_layer")
+        raise ConfigError(
+            f"the feature extractor has {len(spec.description.output)} outputs; "
+            "name the feature_layer"
+        )
     name = spec.description.output[0].name
     features = load(spec).predict(zero_example(spec))[name]
     size = int(np.asarray(features).size)
@@ -211,10 +233,19 @@ def _label_type(feature_type, integer: bool) -> None:
         feature_type.stringType.SetInParent()
 
 
-def knn_spec(feature_name: str, dimensions: int, *, k: int = 3, k_range: Optional[tuple[int, int]] = (1, 10),
-             weighting: str = "inverse_distance", index: str = "linear", leaf_size: int = 30,
-             labels: str = "string", default_label: Optional[Label] = None,
-             label_name: str = LABEL_OUTPUT) -> Spec:
+def knn_spec(
+    feature_name: str,
+    dimensions: int,
+    *,
+    k: int = 3,
+    k_range: Optional[tuple[int, int]] = (1, 10),
+    weighting: str = "inverse_distance",
+    index: str = "linear",
+    leaf_size: int = 30,
+    labels: str = "string",
+    default_label: Optional[Label] = None,
+    label_name: str = LABEL_OUTPUT,
+) -> Spec:
     """An empty, updatable ``KNearestNeighborsClassifier`` reading ``feature_name``."""
     if weighting not in WEIGHTINGS:
         raise ConfigError(f"weighting={weighting!r}: use one of {', '.join(WEIGHTINGS)}")
@@ -225,8 +256,10 @@ def knn_spec(feature_name: str, dimensions: int, *, k: int = 3, k_range: Optiona
     integer = labels == "int"
     default = DEFAULT_LABELS[labels] if default_label is None else default_label
     if integer != (isinstance(default, (int, np.integer)) and not isinstance(default, bool)):
-        raise ConfigError(f"default_label {default!r} is not a{' n int' if integer else ' string'} "
-                          f"label (labels={labels!r})")
+        raise ConfigError(
+            f"default_label {default!r} is not a{' n int' if integer else ' string'} "
+            f"label (labels={labels!r})"
+        )
     if index == "kd_tree" and leaf_size < 1:
         raise ConfigError(f"leaf_size must be >= 1, got {leaf_size}")
     spec = Model_pb2.Model()
@@ -290,7 +323,9 @@ def with_examples(spec: Spec, inputs: Any, labels: Sequence[Label]) -> Spec:
     input_names = [f.name for f in spec.description.input]
     features = dict(inputs) if isinstance(inputs, Mapping) else {input_names[0]: inputs}
     if len(input_names) > 1 and not isinstance(inputs, Mapping):
-        raise ConfigError(f"the extractor has inputs {input_names}; give initial_examples as a dict")
+        raise ConfigError(
+            f"the extractor has inputs {input_names}; give initial_examples as a dict"
+        )
     features[spec.description.predictedFeatureName] = list(labels)
     return load(spec).update(features).model.spec
 
@@ -298,13 +333,24 @@ def with_examples(spec: Spec, inputs: Any, labels: Sequence[Label]) -> Spec:
 # -- the export ------------------------------------------------------------------------------
 
 
-def export_knn(feature_extractor: Any, path: PathLike, *, feature_layer: Optional[str] = None,
-               k: int = 3, k_range: Optional[tuple[int, int]] = (1, 10),
-               weighting: str = "inverse_distance", index: str = "linear", leaf_size: int = 30,
-               labels: str = "string", default_label: Optional[Label] = None,
-               initial_examples: Optional[tuple[Any, Sequence[Label]]] = None,
-               input_name: Optional[str] = None, label_name: str = LABEL_OUTPUT,
-               example_inputs: Any = None, image_input: Any = None) -> ExportReport:
+def export_knn(
+    feature_extractor: Any,
+    path: PathLike,
+    *,
+    feature_layer: Optional[str] = None,
+    k: int = 3,
+    k_range: Optional[tuple[int, int]] = (1, 10),
+    weighting: str = "inverse_distance",
+    index: str = "linear",
+    leaf_size: int = 30,
+    labels: str = "string",
+    default_label: Optional[Label] = None,
+    initial_examples: Optional[tuple[Any, Sequence[Label]]] = None,
+    input_name: Optional[str] = None,
+    label_name: str = LABEL_OUTPUT,
+    example_inputs: Any = None,
+    image_input: Any = None,
+) -> ExportReport:
     """Write an updatable pipeline: ``feature_extractor`` (frozen, cut at ``feature_layer``)
     followed by an updatable k-NN classifier, and return the export report.
 
@@ -317,17 +363,31 @@ def export_knn(feature_extractor: Any, path: PathLike, *, feature_layer: Optiona
     Nothing is written unless the pipeline validates.
     """
     extractor, source, notes = extractor_from_source(
-        feature_extractor, feature_layer=feature_layer, example_inputs=example_inputs,
-        image_input=image_input)
+        feature_extractor,
+        feature_layer=feature_layer,
+        example_inputs=example_inputs,
+        image_input=image_input,
+    )
     if input_name:
         rename_input(extractor, extractor.description.input[0].name, input_name)
     extractor, feature_name, size = with_feature_vector(extractor)
     if feature_name == label_name or feature_name == f"{label_name}Probs":
-        raise ConfigError(f"the feature output {feature_name!r} collides with the label outputs; "
-                          "pass another label_name")
-    knn = knn_spec(feature_name, size, k=k, k_range=k_range, weighting=weighting, index=index,
-                   leaf_size=leaf_size, labels=labels, default_label=default_label,
-                   label_name=label_name)
+        raise ConfigError(
+            f"the feature output {feature_name!r} collides with the label outputs; "
+            "pass another label_name"
+        )
+    knn = knn_spec(
+        feature_name,
+        size,
+        k=k,
+        k_range=k_range,
+        weighting=weighting,
+        index=index,
+        leaf_size=leaf_size,
+        labels=labels,
+        default_label=default_label,
+        label_name=label_name,
+    )
     spec = pipeline_spec(extractor, knn, names=(EXTRACTOR_NAME, KNN_NAME))
     if initial_examples is not None:
         spec = with_examples(spec, *initial_examples)
@@ -335,20 +395,29 @@ def export_knn(feature_extractor: Any, path: PathLike, *, feature_layer: Optiona
     label_kind = stored.WhichOneof("ClassLabels")
     classes = sorted({str(v) for v in getattr(stored, label_kind).vector})
     default = stored.defaultStringLabel if labels == "string" else stored.defaultInt64Label
-    training = [f"k-NN classifier on {size} features from {feature_name!r}: updates append examples",
-                f"k: {IntParam.read(stored.numberOfNeighbors, 'k').describe()}",
-                f"weighting: {weighting.replace('_', ' ')}",
-                f"index: {'kd-tree, leaf size ' + str(leaf_size) if index == 'kd_tree' else 'linear'}",
-                f"labels: {labels} (default {default!r})",
-                f"initial examples: {len(stored.nearestNeighborsIndex.floatSamples)}"
-                + (f" of {len(classes)} class(es)" if classes else "")]
+    training = [
+        f"k-NN classifier on {size} features from {feature_name!r}: updates append examples",
+        f"k: {IntParam.read(stored.numberOfNeighbors, 'k').describe()}",
+        f"weighting: {weighting.replace('_', ' ')}",
+        f"index: {'kd-tree, leaf size ' + str(leaf_size) if index == 'kd_tree' else 'linear'}",
+        f"labels: {labels} (default {default!r})",
+        f"initial examples: {len(stored.nearestNeighborsIndex.floatSamples)}"
+        + (f" of {len(classes)} class(es)" if classes else ""),
+    ]
     from .runtime.knn import KNN_ASSUMPTIONS
 
     extractor_layers = [layer.name for layer in spec.pipeline.models[0].neuralNetwork.layers]
-    return save_validated(spec, Path(path), source=source, trainable=[KNN_NAME],
-                          frozen=extractor_layers, changes=notes, training=training,
-                          assumptions=[f"reference runtime: {a}" for a in KNN_ASSUMPTIONS],
-                          warnings=[])
+    return save_validated(
+        spec,
+        Path(path),
+        source=source,
+        trainable=[KNN_NAME],
+        frozen=extractor_layers,
+        changes=notes,
+        training=training,
+        assumptions=[f"reference runtime: {a}" for a in KNN_ASSUMPTIONS],
+        warnings=[],
+    )
 
 
 # -- simulation: accuracy against examples per class ------------------------------------------
@@ -359,13 +428,21 @@ def few_shot_indices(y: Sequence[Label], shots: int, seed: int = 0) -> np.ndarra
     replacement; a larger ``shots`` with the same seed extends the smaller draw."""
     labels = np.asarray(y)
     rng = np.random.default_rng(seed)
-    picked = [rng.permutation(np.flatnonzero(labels == label))[:shots]
-              for label in np.unique(labels)]
+    picked = [
+        rng.permutation(np.flatnonzero(labels == label))[:shots] for label in np.unique(labels)
+    ]
     return np.sort(np.concatenate(picked))
 
 
-def knn_learning_curve(model: Any, x: Any, y: Sequence[Label], x_val: Any, y_val: Sequence[Label],
-                       shots: Sequence[int] = (1, 2, 5, 10), seed: int = 0) -> list[dict]:
+def knn_learning_curve(
+    model: Any,
+    x: Any,
+    y: Sequence[Label],
+    x_val: Any,
+    y_val: Sequence[Label],
+    shots: Sequence[int] = (1, 2, 5, 10),
+    seed: int = 0,
+) -> list[dict]:
     """Accuracy on ``(x_val, y_val)`` after updating ``model`` (a k-NN pipeline or k-NN: path,
     spec or runtime model) with ``n`` examples per class of ``(x, y)``, for each ``n``.
 
@@ -379,8 +456,11 @@ def knn_learning_curve(model: Any, x: Any, y: Sequence[Label], x_val: Any, y_val
     description = model.description
     label_name = description.predictedFeatureName
     input_name = description.input[0].name
-    as_features = (lambda batch: dict(batch)) if isinstance(x, Mapping) else \
-        (lambda batch: {input_name: batch})
+    as_features = (
+        (lambda batch: dict(batch))
+        if isinstance(x, Mapping)
+        else (lambda batch: {input_name: batch})
+    )
     truth = np.asarray(y_val)
     rows = []
     for count in shots:
@@ -389,8 +469,13 @@ def knn_learning_curve(model: Any, x: Any, y: Sequence[Label], x_val: Any, y_val
         examples[label_name] = np.asarray(y)[chosen]
         updated = model.update(examples).model
         predicted = np.asarray(updated.predict(as_features(x_val))[label_name])
-        rows.append({"shots": int(count), "examples": int(len(chosen)),
-                     "accuracy": float(np.mean(predicted.astype(truth.dtype) == truth))})
+        rows.append(
+            {
+                "shots": int(count),
+                "examples": int(len(chosen)),
+                "accuracy": float(np.mean(predicted.astype(truth.dtype) == truth)),
+            }
+        )
     return rows
 
 
@@ -407,8 +492,11 @@ def format_learning_curve(rows: Sequence[Mapping]) -> str:
     return "\n".join(lines)
 
 
-def plot_learning_curve(curves: Mapping[str, Sequence[Mapping]], path: PathLike,
-                        title: str = "Accuracy against examples per class") -> Path:
+def plot_learning_curve(
+    curves: Mapping[str, Sequence[Mapping]],
+    path: PathLike,
+    title: str = "Accuracy against examples per class",
+) -> Path:
     """Save a PNG with one line per named curve (e.g. ``{"k-NN": rows}``)."""
     import matplotlib
 
@@ -418,7 +506,9 @@ def plot_learning_curve(curves: Mapping[str, Sequence[Mapping]], path: PathLike,
     figure, axes = plt.subplots(figsize=(6, 4))
     try:
         for name, rows in curves.items():
-            axes.plot([r["shots"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=name)
+            axes.plot(
+                [r["shots"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=name
+            )
         axes.set_xscale("log")
         axes.set_xlabel("examples per class")
         axes.set_ylabel("accuracy")

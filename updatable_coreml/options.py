@@ -145,14 +145,18 @@ class ExportOptions:
         if trainable is not None and trainable != "all":
             set_(self, "trainable", as_list(trainable, "trainable"))
         if self.backbone not in BACKBONES:
-            raise ConfigError(f"{both_names('backbone')}: {self.backbone!r}; use one of "
-                              + ", ".join(BACKBONES))
+            raise ConfigError(
+                f"{both_names('backbone')}: {self.backbone!r}; use one of " + ", ".join(BACKBONES)
+            )
         if self.extra_class_slots < 0:
-            raise ConfigError(f"{both_names('extra_class_slots')} must be >= 0, got "
-                              f"{self.extra_class_slots}")
+            raise ConfigError(
+                f"{both_names('extra_class_slots')} must be >= 0, got {self.extra_class_slots}"
+            )
         for name in ("batch_size", "epochs"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
                 raise ConfigError(f"{both_names(name)} must be a positive integer, got {value!r}")
 
     @classmethod
@@ -162,7 +166,9 @@ class ExportOptions:
         known = {f.name for f in dataclasses.fields(cls)}
         for name in kwargs:
             if name not in known:
-                raise ConfigError(f"unknown export option {name!r}{did_you_mean(name, sorted(known))}")
+                raise ConfigError(
+                    f"unknown export option {name!r}{did_you_mean(name, sorted(known))}"
+                )
         return dataclasses.replace(options if options is not None else cls(), **kwargs)
 
     # resolved values ---------------------------------------------------------------------
@@ -176,11 +182,15 @@ class ExportOptions:
         """Report assumptions for the training defaults that were used."""
         notes = []
         if self.batch_size is None:
-            notes.append(f"batch size {DEFAULT_BATCH_SIZE} (the default for on-device training): "
-                         f"pass {both_names('batch_size')} to choose")
+            notes.append(
+                f"batch size {DEFAULT_BATCH_SIZE} (the default for on-device training): "
+                f"pass {both_names('batch_size')} to choose"
+            )
         if self.epochs is None:
-            notes.append(f"{DEFAULT_EPOCHS} epochs (the default for on-device training): pass "
-                         f"{both_names('epochs')} to choose")
+            notes.append(
+                f"{DEFAULT_EPOCHS} epochs (the default for on-device training): pass "
+                f"{both_names('epochs')} to choose"
+            )
         return notes
 
     def model_metadata(self, source: str = "") -> Any:
@@ -190,6 +200,9 @@ class ExportOptions:
         base = self.metadata if self.metadata is not None else Metadata(source=source)
         if not base.source and source:
             base = dataclasses.replace(base, source=source)
-        strings = {k: getattr(self, k) for k in ("description", "author", "license", "version")
-                   if getattr(self, k)}
+        strings = {
+            k: getattr(self, k)
+            for k in ("description", "author", "license", "version")
+            if getattr(self, k)
+        }
         return dataclasses.replace(base, **strings) if strings else base

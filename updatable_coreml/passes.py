@@ -50,8 +50,10 @@ def _rename(nodes: list[Node], old: str, new: str) -> list[Node]:
     for node in nodes:
         if old in node.inputs or old in node.outputs:
             node = dataclasses.replace(
-                node, inputs=[new if t == old else t for t in node.inputs],
-                outputs=[new if t == old else t for t in node.outputs])
+                node,
+                inputs=[new if t == old else t for t in node.inputs],
+                outputs=[new if t == old else t for t in node.outputs],
+            )
         renamed.append(node)
     return renamed
 
@@ -78,13 +80,17 @@ def remove_passthrough(graph: Graph) -> Graph:
         elif graph.producer(source) is not None and source not in graph.outputs:
             nodes = _rename(nodes, source, result)  # keep the model's output name
         else:
-            raise UnsupportedError(f"{node.name!r} ({node.op}) passes a model input straight to "
-                                   "the output; there is nothing to export")
+            raise UnsupportedError(
+                f"{node.name!r} ({node.op}) passes a model input straight to "
+                "the output; there is nothing to export"
+            )
         note = None
         if node.op == "dropout":
-            note = (f"removed {node.name!r} ({node.source or 'dropout'}): it acts only in training "
-                    "and Core ML has no such layer, so on-device training runs without it (and may "
-                    "overfit sooner)")
+            note = (
+                f"removed {node.name!r} ({node.source or 'dropout'}): it acts only in training "
+                "and Core ML has no such layer, so on-device training runs without it (and may "
+                "overfit sooner)"
+            )
         return remove_passthrough(_replace_nodes(graph, nodes, note))
     return graph
 
@@ -109,25 +115,36 @@ def fold_batchnorm(graph: Graph, trainable_path: set[str]) -> Graph:
         a, b = _bn_factors(node)
         index = nodes.index(node)
         producer = next((n for n in nodes if node.inputs[0] in n.outputs), None)
-        foldable = (producer is not None and producer.op in ("conv2d", "dense")
-                    and not producer.trainable and _single_consumer(
-                        _replace_nodes(graph, nodes), node.inputs[0]) is node)
+        foldable = (
+            producer is not None
+            and producer.op in ("conv2d", "dense")
+            and not producer.trainable
+            and _single_consumer(_replace_nodes(graph, nodes), node.inputs[0]) is node
+        )
         if foldable and producer is not None:
             weight = producer.weights["weight"]
             weight = weight * a.astype(np.float32).reshape((-1,) + (1,) * (weight.ndim - 1))
             bias = producer.weights.get("bias", np.zeros(weight.shape[0]))
-            folded = dataclasses.replace(producer, weights={
-                "weight": weight, "bias": (bias * a + b).astype(np.float32)},
-                outputs=list(node.outputs))
+            folded = dataclasses.replace(
+                producer,
+                weights={"weight": weight, "bias": (bias * a + b).astype(np.float32)},
+                outputs=list(node.outputs),
+            )
             nodes[nodes.index(producer)] = folded
             del nodes[index]
             notes.append(f"folded batch norm {node.name!r} into {producer.name!r}")
         elif node.name not in trainable_path:
-            nodes[index] = Node("scale", node.name, list(node.inputs), list(node.outputs),
-                                weights={"scale": a.astype(np.float32), "bias": b.astype(np.float32)},
-                                source=node.source)
-            notes.append(f"batch norm {node.name!r} has nothing to fold into: written as a "
-                         "per-channel scale")
+            nodes[index] = Node(
+                "scale",
+                node.name,
+                list(node.inputs),
+                list(node.outputs),
+                weights={"scale": a.astype(np.float32), "bias": b.astype(np.float32)},
+                source=node.source,
+            )
+            notes.append(
+                f"batch norm {node.name!r} has nothing to fold into: written as a per-channel scale"
+            )
     return Graph(list(graph.inputs), list(graph.outputs), nodes, notes)
 
 
@@ -157,11 +174,14 @@ def fix_flatten_order(graph: Graph, shapes: Shapes) -> Graph:
             weight = consumer.weights["weight"]
             permuted = weight.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(weight.shape)
             nodes[nodes.index(consumer)] = dataclasses.replace(
-                consumer, weights={**consumer.weights, "weight": np.ascontiguousarray(permuted)})
+                consumer, weights={**consumer.weights, "weight": np.ascontiguousarray(permuted)}
+            )
         nodes[index] = dataclasses.replace(node, attrs={**node.attrs, "order": "chw"})
         names = ", ".join(repr(n.name) for n in consumers)
-        notes.append(f"flatten {node.name!r}: reordered the input columns of {names} from "
-                     "(H, W, C) to Core ML's (C, H, W) order")
+        notes.append(
+            f"flatten {node.name!r}: reordered the input columns of {names} from "
+            "(H, W, C) to Core ML's (C, H, W) order"
+        )
     return Graph(list(graph.inputs), list(graph.outputs), nodes, notes)
 
 
@@ -173,14 +193,18 @@ def append_softmax(graph: Graph) -> Graph:
     output = graph.outputs[0]
     producer = graph.producer(output)
     if producer is not None and producer.op == "softmax":
-        raise UnsupportedError(f"the loss is on logits (from_logits=True), but output {output!r} "
-                               f"already comes from softmax {producer.name!r}; drop from_logits or "
-                               "the softmax")
+        raise UnsupportedError(
+            f"the loss is on logits (from_logits=True), but output {output!r} "
+            f"already comes from softmax {producer.name!r}; drop from_logits or "
+            "the softmax"
+        )
     logits = f"{output}_logits"
     nodes = _rename(graph.nodes, output, logits)
     nodes.append(Node("softmax", f"{output}_softmax", [logits], [output], source="added"))
-    note = (f"appended softmax {output + '_softmax'!r}: the loss was on logits; output "
-            f"{output!r} now gives probabilities")
+    note = (
+        f"appended softmax {output + '_softmax'!r}: the loss was on logits; output "
+        f"{output!r} now gives probabilities"
+    )
     return _replace_nodes(graph, nodes, note)
 
 
@@ -211,24 +235,38 @@ def fold_adaptive_pooling(graph: Graph) -> Graph:
         out_h, out_w = node.attrs["output"]
         flatten = _single_consumer(graph, node.outputs[0])
         dense = flatten and _single_consumer(graph, flatten.outputs[0])
-        if (flatten is None or flatten.op != "flatten" or flatten.attrs.get("order") == "hwc"
-                or dense is None or dense.op != "dense" or dense.trainable):
+        if (
+            flatten is None
+            or flatten.op != "flatten"
+            or flatten.attrs.get("order") == "hwc"
+            or dense is None
+            or dense.op != "dense"
+            or dense.trainable
+        ):
             raise UnsupportedError(
                 f"layer {node.name!r}: adaptive average pooling from {height}x{width} to "
                 f"{out_h}x{out_w} has windows of different sizes, which no Core ML layer "
                 "computes; it is exported only when a flatten and a frozen dense layer follow it "
                 "(folded into that layer). Use an input size whose feature map the output size "
-                "divides, or an output size of 1x1")
+                "divides, or an output size of 1x1"
+            )
         weight = dense.weights["weight"].astype(np.float64)
-        weight = np.einsum("ocij,ih,jw->ochw", weight.reshape(-1, channels, out_h, out_w),
-                           adaptive_average_matrix(height, out_h),
-                           adaptive_average_matrix(width, out_w))
-        folded = dataclasses.replace(dense, weights={**dense.weights, "weight": weight.reshape(
-            len(weight), -1).astype(np.float32)})
+        weight = np.einsum(
+            "ocij,ih,jw->ochw",
+            weight.reshape(-1, channels, out_h, out_w),
+            adaptive_average_matrix(height, out_h),
+            adaptive_average_matrix(width, out_w),
+        )
+        folded = dataclasses.replace(
+            dense,
+            weights={**dense.weights, "weight": weight.reshape(len(weight), -1).astype(np.float32)},
+        )
         nodes = [folded if n is dense else n for n in graph.nodes if n is not node]
         nodes = _rename(nodes, node.outputs[0], node.inputs[0])
-        note = (f"adaptive average pooling {node.name!r} ({height}x{width} to {out_h}x{out_w}, "
-                f"windows of different sizes) folded into the frozen dense layer {dense.name!r}")
+        note = (
+            f"adaptive average pooling {node.name!r} ({height}x{width} to {out_h}x{out_w}, "
+            f"windows of different sizes) folded into the frozen dense layer {dense.name!r}"
+        )
         return fold_adaptive_pooling(_replace_nodes(graph, nodes, note))
     return graph
 
@@ -249,15 +287,22 @@ def fold_image_scale(graph: Graph, shapes: Shapes) -> Graph:
         if not np.allclose(scale, scale[0], rtol=0, atol=0):
             continue
         prior_scale = float(spec.image.get("scale", 1.0))
-        prior_bias = np.broadcast_to(np.asarray(spec.image.get("bias", 0.0), np.float64), scale.shape)
-        image = {**spec.image, "scale": prior_scale * float(scale[0]),
-                 "bias": [float(v) for v in prior_bias * scale + node.weights["bias"]]}
+        prior_bias = np.broadcast_to(
+            np.asarray(spec.image.get("bias", 0.0), np.float64), scale.shape
+        )
+        image = {
+            **spec.image,
+            "scale": prior_scale * float(scale[0]),
+            "bias": [float(v) for v in prior_bias * scale + node.weights["bias"]],
+        }
         inputs[position] = dataclasses.replace(spec, image=image)
         nodes.remove(node)
         nodes = _rename(nodes, node.outputs[0], spec.name)
-        notes.append(f"{node.name!r} ({node.source or 'scale'}) became the image preprocessing of "
-                     f"input {spec.name!r}: scale {image['scale']:g}, bias "
-                     f"{', '.join(f'{b:g}' for b in image['bias'])}")
+        notes.append(
+            f"{node.name!r} ({node.source or 'scale'}) became the image preprocessing of "
+            f"input {spec.name!r}: scale {image['scale']:g}, bias "
+            f"{', '.join(f'{b:g}' for b in image['bias'])}"
+        )
     return Graph(inputs, list(graph.outputs), nodes, notes)
 
 
@@ -294,7 +339,9 @@ def trainable_path(graph: Graph, loss_input: str) -> set[str]:
     return _descendants(graph, trainable_nodes(graph)) & _ancestors(graph, loss_input)
 
 
-def check_trainable(graph: Graph, loss_kind: str, allow_unsupported: bool) -> tuple[Graph, list[str]]:
+def check_trainable(
+    graph: Graph, loss_kind: str, allow_unsupported: bool
+) -> tuple[Graph, list[str]]:
     """Refuse what Core ML cannot train; with ``allow_unsupported`` freeze it with a warning.
 
     Returns the graph (with such nodes frozen) and the warnings.
@@ -303,24 +350,31 @@ def check_trainable(graph: Graph, loss_kind: str, allow_unsupported: bool) -> tu
     nodes = []
     for node in graph.nodes:
         if node.trainable and not ops.updatable(node):
-            message = (f"layer {node.name!r} ({node.source or node.op}) is trainable, but Core ML can "
-                       f"only update dense, convolution and LSTM layers")
+            message = (
+                f"layer {node.name!r} ({node.source or node.op}) is trainable, but Core ML can "
+                f"only update dense, convolution and LSTM layers"
+            )
             if not allow_unsupported:
-                raise NotUpdatableError(f"{message}; freeze it (layer.trainable = False, or leave it "
-                                        "out of trainable=[...]), or pass allow_unsupported=True to "
-                                        "export it frozen")
+                raise NotUpdatableError(
+                    f"{message}; freeze it (layer.trainable = False, or leave it "
+                    "out of trainable=[...]), or pass allow_unsupported=True to "
+                    "export it frozen"
+                )
             warnings.append(f"{message}: exported frozen")
             node = dataclasses.replace(node, trainable=False)
         nodes.append(node)
     graph = Graph(list(graph.inputs), list(graph.outputs), nodes, list(graph.notes))
     if not trainable_nodes(graph):
-        raise NotUpdatableError("no layer is trainable: mark the dense/convolution layers to train "
-                                "(layer.trainable = True, or trainable=['name', ...])")
+        raise NotUpdatableError(
+            "no layer is trainable: mark the dense/convolution layers to train "
+            "(layer.trainable = True, or trainable=['name', ...])"
+        )
     return graph, warnings
 
 
-def check_backprop(graph: Graph, loss_input: str, loss_kind: str,
-                   allow_unsupported: bool) -> list[str]:
+def check_backprop(
+    graph: Graph, loss_input: str, loss_kind: str, allow_unsupported: bool
+) -> list[str]:
     """Raise ``NotUpdatableError`` when a layer Core ML cannot backpropagate through lies
     between a trainable layer and the loss; return warnings for the tolerated pitfalls."""
     path = trainable_path(graph, loss_input)
@@ -339,20 +393,28 @@ def check_backprop(graph: Graph, loss_input: str, loss_kind: str,
             blocked = [n.name for n in trainable if n.name in before]
             after = [n.name for n in trainable if n.name not in before]
             kind = node.attrs.get("kind", node.op) if node.op == "activation" else node.op
-            fix = (f"train only layers after it (e.g. trainable={after!r})" if after else
-                   "train only layers after it")
+            fix = (
+                f"train only layers after it (e.g. trainable={after!r})"
+                if after
+                else "train only layers after it"
+            )
             if blocked:
                 raise NotUpdatableError(
                     f"layer {node.name!r} ({node.source or kind}: {kind}) cannot be backpropagated "
                     f"through by Core ML, but trainable layer {blocked[0]!r} lies before it"
                     f"{' (and ' + str(len(blocked) - 1) + ' more)' if len(blocked) > 1 else ''}; "
-                    f"freeze the layers before {node.name!r} and {fix}")
+                    f"freeze the layers before {node.name!r} and {fix}"
+                )
         if node.op == "batchnorm":
-            message = (f"batch norm {node.name!r} lies on the trainable path; Core ML has failed "
-                       "on device to take its gradient (coremltools #492)")
+            message = (
+                f"batch norm {node.name!r} lies on the trainable path; Core ML has failed "
+                "on device to take its gradient (coremltools #492)"
+            )
             if not allow_unsupported:
-                raise NotUpdatableError(f"{message}; freeze the layers before {node.name!r}, or "
-                                        "pass allow_unsupported=True to export it anyway")
+                raise NotUpdatableError(
+                    f"{message}; freeze the layers before {node.name!r}, or "
+                    "pass allow_unsupported=True to export it anyway"
+                )
             warnings.append(message)
     return warnings
 
@@ -360,12 +422,15 @@ def check_backprop(graph: Graph, loss_input: str, loss_kind: str,
 # -- the pipeline ------------------------------------------------------------------------
 
 
-def run_passes(graph: Graph, *, loss_kind: str, from_logits: bool = False,
-               allow_unsupported: bool = False) -> tuple[Graph, list[str]]:
+def run_passes(
+    graph: Graph, *, loss_kind: str, from_logits: bool = False, allow_unsupported: bool = False
+) -> tuple[Graph, list[str]]:
     """All passes in order; returns the graph the backend writes and the warnings."""
     if len(graph.outputs) != 1:
-        raise UnsupportedError(f"the model has {len(graph.outputs)} outputs; an updatable Core ML "
-                               "model trains one loss on one output: export a single-output model")
+        raise UnsupportedError(
+            f"the model has {len(graph.outputs)} outputs; an updatable Core ML "
+            "model trains one loss on one output: export a single-output model"
+        )
     graph = fold_adaptive_pooling(remove_passthrough(graph))
     graph, warnings = check_trainable(graph, loss_kind, allow_unsupported)
     if from_logits:
@@ -377,7 +442,8 @@ def run_passes(graph: Graph, *, loss_kind: str, from_logits: bool = False,
             what = "an input" if producer is None else f"{producer.name!r} ({producer.op})"
             raise UnsupportedError(
                 f"categorical cross-entropy needs a softmax output, but {output!r} comes from "
-                f"{what}; end the model with a softmax, or use a loss with from_logits=True")
+                f"{what}; end the model with a softmax, or use a loss with from_logits=True"
+            )
     graph = fold_batchnorm(graph, trainable_path(graph, output))
     shapes = infer_shapes(graph)
     graph = fix_flatten_order(graph, shapes)

@@ -23,8 +23,10 @@ SpecLike = Union[str, os.PathLike, bytes, Spec]
 #: Model types that can carry a neural network (and so can be updatable).
 NEURAL_NETWORK_TYPES = ("neuralNetwork", "neuralNetworkClassifier", "neuralNetworkRegressor")
 #: What to do with an ML Program, which Core ML cannot update on device.
-ML_PROGRAM_FIX = ("only NeuralNetwork models can be updatable: convert with "
-                  "convert_to='neuralnetwork' or use 'updatable-coreml export'")
+ML_PROGRAM_FIX = (
+    "only NeuralNetwork models can be updatable: convert with "
+    "convert_to='neuralnetwork' or use 'updatable-coreml export'"
+)
 
 
 def load_spec(source: SpecLike) -> Spec:
@@ -42,7 +44,8 @@ def load_spec(source: SpecLike) -> Spec:
         if path.suffix == ".mlpackage" or (path / "Manifest.json").exists():
             raise ModelFileError(
                 f"{path}: is an .mlpackage (ML Program); only NeuralNetwork .mlmodel files can be "
-                "updatable: convert with convert_to='neuralnetwork' or use 'updatable-coreml export'")
+                "updatable: convert with convert_to='neuralnetwork' or use 'updatable-coreml export'"
+            )
         raise ModelFileError(f"{path}: is a directory, expected an .mlmodel file")
     try:
         data = path.read_bytes()
@@ -62,8 +65,10 @@ def parse_message(message, data: bytes, name: str, what: str, file_kind: str = "
     try:
         message.ParseFromString(data)
     except Exception as exc:  # protobuf raises DecodeError or RuntimeError depending on backend
-        raise ModelFileError(f"{name}: not {what} (protobuf parse failed: {exc}); the file may be "
-                             "truncated or of another format") from None
+        raise ModelFileError(
+            f"{name}: not {what} (protobuf parse failed: {exc}); the file may be "
+            "truncated or of another format"
+        ) from None
     return message
 
 
@@ -72,7 +77,8 @@ def parse_spec(data: bytes, name: str) -> Spec:
     if spec.WhichOneof("Type") is None or spec.specificationVersion <= 0:
         raise ModelFileError(
             f"{name}: not a Core ML model (no model type or specification version); the file "
-            "may be truncated or of another format")
+            "may be truncated or of another format"
+        )
     return spec
 
 
@@ -87,8 +93,9 @@ def neural_network(spec: Spec):
     return getattr(spec, kind) if kind in NEURAL_NETWORK_TYPES else None
 
 
-def atomic_write_bytes(data: bytes, path: Union[str, os.PathLike], *,
-                       not_same_as: Union[str, os.PathLike, None] = None) -> Path:
+def atomic_write_bytes(
+    data: bytes, path: Union[str, os.PathLike], *, not_same_as: Union[str, os.PathLike, None] = None
+) -> Path:
     """Write ``data`` to ``path`` via a temp file in the same folder and a rename.
 
     Readers see either the previous complete file or the new one, never a partial one, even
@@ -119,8 +126,9 @@ def atomic_write_bytes(data: bytes, path: Union[str, os.PathLike], *,
     return path
 
 
-def check_output_path(path: Union[str, os.PathLike], *,
-                      not_same_as: Union[str, os.PathLike, None] = None) -> Path:
+def check_output_path(
+    path: Union[str, os.PathLike], *, not_same_as: Union[str, os.PathLike, None] = None
+) -> Path:
     """Refuse an output path that cannot be written (before any work is done); returns its
     folder. ``not_same_as`` names an input that must never be overwritten."""
     path = Path(path)
@@ -129,18 +137,21 @@ def check_output_path(path: Union[str, os.PathLike], *,
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         problem = "is not a folder" if folder.exists() else "does not exist"
-        raise ModelFileError(f"{path}: output folder {folder} {problem}; create it or choose "
-                             "another output path")
+        raise ModelFileError(
+            f"{path}: output folder {folder} {problem}; create it or choose another output path"
+        )
     if path.is_dir():
         raise ModelFileError(f"{path}: output path is a directory; give a file name")
     return folder
 
 
-def save_spec(spec: Spec, path: Union[str, os.PathLike], *,
-              not_same_as: Union[str, os.PathLike, None] = None) -> Path:
+def save_spec(
+    spec: Spec, path: Union[str, os.PathLike], *, not_same_as: Union[str, os.PathLike, None] = None
+) -> Path:
     """Serialize ``spec`` deterministically and write it atomically."""
-    return atomic_write_bytes(spec.SerializeToString(deterministic=True), path,
-                              not_same_as=not_same_as)
+    return atomic_write_bytes(
+        spec.SerializeToString(deterministic=True), path, not_same_as=not_same_as
+    )
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -22,20 +22,36 @@ PathLike = Union[str, os.PathLike]
 #: Layer types make-updatable marks: Core ML's updatable types (coreml_rules) whose weights
 #: it knows how to mark. An updatable uniDirectionalLSTM is accepted only by validators from
 #: coremltools 5.0b1 on, and coremltools' builder will not mark one either, so it is left out.
-UPDATABLE_LAYER_TYPES = tuple(kind for kind in COREML_UPDATABLE_TYPES if kind != "uniDirectionalLSTM")
+UPDATABLE_LAYER_TYPES = tuple(
+    kind for kind in COREML_UPDATABLE_TYPES if kind != "uniDirectionalLSTM"
+)
 
 
-def make_updatable(model: SpecLike, output: Optional[PathLike] = None, *,
-                   layers: Sequence[str], loss: str = "cce", loss_input: Optional[str] = None,
-                   optimizer: Union[str, Optimizer] = "sgd", lr: Optional[float] = None,
-                   momentum: Optional[float] = None, beta1: Optional[float] = None,
-                   beta2: Optional[float] = None, eps: Optional[float] = None,
-                   lr_range: Optional[tuple[float, float]] = None,
-                   batch_size: int = DEFAULT_BATCH_SIZE, allowed_batch_sizes: Optional[Sequence[int]] = None,
-                   epochs: int = DEFAULT_EPOCHS, allowed_epochs: Optional[Sequence[int]] = None,
-                   shuffle: bool = True, seed: Optional[int] = None,
-                   expand_classes: Optional[int] = None, label_prefix: str = "user",
-                   reinit: bool = False, reinit_seed: int = 0) -> Spec:
+def make_updatable(
+    model: SpecLike,
+    output: Optional[PathLike] = None,
+    *,
+    layers: Sequence[str],
+    loss: str = "cce",
+    loss_input: Optional[str] = None,
+    optimizer: Union[str, Optimizer] = "sgd",
+    lr: Optional[float] = None,
+    momentum: Optional[float] = None,
+    beta1: Optional[float] = None,
+    beta2: Optional[float] = None,
+    eps: Optional[float] = None,
+    lr_range: Optional[tuple[float, float]] = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    allowed_batch_sizes: Optional[Sequence[int]] = None,
+    epochs: int = DEFAULT_EPOCHS,
+    allowed_epochs: Optional[Sequence[int]] = None,
+    shuffle: bool = True,
+    seed: Optional[int] = None,
+    expand_classes: Optional[int] = None,
+    label_prefix: str = "user",
+    reinit: bool = False,
+    reinit_seed: int = 0,
+) -> Spec:
     """Return an updatable copy of ``model``; write it to ``output`` (atomically) if given.
 
     Raises ``NotUpdatableError`` naming the layer when a chosen layer cannot be updated or
@@ -47,8 +63,9 @@ def make_updatable(model: SpecLike, output: Optional[PathLike] = None, *,
     nn = neural_network(spec)
     if nn is None:
         where = f"{model}: " if isinstance(model, (str, os.PathLike)) else ""
-        raise NotUpdatableError(f"{where}the model is a {spec.WhichOneof('Type')!r}; "
-                                + ML_PROGRAM_FIX)
+        raise NotUpdatableError(
+            f"{where}the model is a {spec.WhichOneof('Type')!r}; " + ML_PROGRAM_FIX
+        )
     layers = as_list(layers, "layers") or []  # "fc" is one layer, not two named "f" and "c"
     if not layers:
         raise ConfigError("choose at least one layer to train (--layers NAME ...)")
@@ -66,14 +83,21 @@ def make_updatable(model: SpecLike, output: Optional[PathLike] = None, *,
     config = TrainingConfig(
         Loss(loss, loss_input or _default_loss_input(spec, nn, loss)),
         _optimizer(optimizer, lr, momentum, beta1, beta2, eps, lr_range),
-        batch_size=batch_size, allowed_batch_sizes=allowed_batch_sizes,
-        epochs=epochs, allowed_epochs=allowed_epochs, shuffle=shuffle, seed=seed)
+        batch_size=batch_size,
+        allowed_batch_sizes=allowed_batch_sizes,
+        epochs=epochs,
+        allowed_epochs=allowed_epochs,
+        shuffle=shuffle,
+        seed=seed,
+    )
     apply_training_config(spec, config)
     errors = [f for f in validate(spec) if f.severity == "error"]
     if errors:
         raise NotUpdatableError(f"{errors[0].message} {errors[0].fix}")
     if output is not None:
-        save_spec(spec, output, not_same_as=model if isinstance(model, (str, os.PathLike)) else None)
+        save_spec(
+            spec, output, not_same_as=model if isinstance(model, (str, os.PathLike)) else None
+        )
     return spec
 
 
@@ -82,19 +106,26 @@ def _name_regressor_output(spec: Spec) -> None:
     is missing regressor predictedFeatureName."), and coremltools' builder in regressor mode
     does not set it: name the output when there is exactly one."""
     outputs = spec.description.output
-    if spec.WhichOneof("Type") == "neuralNetworkRegressor" and not spec.description.predictedFeatureName \
-            and len(outputs) == 1:
+    if (
+        spec.WhichOneof("Type") == "neuralNetworkRegressor"
+        and not spec.description.predictedFeatureName
+        and len(outputs) == 1
+    ):
         spec.description.predictedFeatureName = outputs[0].name
 
 
 def _updatable_layer(by_name: dict, name: str):
     layer = by_name.get(name)
     if layer is None:
-        raise NotUpdatableError(f"no layer named {name!r}; layers are: {', '.join(list(by_name)[:20])}")
+        raise NotUpdatableError(
+            f"no layer named {name!r}; layers are: {', '.join(list(by_name)[:20])}"
+        )
     kind = layer.WhichOneof("layer")
     if kind not in UPDATABLE_LAYER_TYPES:
-        raise NotUpdatableError(f"layer {name!r} has type {kind}; only convolution and innerProduct "
-                                "layers can be updated on device")
+        raise NotUpdatableError(
+            f"layer {name!r} has type {kind}; only convolution and innerProduct "
+            "layers can be updated on device"
+        )
     return layer
 
 
@@ -113,8 +144,10 @@ def _to_fp32(layer) -> None:
     body = getattr(layer, layer.WhichOneof("layer"))
     for params in (body.weights, body.bias) if body.hasBias else (body.weights,):
         if params.HasField("quantization"):
-            raise NotUpdatableError(f"layer {layer.name!r} has quantized weights, which cannot be "
-                                    "updated on device; start from an fp32 model")
+            raise NotUpdatableError(
+                f"layer {layer.name!r} has quantized weights, which cannot be "
+                "updated on device; start from an fp32 model"
+            )
         if len(params.float16Value):
             values = np.frombuffer(params.float16Value, dtype="<f2").astype(np.float32)
         elif len(params.rawValue):
@@ -159,12 +192,16 @@ def _default_loss_input(spec: Spec, nn, loss: str) -> str:
     if loss == "cce":
         found = _softmax_output(spec, nn)
         if found is None:
-            raise NotUpdatableError("categorical cross-entropy needs a softmax layer at the end of the "
-                                    "network and none was found; pass --loss-input BLOB or use --loss mse")
+            raise NotUpdatableError(
+                "categorical cross-entropy needs a softmax layer at the end of the "
+                "network and none was found; pass --loss-input BLOB or use --loss mse"
+            )
         return found
     outputs = [o.name for o in spec.description.output]
     if len(outputs) != 1:
-        raise ConfigError(f"the model has {len(outputs)} outputs; choose the MSE input with --loss-input")
+        raise ConfigError(
+            f"the model has {len(outputs)} outputs; choose the MSE input with --loss-input"
+        )
     return outputs[0]
 
 
@@ -172,18 +209,24 @@ def _optimizer(name: Union[str, Optimizer], lr, momentum, beta1, beta2, eps, lr_
     if isinstance(name, (SGD, Adam)):
         return name
     from .training import FloatParam
+
     range_ = tuple(lr_range) if lr_range is not None else (0.0, 1.0)
     if name == "sgd":
         if any(v is not None for v in (beta1, beta2, eps)):
             raise ConfigError("beta1/beta2/eps belong to Adam; SGD takes --lr and --momentum")
-        return SGD(FloatParam(0.01 if lr is None else lr, range_, "learning rate"),
-                   0.0 if momentum is None else momentum)
+        return SGD(
+            FloatParam(0.01 if lr is None else lr, range_, "learning rate"),
+            0.0 if momentum is None else momentum,
+        )
     if name == "adam":
         if momentum is not None:
             raise ConfigError("--momentum belongs to SGD; Adam takes --beta1/--beta2/--eps")
-        return Adam(FloatParam(0.001 if lr is None else lr, range_, "learning rate"),
-                    0.9 if beta1 is None else beta1, 0.999 if beta2 is None else beta2,
-                    1e-8 if eps is None else eps)
+        return Adam(
+            FloatParam(0.001 if lr is None else lr, range_, "learning rate"),
+            0.9 if beta1 is None else beta1,
+            0.999 if beta2 is None else beta2,
+            1e-8 if eps is None else eps,
+        )
     raise ConfigError(f"unknown optimizer {name!r}; use 'sgd' or 'adam'")
 
 
@@ -210,8 +253,10 @@ def _expand_head(spec: Spec, nn, total: int, prefix: str, reinit: bool, seed: in
     softmax = _softmax_output(spec, nn)
     head = _head_before_softmax(nn, softmax) if softmax else None
     if head is None:
-        raise NotUpdatableError("cannot find the innerProduct/convolution that feeds the classifier's "
-                                "softmax, so the head cannot be expanded")
+        raise NotUpdatableError(
+            "cannot find the innerProduct/convolution that feeds the classifier's "
+            "softmax, so the head cannot be expanded"
+        )
     labels_kind = nn.WhichOneof("ClassLabels")
     labels = getattr(nn, labels_kind).vector
     current = len(labels)
@@ -232,7 +277,9 @@ def _expand_head(spec: Spec, nn, total: int, prefix: str, reinit: bool, seed: in
     body.outputChannels = total
     if labels_kind == "stringClassLabels":
         existing = set(labels)
-        new = [f"{prefix}{i}" for i in range(total * 2) if f"{prefix}{i}" not in existing][: total - current]
+        new = [f"{prefix}{i}" for i in range(total * 2) if f"{prefix}{i}" not in existing][
+            : total - current
+        ]
         labels.extend(new)
     else:
         labels.extend(range(max(labels) + 1, max(labels) + 1 + total - current))

@@ -39,18 +39,23 @@ class IntParam:
         if self.values is not None:
             object.__setattr__(self, "values", tuple(int(v) for v in self.values))
             if self.positive and any(v < 1 for v in self.values):
-                raise ConfigError(f"allowed {self.name} values must all be >= 1, got {list(self.values)}")
+                raise ConfigError(
+                    f"allowed {self.name} values must all be >= 1, got {list(self.values)}"
+                )
             if self.default not in self.values:
-                raise ConfigError(f"{self.name} default {self.default} is not in its allowed set "
-                                  f"{sorted(self.values)}; add it to the set")
+                raise ConfigError(
+                    f"{self.name} default {self.default} is not in its allowed set "
+                    f"{sorted(self.values)}; add it to the set"
+                )
         if self.range is not None:
             lo, hi = (int(v) for v in self.range)
             object.__setattr__(self, "range", (lo, hi))
             if lo > hi or (self.positive and lo < 1):
                 raise ConfigError(f"allowed {self.name} range {lo}..{hi} is invalid")
             if not lo <= self.default <= hi:
-                raise ConfigError(f"{self.name} default {self.default} is outside its allowed "
-                                  f"range {lo}..{hi}")
+                raise ConfigError(
+                    f"{self.name} default {self.default} is outside its allowed range {lo}..{hi}"
+                )
 
     def allows(self, value: int) -> bool:
         if self.values is not None:
@@ -76,10 +81,13 @@ class IntParam:
     @classmethod
     def read(cls, message, name: str, positive: bool = True) -> IntParam:
         kind = message.WhichOneof("AllowedValues")
-        return cls(int(message.defaultValue),
-                   values=tuple(message.set.values) if kind == "set" else None,
-                   range=(message.range.minValue, message.range.maxValue) if kind == "range" else None,
-                   name=name, positive=positive)
+        return cls(
+            int(message.defaultValue),
+            values=tuple(message.set.values) if kind == "set" else None,
+            range=(message.range.minValue, message.range.maxValue) if kind == "range" else None,
+            name=name,
+            positive=positive,
+        )
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,9 @@ class FloatParam:
             if lo > hi:
                 raise ConfigError(f"allowed {self.name} range {lo}..{hi} is empty")
             if not lo <= self.default <= hi:
-                raise ConfigError(f"{self.name} {self.default} is outside its allowed range {lo}..{hi}")
+                raise ConfigError(
+                    f"{self.name} {self.default} is outside its allowed range {lo}..{hi}"
+                )
 
     def allows(self, value: float) -> bool:
         if self.range is None:
@@ -119,13 +129,19 @@ class FloatParam:
     @classmethod
     def read(cls, message, name: str) -> FloatParam:
         has_range = message.WhichOneof("AllowedValues") == "range"
-        return cls(float(message.defaultValue),
-                   range=(message.range.minValue, message.range.maxValue) if has_range else None,
-                   name=name)
+        return cls(
+            float(message.defaultValue),
+            range=(message.range.minValue, message.range.maxValue) if has_range else None,
+            name=name,
+        )
 
 
-def _float_param(value: Union[Number, FloatParam], name: str, bounds: tuple[float, float],
-                 default_range: tuple[float, float]) -> FloatParam:
+def _float_param(
+    value: Union[Number, FloatParam],
+    name: str,
+    bounds: tuple[float, float],
+    default_range: tuple[float, float],
+) -> FloatParam:
     """Coerce a number to a FloatParam with ``default_range``; both must lie within ``bounds``."""
     default = value.default if isinstance(value, FloatParam) else float(value)
     allowed = value.range if isinstance(value, FloatParam) else default_range
@@ -133,8 +149,10 @@ def _float_param(value: Union[Number, FloatParam], name: str, bounds: tuple[floa
     if not lo <= default <= hi:
         raise ConfigError(f"{name} must lie in [{lo:g}, {hi:g}], got {default:g}")
     if allowed is not None and (allowed[0] < lo or allowed[1] > hi):
-        raise ConfigError(f"allowed {name} range must lie within [{lo:g}, {hi:g}], got "
-                          f"{allowed[0]:g}..{allowed[1]:g}")
+        raise ConfigError(
+            f"allowed {name} range must lie within [{lo:g}, {hi:g}], got "
+            f"{allowed[0]:g}..{allowed[1]:g}"
+        )
     return FloatParam(default, allowed, name)
 
 
@@ -149,12 +167,19 @@ class SGD:
     learning_rate: FloatParam
     momentum: FloatParam
 
-    def __init__(self, learning_rate: Union[float, FloatParam] = 0.01,
-                 momentum: Union[float, FloatParam] = 0.0) -> None:
-        object.__setattr__(self, "learning_rate",
-                           _float_param(learning_rate, "learning rate", (0.0, 1.0), (0.0, 1.0)))
-        object.__setattr__(self, "momentum",
-                           _float_param(momentum, "momentum", (0.0, 1.0), (0.0, 1.0)))
+    def __init__(
+        self,
+        learning_rate: Union[float, FloatParam] = 0.01,
+        momentum: Union[float, FloatParam] = 0.0,
+    ) -> None:
+        object.__setattr__(
+            self,
+            "learning_rate",
+            _float_param(learning_rate, "learning rate", (0.0, 1.0), (0.0, 1.0)),
+        )
+        object.__setattr__(
+            self, "momentum", _float_param(momentum, "momentum", (0.0, 1.0), (0.0, 1.0))
+        )
 
     kind = "sgd"
 
@@ -169,11 +194,18 @@ class Adam:
     beta2: FloatParam
     eps: FloatParam
 
-    def __init__(self, learning_rate: Union[float, FloatParam] = 0.001,
-                 beta1: Union[float, FloatParam] = 0.9, beta2: Union[float, FloatParam] = 0.999,
-                 eps: Union[float, FloatParam] = 1e-8) -> None:
-        object.__setattr__(self, "learning_rate",
-                           _float_param(learning_rate, "learning rate", (0.0, 1.0), (0.0, 1.0)))
+    def __init__(
+        self,
+        learning_rate: Union[float, FloatParam] = 0.001,
+        beta1: Union[float, FloatParam] = 0.9,
+        beta2: Union[float, FloatParam] = 0.999,
+        eps: Union[float, FloatParam] = 1e-8,
+    ) -> None:
+        object.__setattr__(
+            self,
+            "learning_rate",
+            _float_param(learning_rate, "learning rate", (0.0, 1.0), (0.0, 1.0)),
+        )
         object.__setattr__(self, "beta1", _float_param(beta1, "beta1", (0.0, 1.0), (0.0, 1.0)))
         object.__setattr__(self, "beta2", _float_param(beta2, "beta2", (0.0, 1.0), (0.0, 1.0)))
         object.__setattr__(self, "eps", _float_param(eps, "eps", (0.0, 1.0), (0.0, 1.0)))
@@ -201,8 +233,10 @@ class Loss:
 
     def __post_init__(self) -> None:
         if self.kind not in LOSS_KINDS:
-            raise ConfigError(f"unknown loss {self.kind!r}; use 'cce' (categorical cross-entropy) "
-                              "or 'mse' (mean squared error)")
+            raise ConfigError(
+                f"unknown loss {self.kind!r}; use 'cce' (categorical cross-entropy) "
+                "or 'mse' (mean squared error)"
+            )
         if not self.input:
             raise ConfigError("the loss needs the name of the blob it reads (its input)")
         if not self.target:
@@ -244,24 +278,33 @@ class TrainingConfig:
     shuffle: bool
     seed: Optional[int]
 
-    def __init__(self, loss: Loss, optimizer: Optional[Optimizer] = None,
-                 batch_size: Union[int, IntParam] = DEFAULT_BATCH_SIZE,
-                 epochs: Union[int, IntParam] = DEFAULT_EPOCHS,
-                 allowed_batch_sizes: Optional[Union[Sequence[int], range]] = None,
-                 allowed_epochs: Optional[Union[Sequence[int], range]] = None,
-                 shuffle: bool = True, seed: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        loss: Loss,
+        optimizer: Optional[Optimizer] = None,
+        batch_size: Union[int, IntParam] = DEFAULT_BATCH_SIZE,
+        epochs: Union[int, IntParam] = DEFAULT_EPOCHS,
+        allowed_batch_sizes: Optional[Union[Sequence[int], range]] = None,
+        allowed_epochs: Optional[Union[Sequence[int], range]] = None,
+        shuffle: bool = True,
+        seed: Optional[int] = None,
+    ) -> None:
         optimizer = SGD() if optimizer is None else optimizer
         if not isinstance(loss, Loss):
             raise ConfigError("loss must be a Loss(kind, input)")
         if not isinstance(optimizer, (SGD, Adam)):
             raise ConfigError("optimizer must be SGD(...) or Adam(...)")
         values = {
-            "loss": loss, "optimizer": optimizer,
-            "batch_size": _int_param(batch_size, "batch size", allowed_batch_sizes,
-                                     lambda v: (v,)),
-            "epochs": _int_param(epochs, "epochs", allowed_epochs,
-                                 lambda v: range(1, max(1000, v) + 1)),
-            "allowed_batch_sizes": None, "allowed_epochs": None, "shuffle": shuffle, "seed": seed,
+            "loss": loss,
+            "optimizer": optimizer,
+            "batch_size": _int_param(batch_size, "batch size", allowed_batch_sizes, lambda v: (v,)),
+            "epochs": _int_param(
+                epochs, "epochs", allowed_epochs, lambda v: range(1, max(1000, v) + 1)
+            ),
+            "allowed_batch_sizes": None,
+            "allowed_epochs": None,
+            "shuffle": shuffle,
+            "seed": seed,
         }
         if seed is not None and (isinstance(seed, bool) or int(seed) < 0):
             raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
@@ -276,8 +319,11 @@ class TrainingConfig:
         params.Clear()
         loss = params.lossLayers.add()
         loss.name = self.loss.name
-        layer = (loss.categoricalCrossEntropyLossLayer if self.loss.kind == "cce"
-                 else loss.meanSquaredErrorLossLayer)
+        layer = (
+            loss.categoricalCrossEntropyLossLayer
+            if self.loss.kind == "cce"
+            else loss.meanSquaredErrorLossLayer
+        )
         layer.input, layer.target = self.loss.input, self.loss.target
         opt = self.optimizer
         if isinstance(opt, SGD):
@@ -309,43 +355,65 @@ class TrainingConfig:
         loss_msg = params.lossLayers[0]
         kind = loss_msg.WhichOneof("LossLayerType")
         body = getattr(loss_msg, kind or "categoricalCrossEntropyLossLayer")
-        loss = Loss({"categoricalCrossEntropyLossLayer": "cce",
-                     "meanSquaredErrorLossLayer": "mse"}.get(kind or "", str(kind)),
-                    body.input, body.target, loss_msg.name)
+        loss = Loss(
+            {"categoricalCrossEntropyLossLayer": "cce", "meanSquaredErrorLossLayer": "mse"}.get(
+                kind or "", str(kind)
+            ),
+            body.input,
+            body.target,
+            loss_msg.name,
+        )
         which = params.optimizer.WhichOneof("OptimizerType")
         if which == "sgdOptimizer":
             sgd = params.optimizer.sgdOptimizer
-            optimizer: Optimizer = SGD(FloatParam.read(sgd.learningRate, "learning rate"),
-                                       FloatParam.read(sgd.momentum, "momentum"))
+            optimizer: Optimizer = SGD(
+                FloatParam.read(sgd.learningRate, "learning rate"),
+                FloatParam.read(sgd.momentum, "momentum"),
+            )
             batch = sgd.miniBatchSize
         elif which == "adamOptimizer":
             adam = params.optimizer.adamOptimizer
-            optimizer = Adam(FloatParam.read(adam.learningRate, "learning rate"),
-                             FloatParam.read(adam.beta1, "beta1"), FloatParam.read(adam.beta2, "beta2"),
-                             FloatParam.read(adam.eps, "eps"))
+            optimizer = Adam(
+                FloatParam.read(adam.learningRate, "learning rate"),
+                FloatParam.read(adam.beta1, "beta1"),
+                FloatParam.read(adam.beta2, "beta2"),
+                FloatParam.read(adam.eps, "eps"),
+            )
             batch = adam.miniBatchSize
         else:
             raise ConfigError("the model's update parameters have no optimizer")
-        return cls(loss, optimizer, IntParam.read(batch, "batch size"),
-                   IntParam.read(params.epochs, "epochs"),
-                   # no shuffle parameter: Core ML does not shuffle (runtime.assumptions)
-                   shuffle=params.shuffle.defaultValue if params.HasField("shuffle") else False,
-                   seed=params.seed.defaultValue if params.HasField("seed") else None)
+        return cls(
+            loss,
+            optimizer,
+            IntParam.read(batch, "batch size"),
+            IntParam.read(params.epochs, "epochs"),
+            # no shuffle parameter: Core ML does not shuffle (runtime.assumptions)
+            shuffle=params.shuffle.defaultValue if params.HasField("shuffle") else False,
+            seed=params.seed.defaultValue if params.HasField("seed") else None,
+        )
 
     def summary_lines(self) -> list[str]:
         opt = self.optimizer
-        lines = [f"loss: {self.loss.kind} (layer {self.loss.name!r}, input {self.loss.input!r}, "
-                 f"target {self.loss.target!r})"]
+        lines = [
+            f"loss: {self.loss.kind} (layer {self.loss.name!r}, input {self.loss.input!r}, "
+            f"target {self.loss.target!r})"
+        ]
         if isinstance(opt, SGD):
-            lines.append(f"optimizer: sgd  learning rate {opt.learning_rate.describe()}  "
-                         f"momentum {opt.momentum.describe()}")
+            lines.append(
+                f"optimizer: sgd  learning rate {opt.learning_rate.describe()}  "
+                f"momentum {opt.momentum.describe()}"
+            )
         else:
-            lines.append(f"optimizer: adam  learning rate {opt.learning_rate.describe()}  "
-                         f"beta1 {opt.beta1.describe()}  beta2 {opt.beta2.describe()}  "
-                         f"eps {opt.eps.describe()}")
+            lines.append(
+                f"optimizer: adam  learning rate {opt.learning_rate.describe()}  "
+                f"beta1 {opt.beta1.describe()}  beta2 {opt.beta2.describe()}  "
+                f"eps {opt.eps.describe()}"
+            )
         lines.append(f"batch size: {self.batch_size.describe()}")
         lines.append(f"epochs: {self.epochs.describe()}")
-        lines.append(f"shuffle: {self.shuffle}" + (f"  seed: {self.seed}" if self.seed is not None else ""))
+        lines.append(
+            f"shuffle: {self.shuffle}" + (f"  seed: {self.seed}" if self.seed is not None else "")
+        )
         return lines
 
 
@@ -371,8 +439,11 @@ def write_training_inputs(spec: Spec, loss: Loss) -> None:
         return
     target.name = loss.target
     array = target.type.multiArrayType
-    array.dataType = (FeatureTypes_pb2.ArrayFeatureType.INT32 if loss.kind == "cce"
-                      else FeatureTypes_pb2.ArrayFeatureType.FLOAT32)
+    array.dataType = (
+        FeatureTypes_pb2.ArrayFeatureType.INT32
+        if loss.kind == "cce"
+        else FeatureTypes_pb2.ArrayFeatureType.FLOAT32
+    )
     if loss.kind == "cce":
         array.shape.append(1)
         target.shortDescription = "True class index"
@@ -407,7 +478,7 @@ def _blob_shape(spec: Spec, blob: str) -> list[int]:
             if shape:
                 return shape
     nn = neural_network(spec)
-    for layer in (nn.layers if nn is not None else []):
+    for layer in nn.layers if nn is not None else []:
         if blob in layer.output and layer.WhichOneof("layer") == "innerProduct":
             return [int(layer.innerProduct.outputChannels)]
     return [1]
@@ -417,14 +488,25 @@ def apply_training_config(spec: Spec, config: TrainingConfig) -> None:
     """Write update parameters and training inputs, and mark the model updatable (spec v4+)."""
     nn = neural_network(spec)
     if nn is None:
-        raise ConfigError(f"only NeuralNetwork models carry update parameters, got "
-                          f"{spec.WhichOneof('Type')!r}")
+        raise ConfigError(
+            f"only NeuralNetwork models carry update parameters, got {spec.WhichOneof('Type')!r}"
+        )
     config.write_update_params(nn)
     write_training_inputs(spec, config.loss)
     spec.isUpdatable = True
     spec.specificationVersion = max(spec.specificationVersion, 4)
 
 
-__all__ = ["IntParam", "FloatParam", "SGD", "Adam", "Loss", "TrainingConfig",
-           "apply_training_config", "write_training_inputs", "Optimizer", "NeuralNetwork_pb2",
-           "Model_pb2"]
+__all__ = [
+    "IntParam",
+    "FloatParam",
+    "SGD",
+    "Adam",
+    "Loss",
+    "TrainingConfig",
+    "apply_training_config",
+    "write_training_inputs",
+    "Optimizer",
+    "NeuralNetwork_pb2",
+    "Model_pb2",
+]

@@ -48,11 +48,29 @@ def write(nn: Any, node: Node, shapes: Shapes) -> None:
     """Append the node's Core ML layer(s) to ``nn``."""
     definition = op(node.op, node.name)
     if definition.write is None:
-        raise UnsupportedError(f"layer {node.name!r}: IR op {node.op!r} has no Core ML writer "
-                               "(run the passes first)")
+        raise UnsupportedError(
+            f"layer {node.name!r}: IR op {node.op!r} has no Core ML writer (run the passes first)"
+        )
     definition.write(nn, node, shapes)
 
 
-__all__ = ["OPS", "OpDef", "Layer", "Shape", "Shapes", "FAMILIES", "op", "output_shape",
-           "updatable", "passes_gradients", "updatable_ops", "write", "put_weights", "new_layer",
-           "conv_output_size", "explicit_pads", "same_pads", "spatial_output"]
+__all__ = [
+    "OPS",
+    "OpDef",
+    "Layer",
+    "Shape",
+    "Shapes",
+    "FAMILIES",
+    "op",
+    "output_shape",
+    "updatable",
+    "passes_gradients",
+    "updatable_ops",
+    "write",
+    "put_weights",
+    "new_layer",
+    "conv_output_size",
+    "explicit_pads",
+    "same_pads",
+    "spatial_output",
+]

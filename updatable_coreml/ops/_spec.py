@@ -30,7 +30,7 @@ def put_weights(params: Any, array: np.ndarray, updatable: bool = False) -> None
     array = np.asarray(array)
     header = b"\x0a" + _varint(4 * array.size)
     buffer = bytearray(len(header) + 4 * array.size)
-    buffer[:len(header)] = header
+    buffer[: len(header)] = header
     np.frombuffer(buffer, dtype="<f4", offset=len(header)).reshape(array.shape)[...] = array
     params.MergeFromString(memoryview(buffer))
     if updatable:

@@ -54,14 +54,18 @@ class OpDef:
     def updatable(self, attrs: Mapping[str, Any] | None = None) -> bool:
         """Core ML can update a node with ``attrs``: it writes one layer of an updatable type.
         Without ``attrs``: some variant of the op can be updated."""
-        return any(len(written) == 1 and coreml_rules.is_updatable_type(written[0][0])
-                   for written in self._written(attrs))
+        return any(
+            len(written) == 1 and coreml_rules.is_updatable_type(written[0][0])
+            for written in self._written(attrs)
+        )
 
     def passes_gradients(self, attrs: Mapping[str, Any] | None = None) -> bool:
         """Core ML backpropagates through every layer a node with ``attrs`` writes. Without
         ``attrs``: through every variant of the op."""
-        return all(written and all(coreml_rules.is_backpropagable(*layer) for layer in written)
-                   for written in self._written(attrs))
+        return all(
+            written and all(coreml_rules.is_backpropagable(*layer) for layer in written)
+            for written in self._written(attrs)
+        )
 
     def _written(self, attrs: Mapping[str, Any] | None) -> list[tuple[Layer, ...]]:
         return [self.layers(a) for a in (self.variants if attrs is None else (attrs,))]
@@ -71,9 +75,16 @@ class OpDef:
 OPS: dict[str, OpDef] = {}
 
 
-def define(name: str, *, family: str, doc: str, shape: ShapeRule, write: Writer | None,
-           layers: Callable[[Mapping[str, Any]], tuple[Layer, ...]],
-           variants: tuple[Mapping[str, Any], ...] = ({},)) -> OpDef:
+def define(
+    name: str,
+    *,
+    family: str,
+    doc: str,
+    shape: ShapeRule,
+    write: Writer | None,
+    layers: Callable[[Mapping[str, Any]], tuple[Layer, ...]],
+    variants: tuple[Mapping[str, Any], ...] = ({},),
+) -> OpDef:
     """Add an op to the table (a name defined twice is refused at import)."""
     if name in OPS:
         raise ValueError(f"IR op {name!r} defined twice")
@@ -98,8 +109,9 @@ def op(name: str, where: str = "") -> OpDef:
         return OPS[name]
     except KeyError:
         at = f"layer {where!r}: " if where else ""
-        raise UnsupportedError(f"{at}IR op {name!r} is not in the op table "
-                               "(updatable_coreml/ops); define it there") from None
+        raise UnsupportedError(
+            f"{at}IR op {name!r} is not in the op table (updatable_coreml/ops); define it there"
+        ) from None
 
 
 def same_shape(node: Node, shapes: Sequence[Shape]) -> Shape:

@@ -32,14 +32,22 @@ NONLINEARITIES: dict[str, tuple[str, str, Callable[[Any, Mapping[str, Any]], Non
     "tanh": ("tanh", "", lambda p, a: p.tanh.SetInParent()),
     "softplus": ("softplus", "", lambda p, a: p.softplus.SetInParent()),
     "softsign": ("softsign", "", lambda p, a: p.softsign.SetInParent()),
-    "leaky_relu": ("leakyReLU", "alpha",
-                   lambda p, a: setattr(p.leakyReLU, "alpha", float(a["alpha"]))),
+    "leaky_relu": (
+        "leakyReLU",
+        "alpha",
+        lambda p, a: setattr(p.leakyReLU, "alpha", float(a["alpha"])),
+    ),
     "elu": ("ELU", "alpha", lambda p, a: setattr(p.ELU, "alpha", float(a.get("alpha", 1.0)))),
-    "hard_sigmoid": ("sigmoidHard", "alpha, beta",
-                     lambda p, a: _affine(p.sigmoidHard, float(a["alpha"]), float(a["beta"]))),
-    "linear": ("linear", "alpha, beta",
-               lambda p, a: _affine(p.linear, float(a.get("alpha", 1.0)),
-                                    float(a.get("beta", 0.0)))),
+    "hard_sigmoid": (
+        "sigmoidHard",
+        "alpha, beta",
+        lambda p, a: _affine(p.sigmoidHard, float(a["alpha"]), float(a["beta"])),
+    ),
+    "linear": (
+        "linear",
+        "alpha, beta",
+        lambda p, a: _affine(p.linear, float(a.get("alpha", 1.0)), float(a.get("beta", 0.0))),
+    ),
 }
 
 
@@ -48,8 +56,10 @@ def fill_nonlinearity(params: Any, attrs: Mapping[str, Any], where: str) -> None
     kind = attrs.get("kind", "linear")
     if kind not in NONLINEARITIES:
         known = ", ".join(sorted(NONLINEARITIES))
-        raise UnsupportedError(f"layer {where!r}: activation {kind!r} cannot be written as one "
-                               f"Core ML activation; use one of {known}")
+        raise UnsupportedError(
+            f"layer {where!r}: activation {kind!r} cannot be written as one "
+            f"Core ML activation; use one of {known}"
+        )
     NONLINEARITIES[kind][2](params, attrs)
 
 
@@ -124,8 +134,9 @@ KINDS: dict[str, Kind] = {
     "clip": Kind("min, max", _clip_layers, _write_clip),
     "gelu": Kind("approximate", lambda attrs: (("gelu", None),), _write_gelu),
     "silu": Kind("", lambda attrs: (("activation", "sigmoid"), ("multiply", None)), _write_silu),
-    "hard_silu": Kind("", lambda attrs: (("activation", "sigmoidHard"), ("multiply", None)),
-                      _write_hard_silu),
+    "hard_silu": Kind(
+        "", lambda attrs: (("activation", "sigmoidHard"), ("multiply", None)), _write_hard_silu
+    ),
 }
 
 
@@ -153,17 +164,40 @@ def _write_softmax(layer: Any, node: Node, shapes: Shapes) -> None:
 
 
 def _kinds_doc() -> str:
-    return "|".join(KINDS) + "; attrs by kind: " + ", ".join(
-        f"{name} ({kind.attrs})" for name, kind in KINDS.items() if kind.attrs)
+    return (
+        "|".join(KINDS)
+        + "; attrs by kind: "
+        + ", ".join(f"{name} ({kind.attrs})" for name, kind in KINDS.items() if kind.attrs)
+    )
 
 
 #: One node's attrs per kind (the required ones filled in), for the docs and the table test.
 _VARIANTS: tuple[Mapping[str, Any], ...] = tuple(
-    {"kind": name, **{"leaky_relu": {"alpha": 0.2}, "hard_sigmoid": {"alpha": 0.2, "beta": 0.5},
-                      "clip": {"min": -1.0, "max": 1.0}}.get(name, {})} for name in KINDS)
+    {
+        "kind": name,
+        **{
+            "leaky_relu": {"alpha": 0.2},
+            "hard_sigmoid": {"alpha": 0.2, "beta": 0.5},
+            "clip": {"min": -1.0, "max": 1.0},
+        }.get(name, {}),
+    }
+    for name in KINDS
+)
 
-define("activation", family="activation", doc=f"a: kind {_kinds_doc()}",
-       shape=same_shape, write=_write_activation, layers=_activation_layers, variants=_VARIANTS)
-define("softmax", family="activation", doc="over the channel axis",
-       shape=same_shape, write=one_layer(_write_softmax), layers=writes("softmax"))
-
+define(
+    "activation",
+    family="activation",
+    doc=f"a: kind {_kinds_doc()}",
+    shape=same_shape,
+    write=_write_activation,
+    layers=_activation_layers,
+    variants=_VARIANTS,
+)
+define(
+    "softmax",
+    family="activation",
+    doc="over the channel axis",
+    shape=same_shape,
+    write=one_layer(_write_softmax),
+    layers=writes("softmax"),
+)

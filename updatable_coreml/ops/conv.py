@@ -13,8 +13,10 @@ from ._table import Shape, Shapes, define, writes
 
 def _conv_shape(node: Node, shapes: Sequence[Shape]) -> Shape:
     weight = node.weights["weight"]
-    return (weight.shape[0], *spatial_output(node, shapes[0], weight.shape[2:],
-                                             node.attrs.get("dilations", (1, 1))))
+    return (
+        weight.shape[0],
+        *spatial_output(node, shapes[0], weight.shape[2:], node.attrs.get("dilations", (1, 1))),
+    )
 
 
 def _write_conv(layer: Any, node: Node, shapes: Shapes) -> None:
@@ -37,7 +39,12 @@ def _write_conv(layer: Any, node: Node, shapes: Shapes) -> None:
         put_weights(params.bias, node.weights["bias"], node.trainable)
 
 
-define("conv2d", family="conv",
-       doc="a: strides (sh, sw), dilations (dh, dw), groups, padding 'valid'|'same'|(t, b, l, r); "
-           "w: weight (out, in/groups, kh, kw), bias (out,) optional",
-       shape=_conv_shape, write=one_layer(_write_conv), layers=writes("convolution"))
+define(
+    "conv2d",
+    family="conv",
+    doc="a: strides (sh, sw), dilations (dh, dw), groups, padding 'valid'|'same'|(t, b, l, r); "
+    "w: weight (out, in/groups, kh, kw), bias (out,) optional",
+    shape=_conv_shape,
+    write=one_layer(_write_conv),
+    layers=writes("convolution"),
+)

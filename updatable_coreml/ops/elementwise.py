@@ -27,7 +27,8 @@ def _broadcast_shape(node: Node, shapes: Sequence[Shape]) -> Shape:
         raise UnsupportedError(
             f"layer {node.name!r}: {node.op} of shapes {shapes} needs a broadcast Core ML's "
             "classic layer does not do; only (C, 1, 1), (1, H, W) and (1, 1, 1) broadcast "
-            "against (C, H, W)")
+            "against (C, H, W)"
+        )
     return full
 
 
@@ -47,14 +48,36 @@ def _elementwise_writer(kind: str):
     return write
 
 
-define("add", family="elementwise",
-       doc="elementwise sum of inputs (an input may be (C, 1, 1), (1, H, W) or (1, 1, 1))",
-       shape=_broadcast_shape, write=_elementwise_writer("add"), layers=writes("add"))
-define("mul", family="elementwise",
-       doc="elementwise product of inputs (an input may be (C, 1, 1), (1, H, W) or (1, 1, 1))",
-       shape=_broadcast_shape, write=_elementwise_writer("multiply"), layers=writes("multiply"))
+define(
+    "add",
+    family="elementwise",
+    doc="elementwise sum of inputs (an input may be (C, 1, 1), (1, H, W) or (1, 1, 1))",
+    shape=_broadcast_shape,
+    write=_elementwise_writer("add"),
+    layers=writes("add"),
+)
+define(
+    "mul",
+    family="elementwise",
+    doc="elementwise product of inputs (an input may be (C, 1, 1), (1, H, W) or (1, 1, 1))",
+    shape=_broadcast_shape,
+    write=_elementwise_writer("multiply"),
+    layers=writes("multiply"),
+)
 # Core ML has no dropout; the passes remove these two (and report a dropout) before writing.
-define("dropout", family="elementwise", doc="removed by passes; kept only to report it",
-       shape=same_shape, write=None, layers=writes_nothing)
-define("identity", family="elementwise", doc="removed by passes",
-       shape=same_shape, write=None, layers=writes_nothing)
+define(
+    "dropout",
+    family="elementwise",
+    doc="removed by passes; kept only to report it",
+    shape=same_shape,
+    write=None,
+    layers=writes_nothing,
+)
+define(
+    "identity",
+    family="elementwise",
+    doc="removed by passes",
+    shape=same_shape,
+    write=None,
+    layers=writes_nothing,
+)

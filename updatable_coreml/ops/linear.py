@@ -25,6 +25,11 @@ def _write_dense(layer: Any, node: Node, shapes: Shapes) -> None:
         put_weights(params.bias, node.weights["bias"], node.trainable)
 
 
-define("dense", family="linear",
-       doc="w: weight (out, in), bias (out,) optional",
-       shape=_dense_shape, write=one_layer(_write_dense), layers=writes("innerProduct"))
+define(
+    "dense",
+    family="linear",
+    doc="w: weight (out, in), bias (out,) optional",
+    shape=_dense_shape,
+    write=one_layer(_write_dense),
+    layers=writes("innerProduct"),
+)

@@ -30,9 +30,19 @@ def _write_scale(layer: Any, node: Node, shapes: Shapes) -> None:
         put_weights(params.bias, bias)
 
 
-define("batchnorm", family="normalization",
-       doc="a: eps; w: gamma, beta, mean, variance (C,)",
-       shape=same_shape, write=one_layer(_write_batchnorm), layers=writes("batchnorm"))
-define("scale", family="normalization",
-       doc="per-channel affine: w: scale (C,), bias (C,)",
-       shape=same_shape, write=one_layer(_write_scale), layers=writes("scale"))
+define(
+    "batchnorm",
+    family="normalization",
+    doc="a: eps; w: gamma, beta, mean, variance (C,)",
+    shape=same_shape,
+    write=one_layer(_write_batchnorm),
+    layers=writes("batchnorm"),
+)
+define(
+    "scale",
+    family="normalization",
+    doc="per-channel affine: w: scale (C,), bias (C,)",
+    shape=same_shape,
+    write=one_layer(_write_scale),
+    layers=writes("scale"),
+)

@@ -39,11 +39,16 @@ def _write_pool(layer: Any, node: Node, shapes: Shapes) -> None:
         border(params.valid, explicit_pads(attrs, shapes[node.inputs[0]][1:], attrs["kernel"]))
 
 
-define("pool2d", family="pooling",
-       doc="a: kind max|avg, kernel (kh, kw), strides (sh, sw), "
-           "padding 'valid'|'same'|(t, b, l, r), global bool, count_include_pad bool, "
-           "keepdims bool (global: (C, 1, 1) not (C,))",
-       shape=_pool_shape, write=one_layer(_write_pool), layers=writes("pooling"))
+define(
+    "pool2d",
+    family="pooling",
+    doc="a: kind max|avg, kernel (kh, kw), strides (sh, sw), "
+    "padding 'valid'|'same'|(t, b, l, r), global bool, count_include_pad bool, "
+    "keepdims bool (global: (C, 1, 1) not (C,))",
+    shape=_pool_shape,
+    write=one_layer(_write_pool),
+    layers=writes("pooling"),
+)
 
 
 def _adaptive_shape(node: Node, shapes: Sequence[Shape]) -> Shape:
@@ -54,7 +59,12 @@ def _adaptive_shape(node: Node, shapes: Sequence[Shape]) -> Shape:
 # AdaptiveAvgPool2d from 3x3 to 7x7 in VGG at small inputs). It is linear, so
 # ``passes.fold_adaptive_pooling`` folds it into the frozen dense layer reading its flattened
 # output (AlexNet, VGG); anywhere else the backend refuses it by name.
-define("adaptive_avg_pool2d", family="pooling",
-       doc="a: output (oh, ow); torch's windows [floor(i*H/oh), ceil((i+1)*H/oh)); removed by "
-           "passes (folded into the frozen dense layer after its flatten)",
-       shape=_adaptive_shape, write=None, layers=writes_nothing)
+define(
+    "adaptive_avg_pool2d",
+    family="pooling",
+    doc="a: output (oh, ow); torch's windows [floor(i*H/oh), ceil((i+1)*H/oh)); removed by "
+    "passes (folded into the frozen dense layer after its flatten)",
+    shape=_adaptive_shape,
+    write=None,
+    layers=writes_nothing,
+)

@@ -57,12 +57,22 @@ def _write_lstm(layer: Any, node: Node, shapes: Shapes) -> None:
     layer.output.extend([f"{node.name}_final_h", f"{node.name}_final_c"])
 
 
-define("embedding", family="sequence",
-       doc="token ids (Seq, 1) -> (Seq, dim); w: weight (vocab, dim)",
-       shape=_embedding_shape, write=one_layer(_write_embedding), layers=writes("embedding"))
-define("lstm", family="sequence",
-       doc="(Seq, in) -> (Seq, H) or last step (H,); zero initial state; a: hidden, "
-           "return_sequences, activation (block input and cell output) and "
-           "recurrent_activation (gates) as activation attrs; w: W_ih (4H, in), W_hh (4H, H), "
-           "bias (4H,) optional, gate order i,f,g,o",
-       shape=_lstm_shape, write=one_layer(_write_lstm), layers=writes("uniDirectionalLSTM"))
+define(
+    "embedding",
+    family="sequence",
+    doc="token ids (Seq, 1) -> (Seq, dim); w: weight (vocab, dim)",
+    shape=_embedding_shape,
+    write=one_layer(_write_embedding),
+    layers=writes("embedding"),
+)
+define(
+    "lstm",
+    family="sequence",
+    doc="(Seq, in) -> (Seq, H) or last step (H,); zero initial state; a: hidden, "
+    "return_sequences, activation (block input and cell output) and "
+    "recurrent_activation (gates) as activation attrs; w: W_ih (4H, in), W_hh (4H, H), "
+    "bias (4H,) optional, gate order i,f,g,o",
+    shape=_lstm_shape,
+    write=one_layer(_write_lstm),
+    layers=writes("uniDirectionalLSTM"),
+)

@@ -13,5 +13,15 @@ from .features import to_channel_first
 from .model import Model, NeuralNetworkModel, PipelineModel, load
 from .update import ProgressEvent, UpdateResult, UpdateTask
 
-__all__ = ["load", "Model", "NeuralNetworkModel", "PipelineModel", "Assumptions",
-           "DEFAULT_ASSUMPTIONS", "ProgressEvent", "UpdateResult", "UpdateTask", "to_channel_first"]
+__all__ = [
+    "load",
+    "Model",
+    "NeuralNetworkModel",
+    "PipelineModel",
+    "Assumptions",
+    "DEFAULT_ASSUMPTIONS",
+    "ProgressEvent",
+    "UpdateResult",
+    "UpdateTask",
+    "to_channel_first",
+]

@@ -155,8 +155,9 @@ def resolve(assumptions: None | str | Assumptions) -> Assumptions:
         return assumptions
     if assumptions in PRESETS:
         return PRESETS[assumptions]
-    raise ConfigError(f"unknown assumptions {assumptions!r}; use one of "
-                      f"{', '.join(PRESETS)} or {ALL!r}")
+    raise ConfigError(
+        f"unknown assumptions {assumptions!r}; use one of {', '.join(PRESETS)} or {ALL!r}"
+    )
 
 
 def relevant_unknowns(optimizer: str, loss: str, momentum: bool) -> tuple[str, ...]:
@@ -202,11 +203,16 @@ def framework_form_note(framework: str, optimizer: str, momentum: float | None =
     field = "momentum" if optimizer == "sgd" else "adam"
     other = "keras" if framework == "torch" else "torch"
     title = "SGD momentum" if field == "momentum" else "Adam"
-    caveat = ("the forms give the same weights until the learning rate changes mid-task"
-              if field == "momentum" else "the forms differ where gradients are near eps")
-    return (f"{title} in {_FRAMEWORK_NAMES[framework]}'s form "
-            f"({_FORM_TEXT[field, FRAMEWORK_FORMS[framework][field]]}; "
-            f"{_FRAMEWORK_NAMES[other]}'s: {_FORM_TEXT[field, FRAMEWORK_FORMS[other][field]]}); "
-            f"Core ML's own form is not public ({caveat}): 'simulate --assumptions {framework}' "
-            "trains with the source's form, '--assumptions all' shows how much the unknown "
-            "formulas change the result")
+    caveat = (
+        "the forms give the same weights until the learning rate changes mid-task"
+        if field == "momentum"
+        else "the forms differ where gradients are near eps"
+    )
+    return (
+        f"{title} in {_FRAMEWORK_NAMES[framework]}'s form "
+        f"({_FORM_TEXT[field, FRAMEWORK_FORMS[framework][field]]}; "
+        f"{_FRAMEWORK_NAMES[other]}'s: {_FORM_TEXT[field, FRAMEWORK_FORMS[other][field]]}); "
+        f"Core ML's own form is not public ({caveat}): 'simulate --assumptions {framework}' "
+        "trains with the source's form, '--assumptions all' shows how much the unknown "
+        "formulas change the result"
+    )

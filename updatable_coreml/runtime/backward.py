@@ -42,17 +42,23 @@ def backward_op(layer, through: bool = False) -> BackwardFn:
     activation = layer.activation.WhichOneof("NonlinearityType") if kind == "activation" else None
     what = f"activation {activation}" if kind == "activation" else kind
     single = len(layer.input) == 1 and len(layer.output) == 1
-    if (coreml_rules.is_backpropagable(kind, activation) and kind in BACKWARD
-            and (single or kind in MULTI_BLOB_TYPES)):
+    if (
+        coreml_rules.is_backpropagable(kind, activation)
+        and kind in BACKWARD
+        and (single or kind in MULTI_BLOB_TYPES)
+    ):
         return BACKWARD[kind]
-    hints = {"softmax": " (a softmax is only allowed directly in front of the categorical "
-                        "cross-entropy loss)",
-             "reshape": " (no Core ML release passes gradients through a classic reshape; use "
-                        "flatten, or reshape before the first updatable layer)"}
+    hints = {
+        "softmax": " (a softmax is only allowed directly in front of the categorical "
+        "cross-entropy loss)",
+        "reshape": " (no Core ML release passes gradients through a classic reshape; use "
+        "flatten, or reshape before the first updatable layer)",
+    }
     raise RuntimeLayerError(
         f"layer {layer.name!r}: Core ML cannot backpropagate through {what}{hints.get(kind, '')}; "
         "it sits between the loss and an updatable layer: move it before the first updatable "
-        "layer")
+        "layer"
+    )
 
 
 # -- losses -----------------------------------------------------------------------------------
@@ -71,12 +77,15 @@ def cross_entropy(probs: np.ndarray, classes: np.ndarray, reduction: str):
     batch = probs.shape[0]
     p = probs.reshape(batch, -1)
     if p.shape[1] != probs.shape[softmax_axis(probs)]:
-        raise ConfigError("categorical cross-entropy needs one probability vector per example, "
-                          f"got softmax output shape {probs.shape[1:]}")
+        raise ConfigError(
+            "categorical cross-entropy needs one probability vector per example, "
+            f"got softmax output shape {probs.shape[1:]}"
+        )
     bad = (classes < 0) | (classes >= p.shape[1])
     if bad.any():
-        raise ConfigError(f"class index {int(classes[bad][0])} is out of range for "
-                          f"{p.shape[1]} classes")
+        raise ConfigError(
+            f"class index {int(classes[bad][0])} is out of range for {p.shape[1]} classes"
+        )
     rows = np.arange(batch)
     picked = p[rows, classes]
     loss, scale = _reduce_batch(-np.log(np.maximum(picked, np.finfo(p.dtype).tiny)), reduction)
@@ -85,13 +94,16 @@ def cross_entropy(probs: np.ndarray, classes: np.ndarray, reduction: str):
     return loss, (grad * scale).reshape(probs.shape)
 
 
-def mean_squared_error(pred: np.ndarray, target: np.ndarray, element_reduction: str,
-                       batch_reduction: str):
+def mean_squared_error(
+    pred: np.ndarray, target: np.ndarray, element_reduction: str, batch_reduction: str
+):
     """Squared error per example reduced by ``element_reduction``, then over the batch."""
     batch = pred.shape[0]
     if target.size != pred.size:
-        raise ConfigError(f"MSE target has {target.size // max(batch, 1)} values per example, "
-                          f"the loss input has {pred.size // max(batch, 1)}")
+        raise ConfigError(
+            f"MSE target has {target.size // max(batch, 1)} values per example, "
+            f"the loss input has {pred.size // max(batch, 1)}"
+        )
     diff = pred - target.reshape(pred.shape).astype(pred.dtype, copy=False)
     squares = np.square(diff).reshape(batch, -1)
     per_example = squares.mean(axis=1) if element_reduction == "mean" else squares.sum(axis=1)
@@ -104,8 +116,9 @@ def mean_squared_error(pred: np.ndarray, target: np.ndarray, element_reduction: 
 # -- the graph ----------------------------------------------------------------------------------
 
 
-def backprop(network, order: Sequence[int], blobs: dict, grads: dict,
-             needs_grad: Container[str]) -> dict:
+def backprop(
+    network, order: Sequence[int], blobs: dict, grads: dict, needs_grad: Container[str]
+) -> dict:
     """Reverse pass over layers ``order`` (given in forward order), seeded with ``grads``
     (blob -> dLoss/dblob). Input gradients are formed only for blobs in ``needs_grad`` (those
     downstream of an updatable layer), so a frozen prefix costs nothing.
@@ -119,13 +132,16 @@ def backprop(network, order: Sequence[int], blobs: dict, grads: dict,
         if gy is None:
             continue
         if any(name in grads for name in layer.output[1:]):
-            raise RuntimeLayerError(f"layer {layer.name!r}: a gradient reaches one of its extra "
-                                    "outputs (e.g. an LSTM's final states); only the first "
-                                    "output can be trained through")
+            raise RuntimeLayerError(
+                f"layer {layer.name!r}: a gradient reaches one of its extra "
+                "outputs (e.g. an LSTM's final states); only the first "
+                "output can be trained through"
+            )
         source = layer.input[0]
         want = source in needs_grad
-        dx, layer_grads = backward_op(layer, want)(layer, blobs[source], blobs[layer.output[0]],
-                                                   gy, network.weight_getter(i), want)
+        dx, layer_grads = backward_op(layer, want)(
+            layer, blobs[source], blobs[layer.output[0]], gy, network.weight_getter(i), want
+        )
         params.update(((i, field), grad) for field, grad in layer_grads.items())
         if want:
             grads[source] = grads[source] + dx if source in grads else dx

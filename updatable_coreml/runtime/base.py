@@ -66,8 +66,9 @@ class Model:
     def update_in_pipeline(self, pipeline: Model, examples, **options):
         """Update ``pipeline`` whose last model this is: each model type knows how it trains
         (a network runs the update task on the pipeline's features, a k-NN appends)."""
-        raise ModelFileError(f"a pipeline ending in a {model_type(self._spec)} model cannot be "
-                             "updated")
+        raise ModelFileError(
+            f"a pipeline ending in a {model_type(self._spec)} model cannot be updated"
+        )
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model atomically (updatable layers carry their current weights)."""

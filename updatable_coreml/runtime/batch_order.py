@@ -64,8 +64,17 @@ def seed_seq_generate(seeds: list[int], count: int) -> list[int]:
         return []
     out = [0x8B8B8B8B] * count
     size = len(seeds)
-    t = 11 if count >= 623 else 7 if count >= 68 else 5 if count >= 39 else \
-        3 if count >= 7 else (count - 1) // 2
+    t = (
+        11
+        if count >= 623
+        else 7
+        if count >= 68
+        else 5
+        if count >= 39
+        else 3
+        if count >= 7
+        else (count - 1) // 2
+    )
     p = (count - t) // 2
     q = p + t
     m = max(size + 1, count)
@@ -135,8 +144,9 @@ class IndependentBits:
             if k < self.low_calls:
                 result = ((result << self.width) + (self._draw(self.limit0) & self.mask0)) & _MASK64
             else:
-                result = ((result << (self.width + 1))
-                          + (self._draw(self.limit1) & self.mask1)) & _MASK64
+                result = (
+                    (result << (self.width + 1)) + (self._draw(self.limit1) & self.mask1)
+                ) & _MASK64
         return result
 
 
@@ -195,8 +205,7 @@ def libcxx_shuffle(values: list, engine: MinstdRand) -> None:
     engine.state = state
 
 
-def coreml_orders(count: int, epochs: int, shuffle: bool,
-                  seed: int | None) -> Iterator[np.ndarray]:
+def coreml_orders(count: int, epochs: int, shuffle: bool, seed: int | None) -> Iterator[np.ndarray]:
     """Core ML's example order for each epoch (see the module docstring)."""
     if not shuffle:
         for _ in range(epochs):
@@ -210,8 +219,9 @@ def coreml_orders(count: int, epochs: int, shuffle: bool,
         libcxx_shuffle(indices, engine)  # at each epoch end
 
 
-def numpy_orders(count: int, epochs: int, shuffle: bool, seed: int | None,
-                 fallback_seed: int = 0) -> Iterator[np.ndarray]:
+def numpy_orders(
+    count: int, epochs: int, shuffle: bool, seed: int | None, fallback_seed: int = 0
+) -> Iterator[np.ndarray]:
     """The ``"numpy"`` alternative: ``default_rng(seed).permutation(count)`` per epoch."""
     rng = np.random.default_rng(fallback_seed if seed is None else seed)
     for _ in range(epochs):

@@ -43,8 +43,10 @@ def _flag(layer, blob: np.ndarray, what: str) -> bool:
         raise _fail(layer, f"the {what} must be a single value, got shape {blob.shape[1:]}")
     truth = values[:, 0] > THRESHOLD
     if truth.any() != truth.all():
-        raise _fail(layer, f"the {what} differs between the examples of the batch; predict them "
-                           "one at a time")
+        raise _fail(
+            layer,
+            f"the {what} differs between the examples of the batch; predict them one at a time",
+        )
     return bool(truth[0])
 
 
@@ -79,8 +81,10 @@ def _inputs(layer, blobs: Mapping) -> list:
     try:
         return [blobs[name] for name in layer.input]
     except KeyError as exc:
-        raise RuntimeLayerError(f"layer {layer.name!r}: input {exc.args[0]!r} is not a model "
-                                "input or an earlier layer's output") from None
+        raise RuntimeLayerError(
+            f"layer {layer.name!r}: input {exc.args[0]!r} is not a model "
+            "input or an earlier layer's output"
+        ) from None
 
 
 def _loop(layer, inputs: list, blobs: dict, run_nested: RunNested) -> None:

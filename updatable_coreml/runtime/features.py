@@ -38,7 +38,9 @@ def feature_kind(description) -> str:
 
 
 def _is_pil(value: Any) -> bool:
-    return hasattr(value, "convert") and hasattr(value, "size") and not isinstance(value, np.ndarray)
+    return (
+        hasattr(value, "convert") and hasattr(value, "size") and not isinstance(value, np.ndarray)
+    )
 
 
 def _image_is_batched(image_type, value: Any) -> bool:
@@ -85,7 +87,8 @@ def shape_allowed(array_type, shape: tuple[int, ...]) -> bool:
         ranges = array_type.shapeRange.sizeRanges
         return len(ranges) == len(shape) and all(
             r.lowerBound <= d and (r.upperBound < 0 or d <= r.upperBound)
-            for r, d in zip(ranges, shape))
+            for r, d in zip(ranges, shape)
+        )
     declared = tuple(int(d) for d in array_type.shape)
     return not declared or shape == declared
 
@@ -94,12 +97,16 @@ def allowed_text(array_type) -> str:
     """The shapes a MultiArray feature allows, for messages."""
     flex = array_type.WhichOneof("ShapeFlexibility")
     if flex == "enumeratedShapes":
-        return "one of " + ", ".join(str(tuple(int(d) for d in s.shape))
-                                     for s in array_type.enumeratedShapes.shapes)
+        return "one of " + ", ".join(
+            str(tuple(int(d) for d in s.shape)) for s in array_type.enumeratedShapes.shapes
+        )
     if flex == "shapeRange":
-        parts = [f"{r.lowerBound}" if r.lowerBound == r.upperBound else
-                 f"{r.lowerBound}..{r.upperBound if r.upperBound >= 0 else ''}"
-                 for r in array_type.shapeRange.sizeRanges]
+        parts = [
+            f"{r.lowerBound}"
+            if r.lowerBound == r.upperBound
+            else f"{r.lowerBound}..{r.upperBound if r.upperBound >= 0 else ''}"
+            for r in array_type.shapeRange.sizeRanges
+        ]
         return "(" + ", ".join(parts) + ")"
     return str(tuple(int(d) for d in array_type.shape))
 
@@ -113,8 +120,12 @@ def _sequence_form(array_type, shape: tuple[int, ...], batched: bool) -> bool:
     """
     lead = 3 if batched else 2
     rank = declared_rank(array_type)
-    return (rank in (1, 3) and len(shape) == rank + lead and shape[lead - 1] == 1
-            and shape_allowed(array_type, tuple(shape[lead:])))
+    return (
+        rank in (1, 3)
+        and len(shape) == rank + lead
+        and shape[lead - 1] == 1
+        and shape_allowed(array_type, tuple(shape[lead:]))
+    )
 
 
 def is_batched(description, value: Any) -> bool:
@@ -138,8 +149,10 @@ def to_channel_first(x: Any) -> np.ndarray:
     """
     array = np.asarray(x)
     if array.ndim < 3:
-        raise ConfigError(f"to_channel_first needs an (H, W, C) example or an (N, H, W, C) "
-                          f"batch, got shape {array.shape}")
+        raise ConfigError(
+            f"to_channel_first needs an (H, W, C) example or an (N, H, W, C) "
+            f"batch, got shape {array.shape}"
+        )
     return np.ascontiguousarray(np.moveaxis(array, -1, -3))
 
 
@@ -151,12 +164,16 @@ def check_multiarray_shape(description, example_shape: tuple[int, ...]) -> None:
         return
     if shape == () and math.prod(array_type.shape) == 1 and len(array_type.shape):
         return  # one number for a one-value array (a target label or value): nothing to reorder
-    message = (f"input {description.name!r}: the model expects a MultiArray of shape "
-               f"{allowed_text(array_type)} per example, got {shape}; Core ML refuses it")
+    message = (
+        f"input {description.name!r}: the model expects a MultiArray of shape "
+        f"{allowed_text(array_type)} per example, got {shape}; Core ML refuses it"
+    )
     if len(shape) >= 3 and shape_allowed(array_type, shape[:-3] + (shape[-1],) + shape[-3:-1]):
-        message += (". The array is in channel-last (H, W, C) layout; the exported model is "
-                    "channel-first (C, H, W): convert it with "
-                    "updatable_coreml.runtime.to_channel_first(x) (simulate: --layout nhwc)")
+        message += (
+            ". The array is in channel-last (H, W, C) layout; the exported model is "
+            "channel-first (C, H, W): convert it with "
+            "updatable_coreml.runtime.to_channel_first(x) (simulate: --layout nhwc)"
+        )
     else:
         message += ". Resize or reshape the data yourself; the runtime never reshapes it"
     raise InputShapeError(message)
@@ -172,12 +189,15 @@ def _image_array(image_type, value: Any, name: str) -> np.ndarray:
         array = array[:, :, 0]
     if gray != (array.ndim == 2) or (not gray and (array.ndim != 3 or array.shape[2] != 3)):
         want = "H x W grayscale" if gray else "H x W x 3 (RGB)"
-        raise ConfigError(f"image input {name!r}: expected an {want} image, got shape {array.shape}")
+        raise ConfigError(
+            f"image input {name!r}: expected an {want} image, got shape {array.shape}"
+        )
     flexible = image_type.WhichOneof("SizeFlexibility") is not None
     if not flexible and array.shape[:2] != (image_type.height, image_type.width):
         raise ConfigError(
             f"image input {name!r} is {array.shape[1]}x{array.shape[0]} (WxH), the model expects "
-            f"{image_type.width}x{image_type.height}: resize it first")
+            f"{image_type.width}x{image_type.height}: resize it first"
+        )
     if gray:
         return array[None]
     if image_type.colorSpace == ColorSpace.BGR:
@@ -200,8 +220,9 @@ def _batch_value(description, value: Any, batched: bool) -> Any:
             raise ConfigError(f"input {name!r} must be numeric, got {array.dtype}")
         array = array if batched else array[None]
         if array.ndim == 0:
-            raise InputShapeError(f"input {name!r}: a batch needs a leading batch axis, got a "
-                                  "scalar")
+            raise InputShapeError(
+                f"input {name!r}: a batch needs a leading batch axis, got a scalar"
+            )
         check_multiarray_shape(description, array.shape[1:])
         return array
     if kind in ("int64Type", "stringType", "doubleType"):
@@ -209,26 +230,32 @@ def _batch_value(description, value: Any, batched: bool) -> Any:
     return value if batched else [value]
 
 
-def batch_features(descriptions, features: Mapping[str, Any],
-                   batched: bool | None = None) -> tuple[dict, int, bool]:
+def batch_features(
+    descriptions, features: Mapping[str, Any], batched: bool | None = None
+) -> tuple[dict, int, bool]:
     """Normalize ``features`` for ``descriptions`` to the batched form.
 
     ``batched`` says which form the caller used; None detects it from the shapes. Returns
     (batched features, batch size, whether the caller passed a batch).
     """
     if not isinstance(features, Mapping):
-        raise ConfigError(f"features must be a dict of name -> value, got {type(features).__name__}")
+        raise ConfigError(
+            f"features must be a dict of name -> value, got {type(features).__name__}"
+        )
     missing = [d.name for d in descriptions if d.name not in features and not d.type.isOptional]
     if missing:
-        raise ConfigError(f"missing input feature(s) {', '.join(map(repr, missing))}; the model "
-                          f"takes {', '.join(repr(d.name) for d in descriptions)}")
+        raise ConfigError(
+            f"missing input feature(s) {', '.join(map(repr, missing))}; the model "
+            f"takes {', '.join(repr(d.name) for d in descriptions)}"
+        )
     present = [d for d in descriptions if d.name in features]
     if batched is None:
         modes = {d.name: is_batched(d, features[d.name]) for d in present}
         if len(set(modes.values())) > 1:
-            raise ConfigError("give every input as one example or every input as a batch; got " +
-                              ", ".join(f"{n!r} {'batched' if b else 'single'}"
-                                        for n, b in modes.items()))
+            raise ConfigError(
+                "give every input as one example or every input as a batch; got "
+                + ", ".join(f"{n!r} {'batched' if b else 'single'}" for n, b in modes.items())
+            )
         batched = bool(modes) and next(iter(modes.values()))
     out = {d.name: _batch_value(d, features[d.name], batched) for d in present}
     sizes = {name: len(value) for name, value in out.items()}
@@ -242,15 +269,19 @@ def examples_batched(descriptions, examples: Mapping[str, Any]) -> bool:
     example (every value shaped like its description), so ``update`` takes one example the
     way ``predict`` does."""
     if not isinstance(examples, Mapping):
-        raise ConfigError(f"examples must be a dict of name -> values or a list of such dicts, "
-                          f"got {type(examples).__name__}")
+        raise ConfigError(
+            f"examples must be a dict of name -> values or a list of such dicts, "
+            f"got {type(examples).__name__}"
+        )
     return any(is_batched(d, examples[d.name]) for d in descriptions if d.name in examples)
 
 
 def unbatch(outputs: Mapping[str, Any]) -> dict:
     """The first (only) example of each batched output."""
-    return {name: value[0].item() if isinstance(value, np.ndarray) and value.ndim == 1
-            else value[0] for name, value in outputs.items()}
+    return {
+        name: value[0].item() if isinstance(value, np.ndarray) and value.ndim == 1 else value[0]
+        for name, value in outputs.items()
+    }
 
 
 # -- network edges ------------------------------------------------------------------------------
@@ -291,16 +322,22 @@ def multiarray_blob(description, values: np.ndarray, dtype) -> np.ndarray:
     array = np.asarray(values, dtype=dtype)
     if _sequence_form(array_type, array.shape, batched=True):
         return array.reshape(array.shape[:2] + _step_shape(array.shape[3:]))
-    if shape and not shape_allowed(array_type, array.shape[1:]) \
-            and array[0].size == int(np.prod(shape)):
+    if (
+        shape
+        and not shape_allowed(array_type, array.shape[1:])
+        and array[0].size == int(np.prod(shape))
+    ):
         return array.reshape((array.shape[0],) + shape)
     return array
 
 
 def output_array(description, blob: np.ndarray) -> np.ndarray:
     """A blob as a batched MultiArray output of the declared shape when the sizes agree."""
-    shape = tuple(description.type.multiArrayType.shape) if feature_kind(description) == \
-        "multiArrayType" else ()
+    shape = (
+        tuple(description.type.multiArrayType.shape)
+        if feature_kind(description) == "multiArrayType"
+        else ()
+    )
     if shape and blob[0].size == int(np.prod(shape)):
         return blob.reshape((blob.shape[0],) + shape)
     if len(shape) in (1, 3) and blob.ndim == 5 and blob.shape[2:] == _step_shape(shape):

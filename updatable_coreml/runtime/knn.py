@@ -53,13 +53,15 @@ def squared_distances(queries: np.ndarray, samples: np.ndarray) -> np.ndarray:
     return np.einsum("bnd,bnd->bn", difference, difference)
 
 
-def linear_neighbors(queries: np.ndarray, samples: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def linear_neighbors(
+    queries: np.ndarray, samples: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices and distances ``(B, k)`` of the ``k`` nearest samples, brute force (queries in
     chunks so the ``(B, N, D)`` differences stay small)."""
     chunk = max(1, CHUNK_VALUES // max(1, samples.size))
     indices, distances = [], []
     for start in range(0, len(queries), chunk):
-        block = squared_distances(queries[start:start + chunk], samples)
+        block = squared_distances(queries[start : start + chunk], samples)
         order = np.argsort(block, axis=1, kind="stable")[:, :k]
         indices.append(order)
         distances.append(np.take_along_axis(block, order, axis=1))
@@ -78,6 +80,7 @@ class KdNode:
 
 def build_kd_tree(samples: np.ndarray, leaf_size: int) -> KdNode:
     """Split on the widest dimension at the median until leaves hold ``leaf_size`` examples."""
+
     def build(indices: np.ndarray) -> KdNode:
         points = samples[indices]
         low, high = points.min(axis=0), points.max(axis=0)
@@ -97,8 +100,9 @@ def _box_distance(node: KdNode, query: np.ndarray) -> float:
     return float(gap @ gap)
 
 
-def kd_tree_neighbors(tree: KdNode, samples: np.ndarray, queries: np.ndarray,
-                      k: int) -> tuple[np.ndarray, np.ndarray]:
+def kd_tree_neighbors(
+    tree: KdNode, samples: np.ndarray, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The same answer as ``linear_neighbors``, found by best-first search of the tree.
 
     A node is skipped only when its box is strictly farther than the current k-th neighbor,
@@ -158,8 +162,13 @@ class KNNModel(Model):
     """A ``kNearestNeighborsClassifier`` spec; ``update`` returns a model with the examples
     appended (the spec is only rewritten when asked for)."""
 
-    def __init__(self, spec: Model_pb2.Model, dtype: np.dtype,
-                 samples: np.ndarray | list | None = None, labels: list | None = None) -> None:
+    def __init__(
+        self,
+        spec: Model_pb2.Model,
+        dtype: np.dtype,
+        samples: np.ndarray | list | None = None,
+        labels: list | None = None,
+    ) -> None:
         super().__init__(spec, dtype)
         knn = spec.kNearestNeighborsClassifier
         self.knn = knn
@@ -169,32 +178,44 @@ class KNNModel(Model):
         if self.k < 1:
             raise ModelFileError(f"the k-NN classifier has k={self.k}; k must be positive")
         self.inverse_distance = knn.WhichOneof("WeightingScheme") == "inverseDistanceWeighting"
-        self.leaf_size = (max(int(index.singleKdTreeIndex.leafSize), 1)
-                          if index.WhichOneof("IndexType") == "singleKdTreeIndex" else None)
+        self.leaf_size = (
+            max(int(index.singleKdTreeIndex.leafSize), 1)
+            if index.WhichOneof("IndexType") == "singleKdTreeIndex"
+            else None
+        )
         self._modified = samples is not None
         if samples is None:
             samples = [list(s.vector) for s in index.floatSamples]
             kind = knn.WhichOneof("ClassLabels")
-            labels = [] if kind is None else [v if isinstance(v, str) else int(v)
-                                              for v in getattr(knn, kind).vector]
+            labels = (
+                []
+                if kind is None
+                else [v if isinstance(v, str) else int(v) for v in getattr(knn, kind).vector]
+            )
         try:
             self.samples = np.asarray(samples, dtype=np.float32).reshape(-1, self.dimensions)
         except ValueError:  # ragged vectors, or numberOfDimensions not their length
-            raise ModelFileError(f"the k-NN classifier's stored examples are not all "
-                                 f"{self.dimensions}-dimensional (numberOfDimensions); the file "
-                                 "is damaged") from None
+            raise ModelFileError(
+                f"the k-NN classifier's stored examples are not all "
+                f"{self.dimensions}-dimensional (numberOfDimensions); the file "
+                "is damaged"
+            ) from None
         self.labels = list(labels or [])
         if len(self.labels) != len(self.samples):
-            raise ModelFileError(f"the k-NN classifier has {len(self.samples)} examples but "
-                                 f"{len(self.labels)} labels")
+            raise ModelFileError(
+                f"the k-NN classifier has {len(self.samples)} examples but "
+                f"{len(self.labels)} labels"
+            )
         self._tree: Any = None
 
     # -- prediction --------------------------------------------------------------------------
 
     @property
     def integer_labels(self) -> bool:
-        return (self.knn.WhichOneof("ClassLabels") == "int64ClassLabels"
-                or self.knn.WhichOneof("DefaultClassLabel") == "defaultInt64Label")
+        return (
+            self.knn.WhichOneof("ClassLabels") == "int64ClassLabels"
+            or self.knn.WhichOneof("DefaultClassLabel") == "defaultInt64Label"
+        )
 
     def default_label(self) -> Label:
         kind = self.knn.WhichOneof("DefaultClassLabel")
@@ -209,8 +230,10 @@ class KNNModel(Model):
         samples = self.samples.astype(np.float64)
         count = min(self.k, len(samples))
         if queries.shape[1] != self.dimensions:
-            raise ConfigError(f"the k-NN classifier takes {self.dimensions}-dimensional feature "
-                              f"vectors, got {queries.shape[1]}")
+            raise ConfigError(
+                f"the k-NN classifier takes {self.dimensions}-dimensional feature "
+                f"vectors, got {queries.shape[1]}"
+            )
         if self.leaf_size is None:
             return linear_neighbors(queries, samples, count)
         if self._tree is None:
@@ -231,8 +254,10 @@ class KNNModel(Model):
         else:
             indices, distances = self.neighbors(queries)
             known = dict.fromkeys(self.labels, 0.0)
-            results = [vote([self.labels[i] for i in row], dist, self.inverse_distance)
-                       for row, dist in zip(indices.tolist(), distances)]
+            results = [
+                vote([self.labels[i] for i in row], dist, self.inverse_distance)
+                for row, dist in zip(indices.tolist(), distances)
+            ]
             predicted = [winner for winner, _ in results]
             shares = [{**known, **share} for _, share in results]
         description = self.description
@@ -248,11 +273,16 @@ class KNNModel(Model):
         labels = [self._label(value) for value in labels]
         features = np.asarray(features, dtype=np.float32)
         if features.size != len(labels) * self.dimensions:
-            raise ConfigError(f"{len(labels)} labels need {len(labels)} feature vectors of "
-                              f"{self.dimensions} values; got {features.size} values")
-        return KNNModel(self._spec, self.dtype,
-                        np.concatenate([self.samples, features.reshape(len(labels), -1)]),
-                        self.labels + labels)
+            raise ConfigError(
+                f"{len(labels)} labels need {len(labels)} feature vectors of "
+                f"{self.dimensions} values; got {features.size} values"
+            )
+        return KNNModel(
+            self._spec,
+            self.dtype,
+            np.concatenate([self.samples, features.reshape(len(labels), -1)]),
+            self.labels + labels,
+        )
 
     def _label(self, value: Any) -> Label:
         """A training label checked against the model's label type (String or Int64)."""
@@ -304,13 +334,16 @@ def _parameters(options: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return options.get("parameters")
 
 
-def update_nearest_neighbors(host: Model, knn: KNNModel, examples,
-                             parameters: Mapping[str, Any] | None):
+def update_nearest_neighbors(
+    host: Model, knn: KNNModel, examples, parameters: Mapping[str, Any] | None
+):
     """Append the examples to ``knn``, the k-NN ``host`` ends in (``host`` is the k-NN itself,
     or a pipeline whose earlier models compute the feature vectors); returns an
     ``UpdateResult``."""
     if parameters:
-        raise ConfigError(f"a k-NN update takes no parameters, got {', '.join(map(repr, parameters))}")
+        raise ConfigError(
+            f"a k-NN update takes no parameters, got {', '.join(map(repr, parameters))}"
+        )
     if not host.spec.isUpdatable:
         raise ModelFileError("the model is not updatable (isUpdatable is false)")
     batch, _ = training_batch(host, examples)
@@ -320,5 +353,7 @@ def update_nearest_neighbors(host: Model, knn: KNNModel, examples,
     missing = [name for name in (feature_name, label_name) if name not in features]
     if missing:
         raise ConfigError(f"the training examples have no {' or '.join(map(repr, missing))}")
-    updated = knn.appended(features[feature_name], np.asarray(features[label_name]).reshape(-1).tolist())
+    updated = knn.appended(
+        features[feature_name], np.asarray(features[label_name]).reshape(-1).tolist()
+    )
     return UpdateResult(host.with_trainable(updated), cancelled=False)

@@ -30,13 +30,15 @@ from ..errors import ModelFileError, RuntimeLayerError
 from .layers.common import _per_example
 from .registry import ESTIMATES
 
-MAX_BLOB_ELEMENTS = 2 ** 26
+MAX_BLOB_ELEMENTS = 2**26
 
 
 def _refuse_feature(where: str, name: str, what: str) -> None:
-    raise ModelFileError(f"{where}feature {name!r} {what}; the reference runtime refuses blobs of "
-                         f"more than {MAX_BLOB_ELEMENTS:,} values per example (a damaged or "
-                         "hostile file?); fix the shape in the model")
+    raise ModelFileError(
+        f"{where}feature {name!r} {what}; the reference runtime refuses blobs of "
+        f"more than {MAX_BLOB_ELEMENTS:,} values per example (a damaged or "
+        "hostile file?); fix the shape in the model"
+    )
 
 
 def _check_shape(where: str, name: str, shape: Sequence[int]) -> None:
@@ -68,9 +70,11 @@ def check_description(description, where: str = "") -> None:
 
 
 def _refuse_layer(layer, what: str) -> None:
-    raise RuntimeLayerError(f"layer {layer.name!r} ({layer.WhichOneof('layer')}): {what}, more than "
-                            f"the reference runtime's limit of {MAX_BLOB_ELEMENTS:,} values per "
-                            "example (a damaged or hostile file?); check the layer's parameters")
+    raise RuntimeLayerError(
+        f"layer {layer.name!r} ({layer.WhichOneof('layer')}): {what}, more than "
+        f"the reference runtime's limit of {MAX_BLOB_ELEMENTS:,} values per "
+        "example (a damaged or hostile file?); check the layer's parameters"
+    )
 
 
 def check_layer_inputs(layer, inputs: Sequence[np.ndarray]) -> None:

@@ -21,8 +21,16 @@ from .knn import KNNModel
 from .network import NeuralNetworkModel, weight_message
 from .pipeline import PipelineModel
 
-__all__ = ["load", "model_from_spec", "Model", "NeuralNetworkModel", "PipelineModel", "KNNModel",
-           "WeightKey", "weight_message"]
+__all__ = [
+    "load",
+    "model_from_spec",
+    "Model",
+    "NeuralNetworkModel",
+    "PipelineModel",
+    "KNNModel",
+    "WeightKey",
+    "weight_message",
+]
 
 
 def load(source: str | os.PathLike | bytes | Model_pb2.Model, *, dtype=np.float32) -> Model:
@@ -50,7 +58,11 @@ def model_from_spec(spec: Model_pb2.Model, dtype: np.dtype) -> Model:
     if kind == "kNearestNeighborsClassifier":
         return KNNModel(spec, dtype)
     if kind == "mlProgram":
-        raise ModelFileError(f"an ML Program cannot be run or updated by the reference runtime "
-                             f"(nor on device): {ML_PROGRAM_FIX}")
-    raise ModelFileError(f"model type {kind!r} is not supported by the reference runtime; it runs "
-                         "NeuralNetwork and k-NN classifier models and pipelines of them")
+        raise ModelFileError(
+            f"an ML Program cannot be run or updated by the reference runtime "
+            f"(nor on device): {ML_PROGRAM_FIX}"
+        )
+    raise ModelFileError(
+        f"model type {kind!r} is not supported by the reference runtime; it runs "
+        "NeuralNetwork and k-NN classifier models and pipelines of them"
+    )

@@ -42,9 +42,13 @@ def weight_message(layer, field: str):
 class NeuralNetworkModel(Model):
     """A NeuralNetwork spec, interpreted layer by layer."""
 
-    def __init__(self, spec: Model_pb2.Model, dtype: np.dtype,
-                 weights: Mapping[WeightKey, np.ndarray] | None = None,
-                 trained: Iterable[WeightKey] = ()) -> None:
+    def __init__(
+        self,
+        spec: Model_pb2.Model,
+        dtype: np.dtype,
+        weights: Mapping[WeightKey, np.ndarray] | None = None,
+        trained: Iterable[WeightKey] = (),
+    ) -> None:
         super().__init__(spec, dtype)
         self.network = neural_network(spec)
         self.layers = list(self.network.layers)
@@ -64,12 +68,14 @@ class NeuralNetworkModel(Model):
             if value is None:
                 value = self._weights[key] = self._decode(index, field)
             return value
+
         return weight
 
     def _decode(self, index: int, field: str) -> np.ndarray:
         layer = self.layers[index]
-        return decode_weights(weight_message(layer, field),
-                              f"layer {layer.name!r} {field}").astype(self.dtype)
+        return decode_weights(weight_message(layer, field), f"layer {layer.name!r} {field}").astype(
+            self.dtype
+        )
 
     def weight_getter(self, index: int) -> WeightGetter:
         return self._getters[index]
@@ -82,8 +88,10 @@ class NeuralNetworkModel(Model):
                 continue
             kind = layer.WhichOneof("layer")
             if not coreml_rules.is_updatable_type(kind):
-                raise RuntimeLayerError(f"layer {layer.name!r}: training a {kind} layer is not "
-                                        "supported by the reference runtime")
+                raise RuntimeLayerError(
+                    f"layer {layer.name!r}: training a {kind} layer is not "
+                    "supported by the reference runtime"
+                )
             if kind == "uniDirectionalLSTM":
                 keys += [(i, field) for field in recurrent.lstm_trainable_fields(layer)]
                 continue
@@ -94,8 +102,9 @@ class NeuralNetworkModel(Model):
 
     def with_weights(self, weights: Mapping[WeightKey, np.ndarray]) -> NeuralNetworkModel:
         """A model sharing this one's decoded weights except ``weights`` (marked trained)."""
-        return NeuralNetworkModel(self._spec, self.dtype, {**self._weights, **weights},
-                                  self._trained | set(weights))
+        return NeuralNetworkModel(
+            self._spec, self.dtype, {**self._weights, **weights}, self._trained | set(weights)
+        )
 
     @property
     def modified(self) -> bool:
@@ -129,15 +138,22 @@ class NeuralNetworkModel(Model):
                 continue
             kind = feat.feature_kind(description)
             if kind == "imageType":
-                step = preprocessing.get(name) or (preprocessing.get("") if len(images) == 1 else None)
+                step = preprocessing.get(name) or (
+                    preprocessing.get("") if len(images) == 1 else None
+                )
                 pixels = np.asarray(batch[name], dtype=self.dtype)
-                blobs[name] = (feat.preprocess_image(step, pixels, description.type.imageType.colorSpace)
-                               if step is not None else pixels)
+                blobs[name] = (
+                    feat.preprocess_image(step, pixels, description.type.imageType.colorSpace)
+                    if step is not None
+                    else pixels
+                )
             elif kind == "multiArrayType":
                 blobs[name] = feat.multiarray_blob(description, batch[name], self.dtype)
             else:
-                raise RuntimeLayerError(f"input {name!r}: a neural network input must be an image "
-                                        f"or a MultiArray, got {kind}")
+                raise RuntimeLayerError(
+                    f"input {name!r}: a neural network input must be an image "
+                    f"or a MultiArray, got {kind}"
+                )
         return blobs
 
     def run(self, blobs: dict[str, np.ndarray], indices: Iterable[int]) -> dict[str, np.ndarray]:
@@ -153,18 +169,23 @@ class NeuralNetworkModel(Model):
         try:
             inputs = [blobs[name] for name in layer.input]
         except KeyError as exc:
-            raise RuntimeLayerError(f"layer {layer.name!r}: input {exc.args[0]!r} is not a model "
-                                    "input or an earlier layer's output") from None
+            raise RuntimeLayerError(
+                f"layer {layer.name!r}: input {exc.args[0]!r} is not a model "
+                "input or an earlier layer's output"
+            ) from None
         op = forward_op(layer)
         limits.check_layer_inputs(layer, inputs)
         try:
             outputs = op(layer, inputs, weight)
         except (ValueError, IndexError, ArithmeticError) as exc:  # parameters from the file
             raise RuntimeLayerError(
-                f"layer {layer.name!r} ({layer.WhichOneof('layer')}): {exc}") from exc
+                f"layer {layer.name!r} ({layer.WhichOneof('layer')}): {exc}"
+            ) from exc
         except MemoryError:
-            raise RuntimeLayerError(f"layer {layer.name!r} ({layer.WhichOneof('layer')}): out "
-                                    "of memory; check the layer's parameters") from None
+            raise RuntimeLayerError(
+                f"layer {layer.name!r} ({layer.WhichOneof('layer')}): out "
+                "of memory; check the layer's parameters"
+            ) from None
         limits.check_layer_outputs(layer, outputs)
         blobs.update(zip(layer.output, outputs, strict=False))
 
@@ -174,12 +195,15 @@ class NeuralNetworkModel(Model):
         layers = list(network.layers)
         cache = self._nested.setdefault(id(network), ({}, network))[0]
         for index, layer in enumerate(layers):
+
             def weight(field: str, index: int = index, layer=layer) -> np.ndarray:
                 key = (index, field)
                 if key not in cache:
-                    cache[key] = decode_weights(weight_message(layer, field),
-                                                f"layer {layer.name!r} {field}").astype(self.dtype)
+                    cache[key] = decode_weights(
+                        weight_message(layer, field), f"layer {layer.name!r} {field}"
+                    ).astype(self.dtype)
                 return cache[key]
+
             self._run_layer(layer, weight, blobs)
 
     def predict_batched(self, batch: Mapping[str, Any]) -> dict:
@@ -207,8 +231,10 @@ class NeuralNetworkModel(Model):
         if name and any(name in layer.output for layer in self.layers):
             return name
         if not self.layers or not self.layers[-1].output:
-            raise RuntimeLayerError("the classifier's last layer has no output to read "
-                                    "probabilities from; set labelProbabilityLayerName")
+            raise RuntimeLayerError(
+                "the classifier's last layer has no output to read "
+                "probabilities from; set labelProbabilityLayerName"
+            )
         return self.layers[-1].output[0]
 
     def output_features(self, blobs: Mapping[str, np.ndarray]) -> dict:
@@ -217,8 +243,10 @@ class NeuralNetworkModel(Model):
         if self.is_classifier:
             name = self.probability_blob()
             if name not in blobs:
-                raise RuntimeLayerError(f"the classifier's probabilities blob {name!r} is not "
-                                        "produced by any layer; fix labelProbabilityLayerName")
+                raise RuntimeLayerError(
+                    f"the classifier's probabilities blob {name!r} is not "
+                    "produced by any layer; fix labelProbabilityLayerName"
+                )
             outputs.update(self._classify(blobs[name]))
         for output in description.output:
             if output.name in outputs:
@@ -232,14 +260,18 @@ class NeuralNetworkModel(Model):
         labels = self.class_labels()
         probs = probabilities.reshape(probabilities.shape[0], -1)
         if probs.shape[1] != len(labels):
-            raise RuntimeLayerError(f"the classifier has {len(labels)} class labels but its "
-                                    f"probabilities blob has {probs.shape[1]} values")
+            raise RuntimeLayerError(
+                f"the classifier has {len(labels)} class labels but its "
+                f"probabilities blob has {probs.shape[1]} values"
+            )
         description = self.description
         outputs: dict[str, Any] = {
-            description.predictedFeatureName: np.asarray(labels)[probs.argmax(axis=1)]}
+            description.predictedFeatureName: np.asarray(labels)[probs.argmax(axis=1)]
+        }
         if description.predictedProbabilitiesName:
             outputs[description.predictedProbabilitiesName] = [
-                dict(zip(labels, row)) for row in probs.tolist()]
+                dict(zip(labels, row)) for row in probs.tolist()
+            ]
         return outputs
 
     # -- training hooks --------------------------------------------------------------------

@@ -49,8 +49,10 @@ class PipelineModel(Model):
         features.update(self.models[-1].predict_batched(features))
         missing = [d.name for d in self.description.output if d.name not in features]
         if missing:
-            raise RuntimeLayerError(f"pipeline output {missing[0]!r} is not produced by any of its "
-                                    "models; rename the output or the model's feature")
+            raise RuntimeLayerError(
+                f"pipeline output {missing[0]!r} is not produced by any of its "
+                "models; rename the output or the model's feature"
+            )
         return {d.name: features[d.name] for d in self.description.output}
 
     def update(self, examples, **options):

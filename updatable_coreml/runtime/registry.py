@@ -31,8 +31,9 @@ from ..registry import Registry
 
 WeightGetter = Callable[[str], np.ndarray]
 ForwardFn = Callable[[object, Sequence[np.ndarray], WeightGetter], list]
-BackwardFn = Callable[[object, np.ndarray, np.ndarray, np.ndarray, WeightGetter, bool],
-                      tuple[np.ndarray | None, dict]]
+BackwardFn = Callable[
+    [object, np.ndarray, np.ndarray, np.ndarray, WeightGetter, bool], tuple[np.ndarray | None, dict]
+]
 EstimateFn = Callable[[object, Sequence[np.ndarray]], int]
 
 #: layer type (the ``NeuralNetworkLayer`` oneof name) -> forward op
@@ -53,7 +54,8 @@ def forward_op(layer) -> ForwardFn:
         return FORWARD[kind]
     except KeyError:
         raise RuntimeLayerError(
-            f"layer {layer.name!r}: the reference runtime cannot run layer type {kind!r}") from None
+            f"layer {layer.name!r}: the reference runtime cannot run layer type {kind!r}"
+        ) from None
 
 
 def decode_weights(params, where: str = "") -> np.ndarray:

@@ -87,35 +87,51 @@ class AssumptionSpread:
         return (min(values), max(values)) if values else None
 
     def summary_lines(self) -> list[str]:
-        lines = [f"unknown Core ML formulas ({', '.join(self.fields)}): {len(self.outcomes)} "
-                 f"combinations, loss and accuracy on the {self.evaluated_on} data"]
+        lines = [
+            f"unknown Core ML formulas ({', '.join(self.fields)}): {len(self.outcomes)} "
+            f"combinations, loss and accuracy on the {self.evaluated_on} data"
+        ]
         for index, outcome in enumerate(self.outcomes):
             accuracy = "" if outcome.accuracy is None else f"  accuracy {outcome.accuracy:.1%}"
             default = "" if index else "  (default)"
-            lines.append(f"  {outcome.label}: final training loss {outcome.train_loss:.6g}  "
-                         f"loss {outcome.loss:.6g}{accuracy}{default}")
+            lines.append(
+                f"  {outcome.label}: final training loss {outcome.train_loss:.6g}  "
+                f"loss {outcome.loss:.6g}{accuracy}{default}"
+            )
         parts = []
         for name, title in (("train_loss", "final training loss"), ("loss", "loss")):
             bounds = self.span(name)
             if bounds is not None:
-                parts.append(f"{title} {bounds[0]:.6g}..{bounds[1]:.6g} "
-                             f"(spread {bounds[1] - bounds[0]:.3g})")
+                parts.append(
+                    f"{title} {bounds[0]:.6g}..{bounds[1]:.6g} (spread {bounds[1] - bounds[0]:.3g})"
+                )
         hits = self.span("accuracy")
         if hits is not None:
-            parts.append(f"accuracy {hits[0]:.1%}..{hits[1]:.1%} (spread "
-                         f"{(hits[1] - hits[0]) * 100:.1f} points)")
+            parts.append(
+                f"accuracy {hits[0]:.1%}..{hits[1]:.1%} (spread "
+                f"{(hits[1] - hits[0]) * 100:.1f} points)"
+            )
         lines.append("spread: " + "; ".join(parts))
         return lines
 
     def to_dict(self) -> dict:
         spans = {name: self.span(name) for name in ("train_loss", "loss", "accuracy")}
-        return {"fields": list(self.fields), "evaluated_on": self.evaluated_on,
-                "outcomes": [{"assumptions": {name: getattr(o.assumptions, name)
-                                              for name in self.fields},
-                              "train_loss": o.train_loss, "loss": o.loss,
-                              "accuracy": o.accuracy} for o in self.outcomes],
-                **{name: list(bounds) if bounds is not None else None
-                   for name, bounds in spans.items()}}
+        return {
+            "fields": list(self.fields),
+            "evaluated_on": self.evaluated_on,
+            "outcomes": [
+                {
+                    "assumptions": {name: getattr(o.assumptions, name) for name in self.fields},
+                    "train_loss": o.train_loss,
+                    "loss": o.loss,
+                    "accuracy": o.accuracy,
+                }
+                for o in self.outcomes
+            ],
+            **{
+                name: list(bounds) if bounds is not None else None for name, bounds in spans.items()
+            },
+        }
 
 
 @dataclass
@@ -164,8 +180,10 @@ def data_layout(model: Model) -> DataLayout:
     targets = [d.name for d in training if d.name not in inputs]
     used = [d for d in training if d.name in inputs] or list(description.input)
     if len(used) != 1 or len(targets) != 1:
-        raise ConfigError("simulate needs a model trained from one input and one target; this one "
-                          f"takes {', '.join(d.name for d in training) or 'no training inputs'}")
+        raise ConfigError(
+            "simulate needs a model trained from one input and one target; this one "
+            f"takes {', '.join(d.name for d in training) or 'no training inputs'}"
+        )
     return DataLayout(used[0], targets[0])
 
 
@@ -176,8 +194,9 @@ def _label_value(name: str, string_labels: bool) -> Any:
     try:
         return int(name)
     except ValueError:
-        raise ConfigError(f"folder {name!r} is not a label of this model (it has integer "
-                          "labels)") from None
+        raise ConfigError(
+            f"folder {name!r} is not a label of this model (it has integer labels)"
+        ) from None
 
 
 def _class_labels(model: Model) -> list | None:
@@ -200,8 +219,10 @@ def _read_image(path: Path, image_type):
     try:
         with Image.open(path) as picture:
             if picture.width * picture.height > MAX_IMAGE_PIXELS:
-                raise ConfigError(f"{path}: the image is {picture.width}x{picture.height} pixels, "
-                                  f"more than the {MAX_IMAGE_PIXELS:,} simulate reads; shrink it")
+                raise ConfigError(
+                    f"{path}: the image is {picture.width}x{picture.height} pixels, "
+                    f"more than the {MAX_IMAGE_PIXELS:,} simulate reads; shrink it"
+                )
             picture = picture.convert("L" if gray else "RGB")
             size = (int(image_type.width), int(image_type.height))
             if picture.size != size:
@@ -212,15 +233,19 @@ def _read_image(path: Path, image_type):
     except ConfigError:
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ConfigError(f"{path}: cannot read the image ({exc}); replace or remove the "
-                          "file") from None
+        raise ConfigError(
+            f"{path}: cannot read the image ({exc}); replace or remove the file"
+        ) from None
 
 
-def load_folder(folder: Path, layout: DataLayout, labels: list | None,
-                string_labels: bool) -> tuple[np.ndarray, list]:
+def load_folder(
+    folder: Path, layout: DataLayout, labels: list | None, string_labels: bool
+) -> tuple[np.ndarray, list]:
     if feat.feature_kind(layout.input) != "imageType":
-        raise ConfigError(f"{folder}: an image folder needs a model with an image input; "
-                          f"{layout.input.name!r} is not one (use an .npz with x and y)")
+        raise ConfigError(
+            f"{folder}: an image folder needs a model with an image input; "
+            f"{layout.input.name!r} is not one (use an .npz with x and y)"
+        )
     image_type = layout.input.type.imageType
     images: list = []
     targets: list = []
@@ -231,8 +256,9 @@ def load_folder(folder: Path, layout: DataLayout, labels: list | None,
         label = _label_value(sub.name, string_labels)
         if labels is not None and label not in labels:
             shown = ", ".join(map(str, labels[:8])) + (", ..." if len(labels) > 8 else "")
-            raise ConfigError(f"{folder}: folder {sub.name!r} is not one of the model's class "
-                              f"labels ({shown})")
+            raise ConfigError(
+                f"{folder}: folder {sub.name!r} is not one of the model's class labels ({shown})"
+            )
         images.extend(_read_image(path, image_type) for path in files)
         targets.extend([label] * len(files))
     if not images:
@@ -244,17 +270,23 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             if "x" not in data or "y" not in data:
-                raise ConfigError(f"{path}: the .npz must hold arrays 'x' (inputs) and 'y' "
-                                  f"(labels or targets); it has {', '.join(data.files) or 'none'}")
+                raise ConfigError(
+                    f"{path}: the .npz must hold arrays 'x' (inputs) and 'y' "
+                    f"(labels or targets); it has {', '.join(data.files) or 'none'}"
+                )
             x, y = data["x"], data["y"]
     except ConfigError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ConfigError(f"{path}: cannot read the .npz ({exc}); write it with numpy.savez("
-                          "path, x=..., y=...) of numeric or string arrays") from None
+        raise ConfigError(
+            f"{path}: cannot read the .npz ({exc}); write it with numpy.savez("
+            "path, x=..., y=...) of numeric or string arrays"
+        ) from None
     if len(x) == 0 or len(x) != len(y):
-        raise ConfigError(f"{path}: 'x' and 'y' must hold the same, non-zero number of examples "
-                          f"(got {len(x)} and {len(y)})")
+        raise ConfigError(
+            f"{path}: 'x' and 'y' must hold the same, non-zero number of examples "
+            f"(got {len(x)} and {len(y)})"
+        )
     return x, y
 
 
@@ -333,16 +365,23 @@ def unknowns_for(model: Model, overrides: Mapping[str, Any]) -> tuple[str, ...]:
         network = model.trainable()
         setup = read_training_setup(network, DEFAULT)
     except (ModelFileError, AttributeError):
-        raise ConfigError("assumptions='all' applies to updatable neural networks; this model "
-                          "has no loss and optimizer whose formulas are unknown (k-NN?)") from None
+        raise ConfigError(
+            "assumptions='all' applies to updatable neural networks; this model "
+            "has no loss and optimizer whose formulas are unknown (k-NN?)"
+        ) from None
     values = initial_values(setup)
     momentum = overrides.get("momentum", values.get("momentum", 0.0))
     return relevant_unknowns(setup.optimizer, setup.loss, bool(momentum))
 
 
-def assumption_spread(model: Model, examples: Mapping, overrides: Mapping[str, Any],
-                      evaluation: Mapping, evaluated_on: str,
-                      first: tuple[UpdateResult, Assumptions] | None = None) -> AssumptionSpread:
+def assumption_spread(
+    model: Model,
+    examples: Mapping,
+    overrides: Mapping[str, Any],
+    evaluation: Mapping,
+    evaluated_on: str,
+    first: tuple[UpdateResult, Assumptions] | None = None,
+) -> AssumptionSpread:
     """Train ``model`` once per combination of the unknowns that matter for it and evaluate
     each result on ``evaluation``; ``first`` reuses an already finished default run."""
     fields = unknowns_for(model, overrides)
@@ -354,20 +393,34 @@ def assumption_spread(model: Model, examples: Mapping, overrides: Mapping[str, A
         else:
             update = model.update(examples, parameters=overrides, assumptions=candidate)
         loss, accuracy = evaluate(update.model, evaluation)
-        outcomes.append(VariantOutcome(candidate, candidate.describe(fields),
-                                       update.epoch_losses[-1] if update.epoch_losses
-                                       else float("nan"), loss, accuracy))
+        outcomes.append(
+            VariantOutcome(
+                candidate,
+                candidate.describe(fields),
+                update.epoch_losses[-1] if update.epoch_losses else float("nan"),
+                loss,
+                accuracy,
+            )
+        )
     return AssumptionSpread(fields, evaluated_on, outcomes)
 
 
-def simulate(model_path: PathLike, train: PathLike, *, val: PathLike | None = None,
-             epochs: int | None = None, lr: float | None = None,
-             batch_size: int | None = None, seed: int | None = None,
-             shuffle: bool | None = None, plot: PathLike | None = None,
-             out: PathLike | None = None,
-             progress: Callable[[ProgressEvent], Any] | None = None,
-             on_epoch: Callable[[EpochRow], Any] | None = None,
-             assumptions: None | str | Assumptions = None) -> SimulationResult:
+def simulate(
+    model_path: PathLike,
+    train: PathLike,
+    *,
+    val: PathLike | None = None,
+    epochs: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    shuffle: bool | None = None,
+    plot: PathLike | None = None,
+    out: PathLike | None = None,
+    progress: Callable[[ProgressEvent], Any] | None = None,
+    on_epoch: Callable[[EpochRow], Any] | None = None,
+    assumptions: None | str | Assumptions = None,
+) -> SimulationResult:
     """Train the model at ``model_path`` on ``train`` as MLUpdateTask would.
 
     Overrides are checked as Core ML checks them (``ConfigError`` where it fails the task;
@@ -380,17 +433,27 @@ def simulate(model_path: PathLike, train: PathLike, *, val: PathLike | None = No
     chosen = DEFAULT if every else resolve(assumptions)
     model = load(model_path)
     if not model.spec.isUpdatable:
-        raise ModelFileError(f"{model_path}: the model is not updatable; export it with updatable "
-                             "layers first ('updatable-coreml export' or 'make-updatable')")
+        raise ModelFileError(
+            f"{model_path}: the model is not updatable; export it with updatable "
+            "layers first ('updatable-coreml export' or 'make-updatable')"
+        )
     if out is not None:  # refuse unwritable outputs before training, not after
         check_output_path(out, not_same_as=model_path)
     if plot is not None:
         check_output_path(plot, not_same_as=model_path)
     examples = load_dataset(train, model)
     validation = load_dataset(val, model) if val is not None else None
-    overrides = {key: value for key, value in (("epochs", epochs), ("learningRate", lr),
-                                               ("miniBatchSize", batch_size), ("seed", seed),
-                                               ("shuffle", shuffle)) if value is not None}
+    overrides = {
+        key: value
+        for key, value in (
+            ("epochs", epochs),
+            ("learningRate", lr),
+            ("miniBatchSize", batch_size),
+            ("seed", seed),
+            ("shuffle", shuffle),
+        )
+        if value is not None
+    }
     if every:
         unknowns_for(model, overrides)  # refuse a k-NN model before training
     rows: list[EpochRow] = []
@@ -409,13 +472,22 @@ def simulate(model_path: PathLike, train: PathLike, *, val: PathLike | None = No
             on_epoch(rows[-1])
 
     update = model.update(examples, parameters=overrides, progress=on_event, assumptions=chosen)
-    result = SimulationResult(rows, update, len(next(iter(examples.values()))),
-                              len(next(iter(validation.values()))) if validation else 0,
-                              parameters=update.parameters)
+    result = SimulationResult(
+        rows,
+        update,
+        len(next(iter(examples.values()))),
+        len(next(iter(validation.values()))) if validation else 0,
+        parameters=update.parameters,
+    )
     if every and not update.cancelled:
         result.spread = assumption_spread(
-            model, examples, overrides, validation if validation is not None else examples,
-            "validation" if validation is not None else "training", first=(update, chosen))
+            model,
+            examples,
+            overrides,
+            validation if validation is not None else examples,
+            "validation" if validation is not None else "training",
+            first=(update, chosen),
+        )
     if plot is not None:
         result.plot = write_plot(rows, plot)
     if out is not None:

@@ -53,8 +53,10 @@ if TYPE_CHECKING:  # annotations only: the network module runs this one's update
 RESUMABLE = ("learningRate",)
 #: The keys Core ML's parameter container knows, per optimizer (id 14284908880).
 COMMON_KEYS = ("epochs", "shuffle", "seed", "learningRate", "miniBatchSize")
-OPTIMIZER_KEYS = {"sgd": COMMON_KEYS + ("momentum",),
-                  "adam": COMMON_KEYS + ("beta1", "beta2", "eps")}
+OPTIMIZER_KEYS = {
+    "sgd": COMMON_KEYS + ("momentum",),
+    "adam": COMMON_KEYS + ("beta1", "beta2", "eps"),
+}
 #: A value matches an allowed set member within this (id 14380843269).
 SET_TOLERANCE = 1e-4
 PREFIX_CHUNK = 256
@@ -92,8 +94,10 @@ class UpdateParameter:
         if not math.isfinite(value):
             raise ConfigError(f"{self.name} must be finite, got {value!r}")
         if self.kind is int and float(value) != int(value):
-            notes.append(f"{self.name}={value!r} is not an integer: Core ML checks it as a "
-                         f"number and then uses its integer part, {int(value)}")
+            notes.append(
+                f"{self.name}={value!r} is not an integer: Core ML checks it as a "
+                f"number and then uses its integer part, {int(value)}"
+            )
         return value
 
     def check(self, value: Any, assumptions: Assumptions, notes: list) -> Any:
@@ -103,8 +107,10 @@ class UpdateParameter:
         if self.kind is bool:
             return value
         if not self.declared:
-            notes.append(f"{self.name}={value:g}: the model declares no {self.name}, so Core ML "
-                         "accepts the value unchecked and trains with it")
+            notes.append(
+                f"{self.name}={value:g}: the model declares no {self.name}, so Core ML "
+                "accepts the value unchecked and trains with it"
+            )
         elif self.values is not None:
             if not any(abs(float(value) - v) <= SET_TOLERANCE for v in self.values):
                 self._refuse(value)
@@ -114,30 +120,44 @@ class UpdateParameter:
         elif value != self.default:
             if not assumptions.override_without_range:
                 self._refuse(value)
-            notes.append(f"{self.name}={value:g}: the model gives {self.name} no allowed range "
-                         "or set, so Core ML checks it against built-in bounds that are not "
-                         "public; the device may refuse it (declare a range to be sure)")
+            notes.append(
+                f"{self.name}={value:g}: the model gives {self.name} no allowed range "
+                "or set, so Core ML checks it against built-in bounds that are not "
+                "public; the device may refuse it (declare a range to be sure)"
+            )
         return self.kind(int(value) if self.kind is int else value)
 
     def _refuse(self, value: Any) -> None:
-        raise ConfigError(f"{self.name}={value:g} is not allowed by the model (allowed: "
-                          f"{self.allowed()}); Core ML fails the task with such parameters")
+        raise ConfigError(
+            f"{self.name}={value:g} is not allowed by the model (allowed: "
+            f"{self.allowed()}); Core ML fails the task with such parameters"
+        )
 
 
 def _int_parameter(name: str, message, declared: bool = True) -> UpdateParameter:
     kind = message.WhichOneof("AllowedValues")
     values = tuple(int(v) for v in message.set.values) if kind == "set" else ()
-    return UpdateParameter(name, int(message.defaultValue), int,
-                           values=values or None,  # an empty set is no constraint (id 14552829201)
-                           range=(int(message.range.minValue), int(message.range.maxValue))
-                           if kind == "range" else None, declared=declared)
+    return UpdateParameter(
+        name,
+        int(message.defaultValue),
+        int,
+        values=values or None,  # an empty set is no constraint (id 14552829201)
+        range=(int(message.range.minValue), int(message.range.maxValue))
+        if kind == "range"
+        else None,
+        declared=declared,
+    )
 
 
 def _float_parameter(name: str, message, declared: bool = True) -> UpdateParameter:
     has_range = message.WhichOneof("AllowedValues") == "range"
-    return UpdateParameter(name, float(message.defaultValue), float,
-                           range=(message.range.minValue, message.range.maxValue) if has_range
-                           else None, declared=declared)
+    return UpdateParameter(
+        name,
+        float(message.defaultValue),
+        float,
+        range=(message.range.minValue, message.range.maxValue) if has_range else None,
+        declared=declared,
+    )
 
 
 @dataclass(frozen=True)
@@ -155,8 +175,10 @@ class TrainingSetup:
 def read_training_setup(network: NeuralNetworkModel, assumptions: Assumptions) -> TrainingSetup:
     nn = network.network
     if not nn.HasField("updateParams") or not nn.updateParams.lossLayers:
-        raise ModelFileError("the model is not updatable: it has no update parameters (loss, "
-                             "optimizer); export it with updatable layers first")
+        raise ModelFileError(
+            "the model is not updatable: it has no update parameters (loss, "
+            "optimizer); export it with updatable layers first"
+        )
     params = nn.updateParams
     loss_layer = params.lossLayers[0]
     loss_kind = loss_layer.WhichOneof("LossLayerType")
@@ -167,50 +189,70 @@ def read_training_setup(network: NeuralNetworkModel, assumptions: Assumptions) -
     specs = {"epochs": _int_parameter("epochs", params.epochs, params.HasField("epochs"))}
     if optimizer == "sgdOptimizer":
         sgd = params.optimizer.sgdOptimizer
-        specs["miniBatchSize"] = _int_parameter("miniBatchSize", sgd.miniBatchSize,
-                                                sgd.HasField("miniBatchSize"))
+        specs["miniBatchSize"] = _int_parameter(
+            "miniBatchSize", sgd.miniBatchSize, sgd.HasField("miniBatchSize")
+        )
         for name in ("learningRate", "momentum"):
             specs[name] = _float_parameter(name, getattr(sgd, name), sgd.HasField(name))
     elif optimizer == "adamOptimizer":
         adam = params.optimizer.adamOptimizer
-        specs["miniBatchSize"] = _int_parameter("miniBatchSize", adam.miniBatchSize,
-                                                adam.HasField("miniBatchSize"))
+        specs["miniBatchSize"] = _int_parameter(
+            "miniBatchSize", adam.miniBatchSize, adam.HasField("miniBatchSize")
+        )
         for name in ("learningRate", "beta1", "beta2", "eps"):
             specs[name] = _float_parameter(name, getattr(adam, name), adam.HasField(name))
     else:
         raise ModelFileError("the model's update parameters have no optimizer")
     has_shuffle = params.HasField("shuffle")
     specs["shuffle"] = UpdateParameter(
-        "shuffle", params.shuffle.defaultValue if has_shuffle else assumptions.shuffle_when_absent,
-        bool, declared=has_shuffle)
+        "shuffle",
+        params.shuffle.defaultValue if has_shuffle else assumptions.shuffle_when_absent,
+        bool,
+        declared=has_shuffle,
+    )
     specs["seed"] = _int_parameter("seed", params.seed, params.HasField("seed"))
-    return TrainingSetup("cce" if loss_kind.startswith("categorical") else "mse",
-                         loss.input, loss.target, "sgd" if optimizer == "sgdOptimizer" else "adam",
-                         specs)
+    return TrainingSetup(
+        "cce" if loss_kind.startswith("categorical") else "mse",
+        loss.input,
+        loss.target,
+        "sgd" if optimizer == "sgdOptimizer" else "adam",
+        specs,
+    )
 
 
 def initial_values(setup: TrainingSetup) -> dict:
     """The values a task starts from: the declared defaults; an undeclared seed stays unset
     (Core ML's engine then starts in state 1)."""
-    return {name: spec.default for name, spec in setup.parameters.items()
-            if spec.declared or name != "seed"}
+    return {
+        name: spec.default
+        for name, spec in setup.parameters.items()
+        if spec.declared or name != "seed"
+    }
 
 
-def resolve_parameters(setup: TrainingSetup, overrides: Mapping[str, Any] | None,
-                       assumptions: Assumptions, notes: list,
-                       only: Sequence[str] = ()) -> dict:
+def resolve_parameters(
+    setup: TrainingSetup,
+    overrides: Mapping[str, Any] | None,
+    assumptions: Assumptions,
+    notes: list,
+    only: Sequence[str] = (),
+) -> dict:
     """The overrides Core ML would use (``only`` restricts which keys it reads), checked as
     ``MLParameterContainer`` checks them; ``notes`` gets what it silently ignores or accepts."""
     used = {}
     for name, value in dict(overrides or {}).items():
         if name not in setup.parameters:
-            notes.append(f"{name!r} is not an update parameter of a {setup.optimizer.upper()} "
-                         f"model ({', '.join(OPTIMIZER_KEYS[setup.optimizer])}): Core ML "
-                         "ignores it")
+            notes.append(
+                f"{name!r} is not an update parameter of a {setup.optimizer.upper()} "
+                f"model ({', '.join(OPTIMIZER_KEYS[setup.optimizer])}): Core ML "
+                "ignores it"
+            )
             continue
         if only and name not in only:
-            notes.append(f"{name} cannot change while the task runs (resume reads only "
-                         f"{', '.join(only)}): Core ML ignores it")
+            notes.append(
+                f"{name} cannot change while the task runs (resume reads only "
+                f"{', '.join(only)}): Core ML ignores it"
+            )
             continue
         used[name] = setup.parameters[name].check(value, assumptions, notes)
     return used
@@ -234,8 +276,9 @@ class Plan:
     cacheable: bool
 
 
-def _ancestors(layers, producers: Mapping[str, int], blobs: Iterable[str],
-               allowed: Callable[[int], bool]) -> list[int]:
+def _ancestors(
+    layers, producers: Mapping[str, int], blobs: Iterable[str], allowed: Callable[[int], bool]
+) -> list[int]:
     """Layers (among ``allowed``) that ``blobs`` are computed from, in forward order."""
     found, stack = set(), list(blobs)
     while stack:
@@ -260,8 +303,9 @@ def make_plan(network: NeuralNetworkModel, setup: TrainingSetup) -> Plan:
             trainable.add(i)
             depends.update(layer.output)
     if setup.loss_input not in depends:
-        raise ModelFileError(f"the loss input {setup.loss_input!r} does not depend on any "
-                             "updatable layer")
+        raise ModelFileError(
+            f"the loss input {setup.loss_input!r} does not depend on any updatable layer"
+        )
     section = _ancestors(layers, producers, [setup.loss_input], trainable.__contains__)
     order = list(section)
     grad_blob = setup.loss_input
@@ -269,20 +313,34 @@ def make_plan(network: NeuralNetworkModel, setup: TrainingSetup) -> Plan:
         softmax = producers[setup.loss_input]
         if layers[softmax].WhichOneof("layer") != "softmax":
             found = layers[softmax].WhichOneof("layer")
-            raise ModelFileError(f"the categorical cross-entropy input {setup.loss_input!r} must "
-                                 f"be a softmax layer's output, not {found}")
+            raise ModelFileError(
+                f"the categorical cross-entropy input {setup.loss_input!r} must "
+                f"be a softmax layer's output, not {found}"
+            )
         order.remove(softmax)
         grad_blob = layers[softmax].input[0]
     for i in order:
         bw.backward_op(layers[i], through=any(name in depends for name in layers[i].input))
-    frontier = tuple(dict.fromkeys(name for i in section for name in layers[i].input
-                                   if name not in depends))
+    frontier = tuple(
+        dict.fromkeys(name for i in section for name in layers[i].input if name not in depends)
+    )
     prefix = _ancestors(layers, producers, frontier, lambda i: i not in trainable)
-    cacheable = not any(layers[i].WhichOneof("layer") == "batchnorm"
-                        and layers[i].batchnorm.computeMeanVar
-                        and not layers[i].batchnorm.instanceNormalization for i in prefix)
-    return Plan(tuple(prefix), tuple(section), tuple(order), frontier, frozenset(depends),
-                grad_blob, tuple(k for k in keys if k[0] in section), cacheable)
+    cacheable = not any(
+        layers[i].WhichOneof("layer") == "batchnorm"
+        and layers[i].batchnorm.computeMeanVar
+        and not layers[i].batchnorm.instanceNormalization
+        for i in prefix
+    )
+    return Plan(
+        tuple(prefix),
+        tuple(section),
+        tuple(order),
+        frontier,
+        frozenset(depends),
+        grad_blob,
+        tuple(k for k in keys if k[0] in section),
+        cacheable,
+    )
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -292,32 +350,38 @@ def training_batch(model: Model, examples) -> tuple[dict, int]:
     """Examples (iterable of feature dicts, or a dict of batched values) in batched form."""
     descriptions = list(model.description.trainingInput) or list(model.description.input)
     if isinstance(examples, Mapping):
-        batch, count, _ = feat.batch_features(descriptions, examples,
-                                              batched=feat.examples_batched(descriptions, examples))
+        batch, count, _ = feat.batch_features(
+            descriptions, examples, batched=feat.examples_batched(descriptions, examples)
+        )
     else:
         rows = list(examples)
         if not rows:
             raise ConfigError("no training examples")
         names = [d.name for d in descriptions if d.name in rows[0]]
         columns = {name: [row[name] for row in rows] for name in names}
-        stacked = {name: (np.stack(values) if isinstance(values[0], np.ndarray) else values)
-                   for name, values in columns.items()}
+        stacked = {
+            name: (np.stack(values) if isinstance(values[0], np.ndarray) else values)
+            for name, values in columns.items()
+        }
         batch, count, _ = feat.batch_features(descriptions, stacked, batched=True)
     if count == 0:
         raise ConfigError("no training examples")
     return batch, count
 
 
-def class_indices(network: NeuralNetworkModel, setup: TrainingSetup,
-                  features: Mapping) -> np.ndarray:
+def class_indices(
+    network: NeuralNetworkModel, setup: TrainingSetup, features: Mapping
+) -> np.ndarray:
     """CCE targets as class indices: classifier labels (String/Int64) map through the class
     labels; a MultiArray target holds the index itself."""
     classifier = network.is_classifier
     label_name = network.description.predictedFeatureName
     name = setup.loss_target if setup.loss_target in features else label_name
     if name not in features:
-        raise ConfigError(f"the training examples have no target: give {setup.loss_target!r}"
-                          + (f" or {label_name!r}" if classifier and label_name else ""))
+        raise ConfigError(
+            f"the training examples have no target: give {setup.loss_target!r}"
+            + (f" or {label_name!r}" if classifier and label_name else "")
+        )
     values = np.asarray(features[name])
     if classifier and (name == label_name or values.dtype.kind in "UOS"):
         labels = network.class_labels()
@@ -325,8 +389,9 @@ def class_indices(network: NeuralNetworkModel, setup: TrainingSetup,
         unknown = [v for v in values.reshape(-1).tolist() if v not in lookup]
         if unknown:
             shown = ", ".join(map(repr, labels[:8])) + (", ..." if len(labels) > 8 else "")
-            raise ConfigError(f"label {unknown[0]!r} is not one of the model's class labels "
-                              f"({shown})")
+            raise ConfigError(
+                f"label {unknown[0]!r} is not one of the model's class labels ({shown})"
+            )
         return np.asarray([lookup[v] for v in values.reshape(-1).tolist()], dtype=np.int64)
     flat = values.reshape(values.shape[0], -1)[:, 0]
     if flat.dtype.kind not in "iuf" or np.any(flat != np.round(flat)):
@@ -334,8 +399,9 @@ def class_indices(network: NeuralNetworkModel, setup: TrainingSetup,
     return flat.astype(np.int64)
 
 
-def regression_targets(network: NeuralNetworkModel, setup: TrainingSetup,
-                       features: Mapping) -> np.ndarray:
+def regression_targets(
+    network: NeuralNetworkModel, setup: TrainingSetup, features: Mapping
+) -> np.ndarray:
     if setup.loss_target not in features:
         raise ConfigError(f"the training examples have no target {setup.loss_target!r}")
     return np.asarray(features[setup.loss_target], dtype=network.dtype)
@@ -353,7 +419,7 @@ class FrontierSource:
             return
         parts: dict[str, list] = {name: [] for name in plan.frontier}
         for start in range(0, count, PREFIX_CHUNK):
-            chunk = {k: v[start:start + PREFIX_CHUNK] for k, v in blobs.items()}
+            chunk = {k: v[start : start + PREFIX_CHUNK] for k, v in blobs.items()}
             network.run(chunk, plan.prefix)
             for name in plan.frontier:
                 parts[name].append(chunk[name])
@@ -374,7 +440,7 @@ def mini_batches(order: np.ndarray, size: int, mode: str) -> list[np.ndarray]:
         batches = -(-count // size)
         return list(np.resize(order, batches * size).reshape(batches, size))
     stop = count if mode == "short" else count - count % size
-    return [order[i:i + size] for i in range(0, stop, size)]
+    return [order[i : i + size] for i in range(0, stop, size)]
 
 
 # -- optimizer --------------------------------------------------------------------------------
@@ -388,8 +454,12 @@ class Optimizer:
         self.state: dict[WeightKey, list[np.ndarray]] = {}
         self.steps = 0
 
-    def step(self, weights: Mapping[WeightKey, np.ndarray], grads: Mapping[WeightKey, np.ndarray],
-             hyper: Mapping[str, Any]) -> None:
+    def step(
+        self,
+        weights: Mapping[WeightKey, np.ndarray],
+        grads: Mapping[WeightKey, np.ndarray],
+        hyper: Mapping[str, Any],
+    ) -> None:
         """Update ``weights`` in place from ``grads`` (one mini-batch)."""
         self.steps += 1
         for key, grad in grads.items():
@@ -418,9 +488,9 @@ class Optimizer:
         v += (1 - b2) * np.square(g)
         t, variant = self.steps, self.assumptions.adam
         if variant == "torch":
-            w -= lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+            w -= lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
         elif variant == "keras":
-            w -= lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m / (np.sqrt(v) + eps)
+            w -= lr * math.sqrt(1 - b2**t) / (1 - b1**t) * m / (np.sqrt(v) + eps)
         else:
             w -= lr * m / (np.sqrt(v) + eps)
 
@@ -464,8 +534,14 @@ class UpdateResult:
 class UpdateTask:
     """One run of the update task; progress callbacks reach it as ``event.task``."""
 
-    def __init__(self, model: Model, setup: TrainingSetup, parameters: dict,
-                 assumptions: Assumptions, warnings: list | None = None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        setup: TrainingSetup,
+        parameters: dict,
+        assumptions: Assumptions,
+        warnings: list | None = None,
+    ) -> None:
         self.model, self.setup, self.assumptions = model, setup, assumptions
         self.parameters = parameters
         self.warnings = list(warnings or [])
@@ -485,8 +561,11 @@ class UpdateTask:
         """``resume(withParameters:)``: a new learning rate from the next mini-batch on;
         Core ML reads no other key here (ignored, with a warning). A learning rate the model
         does not allow fails the task (``ConfigError``), as on device."""
-        self.parameters.update(resolve_parameters(self.setup, parameters, self.assumptions,
-                                                  self.warnings, only=RESUMABLE))
+        self.parameters.update(
+            resolve_parameters(
+                self.setup, parameters, self.assumptions, self.warnings, only=RESUMABLE
+            )
+        )
 
     def current_model(self) -> Model:
         snapshot = self.network.with_weights({k: v.copy() for k, v in self.weights.items()})
@@ -503,8 +582,11 @@ class UpdateTask:
         batch, count = training_batch(self.model, examples)
         features = self.model.training_features(batch)
         network = self.network
-        targets = (class_indices(network, self.setup, features) if self.setup.loss == "cce"
-                   else regression_targets(network, self.setup, features))
+        targets = (
+            class_indices(network, self.setup, features)
+            if self.setup.loss == "cce"
+            else regression_targets(network, self.setup, features)
+        )
         source = FrontierSource(network, self.plan, features, count)
         result = UpdateResult(self.model, cancelled=False, warnings=self.warnings)
 
@@ -535,8 +617,11 @@ class UpdateTask:
             epoch += 1
         result.model = self.model.with_trainable(self.network)
         result.parameters = dict(self.parameters)
-        emit("completion", epoch=epoch - 1 if epoch else None,
-             loss=result.epoch_losses[-1] if result.epoch_losses else None)
+        emit(
+            "completion",
+            epoch=epoch - 1 if epoch else None,
+            loss=result.epoch_losses[-1] if result.epoch_losses else None,
+        )
         return result
 
     def _cancelled(self, result: UpdateResult) -> UpdateResult:
@@ -552,29 +637,38 @@ class UpdateTask:
         if self.setup.loss == "cce":
             loss, grad = bw.cross_entropy(prediction, target, assume.batch_reduction)
         else:
-            loss, grad = bw.mean_squared_error(prediction, target, assume.mse_reduction,
-                                               assume.batch_reduction)
+            loss, grad = bw.mean_squared_error(
+                prediction, target, assume.mse_reduction, assume.batch_reduction
+            )
         grads = bw.backprop(network, plan.backprop, blobs, {plan.grad_blob: grad}, plan.needs_grad)
         self.optimizer.step(self.weights, grads, self.parameters)
         return loss
 
 
-def run_update(model: Model, examples: Iterable[Mapping] | Mapping, *,
-               parameters: Mapping[str, Any] | None = None,
-               progress: Callable[[ProgressEvent], Any] | None = None,
-               assumptions: None | str | Assumptions = None) -> UpdateResult:
+def run_update(
+    model: Model,
+    examples: Iterable[Mapping] | Mapping,
+    *,
+    parameters: Mapping[str, Any] | None = None,
+    progress: Callable[[ProgressEvent], Any] | None = None,
+    assumptions: None | str | Assumptions = None,
+) -> UpdateResult:
     """Train ``model`` on ``examples`` as MLUpdateTask would; see the module docstring.
     ``assumptions``: an ``Assumptions``, a preset name (``assumptions.PRESETS``) or None."""
     assumptions = resolve(assumptions)
     if not model.spec.isUpdatable:
-        raise ModelFileError("the model is not updatable (isUpdatable is false); export it with "
-                             "updatable layers first")
+        raise ModelFileError(
+            "the model is not updatable (isUpdatable is false); export it with "
+            "updatable layers first"
+        )
     network = model.trainable()
     setup = read_training_setup(network, assumptions)
     notes: list[str] = []
     values = initial_values(setup)
     values.update(resolve_parameters(setup, parameters, assumptions, notes))
     if values["miniBatchSize"] < 1 or values["epochs"] < 0:
-        raise ConfigError(f"miniBatchSize must be >= 1 and epochs >= 0, got "
-                          f"{values['miniBatchSize']} and {values['epochs']}")
+        raise ConfigError(
+            f"miniBatchSize must be >= 1 and epochs >= 0, got "
+            f"{values['miniBatchSize']} and {values['epochs']}"
+        )
     return UpdateTask(model, setup, values, assumptions, notes).run(examples, progress)

@@ -42,7 +42,9 @@ def _validate_model(spec: Spec, top_level: bool) -> list[Finding]:
     is checked like Apple checks it; ``NOT_UPDATABLE`` is reported only at the top."""
     kind = model_type(spec)
     if kind == "mlProgram":
-        return [Finding("ML_PROGRAM", None, "This file is an ML Program; Core ML cannot update it.")]
+        return [
+            Finding("ML_PROGRAM", None, "This file is an ML Program; Core ML cannot update it.")
+        ]
     findings = general_findings(spec)
     if is_pipeline(spec):
         findings += pipeline_findings(spec, _validate_model)
@@ -56,12 +58,15 @@ def _validate_model(spec: Spec, top_level: bool) -> list[Finding]:
             findings.append(Finding("NOT_UPDATABLE", None, "isUpdatable is false."))
         return findings
     if spec.specificationVersion < MIN_UPDATABLE_SPEC_VERSION:
-        findings.append(Finding("SPEC_VERSION", None,
-                                f"specificationVersion is {spec.specificationVersion}."))
+        findings.append(
+            Finding("SPEC_VERSION", None, f"specificationVersion is {spec.specificationVersion}.")
+        )
     if kind in NEURAL_NETWORK_TYPES:
         findings += _network_findings(spec, findings)
     elif kind not in UPDATABLE_MODEL_TYPES:
-        findings.append(Finding("WRONG_MODEL_TYPE", None, f"Model type {kind!r} cannot be updatable."))
+        findings.append(
+            Finding("WRONG_MODEL_TYPE", None, f"Model type {kind!r} cannot be updatable.")
+        )
     return findings
 
 

@@ -41,7 +41,11 @@ def type_findings(spec: Spec) -> list[Finding]:
     ``validateGeneric``: classifiers and regressors re-check their feature descriptions, plain
     networks do not. Apple's unit tests call it this way."""
     kind = model_type(spec)
-    described = interface_findings(spec) if kind in ("neuralNetworkClassifier", "neuralNetworkRegressor") else []
+    described = (
+        interface_findings(spec)
+        if kind in ("neuralNetworkClassifier", "neuralNetworkRegressor")
+        else []
+    )
     return described + _type_findings(spec)
 
 
@@ -49,7 +53,9 @@ def _type_findings(spec: Spec) -> list[Finding]:
     kind = model_type(spec)
     findings = []
     if kind == "neuralNetworkClassifier":
-        findings += classifier_findings(spec, spec.neuralNetworkClassifier, allow_empty_labels=False)
+        findings += classifier_findings(
+            spec, spec.neuralNetworkClassifier, allow_empty_labels=False
+        )
     elif kind == "neuralNetworkRegressor":
         findings += regressor_findings(spec)
     if kind in NEURAL_NETWORK_TYPES:
@@ -58,6 +64,7 @@ def _type_findings(spec: Spec) -> list[Finding]:
 
 
 # -- feature descriptions -------------------------------------------------------------------
+
 
 def interface_findings(spec: Spec) -> list[Finding]:
     """``validateFeatureDescriptions`` + ``validateOptional`` for a single-function model."""
@@ -73,7 +80,9 @@ def interface_findings(spec: Spec) -> list[Finding]:
     for feature in description.output:
         findings += feature_findings(feature, version, is_input=False)
         if feature.type.isOptional:
-            findings.append(Finding("MODEL_INTERFACE", feature.name, f"Output {feature.name!r} is optional."))
+            findings.append(
+                Finding("MODEL_INTERFACE", feature.name, f"Output {feature.name!r} is optional.")
+            )
     return findings
 
 
@@ -93,10 +102,17 @@ def feature_findings(feature, version: int, is_input: bool) -> list[Finding]:
         return [Finding("MODEL_INTERFACE", name, f"Dictionary feature {name!r} has no key type.")]
     if kind == "sequenceType":
         if version < SPEC_IOS12:
-            return [Finding("MODEL_INTERFACE", name, f"Sequence feature {name!r} needs "
-                            f"specificationVersion {SPEC_IOS12} or later.")]
+            return [
+                Finding(
+                    "MODEL_INTERFACE",
+                    name,
+                    f"Sequence feature {name!r} needs specificationVersion {SPEC_IOS12} or later.",
+                )
+            ]
         if feature.type.sequenceType.WhichOneof("Type") is None:
-            return [Finding("MODEL_INTERFACE", name, f"Sequence feature {name!r} has no element type.")]
+            return [
+                Finding("MODEL_INTERFACE", name, f"Sequence feature {name!r} has no element type.")
+            ]
     return []
 
 
@@ -124,15 +140,20 @@ def _array_findings(name: str, array, version: int, is_input: bool) -> list[Find
                 problems.append("has an invalid size range")
             elif shape and len(shape) != len(ranges):
                 problems.append(f"default shape {shape} and its shape range differ in rank")
-            elif shape and any(d < r.lowerBound or (r.upperBound >= 0 and d > r.upperBound)
-                               for d, r in zip(shape, ranges, strict=True)):
+            elif shape and any(
+                d < r.lowerBound or (r.upperBound >= 0 and d > r.upperBound)
+                for d, r in zip(shape, ranges, strict=True)
+            ):
                 problems.append(f"default shape {shape} is outside its shape range")
     if is_input and not shape and not flexible:
         problems.append("has no shape")
     if any(d < 0 for d in shape):
         problems.append(f"has a negative dimension in {shape}")
-    dtype = type(array).ArrayDataType.Name(array.dataType) if array.dataType in type(array).ArrayDataType.values() \
+    dtype = (
+        type(array).ArrayDataType.Name(array.dataType)
+        if array.dataType in type(array).ArrayDataType.values()
         else "INVALID"
+    )
     if dtype not in _ARRAY_TYPES and not (dtype == "INT8" and version >= 10):
         problems.append(f"has data type {dtype}; use DOUBLE, FLOAT32, FLOAT16 or INT32")
     elif dtype == "FLOAT16" and version < SPEC_IOS16:
@@ -151,7 +172,9 @@ def _image_findings(name: str, image, version: int) -> list[Finding]:
                 problems.append("has an empty enumerated size list")
             elif width > 0 and height > 0:
                 if (width, height) not in sizes:
-                    problems.append(f"default size {width}x{height} is not among its enumerated sizes")
+                    problems.append(
+                        f"default size {width}x{height} is not among its enumerated sizes"
+                    )
             else:
                 width, height = sizes[0]
         elif flexibility == "imageSizeRange":
@@ -159,27 +182,38 @@ def _image_findings(name: str, image, version: int) -> list[Finding]:
             if not (_size_range_ok(ranges.widthRange) and _size_range_ok(ranges.heightRange)):
                 problems.append("has an invalid size range")
             elif width > 0 and height > 0:
-                for value, bounds, what in ((width, ranges.widthRange, "width"),
-                                            (height, ranges.heightRange, "height")):
-                    if value < bounds.lowerBound or (bounds.upperBound >= 0 and value > bounds.upperBound):
+                for value, bounds, what in (
+                    (width, ranges.widthRange, "width"),
+                    (height, ranges.heightRange, "height"),
+                ):
+                    if value < bounds.lowerBound or (
+                        bounds.upperBound >= 0 and value > bounds.upperBound
+                    ):
                         problems.append(f"default {what} {value} is outside its range")
             else:
                 width, height = ranges.widthRange.lowerBound, ranges.heightRange.lowerBound
     if width <= 0 or height <= 0:
         problems.append("has a missing or non-positive width or height")
-    space = type(image).ColorSpace.Name(image.colorSpace) if image.colorSpace in type(image).ColorSpace.values() \
+    space = (
+        type(image).ColorSpace.Name(image.colorSpace)
+        if image.colorSpace in type(image).ColorSpace.values()
         else "INVALID"
+    )
     if space not in _COLOR_SPACES:
         problems.append("has no valid color space (RGB, BGR or GRAYSCALE)")
     elif space == "GRAYSCALE_FLOAT16" and version < SPEC_IOS16:
-        problems.append(f"is GRAYSCALE_FLOAT16, which needs specificationVersion {SPEC_IOS16} or later")
+        problems.append(
+            f"is GRAYSCALE_FLOAT16, which needs specificationVersion {SPEC_IOS16} or later"
+        )
     return [Finding("MODEL_INTERFACE", name, f"Image feature {name!r} {p}.") for p in problems]
 
 
 # -- classifier and regressor interfaces ----------------------------------------------------
 
-def classifier_findings(spec: Spec, params, allow_empty_labels: bool, default_is_int64: bool = False
-                        ) -> list[Finding]:
+
+def classifier_findings(
+    spec: Spec, params, allow_empty_labels: bool, default_is_int64: bool = False
+) -> list[Finding]:
     """``validateClassifierInterface``: class labels of one type, and ``predictedFeatureName``
     naming an output of that type (Int64 or String); a probabilities output, when named, is a
     dictionary (or MultiArray)."""
@@ -189,26 +223,51 @@ def classifier_findings(spec: Spec, params, allow_empty_labels: bool, default_is
     if labels is not None and not allow_empty_labels and not getattr(params, labels).vector:
         return [Finding("CLASSIFIER_INTERFACE", None, f"The classifier's {labels} are empty.")]
     wanted = {"int64ClassLabels": "int64Type", "stringClassLabels": "stringType"}.get(
-        labels or "", "int64Type" if default_is_int64 else "stringType")
+        labels or "", "int64Type" if default_is_int64 else "stringType"
+    )
     description = spec.description
     name = description.predictedFeatureName
     if not name:
-        return [Finding("CLASSIFIER_INTERFACE", None, "The classifier has no predictedFeatureName.")]
+        return [
+            Finding("CLASSIFIER_INTERFACE", None, "The classifier has no predictedFeatureName.")
+        ]
     output = next((o for o in description.output if o.name == name), None)
     if output is None:
-        return [Finding("CLASSIFIER_INTERFACE", None, f"predictedFeatureName {name!r} is not a model output.")]
+        return [
+            Finding(
+                "CLASSIFIER_INTERFACE",
+                None,
+                f"predictedFeatureName {name!r} is not a model output.",
+            )
+        ]
     if output.type.WhichOneof("Type") != wanted:
-        return [Finding("CLASSIFIER_INTERFACE", name, f"The predicted label {name!r} is "
-                        f"{output.type.WhichOneof('Type')}; the class labels need {wanted}.")]
+        return [
+            Finding(
+                "CLASSIFIER_INTERFACE",
+                name,
+                f"The predicted label {name!r} is "
+                f"{output.type.WhichOneof('Type')}; the class labels need {wanted}.",
+            )
+        ]
     probabilities = description.predictedProbabilitiesName
     if probabilities:
         output = next((o for o in description.output if o.name == probabilities), None)
         if output is None:
-            return [Finding("CLASSIFIER_INTERFACE", None,
-                            f"predictedProbabilitiesName {probabilities!r} is not a model output.")]
+            return [
+                Finding(
+                    "CLASSIFIER_INTERFACE",
+                    None,
+                    f"predictedProbabilitiesName {probabilities!r} is not a model output.",
+                )
+            ]
         if output.type.WhichOneof("Type") not in ("dictionaryType", "multiArrayType"):
-            return [Finding("CLASSIFIER_INTERFACE", probabilities,
-                            f"The probabilities output {probabilities!r} is not a dictionary.")]
+            return [
+                Finding(
+                    "CLASSIFIER_INTERFACE",
+                    probabilities,
+                    f"The probabilities output {probabilities!r} is not a dictionary.",
+                )
+            ]
     return []
 
 
@@ -216,22 +275,36 @@ def regressor_findings(spec: Spec) -> list[Finding]:
     """``validateRegressorInterface``: predictedFeatureName names a Double or MultiArray output."""
     name = spec.description.predictedFeatureName
     if not name:
-        return [Finding("REGRESSOR_PREDICTED_FEATURE", None,
-                        "Specification is missing regressor predictedFeatureName.")]
+        return [
+            Finding(
+                "REGRESSOR_PREDICTED_FEATURE",
+                None,
+                "Specification is missing regressor predictedFeatureName.",
+            )
+        ]
     output = next((o for o in spec.description.output if o.name == name), None)
     if output is None or output.type.WhichOneof("Type") not in ("doubleType", "multiArrayType"):
-        return [Finding("REGRESSOR_PREDICTED_FEATURE", None,
-                        f"predictedFeatureName {name!r} is not a Double or MultiArray model output.")]
+        return [
+            Finding(
+                "REGRESSOR_PREDICTED_FEATURE",
+                None,
+                f"predictedFeatureName {name!r} is not a Double or MultiArray model output.",
+            )
+        ]
     return []
 
 
 # -- neural networks ------------------------------------------------------------------------
 
+
 def nd_semantics(spec: Spec, nn) -> bool:
     """Apple's ``ndArrayInterpretation``: any layer outside the iOS 12 set, or a non-rank-5
     input shape mapping, makes Core ML read the network with N-d semantics."""
-    return (nn.arrayInputShapeMapping != 0 or nn.imageInputShapeMapping != 0
-            or not all(is_ios12_layer(layer) for layer in nn.layers))
+    return (
+        nn.arrayInputShapeMapping != 0
+        or nn.imageInputShapeMapping != 0
+        or not all(is_ios12_layer(layer) for layer in nn.layers)
+    )
 
 
 def io_ranks(spec: Spec, nn) -> dict[str, int]:
@@ -240,11 +313,16 @@ def io_ranks(spec: Spec, nn) -> dict[str, int]:
     for feature in spec.description.input:
         kind = feature.type.WhichOneof("Type")
         if kind == "multiArrayType":
-            ranks[feature.name] = 5 if nn.arrayInputShapeMapping == 0 else len(feature.type.multiArrayType.shape)
+            ranks[feature.name] = (
+                5 if nn.arrayInputShapeMapping == 0 else len(feature.type.multiArrayType.shape)
+            )
         elif kind == "imageType":
             ranks[feature.name] = 5 if nn.imageInputShapeMapping == 0 else 4
     for feature in spec.description.output:
-        if feature.type.WhichOneof("Type") == "multiArrayType" and feature.type.multiArrayType.shape:
+        if (
+            feature.type.WhichOneof("Type") == "multiArrayType"
+            and feature.type.multiArrayType.shape
+        ):
             ranks[feature.name] = len(feature.type.multiArrayType.shape)
     return ranks
 
@@ -256,28 +334,59 @@ def network_findings(spec: Spec) -> list[Finding]:
     description = spec.description
     findings = []
     if not description.input:
-        findings.append(Finding("MODEL_INTERFACE", None, "Neural networks require at least one input."))
+        findings.append(
+            Finding("MODEL_INTERFACE", None, "Neural networks require at least one input.")
+        )
     if not description.output:
-        findings.append(Finding("MODEL_INTERFACE", None, "Neural networks produce at least one output."))
+        findings.append(
+            Finding("MODEL_INTERFACE", None, "Neural networks produce at least one output.")
+        )
     nd = nd_semantics(spec, nn)
     has_array_input = any(f.type.WhichOneof("Type") == "multiArrayType" for f in description.input)
     if has_array_input and nn.arrayInputShapeMapping == 0:
         if any(not is_ios12_layer(layer) for layer in nn.layers):
-            findings.append(Finding("SHAPE_MAPPING", None, "MultiArray input shape mapping is "
-                                    "RANK5_ARRAY_MAPPING but the network has a layer added in iOS 13 or later."))
+            findings.append(
+                Finding(
+                    "SHAPE_MAPPING",
+                    None,
+                    "MultiArray input shape mapping is "
+                    "RANK5_ARRAY_MAPPING but the network has a layer added in iOS 13 or later.",
+                )
+            )
         elif nn.imageInputShapeMapping != 0:
-            findings.append(Finding("SHAPE_MAPPING", None, "MultiArray input shape mapping is "
-                                    "RANK5_ARRAY_MAPPING but the image input shape mapping is not RANK5."))
-    if description.input and all(f.type.isOptional for f in description.input
-                                  if f.type.WhichOneof("Type") != "stateType") \
-            and any(f.type.WhichOneof("Type") != "stateType" for f in description.input):
-        findings.append(Finding("MODEL_INTERFACE", None, "Every input is optional; a neural network "
-                                "needs at least one that is not."))
+            findings.append(
+                Finding(
+                    "SHAPE_MAPPING",
+                    None,
+                    "MultiArray input shape mapping is "
+                    "RANK5_ARRAY_MAPPING but the image input shape mapping is not RANK5.",
+                )
+            )
+    if (
+        description.input
+        and all(
+            f.type.isOptional for f in description.input if f.type.WhichOneof("Type") != "stateType"
+        )
+        and any(f.type.WhichOneof("Type") != "stateType" for f in description.input)
+    ):
+        findings.append(
+            Finding(
+                "MODEL_INTERFACE",
+                None,
+                "Every input is optional; a neural network needs at least one that is not.",
+            )
+        )
     for feature in description.input:
         if feature.type.WhichOneof("Type") not in ("imageType", "multiArrayType", "stateType"):
-            findings.append(Finding("MODEL_INTERFACE", feature.name, f"Input {feature.name!r} is "
-                                    f"{feature.type.WhichOneof('Type')}; neural network inputs are "
-                                    "images or MultiArrays."))
+            findings.append(
+                Finding(
+                    "MODEL_INTERFACE",
+                    feature.name,
+                    f"Input {feature.name!r} is "
+                    f"{feature.type.WhichOneof('Type')}; neural network inputs are "
+                    "images or MultiArrays.",
+                )
+            )
         elif feature.type.WhichOneof("Type") == "multiArrayType" and not nd:
             array = feature.type.multiArrayType
             ranks = {len(array.shape)} if array.shape else set()
@@ -286,18 +395,32 @@ def network_findings(spec: Spec) -> list[Finding]:
             elif array.WhichOneof("ShapeFlexibility") == "shapeRange":
                 ranks.add(len(array.shapeRange.sizeRanges))
             if not ranks or not ranks <= {1, 3}:
-                findings.append(Finding("MODEL_INTERFACE", feature.name, f"Input {feature.name!r}: "
-                                        "without N-d layers, MultiArray inputs must have rank 1 or 3."))
+                findings.append(
+                    Finding(
+                        "MODEL_INTERFACE",
+                        feature.name,
+                        f"Input {feature.name!r}: "
+                        "without N-d layers, MultiArray inputs must have rank 1 or 3.",
+                    )
+                )
     if kind == "neuralNetwork":
         for feature in description.output:
             if feature.type.WhichOneof("Type") not in ("imageType", "multiArrayType", "stateType"):
-                findings.append(Finding("MODEL_INTERFACE", feature.name, f"Output {feature.name!r} is "
-                                        f"{feature.type.WhichOneof('Type')}; a neural network's outputs are "
-                                        "images or MultiArrays (use a classifier for labels)."))
+                findings.append(
+                    Finding(
+                        "MODEL_INTERFACE",
+                        feature.name,
+                        f"Output {feature.name!r} is "
+                        f"{feature.type.WhichOneof('Type')}; a neural network's outputs are "
+                        "images or MultiArrays (use a classifier for labels).",
+                    )
+                )
     if not nn.layers:
         findings.append(Finding("NO_LAYERS", None, "The neural network has no layers."))
         return findings
-    producers, layer_findings = _layer_findings(nn, description, nd, io_ranks(spec, nn) if nd else {})
+    producers, layer_findings = _layer_findings(
+        nn, description, nd, io_ranks(spec, nn) if nd else {}
+    )
     findings += layer_findings
     if producers is not None:
         findings += _output_findings(spec, kind, nn, producers)
@@ -314,15 +437,30 @@ def _layer_findings(nn, description, nd: bool, ranks: dict[str, int]):
     for layer in nn.layers:
         kind = layer.WhichOneof("layer")
         if kind is None:
-            findings.append(Finding("LAYER_IO_COUNT", layer.name, f"Layer {layer.name!r} has no type."))
+            findings.append(
+                Finding("LAYER_IO_COUNT", layer.name, f"Layer {layer.name!r} has no type.")
+            )
             continue
         lo_in, hi_in, lo_out, hi_out = LAYER_IO_COUNTS.get(kind, (0, -1, 0, -1))
-        for count, lo, hi, what in ((len(layer.input), lo_in, hi_in, "inputs"),
-                                    (len(layer.output), lo_out, hi_out, "outputs")):
+        for count, lo, hi, what in (
+            (len(layer.input), lo_in, hi_in, "inputs"),
+            (len(layer.output), lo_out, hi_out, "outputs"),
+        ):
             if count < lo or (hi >= 0 and count > hi):
-                expected = f"exactly {lo}" if lo == hi else f"at least {lo}" if count < lo else f"at most {hi}"
-                findings.append(Finding("LAYER_IO_COUNT", layer.name, f"Layer {layer.name!r} ({kind}) has "
-                                        f"{count} {what} but expects {expected}."))
+                expected = (
+                    f"exactly {lo}"
+                    if lo == hi
+                    else f"at least {lo}"
+                    if count < lo
+                    else f"at most {hi}"
+                )
+                findings.append(
+                    Finding(
+                        "LAYER_IO_COUNT",
+                        layer.name,
+                        f"Layer {layer.name!r} ({kind}) has {count} {what} but expects {expected}.",
+                    )
+                )
         findings += layer_param_findings(layer)
         if nd:
             findings += _rank_findings(layer, kind, ranks)
@@ -330,12 +468,24 @@ def _layer_findings(nn, description, nd: bool, ranks: dict[str, int]):
             continue
         for blob in layer.input:
             if blob not in producers:
-                findings.append(Finding("BLOB_NOT_PRODUCED", layer.name, f"Layer {layer.name!r} reads "
-                                        f"{blob!r}, which no model input or earlier layer produces."))
+                findings.append(
+                    Finding(
+                        "BLOB_NOT_PRODUCED",
+                        layer.name,
+                        f"Layer {layer.name!r} reads "
+                        f"{blob!r}, which no model input or earlier layer produces.",
+                    )
+                )
         for blob in layer.output:
             if blob in producers and kind != "copy":
-                findings.append(Finding("BLOB_PRODUCED_TWICE", layer.name, f"Layer {layer.name!r} "
-                                        f"produces {blob!r}, which {producers[blob][0]!r} also produces."))
+                findings.append(
+                    Finding(
+                        "BLOB_PRODUCED_TWICE",
+                        layer.name,
+                        f"Layer {layer.name!r} "
+                        f"produces {blob!r}, which {producers[blob][0]!r} also produces.",
+                    )
+                )
             producers.setdefault(blob, []).append(layer.name)
     return (producers if track else None), findings
 
@@ -348,13 +498,25 @@ def _rank_findings(layer, kind: str, ranks: dict[str, int]) -> list[Finding]:
         if not tensors:
             continue
         if len(tensors) != len(blobs):
-            findings.append(Finding("LAYER_RANK", layer.name, f"Layer {layer.name!r} annotates "
-                                    f"{len(tensors)} tensors for {len(blobs)} blobs."))
+            findings.append(
+                Finding(
+                    "LAYER_RANK",
+                    layer.name,
+                    f"Layer {layer.name!r} annotates "
+                    f"{len(tensors)} tensors for {len(blobs)} blobs.",
+                )
+            )
             continue
         for blob, tensor in zip(blobs, tensors, strict=True):
             if blob in ranks and ranks[blob] != tensor.rank:
-                findings.append(Finding("LAYER_RANK", layer.name, f"Layer {layer.name!r} annotates "
-                                        f"{blob!r} with rank {tensor.rank}, elsewhere it has rank {ranks[blob]}."))
+                findings.append(
+                    Finding(
+                        "LAYER_RANK",
+                        layer.name,
+                        f"Layer {layer.name!r} annotates "
+                        f"{blob!r} with rank {tensor.rank}, elsewhere it has rank {ranks[blob]}.",
+                    )
+                )
             ranks.setdefault(blob, tensor.rank)
     limits = rank_limits(layer)
     if limits is None or not layer.input or not layer.output:
@@ -364,8 +526,14 @@ def _rank_findings(layer, kind: str, ranks: dict[str, int]) -> list[Finding]:
         rank = ranks.get(blob)
         if rank is not None and (rank < lo or (hi >= 0 and rank > hi)):
             bound = f"{lo}" if lo == hi else f"at least {lo}" if hi < 0 else f"{lo} to {hi}"
-            findings.append(Finding("LAYER_RANK", layer.name, f"Layer {layer.name!r} ({kind}) needs "
-                                    f"{what} rank {bound}; {blob!r} has rank {rank}."))
+            findings.append(
+                Finding(
+                    "LAYER_RANK",
+                    layer.name,
+                    f"Layer {layer.name!r} ({kind}) needs "
+                    f"{what} rank {bound}; {blob!r} has rank {rank}.",
+                )
+            )
             break
     return findings
 
@@ -383,10 +551,20 @@ def _output_findings(spec: Spec, kind: str, nn, producers: dict[str, list[str]])
         extra = {spec.description.predictedFeatureName, spec.description.predictedProbabilitiesName}
         probabilities = nn.labelProbabilityLayerName
         if probabilities and probabilities not in made:
-            findings.append(Finding("OUTPUT_NOT_PRODUCED", None, f"labelProbabilityLayerName "
-                                    f"{probabilities!r} is not produced by any layer."))
+            findings.append(
+                Finding(
+                    "OUTPUT_NOT_PRODUCED",
+                    None,
+                    f"labelProbabilityLayerName {probabilities!r} is not produced by any layer.",
+                )
+            )
     for output in spec.description.output:
         if output.name not in made and output.name not in extra:
-            findings.append(Finding("OUTPUT_NOT_PRODUCED", output.name, f"Output {output.name!r} is "
-                                    "not produced by any layer."))
+            findings.append(
+                Finding(
+                    "OUTPUT_NOT_PRODUCED",
+                    output.name,
+                    f"Output {output.name!r} is not produced by any layer.",
+                )
+            )
     return findings

@@ -41,6 +41,7 @@ def backpropagable(layer) -> bool:
 @dataclass
 class Node:
     """One layer (``layer`` set) or loss layer (``loss`` set) and the nodes feeding it."""
+
     name: str
     layer: Any = None
     loss: Any = None
@@ -101,9 +102,12 @@ def blocking_layer(graph: LayerGraph) -> tuple[str, str] | None:
                 if parent.layer.isUpdatable and blocker is not None:
                     return blocker, parent.name
                 if not backpropagable(parent.layer):
-                    if (layer_type(parent.layer) == "softmax" and current.loss is not None
-                            and current.loss.WhichOneof("LossLayerType")
-                            == "categoricalCrossEntropyLossLayer"):
+                    if (
+                        layer_type(parent.layer) == "softmax"
+                        and current.loss is not None
+                        and current.loss.WhichOneof("LossLayerType")
+                        == "categoricalCrossEntropyLossLayer"
+                    ):
                         continue
                     blocker = parent.name
     return None
@@ -124,5 +128,8 @@ def trainable_path(nn, graph: LayerGraph | None = None) -> list:
         ancestors[node.name] = above
     updatable = {layer.name for layer in nn.layers if layer.isUpdatable}
     wanted = ancestors[losses[0].name]
-    return [layer for layer in reversed(list(nn.layers)) if layer.name in wanted
-            and (layer.name in updatable or ancestors[layer.name] & updatable)]
+    return [
+        layer
+        for layer in reversed(list(nn.layers))
+        if layer.name in wanted and (layer.name in updatable or ancestors[layer.name] & updatable)
+    ]

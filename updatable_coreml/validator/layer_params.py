@@ -16,8 +16,12 @@ from .findings import Finding
 def weight_kind(params) -> str:
     """Apple's ``valueType``: fp32, fp16, quantized, ``mixed`` (several value fields set) or
     ``empty``."""
-    filled = [bool(len(params.floatValue)), bool(len(params.float16Value)), bool(len(params.rawValue)),
-              bool(len(params.int8RawValue))]
+    filled = [
+        bool(len(params.floatValue)),
+        bool(len(params.float16Value)),
+        bool(len(params.rawValue)),
+        bool(len(params.int8RawValue)),
+    ]
     if sum(filled) > 1:
         return "mixed"
     if filled[0]:
@@ -45,16 +49,22 @@ def _inner_product(layer) -> list[str]:
     problems = []
     expected = body.inputChannels * body.outputChannels
     if weights in ("fp32", "fp16") and _count(body.weights, weights) != expected:
-        problems.append(f"has {_count(body.weights, weights)} weights for a {body.inputChannels} x "
-                        f"{body.outputChannels} matrix")
+        problems.append(
+            f"has {_count(body.weights, weights)} weights for a {body.inputChannels} x "
+            f"{body.outputChannels} matrix"
+        )
     if bias in ("fp32", "fp16") and _count(body.bias, bias) != body.outputChannels:
-        problems.append(f"has {_count(body.bias, bias)} bias values for {body.outputChannels} outputs")
+        problems.append(
+            f"has {_count(body.bias, bias)} bias values for {body.outputChannels} outputs"
+        )
     return problems
 
 
 def _batchnorm(layer) -> list[str]:
     body = layer.batchnorm
-    kinds = {name: weight_kind(getattr(body, name)) for name in ("gamma", "beta", "mean", "variance")}
+    kinds = {
+        name: weight_kind(getattr(body, name)) for name in ("gamma", "beta", "mean", "variance")
+    }
     if "mixed" in kinds.values() or {"fp16", "fp32"} <= set(kinds.values()):
         return ["mixes fp16 and fp32 parameters"]
     problems = []
@@ -64,7 +74,9 @@ def _batchnorm(layer) -> list[str]:
         if kind == "empty":
             problems.append(f"has no {name}")
         elif kind in ("fp32", "fp16") and _count(getattr(body, name), kind) != body.channels:
-            problems.append(f"has {_count(getattr(body, name), kind)} {name} values for {body.channels} channels")
+            problems.append(
+                f"has {_count(getattr(body, name), kind)} {name} values for {body.channels} channels"
+            )
     return problems
 
 
@@ -93,7 +105,9 @@ def _uni_lstm(layer) -> list[str]:
     if body.params.hasBiasVectors:
         wanted += [(f"{gate}BiasVector", h) for gate in _GATES]
     if body.params.hasPeepholeVectors:
-        wanted += [(f"{gate}PeepholeVector", h) for gate in ("inputGate", "forgetGate", "outputGate")]
+        wanted += [
+            (f"{gate}PeepholeVector", h) for gate in ("inputGate", "forgetGate", "outputGate")
+        ]
     kinds = {weight_kind(getattr(weights, name)) for name, _ in wanted}
     if {"fp16", "fp32"} <= kinds:
         return ["mixes fp16 and fp32 weights"]
@@ -126,4 +140,6 @@ def layer_param_findings(layer) -> list[Finding]:
         problems = ["has no padding type (valid, same or includeLastPixel)"]
     elif kind in ("uniDirectionalLSTM", "biDirectionalLSTM"):
         problems = _lstm(layer)
-    return [Finding("LAYER_PARAMS", layer.name, f"Layer {layer.name!r} ({kind}) {p}.") for p in problems]
+    return [
+        Finding("LAYER_PARAMS", layer.name, f"Layer {layer.name!r} ({kind}) {p}.") for p in problems
+    ]

@@ -173,7 +173,8 @@ LAYER_IO_COUNTS: Mapping[str, tuple[int, int, int, int]] = {
     "upperTriangular": (1, 1, 1, 1),
     "upsample": (1, 1, 1, 1),
     "whereBroadcastable": (3, 3, 1, 1),
-    "whereNonZero": (1, 1, 1, 1),}
+    "whereNonZero": (1, 1, 1, 1),
+}
 
 #: layer type -> (min rank, max rank) of its first input and first output, checked only when
 #: the network is read with N-d semantics and the rank is known (model inputs and outputs,
@@ -210,21 +211,57 @@ LAYER_RANKS: Mapping[str, tuple[int, int]] = {
     "softmax": (3, -1),
     "split": (3, -1),
     "uniDirectionalLSTM": (5, 5),
-    "upsample": (3, -1),}
+    "upsample": (3, -1),
+}
 
 #: Layer types of the iOS 12 set (``isIOS12NeuralNetworkLayer`` in ``mlmodel/src/Utils.cpp``):
 #: a network made only of these (with the rank-5 shape mappings) runs with the old rank-5
 #: semantics; any other layer switches Core ML to N-d semantics. A convolution with two
 #: inputs, an int8-dynamic innerProduct, a non-default upsample and a PIXEL_SHUFFLE
 #: reorganizeData are not of the iOS 12 set.
-IOS12_LAYER_TYPES: frozenset[str] = frozenset({
-    "convolution", "innerProduct", "batchnorm", "activation", "pooling", "padding", "concat",
-    "lrn", "softmax", "split", "add", "multiply", "unary", "upsample", "bias", "l2normalize",
-    "reshape", "flatten", "permute", "reduce", "loadConstant", "scale", "simpleRecurrent", "gru",
-    "uniDirectionalLSTM", "biDirectionalLSTM", "crop", "average", "max", "min", "dot", "mvn",
-    "embedding", "sequenceRepeat", "reorganizeData", "slice", "custom", "resizeBilinear",
-    "cropResize",
-})
+IOS12_LAYER_TYPES: frozenset[str] = frozenset(
+    {
+        "convolution",
+        "innerProduct",
+        "batchnorm",
+        "activation",
+        "pooling",
+        "padding",
+        "concat",
+        "lrn",
+        "softmax",
+        "split",
+        "add",
+        "multiply",
+        "unary",
+        "upsample",
+        "bias",
+        "l2normalize",
+        "reshape",
+        "flatten",
+        "permute",
+        "reduce",
+        "loadConstant",
+        "scale",
+        "simpleRecurrent",
+        "gru",
+        "uniDirectionalLSTM",
+        "biDirectionalLSTM",
+        "crop",
+        "average",
+        "max",
+        "min",
+        "dot",
+        "mvn",
+        "embedding",
+        "sequenceRepeat",
+        "reorganizeData",
+        "slice",
+        "custom",
+        "resizeBilinear",
+        "cropResize",
+    }
+)
 
 
 def is_ios12_layer(layer) -> bool:

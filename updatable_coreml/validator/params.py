@@ -6,7 +6,9 @@ from __future__ import annotations
 from .findings import Finding
 
 
-def int_param_findings(name: str, param, positive: bool, code: str = "PARAM_INVALID") -> list[Finding]:
+def int_param_findings(
+    name: str, param, positive: bool, code: str = "PARAM_INVALID"
+) -> list[Finding]:
     """``validateInt64Parameter``: a positive default when ``positive``; for an allowed set,
     the values are read in order up to the default (a non-positive value listed after the
     default is never looked at) and the default must be among them; for a range, positive
@@ -21,16 +23,29 @@ def int_param_findings(name: str, param, positive: bool, code: str = "PARAM_INVA
             if value == default:
                 return []
             if positive and value <= 0:
-                return [Finding(code, None, f"{name}: the allowed set {values} has the "
-                                            f"non-positive value {value} before the default.")]
-        return [Finding(code, None, f"{name}: default {default} is not in the allowed set {values}.")]
+                return [
+                    Finding(
+                        code,
+                        None,
+                        f"{name}: the allowed set {values} has the "
+                        f"non-positive value {value} before the default.",
+                    )
+                ]
+        return [
+            Finding(code, None, f"{name}: default {default} is not in the allowed set {values}.")
+        ]
     if kind == "range":
         lo, hi = param.range.minValue, param.range.maxValue
         if positive and (lo <= 0 or hi <= 0):
             return [Finding(code, None, f"{name}: allowed range {lo}..{hi} must be positive.")]
         if not lo <= default <= hi:
-            return [Finding(code, None, f"{name}: default {default} is outside the allowed "
-                                        f"range {lo}..{hi}.")]
+            return [
+                Finding(
+                    code,
+                    None,
+                    f"{name}: default {default} is outside the allowed range {lo}..{hi}.",
+                )
+            ]
     return []
 
 
@@ -39,6 +54,12 @@ def double_param_findings(name: str, param) -> list[Finding]:
     if param.WhichOneof("AllowedValues") == "range":
         lo, hi = param.range.minValue, param.range.maxValue
         if not lo <= param.defaultValue <= hi:
-            return [Finding("PARAM_INVALID", None, f"{name}: default {param.defaultValue:g} is "
-                                                   f"outside the allowed range {lo:g}..{hi:g}.")]
+            return [
+                Finding(
+                    "PARAM_INVALID",
+                    None,
+                    f"{name}: default {param.defaultValue:g} is "
+                    f"outside the allowed range {lo:g}..{hi:g}.",
+                )
+            ]
     return []

@@ -35,41 +35,82 @@ def pipeline_findings(spec: Spec, validate_model: ValidateModel) -> list[Finding
     for position, model in enumerate(models):
         for needed in model.description.input:
             if needed.name not in known:
-                findings.append(Finding("PIPELINE_WIRING", f"model {position}",
-                                        f"Input {needed.name!r} is not produced before model {position}."))
+                findings.append(
+                    Finding(
+                        "PIPELINE_WIRING",
+                        f"model {position}",
+                        f"Input {needed.name!r} is not produced before model {position}.",
+                    )
+                )
             elif not equivalent(needed, known[needed.name]):
-                findings.append(Finding("PIPELINE_WIRING", f"model {position}",
-                                        f"Input {needed.name!r} of model {position} has another type than "
-                                        "what feeds it."))
+                findings.append(
+                    Finding(
+                        "PIPELINE_WIRING",
+                        f"model {position}",
+                        f"Input {needed.name!r} of model {position} has another type than "
+                        "what feeds it.",
+                    )
+                )
         findings += [_prefixed(f, position) for f in validate_model(model, False)]
         known.update({o.name: o for o in model.description.output})
     for output in spec.description.output:
         if output.name not in known or not equivalent(output, known[output.name]):
-            findings.append(Finding("PIPELINE_WIRING", None, f"Pipeline output {output.name!r} is not "
-                                    "produced by a model (or has another type than the model's)."))
+            findings.append(
+                Finding(
+                    "PIPELINE_WIRING",
+                    None,
+                    f"Pipeline output {output.name!r} is not "
+                    "produced by a model (or has another type than the model's).",
+                )
+            )
     if spec.isUpdatable:
         early = [i for i, m in enumerate(models[:-1]) if m.isUpdatable]
         if early:
-            findings.append(Finding("PIPELINE_UPDATABLE_POSITION", f"model {early[0]}",
-                                    f"Model {early[0]} is updatable but is not the last model."))
+            findings.append(
+                Finding(
+                    "PIPELINE_UPDATABLE_POSITION",
+                    f"model {early[0]}",
+                    f"Model {early[0]} is updatable but is not the last model.",
+                )
+            )
         if not models[-1].isUpdatable:
-            findings.append(Finding("PIPELINE_UPDATABLE_POSITION", f"model {len(models) - 1}",
-                                    "The pipeline is updatable but its last model is not."))
+            findings.append(
+                Finding(
+                    "PIPELINE_UPDATABLE_POSITION",
+                    f"model {len(models) - 1}",
+                    "The pipeline is updatable but its last model is not.",
+                )
+            )
         if spec.specificationVersion < MIN_UPDATABLE_SPEC_VERSION:
-            findings.append(Finding("SPEC_VERSION", None,
-                                    f"specificationVersion is {spec.specificationVersion}."))
+            findings.append(
+                Finding(
+                    "SPEC_VERSION", None, f"specificationVersion is {spec.specificationVersion}."
+                )
+            )
         if model_type(models[-1]) == "kNearestNeighborsClassifier":
-            findings += training_label_findings(spec, label_type(models[-1].kNearestNeighborsClassifier))
+            findings += training_label_findings(
+                spec, label_type(models[-1].kNearestNeighborsClassifier)
+            )
     else:
         marked = [i for i, m in enumerate(models) if m.isUpdatable]
         if marked:
-            findings.append(Finding("PIPELINE_UPDATABLE_POSITION", f"model {marked[0]}",
-                                    f"Model {marked[0]} is updatable inside a pipeline not marked updatable."))
+            findings.append(
+                Finding(
+                    "PIPELINE_UPDATABLE_POSITION",
+                    f"model {marked[0]}",
+                    f"Model {marked[0]} is updatable inside a pipeline not marked updatable.",
+                )
+            )
     names = list(body.names)
     if names and (len(names) != len(models) or len(set(names)) != len(names)):
-        findings.append(Finding("PIPELINE_WIRING", None,
-                                f"The pipeline's {len(names)} model names must be unique and one per model "
-                                f"({len(models)})."))
+        findings.append(
+            Finding(
+                "PIPELINE_WIRING",
+                None,
+                f"The pipeline's {len(names)} model names must be unique and one per model "
+                f"({len(models)}).",
+            )
+        )
     return findings
 
 
@@ -78,5 +119,8 @@ def is_pipeline(spec: Spec) -> bool:
 
 
 def _prefixed(finding: Finding, position: int) -> Finding:
-    return Finding(finding.code, finding.layer or f"model {position}",
-                   f"(pipeline model {position}) {finding.message}")
+    return Finding(
+        finding.code,
+        finding.layer or f"model {position}",
+        f"(pipeline model {position}) {finding.message}",
+    )

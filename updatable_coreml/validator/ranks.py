@@ -13,21 +13,84 @@ from ..spec_io import Spec
 from .general import io_ranks, nd_semantics
 
 #: Layers whose first output has the rank of their first input.
-SAME_RANK: frozenset[str] = frozenset({
-    "activation", "batchnorm", "softmax", "softmaxND", "innerProduct", "bias", "scale", "unary",
-    "copy", "clip", "ceil", "floor", "round", "sign", "exp2", "sin", "cos", "tan", "asin", "acos",
-    "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erf", "gelu", "clampedReLU",
-    "l2normalize", "lrn", "mvn", "layerNormalization", "convolution", "pooling", "padding",
-    "upsample", "resizeBilinear", "crop", "reorganizeData", "transpose", "reverse", "slice",
-    "sliceStatic", "flatten", "rankPreservingReshape", "concat", "concatND", "cumSum",
-    "fillLike", "randomNormalLike", "randomUniformLike", "randomBernoulliLike", "constantPad",
-})
+SAME_RANK: frozenset[str] = frozenset(
+    {
+        "activation",
+        "batchnorm",
+        "softmax",
+        "softmaxND",
+        "innerProduct",
+        "bias",
+        "scale",
+        "unary",
+        "copy",
+        "clip",
+        "ceil",
+        "floor",
+        "round",
+        "sign",
+        "exp2",
+        "sin",
+        "cos",
+        "tan",
+        "asin",
+        "acos",
+        "atan",
+        "sinh",
+        "cosh",
+        "tanh",
+        "asinh",
+        "acosh",
+        "atanh",
+        "erf",
+        "gelu",
+        "clampedReLU",
+        "l2normalize",
+        "lrn",
+        "mvn",
+        "layerNormalization",
+        "convolution",
+        "pooling",
+        "padding",
+        "upsample",
+        "resizeBilinear",
+        "crop",
+        "reorganizeData",
+        "transpose",
+        "reverse",
+        "slice",
+        "sliceStatic",
+        "flatten",
+        "rankPreservingReshape",
+        "concat",
+        "concatND",
+        "cumSum",
+        "fillLike",
+        "randomNormalLike",
+        "randomUniformLike",
+        "randomBernoulliLike",
+        "constantPad",
+    }
+)
 #: Elementwise layers: the output rank is the largest input rank.
-BROADCASTING: frozenset[str] = frozenset({
-    "add", "multiply", "average", "max", "min", "addBroadcastable", "subtractBroadcastable",
-    "multiplyBroadcastable", "divideBroadcastable", "maxBroadcastable", "minBroadcastable",
-    "floorDivBroadcastable", "modBroadcastable", "powBroadcastable",
-})
+BROADCASTING: frozenset[str] = frozenset(
+    {
+        "add",
+        "multiply",
+        "average",
+        "max",
+        "min",
+        "addBroadcastable",
+        "subtractBroadcastable",
+        "multiplyBroadcastable",
+        "divideBroadcastable",
+        "maxBroadcastable",
+        "minBroadcastable",
+        "floorDivBroadcastable",
+        "modBroadcastable",
+        "powBroadcastable",
+    }
+)
 
 
 def _output_rank(layer, kind: str, ranks: dict[str, int]) -> int | None:
@@ -60,7 +123,9 @@ def infer_ranks(spec: Spec, nn) -> dict[str, int]:
     and the layers above; empty under rank-5 (iOS 12) semantics."""
     if not nd_semantics(spec, nn):
         return {}
-    ranks = {k: v for k, v in io_ranks(spec, nn).items() if k in {f.name for f in spec.description.input}}
+    ranks = {
+        k: v for k, v in io_ranks(spec, nn).items() if k in {f.name for f in spec.description.input}
+    }
     for layer in nn.layers:
         kind = layer.WhichOneof("layer") or ""
         for blob, tensor in zip(layer.input, layer.inputTensor, strict=False):

@@ -43,31 +43,53 @@ def layer_findings(nn) -> list[Finding]:
     any_updatable = False
     for layer in nn.layers:
         if layer.name in seen:
-            findings.append(Finding("NAME_COLLISION", layer.name, f"Layer name {layer.name!r} is used twice."))
+            findings.append(
+                Finding("NAME_COLLISION", layer.name, f"Layer name {layer.name!r} is used twice.")
+            )
         seen.add(layer.name)
         if not layer.isUpdatable:
             continue
         any_updatable = True
         kind = layer_type(layer)
         if not is_updatable_type(kind or ""):
-            findings.append(Finding("LAYER_NOT_UPDATABLE_TYPE", layer.name,
-                                    f"Layer {layer.name!r} of type {kind!r} is marked updatable."))
+            findings.append(
+                Finding(
+                    "LAYER_NOT_UPDATABLE_TYPE",
+                    layer.name,
+                    f"Layer {layer.name!r} of type {kind!r} is marked updatable.",
+                )
+            )
             continue
         params = weight_params(layer)
         unmarked = [name for name, p in params if not p.isUpdatable]
         if unmarked:
-            findings.append(Finding("WEIGHTS_NOT_MARKED", layer.name,
-                                    f"Layer {layer.name!r}: {' and '.join(unmarked)} not marked updatable."))
+            findings.append(
+                Finding(
+                    "WEIGHTS_NOT_MARKED",
+                    layer.name,
+                    f"Layer {layer.name!r}: {' and '.join(unmarked)} not marked updatable.",
+                )
+            )
         not_fp32 = [name for name, p in params if not is_fp32(p)]
         if not_fp32:
-            findings.append(Finding("WEIGHTS_NOT_FP32", layer.name,
-                                    f"Layer {layer.name!r}: {' and '.join(not_fp32)} are not fp32 floatValue."))
+            findings.append(
+                Finding(
+                    "WEIGHTS_NOT_FP32",
+                    layer.name,
+                    f"Layer {layer.name!r}: {' and '.join(not_fp32)} are not fp32 floatValue.",
+                )
+            )
     if not any_updatable:
         findings.append(Finding("NO_UPDATABLE_LAYER", None, "No layer has isUpdatable set."))
     for loss in nn.updateParams.lossLayers:
         if loss.name in seen:
-            findings.append(Finding("NAME_COLLISION", loss.name,
-                                    f"Loss layer name {loss.name!r} collides with another layer."))
+            findings.append(
+                Finding(
+                    "NAME_COLLISION",
+                    loss.name,
+                    f"Loss layer name {loss.name!r} collides with another layer.",
+                )
+            )
         seen.add(loss.name)
     return findings
 
@@ -84,25 +106,53 @@ def loss_findings(nn, graph: LayerGraph) -> list[Finding]:
     for loss in losses:
         kind, source, target = loss_io(loss)
         if kind is None:
-            findings.append(Finding("LOSS_TYPE", loss.name,
-                                    f"Loss layer {loss.name!r} is {loss.WhichOneof('LossLayerType')!r}."))
+            findings.append(
+                Finding(
+                    "LOSS_TYPE",
+                    loss.name,
+                    f"Loss layer {loss.name!r} is {loss.WhichOneof('LossLayerType')!r}.",
+                )
+            )
             continue
         producer = graph.last_writer.get(source)
         if kind == "cce":
             layer = producer.layer if producer is not None else None
-            if layer is None or layer_type(layer) != CCE_INPUT_LAYER_TYPE or layer.output[0] != source:
-                what = ("no layer" if layer is None else
-                        f"{layer.name!r} ({layer_type(layer)})" if layer_type(layer) != CCE_INPUT_LAYER_TYPE
-                        else f"softmax {layer.name!r} but not its first output")
-                findings.append(Finding("CCE_INPUT_NOT_SOFTMAX", loss.name,
-                                        f"Loss input {source!r} comes from {what}."))
+            if (
+                layer is None
+                or layer_type(layer) != CCE_INPUT_LAYER_TYPE
+                or layer.output[0] != source
+            ):
+                what = (
+                    "no layer"
+                    if layer is None
+                    else f"{layer.name!r} ({layer_type(layer)})"
+                    if layer_type(layer) != CCE_INPUT_LAYER_TYPE
+                    else f"softmax {layer.name!r} but not its first output"
+                )
+                findings.append(
+                    Finding(
+                        "CCE_INPUT_NOT_SOFTMAX",
+                        loss.name,
+                        f"Loss input {source!r} comes from {what}.",
+                    )
+                )
         if kind == "mse" and producer is None:
-            findings.append(Finding("MSE_INPUT_NOT_IN_GRAPH", loss.name,
-                                    f"Loss input {source!r} is not produced by any layer."))
+            findings.append(
+                Finding(
+                    "MSE_INPUT_NOT_IN_GRAPH",
+                    loss.name,
+                    f"Loss input {source!r} is not produced by any layer.",
+                )
+            )
         if target in graph.last_writer:
-            findings.append(Finding("LOSS_TARGET_IN_GRAPH", loss.name,
-                                    f"Loss target {target!r} is produced by layer "
-                                    f"{graph.last_writer[target].name!r}."))
+            findings.append(
+                Finding(
+                    "LOSS_TARGET_IN_GRAPH",
+                    loss.name,
+                    f"Loss target {target!r} is produced by layer "
+                    f"{graph.last_writer[target].name!r}.",
+                )
+            )
     return findings
 
 
@@ -111,9 +161,14 @@ def backprop_findings(graph: LayerGraph) -> list[Finding]:
     if found is None:
         return []
     blocking, updatable = found
-    return [Finding("BACKPROP_BLOCKED", blocking,
-                    f"Layer {blocking!r} cannot be backpropagated through, but updatable layer "
-                    f"{updatable!r} lies before it.")]
+    return [
+        Finding(
+            "BACKPROP_BLOCKED",
+            blocking,
+            f"Layer {blocking!r} cannot be backpropagated through, but updatable layer "
+            f"{updatable!r} lies before it.",
+        )
+    ]
 
 
 def update_param_findings(nn) -> list[Finding]:
@@ -128,7 +183,9 @@ def update_param_findings(nn) -> list[Finding]:
         optimizer = getattr(params.optimizer, which)
         for field in OPTIMIZER_REQUIRED_FIELDS[which]:
             if not optimizer.HasField(field):
-                findings.append(Finding("OPTIMIZER_PARAM_MISSING", None, f"{which} has no {field}."))
+                findings.append(
+                    Finding("OPTIMIZER_PARAM_MISSING", None, f"{which} has no {field}.")
+                )
             elif field == "miniBatchSize":
                 findings += int_param_findings(field, optimizer.miniBatchSize, positive=True)
             else:
@@ -156,14 +213,28 @@ def training_input_findings(spec: Spec, nn) -> list[Finding]:
     description = spec.description
     training = list(description.trainingInput)
     if len(training) <= 1:
-        return [Finding("TRAINING_INPUTS_MISSING", None,
-                        f"{len(training)} training input(s); expected the model inputs plus the target.")]
+        return [
+            Finding(
+                "TRAINING_INPUTS_MISSING",
+                None,
+                f"{len(training)} training input(s); expected the model inputs plus the target.",
+            )
+        ]
     exclusive = [t for t in training if not any(equivalent(t, i) for i in description.input)]
     if not exclusive:
-        return [Finding("TRAINING_INPUTS_MISSING", None, "No training input besides the prediction inputs.")]
+        return [
+            Finding(
+                "TRAINING_INPUTS_MISSING", None, "No training input besides the prediction inputs."
+            )
+        ]
     if len(exclusive) == len(training):
-        return [Finding("TRAINING_INPUTS_MISSING", None,
-                        "The training inputs share no input with prediction.")]
+        return [
+            Finding(
+                "TRAINING_INPUTS_MISSING",
+                None,
+                "The training inputs share no input with prediction.",
+            )
+        ]
     losses = nn.updateParams.lossLayers
     target = loss_io(losses[0])[2] if losses else ""
     is_classifier = model_type(spec) == "neuralNetworkClassifier"
@@ -174,9 +245,14 @@ def training_input_findings(spec: Spec, nn) -> list[Finding]:
             output = next((o for o in description.output if o.name == label), None)
             if output is not None:
                 if not types_equal(candidate.type, output.type):
-                    return [Finding("TRAINING_TARGET_TYPE", None,
-                                    f"Training input {label!r} is {candidate.type.WhichOneof('Type')}, the "
-                                    f"predicted label is {output.type.WhichOneof('Type')}.")]
+                    return [
+                        Finding(
+                            "TRAINING_TARGET_TYPE",
+                            None,
+                            f"Training input {label!r} is {candidate.type.WhichOneof('Type')}, the "
+                            f"predicted label is {output.type.WhichOneof('Type')}.",
+                        )
+                    ]
                 met = True
         met = met or candidate.name == target
     if met:

@@ -18,16 +18,32 @@ from ...ir import Node
 T = TypeVar("T")
 
 
-def append_node(nodes: list[Node], taken: set[str], op: str, name: str, inputs: Sequence[str],
-                outputs: Optional[Sequence[str]] = None, *, attrs: Optional[dict] = None,
-                weights: Optional[dict[str, Any]] = None, trainable: bool = False,
-                source: str = "") -> Node:
+def append_node(
+    nodes: list[Node],
+    taken: set[str],
+    op: str,
+    name: str,
+    inputs: Sequence[str],
+    outputs: Optional[Sequence[str]] = None,
+    *,
+    attrs: Optional[dict] = None,
+    weights: Optional[dict[str, Any]] = None,
+    trainable: bool = False,
+    source: str = "",
+) -> Node:
     """Append a node called ``name`` (or ``name_1``... if taken) to ``nodes`` and return it.
     Without ``outputs`` the node writes one tensor named like the node."""
     name = free_name(taken, name)
-    node = Node(op=op, name=name, inputs=list(inputs),
-                outputs=[name] if outputs is None else list(outputs), attrs=dict(attrs or {}),
-                weights=dict(weights or {}), trainable=trainable, source=source)
+    node = Node(
+        op=op,
+        name=name,
+        inputs=list(inputs),
+        outputs=[name] if outputs is None else list(outputs),
+        attrs=dict(attrs or {}),
+        weights=dict(weights or {}),
+        trainable=trainable,
+        source=source,
+    )
     nodes.append(node)
     return node
 
@@ -42,5 +58,7 @@ def run_converter(convert: Callable[..., T], what: str, *args: Any) -> T:
     except UpdatableCoreMLError:
         raise
     except Exception as exc:
-        raise UnsupportedError(f"{what} could not be converted ({type(exc).__name__}: "
-                               f"{first_line(exc)}); please report it with the model") from exc
+        raise UnsupportedError(
+            f"{what} could not be converted ({type(exc).__name__}: "
+            f"{first_line(exc)}); please report it with the model"
+        ) from exc

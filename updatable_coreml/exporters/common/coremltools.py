@@ -53,23 +53,32 @@ T = TypeVar("T")
 def rename_graph_input(graph: Graph, name: str) -> Graph:
     """``graph`` with its single input renamed (to the backbone's output name)."""
     (old,) = graph.inputs
-    return Graph([dataclasses.replace(old, name=name)], list(graph.outputs),
-                 _rename(graph.nodes, old.name, name), list(graph.notes))
+    return Graph(
+        [dataclasses.replace(old, name=name)],
+        list(graph.outputs),
+        _rename(graph.nodes, old.name, name),
+        list(graph.notes),
+    )
 
 
 # -- choosing the path -------------------------------------------------------------------------
 
 
-def translate_or_convert(mode: str, pipeline: bool, translate: Callable[[], T],
-                         convert: Callable[[str], tuple[T, Backbone]]) -> tuple[T, Optional[Backbone]]:
+def translate_or_convert(
+    mode: str,
+    pipeline: bool,
+    translate: Callable[[], T],
+    convert: Callable[[str], tuple[T, Backbone]],
+) -> tuple[T, Optional[Backbone]]:
     """Translate the whole model with our frontend, or convert its frozen prefix with
     coremltools and translate the rest (``convert(reason)`` returns the head's translation
     and the backbone). ``mode='auto'`` converts only when our frontend refuses the model."""
     if mode not in BACKBONES:
         raise ConfigError(f"backbone={mode!r}: use one of {', '.join(BACKBONES)}")
     if mode != "auto" and not pipeline:
-        raise ConfigError(f"backbone={mode!r} chooses how a pipeline's backbone is made; "
-                          "pass pipeline=True too")
+        raise ConfigError(
+            f"backbone={mode!r} chooses how a pipeline's backbone is made; pass pipeline=True too"
+        )
     if mode == "coremltools":
         return convert("backbone='coremltools' was asked for")
     try:
@@ -83,28 +92,39 @@ def translate_or_convert(mode: str, pipeline: bool, translate: Callable[[], T],
 # -- coremltools conversion -----------------------------------------------------------------
 
 
-def convert_with_coremltools(model: Any, source: str, shape: Sequence[int], input_name: str,
-                             reason: str) -> Backbone:
+def convert_with_coremltools(
+    model: Any, source: str, shape: Sequence[int], input_name: str, reason: str
+) -> Backbone:
     """A frozen backbone from ``ct.convert(model, convert_to='neuralnetwork')``: ``model``
     takes one example of ``shape`` (channel-first, no batch axis); input and output renamed
     to ``input_name`` and ``FEATURES``."""
     if input_name == FEATURES:
-        raise ConfigError(f"the model input is named {FEATURES!r}, the name of the backbone's "
-                          "output; rename the input")
+        raise ConfigError(
+            f"the model input is named {FEATURES!r}, the name of the backbone's "
+            "output; rename the input"
+        )
     ct = quiet_import("coremltools")
     try:
         with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            converted = ct.convert(model, source=source, convert_to="neuralnetwork",
-                                   inputs=[ct.TensorType(shape=tuple(shape))])
+            converted = ct.convert(
+                model,
+                source=source,
+                convert_to="neuralnetwork",
+                inputs=[ct.TensorType(shape=tuple(shape))],
+            )
     except Exception as exc:
-        raise UnsupportedError(f"coremltools could not convert the frozen backbone "
-                               f"({reason}): {type(exc).__name__}: {first_line(exc)}; simplify "
-                               "or replace the op it names, or export without pipeline=True") from exc
+        raise UnsupportedError(
+            f"coremltools could not convert the frozen backbone "
+            f"({reason}): {type(exc).__name__}: {first_line(exc)}; simplify "
+            "or replace the op it names, or export without pipeline=True"
+        ) from exc
     spec = converted.get_spec()
     if len(spec.description.input) != 1 or len(spec.description.output) != 1:
-        raise UnsupportedError("coremltools made a backbone with several inputs or outputs; a "
-                               "backbone needs exactly one of each")
+        raise UnsupportedError(
+            "coremltools made a backbone with several inputs or outputs; a "
+            "backbone needs exactly one of each"
+        )
     # coremltools names blobs after the source's variables ("input" is common in torch):
     # move one out of the way before a feature takes its name.
     make_room(spec, input_name, keep=spec.description.input[0].name)
@@ -114,13 +134,17 @@ def convert_with_coremltools(model: Any, source: str, shape: Sequence[int], inpu
     output = spec.description.output[0].type.multiArrayType
     output.dataType = FeatureTypes_pb2.ArrayFeatureType.FLOAT32
     spec.description.metadata.userDefined.pop(CONVERSION_DATE, None)
-    note = (f"frozen backbone converted by coremltools=={ct.__version__} "
-            f"(convert_to='neuralnetwork'; {reason}): {len(layer_names(spec))} layer(s), "
-            f"output {FEATURES!r}")
+    note = (
+        f"frozen backbone converted by coremltools=={ct.__version__} "
+        f"(convert_to='neuralnetwork'; {reason}): {len(layer_names(spec))} layer(s), "
+        f"output {FEATURES!r}"
+    )
     return Backbone(spec, "coremltools", [note])
 
 
 def single_input(items: Sequence[Any], what: str) -> Sequence[Any]:
     if len(items) != 1:
-        raise UnsupportedError(f"a {what} converted by coremltools must take one input, got {len(items)}")
+        raise UnsupportedError(
+            f"a {what} converted by coremltools must take one input, got {len(items)}"
+        )
     return items

@@ -30,25 +30,33 @@ def apply_image_input(image_input: Any, inputs: list[TensorSpec]) -> None:
     elif isinstance(image_input, dict):
         options = dict(image_input)
     else:
-        raise ConfigError(f"--image-input (image_input=): expected True, a colour or a dict, got "
-                          f"{type(image_input).__name__}")
+        raise ConfigError(
+            f"--image-input (image_input=): expected True, a colour or a dict, got "
+            f"{type(image_input).__name__}"
+        )
     unknown = sorted(set(options) - set(KEYS))
     if unknown:
-        raise ConfigError(f"--image-input (image_input=): unknown key(s) {unknown}; use "
-                          + ", ".join(KEYS))
+        raise ConfigError(
+            f"--image-input (image_input=): unknown key(s) {unknown}; use " + ", ".join(KEYS)
+        )
     if options.get("color", "rgb") not in COLORS:
-        raise ConfigError(f"--image-input (image_input=): color {options['color']!r}; use "
-                          + ", ".join(map(repr, COLORS)))
+        raise ConfigError(
+            f"--image-input (image_input=): color {options['color']!r}; use "
+            + ", ".join(map(repr, COLORS))
+        )
     if not inputs:
         raise ConfigError("image_input: the model has no input")
     name = options.pop("name", None) or inputs[0].name
     spec = next((s for s in inputs if s.name == name), None)
     if spec is None:
-        raise ConfigError(f"image_input names {name!r}, but the model's inputs are "
-                          f"{[s.name for s in inputs]}")
+        raise ConfigError(
+            f"image_input names {name!r}, but the model's inputs are {[s.name for s in inputs]}"
+        )
     if image_input is True:  # the colour from the channels (a dict leaves it to the backend)
         if len(spec.shape) != 3 or spec.shape[0] not in (1, 3):
-            raise ConfigError(f"image_input: the input shape {spec.shape} (C, H, W) is not an "
-                              "RGB or grayscale image")
+            raise ConfigError(
+                f"image_input: the input shape {spec.shape} (C, H, W) is not an "
+                "RGB or grayscale image"
+            )
         options["color"] = "rgb" if spec.shape[0] == 3 else "grayscale"
     spec.image = options

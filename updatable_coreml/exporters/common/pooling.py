@@ -17,9 +17,14 @@ def ceil_mode_padding(size: int, kernel: int, stride: int, pad: int) -> int:
     return max(0, (out - 1) * stride + kernel - (size + 2 * pad))
 
 
-def ceil_mode_pads(hw: tuple[int, ...], kernel: tuple[int, ...], strides: tuple[int, ...],
-                   pads: tuple[int, int, int, int], include_pad: bool,
-                   where: str) -> tuple[int, int, int, int]:
+def ceil_mode_pads(
+    hw: tuple[int, ...],
+    kernel: tuple[int, ...],
+    strides: tuple[int, ...],
+    pads: tuple[int, int, int, int],
+    include_pad: bool,
+    where: str,
+) -> tuple[int, int, int, int]:
     """Explicit (top, bottom, left, right) pads that give ceil-mode output sizes with Core ML's
     floor-mode pooling, from symmetric ``pads``.
 
@@ -32,8 +37,10 @@ def ceil_mode_pads(hw: tuple[int, ...], kernel: tuple[int, ...], strides: tuple[
     extra_h = ceil_mode_padding(hw[0], kernel[0], strides[0], top)
     extra_w = ceil_mode_padding(hw[1], kernel[1], strides[1], left)
     if include_pad and (extra_h or extra_w):
-        raise UnsupportedError(f"{where}: average pooling with ceil_mode and count_include_pad "
-                               "counts the padding but not the ceil-mode overhang, which Core "
-                               "ML's explicit padding cannot express; use count_include_pad="
-                               "False or ceil_mode=False")
+        raise UnsupportedError(
+            f"{where}: average pooling with ceil_mode and count_include_pad "
+            "counts the padding but not the ceil-mode overhang, which Core "
+            "ML's explicit padding cannot express; use count_include_pad="
+            "False or ceil_mode=False"
+        )
     return (top, bottom + extra_h, left, right + extra_w)

@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from ...errors import UnsupportedError
 
 
-def refuse(allow: bool, warnings: list[str], message: str, instead: str,
-           error: type = UnsupportedError) -> None:
+def refuse(
+    allow: bool, warnings: list[str], message: str, instead: str, error: type = UnsupportedError
+) -> None:
     """Raise ``error(message)`` naming the downgrade, or with ``allow`` append a warning that
     says what the export did ``instead``."""
     if not allow:
-        raise error(f"{message} (--allow-unsupported / allow_unsupported=True exports anyway: "
-                    f"{instead})")
+        raise error(
+            f"{message} (--allow-unsupported / allow_unsupported=True exports anyway: {instead})"
+        )
     warnings.append(f"{message} [allow_unsupported: {instead}]")
 
 
@@ -32,5 +34,3 @@ class Refusals:
 
     def refuse(self, message: str, instead: str, error: type = UnsupportedError) -> None:
         refuse(self.allow, self.warnings, message, instead, error)
-
-

@@ -17,7 +17,8 @@ FLOAT_MAX = float(np.finfo(np.float32).max)
 LOG_SOFTMAX_ONLY_AS_OUTPUT = (
     "Core ML has no log-softmax layer: log_softmax is only supported as the model's output, "
     "exported as softmax (softmax(log_softmax(x)) == softmax(x), so cross-entropy on the "
-    "probabilities trains like NLL on the log-probabilities)")
+    "probabilities trains like NLL on the log-probabilities)"
+)
 
 
 def reshape_kind(before: Sequence[int], after: Sequence[int], where: str) -> tuple[str, dict]:
@@ -29,9 +30,11 @@ def reshape_kind(before: Sequence[int], after: Sequence[int], where: str) -> tup
     """
     before, after = tuple(before), tuple(after)
     if after[:1] != before[:1]:
-        raise UnsupportedError(f"{where} reshapes across the batch axis ({list(before)} -> "
-                               f"{list(after)}); keep axis 0 as the batch (and export with a batch "
-                               "of 2 or more to make this unambiguous)")
+        raise UnsupportedError(
+            f"{where} reshapes across the batch axis ({list(before)} -> "
+            f"{list(after)}); keep axis 0 as the batch (and export with a batch "
+            "of 2 or more to make this unambiguous)"
+        )
     if after == before:
         return "alias", {}
     if len(after) == 2:
@@ -54,6 +57,8 @@ def clip_activation(low: Optional[float], high: Optional[float]) -> dict:
 def require_spatial_axes(axes: Sequence[int], rank: int, what: str, where: str) -> None:
     """A mean/max over the spatial axes of (N, C, H, W) is global pooling; refuse any other."""
     if rank != 4 or sorted(int(a) % rank for a in axes) != [2, 3]:
-        raise UnsupportedError(f"{what} over axes {list(axes)} of a rank-{rank} tensor in {where}: "
-                               "only the spatial axes [2, 3] of (N, C, H, W) (global pooling) "
-                               "are supported")
+        raise UnsupportedError(
+            f"{what} over axes {list(axes)} of a rank-{rank} tensor in {where}: "
+            "only the spatial axes [2, 3] of (N, C, H, W) (global pooling) "
+            "are supported"
+        )

@@ -20,9 +20,19 @@ from .files import load_keras_file
 from .trace import keras_to_graph
 from .training import fit_arguments, map_loss, map_optimizer
 
-__all__ = ["ACTIVATIONS", "CONVERTERS", "Context", "UpdatableCoreMLExport", "channel_first",
-           "export_keras", "fit_arguments", "keras_to_graph", "load_keras_file", "map_loss",
-           "map_optimizer"]
+__all__ = [
+    "ACTIVATIONS",
+    "CONVERTERS",
+    "Context",
+    "UpdatableCoreMLExport",
+    "channel_first",
+    "export_keras",
+    "fit_arguments",
+    "keras_to_graph",
+    "load_keras_file",
+    "map_loss",
+    "map_optimizer",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -33,11 +33,15 @@ def split_keras(model: Any, trains: Callable[[Any], bool], reason: str) -> tuple
     try:
         cut = first.input
     except (AttributeError, ValueError) as exc:
-        raise UnsupportedError(f"{reason}; cannot cut the model at the input of {first.name!r} "
-                               f"for the coremltools backbone: {first_line(exc)}") from exc
+        raise UnsupportedError(
+            f"{reason}; cannot cut the model at the input of {first.name!r} "
+            f"for the coremltools backbone: {first_line(exc)}"
+        ) from exc
     if isinstance(cut, (list, tuple)) or any(cut is t for t in graph.inputs):
-        raise ConfigError(f"the first trainable layer {first.name!r} reads the model input "
-                          "directly; there is no single frozen backbone to convert")
+        raise ConfigError(
+            f"the first trainable layer {first.name!r} reads the model input "
+            "directly; there is no single frozen backbone to convert"
+        )
     return keras.Model(graph.inputs, cut), keras.Model(cut, graph.outputs)
 
 
@@ -50,27 +54,38 @@ def keras_backbone(model: Any, trains: Callable[[Any], bool], reason: str) -> tu
     shape = channel_first(keras_input.shape[1:], "the backbone input")
 
     def per_example(x):  # images are channel-first outside, channel-last in Keras
-        y = prefix(tf.transpose(x, [1, 2, 0])[None] if len(shape) == 3 else x[None],
-                   training=False)[0]
+        y = prefix(
+            tf.transpose(x, [1, 2, 0])[None] if len(shape) == 3 else x[None], training=False
+        )[0]
         return tf.transpose(y, [2, 0, 1]) if len(y.shape) == 3 else y
 
     name = keras_input._keras_history.operation.name
     try:
         function = tf.function(per_example).get_concrete_function(tf.TensorSpec(shape, tf.float32))
     except Exception as exc:
-        raise UnsupportedError(f"{reason}; TensorFlow could not trace the frozen backbone (up to "
-                               f"layer {prefix.layers[-1].name!r}) for coremltools: "
-                               f"{type(exc).__name__}: {first_line(exc)}") from exc
+        raise UnsupportedError(
+            f"{reason}; TensorFlow could not trace the frozen backbone (up to "
+            f"layer {prefix.layers[-1].name!r}) for coremltools: "
+            f"{type(exc).__name__}: {first_line(exc)}"
+        ) from exc
     return convert_with_coremltools([function], "tensorflow", shape, name, reason), head
 
 
-def keras_head(model: Any, *, trainable: Optional[Sequence[str]], image_input: Any,
-               allow_unsupported: bool, reason: str) -> tuple[tuple[Graph, Any], Backbone]:
+def keras_head(
+    model: Any,
+    *,
+    trainable: Optional[Sequence[str]],
+    image_input: Any,
+    allow_unsupported: bool,
+    reason: str,
+) -> tuple[tuple[Graph, Any], Backbone]:
     """The coremltools path for Keras: the head's (graph, context) from our frontend, reading
     ``FEATURES``, and the converted backbone."""
     if image_input is not None and image_input is not False:
-        raise ConfigError("image_input is not supported with a backbone converted by coremltools "
-                          "yet; feed a MultiArray, or make the backbone translatable")
+        raise ConfigError(
+            "image_input is not supported with a backbone converted by coremltools "
+            "yet; feed a MultiArray, or make the backbone translatable"
+        )
     trains = Context(set(trainable) if trainable is not None else None, allow_unsupported).trains
     backbone, head = keras_backbone(model, trains, reason)
     graph, ctx = keras_to_graph(head, trainable=trainable, allow_unsupported=allow_unsupported)

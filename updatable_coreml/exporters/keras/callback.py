@@ -35,17 +35,26 @@ class UpdatableCoreMLExport(keras.callbacks.Callback):
     file is validated again from disk; ``self.report`` holds the last ``ExportReport``.
     """
 
-    def __init__(self, path: PathLike, *, every_n_epochs: Optional[int] = None,
-                 batch_size: Optional[int] = None, epochs: Union[int, str, None] = None,
-                 verbose: bool = False, **export_options) -> None:
+    def __init__(
+        self,
+        path: PathLike,
+        *,
+        every_n_epochs: Optional[int] = None,
+        batch_size: Optional[int] = None,
+        epochs: Union[int, str, None] = None,
+        verbose: bool = False,
+        **export_options,
+    ) -> None:
         super().__init__()
         if every_n_epochs is not None and every_n_epochs < 1:
             raise ConfigError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         if isinstance(epochs, str) and epochs != "fit":
-            raise ConfigError(f"epochs={epochs!r}: give a number, or 'fit' to copy the "
-                              "epochs of the fit call")
-        ExportOptions.build(**{k: v for k, v in export_options.items()
-                               if k not in ("loss", "optimizer")})  # refuse typos now
+            raise ConfigError(
+                f"epochs={epochs!r}: give a number, or 'fit' to copy the epochs of the fit call"
+            )
+        ExportOptions.build(
+            **{k: v for k, v in export_options.items() if k not in ("loss", "optimizer")}
+        )  # refuse typos now
         self.path = str(path)
         self.every_n_epochs = every_n_epochs
         self.batch_size = batch_size
@@ -64,8 +73,9 @@ class UpdatableCoreMLExport(keras.callbacks.Callback):
         self._epochs_done, self._exported_epoch = 0, None
         ctx = Context(None, self.export_options.get("allow_unsupported", False))
         if fit.get("class_weight"):
-            ctx.refuse("fit(class_weight=...) cannot be carried: Core ML weighs every example "
-                       "the same")
+            ctx.refuse(
+                "fit(class_weight=...) cannot be carried: Core ML weighs every example the same"
+            )
         map_loss(self.export_options.get("loss") or self.model.loss, ctx)
         map_optimizer(self.export_options.get("optimizer") or self.model.optimizer, ctx)
         self._warnings = ctx.warnings
@@ -91,8 +101,9 @@ class UpdatableCoreMLExport(keras.callbacks.Callback):
         report.warnings[:0] = self._warnings
         findings = validate(path)
         if not is_valid(findings):
-            raise UnsupportedError(f"{path}: the written model does not validate: "
-                                   + "; ".join(map(str, findings)))
+            raise UnsupportedError(
+                f"{path}: the written model does not validate: " + "; ".join(map(str, findings))
+            )
         self.report = report
         self._exported_epoch = self._epochs_done
         if self.verbose:

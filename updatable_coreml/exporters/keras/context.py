@@ -59,11 +59,31 @@ class Context:
             return layer.name in self.trainable
         return bool(layer.trainable)
 
-    def add(self, op: str, name: str, inputs: Sequence[Tensor], *, attrs=None, weights=None,
-            trainable: bool = False, source: str = "", output: Optional[str] = None) -> str:
+    def add(
+        self,
+        op: str,
+        name: str,
+        inputs: Sequence[Tensor],
+        *,
+        attrs=None,
+        weights=None,
+        trainable: bool = False,
+        source: str = "",
+        output: Optional[str] = None,
+    ) -> str:
         """Append a node; returns its output tensor name (``output`` or the node name)."""
-        node = append_node(self.nodes, self.node_names, op, name, [t.name for t in inputs], [],
-                           attrs=attrs, weights=weights, trainable=trainable, source=source)
+        node = append_node(
+            self.nodes,
+            self.node_names,
+            op,
+            name,
+            [t.name for t in inputs],
+            [],
+            attrs=attrs,
+            weights=weights,
+            trainable=trainable,
+            source=source,
+        )
         node.outputs.append(self.tensor(node.name if output is None else output))
         return node.outputs[0]
 
@@ -94,15 +114,19 @@ def channel_first(shape: Sequence[Optional[int]], where: str) -> tuple[int, ...]
     """Keras per-example shape (channel-last) -> IR shape (channel-first). A sequence
     ``(steps, features)`` is already the IR's ``(Seq, C)``."""
     if any(d is None for d in shape):
-        raise UnsupportedError(f"{where}: shape {tuple(shape)} has unknown dimensions; Core ML "
-                               "needs fixed sizes: give the Input an explicit shape")
+        raise UnsupportedError(
+            f"{where}: shape {tuple(shape)} has unknown dimensions; Core ML "
+            "needs fixed sizes: give the Input an explicit shape"
+        )
     fixed = tuple(int(d) for d in shape if d is not None)
     if len(fixed) == 3:
         return (fixed[2], fixed[0], fixed[1])
     if len(fixed) in (1, 2):
         return fixed
-    raise UnsupportedError(f"{where}: rank-{len(shape)} tensors {shape} are not supported; "
-                           "use vectors (N,), sequences (steps, features) or images (H, W, C)")
+    raise UnsupportedError(
+        f"{where}: rank-{len(shape)} tensors {shape} are not supported; "
+        "use vectors (N,), sequences (steps, features) or images (H, W, C)"
+    )
 
 
 def _source(layer) -> str:
@@ -114,12 +138,16 @@ def _functional(model):
     if isinstance(model, _keras().Sequential):
         graph = getattr(model, "_functional", None)
         if graph is None:
-            raise ConfigError(f"model {model.name!r} is not built: give it an Input layer or call "
-                              "model.build(input_shape) before exporting")
+            raise ConfigError(
+                f"model {model.name!r} is not built: give it an Input layer or call "
+                "model.build(input_shape) before exporting"
+            )
         return graph
     if not hasattr(model, "_nodes_by_depth"):
-        raise UnsupportedError(f"model {model.name!r} ({type(model).__name__}) is a subclassed "
-                               "model; export a Sequential or functional model")
+        raise UnsupportedError(
+            f"model {model.name!r} ({type(model).__name__}) is a subclassed "
+            "model; export a Sequential or functional model"
+        )
     return model
 
 
@@ -129,5 +157,7 @@ def _numpy(variable) -> np.ndarray:
 
 def _channels_last(layer) -> None:
     if getattr(layer, "data_format", "channels_last") != "channels_last":
-        raise UnsupportedError(f"layer {layer.name!r}: data_format={layer.data_format!r}; only "
-                               "channels_last models are supported")
+        raise UnsupportedError(
+            f"layer {layer.name!r}: data_format={layer.data_format!r}; only "
+            "channels_last models are supported"
+        )

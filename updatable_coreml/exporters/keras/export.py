@@ -20,8 +20,15 @@ if TYPE_CHECKING:
     from ...export import ExportReport
 
 
-def export_keras(model, path: PathLike, *, loss=None, optimizer=None,
-                 options: Optional[ExportOptions] = None, **kwargs: Any) -> ExportReport:
+def export_keras(
+    model,
+    path: PathLike,
+    *,
+    loss=None,
+    optimizer=None,
+    options: Optional[ExportOptions] = None,
+    **kwargs: Any,
+) -> ExportReport:
     """Export a built Keras 3 model to an updatable Core ML ``.mlmodel`` at ``path``.
 
     Defaults come from the model: ``layer.trainable`` decides which Dense/Conv layers train
@@ -39,23 +46,48 @@ def export_keras(model, path: PathLike, *, loss=None, optimizer=None,
 
     options = ExportOptions.build(options, **kwargs)
     keras = _keras()
-    trainable, image_input, allow = options.trainable, options.image_input, options.allow_unsupported
+    trainable, image_input, allow = (
+        options.trainable,
+        options.image_input,
+        options.allow_unsupported,
+    )
     (graph, ctx), converted = translate_or_convert(  # pipeline=True: see backbone.py
-        options.backbone, options.pipeline,
-        lambda: keras_to_graph(model, trainable=trainable, image_input=image_input,
-                               allow_unsupported=allow),
-        lambda reason: keras_head(model, trainable=trainable, image_input=image_input,
-                                  allow_unsupported=allow, reason=reason))
+        options.backbone,
+        options.pipeline,
+        lambda: keras_to_graph(
+            model, trainable=trainable, image_input=image_input, allow_unsupported=allow
+        ),
+        lambda reason: keras_head(
+            model,
+            trainable=trainable,
+            image_input=image_input,
+            allow_unsupported=allow,
+            reason=reason,
+        ),
+    )
     loss_map = map_loss(loss if loss is not None else getattr(model, "loss", None), ctx)
     if _non_unit_loss_weights(model):
-        ctx.refuse("compile(loss_weights=...) cannot be carried: Core ML trains one unweighted loss")
-    opt, notes = map_optimizer(optimizer if optimizer is not None else getattr(model, "optimizer", None),
-                               ctx)
+        ctx.refuse(
+            "compile(loss_weights=...) cannot be carried: Core ML trains one unweighted loss"
+        )
+    opt, notes = map_optimizer(
+        optimizer if optimizer is not None else getattr(model, "optimizer", None), ctx
+    )
     assumptions = list(notes) + options.default_notes()
     if loss_map.source_name == "categorical_crossentropy":
-        assumptions.append("categorical_crossentropy: on device the target is the class label "
-                           "(or index), not a one-hot vector")
+        assumptions.append(
+            "categorical_crossentropy: on device the target is the class label "
+            "(or index), not a one-hot vector"
+        )
     return export_graph(
-        graph, path, loss=loss_map.kind, optimizer=opt, from_logits=loss_map.from_logits,
-        options=options, source=f"keras=={keras.__version__} ({keras.backend.backend()} backend)",
-        assumptions=assumptions, warnings=ctx.warnings, backbone=converted)
+        graph,
+        path,
+        loss=loss_map.kind,
+        optimizer=opt,
+        from_logits=loss_map.from_logits,
+        options=options,
+        source=f"keras=={keras.__version__} ({keras.backend.backend()} backend)",
+        assumptions=assumptions,
+        warnings=ctx.warnings,
+        backbone=converted,
+    )

@@ -50,35 +50,55 @@ def _flatten_args(args) -> list[Tensor]:
     return flat
 
 
-def _convert(ctx: Context, layer, inputs: list[Tensor], kwargs: dict, out_keras,
-             prefix: str = "") -> Tensor:
+def _convert(
+    ctx: Context, layer, inputs: list[Tensor], kwargs: dict, out_keras, prefix: str = ""
+) -> Tensor:
     """``prefix`` 'ops.' for a Keras operation that is not a layer (``keras.ops`` arithmetic
     on a KerasTensor), whose converters are registered as ``ops.<class>``."""
     kind = prefix + type(layer).__name__
     converter = CONVERTERS.get(kind) if type(layer).__module__.startswith("keras.") else None
     if converter is None:
-        raise UnsupportedError(f"layer {layer.name!r} of class {type(layer).__module__}.{kind} "
-                               "has no Core ML converter; supported: " + ", ".join(sorted(CONVERTERS)))
+        raise UnsupportedError(
+            f"layer {layer.name!r} of class {type(layer).__module__}.{kind} "
+            "has no Core ML converter; supported: " + ", ".join(sorted(CONVERTERS))
+        )
     if len(out_keras) != 1:
         raise UnsupportedError(f"layer {layer.name!r} ({kind}) has {len(out_keras)} outputs")
     ctx.seen.add(layer.name)
     _check_regularizers(ctx, layer)
     out_shape = channel_first(out_keras[0].shape[1:], f"layer {layer.name!r}")
-    name = run_converter(converter, f"layer {layer.name!r} ({kind})", ctx, layer,
-                         LayerCall(inputs, kwargs, out_shape))
+    name = run_converter(
+        converter,
+        f"layer {layer.name!r} ({kind})",
+        ctx,
+        layer,
+        LayerCall(inputs, kwargs, out_shape),
+    )
     return Tensor(name, out_shape)
 
 
 def _check_regularizers(ctx: Context, layer) -> None:
-    for attr in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
-                 "depthwise_regularizer", "pointwise_regularizer"):
+    for attr in (
+        "kernel_regularizer",
+        "bias_regularizer",
+        "activity_regularizer",
+        "depthwise_regularizer",
+        "pointwise_regularizer",
+    ):
         if getattr(layer, attr, None) is not None and ctx.trains(layer):
-            ctx.warnings.append(f"layer {layer.name!r}: {attr} is not carried to the device (Core ML "
-                                "has no regularization); on-device training runs without it")
+            ctx.warnings.append(
+                f"layer {layer.name!r}: {attr} is not carried to the device (Core ML "
+                "has no regularization); on-device training runs without it"
+            )
 
 
-def keras_to_graph(model, *, trainable: Optional[Sequence[str]] = None, image_input=None,
-                   allow_unsupported: bool = False) -> tuple[Graph, Context]:
+def keras_to_graph(
+    model,
+    *,
+    trainable: Optional[Sequence[str]] = None,
+    image_input=None,
+    allow_unsupported: bool = False,
+) -> tuple[Graph, Context]:
     """Trace a built Keras model into an IR graph (before any pass)."""
     ctx = Context(set(trainable) if trainable is not None else None, allow_unsupported)
     graph = _functional(model)
@@ -91,9 +111,13 @@ def keras_to_graph(model, *, trainable: Optional[Sequence[str]] = None, image_in
     if ctx.trainable is not None:
         unknown = sorted(ctx.trainable - ctx.seen)
         if unknown:
-            raise ConfigError(f"--trainable (trainable=): no layer named {unknown[0]!r}"
-                              + (did_you_mean(unknown[0], sorted(ctx.seen))
-                                 or "; layers are: " + ", ".join(sorted(ctx.seen))))
+            raise ConfigError(
+                f"--trainable (trainable=): no layer named {unknown[0]!r}"
+                + (
+                    did_you_mean(unknown[0], sorted(ctx.seen))
+                    or "; layers are: " + ", ".join(sorted(ctx.seen))
+                )
+            )
     return _token_inputs(Graph(inputs, [t.name for t in outputs], ctx.nodes)), ctx
 
 
@@ -108,8 +132,10 @@ def _token_inputs(graph: Graph) -> Graph:
             continue
         others = [node.name for node in consumers if node.op != "embedding"]
         if others or spec.name in graph.outputs:
-            raise UnsupportedError(f"input {spec.name!r} holds token ids for an Embedding and "
-                                   f"cannot also feed {others or 'the output'}; give them "
-                                   "separate inputs")
+            raise UnsupportedError(
+                f"input {spec.name!r} holds token ids for an Embedding and "
+                f"cannot also feed {others or 'the output'}; give them "
+                "separate inputs"
+            )
         spec.shape = (spec.shape[0], 1)
     return graph

@@ -2,7 +2,6 @@
 converter table, node attributes and constants, and the geometry helpers that convolution and
 pooling both need."""
 
-
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -22,8 +21,14 @@ DEFAULT_DOMAINS = ("", "ai.onnx")
 NHWC_TO_NCHW = (0, 3, 1, 2)
 NCHW_TO_NHWC = (0, 2, 3, 1)
 #: ops never evaluated at conversion time, even on constants: a random draw is not a weight
-RANDOM_OPS = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-              "Bernoulli", "Multinomial")
+RANDOM_OPS = (
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Bernoulli",
+    "Multinomial",
+)
 
 Converter = Callable[["OnnxTranslation", Any, dict], None]
 CONVERTERS = Registry("converter for ONNX op")
@@ -36,8 +41,10 @@ def default_opset(model: Any) -> int:
     versions = [o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS]
     opset = max(versions, default=0)
     if opset < MIN_OPSET:
-        raise UnsupportedError(f"ONNX opset {opset} is older than {MIN_OPSET}: convert it first "
-                               f"(onnx.version_converter.convert_version(model, {MIN_OPSET}))")
+        raise UnsupportedError(
+            f"ONNX opset {opset} is older than {MIN_OPSET}: convert it first "
+            f"(onnx.version_converter.convert_version(model, {MIN_OPSET}))"
+        )
     return opset
 
 
@@ -104,10 +111,13 @@ class OnnxTranslation:
             raise UnsupportedError(
                 f"Transpose node {pending.node!r} (perm {list(pending.perm)}) feeds {where(node)}, "
                 "which needs channel-first data; only transposes that cancel out, reorder before "
-                "a Flatten, or move size-1 axes can be folded")
+                "a Flatten, or move size-1 axes can be folded"
+            )
         if name in self.constants:
-            raise UnsupportedError(f"{where(node)} takes constant {name!r} where it needs an "
-                                   "activation; Core ML layers only take weights in their own slots")
+            raise UnsupportedError(
+                f"{where(node)} takes constant {name!r} where it needs an "
+                "activation; Core ML layers only take weights in their own slots"
+            )
         raise UnsupportedError(f"{where(node)} reads {name!r}, which no converted node produced")
 
     def constant(self, node: Any, index: int) -> Optional[np.ndarray]:
@@ -116,23 +126,28 @@ class OnnxTranslation:
             return None
         name = node.input[index]
         if name not in self.constants:
-            raise UnsupportedError(f"{where(node)}: input {index} ({name!r}) is computed in the "
-                                   "graph; it must be a constant (an initializer)")
+            raise UnsupportedError(
+                f"{where(node)}: input {index} ({name!r}) is computed in the "
+                "graph; it must be a constant (an initializer)"
+            )
         return self.constants[name]
 
     def required_constant(self, node: Any, index: int) -> np.ndarray:
         """``constant(node, index)`` for an input the operator cannot do without."""
         value = self.constant(node, index)
         if value is None:
-            raise UnsupportedError(f"{where(node)}: input {index} is missing; it must be a "
-                                   "constant (an initializer)")
+            raise UnsupportedError(
+                f"{where(node)}: input {index} is missing; it must be a constant (an initializer)"
+            )
         return value
 
     def full_shape(self, name: str, node: Any) -> tuple[int, ...]:
         shape = self.shapes.get(name)
         if shape is None:
-            raise UnsupportedError(f"{where(node)}: the shape of {name!r} is not static; export the "
-                                   "ONNX model with static shapes (only the batch may be dynamic)")
+            raise UnsupportedError(
+                f"{where(node)}: the shape of {name!r} is not static; export the "
+                "ONNX model with static shapes (only the batch may be dynamic)"
+            )
         return shape
 
     def example_shape(self, name: str, node: Any) -> tuple[int, ...]:
@@ -141,16 +156,36 @@ class OnnxTranslation:
 
     # writing ------------------------------------------------------------------------------
 
-    def emit(self, node: Any, op: str, inputs: list[str], *, attrs: Optional[dict] = None,
-             weights: Optional[dict[str, Optional[np.ndarray]]] = None, suffix: str = "",
-             output: Optional[str] = None) -> Node:
+    def emit(
+        self,
+        node: Any,
+        op: str,
+        inputs: list[str],
+        *,
+        attrs: Optional[dict] = None,
+        weights: Optional[dict[str, Optional[np.ndarray]]] = None,
+        suffix: str = "",
+        output: Optional[str] = None,
+    ) -> Node:
         """Append an IR node for ONNX ``node``; it writes ONNX output 0 unless ``output`` names
         another tensor (the intermediate of a node written as two IR nodes)."""
         tensor = output or node.output[0]
-        kept = {role: np.ascontiguousarray(array, dtype=np.float32)
-                for role, array in (weights or {}).items() if array is not None}
-        ir = append_node(self.graph.nodes, self.taken, op, node.name + suffix, inputs, [tensor],
-                         attrs=attrs, weights=kept, source=f"onnx.{node.op_type}")
+        kept = {
+            role: np.ascontiguousarray(array, dtype=np.float32)
+            for role, array in (weights or {}).items()
+            if array is not None
+        }
+        ir = append_node(
+            self.graph.nodes,
+            self.taken,
+            op,
+            node.name + suffix,
+            inputs,
+            [tensor],
+            attrs=attrs,
+            weights=kept,
+            source=f"onnx.{node.op_type}",
+        )
         self.tensors[tensor] = tensor
         if kept:
             self.weight_sources[ir.name] = {n for n in node.input if n in self.constants}
@@ -189,29 +224,39 @@ def _unused(state: OnnxTranslation, node: Any, what: str) -> None:
     """Refuse when an extra output of ``node`` (a mask, indices, statistics) is read."""
     for name in node.output[1:]:
         if name and state.uses.get(name):
-            raise UnsupportedError(f"{where(node)}: its {what} output {name!r} is used; only the "
-                                   "main result can be exported")
+            raise UnsupportedError(
+                f"{where(node)}: its {what} output {name!r} is used; only the "
+                "main result can be exported"
+            )
 
 
 # -- geometry convolution and pooling share -----------------------------------------------
 
 
-def explicit_pads(node: Any, attrs: dict, hw: tuple[int, ...], kernel: tuple[int, ...],
-                  strides: tuple[int, ...], dilations: tuple[int, ...]) -> tuple[int, int, int, int]:
+def explicit_pads(
+    node: Any,
+    attrs: dict,
+    hw: tuple[int, ...],
+    kernel: tuple[int, ...],
+    strides: tuple[int, ...],
+    dilations: tuple[int, ...],
+) -> tuple[int, int, int, int]:
     """ONNX ``auto_pad``/``pads`` as IR (top, bottom, left, right)."""
     auto = attrs.get("auto_pad", "NOTSET")
     if auto == "VALID":
         return (0, 0, 0, 0)
     if auto in ("SAME_UPPER", "SAME_LOWER"):
-        (top, bottom), (left, right) = (same_pads(hw[i], kernel[i], strides[i], dilations[i])
-                                        for i in range(2))
+        (top, bottom), (left, right) = (
+            same_pads(hw[i], kernel[i], strides[i], dilations[i]) for i in range(2)
+        )
         if auto == "SAME_LOWER":  # the odd pixel goes to the start
             top, bottom, left, right = bottom, top, right, left
         return (top, bottom, left, right)
     pads = tuple(int(p) for p in attrs.get("pads", (0, 0, 0, 0)))
     if len(pads) != 4 or min(pads) < 0:
-        raise UnsupportedError(f"{where(node)}: pads {list(pads)} are not 2-D (h_begin, w_begin, "
-                               "h_end, w_end) >= 0")
+        raise UnsupportedError(
+            f"{where(node)}: pads {list(pads)} are not 2-D (h_begin, w_begin, h_end, w_end) >= 0"
+        )
     return (pads[0], pads[2], pads[1], pads[3])
 
 
@@ -219,6 +264,8 @@ def _image_input(state: OnnxTranslation, node: Any) -> tuple[int, int, int]:
     """Input 0's per-example (C, H, W), refused for other ranks (1-D/3-D convs and pools)."""
     shape = state.example_shape(node.input[0], node)
     if len(shape) != 3:
-        raise UnsupportedError(f"{where(node)} works on a rank-{len(shape) + 1} tensor; only 2-D "
-                               "(batch, channels, height, width) is supported")
+        raise UnsupportedError(
+            f"{where(node)} works on a rank-{len(shape) + 1} tensor; only 2-D "
+            "(batch, channels, height, width) is supported"
+        )
     return shape

@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 # -- what trains ---------------------------------------------------------------------------
 
 
-def select_trainable(state: OnnxTranslation, trainable: Union[None, str, Iterable[str]]) -> list[str]:
+def select_trainable(
+    state: OnnxTranslation, trainable: Union[None, str, Iterable[str]]
+) -> list[str]:
     """Mark the layers that train; returns what the report should say about the choice.
 
     ``trainable``: ``"all"`` (every dense/convolution layer), names of nodes, initializers or
@@ -39,8 +41,10 @@ def select_trainable(state: OnnxTranslation, trainable: Union[None, str, Iterabl
         if not layers:
             raise UnsupportedError("the model has no Gemm/MatMul/Conv layer Core ML could train")
         layers[-1].trainable = True
-        return [f"trainable not given: only the last layer {layers[-1].name!r} trains; name the "
-                "layers to train (nodes or initializers) or pass 'all'"]
+        return [
+            f"trainable not given: only the last layer {layers[-1].name!r} trains; name the "
+            "layers to train (nodes or initializers) or pass 'all'"
+        ]
     if trainable == "all":
         for node in layers:
             node.trainable = True
@@ -50,9 +54,12 @@ def select_trainable(state: OnnxTranslation, trainable: Union[None, str, Iterabl
         hits = [node for node in state.graph.nodes if _matches(state, node, name)]
         if not hits:
             known = [n.name for n in state.graph.nodes] + sorted(
-                {w for sources in state.weight_sources.values() for w in sources})
-            raise ConfigError(f"--trainable (trainable=): no node or initializer named {name!r}"
-                              + did_you_mean(name, known))
+                {w for sources in state.weight_sources.values() for w in sources}
+            )
+            raise ConfigError(
+                f"--trainable (trainable=): no node or initializer named {name!r}"
+                + did_you_mean(name, known)
+            )
         for node in hits:
             node.trainable = True
     return []
@@ -71,8 +78,12 @@ def _matches(state: OnnxTranslation, node: Node, name: str) -> bool:
 # -- the export ----------------------------------------------------------------------------
 
 
-def onnx_to_graph(model: Any, *, trainable: Union[None, str, Iterable[str]] = None,
-                  image_input: Optional[dict] = None) -> tuple[OnnxTranslation, list[str]]:
+def onnx_to_graph(
+    model: Any,
+    *,
+    trainable: Union[None, str, Iterable[str]] = None,
+    image_input: Optional[dict] = None,
+) -> tuple[OnnxTranslation, list[str]]:
     """Load and translate ``model`` with ``Node.trainable`` set (no loss, no passes); also
     returns the assumptions made."""
     state = translate(load_onnx(model), image_input)
@@ -81,16 +92,27 @@ def onnx_to_graph(model: Any, *, trainable: Union[None, str, Iterable[str]] = No
 
 def wants_logits(state: OnnxTranslation, loss: str) -> tuple[bool, list[str]]:
     """Whether cross-entropy needs a softmax appended (the output is not one), and notes."""
-    producer = state.graph.producer(state.graph.outputs[0]) if len(state.graph.outputs) == 1 else None
+    producer = (
+        state.graph.producer(state.graph.outputs[0]) if len(state.graph.outputs) == 1 else None
+    )
     if loss != "cce" or producer is None or producer.op == "softmax":
         return False, []
-    return True, [f"output {state.graph.outputs[0]!r} is not a softmax: read as logits, a softmax "
-                  "is appended for cross-entropy"]
+    return True, [
+        f"output {state.graph.outputs[0]!r} is not a softmax: read as logits, a softmax "
+        "is appended for cross-entropy"
+    ]
 
 
-def export_onnx(model: Any, path: Union[str, os.PathLike], *, loss: str, optimizer: Any = None,
-                from_logits: Optional[bool] = None, options: Optional[ExportOptions] = None,
-                **kwargs: Any) -> ExportReport:
+def export_onnx(
+    model: Any,
+    path: Union[str, os.PathLike],
+    *,
+    loss: str,
+    optimizer: Any = None,
+    from_logits: Optional[bool] = None,
+    options: Optional[ExportOptions] = None,
+    **kwargs: Any,
+) -> ExportReport:
     """Export an ONNX model (path, bytes or ``ModelProto``) as an updatable Core ML model.
 
     ONNX carries no training configuration worth trusting, so ``loss`` (``'cce'``/``'mse'``)
@@ -108,13 +130,19 @@ def export_onnx(model: Any, path: Union[str, os.PathLike], *, loss: str, optimiz
     from ...training import SGD
 
     options = ExportOptions.build(options, **kwargs)
-    state, assumptions = onnx_to_graph(model, trainable=options.trainable,
-                                       image_input=options.image_input)
+    state, assumptions = onnx_to_graph(
+        model, trainable=options.trainable, image_input=options.image_input
+    )
     logits, notes = wants_logits(state, loss)
     if optimizer is None:
         assumptions.append("no optimizer given: Core ML SGD with learning rate 0.01, no momentum")
-    return export_graph(state.graph, path, loss=loss, optimizer=optimizer or SGD(),
-                        from_logits=logits if from_logits is None else from_logits,
-                        options=options, source=f"onnx=={onnx.__version__} (opset {state.opset})",
-                        assumptions=assumptions + (notes if from_logits is None else [])
-                        + options.default_notes())
+    return export_graph(
+        state.graph,
+        path,
+        loss=loss,
+        optimizer=optimizer or SGD(),
+        from_logits=logits if from_logits is None else from_logits,
+        options=options,
+        source=f"onnx=={onnx.__version__} (opset {state.opset})",
+        assumptions=assumptions + (notes if from_logits is None else []) + options.default_notes(),
+    )

@@ -37,8 +37,9 @@ def load_onnx(source: Any) -> Any:
         try:
             load_external_data_for_model(model, str(path.parent))
         except Exception as exc:
-            raise ModelFileError(f"{path}: cannot read its external data "
-                                 f"({', '.join(sorted(files))}): {exc}") from None
+            raise ModelFileError(
+                f"{path}: cannot read its external data ({', '.join(sorted(files))}): {exc}"
+            ) from None
     return model
 
 
@@ -47,8 +48,10 @@ def _parse(data: bytes, name: str) -> Any:
 
     model = parse_message(onnx.ModelProto(), data, name, "an ONNX model")
     if not model.HasField("graph") or not model.opset_import:
-        raise ModelFileError(f"{name}: not an ONNX model (no graph or opset); the file may be "
-                             "truncated or of another format")
+        raise ModelFileError(
+            f"{name}: not an ONNX model (no graph or opset); the file may be "
+            "truncated or of another format"
+        )
     return model
 
 
@@ -60,16 +63,24 @@ def _check_external_data(model: Any, folder: Optional[Path]) -> set[str]:
     for tensor in model.graph.initializer:
         if not uses_external_data(tensor):
             continue
-        location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+        location = next(
+            (entry.value for entry in tensor.external_data if entry.key == "location"), ""
+        )
         if folder is None:
-            raise ModelFileError(f"initializer {tensor.name!r} keeps its data in {location!r}; pass "
-                                 "the .onnx path (not a loaded proto) so the file can be found")
+            raise ModelFileError(
+                f"initializer {tensor.name!r} keeps its data in {location!r}; pass "
+                "the .onnx path (not a loaded proto) so the file can be found"
+            )
         target = (folder / location).resolve()
         if not location or folder.resolve() not in target.parents:
-            raise ModelFileError(f"initializer {tensor.name!r}: external data location {location!r} "
-                                 "is outside the model's folder; refusing to read it")
+            raise ModelFileError(
+                f"initializer {tensor.name!r}: external data location {location!r} "
+                "is outside the model's folder; refusing to read it"
+            )
         if not target.is_file():
-            raise ModelFileError(f"initializer {tensor.name!r}: external data file {location!r} "
-                                 f"not found next to the model (in {folder})")
+            raise ModelFileError(
+                f"initializer {tensor.name!r}: external data file {location!r} "
+                f"not found next to the model (in {folder})"
+            )
         files.add(location)
     return files

@@ -65,8 +65,14 @@ def translate(model: Any, image_input: Optional[dict] = None) -> OnnxTranslation
         uses[value.name] = uses.get(value.name, 0) + 1
     inputs = [_input_spec(value, shapes) for value in graph_inputs]
     apply_image_input(image_input, inputs)
-    state = OnnxTranslation(Graph(inputs, []), shapes, constants, uses, opset,
-                            tuple(value.name for value in model.graph.output))
+    state = OnnxTranslation(
+        Graph(inputs, []),
+        shapes,
+        constants,
+        uses,
+        opset,
+        tuple(value.name for value in model.graph.output),
+    )
     state.tensors.update({spec.name: spec.name for spec in inputs})
     state.taken.update(spec.name for spec in inputs)
     for index, node in enumerate(model.graph.node):
@@ -91,30 +97,38 @@ def _check_float(value: Any) -> None:
 
     elem_type = value.type.tensor_type.elem_type
     if elem_type != TensorProto.FLOAT:
-        raise UnsupportedError(f"input {value.name!r} is of ONNX type "
-                               f"{TensorProto.DataType.Name(elem_type)}; Core ML network inputs "
-                               "here are float32 tensors")
+        raise UnsupportedError(
+            f"input {value.name!r} is of ONNX type "
+            f"{TensorProto.DataType.Name(elem_type)}; Core ML network inputs "
+            "here are float32 tensors"
+        )
 
 
 def _input_spec(value: Any, shapes: dict[str, tuple[int, ...]]) -> TensorSpec:
     shape = shapes.get(value.name)
     if shape is None or len(shape) < 2:
-        raise UnsupportedError(f"input {value.name!r} needs a static shape (batch, features...); "
-                               "only the batch dimension may be dynamic")
+        raise UnsupportedError(
+            f"input {value.name!r} needs a static shape (batch, features...); "
+            "only the batch dimension may be dynamic"
+        )
     return TensorSpec(value.name, shape[1:])
 
 
 def _convert(state: OnnxTranslation, node: Any) -> None:
     if node.domain not in DEFAULT_DOMAINS:
-        raise UnsupportedError(f"{where(node)} is from operator domain {node.domain!r}; only "
-                               "standard ONNX ops can be exported")
+        raise UnsupportedError(
+            f"{where(node)} is from operator domain {node.domain!r}; only "
+            "standard ONNX ops can be exported"
+        )
     if _foldable(state, node):
         _fold(state, node)
         return
     fn = CONVERTERS.get(node.op_type)
     if fn is None:
-        raise UnsupportedError(f"{where(node)}: ONNX op {node.op_type!r} has no Core ML converter; "
-                               "replace it with a supported op (see the ONNX exporter's op list)")
+        raise UnsupportedError(
+            f"{where(node)}: ONNX op {node.op_type!r} has no Core ML converter; "
+            "replace it with a supported op (see the ONNX exporter's op list)"
+        )
     run_converter(fn, where(node), state, node, node_attrs(node))
 
 
@@ -131,7 +145,7 @@ def _fold(state: OnnxTranslation, node: Any) -> None:
     if node.op_type == "Shape":
         a = node_attrs(node)
         dims = np.asarray(state.shapes[node.input[0]], dtype=np.int64)
-        state.constants[node.output[0]] = dims[a.get("start", 0):a.get("end", len(dims))]
+        state.constants[node.output[0]] = dims[a.get("start", 0) : a.get("end", len(dims))]
         return
     from onnx.reference import ReferenceEvaluator
 
@@ -139,8 +153,10 @@ def _fold(state: OnnxTranslation, node: Any) -> None:
     try:
         results = ReferenceEvaluator(node, opsets={"": state.opset}).run(None, feeds)
     except Exception as exc:
-        raise UnsupportedError(f"{where(node)}: cannot evaluate it on its constant inputs "
-                               f"({type(exc).__name__}: {first_line(exc)})") from None
+        raise UnsupportedError(
+            f"{where(node)}: cannot evaluate it on its constant inputs "
+            f"({type(exc).__name__}: {first_line(exc)})"
+        ) from None
     for name, value in zip(node.output, results):
         if name:
             state.constants[name] = np.asarray(value)
@@ -153,8 +169,15 @@ def _output(state: OnnxTranslation, name: str) -> str:
     source = state.tensor(name, _GraphOutput(name))
     if source == name:
         return name
-    append_node(state.graph.nodes, state.taken, "identity", f"{name}_identity", [source], [name],
-                source="onnx output")
+    append_node(
+        state.graph.nodes,
+        state.taken,
+        "identity",
+        f"{name}_identity",
+        [source],
+        [name],
+        source="onnx output",
+    )
     return name
 
 

@@ -16,13 +16,25 @@ from .export import export_torch
 from .graph import torch_to_graph
 from .sources import TorchSource, load_torch_source
 from .training import (
-                       map_loss,
-                       map_optimizer,
-                       mark_trainable,
-                       optimizer_assumptions,
-                       trainable_parameters,
+    map_loss,
+    map_optimizer,
+    mark_trainable,
+    optimizer_assumptions,
+    trainable_parameters,
 )
 
-__all__ = ["LossPlan", "Refusals", "TorchSource", "as_example_inputs", "capture",
-           "export_torch", "load_torch_source", "map_loss", "map_optimizer", "mark_trainable",
-           "optimizer_assumptions", "torch_to_graph", "trainable_parameters"]
+__all__ = [
+    "LossPlan",
+    "Refusals",
+    "TorchSource",
+    "as_example_inputs",
+    "capture",
+    "export_torch",
+    "load_torch_source",
+    "map_loss",
+    "map_optimizer",
+    "mark_trainable",
+    "optimizer_assumptions",
+    "torch_to_graph",
+    "trainable_parameters",
+]

@@ -13,7 +13,9 @@ def as_example_inputs(example_inputs: Any) -> tuple:
 
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,)
-    if isinstance(example_inputs, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in example_inputs):
+    if isinstance(example_inputs, (tuple, list)) and all(
+        isinstance(t, torch.Tensor) for t in example_inputs
+    ):
         return tuple(example_inputs)
     raise ConfigError("example_inputs must be a tensor or a tuple of tensors (with a batch axis)")
 
@@ -25,7 +27,9 @@ def capture(module: Any, example_inputs: Any) -> Any:
     if isinstance(module, torch.export.ExportedProgram):
         return module
     if not isinstance(module, torch.nn.Module):
-        raise ConfigError(f"expected a torch.nn.Module or an ExportedProgram, got {type(module).__name__}")
+        raise ConfigError(
+            f"expected a torch.nn.Module or an ExportedProgram, got {type(module).__name__}"
+        )
     inputs = as_example_inputs(example_inputs)
     was_training = module.training
     module.eval()
@@ -33,8 +37,10 @@ def capture(module: Any, example_inputs: Any) -> Any:
         return torch.export.export(module, inputs)
     except Exception as exc:
         _raise_if_eager_fails(module, inputs)
-        raise UnsupportedError(f"torch.export could not capture the model: {first_line(exc).rstrip('.')}; "
-                               "make forward() traceable (no data-dependent control flow)") from exc
+        raise UnsupportedError(
+            f"torch.export could not capture the model: {first_line(exc).rstrip('.')}; "
+            "make forward() traceable (no data-dependent control flow)"
+        ) from exc
     finally:
         module.train(was_training)
 
@@ -47,7 +53,7 @@ def _raise_if_eager_fails(module: Any, inputs: tuple) -> None:
         with torch.no_grad():
             module(*inputs)
     except Exception as exc:
-        raise ConfigError(f"the model fails on example_inputs (shapes "
-                          f"{[list(t.shape) for t in inputs]}): {first_line(exc).rstrip('.')}") from exc
-
-
+        raise ConfigError(
+            f"the model fails on example_inputs (shapes "
+            f"{[list(t.shape) for t in inputs]}): {first_line(exc).rstrip('.')}"
+        ) from exc

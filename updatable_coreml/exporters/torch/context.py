@@ -63,9 +63,11 @@ class Translation:
         if name in self.tensors:
             return self.tensors[name]
         if name in self.state_names:
-            raise UnsupportedError(f"parameter {self.state_names[name]!r} is used as an "
-                                   "activation (operand of an elementwise op); Core ML layers "
-                                   "only take weights in their own slots")
+            raise UnsupportedError(
+                f"parameter {self.state_names[name]!r} is used as an "
+                "activation (operand of an elementwise op); Core ML layers "
+                "only take weights in their own slots"
+            )
         raise UnsupportedError(f"argument {arg!r} is not a tensor the exporter produced")
 
     def state(self, arg: Any) -> tuple[Optional[np.ndarray], str]:
@@ -77,9 +79,11 @@ class Translation:
         name = getattr(arg, "name", None)
         fqn = self.state_names.get(name) if isinstance(name, str) else None
         if fqn is None:
-            raise UnsupportedError(f"weight argument {getattr(arg, 'name', arg)!r} is computed "
-                                   "in the graph; only parameters, buffers and constants can be "
-                                   "layer weights")
+            raise UnsupportedError(
+                f"weight argument {getattr(arg, 'name', arg)!r} is computed "
+                "in the graph; only parameters, buffers and constants can be "
+                "layer weights"
+            )
         value = self.program.state_dict.get(fqn)
         if value is None:
             value = self.program.constants[fqn]
@@ -89,23 +93,40 @@ class Translation:
         """``state(arg)`` for an argument that must be a weight (not an absent bias)."""
         array, fqn = self.state(arg)
         if array is None:
-            raise UnsupportedError(f"a weight argument is missing (None) where {arg!r} was "
-                                   "expected to be a parameter, buffer or constant")
+            raise UnsupportedError(
+                f"a weight argument is missing (None) where {arg!r} was "
+                "expected to be a parameter, buffer or constant"
+            )
         return array, fqn
 
     # writing ------------------------------------------------------------------------------
 
-    def emit(self, fx: Any, op: str, inputs: list[str], *, attrs: Optional[dict] = None,
-             weights: Optional[dict[str, Any]] = None, suffix: str = "") -> Node:
+    def emit(
+        self,
+        fx: Any,
+        op: str,
+        inputs: list[str],
+        *,
+        attrs: Optional[dict] = None,
+        weights: Optional[dict[str, Any]] = None,
+        suffix: str = "",
+    ) -> Node:
         """Append an IR node for ``fx``; ``weights`` maps a role to a ``state()`` pair.
 
         The node's output tensor carries the node's name. A second node for the same fx node
         (``suffix``) becomes the one ``fx`` maps to.
         """
         kept = {role: pair for role, pair in (weights or {}).items() if pair[0] is not None}
-        node = append_node(self.graph.nodes, self.taken, op, layer_name(fx) + suffix, inputs,
-                           attrs=attrs, weights={role: array for role, (array, _) in kept.items()},
-                           source=node_source(fx))
+        node = append_node(
+            self.graph.nodes,
+            self.taken,
+            op,
+            layer_name(fx) + suffix,
+            inputs,
+            attrs=attrs,
+            weights={role: array for role, (array, _) in kept.items()},
+            source=node_source(fx),
+        )
         name = node.name
         self.tensors[fx.name] = name
         self.origin[name] = fx
@@ -137,7 +158,11 @@ def _is_torch_layer(cls: str) -> bool:
 
 
 def _op_name(fx: Any) -> str:
-    return fx.target.name().split("::")[-1].split(".")[0] if hasattr(fx.target, "name") else str(fx.target)
+    return (
+        fx.target.name().split("::")[-1].split(".")[0]
+        if hasattr(fx.target, "name")
+        else str(fx.target)
+    )
 
 
 def layer_name(fx: Any) -> str:
@@ -175,8 +200,9 @@ def full_shape(arg: Any) -> tuple[int, ...]:
     try:
         return tuple(int(d) for d in value.shape)
     except TypeError:
-        raise UnsupportedError(f"{arg.name}: dynamic shapes are not supported; export with "
-                               "static example inputs") from None
+        raise UnsupportedError(
+            f"{arg.name}: dynamic shapes are not supported; export with static example inputs"
+        ) from None
 
 
 def example_shape(arg: Any) -> tuple[int, ...]:
@@ -187,8 +213,10 @@ def example_shape(arg: Any) -> tuple[int, ...]:
 def channel_axis(fx: Any, dim: int, what: str) -> None:
     """Refuse ``dim`` unless it is axis 1 (the IR channel axis)."""
     if dim % len(full_shape(fx)) != 1:
-        raise UnsupportedError(f"{what} along axis {dim} in {where(fx)}: Core ML's layer works on "
-                               "the channel axis (torch dim 1) only")
+        raise UnsupportedError(
+            f"{what} along axis {dim} in {where(fx)}: Core ML's layer works on "
+            "the channel axis (torch dim 1) only"
+        )
 
 
 def _pair(value: Any) -> tuple[int, int]:

@@ -21,9 +21,16 @@ if TYPE_CHECKING:
     from ...export import ExportReport
 
 
-def export_torch(module: Any, example_inputs: Any, path: Union[str, os.PathLike], *,
-                 loss: Any, optimizer: Any = None, options: Optional[ExportOptions] = None,
-                 **kwargs: Any) -> ExportReport:
+def export_torch(
+    module: Any,
+    example_inputs: Any,
+    path: Union[str, os.PathLike],
+    *,
+    loss: Any,
+    optimizer: Any = None,
+    options: Optional[ExportOptions] = None,
+    **kwargs: Any,
+) -> ExportReport:
     """Export a torch module (or a ``torch.export`` program) as an updatable Core ML model.
 
     ``optimizer`` is a ``torch.optim.SGD``/``Adam`` (its hyperparameters and the parameters it
@@ -45,18 +52,46 @@ def export_torch(module: Any, example_inputs: Any, path: Union[str, os.PathLike]
 
     options = ExportOptions.build(options, **kwargs)
     refusals = Refusals(options.allow_unsupported)
-    image_input, input_names, trainable = options.image_input, options.input_names, options.trainable
+    image_input, input_names, trainable = (
+        options.image_input,
+        options.input_names,
+        options.trainable,
+    )
     state, converted = translate_or_convert(
-        options.backbone, options.pipeline,
-        lambda: torch_to_graph(module, example_inputs, optimizer=optimizer, trainable=trainable,
-                               image_input=image_input, input_names=input_names, refusals=refusals),
-        lambda reason: torch_head(module, example_inputs, optimizer=optimizer, trainable=trainable,
-                                  image_input=image_input, input_names=input_names,
-                                  refusals=refusals, reason=reason))
+        options.backbone,
+        options.pipeline,
+        lambda: torch_to_graph(
+            module,
+            example_inputs,
+            optimizer=optimizer,
+            trainable=trainable,
+            image_input=image_input,
+            input_names=input_names,
+            refusals=refusals,
+        ),
+        lambda reason: torch_head(
+            module,
+            example_inputs,
+            optimizer=optimizer,
+            trainable=trainable,
+            image_input=image_input,
+            input_names=input_names,
+            refusals=refusals,
+            reason=reason,
+        ),
+    )
     plan = map_loss(loss, state, refusals)
     core_optimizer = map_optimizer(optimizer, refusals)
     assumptions = optimizer_assumptions(optimizer, core_optimizer) + options.default_notes()
-    return export_graph(state.graph, path, loss=plan.kind, from_logits=plan.from_logits,
-                        optimizer=core_optimizer, options=options,
-                        source=f"torch=={torch.__version__}", assumptions=assumptions,
-                        warnings=refusals.warnings, backbone=converted)
+    return export_graph(
+        state.graph,
+        path,
+        loss=plan.kind,
+        from_logits=plan.from_logits,
+        optimizer=core_optimizer,
+        options=options,
+        source=f"torch=={torch.__version__}",
+        assumptions=assumptions,
+        warnings=refusals.warnings,
+        backbone=converted,
+    )

@@ -12,10 +12,16 @@ from .training import mark_trainable, trainable_parameters
 from .translate import translate
 
 
-def torch_to_graph(model: Any, example_inputs: Any, *, optimizer: Any = None,
-                   trainable: Optional[Iterable[str]] = None, image_input: Optional[dict] = None,
-                   input_names: Optional[Sequence[str]] = None,
-                   refusals: Optional[Refusals] = None) -> Translation:
+def torch_to_graph(
+    model: Any,
+    example_inputs: Any,
+    *,
+    optimizer: Any = None,
+    trainable: Optional[Iterable[str]] = None,
+    image_input: Optional[dict] = None,
+    input_names: Optional[Sequence[str]] = None,
+    refusals: Optional[Refusals] = None,
+) -> Translation:
     """Capture and translate ``model``, with ``Node.trainable`` set (no loss, no passes)."""
     refusals = refusals or Refusals()
     program = capture(model, example_inputs)

@@ -21,9 +21,13 @@ class TorchSource:
     example_inputs: tuple
 
 
-def load_torch_source(spec: str, weights: Optional[Union[str, os.PathLike]] = None,
-                      example_shape: Optional[Sequence[int]] = None, *,
-                      trust_source: bool = False) -> TorchSource:
+def load_torch_source(
+    spec: str,
+    weights: Optional[Union[str, os.PathLike]] = None,
+    example_shape: Optional[Sequence[int]] = None,
+    *,
+    trust_source: bool = False,
+) -> TorchSource:
     """Load ``model.pt2`` (``torch.export.save``) or ``module:factory`` / ``file.py:factory``.
 
     A factory is called without arguments (it is the user's own code, imported as such);
@@ -39,10 +43,16 @@ def load_torch_source(spec: str, weights: Optional[Union[str, os.PathLike]] = No
                 f"{spec}: a .pt2 program is read by torch.export.load, which unpickles parts of "
                 "the file and can run code stored in it; pass --trust-source (trust_source=True) "
                 "only for a file you made, or export the model to ONNX, or give module:factory "
-                "with --weights (a state dict, loaded safely)")
+                "with --weights (a state dict, loaded safely)"
+            )
         program = _load_program(Path(spec))
-        inputs = _example_from_shape(example_shape) if example_shape else \
-            tuple(program.example_inputs[0]) if program.example_inputs else None
+        inputs = (
+            _example_from_shape(example_shape)
+            if example_shape
+            else tuple(program.example_inputs[0])
+            if program.example_inputs
+            else None
+        )
         if inputs is None:
             raise ConfigError(f"{spec}: the program stores no example inputs; give example_shape")
         if weights is not None:
@@ -56,9 +66,13 @@ def load_torch_source(spec: str, weights: Optional[Union[str, os.PathLike]] = No
         try:
             module.load_state_dict(state)
         except RuntimeError as exc:
-            detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3]) or first_line(exc).rstrip('.')
-            raise ModelFileError(f"{weights}: does not match {spec} ({detail[:300]}); save the "
-                                 "state dict of the same architecture") from None
+            detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3]) or first_line(
+                exc
+            ).rstrip(".")
+            raise ModelFileError(
+                f"{weights}: does not match {spec} ({detail[:300]}); save the "
+                "state dict of the same architecture"
+            ) from None
     return TorchSource(module, _example_from_shape(example_shape))
 
 
@@ -79,7 +93,9 @@ def _load_program(path: Path) -> Any:
     try:
         return torch.export.load(str(path))
     except Exception as exc:
-        raise ModelFileError(f"{path}: not a torch.export program ({first_line(exc).rstrip('.')})") from None
+        raise ModelFileError(
+            f"{path}: not a torch.export program ({first_line(exc).rstrip('.')})"
+        ) from None
 
 
 def _load_state_dict(path: Path) -> dict:
@@ -90,8 +106,10 @@ def _load_state_dict(path: Path) -> dict:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelFileError(f"{path}: not a state dict loadable with weights_only=True "
-                             f"({type(exc).__name__}); save it with torch.save(model.state_dict())") from None
+        raise ModelFileError(
+            f"{path}: not a state dict loadable with weights_only=True "
+            f"({type(exc).__name__}); save it with torch.save(model.state_dict())"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -104,8 +122,9 @@ def _call_factory(spec: str) -> Any:
 
     target, _, factory = spec.rpartition(":")
     if not target or not factory:
-        raise ConfigError(f"{spec!r}: expected a .pt2 file or 'package.module:factory' / "
-                          "'file.py:factory'")
+        raise ConfigError(
+            f"{spec!r}: expected a .pt2 file or 'package.module:factory' / 'file.py:factory'"
+        )
     module = _import_target(target)
     fn = getattr(module, factory, None)
     if not callable(fn):

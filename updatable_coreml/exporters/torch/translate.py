@@ -24,24 +24,32 @@ from . import converters  # noqa: F401  (importing registers the converters)
 from .context import _IGNORED, CONVERTERS, Translation, _op_name, example_shape, where
 
 
-def translate(program: Any, image_input: Optional[dict] = None,
-              input_names: Optional[Sequence[str]] = None) -> Translation:
+def translate(
+    program: Any, image_input: Optional[dict] = None, input_names: Optional[Sequence[str]] = None
+) -> Translation:
     """Build the IR graph of an ``ExportedProgram`` (inputs, nodes, outputs).
 
     Inputs keep forward()'s argument names unless ``input_names`` renames them (in order);
     ``image_input`` makes the first input an image (see ``ir.TensorSpec.image``).
     """
     signature = program.graph_signature
-    state_names = {**signature.inputs_to_parameters, **signature.inputs_to_buffers,
-                   **getattr(signature, "inputs_to_lifted_tensor_constants", {})}
+    state_names = {
+        **signature.inputs_to_parameters,
+        **signature.inputs_to_buffers,
+        **getattr(signature, "inputs_to_lifted_tensor_constants", {}),
+    }
     user_inputs = list(signature.user_inputs)
     names = list(input_names) if input_names is not None else user_inputs
     if len(names) != len(user_inputs) or len(set(names)) != len(names):
-        raise ConfigError(f"input_names {names} must be {len(user_inputs)} distinct names, one per "
-                          f"forward() input ({', '.join(user_inputs)})")
+        raise ConfigError(
+            f"input_names {names} must be {len(user_inputs)} distinct names, one per "
+            f"forward() input ({', '.join(user_inputs)})"
+        )
     fx_nodes = {node.name: node for node in program.graph.nodes}
-    inputs = [TensorSpec(name, example_shape(fx_nodes[fx_name]))
-              for name, fx_name in zip(names, user_inputs)]
+    inputs = [
+        TensorSpec(name, example_shape(fx_nodes[fx_name]))
+        for name, fx_name in zip(names, user_inputs)
+    ]
     apply_image_input(image_input, inputs)
     state = Translation(program, Graph(inputs=inputs, outputs=[]), state_names=state_names)
     state.tensors.update(zip(user_inputs, names))
@@ -52,8 +60,10 @@ def translate(program: Any, image_input: Optional[dict] = None,
         elif node.op == "output":
             state.graph.outputs = [state.tensor(arg) for arg in _flat_outputs(node.args[0])]
         elif node.op != "placeholder":
-            raise UnsupportedError(f"graph node {node.name} ({node.op}) in {where(node)} is not "
-                                   "an op call; export the model without submodule calls")
+            raise UnsupportedError(
+                f"graph node {node.name} ({node.op}) in {where(node)} is not "
+                "an op call; export the model without submodule calls"
+            )
     return state
 
 
@@ -72,8 +82,10 @@ def _convert(state: Translation, fx: Any) -> None:
         return
     fn = CONVERTERS.get(out_of_place(op)) if getattr(fx.target, "namespace", "") == "aten" else None
     if fn is None:
-        raise UnsupportedError(f"torch op {op!r} in {where(fx)} has no Core ML converter; "
-                               "replace it with a supported layer (see the exporter's op list)")
+        raise UnsupportedError(
+            f"torch op {op!r} in {where(fx)} has no Core ML converter; "
+            "replace it with a supported layer (see the exporter's op list)"
+        )
     run_converter(fn, f"torch op {op!r} in {where(fx)}", state, fx, arguments(fx))
 
 
@@ -102,6 +114,8 @@ def _getitem(state: Translation, fx: Any) -> None:
     statistics/masks nothing downstream may use."""
     source, index = fx.args
     if index != 0 or source.name not in state.tensors:
-        raise UnsupportedError(f"output {index} of {source.name} in {where(fx)} is used; only "
-                               "the main result of an op can be exported")
+        raise UnsupportedError(
+            f"output {index} of {source.name} in {where(fx)} is used; only "
+            "the main result of an op can be exported"
+        )
     state.alias(fx, source)

@@ -28,6 +28,7 @@ def _activation(name: str) -> Callable[[Activation], Activation]:
     def decorate(fn: Activation) -> Activation:
         ACTIVATIONS[name] = fn
         return fn
+
     return decorate
 
 
@@ -113,8 +114,9 @@ def softmax_nd(layer, inputs: Blobs, weight: WeightGetter) -> list:
 
 _GELU: dict[int, Callable[[np.ndarray], np.ndarray]] = {
     Gelu.EXACT: lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2))),
-    Gelu.TANH_APPROXIMATION: lambda x: 0.5 * x * (
-        1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))),
+    Gelu.TANH_APPROXIMATION: lambda x: (
+        0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    ),
     Gelu.SIGMOID_APPROXIMATION: lambda x: x / (1 + np.exp(-1.702 * x)),
 }
 

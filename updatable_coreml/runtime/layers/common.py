@@ -154,8 +154,11 @@ def _values(layer, blob: np.ndarray, what: str) -> np.ndarray:
     prediction, as in Core ML)."""
     blob = np.asarray(blob)
     if len(blob) > 1 and not (blob == blob[:1]).all():
-        raise _fail(layer, f"the {what} input differs between the examples of the batch; predict "
-                           "them one at a time")
+        raise _fail(
+            layer,
+            f"the {what} input differs between the examples of the batch; predict "
+            "them one at a time",
+        )
     return blob[0].reshape(-1)
 
 

@@ -14,11 +14,17 @@ from .common import Blobs, _broadcast, _fail, _same_rank
 from .elementwise import broadcast_size
 
 _COMPARISONS: dict[str, Callable] = {
-    "equal": np.equal, "notEqual": np.not_equal, "lessThan": np.less,
-    "lessEqual": np.less_equal, "greaterThan": np.greater, "greaterEqual": np.greater_equal,
+    "equal": np.equal,
+    "notEqual": np.not_equal,
+    "lessThan": np.less,
+    "lessEqual": np.less_equal,
+    "greaterThan": np.greater,
+    "greaterEqual": np.greater_equal,
 }
 _LOGICAL: dict[str, Callable] = {
-    "logicalAnd": np.logical_and, "logicalOr": np.logical_or, "logicalXor": np.logical_xor,
+    "logicalAnd": np.logical_and,
+    "logicalOr": np.logical_or,
+    "logicalXor": np.logical_xor,
 }
 
 

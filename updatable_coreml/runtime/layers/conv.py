@@ -23,8 +23,10 @@ def conv_windows(params, in_hw: Pair) -> Windows:
     span = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
     if params.WhichOneof("ConvolutionPaddingType") == "same":
         out = tuple(-(-n // s) for n, s in zip(in_hw, stride))
-        pads = tuple(_same_split((o - 1) * s + k - n, params.same.asymmetryMode)
-                     for o, s, k, n in zip(out, stride, span, in_hw))
+        pads = tuple(
+            _same_split((o - 1) * s + k - n, params.same.asymmetryMode)
+            for o, s, k, n in zip(out, stride, span, in_hw)
+        )
     else:
         pads = _border(params.valid)
         out = tuple((n + sum(p) - k) // s + 1 for n, p, k, s in zip(in_hw, pads, span, stride))
@@ -42,14 +44,20 @@ def conv_weights(params, weight: WeightGetter, in_channels: int) -> np.ndarray:
     kh, kw = _pair(params.kernelSize, (3, 3), "kernelSize")
     out_channels = int(params.outputChannels)
     if in_channels % groups or out_channels % groups:
-        raise ValueError(f"{in_channels} input / {out_channels} output channels are not "
-                         f"divisible into {groups} groups")
-    shape = ((in_channels, out_channels // groups, kh, kw) if params.isDeconvolution
-             else (out_channels, in_channels // groups, kh, kw))
+        raise ValueError(
+            f"{in_channels} input / {out_channels} output channels are not "
+            f"divisible into {groups} groups"
+        )
+    shape = (
+        (in_channels, out_channels // groups, kh, kw)
+        if params.isDeconvolution
+        else (out_channels, in_channels // groups, kh, kw)
+    )
     w = weight("weights")
     if w.size != math.prod(shape):
-        raise ValueError(f"weights hold {w.size} values, expected {shape} for a "
-                         f"{in_channels}-channel input")
+        raise ValueError(
+            f"weights hold {w.size} values, expected {shape} for a {in_channels}-channel input"
+        )
     return w.reshape(shape)
 
 
@@ -57,8 +65,14 @@ def convolve(x: np.ndarray, w: np.ndarray, win: Windows, groups: int) -> np.ndar
     """Grouped, strided, dilated 2-D convolution of ``(N, C, H, W)`` without the bias."""
     cols = win.view(pad2d(x, win.pads))
     cin, cout = x.shape[1] // groups, w.shape[0] // groups
-    parts = [np.tensordot(w[g * cout:(g + 1) * cout], cols[:, g * cin:(g + 1) * cin],
-                          axes=([1, 2, 3], [1, 4, 5])) for g in range(groups)]
+    parts = [
+        np.tensordot(
+            w[g * cout : (g + 1) * cout],
+            cols[:, g * cin : (g + 1) * cin],
+            axes=([1, 2, 3], [1, 4, 5]),
+        )
+        for g in range(groups)
+    ]
     return (parts[0] if groups == 1 else np.concatenate(parts)).transpose(1, 0, 2, 3)
 
 
@@ -71,8 +85,11 @@ def deconv_windows(params, in_hw: Pair) -> tuple[Windows, tuple[Pair, Pair]]:
     same = params.WhichOneof("ConvolutionPaddingType") == "same"
     if len(params.outputShape):
         sizes = _pair(params.outputShape, (0, 0), "outputShape")
-        starts = ([_same_split(f - o, params.same.asymmetryMode)[0] for f, o in zip(full, sizes)]
-                  if same else [p[0] for p in _border(params.valid)])
+        starts = (
+            [_same_split(f - o, params.same.asymmetryMode)[0] for f, o in zip(full, sizes)]
+            if same
+            else [p[0] for p in _border(params.valid)]
+        )
     elif same:
         sizes = tuple(n * s for n, s in zip(in_hw, stride))
         starts = [_same_split(f - o, params.same.asymmetryMode)[0] for f, o in zip(full, sizes)]
@@ -91,7 +108,7 @@ def crop_or_extend(y: np.ndarray, crop: tuple[Pair, Pair]) -> np.ndarray:
     past the end (an ``outputShape`` larger than the full transposed output)."""
     (top, height), (left, width) = crop
     out = np.zeros(y.shape[:2] + (height, width), dtype=y.dtype)
-    part = y[:, :, top: top + height, left: left + width]
+    part = y[:, :, top : top + height, left : left + width]
     out[:, :, : part.shape[2], : part.shape[3]] = part
     return out
 
@@ -101,11 +118,19 @@ def deconvolve(x: np.ndarray, w: np.ndarray, params) -> np.ndarray:
     groups = conv_groups(params)
     win, crop = deconv_windows(params, x.shape[2:])
     cin = x.shape[1] // groups
-    full = ((x.shape[2] - 1) * win.stride[0] + win.kernel[0],
-            (x.shape[3] - 1) * win.stride[1] + win.kernel[1])
-    parts = [win.scatter(np.tensordot(x[:, g * cin:(g + 1) * cin], w[g * cin:(g + 1) * cin],
-                                      axes=([1], [0])).transpose(0, 3, 4, 5, 1, 2), full)
-             for g in range(groups)]
+    full = (
+        (x.shape[2] - 1) * win.stride[0] + win.kernel[0],
+        (x.shape[3] - 1) * win.stride[1] + win.kernel[1],
+    )
+    parts = [
+        win.scatter(
+            np.tensordot(
+                x[:, g * cin : (g + 1) * cin], w[g * cin : (g + 1) * cin], axes=([1], [0])
+            ).transpose(0, 3, 4, 5, 1, 2),
+            full,
+        )
+        for g in range(groups)
+    ]
     return crop_or_extend(parts[0] if groups == 1 else np.concatenate(parts, axis=1), crop)
 
 
@@ -136,17 +161,29 @@ def conv_backward(layer, x, y, gy, weight, want_input):
     grads = {}
     if layer.isUpdatable:
         cols = win.view(pad2d(x4, win.pads))
-        parts = [np.tensordot(g4[:, g * cout:(g + 1) * cout], cols[:, g * cin:(g + 1) * cin],
-                              axes=([0, 2, 3], [0, 2, 3])) for g in range(groups)]
+        parts = [
+            np.tensordot(
+                g4[:, g * cout : (g + 1) * cout],
+                cols[:, g * cin : (g + 1) * cin],
+                axes=([0, 2, 3], [0, 2, 3]),
+            )
+            for g in range(groups)
+        ]
         grads["weights"] = np.concatenate(parts).ravel()
         if params.hasBias:
             grads["bias"] = g4.sum(axis=(0, 2, 3))
     if not want_input:
         return None, grads
     padded = win.padded_hw(x4.shape[2:])
-    parts = [win.scatter(np.tensordot(g4[:, g * cout:(g + 1) * cout], w[g * cout:(g + 1) * cout],
-                                      axes=([1], [0])).transpose(0, 3, 4, 5, 1, 2), padded)
-             for g in range(groups)]
+    parts = [
+        win.scatter(
+            np.tensordot(
+                g4[:, g * cout : (g + 1) * cout], w[g * cout : (g + 1) * cout], axes=([1], [0])
+            ).transpose(0, 3, 4, 5, 1, 2),
+            padded,
+        )
+        for g in range(groups)
+    ]
     dx = win.unpad(parts[0] if groups == 1 else np.concatenate(parts, axis=1), x4.shape[2:])
     return dx.reshape(x.shape), grads
 
@@ -160,21 +197,33 @@ def _deconv_backward(layer, x, x4, g4, w, want_input):
     full = tuple((n - 1) * s + k for n, s, k in zip(x4.shape[2:], win.stride, win.kernel))
     (top, height), (left, width) = crop
     g_full = np.zeros(g4.shape[:2] + full, dtype=g4.dtype)
-    part = g_full[:, :, top: top + height, left: left + width]
+    part = g_full[:, :, top : top + height, left : left + width]
     part[...] = g4[:, :, : part.shape[2], : part.shape[3]]
     cols = win.view(g_full)  # (B, C_out, H_in, W_in, kh, kw)
     cin, cout = x4.shape[1] // groups, w.shape[1]
     grads = {}
     if layer.isUpdatable:
-        parts = [np.tensordot(x4[:, g * cin:(g + 1) * cin], cols[:, g * cout:(g + 1) * cout],
-                              axes=([0, 2, 3], [0, 2, 3])) for g in range(groups)]
+        parts = [
+            np.tensordot(
+                x4[:, g * cin : (g + 1) * cin],
+                cols[:, g * cout : (g + 1) * cout],
+                axes=([0, 2, 3], [0, 2, 3]),
+            )
+            for g in range(groups)
+        ]
         grads["weights"] = np.concatenate(parts).ravel()
         if params.hasBias:
             grads["bias"] = g4.sum(axis=(0, 2, 3))
     if not want_input:
         return None, grads
-    parts = [np.tensordot(cols[:, g * cout:(g + 1) * cout], w[g * cin:(g + 1) * cin],
-                          axes=([1, 4, 5], [1, 2, 3])) for g in range(groups)]
+    parts = [
+        np.tensordot(
+            cols[:, g * cout : (g + 1) * cout],
+            w[g * cin : (g + 1) * cin],
+            axes=([1, 4, 5], [1, 2, 3]),
+        )
+        for g in range(groups)
+    ]
     dx = np.concatenate(parts, axis=3).transpose(0, 3, 1, 2)
     return np.ascontiguousarray(dx).reshape(x.shape), grads
 
@@ -195,7 +244,9 @@ def convolution_size(layer, inputs) -> int:
     pad_h, pad_w = _border_sum(params.valid.paddingAmounts) if params.HasField("valid") else (0, 0)
     padded = _per_example(x) // max(height * width, 1) * (height + pad_h) * (width + pad_w)
     span = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
-    windows = math.prod(max((n + p - k) // s + 1, 1) for n, p, k, s in
-                        zip((height, width), (pad_h, pad_w), span, stride))
+    windows = math.prod(
+        max((n + p - k) // s + 1, 1)
+        for n, p, k, s in zip((height, width), (pad_h, pad_w), span, stride)
+    )
     channels_in = _per_example(x) // max(height * width, 1)
     return max(padded, windows * max(channels, channels_in * math.prod(kernel)))

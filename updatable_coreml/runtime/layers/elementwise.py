@@ -17,7 +17,10 @@ Unary = nn_pb.UnaryFunctionLayerParams
 
 
 _CLASSIC_REDUCERS: dict[str, Callable] = {
-    "add": np.add, "multiply": np.multiply, "max": np.maximum, "min": np.minimum,
+    "add": np.add,
+    "multiply": np.multiply,
+    "max": np.maximum,
+    "min": np.minimum,
 }
 
 
@@ -115,10 +118,23 @@ def erf(layer, inputs: Blobs, weight: WeightGetter) -> list:
 
 #: Parameter-free elementwise ND layers (coremltools emits them for torch/TF math ops).
 _ELEMENTWISE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "sin": np.sin, "cos": np.cos, "tan": np.tan, "asin": np.arcsin, "acos": np.arccos,
-    "atan": np.arctan, "sinh": np.sinh, "cosh": np.cosh, "tanh": np.tanh, "asinh": np.arcsinh,
-    "acosh": np.arccosh, "atanh": np.arctanh, "exp2": np.exp2, "ceil": np.ceil,
-    "floor": np.floor, "round": np.round, "sign": np.sign,
+    "sin": np.sin,
+    "cos": np.cos,
+    "tan": np.tan,
+    "asin": np.arcsin,
+    "acos": np.arccos,
+    "atan": np.arctan,
+    "sinh": np.sinh,
+    "cosh": np.cosh,
+    "tanh": np.tanh,
+    "asinh": np.arcsinh,
+    "acosh": np.arccosh,
+    "atanh": np.arctanh,
+    "exp2": np.exp2,
+    "ceil": np.ceil,
+    "floor": np.floor,
+    "round": np.round,
+    "sign": np.sign,
 }
 
 
@@ -141,10 +157,22 @@ def dot(layer, inputs: Blobs, weight: WeightGetter) -> list:
     return [_restore((a * b).sum(axis=-3, keepdims=True), inputs[0].ndim)]
 
 
-@register_estimate("add", "multiply", "average", "max", "min", "addBroadcastable",
-                   "subtractBroadcastable", "multiplyBroadcastable", "divideBroadcastable",
-                   "maxBroadcastable", "minBroadcastable", "powBroadcastable",
-                   "modBroadcastable", "floorDivBroadcastable")
+@register_estimate(
+    "add",
+    "multiply",
+    "average",
+    "max",
+    "min",
+    "addBroadcastable",
+    "subtractBroadcastable",
+    "multiplyBroadcastable",
+    "divideBroadcastable",
+    "maxBroadcastable",
+    "minBroadcastable",
+    "powBroadcastable",
+    "modBroadcastable",
+    "floorDivBroadcastable",
+)
 def broadcast_size(layer, inputs) -> int:
     try:
         shape = np.broadcast_shapes(*(x.shape[1:] for x in inputs))

@@ -14,8 +14,12 @@ from .common import Blobs, _common_batch, _fail, _nd_axis, _shape_of
 
 Mode = nn_pb.ScatterMode
 _ACCUMULATE: dict[int, np.ufunc] = {
-    Mode.SCATTER_ADD: np.add, Mode.SCATTER_SUB: np.subtract, Mode.SCATTER_MUL: np.multiply,
-    Mode.SCATTER_DIV: np.divide, Mode.SCATTER_MAX: np.maximum, Mode.SCATTER_MIN: np.minimum,
+    Mode.SCATTER_ADD: np.add,
+    Mode.SCATTER_SUB: np.subtract,
+    Mode.SCATTER_MUL: np.multiply,
+    Mode.SCATTER_DIV: np.divide,
+    Mode.SCATTER_MAX: np.maximum,
+    Mode.SCATTER_MIN: np.minimum,
 }
 
 
@@ -121,17 +125,32 @@ def slice_dynamic(layer, inputs: Blobs, weight: WeightGetter) -> list:
     x = inputs[0]
     rank = x.ndim - 1
     given = [_shape_of(layer, blob, "slice") for blob in inputs[1:7]]
-    fields = [given[0]] + [given[k] if len(given) > k else tuple(field) for k, field in
-                           enumerate((params.endIds, params.strides, params.beginMasks,
-                                      params.endMasks, params.squeezeMasks), start=1)]
+    fields = [given[0]] + [
+        given[k] if len(given) > k else tuple(field)
+        for k, field in enumerate(
+            (
+                params.endIds,
+                params.strides,
+                params.beginMasks,
+                params.endMasks,
+                params.squeezeMasks,
+            ),
+            start=1,
+        )
+    ]
     begin, end, strides, begin_masks, end_masks, squeeze_masks = fields
     strides = strides or (1,) * rank
     begin_masks, end_masks = begin_masks or (False,) * rank, end_masks or (False,) * rank
     if any(len(f) != rank for f in (begin, end, strides, begin_masks, end_masks)):
         raise _fail(layer, f"begin/end/stride/mask lists must all have length {rank}")
-    index = [slice(None)] + [slice(None if begin_masks[a] else int(begin[a]),
-                                   None if end_masks[a] else int(end[a]), int(strides[a]) or 1)
-                             for a in range(rank)]
+    index = [slice(None)] + [
+        slice(
+            None if begin_masks[a] else int(begin[a]),
+            None if end_masks[a] else int(end[a]),
+            int(strides[a]) or 1,
+        )
+        for a in range(rank)
+    ]
     out = x[tuple(index)]
     squeeze = tuple(a + 1 for a, flag in enumerate(squeeze_masks) if flag)
     if any(out.shape[a] != 1 for a in squeeze):
@@ -145,8 +164,9 @@ def one_hot(layer, inputs: Blobs, weight: WeightGetter) -> list:
     ``offValue`` elsewhere; an index outside 0..size-1 gives all ``offValue``."""
     params = layer.oneHot
     x = inputs[0]
-    size = (_shape_of(layer, inputs[1], "size")[0] if len(inputs) > 1
-            else int(params.oneHotVectorSize))
+    size = (
+        _shape_of(layer, inputs[1], "size")[0] if len(inputs) > 1 else int(params.oneHotVectorSize)
+    )
     axis = _nd_axis(layer, int(params.axis), x.ndim)
     hot = np.arange(size).reshape((size,) + (1,) * (x.ndim - axis)) == np.expand_dims(x, axis)
     return [np.where(hot, params.onValue, params.offValue).astype(x.dtype)]
@@ -158,8 +178,11 @@ def where_non_zero(layer, inputs: Blobs, weight: WeightGetter) -> list:
     x = inputs[0]
     found = [np.argwhere(example != 0) for example in x]
     if len({len(f) for f in found}) > 1:
-        raise _fail(layer, "the examples of the batch have different numbers of non-zero values; "
-                           "predict them one at a time")
+        raise _fail(
+            layer,
+            "the examples of the batch have different numbers of non-zero values; "
+            "predict them one at a time",
+        )
     return [np.stack(found).astype(x.dtype if x.dtype.kind == "f" else np.float32)]
 
 
@@ -208,8 +231,11 @@ def reverse_seq(layer, inputs: Blobs, weight: WeightGetter) -> list:
     for example, counts in zip(out, lengths, strict=True):
         counts = counts.reshape(-1).astype(np.int64)
         if len(counts) != example.shape[batch_axis]:
-            raise _fail(layer, f"seq_lengths has {len(counts)} values for a batch axis of "
-                               f"{example.shape[batch_axis]}")
+            raise _fail(
+                layer,
+                f"seq_lengths has {len(counts)} values for a batch axis of "
+                f"{example.shape[batch_axis]}",
+            )
         for i, count in enumerate(counts):
             count = min(int(count), example.shape[seq_axis])
             head: list = [slice(None)] * example.ndim

@@ -15,8 +15,10 @@ def ip_matrix(x: np.ndarray, in_channels: int) -> np.ndarray:
     """The ``(rows, C_in)`` matrix innerProduct multiplies (rank >= 4 flattens C, H, W)."""
     rows = x.reshape(-1, math.prod(x.shape[-3:])) if x.ndim >= 4 else x.reshape(-1, x.shape[-1])
     if rows.shape[1] != in_channels:
-        raise ValueError(f"input has {rows.shape[1]} values per row, innerProduct expects "
-                         f"inputChannels={in_channels}")
+        raise ValueError(
+            f"input has {rows.shape[1]} values per row, innerProduct expects "
+            f"inputChannels={in_channels}"
+        )
     return rows
 
 
@@ -105,8 +107,11 @@ def batched_matmul(layer, inputs: Blobs, weight: WeightGetter) -> list:
         rows, cols = int(params.weightMatrixFirstDimension), int(params.weightMatrixSecondDimension)
         w = weight("weights")
         if w.size != rows * cols or x.shape[-1] != rows:
-            raise _fail(layer, f"the weights hold {w.size} values for [{rows}, {cols}] and the "
-                               f"input's last axis is {x.shape[-1]}")
+            raise _fail(
+                layer,
+                f"the weights hold {w.size} values for [{rows}, {cols}] and the "
+                f"input's last axis is {x.shape[-1]}",
+            )
         y = x @ w.reshape(cols, rows).T
         return [y + weight("bias") if params.hasBias else y]
     if len(inputs) != 2:

@@ -50,8 +50,11 @@ def batchnorm_backward(layer, x, y, gy, weight, want_input):
     if axes is None:
         return (dxhat * inv_std).reshape(x.shape), {}
     xhat = (x4 - mean) * inv_std
-    dx = inv_std * (dxhat - dxhat.mean(axis=axes, keepdims=True)
-                    - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True))
+    dx = inv_std * (
+        dxhat
+        - dxhat.mean(axis=axes, keepdims=True)
+        - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True)
+    )
     return dx.astype(x.dtype, copy=False).reshape(x.shape), {}
 
 
@@ -60,8 +63,9 @@ def l2normalize(layer, inputs: Blobs, weight: WeightGetter) -> list:
     """Divide by the L2 norm over C, H and W of each example."""
     x = inputs[0]
     view = _classic(x)
-    norm = np.sqrt((view * view).sum(axis=(-3, -2, -1), keepdims=True)
-                   + (layer.l2normalize.epsilon or 1e-6))
+    norm = np.sqrt(
+        (view * view).sum(axis=(-3, -2, -1), keepdims=True) + (layer.l2normalize.epsilon or 1e-6)
+    )
     return [_restore(view / norm, x.ndim)]
 
 
@@ -98,7 +102,7 @@ def lrn(layer, inputs: Blobs, weight: WeightGetter) -> list:
     channels = view.shape[-3]
     pad = [(0, 0)] * (view.ndim - 3) + [((size - 1) // 2, size // 2), (0, 0), (0, 0)]
     squares = np.pad(view * view, pad)
-    window = sum(squares[..., k:k + channels, :, :] for k in range(size))
+    window = sum(squares[..., k : k + channels, :, :] for k in range(size))
     out = view / np.power((params.k or 1.0) + params.alpha / size * window, params.beta)
     return [_restore(out, x.ndim)]
 
@@ -111,9 +115,10 @@ def layer_normalization(layer, inputs: Blobs, weight: WeightGetter) -> list:
     params = layer.layerNormalization
     x = inputs[0]
     shape = tuple(int(d) for d in params.normalizedShape)
-    if not shape or x.shape[x.ndim - len(shape):] != shape or len(shape) >= x.ndim:
-        raise _fail(layer, f"normalizedShape {list(shape)} is not the end of the input shape "
-                           f"{x.shape[1:]}")
+    if not shape or x.shape[x.ndim - len(shape) :] != shape or len(shape) >= x.ndim:
+        raise _fail(
+            layer, f"normalizedShape {list(shape)} is not the end of the input shape {x.shape[1:]}"
+        )
     axes = tuple(range(x.ndim - len(shape), x.ndim))
     mean = x.mean(axis=axes, keepdims=True)
     var = np.square(x - mean).mean(axis=axes, keepdims=True)

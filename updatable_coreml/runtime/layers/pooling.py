@@ -12,8 +12,11 @@ from ..registry import register_backward, register_estimate, register_forward
 from .common import _border_sum, _per_example, _spatial, from_nchw, to_nchw
 from .windows import Pads, Pair, Windows, _border, _pair, _same_split, pad2d
 
-MAX, AVERAGE, L2 = (nn_pb.PoolingLayerParams.MAX, nn_pb.PoolingLayerParams.AVERAGE,
-                    nn_pb.PoolingLayerParams.L2)
+MAX, AVERAGE, L2 = (
+    nn_pb.PoolingLayerParams.MAX,
+    nn_pb.PoolingLayerParams.AVERAGE,
+    nn_pb.PoolingLayerParams.L2,
+)
 
 
 @dataclass(frozen=True)
@@ -34,15 +37,21 @@ def pool_windows(params, in_hw: Pair) -> PoolWindows:
         amounts = _pair(params.includeLastPixel.paddingAmounts, (0, 0), "paddingAmounts")
         out = [-(-(n + 2 * a - k) // s) + 1 for n, a, k, s in zip(in_hw, amounts, kernel, stride)]
         if any(amounts):
-            out = [o - 1 if (o - 1) * s >= n + a else o
-                   for o, s, n, a in zip(out, stride, in_hw, amounts)]
+            out = [
+                o - 1 if (o - 1) * s >= n + a else o
+                for o, s, n, a in zip(out, stride, in_hw, amounts)
+            ]
         counted = tuple((a, a) for a in amounts)
-        pads = tuple((a, max(a, (o - 1) * s + k - n - a))
-                     for a, o, s, k, n in zip(amounts, out, stride, kernel, in_hw))
+        pads = tuple(
+            (a, max(a, (o - 1) * s + k - n - a))
+            for a, o, s, k, n in zip(amounts, out, stride, kernel, in_hw)
+        )
     elif kind == "same":
         out = [-(-n // s) for n, s in zip(in_hw, stride)]
-        pads = counted = tuple(_same_split((o - 1) * s + k - n, params.same.asymmetryMode)
-                               for o, s, k, n in zip(out, stride, kernel, in_hw))
+        pads = counted = tuple(
+            _same_split((o - 1) * s + k - n, params.same.asymmetryMode)
+            for o, s, k, n in zip(out, stride, kernel, in_hw)
+        )
     else:
         pads = counted = _border(params.valid)
         out = [(n + sum(p) - k) // s + 1 for n, p, k, s in zip(in_hw, pads, kernel, stride)]
@@ -57,7 +66,7 @@ def pool_divisor(win: PoolWindows, in_hw: Pair, exclude_padding: bool) -> np.nda
     (top, _), (left, _) = win.pads
     mask = np.zeros(win.padded_hw(in_hw))
     (ct, cb), (cl, cr) = ((0, 0), (0, 0)) if exclude_padding else win.counted
-    mask[top - ct: top + in_hw[0] + cb, left - cl: left + in_hw[1] + cr] = 1
+    mask[top - ct : top + in_hw[0] + cb, left - cl : left + in_hw[1] + cr] = 1
     total = sum(mask[rows, columns] for _, _, rows, columns in win.tap_slices())
     return np.maximum(total, 1)
 
@@ -94,8 +103,11 @@ def pooling_backward(layer, x, y, gy, weight, want_input):
     params = layer.pooling
     x4, y4, g4 = to_nchw(x), to_nchw(y), to_nchw(gy)
     win = pool_windows(params, x4.shape[2:])
-    dx = (_global_pool_backward(params.type, x4, y4, g4) if params.globalPooling
-          else _window_pool_backward(params, win, x4, y4, g4))
+    dx = (
+        _global_pool_backward(params.type, x4, y4, g4)
+        if params.globalPooling
+        else _window_pool_backward(params, win, x4, y4, g4)
+    )
     return dx.reshape(x.shape), {}
 
 
@@ -143,7 +155,9 @@ def pooling_size(layer, inputs) -> int:
     if params.HasField("valid"):
         pads = _border_sum(params.valid.paddingAmounts)
     elif params.HasField("includeLastPixel"):
-        pads = tuple(2 * int(p) for p in (list(params.includeLastPixel.paddingAmounts) + [0, 0])[:2])
+        pads = tuple(
+            2 * int(p) for p in (list(params.includeLastPixel.paddingAmounts) + [0, 0])[:2]
+        )
     return _per_example(x) // max(height * width, 1) * (height + pads[0]) * (width + pads[1])
 
 

@@ -25,6 +25,7 @@ def nd_sequence(forward):
     (what coremltools' converter writes, EXACT_ARRAY_MAPPING): the blob ``(B, Seq, b, C, H,
     W)`` runs as ``B * b`` sequences in the classic layout ``(N, Seq, C, H, W)``, and every
     output (sequence or final state) goes back to ``(B, Seq', b, H, 1, 1)``."""
+
     @functools.wraps(forward)
     def run(layer, inputs, weight):
         if inputs[0].ndim != 6:
@@ -37,6 +38,7 @@ def nd_sequence(forward):
 
         outputs = forward(layer, [classic(x) for x in inputs], weight)
         return [np.swapaxes(y.reshape((outer, inner) + y.shape[1:]), 1, 2) for y in outputs]
+
     return run
 
 
@@ -68,11 +70,15 @@ def recurrent_activation(layer, params) -> Recurrent:
         return Recurrent(lambda v: a * v + b, lambda v, y: np.full_like(v, a))
     if kind == "scaledTanh":
         a, b = params.scaledTanh.alpha, params.scaledTanh.beta
-        return Recurrent(lambda v: a * np.tanh(b * v), lambda v, y: a * b * (1 - np.tanh(b * v) ** 2))
+        return Recurrent(
+            lambda v: a * np.tanh(b * v), lambda v, y: a * b * (1 - np.tanh(b * v) ** 2)
+        )
     if kind == "sigmoidHard":
         a, b = params.sigmoidHard.alpha, params.sigmoidHard.beta
-        return Recurrent(lambda v: np.clip(a * v + b, 0, 1),
-                         lambda v, y: a * ((a * v + b > 0) & (a * v + b < 1)).astype(v.dtype))
+        return Recurrent(
+            lambda v: np.clip(a * v + b, 0, 1),
+            lambda v, y: a * ((a * v + b > 0) & (a * v + b < 1)).astype(v.dtype),
+        )
     raise _fail(layer, f"activation {kind!r} is not supported in a recurrent layer")
 
 
@@ -95,8 +101,14 @@ class LSTMWeights:
     peepholes: tuple[np.ndarray, np.ndarray, np.ndarray]  # input, forget, output gate (H,)
 
 
-def lstm_weights(layer, weight: WeightGetter, dtype, params=None, prefix: str = "weightParams.",
-                 sizes: tuple[int, int] | None = None) -> LSTMWeights:
+def lstm_weights(
+    layer,
+    weight: WeightGetter,
+    dtype,
+    params=None,
+    prefix: str = "weightParams.",
+    sizes: tuple[int, int] | None = None,
+) -> LSTMWeights:
     """Read the weights one message deeper than other layers keep them, by dotted name
     (``prefix``: ``weightParams.`` of a uniDirectionalLSTM, ``weightParams.0.`` / ``.1.`` for
     the directions of a biDirectionalLSTM, whose ``params`` and ``sizes`` are passed)."""
@@ -109,8 +121,11 @@ def lstm_weights(layer, weight: WeightGetter, dtype, params=None, prefix: str = 
 
     w_x = np.concatenate([nested(g + "WeightMatrix").reshape(n_out, n_in) for g in LSTM_GATES])
     w_h = np.concatenate([nested(g + "RecursionMatrix").reshape(n_out, n_out) for g in LSTM_GATES])
-    b = (np.concatenate([nested(g + "BiasVector") for g in LSTM_GATES]) if params.hasBiasVectors
-         else np.zeros(4 * n_out, dtype=dtype))
+    b = (
+        np.concatenate([nested(g + "BiasVector") for g in LSTM_GATES])
+        if params.hasBiasVectors
+        else np.zeros(4 * n_out, dtype=dtype)
+    )
     if params.forgetBias:
         b = b + np.repeat(np.array([0, 1, 0, 0], dtype=b.dtype), n_out)
     zeros = np.zeros(n_out, dtype=dtype)
@@ -157,8 +172,15 @@ class LSTMTrace:
     h: np.ndarray
 
 
-def lstm_run(layer, seq: np.ndarray, weights: LSTMWeights, h: np.ndarray, c: np.ndarray,
-             params=None, activations=None) -> LSTMTrace:
+def lstm_run(
+    layer,
+    seq: np.ndarray,
+    weights: LSTMWeights,
+    h: np.ndarray,
+    c: np.ndarray,
+    params=None,
+    activations=None,
+) -> LSTMTrace:
     """Run the spec's LSTM equations over ``seq`` (B, Seq, D) from states ``h``, ``c`` (B, H)
     (``params``/``activations``: a biDirectionalLSTM's, else the uniDirectionalLSTM's)."""
     params = layer.uniDirectionalLSTM.params if params is None else params
@@ -183,9 +205,15 @@ def lstm_run(layer, seq: np.ndarray, weights: LSTMWeights, h: np.ndarray, c: np.
         gate_o = gate_act.fn(z[:, 3])
         hc = out_act.fn(c)
         h = hc * gate_o
-        for name, value in (("z", z), ("z_open", np.abs(raw) < CLIP),
-                            ("gates", np.stack([gate_i, forget, block, gate_o], axis=1)),
-                            ("c", c), ("c_open", np.abs(c_raw) < threshold), ("hc", hc), ("h", h)):
+        for name, value in (
+            ("z", z),
+            ("z_open", np.abs(raw) < CLIP),
+            ("gates", np.stack([gate_i, forget, block, gate_o], axis=1)),
+            ("c", c),
+            ("c_open", np.abs(c_raw) < threshold),
+            ("hc", hc),
+            ("h", h),
+        ):
             record[name].append(value)
     return LSTMTrace(**{name: np.stack(values, axis=1) for name, values in record.items()})
 
@@ -206,8 +234,12 @@ def uni_directional_lstm(layer, inputs: Blobs, weight: WeightGetter) -> list:
     x = inputs[0]
     seq = lstm_sequence(layer, x)
     n_out = int(spec.outputVectorSize)
-    h0, c0 = (inputs[k].reshape(len(seq), n_out) if len(inputs) > k
-              else np.zeros((len(seq), n_out), dtype=x.dtype) for k in (1, 2))
+    h0, c0 = (
+        inputs[k].reshape(len(seq), n_out)
+        if len(inputs) > k
+        else np.zeros((len(seq), n_out), dtype=x.dtype)
+        for k in (1, 2)
+    )
     trace = lstm_run(layer, seq, lstm_weights(layer, weight, x.dtype), h0, c0)
     y = trace.h if spec.params.sequenceOutput else trace.h[:, -1:]
     return [_restore(v[..., None, None], x.ndim) for v in (y, trace.h[:, -1:], trace.c[:, -1:])]
@@ -228,9 +260,11 @@ def lstm_backward(layer, x, y, gy, weight, want_input):
     spec = layer.uniDirectionalLSTM
     params = spec.params
     if len(layer.input) != 1 or params.hasPeepholeVectors or params.coupledInputAndForgetGate:
-        raise RuntimeLayerError(f"layer {layer.name!r}: training through an LSTM with "
-                                "initial-state inputs, peepholes or a coupled input/forget gate "
-                                "is not supported by the reference runtime")
+        raise RuntimeLayerError(
+            f"layer {layer.name!r}: training through an LSTM with "
+            "initial-state inputs, peepholes or a coupled input/forget gate "
+            "is not supported by the reference runtime"
+        )
     seq = lstm_sequence(layer, x)
     weights = lstm_weights(layer, weight, x.dtype)
     batch, steps = seq.shape[:2]
@@ -248,10 +282,15 @@ def lstm_backward(layer, x, y, gy, weight, want_input):
         c_prev = trace.c[:, t - 1] if t else zeros
         dc = (dc + dh * gate_o * out_act.slope(trace.c[:, t], trace.hc[:, t])) * trace.c_open[:, t]
         z = trace.z[:, t]
-        dz[:, t] = np.stack([dc * block * gate_act.slope(z[:, 0], gate_i),
-                             dc * c_prev * gate_act.slope(z[:, 1], forget),
-                             dc * gate_i * block_act.slope(z[:, 2], block),
-                             dh * trace.hc[:, t] * gate_act.slope(z[:, 3], gate_o)], axis=1)
+        dz[:, t] = np.stack(
+            [
+                dc * block * gate_act.slope(z[:, 0], gate_i),
+                dc * c_prev * gate_act.slope(z[:, 1], forget),
+                dc * gate_i * block_act.slope(z[:, 2], block),
+                dh * trace.hc[:, t] * gate_act.slope(z[:, 3], gate_o),
+            ],
+            axis=1,
+        )
         dz[:, t] *= trace.z_open[:, t]
         dh = dz[:, t].reshape(batch, -1) @ weights.w_h
         dc = dc * forget
@@ -259,8 +298,10 @@ def lstm_backward(layer, x, y, gy, weight, want_input):
     grads = {}
     if layer.isUpdatable:
         h_prev = np.concatenate([zeros[:, None], trace.h[:, :-1]], axis=1)
-        parts = {"WeightMatrix": np.tensordot(flat, seq, axes=([0, 1], [0, 1])),
-                 "RecursionMatrix": np.tensordot(flat, h_prev, axes=([0, 1], [0, 1]))}
+        parts = {
+            "WeightMatrix": np.tensordot(flat, seq, axes=([0, 1], [0, 1])),
+            "RecursionMatrix": np.tensordot(flat, h_prev, axes=([0, 1], [0, 1])),
+        }
         if params.hasBiasVectors:
             parts["BiasVector"] = flat.sum(axis=(0, 1))
         for suffix, stacked in parts.items():
@@ -283,7 +324,9 @@ def bidirectional_lstm(layer, inputs: Blobs, weight: WeightGetter) -> list:
     spec = layer.biDirectionalLSTM
     n_in, n_out = int(spec.inputVectorSize), int(spec.outputVectorSize)
     if len(spec.weightParams) != 2:
-        raise _fail(layer, f"needs 2 weightParams (forward, backward), got {len(spec.weightParams)}")
+        raise _fail(
+            layer, f"needs 2 weightParams (forward, backward), got {len(spec.weightParams)}"
+        )
     x = inputs[0]
     seq = _with_sequence(layer, x)
     if seq.shape[2:] != (n_in, 1, 1):
@@ -292,18 +335,31 @@ def bidirectional_lstm(layer, inputs: Blobs, weight: WeightGetter) -> list:
     batch = len(seq)
 
     def state(k: int) -> np.ndarray:
-        return (inputs[k].reshape(batch, n_out) if len(inputs) > k
-                else np.zeros((batch, n_out), dtype=x.dtype))
+        return (
+            inputs[k].reshape(batch, n_out)
+            if len(inputs) > k
+            else np.zeros((batch, n_out), dtype=x.dtype)
+        )
 
     traces = []
-    for direction, activations in enumerate((spec.activationsForwardLSTM,
-                                             spec.activationsBackwardLSTM)):
-        weights = lstm_weights(layer, weight, x.dtype, spec.params,
-                               f"weightParams.{direction}.", (n_in, n_out))
+    for direction, activations in enumerate(
+        (spec.activationsForwardLSTM, spec.activationsBackwardLSTM)
+    ):
+        weights = lstm_weights(
+            layer, weight, x.dtype, spec.params, f"weightParams.{direction}.", (n_in, n_out)
+        )
         steps = seq if direction == 0 else seq[:, ::-1]
-        traces.append(lstm_run(layer, steps, weights, state(1 + 2 * direction),
-                               state(2 + 2 * direction), spec.params,
-                               lstm_activations(layer, activations)))
+        traces.append(
+            lstm_run(
+                layer,
+                steps,
+                weights,
+                state(1 + 2 * direction),
+                state(2 + 2 * direction),
+                spec.params,
+                lstm_activations(layer, activations),
+            )
+        )
     forward, backward = traces
     back_h = backward.h[:, ::-1]  # back in input order: step t has read x_T .. x_t
     if spec.params.sequenceOutput:

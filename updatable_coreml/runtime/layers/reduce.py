@@ -14,8 +14,13 @@ from .common import Blobs, _classic, _fail, _nd_axis, _restore, _values
 Reduce = nn_pb.ReduceLayerParams
 
 
-_REDUCE_AXES = {Reduce.CHW: (-3, -2, -1), Reduce.HW: (-2, -1), Reduce.C: (-3,),
-                Reduce.H: (-2,), Reduce.W: (-1,)}
+_REDUCE_AXES = {
+    Reduce.CHW: (-3, -2, -1),
+    Reduce.HW: (-2, -1),
+    Reduce.C: (-3,),
+    Reduce.H: (-2,),
+    Reduce.W: (-1,),
+}
 
 
 _REDUCERS: dict[int, Callable[[np.ndarray, tuple, float], np.ndarray]] = {
@@ -91,8 +96,11 @@ def reduce_nd(layer, inputs: Blobs, weight: WeightGetter) -> list:
     params = getattr(layer, kind)
     x = inputs[0]
     rank = x.ndim - 1
-    axes = (tuple(range(1, x.ndim)) if params.reduceAll or not len(params.axes)
-            else _nd_axes(layer, params.axes, rank))
+    axes = (
+        tuple(range(1, x.ndim))
+        if params.reduceAll or not len(params.axes)
+        else _nd_axes(layer, params.axes, rank)
+    )
     y = _ND_REDUCERS[kind](x, axes)
     return [y if params.keepDims else _drop_axes(y, axes)]
 

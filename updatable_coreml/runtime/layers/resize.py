@@ -64,8 +64,9 @@ def upsample(layer, inputs: Blobs, weight: WeightGetter) -> list:
     elif params.mode == Upsample.BILINEAR:
         out_h, out_w = math.floor(height * factors[0]), math.floor(width * factors[1])
         mode = params.linearUpsampleMode
-        out = _bilinear(view, _upsample_grid(height, out_h, mode),
-                        _upsample_grid(width, out_w, mode))
+        out = _bilinear(
+            view, _upsample_grid(height, out_h, mode), _upsample_grid(width, out_w, mode)
+        )
     else:
         raise _fail(layer, f"unknown interpolation mode {params.mode}")
     return [_restore(out, x.ndim)]
@@ -74,7 +75,8 @@ def upsample(layer, inputs: Blobs, weight: WeightGetter) -> list:
 def _sampling_grid(size_in: int, size_out: int, method: int) -> np.ndarray:
     """Sample positions of the spec's ``SamplingMode`` methods."""
     if method == Sampling.STRICT_ALIGN_ENDPOINTS_MODE or (
-            method == Sampling.ALIGN_ENDPOINTS_MODE and size_out > 1):
+        method == Sampling.ALIGN_ENDPOINTS_MODE and size_out > 1
+    ):
         return np.linspace(0, size_in - 1, size_out)
     if method == Sampling.ALIGN_ENDPOINTS_MODE:
         return np.full(1, (size_in - 1) / 2)
@@ -105,8 +107,11 @@ def resize_bilinear(layer, inputs: Blobs, weight: WeightGetter) -> list:
 @register_estimate("upsample")
 def upsample_size(layer, inputs) -> int:
     params = layer.upsample
-    factors = ([math.ceil(float(f)) for f in params.fractionalScalingFactor]
-               or [int(f) for f in params.scalingFactor] or [1, 1])
+    factors = (
+        [math.ceil(float(f)) for f in params.fractionalScalingFactor]
+        or [int(f) for f in params.scalingFactor]
+        or [1, 1]
+    )
     return _per_example(inputs[0]) * math.prod(max(f, 1) for f in factors)
 
 

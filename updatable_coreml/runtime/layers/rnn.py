@@ -77,8 +77,10 @@ def gru(layer, inputs: Blobs, weight: WeightGetter) -> list:
     _forward_only(layer, spec)
     w = {k: weight(f"{k}WeightMatrix").reshape(n_out, n_in) for k in GRU_GATES}
     r = {k: weight(f"{k}RecursionMatrix").reshape(n_out, n_out) for k in GRU_GATES}
-    b = {k: weight(f"{k}BiasVector") if spec.hasBiasVectors else np.zeros(n_out, x.dtype)
-         for k in GRU_GATES}
+    b = {
+        k: weight(f"{k}BiasVector") if spec.hasBiasVectors else np.zeros(n_out, x.dtype)
+        for k in GRU_GATES
+    }
     h = _initial(inputs, len(seq), n_out, x.dtype)
     steps = []
 

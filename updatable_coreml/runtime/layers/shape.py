@@ -79,8 +79,11 @@ def reshape(layer, inputs, weight):
     flat = x5.reshape(x5.shape[0], -1)
     if flat.shape[1] != seq * c * h * w:
         raise ValueError(f"cannot reshape {x.shape[1:]} ({flat.shape[1]} values) to {target}")
-    y = (np.moveaxis(flat.reshape(-1, seq, h, w, c), 4, 2) if channel_last
-         else flat.reshape(-1, seq, c, h, w))
+    y = (
+        np.moveaxis(flat.reshape(-1, seq, h, w, c), 4, 2)
+        if channel_last
+        else flat.reshape(-1, seq, c, h, w)
+    )
     return [y if x.ndim == 5 or seq != 1 else y[:, 0]]
 
 
@@ -349,7 +352,7 @@ def crop(layer, inputs: Blobs, weight: WeightGetter) -> list:
         (top, bottom), (left, right) = _border(params.cropAmounts)
     if min(bottom, right) < 0 or top + bottom >= height or left + right >= width:
         raise _fail(layer, f"crop does not fit an input of H={height}, W={width}")
-    return [_restore(view[..., top:height - bottom, left:width - right], x.ndim)]
+    return [_restore(view[..., top : height - bottom, left : width - right], x.ndim)]
 
 
 @register_estimate("padding")

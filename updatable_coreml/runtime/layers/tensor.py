@@ -26,8 +26,11 @@ def copy(layer, inputs: Blobs, weight: WeightGetter) -> list:
 def tile(layer, inputs: Blobs, weight: WeightGetter) -> list:
     """Repeat the tensor ``reps`` times per axis; shorter ``reps`` are padded with 1s in front."""
     x = inputs[0]
-    reps = (_shape_of(layer, inputs[1], "reps") if len(inputs) > 1
-            else tuple(int(r) for r in layer.tile.reps))
+    reps = (
+        _shape_of(layer, inputs[1], "reps")
+        if len(inputs) > 1
+        else tuple(int(r) for r in layer.tile.reps)
+    )
     rank = x.ndim - 1
     if not 1 <= len(reps) <= rank or min(reps) < 1:
         raise _fail(layer, f"reps {list(reps)} must hold 1 to {rank} positive values")
@@ -37,7 +40,9 @@ def tile(layer, inputs: Blobs, weight: WeightGetter) -> list:
 @register_forward("stack")
 def stack(layer, inputs: Blobs, weight: WeightGetter) -> list:
     if len(inputs) < 2 or any(x.shape[1:] != inputs[0].shape[1:] for x in inputs):
-        raise _fail(layer, f"needs 2 or more inputs of one shape, got {[x.shape[1:] for x in inputs]}")
+        raise _fail(
+            layer, f"needs 2 or more inputs of one shape, got {[x.shape[1:] for x in inputs]}"
+        )
     axis = _nd_axis(layer, int(layer.stack.axis), inputs[0].ndim)
     batch = max(len(x) for x in inputs)
     return [np.stack([np.broadcast_to(x, (batch,) + x.shape[1:]) for x in inputs], axis=axis)]
@@ -109,8 +114,12 @@ def broadcast_to_dynamic(layer, inputs: Blobs, weight: WeightGetter) -> list:
 def get_shape(layer, inputs: Blobs, weight: WeightGetter) -> list:
     """Each example's tensor shape, as a rank-1 tensor."""
     x = inputs[0]
-    return [np.tile(np.asarray(x.shape[1:], dtype=x.dtype if x.dtype.kind == "f" else np.float32),
-                    (len(x), 1))]
+    return [
+        np.tile(
+            np.asarray(x.shape[1:], dtype=x.dtype if x.dtype.kind == "f" else np.float32),
+            (len(x), 1),
+        )
+    ]
 
 
 @register_forward("constantPad")
@@ -120,8 +129,11 @@ def constant_pad(layer, inputs: Blobs, weight: WeightGetter) -> list:
     params = layer.constantPad
     x = inputs[0]
     rank = x.ndim - 1
-    amounts = (_shape_of(layer, inputs[1], "padAmounts") if len(inputs) > 1
-               else tuple(int(a) for a in params.padAmounts))
+    amounts = (
+        _shape_of(layer, inputs[1], "padAmounts")
+        if len(inputs) > 1
+        else tuple(int(a) for a in params.padAmounts)
+    )
     if len(amounts) != 2 * rank:
         raise _fail(layer, f"padAmounts has {len(amounts)} values for a rank-{rank} tensor")
     pads = [(0, 0)]
@@ -158,8 +170,9 @@ def _fill(layer, shape: tuple[int, ...], value: float, dtype) -> np.ndarray:
 @register_forward("fillLike")
 def fill_like(layer, inputs: Blobs, weight: WeightGetter) -> list:
     x = inputs[0]
-    return [np.full(x.shape, layer.fillLike.value, dtype=x.dtype if x.dtype.kind == "f"
-                    else np.float32)]
+    return [
+        np.full(x.shape, layer.fillLike.value, dtype=x.dtype if x.dtype.kind == "f" else np.float32)
+    ]
 
 
 @register_forward("fillStatic")
@@ -172,8 +185,11 @@ def fill_static(layer, inputs: Blobs, weight: WeightGetter) -> list:
 @register_forward("fillDynamic")
 def fill_dynamic(layer, inputs: Blobs, weight: WeightGetter) -> list:
     shape = _shape_of(layer, inputs[0], "shape")
-    return [np.repeat(_fill(layer, shape, layer.fillDynamic.value, inputs[0].dtype),
-                      len(inputs[0]), axis=0)]
+    return [
+        np.repeat(
+            _fill(layer, shape, layer.fillDynamic.value, inputs[0].dtype), len(inputs[0]), axis=0
+        )
+    ]
 
 
 def _range(layer, end: float, start: float, step: float, dtype) -> np.ndarray:

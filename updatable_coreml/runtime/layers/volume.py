@@ -19,8 +19,9 @@ Pool3D = nn_pb.Pooling3DLayerParams
 Triple = tuple[int, int, int]
 
 
-def _pads(layer, params, kind: int, sizes: Triple, kernel: Triple,
-          stride: Triple, dilation: Triple) -> list[tuple[int, int]]:
+def _pads(
+    layer, params, kind: int, sizes: Triple, kernel: Triple, stride: Triple, dilation: Triple
+) -> list[tuple[int, int]]:
     if kind == 0:  # CUSTOM
         front = (params.customPaddingFront, params.customPaddingTop, params.customPaddingLeft)
         back = (params.customPaddingBack, params.customPaddingBottom, params.customPaddingRight)
@@ -48,8 +49,11 @@ def _windows(x: np.ndarray, kernel: Triple, stride: Triple, dilation: Triple) ->
 
 def _volumes(layer, x: np.ndarray, channels: int | None = None) -> np.ndarray:
     if x.ndim < 5 or (channels is not None and x.shape[-4] != channels):
-        raise _fail(layer, f"needs a [N, C, D, H, W] input{f' with C={channels}' if channels else ''}"
-                           f", got shape {x.shape[1:]}")
+        raise _fail(
+            layer,
+            f"needs a [N, C, D, H, W] input{f' with C={channels}' if channels else ''}"
+            f", got shape {x.shape[1:]}",
+        )
     return x.reshape((-1,) + x.shape[-4:])
 
 
@@ -66,19 +70,29 @@ def convolution_3d(layer, inputs: Blobs, weight: WeightGetter) -> list:
     x = inputs[0]
     cin, cout, groups = int(p.inputChannels), int(p.outputChannels), max(int(p.nGroups), 1)
     v = _volumes(layer, x, cin)
-    kernel, stride, dilation = _triples((p.kernelDepth, p.kernelHeight, p.kernelWidth),
-                                        (p.strideDepth, p.strideHeight, p.strideWidth),
-                                        (p.dilationDepth, p.dilationHeight, p.dilationWidth))
+    kernel, stride, dilation = _triples(
+        (p.kernelDepth, p.kernelHeight, p.kernelWidth),
+        (p.strideDepth, p.strideHeight, p.strideWidth),
+        (p.dilationDepth, p.dilationHeight, p.dilationWidth),
+    )
     w = weight("weights")
     if cin % groups or cout % groups or w.size != cout * (cin // groups) * math.prod(kernel):
-        raise _fail(layer, f"{w.size} weights do not fit {cout} x {cin // groups} x {kernel} "
-                           f"in {groups} groups")
+        raise _fail(
+            layer,
+            f"{w.size} weights do not fit {cout} x {cin // groups} x {kernel} in {groups} groups",
+        )
     w = w.reshape((cout, cin // groups) + kernel)
     pads = _pads(layer, p, p.paddingType, v.shape[2:], kernel, stride, dilation)
     cols = _windows(np.pad(v, [(0, 0), (0, 0)] + pads), kernel, stride, dilation)
     gin, gout = cin // groups, cout // groups
-    parts = [np.tensordot(cols[:, g * gin:(g + 1) * gin], w[g * gout:(g + 1) * gout],
-                          axes=([1, 5, 6, 7], [1, 2, 3, 4])) for g in range(groups)]
+    parts = [
+        np.tensordot(
+            cols[:, g * gin : (g + 1) * gin],
+            w[g * gout : (g + 1) * gout],
+            axes=([1, 5, 6, 7], [1, 2, 3, 4]),
+        )
+        for g in range(groups)
+    ]
     y = np.concatenate(parts, axis=-1).transpose(0, 4, 1, 2, 3)
     if p.hasBias:
         y = y + weight("bias").reshape(-1, 1, 1, 1)
@@ -92,8 +106,10 @@ def pooling_3d(layer, inputs: Blobs, weight: WeightGetter) -> list:
     p = layer.pooling3d
     x = inputs[0]
     v = _volumes(layer, x)
-    kernel, stride = _triples((p.kernelDepth, p.kernelHeight, p.kernelWidth),
-                              (p.strideDepth, p.strideHeight, p.strideWidth))
+    kernel, stride = _triples(
+        (p.kernelDepth, p.kernelHeight, p.kernelWidth),
+        (p.strideDepth, p.strideHeight, p.strideWidth),
+    )
     pads = _pads(layer, p, p.paddingType, v.shape[2:], kernel, stride, (1, 1, 1))
     width = [(0, 0), (0, 0)] + pads
     if p.type == Pool3D.MAX:

@@ -43,8 +43,10 @@ def _border(valid) -> Pads:
     amounts = valid.paddingAmounts.borderAmounts
     if not amounts:
         return (0, 0), (0, 0)
-    return ((int(amounts[0].startEdgeSize), int(amounts[0].endEdgeSize)),
-            (int(amounts[1].startEdgeSize), int(amounts[1].endEdgeSize)))
+    return (
+        (int(amounts[0].startEdgeSize), int(amounts[0].endEdgeSize)),
+        (int(amounts[1].startEdgeSize), int(amounts[1].endEdgeSize)),
+    )
 
 
 def _same_split(total: int, mode: int) -> tuple[int, int]:
@@ -68,15 +70,19 @@ class Windows:
         (kh, kw), (sh, sw), (dh, dw), (oh, ow) = self.kernel, self.stride, self.dilation, self.out
         for i in range(kh):
             for j in range(kw):
-                yield (i, j, slice(i * dh, i * dh + (oh - 1) * sh + 1, sh),
-                       slice(j * dw, j * dw + (ow - 1) * sw + 1, sw))
+                yield (
+                    i,
+                    j,
+                    slice(i * dh, i * dh + (oh - 1) * sh + 1, sh),
+                    slice(j * dw, j * dw + (ow - 1) * sw + 1, sw),
+                )
 
     def view(self, xp: np.ndarray) -> np.ndarray:
         """``(N, C, out_h, out_w, kh, kw)`` view of the padded input ``xp`` (no copy)."""
         (kh, kw), (sh, sw), (dh, dw), (oh, ow) = self.kernel, self.stride, self.dilation, self.out
         span = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
         win = sliding_window_view(xp, span, axis=(2, 3))
-        return win[:, :, : (oh - 1) * sh + 1: sh, : (ow - 1) * sw + 1: sw, ::dh, ::dw]
+        return win[:, :, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw, ::dh, ::dw]
 
     def scatter(self, cols: np.ndarray, padded_hw: Pair) -> np.ndarray:
         """Adjoint of ``view``: sum ``cols`` ``(N, C, kh, kw, out_h, out_w)`` into an image."""
@@ -90,4 +96,4 @@ class Windows:
 
     def unpad(self, image: np.ndarray, in_hw: Pair) -> np.ndarray:
         (top, _), (left, _) = self.pads
-        return image[:, :, top: top + in_hw[0], left: left + in_hw[1]]
+        return image[:, :, top : top + in_hw[0], left : left + in_hw[1]]

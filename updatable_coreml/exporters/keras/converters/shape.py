@@ -12,8 +12,12 @@ def _pool(kind: str):
         _channels_last(layer)
         if layer.padding not in ("valid", "same"):
             raise UnsupportedError(f"layer {layer.name!r}: padding={layer.padding!r}")
-        attrs = {"kind": kind, "kernel": tuple(layer.pool_size), "padding": layer.padding,
-                 "strides": tuple(layer.strides or layer.pool_size)}
+        attrs = {
+            "kind": kind,
+            "kernel": tuple(layer.pool_size),
+            "padding": layer.padding,
+            "strides": tuple(layer.strides or layer.pool_size),
+        }
         return ctx.add("pool2d", layer.name, [x], attrs=attrs, source=_source(layer))
 
     return convert
@@ -23,9 +27,13 @@ def _global_pool(kind: str):
     def convert(ctx: Context, layer, call: LayerCall):
         _channels_last(layer)
         (x,) = call.inputs
-        return ctx.add("pool2d", layer.name, [x], attrs={"kind": kind, "global": True,
-                                                        "keepdims": bool(layer.keepdims)},
-                       source=_source(layer))
+        return ctx.add(
+            "pool2d",
+            layer.name,
+            [x],
+            attrs={"kind": kind, "global": True, "keepdims": bool(layer.keepdims)},
+            source=_source(layer),
+        )
 
     return convert
 
@@ -43,7 +51,9 @@ def _flatten(ctx: Context, layer, call: LayerCall):
     if len(x.shape) == 1:
         return ctx.add("identity", layer.name, [x], source=_source(layer))
     if len(x.shape) != 3:
-        raise UnsupportedError(f"layer {layer.name!r}: flattening a sequence {x.shape} is not supported")
+        raise UnsupportedError(
+            f"layer {layer.name!r}: flattening a sequence {x.shape} is not supported"
+        )
     return ctx.add("flatten", layer.name, [x], attrs={"order": "hwc"}, source=_source(layer))
 
 
@@ -55,10 +65,17 @@ def _reshape(ctx: Context, layer, call: LayerCall):
     if len(call.out_shape) == 1 and len(x.shape) == 3:
         return ctx.add("flatten", layer.name, [x], attrs={"order": "hwc"}, source=_source(layer))
     if len(call.out_shape) == 3 and len(x.shape) in (1, 3):
-        return ctx.add("reshape", layer.name, [x], attrs={"shape": call.out_shape, "order": "hwc"},
-                       source=_source(layer))
-    raise UnsupportedError(f"layer {layer.name!r}: reshape {x.shape} -> {call.out_shape} (channel-first) "
-                           "is not supported; reshape to a vector or to (H, W, C)")
+        return ctx.add(
+            "reshape",
+            layer.name,
+            [x],
+            attrs={"shape": call.out_shape, "order": "hwc"},
+            source=_source(layer),
+        )
+    raise UnsupportedError(
+        f"layer {layer.name!r}: reshape {x.shape} -> {call.out_shape} (channel-first) "
+        "is not supported; reshape to a vector or to (H, W, C)"
+    )
 
 
 @converts("ZeroPadding2D")
@@ -66,8 +83,13 @@ def _zero_padding(ctx: Context, layer, call: LayerCall):
     (x,) = call.inputs
     _channels_last(layer)
     (top, bottom), (left, right) = layer.padding
-    return ctx.add("pad", layer.name, [x], attrs={"pads": (top, bottom, left, right), "value": 0.0},
-                   source=_source(layer))
+    return ctx.add(
+        "pad",
+        layer.name,
+        [x],
+        attrs={"pads": (top, bottom, left, right), "value": 0.0},
+        source=_source(layer),
+    )
 
 
 @converts("Cropping2D")
@@ -75,12 +97,19 @@ def _cropping(ctx: Context, layer, call: LayerCall):
     (x,) = call.inputs
     _channels_last(layer)
     (top, bottom), (left, right) = layer.cropping
-    return ctx.add("crop", layer.name, [x], attrs={"crops": (top, bottom, left, right)},
-                   source=_source(layer))
+    return ctx.add(
+        "crop", layer.name, [x], attrs={"crops": (top, bottom, left, right)}, source=_source(layer)
+    )
 
 
-@converts("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
-          "AlphaDropout")
+@converts(
+    "Dropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+)
 def _dropout(ctx: Context, layer, call: LayerCall):
     return ctx.add("dropout", layer.name, call.inputs, source=_source(layer))
 

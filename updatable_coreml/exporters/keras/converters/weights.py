@@ -13,8 +13,10 @@ from ..context import Context, LayerCall, Tensor, _channels_last, _numpy, _sourc
 def _dense(ctx: Context, layer, call: LayerCall):
     (x,) = call.inputs
     if getattr(layer, "quantization_mode", None):
-        raise UnsupportedError(f"layer {layer.name!r}: quantized Dense ({layer.quantization_mode}) "
-                               "cannot be exported; export the float model")
+        raise UnsupportedError(
+            f"layer {layer.name!r}: quantized Dense ({layer.quantization_mode}) "
+            "cannot be exported; export the float model"
+        )
     kernel = _numpy(layer.kernel)
     weights = {"weight": np.ascontiguousarray(kernel.T)}
     if layer.use_bias:
@@ -25,12 +27,21 @@ def _dense(ctx: Context, layer, call: LayerCall):
         op, attrs = "conv2d", {"strides": (1, 1), "padding": "valid"}
         weights["weight"] = weights["weight"][:, :, None, None]
     else:
-        raise UnsupportedError(f"layer {layer.name!r}: Dense on a rank-{len(x.shape)} input "
-                               f"{x.shape} is not supported")
+        raise UnsupportedError(
+            f"layer {layer.name!r}: Dense on a rank-{len(x.shape)} input {x.shape} is not supported"
+        )
 
     def build(output):
-        return ctx.add(op, layer.name, [x], attrs=attrs, weights=weights,
-                       trainable=ctx.trains(layer), source=_source(layer), output=output)
+        return ctx.add(
+            op,
+            layer.name,
+            [x],
+            attrs=attrs,
+            weights=weights,
+            trainable=ctx.trains(layer),
+            source=_source(layer),
+            output=output,
+        )
 
     return _with_activation(ctx, layer, build, call.out_shape)
 
@@ -50,8 +61,11 @@ def _conv_attrs(layer, where: str) -> dict:
     _channels_last(layer)
     if layer.padding not in ("valid", "same"):
         raise UnsupportedError(f"{where}: padding={layer.padding!r} is not supported")
-    return {"strides": tuple(layer.strides), "dilations": tuple(layer.dilation_rate),
-            "padding": layer.padding}
+    return {
+        "strides": tuple(layer.strides),
+        "dilations": tuple(layer.dilation_rate),
+        "padding": layer.padding,
+    }
 
 
 def _conv_node(ctx: Context, layer, x: Tensor, groups: int, weight: np.ndarray, out_shape):
@@ -62,8 +76,16 @@ def _conv_node(ctx: Context, layer, x: Tensor, groups: int, weight: np.ndarray, 
         weights["bias"] = _numpy(layer.bias)
 
     def build(output):
-        return ctx.add("conv2d", layer.name, [x], attrs=attrs, weights=weights,
-                       trainable=ctx.trains(layer), source=_source(layer), output=output)
+        return ctx.add(
+            "conv2d",
+            layer.name,
+            [x],
+            attrs=attrs,
+            weights=weights,
+            trainable=ctx.trains(layer),
+            source=_source(layer),
+            output=output,
+        )
 
     return _with_activation(ctx, layer, build, out_shape)
 
@@ -71,20 +93,26 @@ def _conv_node(ctx: Context, layer, x: Tensor, groups: int, weight: np.ndarray, 
 @converts("Conv2D")
 def _conv2d(ctx: Context, layer, call: LayerCall):
     (x,) = call.inputs
-    return _conv_node(ctx, layer, x, int(layer.groups), _conv_weight(_numpy(layer.kernel)), call.out_shape)
+    return _conv_node(
+        ctx, layer, x, int(layer.groups), _conv_weight(_numpy(layer.kernel)), call.out_shape
+    )
 
 
 def _depthwise_weight(kernel: np.ndarray) -> np.ndarray:
     """Keras depthwise kernel (kh, kw, C, M) -> grouped conv weight (C*M, 1, kh, kw);
     output channel c*M + m reads input channel c, as Keras orders them."""
     kh, kw, channels, multiplier = kernel.shape
-    return np.ascontiguousarray(kernel.transpose(2, 3, 0, 1).reshape(channels * multiplier, 1, kh, kw))
+    return np.ascontiguousarray(
+        kernel.transpose(2, 3, 0, 1).reshape(channels * multiplier, 1, kh, kw)
+    )
 
 
 @converts("DepthwiseConv2D")
 def _depthwise(ctx: Context, layer, call: LayerCall):
     (x,) = call.inputs
-    return _conv_node(ctx, layer, x, x.shape[0], _depthwise_weight(_numpy(layer.kernel)), call.out_shape)
+    return _conv_node(
+        ctx, layer, x, x.shape[0], _depthwise_weight(_numpy(layer.kernel)), call.out_shape
+    )
 
 
 @converts("SeparableConv2D")
@@ -93,17 +121,31 @@ def _separable(ctx: Context, layer, call: LayerCall):
     attrs = {**_conv_attrs(layer, f"layer {layer.name!r}"), "groups": x.shape[0]}
     depthwise = _depthwise_weight(_numpy(layer.depthwise_kernel))
     trains = ctx.trains(layer)
-    mid = ctx.add("conv2d", f"{layer.name}_depthwise", [x], attrs=attrs,
-                  weights={"weight": depthwise}, trainable=trains, source=_source(layer))
+    mid = ctx.add(
+        "conv2d",
+        f"{layer.name}_depthwise",
+        [x],
+        attrs=attrs,
+        weights={"weight": depthwise},
+        trainable=trains,
+        source=_source(layer),
+    )
     mid_shape = (depthwise.shape[0], *call.out_shape[1:])
     pointwise = {"weight": _conv_weight(_numpy(layer.pointwise_kernel))}
     if layer.use_bias:
         pointwise["bias"] = _numpy(layer.bias)
 
     def build(output):
-        return ctx.add("conv2d", layer.name, [Tensor(mid, mid_shape)], weights=pointwise,
-                       attrs={"strides": (1, 1), "padding": "valid"}, trainable=trains,
-                       source=_source(layer), output=output)
+        return ctx.add(
+            "conv2d",
+            layer.name,
+            [Tensor(mid, mid_shape)],
+            weights=pointwise,
+            attrs={"strides": (1, 1), "padding": "valid"},
+            trainable=trains,
+            source=_source(layer),
+            output=output,
+        )
 
     return _with_activation(ctx, layer, build, call.out_shape)
 
@@ -114,13 +156,27 @@ def _batchnorm(ctx: Context, layer, call: LayerCall):
     rank = len(x.shape)
     axis = layer.axis if layer.axis >= 0 else layer.axis + rank + 1
     if axis != rank:
-        raise UnsupportedError(f"layer {layer.name!r}: batch normalization over axis {layer.axis} "
-                               "is not supported; normalize the channel (last) axis")
+        raise UnsupportedError(
+            f"layer {layer.name!r}: batch normalization over axis {layer.axis} "
+            "is not supported; normalize the channel (last) axis"
+        )
     if rank == 2:
-        raise UnsupportedError(f"layer {layer.name!r}: batch normalization of sequences is not supported")
+        raise UnsupportedError(
+            f"layer {layer.name!r}: batch normalization of sequences is not supported"
+        )
     channels = x.shape[0]
-    weights = {"gamma": _numpy(layer.gamma) if layer.scale else np.ones(channels, np.float32),
-               "beta": _numpy(layer.beta) if layer.center else np.zeros(channels, np.float32),
-               "mean": _numpy(layer.moving_mean), "variance": _numpy(layer.moving_variance)}
-    return ctx.add("batchnorm", layer.name, [x], attrs={"eps": float(layer.epsilon)},
-                   weights=weights, trainable=ctx.trains(layer), source=_source(layer))
+    weights = {
+        "gamma": _numpy(layer.gamma) if layer.scale else np.ones(channels, np.float32),
+        "beta": _numpy(layer.beta) if layer.center else np.zeros(channels, np.float32),
+        "mean": _numpy(layer.moving_mean),
+        "variance": _numpy(layer.moving_variance),
+    }
+    return ctx.add(
+        "batchnorm",
+        layer.name,
+        [x],
+        attrs={"eps": float(layer.epsilon)},
+        weights=weights,
+        trainable=ctx.trains(layer),
+        source=_source(layer),
+    )

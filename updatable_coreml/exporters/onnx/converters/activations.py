@@ -1,6 +1,5 @@
 """Activations, Clip included."""
 
-
 from __future__ import annotations
 
 import dataclasses
@@ -35,21 +34,29 @@ def _elementwise_activation(state: OnnxTranslation, node: Any, attrs: dict) -> N
         state.emit(node, "activation", [state.tensor(node.input[0], node)], attrs=attrs)
         return
     untransposed = f"{node.output[0]}_untransposed"
-    state.emit(node, "activation", [state.tensor(pending.source, node)], attrs=attrs,
-               output=untransposed)
+    state.emit(
+        node, "activation", [state.tensor(pending.source, node)], attrs=attrs, output=untransposed
+    )
     state.shapes[untransposed] = state.full_shape(pending.source, node)
     state.transposes[node.output[0]] = dataclasses.replace(pending, source=untransposed)
 
 
-for _op, _kind, _defaults in (("Relu", "relu", {}), ("Sigmoid", "sigmoid", {}), ("Tanh", "tanh", {}),
-                              ("Softplus", "softplus", {}), ("LeakyRelu", "leaky_relu", {"alpha": 0.01}),
-                              ("Elu", "elu", {"alpha": 1.0}),
-                              ("HardSigmoid", "hard_sigmoid", {"alpha": 0.2, "beta": 0.5})):
+for _op, _kind, _defaults in (
+    ("Relu", "relu", {}),
+    ("Sigmoid", "sigmoid", {}),
+    ("Tanh", "tanh", {}),
+    ("Softplus", "softplus", {}),
+    ("LeakyRelu", "leaky_relu", {"alpha": 0.01}),
+    ("Elu", "elu", {"alpha": 1.0}),
+    ("HardSigmoid", "hard_sigmoid", {"alpha": 0.2, "beta": 0.5}),
+):
     converts(_op)(_activation(_kind, **_defaults))
 
 
 @converts("Clip")
 def _clip(state: OnnxTranslation, node: Any, a: dict) -> None:
     low, high = (state.constant(node, i) for i in (1, 2))
-    attrs = clip_activation(None if low is None else number(low), None if high is None else number(high))
+    attrs = clip_activation(
+        None if low is None else number(low), None if high is None else number(high)
+    )
     _elementwise_activation(state, node, attrs)

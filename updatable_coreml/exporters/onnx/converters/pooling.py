@@ -1,6 +1,5 @@
 """Pooling, and the spatial reductions that are global pooling."""
 
-
 from __future__ import annotations
 
 from typing import Any
@@ -33,9 +32,19 @@ def _pool(kind: str) -> Converter:
         include_pad = kind == "avg" and bool(a.get("count_include_pad", 0))
         if a.get("ceil_mode", 0):
             pads = ceil_mode_pads((height, width), kernel, strides, pads, include_pad, where(node))
-        state.emit(node, "pool2d", [state.tensor(node.input[0], node)],
-                   attrs={"kind": kind, "kernel": kernel, "strides": strides, "padding": pads,
-                          "global": False, "count_include_pad": include_pad})
+        state.emit(
+            node,
+            "pool2d",
+            [state.tensor(node.input[0], node)],
+            attrs={
+                "kind": kind,
+                "kernel": kernel,
+                "strides": strides,
+                "padding": pads,
+                "global": False,
+                "count_include_pad": include_pad,
+            },
+        )
 
     return convert
 
@@ -55,10 +64,21 @@ def _global(state: OnnxTranslation, node: Any, kind: str, keep_dims: bool) -> No
     """Global pooling; without ``keep_dims`` followed by a flatten to (batch, channels)."""
     _, height, width = _image_input(state, node)
     pooled = node.output[0] if keep_dims else f"{node.output[0]}_pooled"
-    state.emit(node, "pool2d", [state.tensor(node.input[0], node)], output=pooled,
-               suffix="" if keep_dims else "_pool",
-               attrs={"kind": kind, "kernel": (height, width), "strides": (1, 1),
-                      "padding": "valid", "global": True, "count_include_pad": False})
+    state.emit(
+        node,
+        "pool2d",
+        [state.tensor(node.input[0], node)],
+        output=pooled,
+        suffix="" if keep_dims else "_pool",
+        attrs={
+            "kind": kind,
+            "kernel": (height, width),
+            "strides": (1, 1),
+            "padding": "valid",
+            "global": True,
+            "count_include_pad": False,
+        },
+    )
     if not keep_dims:
         state.emit(node, "flatten", [pooled])
 

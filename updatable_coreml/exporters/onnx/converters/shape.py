@@ -1,7 +1,6 @@
 """Shape ops that keep the batch axis, transposes that cancel or fold into an input, concat,
 pad, and ops that compute nothing on device."""
 
-
 from __future__ import annotations
 
 import dataclasses
@@ -95,17 +94,21 @@ def _channel_first_input(state: OnnxTranslation, node: Any, source: str) -> None
     height, width, channels = inputs[index].shape
     inputs[index] = dataclasses.replace(inputs[index], shape=(channels, height, width))
     state.alias(node, source)
-    state.graph.notes.append(f"input {source!r} is channel-first ({channels}, {height}, {width}) in "
-                             f"Core ML: the ONNX model's NHWC -> NCHW transpose {node.name!r} was "
-                             "folded into it")
+    state.graph.notes.append(
+        f"input {source!r} is channel-first ({channels}, {height}, {width}) in "
+        f"Core ML: the ONNX model's NHWC -> NCHW transpose {node.name!r} was "
+        "folded into it"
+    )
 
 
 @converts("Concat")
 def _concat(state: OnnxTranslation, node: Any, a: dict) -> None:
     rank = len(state.full_shape(node.output[0], node))
     if _axis(int(a["axis"]), rank) != 1:
-        raise UnsupportedError(f"{where(node)} concatenates along axis {a['axis']}; "
-                               "Core ML's concat works on the channel axis (1) only")
+        raise UnsupportedError(
+            f"{where(node)} concatenates along axis {a['axis']}; "
+            "Core ML's concat works on the channel axis (1) only"
+        )
     if len(node.input) == 1:  # Core ML refuses a concat layer with fewer than 2 inputs
         state.alias(node, state.tensor(node.input[0], node))
         return
@@ -125,11 +128,19 @@ def _pad(state: OnnxTranslation, node: Any, a: dict) -> None:
     for i, axis in enumerate(range(rank) if axes is None else (_axis(int(v), rank) for v in axes)):
         begins[axis], ends[axis] = pads[i], pads[i + len(pads) // 2]
     if rank != 4 or begins[:2] != [0, 0] or ends[:2] != [0, 0] or min(begins + ends) < 0:
-        raise UnsupportedError(f"{where(node)}: only non-negative padding of height and width of "
-                               f"(N, C, H, W) is supported, got pads {pads}")
-    state.emit(node, "pad", [state.tensor(node.input[0], node)],
-               attrs={"pads": (begins[2], ends[2], begins[3], ends[3]),
-                      "value": 0.0 if value is None else number(value)})
+        raise UnsupportedError(
+            f"{where(node)}: only non-negative padding of height and width of "
+            f"(N, C, H, W) is supported, got pads {pads}"
+        )
+    state.emit(
+        node,
+        "pad",
+        [state.tensor(node.input[0], node)],
+        attrs={
+            "pads": (begins[2], ends[2], begins[3], ends[3]),
+            "value": 0.0 if value is None else number(value),
+        },
+    )
 
 
 @converts("Identity")
@@ -144,5 +155,9 @@ def _dropout(state: OnnxTranslation, node: Any, a: dict) -> None:
         raise UnsupportedError(f"{where(node)} is in training mode; export the model in eval mode")
     _unused(state, node, "mask")
     ratio = state.constant(node, 1)
-    state.emit(node, "dropout", [state.tensor(node.input[0], node)],
-               attrs={"rate": 0.5 if ratio is None else number(ratio)})
+    state.emit(
+        node,
+        "dropout",
+        [state.tensor(node.input[0], node)],
+        attrs={"rate": 0.5 if ratio is None else number(ratio)},
+    )

@@ -16,9 +16,14 @@ def _activation(kind: str, **attrs: Any) -> Converter:
     return convert
 
 
-for _ops, _kind in ((("relu",), "relu"), (("relu6",), "relu6"),
-                    (("sigmoid",), "sigmoid"), (("tanh",), "tanh"),
-                    (("silu",), "silu"), (("hardswish",), "hard_silu")):
+for _ops, _kind in (
+    (("relu",), "relu"),
+    (("relu6",), "relu6"),
+    (("sigmoid",), "sigmoid"),
+    (("tanh",), "tanh"),
+    (("silu",), "silu"),
+    (("hardswish",), "hard_silu"),
+):
     converter(*_ops)(_activation(_kind))
 # relu6(x + 3) / 6 = min(max(x / 6 + 1/2, 0), 1): Core ML's sigmoidHard
 converter("hardsigmoid")(_activation("hard_sigmoid", alpha=1 / 6, beta=0.5))
@@ -26,29 +31,44 @@ converter("hardsigmoid")(_activation("hard_sigmoid", alpha=1 / 6, beta=0.5))
 
 @converter("hardtanh")
 def _hardtanh(state: Translation, fx: Any, a: dict) -> None:
-    state.emit(fx, "activation", [state.tensor(a["self"])],
-               attrs=clip_activation(float(a["min_val"]), float(a["max_val"])))
+    state.emit(
+        fx,
+        "activation",
+        [state.tensor(a["self"])],
+        attrs=clip_activation(float(a["min_val"]), float(a["max_val"])),
+    )
 
 
 @converter("leaky_relu")
 def _leaky_relu(state: Translation, fx: Any, a: dict) -> None:
-    state.emit(fx, "activation", [state.tensor(a["self"])],
-               attrs={"kind": "leaky_relu", "alpha": float(a["negative_slope"])})
+    state.emit(
+        fx,
+        "activation",
+        [state.tensor(a["self"])],
+        attrs={"kind": "leaky_relu", "alpha": float(a["negative_slope"])},
+    )
 
 
 @converter("elu")
 def _elu(state: Translation, fx: Any, a: dict) -> None:
     if float(a["scale"]) != 1.0 or float(a["input_scale"]) != 1.0:
-        raise UnsupportedError(f"scaled ELU (SELU/CELU) in {where(fx)} is not supported; use nn.ELU")
-    state.emit(fx, "activation", [state.tensor(a["self"])],
-               attrs={"kind": "elu", "alpha": float(a["alpha"])})
+        raise UnsupportedError(
+            f"scaled ELU (SELU/CELU) in {where(fx)} is not supported; use nn.ELU"
+        )
+    state.emit(
+        fx,
+        "activation",
+        [state.tensor(a["self"])],
+        attrs={"kind": "elu", "alpha": float(a["alpha"])},
+    )
 
 
 @converter("softplus")
 def _softplus(state: Translation, fx: Any, a: dict) -> None:
     if float(a["beta"]) != 1.0:
-        raise UnsupportedError(f"Softplus with beta={a['beta']} in {where(fx)}: Core ML's softplus "
-                               "has beta 1")
+        raise UnsupportedError(
+            f"Softplus with beta={a['beta']} in {where(fx)}: Core ML's softplus has beta 1"
+        )
     # torch returns x itself above `threshold`; log1p(exp(x)) differs from x by < exp(-x) there.
     state.emit(fx, "activation", [state.tensor(a["self"])], attrs={"kind": "softplus"})
 
@@ -73,8 +93,12 @@ def _softsign_div(fx: Any) -> Any | None:
         return None
     magnitude = denominator.args[0]
     one = denominator.args[1] if len(denominator.args) > 1 else None
-    if one != 1 or not is_op(magnitude, "abs") or len(magnitude.users) != 1 \
-            or magnitude.args[0] is not x:
+    if (
+        one != 1
+        or not is_op(magnitude, "abs")
+        or len(magnitude.users) != 1
+        or magnitude.args[0] is not x
+    ):
         return None
     return node
 
@@ -86,13 +110,19 @@ def _softsign(state: Translation, fx: Any, a: dict) -> None:
     only in this pattern."""
     div = _softsign_div(fx)
     if div is None:
-        raise UnsupportedError(f"{_op_name(fx)} in {where(fx)} is supported only as part of "
-                               "softsign, x / (abs(x) + 1); use nn.Softsign")
+        raise UnsupportedError(
+            f"{_op_name(fx)} in {where(fx)} is supported only as part of "
+            "softsign, x / (abs(x) + 1); use nn.Softsign"
+        )
     if div is fx:
         state.emit(fx, "activation", [state.tensor(fx.args[0])], attrs={"kind": "softsign"})
 
 
 @converter("gelu")
 def _gelu(state: Translation, fx: Any, a: dict) -> None:
-    state.emit(fx, "activation", [state.tensor(a["self"])],
-               attrs={"kind": "gelu", "approximate": a["approximate"] == "tanh"})
+    state.emit(
+        fx,
+        "activation",
+        [state.tensor(a["self"])],
+        attrs={"kind": "gelu", "approximate": a["approximate"] == "tanh"},
+    )

@@ -24,17 +24,22 @@ def _scalar(state: Translation, value: Any) -> Optional[float]:
 def _binary(state: Translation, fx: Any, op: str, other: Any) -> None:
     left = fx.args[0]
     shapes = full_shape(left), full_shape(other)
-    if shapes[0] != shapes[1] and len(shapes[0]) == len(shapes[1]) == 4 and (
-            shapes[0][0] == shapes[1][0]):
+    if (
+        shapes[0] != shapes[1]
+        and len(shapes[0]) == len(shapes[1]) == 4
+        and (shapes[0][0] == shapes[1][0])
+    ):
         # a per-example broadcast Core ML's classic layers do (squeeze-excitation's (C, 1, 1)
         # scale); the op's shape rule (ops/elementwise) refuses the others by name
         node = state.emit(fx, op, [state.tensor(left), state.tensor(other)])
         ops.output_shape(node, [tuple(s[1:]) for s in shapes])
         return
     if full_shape(left) != full_shape(other):
-        raise UnsupportedError(f"{op} of tensors shaped {list(full_shape(left))} and "
-                               f"{list(full_shape(other))} in {where(fx)}: broadcasting is not "
-                               "supported; give both operands the same shape")
+        raise UnsupportedError(
+            f"{op} of tensors shaped {list(full_shape(left))} and "
+            f"{list(full_shape(other))} in {where(fx)}: broadcasting is not "
+            "supported; give both operands the same shape"
+        )
     state.emit(fx, op, [state.tensor(left), state.tensor(other)])
 
 
@@ -44,8 +49,12 @@ def _add(state: Translation, fx: Any, a: dict) -> None:
         return  # the softsign's div writes it
     alpha, constant = float(a.get("alpha", 1)), _scalar(state, a["other"])
     if constant is not None:
-        state.emit(fx, "activation", [state.tensor(a["self"])],
-                   attrs={"kind": "linear", "alpha": 1.0, "beta": alpha * constant})
+        state.emit(
+            fx,
+            "activation",
+            [state.tensor(a["self"])],
+            attrs={"kind": "linear", "alpha": 1.0, "beta": alpha * constant},
+        )
     elif alpha != 1.0:
         raise UnsupportedError(f"add with alpha={alpha} in {where(fx)} is not supported")
     else:
@@ -56,8 +65,12 @@ def _add(state: Translation, fx: Any, a: dict) -> None:
 def _mul(state: Translation, fx: Any, a: dict) -> None:
     constant = _scalar(state, a["other"])
     if constant is not None:
-        state.emit(fx, "activation", [state.tensor(a["self"])],
-                   attrs={"kind": "linear", "alpha": constant, "beta": 0.0})
+        state.emit(
+            fx,
+            "activation",
+            [state.tensor(a["self"])],
+            attrs={"kind": "linear", "alpha": constant, "beta": 0.0},
+        )
     else:
         _binary(state, fx, "mul", a["other"])
 
@@ -73,7 +86,8 @@ def _log_softmax(state: Translation, fx: Any, a: dict) -> None:
     """Only as the model's output, exported as softmax (``rules.LOG_SOFTMAX_ONLY_AS_OUTPUT``)."""
     channel_axis(fx, int(a["dim"]), "log_softmax")
     if any(user.op != "output" for user in fx.users):
-        raise UnsupportedError(f"log_softmax in {where(fx)} feeds other ops; "
-                               + LOG_SOFTMAX_ONLY_AS_OUTPUT)
+        raise UnsupportedError(
+            f"log_softmax in {where(fx)} feeds other ops; " + LOG_SOFTMAX_ONLY_AS_OUTPUT
+        )
     node = state.emit(fx, "softmax", [state.tensor(a["self"])])
     state.log_softmax.add(node.name)

@@ -18,7 +18,9 @@ def _pool_geometry(fx: Any, a: dict) -> tuple[tuple[int, int], tuple[int, int], 
     pads = (ph, ph, pw, pw)
     if a["ceil_mode"]:
         include_pad = bool(a.get("count_include_pad", False))
-        pads = ceil_mode_pads(full_shape(a["self"])[2:], kernel, strides, pads, include_pad, where(fx))
+        pads = ceil_mode_pads(
+            full_shape(a["self"])[2:], kernel, strides, pads, include_pad, where(fx)
+        )
     return kernel, strides, pads
 
 
@@ -27,9 +29,19 @@ def _max_pool2d(state: Translation, fx: Any, a: dict) -> None:
     if _pair(a["dilation"]) != (1, 1):
         raise UnsupportedError(f"dilated max pooling in {where(fx)} is not supported")
     kernel, strides, pads = _pool_geometry(fx, a)
-    state.emit(fx, "pool2d", [state.tensor(a["self"])],
-               attrs={"kind": "max", "kernel": kernel, "strides": strides,
-                      "padding": pads, "global": False, "count_include_pad": False})
+    state.emit(
+        fx,
+        "pool2d",
+        [state.tensor(a["self"])],
+        attrs={
+            "kind": "max",
+            "kernel": kernel,
+            "strides": strides,
+            "padding": pads,
+            "global": False,
+            "count_include_pad": False,
+        },
+    )
 
 
 @converter("avg_pool2d")
@@ -37,16 +49,37 @@ def _avg_pool2d(state: Translation, fx: Any, a: dict) -> None:
     if a["divisor_override"] is not None:
         raise UnsupportedError(f"avg pooling with divisor_override in {where(fx)} is not supported")
     kernel, strides, pads = _pool_geometry(fx, a)
-    state.emit(fx, "pool2d", [state.tensor(a["self"])],
-               attrs={"kind": "avg", "kernel": kernel, "strides": strides, "padding": pads,
-                      "global": False, "count_include_pad": bool(a["count_include_pad"])})
+    state.emit(
+        fx,
+        "pool2d",
+        [state.tensor(a["self"])],
+        attrs={
+            "kind": "avg",
+            "kernel": kernel,
+            "strides": strides,
+            "padding": pads,
+            "global": False,
+            "count_include_pad": bool(a["count_include_pad"]),
+        },
+    )
 
 
 def _global_avg_pool(state: Translation, fx: Any, source: Any, suffix: str = "") -> Node:
-    return state.emit(fx, "pool2d", [state.tensor(source)], suffix=suffix,
-                      attrs={"kind": "avg", "kernel": example_shape(source)[1:], "strides": (1, 1),
-                             "padding": "valid", "global": True, "count_include_pad": False,
-                             "keepdims": True})  # torch keeps (N, C, 1, 1): a conv may follow
+    return state.emit(
+        fx,
+        "pool2d",
+        [state.tensor(source)],
+        suffix=suffix,
+        attrs={
+            "kind": "avg",
+            "kernel": example_shape(source)[1:],
+            "strides": (1, 1),
+            "padding": "valid",
+            "global": True,
+            "count_include_pad": False,
+            "keepdims": True,
+        },
+    )  # torch keeps (N, C, 1, 1): a conv may follow
 
 
 @converter("adaptive_avg_pool2d")
@@ -59,12 +92,23 @@ def _adaptive_avg_pool2d(state: Translation, fx: Any, a: dict) -> None:
         state.alias(fx, a["self"])
     elif height % out_h == 0 and width % out_w == 0:
         kernel = (height // out_h, width // out_w)
-        state.emit(fx, "pool2d", [state.tensor(a["self"])],
-                   attrs={"kind": "avg", "kernel": kernel, "strides": kernel, "padding": "valid",
-                          "global": False, "count_include_pad": False})
+        state.emit(
+            fx,
+            "pool2d",
+            [state.tensor(a["self"])],
+            attrs={
+                "kind": "avg",
+                "kernel": kernel,
+                "strides": kernel,
+                "padding": "valid",
+                "global": False,
+                "count_include_pad": False,
+            },
+        )
     else:  # windows of different sizes: folded into the dense layer after it by the passes
-        state.emit(fx, "adaptive_avg_pool2d", [state.tensor(a["self"])],
-                   attrs={"output": (out_h, out_w)})
+        state.emit(
+            fx, "adaptive_avg_pool2d", [state.tensor(a["self"])], attrs={"output": (out_h, out_w)}
+        )
 
 
 @converter("mean")

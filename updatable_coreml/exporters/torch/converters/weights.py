@@ -21,11 +21,17 @@ from ..context import (
 @converter("linear")
 def _linear(state: Translation, fx: Any, a: dict) -> None:
     if len(example_shape(a["input"])) != 1:
-        raise UnsupportedError(f"Linear on a rank-{len(full_shape(a['input']))} input in {where(fx)}: "
-                               "Core ML's innerProduct needs a flat (batch, features) input; "
-                               "flatten before it")
-    state.emit(fx, "dense", [state.tensor(a["input"])],
-               weights={"weight": state.state(a["weight"]), "bias": state.state(a["bias"])})
+        raise UnsupportedError(
+            f"Linear on a rank-{len(full_shape(a['input']))} input in {where(fx)}: "
+            "Core ML's innerProduct needs a flat (batch, features) input; "
+            "flatten before it"
+        )
+    state.emit(
+        fx,
+        "dense",
+        [state.tensor(a["input"])],
+        weights={"weight": state.state(a["weight"]), "bias": state.state(a["bias"])},
+    )
 
 
 def _is_weight(state: Translation, arg: Any) -> bool:
@@ -38,8 +44,10 @@ def _permute_weight(state: Translation, fx: Any, a: dict) -> None:
     """A transposed weight (decomposed ``linear``); activations are never permuted."""
     source = fx.args[0]
     if not _is_weight(state, source):
-        raise UnsupportedError(f"{_op_name(fx)} of an activation in {where(fx)}: Core ML layers "
-                               "keep the channel-first layout; permuting axes is not supported")
+        raise UnsupportedError(
+            f"{_op_name(fx)} of an activation in {where(fx)}: Core ML layers "
+            "keep the channel-first layout; permuting axes is not supported"
+        )
     array, fqn = state.weight(source)
     axes = list(range(array.ndim))[::-1]
     if _op_name(fx) == "permute":
@@ -54,14 +62,24 @@ def _permute_weight(state: Translation, fx: Any, a: dict) -> None:
 @converter("addmm", "mm")
 def _matmul(state: Translation, fx: Any, a: dict) -> None:
     """``x @ W.T (+ b)`` with a weight operand: a dense layer, as in decomposed programs."""
-    if not _is_weight(state, a["mat2"]) or float(a.get("beta", 1)) != 1 or float(a.get("alpha", 1)) != 1:
-        raise UnsupportedError(f"{_op_name(fx)} in {where(fx)} is not a linear layer (x @ W.T + b); "
-                               "only products with a weight are supported")
+    if (
+        not _is_weight(state, a["mat2"])
+        or float(a.get("beta", 1)) != 1
+        or float(a.get("alpha", 1)) != 1
+    ):
+        raise UnsupportedError(
+            f"{_op_name(fx)} in {where(fx)} is not a linear layer (x @ W.T + b); "
+            "only products with a weight are supported"
+        )
     transposed, fqn = state.weight(a["mat2"])
     has_bias = _op_name(fx) == "addmm"  # addmm(bias, x, W.T); mm(x, W.T)
     bias = state.state(a["self"]) if has_bias else (None, "")
-    state.emit(fx, "dense", [state.tensor(a["mat1"] if has_bias else a["self"])],
-               weights={"weight": (np.ascontiguousarray(transposed.T), fqn), "bias": bias})
+    state.emit(
+        fx,
+        "dense",
+        [state.tensor(a["mat1"] if has_bias else a["self"])],
+        weights={"weight": (np.ascontiguousarray(transposed.T), fqn), "bias": bias},
+    )
 
 
 @converter("conv2d", "convolution")
@@ -74,22 +92,43 @@ def _conv2d(state: Translation, fx: Any, a: dict) -> None:
     else:
         ph, pw = _pair(padding)
         pads = (ph, ph, pw, pw)
-    state.emit(fx, "conv2d", [state.tensor(a["input"])],
-               attrs={"strides": _pair(a["stride"]), "dilations": _pair(a["dilation"]),
-                      "groups": int(a["groups"]), "padding": pads},
-               weights={"weight": state.state(a["weight"]), "bias": state.state(a["bias"])})
+    state.emit(
+        fx,
+        "conv2d",
+        [state.tensor(a["input"])],
+        attrs={
+            "strides": _pair(a["stride"]),
+            "dilations": _pair(a["dilation"]),
+            "groups": int(a["groups"]),
+            "padding": pads,
+        },
+        weights={"weight": state.state(a["weight"]), "bias": state.state(a["bias"])},
+    )
 
 
 @converter("batch_norm", "_native_batch_norm_legit_no_training")
 def _batch_norm(state: Translation, fx: Any, a: dict) -> None:
     if a.get("training") or a["running_mean"] is None:
-        raise UnsupportedError(f"batch norm in {where(fx)} normalizes with batch statistics in "
-                               "eval mode (track_running_stats=False); Core ML needs running "
-                               "mean and variance")
+        raise UnsupportedError(
+            f"batch norm in {where(fx)} normalizes with batch statistics in "
+            "eval mode (track_running_stats=False); Core ML needs running "
+            "mean and variance"
+        )
     mean, mean_fqn = state.weight(a["running_mean"])
     channels = mean.shape[0]
-    gamma = state.state(a["weight"]) if a["weight"] is not None else (np.ones(channels, np.float32), "")
+    gamma = (
+        state.state(a["weight"]) if a["weight"] is not None else (np.ones(channels, np.float32), "")
+    )
     beta = state.state(a["bias"]) if a["bias"] is not None else (np.zeros(channels, np.float32), "")
-    state.emit(fx, "batchnorm", [state.tensor(a["input"])], attrs={"eps": float(a["eps"])},
-               weights={"gamma": gamma, "beta": beta, "mean": (mean, mean_fqn),
-                        "variance": state.state(a["running_var"])})
+    state.emit(
+        fx,
+        "batchnorm",
+        [state.tensor(a["input"])],
+        attrs={"eps": float(a["eps"])},
+        weights={
+            "gamma": gamma,
+            "beta": beta,
+            "mean": (mean, mean_fqn),
+            "variance": state.state(a["running_var"]),
+        },
+    )
