@@ -175,3 +175,40 @@ def test_update_takes_one_example_as_a_dict(model):
     after = one.model.predict({"image": x})["probs"]
     assert after == listed.model.predict({"image": x})["probs"]
     assert after != model.predict({"image": x})["probs"]
+
+
+def test_simulate_layout_nhwc_converts_a_channel_last_npz(tmp_path, model):
+    """Stating the layout converts the arrays; the result equals the channel-first run."""
+    path = tmp_path / "m.mlmodel"
+    model.save(path)
+    x = np.random.default_rng(7).random((6, 8, 8, 3)).astype(np.float32)
+    y = np.array(["a", "b", "c"] * 2)
+    np.savez(tmp_path / "hwc.npz", x=x, y=y)
+    np.savez(tmp_path / "chw.npz", x=runtime.to_channel_first(x), y=y)
+    stated = simulate(path, tmp_path / "hwc.npz", layout="nhwc")
+    converted = simulate(path, tmp_path / "chw.npz")
+    assert [r.train_loss for r in stated.rows] == [r.train_loss for r in converted.rows]
+    with pytest.raises(ConfigError, match="layout 'hwc'"):
+        simulate(path, tmp_path / "hwc.npz", layout="hwc")
+
+
+def test_cli_simulate_layout_nhwc(tmp_path, model):
+    """The CLI flag named by the InputShapeError message exists and works end to end."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "m.mlmodel"
+    model.save(path)
+    x = np.random.default_rng(8).random((6, 8, 8, 3)).astype(np.float32)
+    np.savez(tmp_path / "hwc.npz", x=x, y=np.array(["a", "b", "c"] * 2))
+    script = shutil.which("updatable-coreml", path=str(Path(sys.executable).parent))
+    command = [script] if script else [sys.executable, "-m", "updatable_coreml.cli"]
+    args = [*command, "simulate", str(path), "--train", str(tmp_path / "hwc.npz"), "-q"]
+    refused = subprocess.run(args, capture_output=True, text=True, env=os.environ)
+    assert refused.returncode == 2 and "--layout nhwc" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    done = subprocess.run([*args, "--layout", "nhwc"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -30,6 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a folder with one subfolder of images per label, or an .npz with x and y",
     )
     p.add_argument("--val", metavar="DATA", help="validation data, same forms")
+    p.add_argument(
+        "--layout",
+        choices=("nchw", "nhwc"),
+        default="nchw",
+        help="how an .npz's x is ordered: nchw (channel-first, what exported models take; "
+        "the default) or nhwc (channel-last, as Keras/TensorFlow arrays are): converted, "
+        "never guessed",
+    )
     p.add_argument("--epochs", type=int, help="override the model's epochs (within what it allows)")
     p.add_argument(
         "--lr", type=float, help="override the model's learning rate (within what it allows)"
@@ -106,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
             progress=bar.on_event,
             on_epoch=show,
             assumptions=args.assumptions,
+            layout=args.layout,
         )
     for line in result.report_lines():  # overrides Core ML would ignore; the unknowns' spread
         print(line)
@@ -136,7 +145,8 @@ def _simulate_knn(args: argparse.Namespace, model) -> int:
         raise ConfigError(f"{', '.join(epoch_options)}: a k-NN model has no epochs or optimizer")
     if args.val is None:
         raise ConfigError("a k-NN learning curve needs held-out data: add --val DATA")
-    train, val = load_dataset(args.train, model), load_dataset(args.val, model)
+    train = load_dataset(args.train, model, args.layout)
+    val = load_dataset(args.val, model, args.layout)
     (input_name, x), (_, y) = train.items()
     (_, x_val), (_, y_val) = val.items()
     counts = [

@@ -290,21 +290,41 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def load_dataset(source: PathLike, model: Model) -> dict:
-    """Training examples (input name -> batch, target name -> labels) from a folder or .npz."""
+#: Array layouts an ``.npz``'s ``x`` may come in: ``nchw`` is what every exported model takes;
+#: ``nhwc`` (Keras, TensorFlow, PIL) is converted with ``features.to_channel_first``.
+ARRAY_LAYOUTS = ("nchw", "nhwc")
+
+
+def load_dataset(source: PathLike, model: Model, layout: str = "nchw") -> dict:
+    """Training examples (input name -> batch, target name -> labels) from a folder or .npz.
+
+    ``layout`` says how an ``.npz``'s ``x`` is ordered. It is never guessed: the user states
+    ``nhwc`` for channel-last arrays, and a wrong shape is refused later by the input checks.
+    Image folders are decoded straight into the model's layout, so ``layout`` must stay
+    ``nchw`` for them.
+    """
+    if layout not in ARRAY_LAYOUTS:
+        raise ConfigError(f"layout {layout!r}: choose one of {', '.join(ARRAY_LAYOUTS)}")
     path = Path(source)
-    layout = data_layout(model)
+    io_layout = data_layout(model)
     x: Any
     y: Any
     if path.is_dir():
-        x, y = load_folder(path, layout, _class_labels(model), _string_labels(model, layout))
+        if layout != "nchw":
+            raise ConfigError(
+                f"{path}: --layout {layout} (layout=) applies to .npz arrays; image folders "
+                "are read in the model's own layout, so drop the option"
+            )
+        x, y = load_folder(path, io_layout, _class_labels(model), _string_labels(model, io_layout))
     elif path.suffix.lower() == ".npz" and path.is_file():
         x, y = load_npz(path)
+        if layout == "nhwc":
+            x = feat.to_channel_first(x)
     elif not path.exists():
         raise ConfigError(f"{path}: no such file or folder")
     else:
         raise ConfigError(f"{path}: training data must be a folder of label subfolders or an .npz")
-    return {layout.input.name: x, layout.target: y}
+    return {io_layout.input.name: x, io_layout.target: y}
 
 
 # -- evaluation --------------------------------------------------------------------------------
@@ -420,6 +440,7 @@ def simulate(
     progress: Callable[[ProgressEvent], Any] | None = None,
     on_epoch: Callable[[EpochRow], Any] | None = None,
     assumptions: None | str | Assumptions = None,
+    layout: str = "nchw",
 ) -> SimulationResult:
     """Train the model at ``model_path`` on ``train`` as MLUpdateTask would.
 
@@ -427,7 +448,8 @@ def simulate(
     ``result.warnings`` where it silently ignores or accepts). ``progress`` receives every
     task event; ``on_epoch`` each finished row (validation included). ``assumptions``: a preset
     name, an ``Assumptions``, or ``"all"`` (rows, plot and output come from the default; the
-    spread of every combination of the unknowns is in ``result.spread``).
+    spread of every combination of the unknowns is in ``result.spread``). ``layout``:
+    ``"nhwc"`` when an ``.npz``'s ``x`` is channel-last (converted, never guessed).
     """
     every = assumptions == ALL
     chosen = DEFAULT if every else resolve(assumptions)
@@ -441,8 +463,8 @@ def simulate(
         check_output_path(out, not_same_as=model_path)
     if plot is not None:
         check_output_path(plot, not_same_as=model_path)
-    examples = load_dataset(train, model)
-    validation = load_dataset(val, model) if val is not None else None
+    examples = load_dataset(train, model, layout)
+    validation = load_dataset(val, model, layout) if val is not None else None
     overrides = {
         key: value
         for key, value in (

@@ -104,9 +104,10 @@ def _lstm(ctx: Context, layer, call: LayerCall):
     trains = ctx.trains(layer)
     if trains:
         ctx.warnings.append(
-            f"{where}: training an LSTM on device is experimental: only Apple's "
-            "newest validator accepts an updatable uniDirectionalLSTM; verify on a "
-            "device, or freeze it and train the layers after it"
+            f"{where}: training an LSTM on device is experimental: Apple's validator "
+            "accepts an updatable uniDirectionalLSTM only from coremltools 5.0b1 on (3.x "
+            "and 4.x refuse it) and no on-device run is public; verify on a device, or "
+            "freeze it and train the layers after it"
         )
     return ctx.add(
         "lstm",
