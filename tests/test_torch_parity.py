@@ -49,6 +49,9 @@ def image_case(*body: nn.Module, features: int) -> nn.Sequential:
     return nn.Sequential(*body, nn.Flatten(), head(features))
 
 
+# The cases below get their weights when this file is imported: seed them, so every run
+# exports the same bytes (tools/compare_writes.py can then prove a refactor changed nothing).
+torch.manual_seed(0)
 CASES = {
     "linear": (nn.Sequential(nn.Linear(10, 7), nn.ReLU(), head(7)), (10,)),
     "linear_no_bias": (nn.Sequential(nn.Linear(10, 7, bias=False), head(7)), (10,)),

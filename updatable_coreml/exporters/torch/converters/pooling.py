@@ -11,57 +11,44 @@ from ...common.rules import require_spatial_axes
 from ..context import Translation, _pair, converter, example_shape, full_shape, where
 
 
-def _pool_geometry(fx: Any, a: dict) -> tuple[tuple[int, int], tuple[int, int], tuple[int, ...]]:
+def _emit_window_pool(state: Translation, fx: Any, a: dict, kind: str, include_pad: bool) -> None:
+    """One pooling layer over torch's kernel/stride/padding (ceil mode folded into the pads):
+    max and average pooling differ only in ``kind`` and whether padding counts."""
     kernel = _pair(a["kernel_size"])
     strides = _pair(a["stride"]) if a["stride"] else kernel
     ph, pw = _pair(a["padding"])
-    pads = (ph, ph, pw, pw)
+    pads: tuple[int, ...] = (ph, ph, pw, pw)
     if a["ceil_mode"]:
-        include_pad = bool(a.get("count_include_pad", False))
         pads = ceil_mode_pads(
             full_shape(a["self"])[2:], kernel, strides, pads, include_pad, where(fx)
         )
-    return kernel, strides, pads
+    state.emit(
+        fx,
+        "pool2d",
+        [state.tensor(a["self"])],
+        attrs={
+            "kind": kind,
+            "kernel": kernel,
+            "strides": strides,
+            "padding": pads,
+            "global": False,
+            "count_include_pad": include_pad,
+        },
+    )
 
 
 @converter("max_pool2d", "max_pool2d_with_indices")
 def _max_pool2d(state: Translation, fx: Any, a: dict) -> None:
     if _pair(a["dilation"]) != (1, 1):
         raise UnsupportedError(f"dilated max pooling in {where(fx)} is not supported")
-    kernel, strides, pads = _pool_geometry(fx, a)
-    state.emit(
-        fx,
-        "pool2d",
-        [state.tensor(a["self"])],
-        attrs={
-            "kind": "max",
-            "kernel": kernel,
-            "strides": strides,
-            "padding": pads,
-            "global": False,
-            "count_include_pad": False,
-        },
-    )
+    _emit_window_pool(state, fx, a, "max", include_pad=False)
 
 
 @converter("avg_pool2d")
 def _avg_pool2d(state: Translation, fx: Any, a: dict) -> None:
     if a["divisor_override"] is not None:
         raise UnsupportedError(f"avg pooling with divisor_override in {where(fx)} is not supported")
-    kernel, strides, pads = _pool_geometry(fx, a)
-    state.emit(
-        fx,
-        "pool2d",
-        [state.tensor(a["self"])],
-        attrs={
-            "kind": "avg",
-            "kernel": kernel,
-            "strides": strides,
-            "padding": pads,
-            "global": False,
-            "count_include_pad": bool(a["count_include_pad"]),
-        },
-    )
+    _emit_window_pool(state, fx, a, "avg", include_pad=bool(a["count_include_pad"]))
 
 
 def _global_avg_pool(state: Translation, fx: Any, source: Any, suffix: str = "") -> Node:
