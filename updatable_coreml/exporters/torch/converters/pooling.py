@@ -17,7 +17,7 @@ def _emit_window_pool(state: Translation, fx: Any, a: dict, kind: str, include_p
     kernel = _pair(a["kernel_size"])
     strides = _pair(a["stride"]) if a["stride"] else kernel
     ph, pw = _pair(a["padding"])
-    pads: tuple[int, ...] = (ph, ph, pw, pw)
+    pads: tuple[int, int, int, int] = (ph, ph, pw, pw)
     if a["ceil_mode"]:
         pads = ceil_mode_pads(
             full_shape(a["self"])[2:], kernel, strides, pads, include_pad, where(fx)
