@@ -26,19 +26,6 @@ RUNTIME_MAY_IMPORT = {
     "updatable_coreml.frameworks",
 }
 
-#: Cycles another helper is removing at the same time (issue 12): reported, not failed on,
-#: until they land. Each entry is the sorted module set of one strongly connected component.
-KNOWN_CYCLES: set[frozenset] = {
-    frozenset({"updatable_coreml.cli", "updatable_coreml.export_cli"}),
-    frozenset(
-        {
-            "updatable_coreml.runtime.model",
-            "updatable_coreml.runtime.update",
-            "updatable_coreml.runtime.knn",
-        }
-    ),
-}
-
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(ROOT.parent).with_suffix("").parts
@@ -159,12 +146,8 @@ def test_the_reader_sees_imports():
 
 
 def test_no_import_cycles():
-    found = cycles(import_graph())
-    unknown = [sorted(component) for component in found if component not in KNOWN_CYCLES]
-    assert not unknown, f"import cycles: {unknown}"
-    still_known = [sorted(c) for c in found if c in KNOWN_CYCLES]
-    if still_known:
-        print(f"known cycles being removed by other work: {still_known}")
+    found = [sorted(component) for component in cycles(import_graph())]
+    assert not found, f"import cycles: {found}"
 
 
 def test_runtime_imports_no_export_code():
