@@ -544,7 +544,8 @@ CASES = [
         "'norm'",
         "LayerNormalization",
         "no Core ML converter",
-        "supported:",
+        "trainable path",
+        "supported-ops",
     ),
     cli(
         "export-keras-gelu-on-trainable-path",

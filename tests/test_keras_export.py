@@ -308,3 +308,38 @@ def test_callback_refuses_class_weight_before_training(tmp_path):
             x, y, epochs=1, verbose=0, class_weight={0: 1.0, 1: 2.0, 2: 1.0}, callbacks=[callback]
         )
     assert not (tmp_path / "m.mlmodel").exists()
+
+
+def _layer_norm_model(frozen_norm: bool):
+    """conv -> LayerNormalization (no converter) -> flatten -> dense softmax."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.LayerNormalization(name="ln")(x)
+    x = keras.layers.Flatten(name="flat")(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="fc")(x)
+    model = keras.Model(inputs, outputs)
+    for layer in model.layers:
+        layer.trainable = layer.name == "fc" or (not frozen_norm and layer.name == "conv")
+    return model
+
+
+def test_unconvertible_frozen_layer_names_the_pipeline_option(tmp_path):
+    """A layer without a converter in the frozen part: the error says so and names the
+    coremltools-backbone pipeline (flags and keywords), with a short class name."""
+    with pytest.raises(UnsupportedError) as caught:
+        export_keras(
+            _layer_norm_model(True), tmp_path / "m.mlmodel", loss="categorical_crossentropy"
+        )
+    message = str(caught.value)
+    assert "'ln' (keras.layers.LayerNormalization)" in message and "keras.src" not in message
+    assert "frozen part" in message and "--pipeline --backbone coremltools" in message
+    assert "backbone='coremltools'" in message and "supported:" not in message
+    assert not (tmp_path / "m.mlmodel").exists()
+
+
+def test_unconvertible_layer_on_the_trainable_path_says_so(tmp_path):
+    with pytest.raises(UnsupportedError, match="trainable path") as caught:
+        export_keras(
+            _layer_norm_model(False), tmp_path / "m.mlmodel", loss="categorical_crossentropy"
+        )
+    assert "--pipeline" not in str(caught.value)

@@ -50,6 +50,28 @@ def _flatten_args(args) -> list[Tensor]:
     return flat
 
 
+def _no_converter_message(ctx: Context, layer, kind: str) -> str:
+    """Why a layer cannot be converted, and the way out that fits where it sits.
+
+    A layer no trainable layer precedes is in the frozen part, which a coremltools-converted
+    backbone can hold (any NeuralNetwork layer is fine there), so the message names that
+    option rather than a list of every supported class (docs/supported-ops.md has it)."""
+    shown = f"keras.layers.{kind}" if not kind.startswith("ops.") else f"keras.{kind}"
+    message = f"layer {layer.name!r} ({shown}) has no Core ML converter in our Keras frontend"
+    frozen_part = not ctx.trains(layer) and not any(node.trainable for node in ctx.nodes)
+    if frozen_part:
+        return (
+            f"{message}; it is in the frozen part, so export a pipeline whose backbone "
+            "coremltools converts: --pipeline --backbone coremltools (pipeline=True, "
+            "backbone='coremltools'; 'auto' tries our frontend first)"
+        )
+    return (
+        f"{message}; it sits on the trainable path, where Core ML needs layers it can "
+        "backpropagate through: replace it, or freeze the layers before it "
+        "(supported layers: docs/supported-ops.md)"
+    )
+
+
 def _convert(
     ctx: Context, layer, inputs: list[Tensor], kwargs: dict, out_keras, prefix: str = ""
 ) -> Tensor:
@@ -58,10 +80,7 @@ def _convert(
     kind = prefix + type(layer).__name__
     converter = CONVERTERS.get(kind) if type(layer).__module__.startswith("keras.") else None
     if converter is None:
-        raise UnsupportedError(
-            f"layer {layer.name!r} of class {type(layer).__module__}.{kind} "
-            "has no Core ML converter; supported: " + ", ".join(sorted(CONVERTERS))
-        )
+        raise UnsupportedError(_no_converter_message(ctx, layer, kind))
     if len(out_keras) != 1:
         raise UnsupportedError(f"layer {layer.name!r} ({kind}) has {len(out_keras)} outputs")
     ctx.seen.add(layer.name)
