@@ -1,5 +1,6 @@
 """branch and loop (with loopBreak/loopContinue) run nested networks on the enclosing blobs,
-as NeuralNetwork.proto describes; coremltools writes a torch GRU as such a loop."""
+as NeuralNetwork.proto describes (a torch GRU converted by coremltools runs as such a loop:
+test_runtime_ct_convert.py)."""
 
 from __future__ import annotations
 
@@ -107,35 +108,3 @@ def loop_spec(kind: str):
 def test_loops(kind, want):
     model = runtime.load(loop_spec(kind))
     assert model.predict({"x": np.array([0.0])})["y"].tolist() == [want]
-
-
-def test_torch_gru_converted_by_coremltools_runs_as_a_loop(tmp_path):
-    ct = pytest.importorskip("coremltools")
-    torch = pytest.importorskip("torch")
-
-    class Net(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.gru = torch.nn.GRU(3, 4, batch_first=True)
-            self.fc = torch.nn.Linear(4, 2)
-
-        def forward(self, x):
-            y, _ = self.gru(x)
-            return self.fc(y[:, -1])
-
-    torch.manual_seed(2)
-    model = Net().eval()
-    x = torch.randn(1, 5, 3)
-    converted = ct.convert(
-        torch.jit.trace(model, x),
-        inputs=[ct.TensorType(name="x", shape=x.shape)],
-        convert_to="neuralnetwork",
-    )
-    path = tmp_path / "gru.mlmodel"
-    converted.save(str(path))
-    loaded = runtime.load(path)
-    assert any(layer.WhichOneof("layer") == "loop" for layer in loaded.spec.neuralNetwork.layers)
-    (name,) = [d.name for d in loaded.description.output]
-    got = np.asarray(loaded.predict({"x": x.numpy()})[name])
-    expected = model(x).detach().numpy()
-    assert np.abs(got.reshape(expected.shape) - expected).max() <= 1e-4

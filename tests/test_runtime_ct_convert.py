@@ -21,6 +21,28 @@ def layer_types(spec) -> Counter:
     return Counter(layer.WhichOneof("layer") for layer in spec.neuralNetwork.layers)
 
 
+def torch_through_coremltools(model, x, path):
+    """``model`` traced on ``x`` (input named "x"), converted by coremltools to a NeuralNetwork,
+    saved at ``path`` and loaded by our runtime."""
+    import torch
+
+    converted = ct.convert(
+        torch.jit.trace(model, x),
+        inputs=[ct.TensorType(name="x", shape=x.shape)],
+        convert_to="neuralnetwork",
+    )
+    converted.save(str(path))
+    return runtime.load(path)
+
+
+def assert_matches_torch(loaded, model, x) -> None:
+    """The runtime's single output equals torch's within the fp32 tolerance."""
+    (name,) = [d.name for d in loaded.description.output]
+    got = np.asarray(loaded.predict({"x": x.numpy()})[name])
+    expected = model(x).detach().numpy()
+    assert np.abs(got.reshape(expected.shape) - expected).max() <= TOLERANCE
+
+
 def test_torch_model_converted_by_coremltools(tmp_path):
     torch = pytest.importorskip("torch")
     nn = torch.nn
@@ -47,20 +69,10 @@ def test_torch_model_converted_by_coremltools(tmp_path):
         model.bn.running_mean.uniform_(-0.5, 0.5)
         model.bn.running_var.uniform_(0.5, 1.5)
     x = torch.randn(1, 3, 16, 16)
-    converted = ct.convert(
-        torch.jit.trace(model, x),
-        inputs=[ct.TensorType(name="x", shape=x.shape)],
-        convert_to="neuralnetwork",
-    )
-    path = tmp_path / "torch.mlmodel"
-    converted.save(str(path))
-    loaded = runtime.load(path)
+    loaded = torch_through_coremltools(model, x, tmp_path / "torch.mlmodel")
     kinds = layer_types(loaded.spec)
     assert {"reduceMean", "greaterThan", "softmaxND"} <= set(kinds), kinds
-    (name,) = [d.name for d in loaded.description.output]
-    got = np.asarray(loaded.predict({"x": x.numpy()})[name])
-    expected = model(x).detach().numpy()
-    assert np.abs(got.reshape(expected.shape) - expected).max() <= TOLERANCE
+    assert_matches_torch(loaded, model, x)
 
 
 def test_keras_model_converted_by_coremltools(tmp_path):
@@ -107,17 +119,30 @@ def test_torch_lstm_converted_by_coremltools(tmp_path, bidirectional):
     torch.manual_seed(1)
     model = Net().eval()
     x = torch.randn(1, 5, 3)
-    converted = ct.convert(
-        torch.jit.trace(model, x),
-        inputs=[ct.TensorType(name="x", shape=x.shape)],
-        convert_to="neuralnetwork",
-    )
-    path = tmp_path / "lstm.mlmodel"
-    converted.save(str(path))
-    loaded = runtime.load(path)
+    loaded = torch_through_coremltools(model, x, tmp_path / "lstm.mlmodel")
     kind = "biDirectionalLSTM" if bidirectional else "uniDirectionalLSTM"
     assert kind in layer_types(loaded.spec)
-    (name,) = [d.name for d in loaded.description.output]
-    got = np.asarray(loaded.predict({"x": x.numpy()})[name])
-    expected = model(x).detach().numpy()
-    assert np.abs(got.reshape(expected.shape) - expected).max() <= TOLERANCE
+    assert_matches_torch(loaded, model, x)
+
+
+def test_torch_gru_converted_by_coremltools_runs_as_a_loop(tmp_path):
+    """coremltools writes a torch GRU as a ``loop`` over the steps (see
+    test_runtime_control_flow.py for the loop layers themselves)."""
+    torch = pytest.importorskip("torch")
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru = torch.nn.GRU(3, 4, batch_first=True)
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            y, _ = self.gru(x)
+            return self.fc(y[:, -1])
+
+    torch.manual_seed(2)
+    model = Net().eval()
+    x = torch.randn(1, 5, 3)
+    loaded = torch_through_coremltools(model, x, tmp_path / "gru.mlmodel")
+    assert "loop" in layer_types(loaded.spec)
+    assert_matches_torch(loaded, model, x)
