@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The installed console script (pyproject's [project.scripts]), running this checkout's code.
+SCRIPT = Path(sys.executable).parent / "updatable-coreml"
+CLI = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "updatable_coreml.cli"]
+
+
+def cli_env() -> dict:
+    """The environment for a CLI process: this checkout first on the import path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
 
 
 def digits():

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
-import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from plan_helpers import digits, digits_model, shared_npz, users_npz
+from plan_helpers import CLI, cli_env, digits, digits_model, shared_npz, users_npz
 from updatable_coreml.errors import ConfigError
 from updatable_coreml.plan import Grid, plan
 from updatable_coreml.runtime import load
@@ -117,12 +118,14 @@ def _data(tmp_path, x, y, user):
 
 
 def _cli(*args, cwd):
+    """The installed console script, running this checkout's code."""
     return subprocess.run(
-        [sys.executable, "-m", "updatable_coreml.cli", "plan", *map(str, args)],
+        [*CLI, "plan", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,
         timeout=300,
+        env=cli_env(),
     )
 
 
@@ -211,3 +214,23 @@ def test_cli_runs_a_plan(files, tmp_path):
     assert "runtime assumptions: espresso" in result.stdout
     assert "recommended:" in result.stdout and "written:" in result.stdout
     assert (tmp_path / "out" / "plan.csv").is_file() and (tmp_path / "best.mlmodel").is_file()
+
+
+def test_argument_parsing_lives_in_the_cli_package():
+    """The library is called from Python; only ``cli/`` modules may build parsers."""
+    package = Path(__file__).resolve().parents[1] / "updatable_coreml"
+    offenders = []
+    for path in package.rglob("*.py"):
+        if "cli" in path.relative_to(package).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if "argparse" in names:
+                offenders.append(str(path.relative_to(package)))
+    assert offenders == []

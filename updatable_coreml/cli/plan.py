@@ -1,12 +1,187 @@
-"""``updatable-coreml plan``: registered from ``updatable_coreml.plan.command``, which holds
-its options and its run function (kept there by its owner; it imports nothing heavy)."""
+"""``updatable-coreml plan MODEL --data DATA [--users COLUMN | --users-dir DIR] -o plan/``:
+choose the on-device training setup from data. Argument parsing only (like every subcommand's
+module in ``cli/``); the work is ``updatable_coreml.plan.plan``, which imports nothing heavy
+until it runs."""
 
 from __future__ import annotations
 
 import argparse
 
+from ..errors import ConfigError
+from .common import EXIT_OK
+
+
+def _numbers(kind: type, flag: str):
+    def parse(text: str) -> list:
+        try:
+            values = [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag}: expected a comma list of {kind.__name__}s, got {text!r}"
+            ) from None
+        return values
+
+    return parse
+
+
+def _words(text: str) -> list:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..plan.command import add_cli_command
+    p = sub.add_parser(
+        "plan",
+        help="choose the on-device training setup from data (simulated users)",
+        description="Split labelled data into simulated users, train every candidate setup "
+        "(network head grid, updatable k-NN, the model's own defaults) for every user with the "
+        "reference runtime, and write a table, plots and a recommendation; --write saves the "
+        "model with the chosen defaults and allowed ranges.",
+    )
+    p.add_argument("model", help="an updatable NeuralNetwork classifier .mlmodel")
+    p.add_argument("--data", metavar="DATA", help="an .npz with x, y and a user column")
+    p.add_argument(
+        "--users",
+        default="user",
+        metavar="COLUMN",
+        help="the user column of the .npz (default: user)",
+    )
+    p.add_argument(
+        "--users-dir",
+        metavar="DIR",
+        help="one folder per user, each with one subfolder of images per label",
+    )
+    p.add_argument(
+        "--shared",
+        metavar="DATA",
+        help="an .npz (x, y) nobody teaches, to measure "
+        "forgetting (default: --shared-fraction of the data)",
+    )
+    p.add_argument(
+        "--shared-fraction",
+        type=float,
+        default=0.2,
+        help="share of the data kept as the shared set when --shared is not given (default 0.2)",
+    )
+    p.add_argument("-o", "--output", default="plan", metavar="DIR", help="folder for the results")
+    p.add_argument(
+        "--shots",
+        type=_numbers(int, "--shots"),
+        default=[1, 2, 5],
+        metavar="N,N,...",
+        help="examples per class a user gives (default 1,2,5)",
+    )
+    p.add_argument(
+        "--lr",
+        type=_numbers(float, "--lr"),
+        metavar="X,X,...",
+        help="learning rates to try (default 0.003,0.01,0.03,0.1)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=_numbers(int, "--epochs"),
+        metavar="N,N,...",
+        help="epochs to try (default 5,10,20)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_numbers(int, "--batch-size"),
+        metavar="N,N,...",
+        help="mini-batch sizes to try (default 4,8)",
+    )
+    p.add_argument(
+        "--trainable",
+        type=_words,
+        metavar="all,last",
+        help="which updatable layers train: all of them, only the last (default both)",
+    )
+    p.add_argument(
+        "--k",
+        type=_numbers(int, "--k"),
+        metavar="N,N,...",
+        help="k-NN neighbour counts to try (default 1,3,5; empty: no k-NN)",
+    )
+    p.add_argument(
+        "--weighting",
+        type=_words,
+        metavar="uniform,inverse_distance",
+        help="k-NN vote weightings to try",
+    )
+    p.add_argument(
+        "--assumptions",
+        default="default",
+        metavar="PRESET",
+        help="the runtime's Core ML assumptions preset (default: the runtime's default, "
+        "espresso); 'all' also plans under every other preset and says whether the "
+        "recommendation changes",
+    )
+    p.add_argument(
+        "--max-forgetting",
+        type=float,
+        metavar="X",
+        help="exclude candidates that lose more than X accuracy on the classes users did not teach",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the shared split and of every user's draws (default 0)",
+    )
+    p.add_argument("-j", "--jobs", type=int, default=-1, help="parallel jobs (default all cores)")
+    p.add_argument("--backend", help="a joblib backend (loky, threading, dask, ray...)")
+    p.add_argument(
+        "--no-plots",
+        dest="plots",
+        action="store_false",
+        help="skip the plot (no matplotlib needed)",
+    )
+    p.add_argument(
+        "--write",
+        metavar="MODEL_OUT",
+        help="write the model with the recommended defaults and allowed ranges (validated)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="show joblib's progress on stderr")
+    p.set_defaults(run=run)
 
-    add_cli_command(sub)
+
+def run(args: argparse.Namespace) -> int:
+    from ..plan import Grid, plan
+
+    if args.data is None and args.users_dir is None:
+        raise ConfigError("plan needs --data DATA.npz (with --users COLUMN) or --users-dir DIR")
+    if args.data is not None and args.users_dir is not None:
+        raise ConfigError("give --data or --users-dir, not both")
+    grid = Grid(
+        **{
+            name: tuple(value)
+            for name, value in (
+                ("lrs", args.lr),
+                ("epochs", args.epochs),
+                ("batches", args.batch_size),
+                ("trainable", args.trainable),
+                ("ks", args.k),
+                ("weightings", args.weighting),
+            )
+            if value is not None
+        }
+    )
+    result = plan(
+        args.model,
+        args.data,
+        users=args.users,
+        users_dir=args.users_dir,
+        output=args.output,
+        shots=args.shots,
+        grid=grid,
+        shared=args.shared,
+        shared_fraction=args.shared_fraction,
+        seed=args.seed,
+        assumptions=args.assumptions,
+        n_jobs=args.jobs,
+        backend=args.backend,
+        plots=args.plots,
+        write=args.write,
+        max_forgetting=args.max_forgetting,
+        verbose=10 if args.verbose else 0,
+    )
+    print(result.summary())
+    return EXIT_OK
