@@ -39,7 +39,18 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 TOLERANCE = 1e-4
 CLASSES = 5
 LABELS = [f"c{i}" for i in range(CLASSES)]
-EXAMPLES, BATCH, LEARNING_RATE = 4, 2, 0.1
+EXAMPLES, BATCH = 4, 2
+#: The largest first step a weight of the head can take, as a fraction of its largest weight:
+#: the learning rate is chosen per case from this (``Source.scale_head``). A fixed rate let
+#: the steps of heads over small features fall to a few fp32 spacings of the weights they
+#: change, and then rounding alone decides the comparison: torchvision mobilenet_v3_small at
+#: rate 0.1 (head weights up to 8.6, steps up to 1.8e-3, fp32 spacing at 8.6 is 9.5e-7) had
+#: torch's own fp32 step 2.5e-4 away from torch's fp64 step, while our runtime in fp64
+#: matched torch in fp64 to 1.3e-7 (alexnet: 1.2e-4 and 2.0e-8).
+STEP_FRACTION = 1e-2
+#: Our exports take learning rates in [0, 1] (updatable_coreml/training.py), so the rate is
+#: capped there: mobilenet_v3_small and alexnet then step at about 0.5% of their weights.
+MAX_LEARNING_RATE = 1.0
 STAGES = ("export", "validate", "forward", "update")
 
 
@@ -115,7 +126,7 @@ def keras_case(name: str, factory: str, size: int = 96, **kwargs) -> Case:
         model = keras.Model(inputs, head(base(inputs, training=False)))
         model.compile(
             loss="sparse_categorical_crossentropy",
-            optimizer=keras.optimizers.SGD(LEARNING_RATE),
+            optimizer=keras.optimizers.SGD(0.1),  # the rate is set by Source.scale_head
             run_eagerly=True,
         )
         return model, "head"
@@ -209,6 +220,7 @@ class Source:
 
     def __init__(self, framework: str, model: Any, head: str) -> None:
         self.framework, self.model, self.head = framework, model, head
+        self.learning_rate = 0.1  # until scale_head sets it from the features
 
     def head_module(self):
         if self.framework == "keras":
@@ -237,27 +249,32 @@ class Source:
         return seen[0].numpy()
 
     def scale_head(self, x: np.ndarray, rng) -> None:
-        """Head weights drawn so the logits are of order one (probabilities far from one-hot)."""
+        """Head weights drawn so the logits are of order one (probabilities far from one-hot),
+        and a learning rate under which a step is resolvable in fp32 beside those weights: a
+        weight's gradient is at most the largest feature (``|p - y| <= 1``), so the first step
+        is at most ``STEP_FRACTION`` of the largest weight (rate capped at
+        ``MAX_LEARNING_RATE``)."""
         features = self.features(x)
         channels = features.shape[-1] if self.framework == "keras" else features.shape[1]
         scale = 1.0 / (float(np.sqrt(np.mean(features**2))) * np.sqrt(channels) + 1e-12)
         if self.framework == "keras":
             layer = self.head_module()
             kernel, bias = layer.get_weights()
-            layer.set_weights(
-                [rng.normal(0, scale, kernel.shape).astype(np.float32), np.zeros_like(bias)]
-            )
-            return
-        import torch
+            kernel = rng.normal(0, scale, kernel.shape).astype(np.float32)
+            layer.set_weights([kernel, np.zeros_like(bias)])
+        else:
+            import torch
 
-        module = self.head_module()
-        with torch.no_grad():
-            module.weight.copy_(
-                torch.from_numpy(
-                    rng.normal(0, scale, tuple(module.weight.shape)).astype(np.float32)
-                )
-            )
-            module.bias.zero_()
+            module = self.head_module()
+            kernel = rng.normal(0, scale, tuple(module.weight.shape)).astype(np.float32)
+            with torch.no_grad():
+                module.weight.copy_(torch.from_numpy(kernel))
+                module.bias.zero_()
+        largest_feature = max(float(np.abs(features).max()), 1e-12)
+        wanted = STEP_FRACTION * float(np.abs(kernel).max()) / largest_feature
+        self.learning_rate = min(wanted, MAX_LEARNING_RATE)
+        if self.framework == "keras":
+            self.model.optimizer.learning_rate.assign(self.learning_rate)
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         if self.framework == "keras":
@@ -308,7 +325,7 @@ class Source:
     def optimizer(self):
         import torch
 
-        return torch.optim.SGD(self.head_module().parameters(), lr=LEARNING_RATE)
+        return torch.optim.SGD(self.head_module().parameters(), lr=self.learning_rate)
 
     def export(self, x: np.ndarray, path: Path, pipeline: bool):
         options = dict(

@@ -86,7 +86,10 @@ steps a user's model goes through:
    <= {tolerance:g}).
 
 Batch norms have random statistics (folded into the convolutions on export); the head starts
-with weights scaled so the probabilities are far from one-hot. Input is 96x96 (channel-first in
+with weights scaled so the probabilities are far from one-hot, and the learning rate is chosen
+per case so the first step of a head weight is at most {step_fraction:g} of the largest weight
+(at most {max_rate:g}): a smaller step sinks into fp32's spacing of the weights it changes, and
+rounding alone would decide the comparison. Input is 96x96 (channel-first in
 the exported model). Size is the `.mlmodel` file, fp32. Measured with {versions}.
 
 **{passed} of {total} pass as one network.**
@@ -102,6 +105,8 @@ def page(harness, results) -> str:
     return PAGE_TEXT.format(
         tolerance=harness.TOLERANCE,
         steps=harness.EXAMPLES // harness.BATCH,
+        step_fraction=harness.STEP_FRACTION,
+        max_rate=harness.MAX_LEARNING_RATE,
         versions=_versions(),
         passed=sum(r.passed for r in results),
         total=len(results),
