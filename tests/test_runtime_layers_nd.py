@@ -439,22 +439,11 @@ def test_triangular_and_band_masks():
 
 #: Layer types of NeuralNetwork.proto the runtime does not run yet (issue 14): a new forward
 #: op must leave this list, and a layer type missing from the runtime must be on it.
-#: random* and categoricalDistribution draw from Core ML's generator, which is not public (a
-#: runtime could match the distribution, never a device's values); ``custom`` runs code that
-#: lives in the app; NonMaximumSuppression and cropResize are detection post-processing.
+#: ``custom`` runs code that lives in the app; NonMaximumSuppression and cropResize are
+#: detection post-processing.
 NOT_YET = {
     "cropResize",
     "custom",
-    "randomNormalLike",
-    "randomNormalStatic",
-    "randomNormalDynamic",
-    "randomUniformLike",
-    "randomUniformStatic",
-    "randomUniformDynamic",
-    "randomBernoulliLike",
-    "randomBernoulliStatic",
-    "randomBernoulliDynamic",
-    "categoricalDistribution",
     "NonMaximumSuppression",
 }
 

@@ -14,6 +14,7 @@ from . import (  # noqa: F401  (importing registers the families)
     linear,
     normalization,
     pooling,
+    random,
     recurrent,
     reduce,
     resize,
