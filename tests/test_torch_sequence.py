@@ -1,0 +1,162 @@
+"""torch sequence and sensor models: Conv1d (trainable), pooling over width, Embedding,
+EmbeddingBag(mean), LSTM and GRU, exported and run or trained by the reference runtime.
+
+Layouts: a ``(N, C, L)`` map is Core ML's ``(C, 1, L)`` (an input read by a Conv1d is declared
+so); a ``(N, L, C)`` sequence travels in Core ML's rank-5 layout, one example as
+``[Seq, 1, C]`` (token ids ``[Seq, 1, 1]``). Forward parity: max abs diff <= 1e-4 against the
+module; training parity: the runtime's weight change within 1e-4 of torch's, relative.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from test_torch_training import assert_same_update  # noqa: E402
+from updatable_coreml.exporters.torch import export_torch  # noqa: E402
+from updatable_coreml.runtime.model import load  # noqa: E402
+
+TOLERANCE = 1e-4
+BATCH, EPOCHS = 4, 2
+CHANNELS, STEPS = 3, 50
+
+
+def width_layout(x: torch.Tensor) -> np.ndarray:
+    """torch (N, C, L) -> Core ML's (N, C, 1, L)."""
+    return x.numpy()[:, :, None, :]
+
+
+def sensor_model(seed: int) -> nn.Sequential:
+    """3 channels x 50 steps: a frozen Conv1d, a trainable Conv1d, pooled, a trainable head."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv1d(CHANNELS, 8, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool1d(2),
+        nn.Conv1d(8, 6, 3),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(6, 4),
+    ).eval()
+    for parameter in model[0].parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def sensor_data(n: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, CHANNELS, STEPS, generator=generator), torch.randint(
+        0, 4, (n,), generator=generator
+    )
+
+
+def probabilities(runtime, feed: np.ndarray, classes: int) -> np.ndarray:
+    out = runtime.predict({runtime.description.input[0].name: feed})
+    rows = out[runtime.description.predictedProbabilitiesName]
+    return np.array([[row[k] for k in range(classes)] for row in rows])
+
+
+# -- Conv1d: forward ------------------------------------------------------------------------
+
+
+def test_sensor_model_predicts_like_torch_and_declares_a_height_1_input(tmp_path):
+    model = sensor_model(0)
+    x, _ = sensor_data(6)
+    path = tmp_path / "sensor.mlmodel"
+    report = export_torch(model, x[:1], path, loss=nn.CrossEntropyLoss(), class_labels=[0, 1, 2, 3])
+    runtime = load(path)
+    assert list(runtime.description.input[0].type.multiArrayType.shape) == [CHANNELS, 1, STEPS]
+    assert report.trainable == ["3", "7"]
+    want = torch.softmax(model(x), 1).detach().numpy()
+    assert np.abs(probabilities(runtime, width_layout(x), 4) - want).max() <= TOLERANCE
+
+
+CONV1D_CASES = {
+    "stride_dilation_no_bias": nn.Sequential(
+        nn.Conv1d(3, 4, 3, stride=2, dilation=2, bias=False), nn.Flatten(), nn.Linear(4 * 10, 2)
+    ),
+    "groups_same": nn.Sequential(
+        nn.Conv1d(3, 6, 4, groups=3, padding="same"), nn.Flatten(), nn.Linear(6 * 24, 2)
+    ),
+    "batch_norm_avg_pool_ceil": nn.Sequential(
+        nn.Conv1d(3, 4, 3, padding=1),
+        nn.BatchNorm1d(4),
+        nn.AvgPool1d(5, 5, ceil_mode=True, count_include_pad=False),
+        nn.Flatten(),
+        nn.Linear(4 * 5, 2),
+    ),
+    "pool_first_adaptive_to_4": nn.Sequential(
+        nn.MaxPool1d(3, 2, padding=1),
+        nn.Conv1d(3, 4, 1),
+        nn.AdaptiveAvgPool1d(4),
+        nn.Flatten(),
+        nn.Linear(16, 2),
+    ),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+@pytest.mark.parametrize("case", sorted(CONV1D_CASES))
+def test_conv1d_variants_predict_like_torch(case, tmp_path):
+    torch.manual_seed(1)
+    model = CONV1D_CASES[case].eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm1d):
+                module.running_mean.normal_()
+                module.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(3, 3, 24)
+    path = tmp_path / "conv1d.mlmodel"
+    export_torch(model, x[:1], path, loss=nn.MSELoss(), trainable=[str(len(model) - 1)])
+    runtime = load(path)
+    got = runtime.predict({"input": width_layout(x)})[runtime.description.output[0].name]
+    want = model(x).detach().numpy()
+    assert np.abs(np.asarray(got).reshape(want.shape) - want).max() <= TOLERANCE
+
+
+# -- Conv1d: training -----------------------------------------------------------------------
+
+OPTIMIZERS = {
+    "sgd_momentum": lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9),
+    "adam": lambda params: torch.optim.Adam(params, lr=0.01, betas=(0.8, 0.99), eps=1e-7),
+}
+
+
+@pytest.mark.parametrize("optimizer_name", sorted(OPTIMIZERS))
+def test_training_a_conv1d_and_its_head_matches_torch(optimizer_name, tmp_path):
+    model = sensor_model(2)
+    trained = copy.deepcopy(model)
+    x, y = sensor_data(12, seed=3)
+    make = OPTIMIZERS[optimizer_name]
+    path = tmp_path / "sensor.mlmodel"
+    report = export_torch(
+        model,
+        x[:1],
+        path,
+        loss=nn.CrossEntropyLoss(),
+        optimizer=make([p for p in model.parameters() if p.requires_grad]),
+        batch_size=BATCH,
+        epochs=EPOCHS,
+        shuffle=False,
+        class_labels=[0, 1, 2, 3],
+    )
+    assert report.trainable == ["3", "7"]
+    assert not [f for f in report.findings if f.startswith("ERROR")]
+    runtime = load(path)
+    result = runtime.update({"input": width_layout(x), "classLabel": y.numpy()})
+    optimizer = make([p for p in trained.parameters() if p.requires_grad])
+    for _ in range(EPOCHS):
+        for start in range(0, len(x), BATCH):
+            optimizer.zero_grad()
+            rows = slice(start, start + BATCH)
+            nn.CrossEntropyLoss()(trained(x[rows]), y[rows]).backward()
+            optimizer.step()
+    assert_same_update(model, trained, result.model, ["3", "7"])
+    frozen = result.model.weight_getter(0)("weights")
+    assert np.array_equal(frozen.ravel(), model[0].weight.detach().numpy().ravel())
