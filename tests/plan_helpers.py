@@ -105,3 +105,79 @@ def shared_npz(path: Path, count: int = 120, seed: int = 1) -> Path:
     rows = np.random.default_rng(seed).permutation(len(y))[:count]
     np.savez(path, x=x[rows], y=y[rows].astype(str))
     return path
+
+
+def npz_to_csv(npz: Path, path: Path, users: bool = True) -> Path:
+    """The same examples as a CSV: user (optional), label, then one column per feature."""
+    import csv
+
+    with np.load(npz) as data:
+        x, y = data["x"], data["y"]
+        owners = data["user"] if users else None
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        names = [f"f{i}" for i in range(x.shape[1])]
+        writer.writerow((["user"] if users else []) + ["label"] + names)
+        for i in range(len(y)):
+            first = [str(owners[i])] if owners is not None else []
+            writer.writerow(first + [str(y[i])] + [repr(float(v)) for v in x[i]])
+    return path
+
+
+def image_users(root: Path, users: int = 3, per_class: int = 4, seed: int = 0) -> dict:
+    """8x8 RGB images of two colours dealt to ``users``, written three ways with the same
+    examples in the same order: one folder per user (``users_dir``), a CSV of paths relative
+    to it (``csv``), and a shared set as a CSV of paths and as an ``.npz`` of the pixels."""
+    import csv
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    labels = ("blue", "red")
+
+    def picture(label: str) -> np.ndarray:
+        pixels = rng.integers(0, 80, (8, 8, 3))
+        pixels[..., 2 if label == "blue" else 0] += rng.integers(120, 175)
+        return pixels.astype(np.uint8)
+
+    rows = []
+    for u in range(users):
+        for label in labels:
+            (root / "users" / f"u{u}" / label).mkdir(parents=True)
+            for i in range(per_class):
+                name = f"users/u{u}/{label}/{i}.png"
+                Image.fromarray(picture(label)).save(root / name)
+                rows.append((f"u{u}", label, name))
+    shared_rows, shared_x = [], []
+    (root / "shared").mkdir()
+    for i in range(6):
+        label = labels[i % 2]
+        pixels = picture(label)
+        Image.fromarray(pixels).save(root / "shared" / f"{i}.png")
+        shared_rows.append((label, f"shared/{i}.png"))
+        shared_x.append(pixels)
+    with (root / "users.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([("user", "label", "image"), *rows])
+    with (root / "shared.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([("label", "image"), *shared_rows])
+    np.savez(root / "shared.npz", x=np.stack(shared_x), y=np.asarray([r[0] for r in shared_rows]))
+    return {
+        "users_dir": root / "users",
+        "csv": root / "users.csv",
+        "shared_csv": root / "shared.csv",
+        "shared_npz": root / "shared.npz",
+    }
+
+
+def image_model(path: Path) -> Path:
+    """An 8x8 RGB image classifier (blue, red) with an updatable last layer (SGD)."""
+    from coremltools.models.neural_network import SgdParams
+
+    from models import image_classifier_builder
+    from updatable_coreml.spec_io import save_spec
+
+    b = image_classifier_builder(["blue", "red"], np.random.default_rng(3))
+    b.set_sgd_optimizer(SgdParams(lr=0.1, batch=4))
+    b.set_epochs(2)
+    b.spec.isUpdatable = True
+    return save_spec(b.spec, path)

@@ -10,7 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plan_helpers import CLI, cli_env, digits, digits_model, shared_npz, users_npz
+from plan_helpers import (
+    CLI,
+    cli_env,
+    digits,
+    digits_model,
+    image_model,
+    image_users,
+    npz_to_csv,
+    shared_npz,
+    users_npz,
+)
 from updatable_coreml.errors import ConfigError
 from updatable_coreml.plan import Grid, plan
 from updatable_coreml.runtime import load
@@ -234,3 +244,101 @@ def test_argument_parsing_lives_in_the_cli_package():
             if "argparse" in names:
                 offenders.append(str(path.relative_to(package)))
     assert offenders == []
+
+
+# -- CSV input -------------------------------------------------------------------------------
+
+TINY = Grid(lrs=(0.1,), epochs=(2,), batches=(4,), trainable=("all",), ks=(1,), weightings=())
+
+
+def test_feature_csv_plans_exactly_like_the_npz(files, tmp_path):
+    users = npz_to_csv(files["users"], tmp_path / "users.csv")
+    shared = npz_to_csv(files["shared"], tmp_path / "shared.csv", users=False)
+    from_csv = plan(
+        files["model"],
+        users,
+        shared=shared,
+        output=tmp_path / "a",
+        shots=(1, 3),
+        grid=SMALL,
+        n_jobs=1,
+        plots=False,
+    )
+    assert from_csv.rows == _plan(files, tmp_path / "b", n_jobs=1).rows
+    assert len(from_csv.rows) == len(from_csv.candidates) * 4 * 2
+
+
+def test_image_csv_plans_exactly_like_user_folders(tmp_path):
+    data = image_users(tmp_path)
+    model = image_model(tmp_path / "Colors.mlmodel")
+    options = dict(shots=(1, 2), grid=TINY, plots=False)
+    folders = plan(
+        model,
+        users_dir=data["users_dir"],
+        shared=data["shared_npz"],
+        output=tmp_path / "a",
+        n_jobs=1,
+        **options,
+    )
+    from_csv = plan(
+        model,
+        data["csv"],
+        shared=data["shared_csv"],
+        output=tmp_path / "b",
+        n_jobs=2,
+        backend="loky",
+        write=tmp_path / "best.mlmodel",
+        **options,
+    )
+    assert from_csv.rows == folders.rows
+    assert {r["user"] for r in from_csv.rows} == {"u0", "u1", "u2"}
+    # the written file, fed the decoded images by predict(), gives the plan's numbers
+    assert from_csv.verification["max_difference"] == 0.0
+
+
+def test_bad_csv_is_one_line_and_exit_2(files, tmp_path):
+    users = npz_to_csv(files["users"], tmp_path / "users.csv")
+    text = users.read_text().splitlines()
+    broken = tmp_path / "broken.csv"
+    cells = text[3].split(",")
+    cells[5] = "n/a"
+    broken.write_text("\n".join(text[:3] + [",".join(cells)] + text[4:]) + "\n")
+    data = image_users(tmp_path / "img")
+    missing = tmp_path / "img" / "missing.csv"
+    missing.write_text(data["csv"].read_text().replace("users/u1/red/2.png", "users/u1/red/9.png"))
+    image = image_model(tmp_path / "Colors.mlmodel")
+    cases = {
+        "non-numeric": (files["model"], [broken], "line 4: feature column 'f3' holds 'n/a'"),
+        "unknown label column": (
+            files["model"],
+            [users, "--label", "who"],
+            "no label column 'who'",
+        ),
+        "unknown feature": (
+            files["model"],
+            [users, "--features", "f0,zz"],
+            "no feature column 'zz'",
+        ),
+        "missing image": (
+            image,
+            [missing],
+            "image 'users/u1/red/9.png' (column 'image') not found",
+        ),
+        "no such file": (files["model"], [tmp_path / "nope.csv"], "nope.csv: no such file"),
+    }
+    for name, (model, data_args, expected) in cases.items():
+        result = _cli(
+            model,
+            "--data",
+            *data_args,
+            "--no-plots",
+            "-j",
+            "1",
+            "-o",
+            tmp_path / "out",
+            cwd=tmp_path,
+        )
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (name, result.stderr)
+        assert len(lines) == 1 and expected in lines[0], (name, result.stderr)
+        assert not (tmp_path / "out").exists()

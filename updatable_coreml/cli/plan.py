@@ -38,12 +38,36 @@ def register(sub: argparse._SubParsersAction) -> None:
         "model with the chosen defaults and allowed ranges.",
     )
     p.add_argument("model", help="an updatable NeuralNetwork classifier .mlmodel")
-    p.add_argument("--data", metavar="DATA", help="an .npz with x, y and a user column")
+    p.add_argument(
+        "--data",
+        metavar="DATA",
+        help="an .npz with x, y and a user column, or a CSV with a user column, a label "
+        "column and feature columns or a column of image paths (relative to the CSV)",
+    )
     p.add_argument(
         "--users",
         default="user",
         metavar="COLUMN",
-        help="the user column of the .npz (default: user)",
+        help="the user column of the .npz or CSV (default: user)",
+    )
+    p.add_argument(
+        "--label",
+        default="label",
+        metavar="COLUMN",
+        help="the label column of a CSV (default: label; an .npz's labels are its y)",
+    )
+    p.add_argument(
+        "--image-column",
+        default="image",
+        metavar="COLUMN",
+        help="a CSV's column of image paths, for a model with an image input (default: image)",
+    )
+    p.add_argument(
+        "--features",
+        type=_words,
+        metavar="COL,COL,...",
+        help="a CSV's feature columns, in the model's input order (default: every column "
+        "but the user and label columns)",
     )
     p.add_argument(
         "--users-dir",
@@ -53,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--shared",
         metavar="DATA",
-        help="an .npz (x, y) nobody teaches, to measure "
+        help="an .npz (x, y) or CSV (same columns, no user column) nobody teaches, to measure "
         "forgetting (default: --shared-fraction of the data)",
     )
     p.add_argument(
@@ -147,7 +171,9 @@ def run(args: argparse.Namespace) -> int:
     from ..plan import Grid, plan
 
     if args.data is None and args.users_dir is None:
-        raise ConfigError("plan needs --data DATA.npz (with --users COLUMN) or --users-dir DIR")
+        raise ConfigError(
+            "plan needs --data DATA.npz or DATA.csv (with --users COLUMN) or --users-dir DIR"
+        )
     if args.data is not None and args.users_dir is not None:
         raise ConfigError("give --data or --users-dir, not both")
     grid = Grid(
@@ -168,6 +194,9 @@ def run(args: argparse.Namespace) -> int:
         args.model,
         args.data,
         users=args.users,
+        label=args.label,
+        image_column=args.image_column,
+        features=args.features,
         users_dir=args.users_dir,
         output=args.output,
         shots=args.shots,

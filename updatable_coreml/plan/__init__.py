@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,17 @@ import numpy as np
 from ..errors import ConfigError, ModelFileError
 from .candidates import Candidate, Grid, candidates
 from .report import recommend, summarize, text, write_csv, write_json, write_plot
-from .run import Job, build_heads, run_jobs
+from .run import Job, build_heads, run_jobs, single_input
+from .tables import Columns, load_csv
 from .users import Dataset, load_npz, load_users_dir, load_users_npz, make_users, split_shared
 
 PathLike = str | os.PathLike
 ALL = "all"  # every preset: says whether the recommendation depends on Core ML's unknowns
 __all__ = ["plan", "PlanResult", "Grid", "Candidate"]
+
+
+def _is_csv(path: PathLike) -> bool:
+    return Path(path).suffix.lower() == ".csv"
 
 
 @dataclass
@@ -157,6 +162,9 @@ def plan(
     data: PathLike | None = None,
     *,
     users: str = "user",
+    label: str = "label",
+    image_column: str = "image",
+    features: Sequence[str] | None = None,
     users_dir: PathLike | None = None,
     output: PathLike = "plan",
     shots: Sequence[int] = (1, 2, 5),
@@ -175,9 +183,12 @@ def plan(
 ) -> PlanResult:
     """Compare on-device training setups on simulated users; see the module docstring.
 
-    ``data`` is an ``.npz`` with ``x``, ``y`` and the ``users`` column, or ``users_dir`` one
-    folder per user (label subfolders of images). ``shared`` is an ``.npz`` held out for
-    everyone; without it ``shared_fraction`` of the examples is. ``backend`` is any joblib
+    ``data`` is an ``.npz`` with ``x``, ``y`` and the ``users`` column; or a ``.csv`` with the
+    ``users`` and ``label`` columns and either feature columns (``features``, default every
+    other column) or, for an image input, the ``image_column`` of paths relative to the CSV;
+    or ``users_dir`` one folder per user (label subfolders of images). ``shared`` is an
+    ``.npz`` or ``.csv`` (no user column) held out for everyone; without it
+    ``shared_fraction`` of the examples is. ``backend`` is any joblib
     backend name (``loky``, ``threading``, ``dask``...); results do not depend on it.
     """
     from ..runtime import load
@@ -195,24 +206,33 @@ def plan(
         check_output_path(write, not_same_as=model_path)
     if (data is None) == (users_dir is None):
         raise ConfigError(
-            "give the data either as an .npz with a user column (data) or as one "
+            "give the data either as an .npz or CSV with a user column (data) or as one "
             "folder per user (users_dir), not both"
         )
     model = load(model_path)
     network = model.trainable()
     labels = _model_labels(network)
     label_name = model.description.predictedFeatureName
+    description = single_input(model)
+    columns = Columns(users, label, image_column, features)
     if users_dir is not None:
         pool, owners = load_users_dir(
             users_dir, model, labels, all(isinstance(v, str) for v in labels)
         )
         source = str(users_dir)
     else:
-        pool, owners = load_users_npz(data, users)  # type: ignore[arg-type]
+        assert data is not None  # checked above: exactly one of data and users_dir
         source = str(data)
+        if _is_csv(data):
+            pool, owners = load_csv(data, columns, description)
+        else:
+            pool, owners = load_users_npz(data, users)
     pool = Dataset(pool.x, _as_labels(pool.y, labels, source))
     if shared is not None:
-        held = load_npz(shared)
+        if _is_csv(shared):
+            held, _ = load_csv(shared, replace(columns, users=None), description)
+        else:
+            held = load_npz(shared)
         held = Dataset(held.x, _as_labels(held.y, labels, str(shared)))
     else:
         pool, owners, held = split_shared(pool, owners, shared_fraction, seed)

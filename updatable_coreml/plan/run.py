@@ -80,11 +80,13 @@ def _network_spec(model) -> Model_pb2.Model:
 def build_heads(model, inputs: np.ndarray, trainable: Sequence[str], assumptions) -> dict:
     """One ``Head`` per trainable choice; features of every row of ``inputs`` computed once."""
     from ..runtime import load
+    from ..runtime.features import batch_features
     from ..runtime.update import make_plan, read_training_setup
     from ..spec_io import neural_network
 
     network = model.trainable()
-    input_name = _input_name(model)
+    description = single_input(model)
+    input_name = description.name
     heads = {}
     for choice in trainable:
         spec = _with_trainable(network.spec, choice)
@@ -95,7 +97,11 @@ def build_heads(model, inputs: np.ndarray, trainable: Sequence[str], assumptions
         parts: dict[str, list] = {name: [] for name in plan.frontier}
         shapes: dict[str, tuple] = {}
         for start in range(0, len(inputs), CHUNK):
-            batch = model.training_features({input_name: inputs[start : start + CHUNK]})
+            # images (H, W, C as decoded) become the model's (C, H, W) as predict() makes them
+            chunk, _, _ = batch_features(
+                [description], {input_name: inputs[start : start + CHUNK]}, batched=True
+            )
+            batch = model.training_features(chunk)
             blobs = sub.input_blobs(batch)
             sub.run(blobs, plan.prefix)
             for name in plan.frontier:
@@ -123,11 +129,13 @@ def build_heads(model, inputs: np.ndarray, trainable: Sequence[str], assumptions
     return heads
 
 
-def _input_name(model) -> str:
-    names = [d.name for d in model.description.input]
-    if len(names) != 1:
-        raise ConfigError(f"plan needs a model with one input; this one takes {', '.join(names)}")
-    return names[0]
+def single_input(model) -> Any:
+    """The model's one prediction input (its FeatureDescription); plan feeds only one."""
+    inputs = list(model.description.input)
+    if len(inputs) != 1:
+        names = ", ".join(d.name for d in inputs)
+        raise ConfigError(f"plan needs a model with one input; this one takes {names}")
+    return inputs[0]
 
 
 def head_spec(spec: Model_pb2.Model, prefix: set, features: dict, setup) -> Model_pb2.Model:

@@ -212,7 +212,7 @@ def _string_labels(model: Model, layout: DataLayout) -> bool:
     return target.type.WhichOneof("Type") == "stringType"
 
 
-def _read_image(path: Path, image_type):
+def read_image(path: Path, image_type):
     from PIL import Image  # lazily: only folder datasets need Pillow
 
     gray = image_type.colorSpace in feat.GRAY_SPACES
@@ -259,7 +259,7 @@ def load_folder(
             raise ConfigError(
                 f"{folder}: folder {sub.name!r} is not one of the model's class labels ({shown})"
             )
-        images.extend(_read_image(path, image_type) for path in files)
+        images.extend(read_image(path, image_type) for path in files)
         targets.extend([label] * len(files))
     if not images:
         raise ConfigError(f"{folder}: no images found; expected one subfolder of images per label")
