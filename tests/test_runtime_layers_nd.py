@@ -439,11 +439,9 @@ def test_triangular_and_band_masks():
 
 #: Layer types of NeuralNetwork.proto the runtime does not run yet (issue 14): a new forward
 #: op must leave this list, and a layer type missing from the runtime must be on it.
-#: ``custom`` runs code that lives in the app; NonMaximumSuppression and cropResize are
-#: detection post-processing.
+#: NonMaximumSuppression and cropResize are detection post-processing.
 NOT_YET = {
     "cropResize",
-    "custom",
     "NonMaximumSuppression",
 }
 

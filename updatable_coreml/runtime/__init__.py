@@ -11,6 +11,7 @@ from .assumptions import DEFAULT as DEFAULT_ASSUMPTIONS
 from .assumptions import Assumptions
 from .features import to_channel_first
 from .model import Model, NeuralNetworkModel, PipelineModel, load
+from .registry import register_custom_layer
 from .update import ProgressEvent, UpdateResult, UpdateTask
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "UpdateResult",
     "UpdateTask",
     "to_channel_first",
+    "register_custom_layer",
 ]

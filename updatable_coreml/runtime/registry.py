@@ -46,6 +46,12 @@ register_backward = BACKWARD.register
 #: layer type -> size estimate
 ESTIMATES = Registry("size estimate")
 register_estimate = ESTIMATES.register
+#: className of a ``custom`` layer -> a Python implementation of it, the hook through which
+#: the runtime runs a model with custom layers (Core ML runs the app's own ``MLCustomLayer``
+#: class there, code no file holds). See ``layers/custom``; remove one with
+#: ``CUSTOM_LAYERS.pop(className)``.
+CUSTOM_LAYERS = Registry("custom layer class")
+register_custom_layer = CUSTOM_LAYERS.register
 
 
 def forward_op(layer) -> ForwardFn:

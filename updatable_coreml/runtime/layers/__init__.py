@@ -9,6 +9,7 @@ from . import (  # noqa: F401  (importing registers the families)
     compare,
     constant,
     conv,
+    custom,
     elementwise,
     indexing,
     linear,
