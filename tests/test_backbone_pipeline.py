@@ -300,8 +300,9 @@ def test_a_coremltools_blob_named_like_the_input_is_moved_aside(tmp_path, images
 
 
 def test_keras_sequence_backbone_through_coremltools(tmp_path):
-    """A (steps, channels) input with a frozen Conv1D (no converter of ours) and a trainable
-    Dense: the backbone reads the sequence as it is (issue 14: it crashed in a transpose)."""
+    """A (steps, channels) input with a frozen Conv1D and a trainable Dense, the backbone
+    converted by coremltools: it reads the sequence as it is (issue 14: it crashed in a
+    transpose). Our own frontend converts Conv1D too, so the backbone is asked for."""
     keras = quiet_import("keras")
     keras.utils.set_random_seed(0)
     inputs = keras.Input((10, 3), name="signal")
@@ -312,7 +313,7 @@ def test_keras_sequence_backbone_through_coremltools(tmp_path):
     model.get_layer("conv").trainable = False
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     path = tmp_path / "pipeline.mlmodel"
-    report = export_keras_model(model, path, pipeline=True)
+    report = export_keras_model(model, path, pipeline=True, backbone="coremltools")
     assert_valid_pipeline(path, "coremltools", report)
     assert report.trainable == ["fc"]
     x = np.random.default_rng(1).normal(size=(5, 10, 3)).astype(np.float32)

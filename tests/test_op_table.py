@@ -76,6 +76,8 @@ EXAMPLES: dict[str, list[tuple[list[tuple[int, ...]], dict, dict]]] = {
         ([(5, 3)], {**_LSTM, "return_sequences": True}, {"W_ih": _w(16, 3), "W_hh": _w(16, 4)}),
         ([(5, 3)], _LSTM, {"W_ih": _w(16, 3), "W_hh": _w(16, 4), "bias": _w(16)}),
     ],
+    "sequence_to_width": [([(5, 3)], {}, {})],
+    "width_to_sequence": [([(3, 1, 5)], {}, {})],
     "dropout": [([(3,)], {}, {})],
     "identity": [([(3,)], {}, {})],
 }

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UnsupportedError
 from ..ir import Node
 from ._spec import one_layer, put_weights
 from ._table import Shape, Shapes, define, writes
@@ -75,4 +76,58 @@ define(
     shape=_lstm_shape,
     write=one_layer(_write_lstm),
     layers=writes("uniDirectionalLSTM"),
+)
+
+
+# -- time on the width axis (Keras Conv1D; issue 14) ------------------------------------------
+# A convolution over time must see the steps on an axis its kernel slides over: Core ML's
+# convolution and pooling work per sequence step on (C, H, W), so a (Seq, C) sequence is moved
+# to (C, 1, Seq) first. Then a Conv1D is an ordinary (and updatable) ``convolution`` with a
+# (1, k) kernel. Core ML's classic ``permute`` reorders the rank-5 blob's [Seq, C, H, W] axes,
+# output axis i = input axis ``axis[i]`` (NeuralNetwork.proto ``PermuteLayerParams``).
+
+#: [Seq, C, 1, 1] -> [1, C, 1, Seq]: the steps onto the width axis.
+SEQUENCE_TO_WIDTH = (2, 1, 3, 0)
+#: [1, C, 1, W] -> [W, C, 1, 1]: the width axis back onto the steps.
+WIDTH_TO_SEQUENCE = (3, 1, 2, 0)
+
+
+def _to_width_shape(node: Node, shapes: Sequence[Shape]) -> Shape:
+    steps, channels = shapes[0]
+    return (channels, 1, steps)
+
+
+def _to_sequence_shape(node: Node, shapes: Sequence[Shape]) -> Shape:
+    channels, height, width = shapes[0]
+    if height != 1:
+        raise UnsupportedError(
+            f"layer {node.name!r}: only a (C, 1, W) tensor can become a sequence, got {shapes[0]}"
+        )
+    return (width, channels)
+
+
+def _permute_writer(axis: tuple[int, int, int, int]):
+    def fill(layer: Any, node: Node, shapes: Shapes) -> None:
+        layer.permute.axis.extend(axis)
+
+    return one_layer(fill)
+
+
+define(
+    "sequence_to_width",
+    family="sequence",
+    doc="(Seq, C) -> (C, 1, Seq): the steps onto the width axis, for convolutions and "
+    "pooling over time (a classic permute)",
+    shape=_to_width_shape,
+    write=_permute_writer(SEQUENCE_TO_WIDTH),
+    layers=writes("permute"),
+)
+define(
+    "width_to_sequence",
+    family="sequence",
+    doc="(C, 1, W) -> (W, C): the width axis back onto the steps, for a recurrent layer "
+    "after convolutions over time (a classic permute)",
+    shape=_to_sequence_shape,
+    write=_permute_writer(WIDTH_TO_SEQUENCE),
+    layers=writes("permute"),
 )

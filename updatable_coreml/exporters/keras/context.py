@@ -32,10 +32,16 @@ def _keras():
 
 @dataclass(frozen=True)
 class Tensor:
-    """A traced value: IR tensor name and its per-example channel-first shape."""
+    """A traced value: IR tensor name and its per-example channel-first shape.
+
+    ``width``: a Keras ``(steps, channels)`` tensor held as ``(C, 1, steps)``, the layout
+    convolutions over time need (see ``converters/temporal.py``); the layers after a Conv1D
+    keep it, so Keras rank 2 is not always the IR's ``(Seq, C)``.
+    """
 
     name: str
     shape: tuple[int, ...]
+    width: bool = False
 
 
 @dataclass
@@ -102,8 +108,9 @@ class LayerCall:
     out_shape: tuple
 
 
-Converter = Callable[[Context, Any, LayerCall], str]
-#: Keras layer class name -> converter ``(ctx, layer, call) -> IR tensor``, the shape every
+Converter = Callable[[Context, Any, LayerCall], Union[str, Tensor]]
+#: Keras layer class name -> converter ``(ctx, layer, call) -> IR tensor`` (a name, or a
+#: ``Tensor`` when the converter changes the layout, see ``Tensor.width``), the shape every
 #: frontend's converters share: (translation state, the source op, what it was called with).
 #: Only classes from keras itself match (a subclass may change ``call``).
 CONVERTERS = Registry("converter for Keras layer")

@@ -86,14 +86,19 @@ def _convert(
     ctx.seen.add(layer.name)
     _check_regularizers(ctx, layer)
     out_shape = channel_first(out_keras[0].shape[1:], f"layer {layer.name!r}")
-    name = run_converter(
+    # A layer after a convolution over time keeps its (C, 1, steps) layout; a converter that
+    # changes the layout (a recurrent layer reading it) returns its own Tensor.
+    width = len(out_shape) == 2 and any(t.width for t in inputs)
+    if width:
+        out_shape = (out_shape[1], 1, out_shape[0])
+    result = run_converter(
         converter,
         f"layer {layer.name!r} ({kind})",
         ctx,
         layer,
         LayerCall(inputs, kwargs, out_shape),
     )
-    return Tensor(name, out_shape)
+    return result if isinstance(result, Tensor) else Tensor(result, out_shape, width)
 
 
 def _check_regularizers(ctx: Context, layer) -> None:
@@ -137,7 +142,8 @@ def keras_to_graph(
                     or "; layers are: " + ", ".join(sorted(ctx.seen))
                 )
             )
-    return _token_inputs(Graph(inputs, [t.name for t in outputs], ctx.nodes)), ctx
+    graph = _width_inputs(_token_inputs(Graph(inputs, [t.name for t in outputs], ctx.nodes)))
+    return graph, ctx
 
 
 def _token_inputs(graph: Graph) -> Graph:
@@ -157,4 +163,24 @@ def _token_inputs(graph: Graph) -> Graph:
                 "separate inputs"
             )
         spec.shape = (spec.shape[0], 1)
+    return graph
+
+
+def _width_inputs(graph: Graph) -> Graph:
+    """A ``(steps, channels)`` input read only by convolutions or pooling over time is
+    declared ``(C, 1, steps)``, the layout they work in, instead of being permuted on device:
+    one example is then ``x.T[:, None, :]`` (docs/keras.md, "Sensor models")."""
+    for spec in graph.inputs:
+        consumers = graph.consumers(spec.name)
+        if len(spec.shape) != 2 or spec.name in graph.outputs or not consumers:
+            continue
+        if any(node.op != "sequence_to_width" for node in consumers):
+            continue
+        for permute in consumers:
+            graph.nodes.remove(permute)
+            for node in graph.consumers(permute.outputs[0]):
+                node.inputs = [spec.name if i == permute.outputs[0] else i for i in node.inputs]
+            graph.outputs = [spec.name if o == permute.outputs[0] else o for o in graph.outputs]
+        steps, channels = spec.shape
+        spec.shape = (channels, 1, steps)
     return graph

@@ -8,6 +8,7 @@ import numpy as np
 from ....errors import UnsupportedError
 from ..activations import ACTIVATIONS, _activation_name
 from ..context import Context, LayerCall, Tensor, _numpy, _source, converts
+from .temporal import as_sequence
 
 #: Activations a Keras LSTM may use: bounded ones, because Core ML clips the LSTM's gate
 #: pre-activations and cell to [-50, 50], which would change an unbounded activation's result.
@@ -59,10 +60,10 @@ def _lstm_activation(fn, where: str) -> dict:
 
 
 @converts("LSTM")
-def _lstm(ctx: Context, layer, call: LayerCall):
+def _lstm(ctx: Context, layer, call: LayerCall) -> Tensor:
     """An LSTM from zero state, as a uniDirectionalLSTM (experimental when trainable)."""
-    (x,) = call.inputs
     where = f"layer {layer.name!r}"
+    x = as_sequence(ctx, call.inputs[0], layer)
     if len(x.shape) != 2:
         raise UnsupportedError(
             f"{where}: an LSTM needs a sequence (steps, features), got {x.shape}"
@@ -109,7 +110,7 @@ def _lstm(ctx: Context, layer, call: LayerCall):
             "and 4.x refuse it) and no on-device run is public; verify on a device, or "
             "freeze it and train the layers after it"
         )
-    return ctx.add(
+    name = ctx.add(
         "lstm",
         layer.name,
         [x],
@@ -118,3 +119,5 @@ def _lstm(ctx: Context, layer, call: LayerCall):
         trainable=trains,
         source=_source(layer),
     )
+    hidden = int(layer.units)
+    return Tensor(name, (x.shape[0], hidden) if layer.return_sequences else (hidden,))
