@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (importing registers the families)
     constant,
     conv,
     custom,
+    detection,
     elementwise,
     indexing,
     linear,

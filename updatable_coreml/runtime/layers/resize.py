@@ -72,8 +72,9 @@ def upsample(layer, inputs: Blobs, weight: WeightGetter) -> list:
     return [_restore(out, x.ndim)]
 
 
-def _sampling_grid(size_in: int, size_out: int, method: int) -> np.ndarray:
-    """Sample positions of the spec's ``SamplingMode`` methods."""
+def _sampling_grid(size_in: float, size_out: int, method: int) -> np.ndarray:
+    """Sample positions of the spec's ``SamplingMode`` methods on ``[0, size_in - 1]``
+    (``size_in`` is fractional for a cropResize box)."""
     if method == Sampling.STRICT_ALIGN_ENDPOINTS_MODE or (
         method == Sampling.ALIGN_ENDPOINTS_MODE and size_out > 1
     ):
