@@ -232,16 +232,12 @@ def test_refusals_name_the_fix(tmp_path):
     with pytest.raises(ConfigError, match="no frozen backbone"):
         export_torch_model(model, tmp_path / "x.mlmodel", pipeline=True)
 
-    class Wrapped(nn.Module):  # not a Sequential: coremltools' prefix cannot be cut out
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = torch_cnn(nn.Mish)
-
-        def forward(self, x):
-            return self.net(x)
-
-    with pytest.raises(UnsupportedError, match="mish.*nn.Sequential"):
-        export_torch_model(Wrapped(), tmp_path / "x.mlmodel", pipeline=True)
+    with pytest.raises(ConfigError, match="'0' reads the model input.*no frozen backbone"):
+        export_torch_model(model, tmp_path / "x.mlmodel", pipeline=True, backbone="coremltools")
+    with pytest.raises(ConfigError, match="no parameter that trains"):
+        export_torch_model(
+            model, tmp_path / "x.mlmodel", pipeline=True, backbone="coremltools", trainable=[]
+        )
     assert not list(tmp_path.iterdir())
 
 
@@ -333,3 +329,215 @@ def test_a_backbone_tensorflow_cannot_trace_is_a_typed_error(tmp_path, monkeypat
             keras_cnn(), tmp_path / "x.mlmodel", pipeline=True, backbone="coremltools"
         )
     assert not list(tmp_path.iterdir())
+
+
+# -- torch modules with their own forward: the captured graph is cut -------------------------
+
+
+def torch_features_classifier(activation=None):
+    """torchvision's VGG/AlexNet shape: ``features``, ``torch.flatten`` in forward, then a
+    ``classifier`` whose first layer (dropout) is frozen; forward checks the input's shape,
+    which torch.export specializes but torch.fx could not trace."""
+    torch = quiet_import("torch")
+    from torch import nn
+
+    class FeaturesClassifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(1, 8, 3, padding=1),
+                nn.BatchNorm2d(8),
+                (activation or nn.ReLU)(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(8, 16, 3, padding=1),
+                nn.ReLU(),
+            )
+            self.classifier = nn.Sequential(
+                nn.Dropout(0.5), nn.Linear(256, 16), nn.ReLU(), nn.Linear(16, 4)
+            )
+
+        def forward(self, x):
+            if x.shape[1] != 1:
+                raise ValueError("expected one channel")
+            return self.classifier(torch.flatten(self.features(x), 1))
+
+    torch.manual_seed(0)
+    return freeze_all_but(FeaturesClassifier(), "classifier.")
+
+
+def torch_resnet(activation=None):
+    """A ResNet's top level: stem, residual blocks (batch norm, an add), adaptive average
+    pooling, ``torch.flatten`` and a trainable ``fc``."""
+    torch = quiet_import("torch")
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, channels: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(channels)
+            self.act = (activation or nn.ReLU)()
+            self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(channels)
+
+        def forward(self, x):
+            return torch.relu(x + self.bn2(self.conv2(self.act(self.bn1(self.conv1(x))))))
+
+    class ResNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 8, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(8)
+            self.layer1 = nn.Sequential(Block(8), Block(8))
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            x = self.layer1(torch.relu(self.bn1(self.conv1(x))))
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    torch.manual_seed(0)
+    return freeze_all_but(ResNet(), "fc.")
+
+
+def freeze_all_but(model, head: str):
+    """Only parameters under ``head`` train; batch-norm statistics are made non-trivial so a
+    wrong (training-mode) normalization would show."""
+    torch = quiet_import("torch")
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            shape = module.running_mean.shape
+            module.running_mean.copy_(torch.randn(shape, generator=generator))
+            module.running_var.copy_(torch.rand(shape, generator=generator) + 0.5)
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith(head))
+    return model.eval()
+
+
+CUSTOM_FORWARD = {
+    "features_classifier": (torch_features_classifier, ["classifier.1", "classifier.3"]),
+    "resnet": (torch_resnet, ["fc"]),
+}
+
+
+@pytest.mark.parametrize("name", CUSTOM_FORWARD)
+def test_custom_forward_coremltools_backbone_trains_like_the_single_network(
+    name, tmp_path, images, targets
+):
+    build, head = CUSTOM_FORWARD[name]
+    model = build()
+    single, pipeline = tmp_path / "single.mlmodel", tmp_path / "pipeline.mlmodel"
+    export_torch_model(model, single)
+    report = export_torch_model(model, pipeline, pipeline=True, backbone="coremltools")
+    assert_valid_pipeline(pipeline, "coremltools", report)
+    assert report.trainable == head
+    expected = torch_probabilities(model, images)
+    assert np.abs(predicted_probabilities(pipeline, "x", images) - expected).max() <= 1e-4
+
+    split = trained_weights(pipeline, "x", images, targets)
+    whole = trained_weights(single, "x", images, targets)
+    assert split.keys() == whole.keys() and len(split) == 2 * len(head)
+    for key, weights in whole.items():
+        assert np.abs(split[key] - weights).max() <= 1e-5 * np.abs(weights).max(), key
+
+
+def train_like_the_runtime(model, x: np.ndarray, y: np.ndarray):
+    """torch training the layers that require grad as the export configures Core ML: SGD
+    (lr 0.1, momentum 0.5), batches of 4 in order, 2 epochs, eval mode (no dropout)."""
+    import copy
+
+    torch = quiet_import("torch")
+    model = copy.deepcopy(model).eval()
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.5
+    )
+    inputs, labels = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(TRAINING["epochs"]):
+        for start in range(0, len(x), TRAINING["batch_size"]):
+            optimizer.zero_grad()
+            batch = slice(start, start + TRAINING["batch_size"])
+            torch.nn.functional.cross_entropy(model(inputs[batch]), labels[batch]).backward()
+            optimizer.step()
+    return model
+
+
+@pytest.mark.parametrize("name", CUSTOM_FORWARD)
+def test_custom_forward_with_a_refused_op_exports_only_as_a_pipeline(
+    name, tmp_path, images, targets
+):
+    """Mish in the backbone: our frontend refuses the single network, the pipeline's
+    backbone comes from coremltools, and the head trains like torch trains it."""
+    torch = quiet_import("torch")
+    build, head = CUSTOM_FORWARD[name]
+    model = build(torch.nn.Mish)
+    with pytest.raises(UnsupportedError, match="mish"):
+        export_torch_model(model, tmp_path / "refused.mlmodel")
+    path = tmp_path / "pipeline.mlmodel"
+    report = export_torch_model(model, path, pipeline=True)
+    assert_valid_pipeline(path, "coremltools", report)
+    assert report.trainable == head
+    expected = torch_probabilities(model, images)
+    assert np.abs(predicted_probabilities(path, "x", images) - expected).max() <= 1e-4
+
+    trained = dict(train_like_the_runtime(model, images, targets).named_modules())
+    updated = trained_weights(path, "x", images, targets)
+    assert len(updated) == 2 * len(head)
+    for key, weights in updated.items():
+        layer, field = key.rsplit(".", 1)
+        role = {"weights": "weight", "bias": "bias"}[field]
+        source = getattr(trained[layer], role).detach().numpy().ravel()
+        assert np.abs(weights - source).max() <= 1e-5 * np.abs(source).max(), key
+
+
+def test_a_cut_needing_two_frozen_tensors_is_refused_naming_the_layers(tmp_path):
+    """A frozen ``skip`` projection joins the trainable ``fc`` after it: the head would need
+    the backbone's output and the skip's, which a pipeline cannot hand it."""
+    torch = quiet_import("torch")
+    from torch import nn
+
+    class Skip(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3, padding=1)
+            self.act = nn.Mish()
+            self.skip = nn.Linear(128, 4)
+            self.fc = nn.Linear(128, 4)
+
+        def forward(self, x):
+            h = torch.flatten(self.act(self.conv(x)), 1)
+            return self.fc(h) + self.skip(h)
+
+    torch.manual_seed(0)
+    model = freeze_all_but(Skip(), "fc.")
+    with pytest.raises(UnsupportedError, match="'fc'.*2 tensors.*'skip'"):
+        export_torch_model(model, tmp_path / "x.mlmodel", pipeline=True)
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_exports_a_torch_factory_with_its_own_forward_as_a_pipeline(tmp_path):
+    import json
+
+    from updatable_coreml.cli import main
+
+    factory = tmp_path / "net.py"
+    factory.write_text(
+        "import torch\nfrom torch import nn\n\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.features = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Mish())\n"
+        "        self.fc = nn.Linear(144, 3)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(torch.flatten(self.features(x), 1))\n\n\n"
+        "def make():\n"
+        "    return Net()\n"
+    )
+    out, report = tmp_path / "P.mlmodel", tmp_path / "r.json"
+    arguments = [f"{factory}:make", "--example-shape", "1,8,8", "-o", str(out), "--loss", "cce"]
+    arguments += ["--trainable", "fc", "--pipeline", "--report", str(report)]
+    assert main(["export", *arguments]) == 0
+    assert is_valid(validate(out)) and load_spec(out).WhichOneof("Type") == "pipeline"
+    document = json.loads(report.read_text())
+    assert document["export"]["backbone"] == "coremltools"  # ours refuses Mish
+    assert document["export"]["trainable"] == ["fc"]

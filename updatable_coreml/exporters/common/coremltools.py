@@ -13,8 +13,8 @@ Two ways to get the backbone, reported in ``ExportReport.backbone``:
   convert_to="neuralnetwork")`` and only the head is translated by our frontend. Used when
   asked for (``backbone="coremltools"``) or, with ``backbone="auto"``, when our frontend
   refuses the whole model. The prefix is cut at the same place, in the source framework:
-  the children of a torch ``nn.Sequential`` before the first one that trains, or the Keras
-  functional graph up to the input of the first trainable layer with weights. Each
+  the ``torch.export`` graph up to the one tensor the ops using trained parameters read, or
+  the Keras functional graph up to the input of the first trainable layer with weights. Each
   framework's cut lives in its frontend package (``torch/backbone.py``,
   ``keras/backbone.py``); this module holds what they share.
 

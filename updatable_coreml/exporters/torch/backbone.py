@@ -1,45 +1,120 @@
-"""The coremltools fallback for torch: the ``nn.Sequential`` children before the first one
-that trains are converted by ``ct.convert`` (traced on one example), the rest is translated
-by our frontend and reads the backbone's ``FEATURES``. See ``common/coremltools.py``."""
+"""The coremltools fallback for torch: the frozen part of any module is converted by
+``ct.convert`` (traced on one example), the rest is translated by our frontend and reads the
+backbone's ``FEATURES``. See ``common/coremltools.py``.
+
+The cut is made in the graph ``torch.export`` captures (the one our frontend translates), not
+in the module tree, so a custom ``forward`` (``torch.flatten`` between ``features`` and
+``classifier``, a ResNet's top level, shape checks) splits as well as an ``nn.Sequential``:
+the *head* is every op that depends on a parameter that trains, the *backbone* is what
+computes the one tensor the head reads from the rest. Both halves are rebuilt as
+``torch.fx`` modules over the captured aten ops, which keep the source's module paths, so the
+head's Core ML layers have the same names as in a single-network export.
+"""
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
 from ...compose import Backbone
 from ...errors import ConfigError, UnsupportedError, first_line
 from ..common.coremltools import FEATURES, convert_with_coremltools, single_input
-from .capture import as_example_inputs
+from .capture import as_example_inputs, capture
+from .context import layer_name
 from .graph import torch_to_graph
 from .training import trainable_parameters
 
 
-def split_sequential(module: Any, trains: set[str], reason: str) -> tuple[Any, Any]:
-    """(frozen prefix, rest) of an ``nn.Sequential``, cut before the first child holding a
-    parameter that trains. Slices keep the children's names, so parameter names, the
-    optimizer's parameters and ``trainable=[...]`` still refer to the same layers."""
+def _closure(start: Iterable[Any], step: Any) -> set[Any]:
+    """Every fx node reachable from ``start`` by ``step(node)`` (start included)."""
+    seen: set[Any] = set()
+    todo = list(start)
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(step(node))
+    return seen
+
+
+def _describe(node: Any) -> str:
+    """A graph value as the user knows it: the model input's name or the layer making it."""
+    if node.op == "placeholder":
+        return f"the model input {node.name!r}"
+    return repr(layer_name(node)) if node.op == "call_function" else repr(node.name)
+
+
+def find_cut(graph: Any, trains: set[str], reason: str) -> tuple[Any, set[Any]]:
+    """(the one frozen value the head reads, the head's nodes) of an unlifted program graph.
+
+    The head is every node that depends on a parameter that trains (its ``get_attr``);
+    frozen parameters and buffers it reads are copied into it, anything else it reads from
+    the frozen part must be one tensor, the backbone's output. Refused otherwise, naming the
+    layers, because a pipeline hands the head exactly one feature."""
+    nodes = list(graph.nodes)
+    seeds = [node for node in nodes if node.op == "get_attr" and node.target in trains]
+    if not seeds:
+        raise ConfigError(
+            "no parameter that trains is used by the model's forward; there is no head to update"
+        )
+    head = _closure(seeds, lambda node: node.users)
+    reads: dict[Any, list[Any]] = {}
+    for node in nodes:
+        if node in head:
+            for value in node.all_input_nodes:
+                if value not in head and value.op != "get_attr":
+                    reads.setdefault(value, []).append(node)
+    first = next(node for node in nodes if node in head and node.op == "call_function")
+    if len(reads) != 1:
+        readers = "; ".join(
+            f"{_describe(value)} read by "
+            + ", ".join(sorted({_describe(n) for n in users if n.op != "output"} or {"the output"}))
+            for value, users in reads.items()
+        )
+        raise UnsupportedError(
+            f"{reason}; the layers from {layer_name(first)!r} (the first that trains) on "
+            f"read {len(reads)} tensors from the frozen part ({readers}), but a pipeline's "
+            "backbone hands its head one tensor; let the frozen part end in one tensor "
+            "that the first trainable layer reads, or export one network (pipeline=False)"
+        )
+    ((cut, _),) = reads.items()
+    if cut.op == "placeholder":
+        raise ConfigError(
+            f"the first trainable layer {layer_name(first)!r} reads the model input, so "
+            "there is no frozen backbone to convert; export one network"
+        )
+    return cut, head
+
+
+def split_program(program: Any, trains: set[str], reason: str) -> tuple[Any, Any]:
+    """(backbone, head) of a captured program as ``torch.fx.GraphModule``s over its aten ops:
+    the backbone takes the model's input and returns the cut tensor, the head takes that
+    tensor (as ``FEATURES``) and returns the model's outputs."""
     import torch
 
-    if type(module) is not torch.nn.Sequential:  # a subclass may run its children otherwise
-        raise UnsupportedError(
-            f"{reason}; converting the frozen backbone with coremltools needs "
-            f"the model as an nn.Sequential (backbone children first), got a "
-            f"{type(module).__name__}"
-        )
-    names = [name for name, _ in module.named_children()]
-    index = next(
-        (i for i, name in enumerate(names) if any(p.startswith(name + ".") for p in trains)), None
+    unlifted = program.module()  # parameters and buffers as get_attr nodes, by their paths
+    cut, head = find_cut(unlifted.graph, trains, reason)
+    nodes = list(unlifted.graph.nodes)
+
+    backbone_graph = torch.fx.Graph()
+    kept = _closure([cut], lambda node: node.all_input_nodes)
+    env: dict[Any, Any] = {}
+    for node in nodes:
+        if node.op == "placeholder" or node in kept:
+            env[node] = backbone_graph.node_copy(node, env.__getitem__)
+    backbone_graph.output(env[cut])
+
+    head_graph = torch.fx.Graph()
+    env = {cut: head_graph.placeholder(FEATURES)}
+    for node in nodes:
+        if node.op == "output":
+            head_graph.output(torch.fx.map_arg(node.args[0], env.__getitem__))
+        elif node in head or (node.op == "get_attr" and any(u in head for u in node.users)):
+            env[node] = head_graph.node_copy(node, env.__getitem__)
+    return (
+        torch.fx.GraphModule(unlifted, backbone_graph),
+        torch.fx.GraphModule(unlifted, head_graph),
     )
-    if index is None:
-        raise ConfigError("no child of the nn.Sequential trains; there is no head to update")
-    if index == 0:
-        raise ConfigError(
-            f"child {names[0]!r}, the first of the nn.Sequential, trains, so there "
-            "is no frozen backbone to convert; export one network"
-        )
-    return module[:index], module[index:]
 
 
 def torch_backbone(
@@ -85,24 +160,22 @@ def torch_head(
     reason: str,
 ) -> tuple[Any, Backbone]:
     """The coremltools path for torch: the head's ``Translation`` (reading ``FEATURES``) and
-    the converted backbone. The head is cut where the parameters that train begin."""
+    the converted backbone, cut at the tensor that feeds the parameters that train."""
     if image_input is not None:
         raise ConfigError(
             "image_input is not supported with a backbone converted by coremltools "
             "yet; feed a MultiArray, or make the backbone translatable"
         )
-    prefix, head = split_sequential(
-        module, trainable_parameters(module, optimizer, trainable), reason
-    )
-    input_name = (
-        input_names[0] if input_names else next(iter(inspect.signature(module.forward).parameters))
-    )
+    trains = trainable_parameters(module, optimizer, trainable)
+    program = capture(module, example_inputs)
+    prefix, head = split_program(program, trains, reason)
+    input_name = input_names[0] if input_names else program.graph_signature.user_inputs[0]
     backbone, features = torch_backbone(prefix, example_inputs, input_name, reason)
+    in_head = {name for name, _ in head.named_parameters(remove_duplicate=False)}
     state = torch_to_graph(
         head,
         features,
-        optimizer=optimizer,
-        trainable=trainable,
+        trainable=sorted(trains & in_head),
         input_names=[FEATURES],
         refusals=refusals,
     )

@@ -42,9 +42,9 @@ def export_torch(
     ``image_input`` (``{"color": "rgb", "scale": 1/255, "bias": [...]}``) makes the first
     input an image whose preprocessing gives the tensor the module expects; ``pipeline=True``
     writes a frozen backbone and the updatable head as a pipeline, ``backbone`` says who makes
-    the backbone: ``'frontend'`` (us), ``'coremltools'`` (``ct.convert`` of the
-    ``nn.Sequential`` children before the first one that trains) or ``'auto'`` (coremltools
-    only when we refuse an op; see ``backbone.py``). Returns the ``ExportReport``.
+    the backbone: ``'frontend'`` (us), ``'coremltools'`` (``ct.convert`` of the captured
+    graph up to the tensor the first trainable layer reads, for any module) or ``'auto'``
+    (coremltools only when we refuse an op; see ``backbone.py``). Returns the ``ExportReport``.
     """
     import torch
 
