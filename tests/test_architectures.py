@@ -29,7 +29,6 @@ FAST = ("keras:MobileNetV2", "torch:squeezenet1_1")
 
 #: Cases that do not pass yet: the first failing stage and what it says.
 KNOWN_FAILURES = {
-    "keras:ConvNeXtTiny": ("export", "LayerNormalization"),
     "torch:shufflenet_v2_x0_5": ("export", "transpose of an activation"),
     "torch:convnext_tiny": ("export", "permute of an activation"),
     "torch:vit_b_16": ("export", "permute of an activation"),

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from keras_helpers import TOLERANCE, keras_outputs, max_abs_diff, randomize, runtime_outputs
+from updatable_coreml.errors import UnsupportedError
 from updatable_coreml.exporters.keras import export_keras
 
 L = keras.layers
@@ -96,7 +97,24 @@ CASES = {
         (6, 6, 3),
         lambda: [L.SpatialDropout2D(0.3), L.GaussianNoise(0.2), L.Dropout(0.5)],
     ),
+    # over the channels at each pixel (ConvNeXt); gamma and beta random
+    "layer_norm_image": ((4, 5, 6), lambda: [L.LayerNormalization(epsilon=1e-5)]),
+    "layer_norm_vector_no_center": (
+        (6,),
+        lambda: [L.Dense(5), L.LayerNormalization(center=False, axis=1)],
+    ),
+    "convnext_layer_scale_stochastic_depth": (
+        (4, 4, 3),
+        lambda: [_convnext().LayerScale(0.5, 3), _convnext().StochasticDepth(0.3)],
+    ),
 }
+
+
+def _convnext():
+    """keras.applications' ConvNeXt module (its LayerScale and StochasticDepth layers)."""
+    from keras.src.applications import convnext
+
+    return convnext
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -205,3 +223,9 @@ def test_sequential_classifier_with_softmax(tmp_path):
     export_keras(model, path, class_labels=list("abcde"))
     x = np.random.default_rng(0).normal(size=(4, 4, 4, 2)).astype(np.float32)
     assert max_abs_diff(model, path, x) <= TOLERANCE
+
+
+def test_layer_normalization_over_a_spatial_axis_is_refused_naming_the_layer(tmp_path):
+    model = _head_model((4, 5, 3), [L.LayerNormalization(axis=1, name="ln_rows")])
+    with pytest.raises(UnsupportedError, match="'ln_rows'.*only the last axis"):
+        export_keras(model, tmp_path / "m.mlmodel", trainable=["head"], loss="mse")

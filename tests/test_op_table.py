@@ -68,6 +68,12 @@ EXAMPLES: dict[str, list[tuple[list[tuple[int, ...]], dict, dict]]] = {
         ([(3, 4, 5), (1, 4, 5), (1, 1, 1)], {}, {}),
     ],
     "crop": [([(2, 6, 5)], {"crops": (1, 2, 0, 1)}, {})],
+    "slice_channels": [([(5, 3, 2)], {"start": 1, "end": 4}, {})],
+    "permute_channels": [([(4, 3, 2)], {"order": (2, 0, 3, 1)}, {})],
+    "channel_layer_norm": [
+        ([(4, 3, 2)], {"eps": 1e-5}, {"gamma": _w(4), "beta": _w(4)}),
+        ([(6,)], {"eps": 1e-3}, {}),
+    ],
     "adaptive_avg_pool2d": [([(2, 3, 3)], {"output": (7, 7)}, {})],
     "activation": [([(2, 3, 3)], dict(attrs), {}) for attrs in ops.OPS["activation"].variants],
     "softmax": [([(4,)], {}, {})],
@@ -173,8 +179,19 @@ def test_every_layer_core_ml_passes_gradients_through_has_a_runtime_backward():
 
 
 def test_capabilities_follow_the_rules_table():
-    assert {name for name, d in ops.OPS.items() if d.updatable()} == {"dense", "conv2d", "lstm"}
+    # a channel permutation is written as a 1x1 convolution (exact, iOS 11): Core ML could
+    # update it and passes gradients through it; no frontend gives it trainable weights
+    updatable = {name for name, d in ops.OPS.items() if d.updatable()}
+    assert updatable == {"dense", "conv2d", "lstm", "permute_channels"}
     through = {name for name, d in ops.OPS.items() if name != "activation" and d.passes_gradients()}
-    assert through == {"dense", "conv2d", "lstm", "pool2d", "flatten", "batchnorm"}
+    assert through == {
+        "dense",
+        "conv2d",
+        "lstm",
+        "pool2d",
+        "flatten",
+        "batchnorm",
+        "permute_channels",
+    }
     kinds = {kind for kind in KINDS if ops.OPS["activation"].passes_gradients({"kind": kind})}
     assert kinds == {"relu", "sigmoid", "tanh"}

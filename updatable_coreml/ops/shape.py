@@ -1,4 +1,5 @@
-"""Ops that move values without computing new ones: flatten, reshape, concat, pad."""
+"""Ops that move values without computing new ones: flatten, reshape, concat, pad, crop,
+channel slices and channel permutations."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..ir import Node
-from ._spec import border, one_layer
+from ._spec import border, one_layer, put_weights
 from ._table import Shape, Shapes, define, writes
 
 
@@ -81,6 +82,61 @@ def _write_crop(layer: Any, node: Node, shapes: Shapes) -> None:
         amount.startEdgeSize, amount.endEdgeSize = int(start), int(end)
 
 
+def _slice_shape(node: Node, shapes: Sequence[Shape]) -> Shape:
+    shape = tuple(shapes[0])
+    start, end = int(node.attrs["start"]), int(node.attrs["end"])
+    if len(shape) != 3 or not 0 <= start < end <= shape[0]:
+        raise UnsupportedError(
+            f"layer {node.name!r}: channels [{start}, {end}) of a {shape} tensor; only a "
+            "non-empty channel range of an image (C, H, W) can be sliced"
+        )
+    return (end - start, *shape[1:])
+
+
+def _write_slice(layer: Any, node: Node, shapes: Shapes) -> None:
+    """A classic ``slice`` along the channel axis (iOS 11; [start, end), stride 1)."""
+    params = layer.slice
+    params.axis = params.CHANNEL_AXIS
+    params.startIndex, params.endIndex = int(node.attrs["start"]), int(node.attrs["end"])
+    params.stride = 1
+
+
+def _permute_channels_shape(node: Node, shapes: Sequence[Shape]) -> Shape:
+    shape = tuple(shapes[0])
+    order = sorted(int(c) for c in node.attrs["order"])
+    if len(shape) != 3 or order != list(range(shape[0])):
+        raise UnsupportedError(
+            f"layer {node.name!r}: channel order {list(node.attrs['order'])} is not a "
+            f"permutation of the {shape[0] if shape else 0} channels of an image (C, H, W)"
+        )
+    return shape
+
+
+def _write_permute_channels(layer: Any, node: Node, shapes: Shapes) -> None:
+    """Output channel ``i`` is input channel ``order[i]``: a 1x1 ``convolution`` whose weight
+    is the permutation matrix, no bias.
+
+    Exact: each output sums one product ``x * 1`` and products ``x * 0`` that are zeros, so
+    for finite inputs it is the input value bit for bit. Core ML has no classic layer that
+    reorders channels (``permute`` moves whole axes); the ND way, ``reshapeStatic`` to rank 5,
+    ``transpose``, ``reshapeStatic`` back, takes iOS 13 layers that force the exact-rank
+    shape mapping on the whole network; a ``slice`` per channel group and a ``concat`` would
+    take C / groups + 1 layers. A convolution is an iOS 11 layer every runtime runs (and
+    gradients pass through it), at C * C weights per shuffle."""
+    order = [int(c) for c in node.attrs["order"]]
+    channels = len(order)
+    weight = np.zeros((channels, channels, 1, 1), np.float32)
+    weight[np.arange(channels), order, 0, 0] = 1.0
+    params = layer.convolution
+    params.outputChannels, params.kernelChannels = channels, channels
+    params.nGroups = 1
+    params.kernelSize.extend((1, 1))
+    params.stride.extend((1, 1))
+    params.dilationFactor.extend((1, 1))
+    border(params.valid, (0, 0, 0, 0))
+    put_weights(params.weights, weight)
+
+
 define(
     "flatten",
     family="shape",
@@ -122,4 +178,20 @@ define(
     shape=_crop_shape,
     write=one_layer(_write_crop),
     layers=writes("crop"),
+)
+define(
+    "slice_channels",
+    family="shape",
+    doc="a: start, end (channels [start, end) of an image)",
+    shape=_slice_shape,
+    write=one_layer(_write_slice),
+    layers=writes("slice"),
+)
+define(
+    "permute_channels",
+    family="shape",
+    doc="a: order (output channel i is input channel order[i]); exact",
+    shape=_permute_channels_shape,
+    write=one_layer(_write_permute_channels),
+    layers=writes("convolution"),
 )

@@ -3,4 +3,4 @@
 
 from __future__ import annotations
 
-from . import elementwise, sequence, shape, temporal, weights  # noqa: F401
+from . import elementwise, normalization, sequence, shape, temporal, weights  # noqa: F401

@@ -109,8 +109,11 @@ def _cropping(ctx: Context, layer, call: LayerCall):
     "GaussianNoise",
     "GaussianDropout",
     "AlphaDropout",
+    "StochasticDepth",
 )
 def _dropout(ctx: Context, layer, call: LayerCall):
+    """Identities at inference that act only in training (``keras.applications`` ConvNeXt's
+    StochasticDepth drops residual paths): Core ML has no dropout, the passes report them."""
     return ctx.add("dropout", layer.name, call.inputs, source=_source(layer))
 
 
