@@ -18,10 +18,13 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from test_torch_training import assert_same_update  # noqa: E402
+from updatable_coreml.errors import NotUpdatableError, UnsupportedError  # noqa: E402
 from updatable_coreml.exporters.torch import export_torch  # noqa: E402
 from updatable_coreml.runtime.model import load  # noqa: E402
 
 TOLERANCE = 1e-4
+# torch.export notes that nn.LSTM/GRU assign their flat weight list during capture
+pytestmark = pytest.mark.filterwarnings("ignore:The tensor attributes self:UserWarning")
 BATCH, EPOCHS = 4, 2
 CHANNELS, STEPS = 3, 50
 
@@ -160,3 +163,129 @@ def test_training_a_conv1d_and_its_head_matches_torch(optimizer_name, tmp_path):
     assert_same_update(model, trained, result.model, ["3", "7"])
     frozen = result.model.weight_getter(0)("weights")
     assert np.array_equal(frozen.ravel(), model[0].weight.detach().numpy().ravel())
+
+
+# -- Embedding and recurrent layers: forward --------------------------------------------------
+
+VOCAB, TOKENS = 20, 7
+
+
+def token_layout(tokens: torch.Tensor) -> np.ndarray:
+    """torch (N, L) ids -> Core ML's per-example [Seq, 1, 1], batched."""
+    return tokens.numpy().astype(np.float32)[:, :, None, None]
+
+
+class TextClassifier(nn.Module):
+    """Embedding (frozen) -> recurrent layer (frozen) -> last step -> Linear (trainable)."""
+
+    def __init__(self, recurrent: nn.Module, read, features: int, time_major: bool = False):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, 5, padding_idx=0)
+        self.recurrent = recurrent
+        self.read = read
+        self.time_major = time_major
+        self.head = nn.Linear(features, 3)
+
+    def forward(self, tokens):
+        x = self.embed(tokens)
+        if self.time_major:
+            x = x.transpose(0, 1)
+        return self.head(self.read(self.recurrent(x)))
+
+
+TEXT_CASES = {
+    "lstm_last_step": lambda: TextClassifier(
+        nn.LSTM(5, 4, batch_first=True), lambda r: r[0][:, -1], 4
+    ),
+    "lstm_two_layers_h_n": lambda: TextClassifier(
+        nn.LSTM(5, 4, num_layers=2, batch_first=True), lambda r: r[1][0][-1], 4
+    ),
+    "lstm_time_major_no_bias": lambda: TextClassifier(
+        nn.LSTM(5, 6, bias=False), lambda r: r[0][-1], 6, time_major=True
+    ),
+}
+
+
+def text_predicts_like_torch(model: nn.Module, tmp_path) -> None:
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for parameter in model.head.parameters():
+        parameter.requires_grad_(True)
+    model.eval()
+    tokens = torch.randint(0, VOCAB, (5, TOKENS), generator=torch.Generator().manual_seed(4))
+    path = tmp_path / "text.mlmodel"
+    report = export_torch(
+        model, tokens[:1], path, loss=nn.CrossEntropyLoss(), class_labels=["a", "b", "c"]
+    )
+    assert report.trainable == ["head"]
+    runtime = load(path)
+    want = torch.softmax(model(tokens), 1).detach().numpy()
+    out = runtime.predict({"tokens": token_layout(tokens)})
+    rows = out[runtime.description.predictedProbabilitiesName]
+    got = np.array([[row[k] for k in "abc"] for row in rows])
+    assert np.abs(got - want).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("case", sorted(TEXT_CASES))
+def test_text_models_predict_like_torch(case, tmp_path):
+    torch.manual_seed(5)
+    text_predicts_like_torch(TEXT_CASES[case](), tmp_path)
+
+
+# -- refusals -------------------------------------------------------------------------------
+
+
+def test_a_trainable_lstm_is_refused_with_the_reason(tmp_path):
+    model = TEXT_CASES["lstm_last_step"]().eval()
+    with pytest.raises(NotUpdatableError, match=r"two biases .* freeze the LSTM"):
+        export_torch(
+            model,
+            torch.randint(0, VOCAB, (1, TOKENS)),
+            tmp_path / "m.mlmodel",
+            loss=nn.CrossEntropyLoss(),
+            class_labels=["a", "b", "c"],
+            trainable=["recurrent", "head"],
+        )
+
+
+class Recurrent(nn.Module):
+    def __init__(self, lstm: nn.LSTM, read) -> None:
+        super().__init__()
+        self.lstm = lstm
+        self.read = read
+
+    def forward(self, x):
+        return self.read(self.lstm(x))
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (Recurrent(nn.LSTM(3, 4), lambda r: r[0][-1]), "transpose\\(0, 1\\) a batch-first"),
+        (Recurrent(nn.LSTM(3, 4, batch_first=True), lambda r: r[1][1][-1]), "cell state c_n"),
+        (Recurrent(nn.LSTM(3, 4, batch_first=True), lambda r: r[0][:, 0]), "only the\nlast"),
+        (
+            Recurrent(nn.LSTM(3, 4, batch_first=True, bidirectional=True), lambda r: r[0][:, -1]),
+            "bidirectional",
+        ),
+    ],
+)
+def test_recurrent_forms_that_cannot_be_carried_are_refused(model, message, tmp_path):
+    with pytest.raises(UnsupportedError, match=message.replace("\n", " ")):
+        export_torch(model.eval(), torch.randn(1, 5, 3), tmp_path / "m.mlmodel", loss=nn.MSELoss())
+
+
+def test_a_conv1d_on_a_sequence_is_refused_with_the_fix(tmp_path):
+    class Wrong(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(10, 4)
+            self.conv = nn.Conv1d(7, 2, 1)
+
+        def forward(self, tokens):
+            return self.conv(self.embed(tokens)).flatten(1)
+
+    with pytest.raises(UnsupportedError, match="transposed to"):
+        export_torch(
+            Wrong(), torch.randint(0, 10, (1, 7)), tmp_path / "m.mlmodel", loss=nn.MSELoss()
+        )

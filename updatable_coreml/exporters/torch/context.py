@@ -54,6 +54,11 @@ class Translation:
     #: fx node name -> (array, fqn) for weights rearranged in the graph (a decomposed
     #: program computes ``linear`` as ``addmm(bias, x, permute(weight))``)
     derived: dict[str, tuple[np.ndarray, str]] = field(default_factory=dict)
+    #: fx node name -> how a sequence tensor stands for torch's: time-major (L, N, C), a
+    #: recurrent output that is only its last step, an LSTM's h_n (converters/sequence.py)
+    layouts: dict[str, str] = field(default_factory=dict)
+    #: IR node name -> why it must stay frozen although Core ML can update its layer type
+    frozen_only: dict[str, str] = field(default_factory=dict)
 
     # reading ------------------------------------------------------------------------------
 

@@ -87,6 +87,14 @@ def mark_trainable(state: Translation, names: set[str], refusals: Refusals) -> N
         flags = {role: fqn in names for role, fqn in params.items()}
         if not any(flags.values()):
             continue
+        if node.name in state.frozen_only:
+            refusals.refuse(
+                f"{where(state.origin[node.name])} has parameters that train, but "
+                f"{state.frozen_only[node.name]}",
+                "kept frozen",
+                NotUpdatableError,
+            )
+            continue
         if node.op not in UPDATABLE_OPS:
             refusals.refuse(
                 f"{where(state.origin[node.name])} has parameters that train, but Core "

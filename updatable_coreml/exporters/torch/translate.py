@@ -111,8 +111,10 @@ def arguments(fx: Any) -> dict[str, Any]:
 
 def _getitem(state: Translation, fx: Any) -> None:
     """Element 0 of a multi-output op (batch norm, dropout) is its result; the rest are
-    statistics/masks nothing downstream may use."""
+    statistics/masks nothing downstream may use, unless the op's converter mapped them."""
     source, index = fx.args
+    if fx.name in state.tensors or not fx.users:
+        return  # mapped by its multi-output op's converter (LSTM states), or read by nothing
     if index != 0 or source.name not in state.tensors:
         raise UnsupportedError(
             f"output {index} of {source.name} in {where(fx)} is used; only "

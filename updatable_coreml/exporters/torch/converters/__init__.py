@@ -4,4 +4,4 @@ and writes IR nodes through ``state.emit``."""
 
 from __future__ import annotations
 
-from . import activations, conv1d, elementwise, pooling, shape, weights  # noqa: F401
+from . import activations, conv1d, elementwise, pooling, sequence, shape, weights  # noqa: F401

@@ -16,6 +16,7 @@ from ..context import (
     full_shape,
     where,
 )
+from .sequence import transpose_activation
 
 
 @converter("linear")
@@ -41,13 +42,12 @@ def _is_weight(state: Translation, arg: Any) -> bool:
 
 @converter("permute", "t", "transpose", "numpy_T")
 def _permute_weight(state: Translation, fx: Any, a: dict) -> None:
-    """A transposed weight (decomposed ``linear``); activations are never permuted."""
+    """A transposed weight (decomposed ``linear``); an activation's transpose is a sequence's
+    (``converters/sequence.py``)."""
     source = fx.args[0]
     if not _is_weight(state, source):
-        raise UnsupportedError(
-            f"{_op_name(fx)} of an activation in {where(fx)}: Core ML layers "
-            "keep the channel-first layout; permuting axes is not supported"
-        )
+        transpose_activation(state, fx, a)
+        return
     array, fqn = state.weight(source)
     axes = list(range(array.ndim))[::-1]
     if _op_name(fx) == "permute":

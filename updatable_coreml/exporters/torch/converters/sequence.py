@@ -1,0 +1,260 @@
+"""Sequences: ``Embedding``, ``LSTM``, and taking a sequence's last step.
+
+A torch ``(N, L, C)`` sequence is the IR's ``(Seq, C)``, which Core ML carries on the Seq axis
+of its rank-5 blobs. A time-major ``(L, N, C)`` sequence (``batch_first=False``, reached by
+``transpose(0, 1)``) is the same IR tensor; ``Translation.layouts`` remembers which axis is
+torch's batch so that ``select`` and the next recurrent layer read it right. The model input
+must stay batch-first: the batch is axis 0 of every exported input.
+
+Recurrent layers start from zero state, as a Core ML prediction does: an initial state other
+than torch's default zeros is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ....errors import UnsupportedError
+from ....passes import infer_shapes
+from ..context import Translation, _op_name, converter, full_shape, where
+
+#: torch's recurrent ops (aten names) whose zero initial states export writes with ``zeros``.
+RECURRENT = ("lstm",)
+TIME_MAJOR = "time_major"
+FINAL_H = "final_h"
+#: ``LAST_STEP + str(axis)``: a recurrent output of which only the last step (on torch axis
+#: ``axis``) is read, so the layer returns just that step.
+LAST_STEP = "last_step:"
+#: Core ML's LSTM activations that are torch's fixed ones (the IR's activation attrs).
+SIGMOID, TANH = {"kind": "sigmoid"}, {"kind": "tanh"}
+
+
+def _users_are(fx: Any, *ops: str) -> bool:
+    return bool(fx.users) and all(
+        user.op == "call_function" and _op_name(user) in ops for user in fx.users
+    )
+
+
+def _ir_shape(state: Translation, name: str) -> tuple[int, ...]:
+    return tuple(infer_shapes(state.graph)[name])
+
+
+@converter("zeros")
+def _zeros(state: Translation, fx: Any, a: dict) -> None:
+    """Zeros that only serve as a recurrent layer's initial state compute nothing: Core ML's
+    recurrent layers start from zero state. Any other use is a constant Core ML cannot take."""
+    if not _users_are(fx, *RECURRENT):
+        raise UnsupportedError(
+            f"a tensor of zeros in {where(fx)} is used as a value; only a recurrent "
+            "layer's initial state may be zeros"
+        )
+
+
+def token_input(state: Translation, arg: Any, fx: Any, what: str) -> str:
+    """The model input of token ids ``(N, L)`` an embedding reads, declared ``(L, 1)``: a
+    sequence of one-value steps, as Core ML's classic ``embedding`` wants them."""
+    name = state.tensor(arg)
+    spec = next((s for s in state.graph.inputs if s.name == name), None)
+    if spec is None or len(spec.shape) not in (1, 2) or spec.shape[1:] not in ((), (1,)):
+        raise UnsupportedError(
+            f"{what} in {where(fx)} must read a model input of token ids shaped (N, L), "
+            f"not a computed tensor or a {len(full_shape(arg))}-D input"
+        )
+    if len(spec.shape) == 1 and any(name in node.inputs for node in state.graph.nodes):
+        raise UnsupportedError(
+            f"{what} in {where(fx)}: the token ids {name!r} are also read by another layer"
+        )
+    spec.shape = (spec.shape[0], 1)
+    return name
+
+
+@converter("embedding")
+def _embedding(state: Translation, fx: Any, a: dict) -> None:
+    """A lookup table as Core ML's classic ``embedding`` (frozen: it is not a layer type Core
+    ML updates). ``padding_idx`` only changes training in torch, so the lookup is exact."""
+    ids = token_input(state, a["indices"], fx, "Embedding")
+    state.emit(fx, "embedding", [ids], weights={"weight": state.weight(a["weight"])})
+
+
+# -- LSTM ----------------------------------------------------------------------------------
+
+
+def _sequence_input(state: Translation, arg: Any, fx: Any, batch_first: bool) -> str:
+    """The IR ``(Seq, C)`` tensor a recurrent layer reads, checked against torch's layout."""
+    name = state.tensor(arg)
+    time_major = state.layouts.get(arg.name) == TIME_MAJOR
+    if batch_first and time_major:
+        raise UnsupportedError(
+            f"recurrent layer in {where(fx)} has batch_first=True but reads a time-major "
+            "(L, N, C) tensor; transpose it back or set batch_first=False"
+        )
+    if not batch_first and not time_major:
+        raise UnsupportedError(
+            f"recurrent layer in {where(fx)} has batch_first=False, so it reads (L, N, C), "
+            "but its input has the batch first: exported inputs keep the batch on axis 0. "
+            "Use batch_first=True, or transpose(0, 1) a batch-first tensor inside forward()"
+        )
+    shape = full_shape(arg)
+    steps, features = (shape[1], shape[2]) if batch_first else (shape[0], shape[2])
+    if _ir_shape(state, name) != (steps, features):
+        raise UnsupportedError(
+            f"recurrent layer in {where(fx)} reads a tensor the exporter holds as "
+            f"{_ir_shape(state, name)}, not {steps} steps of {features} features"
+        )
+    return name
+
+
+def _zero_state(fx: Any, hx: Any) -> None:
+    states = hx if isinstance(hx, (list, tuple)) else [hx]
+    for value in states:
+        if value is not None and _op_name(value) != "zeros":
+            raise UnsupportedError(
+                f"recurrent layer in {where(fx)} starts from a given state; a Core ML "
+                "prediction starts from zero state: call it without (h0, c0)"
+            )
+
+
+def _needs_sequence(fx: Any, batch_first: bool) -> bool:
+    """Whether anything reads more of the output sequence than its last step."""
+    outputs = [user for user in fx.users if user.args[1] == 0]
+    step_axis = 1 if batch_first else 0
+    return any(
+        not (
+            user.op == "call_function"
+            and _op_name(user) == "select"
+            and int(user.args[1]) == step_axis
+            and int(user.args[2]) in (-1, full_shape(user.args[0])[step_axis] - 1)
+        )
+        for out in outputs
+        for user in out.users
+    )
+
+
+@converter("lstm")
+def _lstm(state: Translation, fx: Any, a: dict) -> None:
+    """``nn.LSTM`` (1 or more layers, batch_first either way, unidirectional): one Core ML
+    ``uniDirectionalLSTM`` per layer. torch's gate order i, f, g, o is the IR's; its two
+    biases add up to Core ML's one. When only the last step is read (``out[:, -1]`` or
+    ``h_n[-1]``), the last layer returns only its last step, as Core ML's LSTM can."""
+    if a["bidirectional"]:
+        raise UnsupportedError(
+            f"bidirectional LSTM in {where(fx)} is not supported by the torch exporter yet"
+        )
+    batch_first = bool(a["batch_first"])
+    x = _sequence_input(state, a["input"], fx, batch_first)
+    _zero_state(fx, a["hx"])
+    layers, has_biases = int(a["num_layers"]), bool(a["has_biases"])
+    params = list(a["params"])
+    per_layer = 4 if has_biases else 2
+    if len(params) != layers * per_layer:
+        raise UnsupportedError(
+            f"LSTM in {where(fx)} has {len(params)} weight tensors, expected "
+            f"{layers * per_layer} (proj_size is not supported)"
+        )
+    sequence = _needs_sequence(fx, batch_first)
+    node = None
+    for layer in range(layers):
+        chunk = [state.weight(p) for p in params[layer * per_layer : (layer + 1) * per_layer]]
+        (w_ih, ih_fqn), (w_hh, hh_fqn) = chunk[:2]
+        weights: dict[str, tuple[Any, str]] = {"W_ih": (w_ih, ih_fqn), "W_hh": (w_hh, hh_fqn)}
+        if has_biases:
+            weights["bias"] = (np.asarray(chunk[2][0] + chunk[3][0], np.float32), "")
+        node = state.emit(
+            fx,
+            "lstm",
+            [x],
+            attrs={
+                "hidden": int(w_hh.shape[1]),
+                "return_sequences": sequence or layer < layers - 1,
+                "activation": TANH,
+                "recurrent_activation": SIGMOID,
+            },
+            weights=weights,
+            suffix="" if layers == 1 else f".l{layer}",
+        )
+        state.node_params[node.name] = {
+            role: fqn for role, (_, fqn) in zip(("W_ih", "W_hh", "b_ih", "b_hh"), chunk)
+        }
+        state.frozen_only[node.name] = (
+            "torch trains an LSTM's two biases (b_ih, b_hh) separately while Core ML's LSTM "
+            "has one; freeze the LSTM (requires_grad_(False)) and train the layers after it"
+        )
+        x = node.outputs[0]
+    assert node is not None
+    _map_results(state, fx, node.outputs[0], sequence, batch_first, layers)
+
+
+def _map_results(
+    state: Translation, fx: Any, last: str, sequence: bool, batch_first: bool, layers: int
+) -> None:
+    """Map the ``getitem`` results of a recurrent op: the output (a sequence, or the last
+    step when only that is read) and ``h_n``, of which only the last layer's entry is
+    available (it is the last step of the output); ``c_n`` cannot be read."""
+    for user in list(fx.users):
+        index = int(user.args[1])
+        if index == 0:
+            state.tensors[user.name] = last
+            if not sequence:
+                state.layouts[user.name] = f"{LAST_STEP}{1 if batch_first else 0}"
+            elif not batch_first:
+                state.layouts[user.name] = TIME_MAJOR
+        elif index == 1 and user.users:
+            if sequence or not _users_are(user, "select"):
+                raise UnsupportedError(
+                    f"h_n of the recurrent layer in {where(fx)} is read in a way the export "
+                    "cannot carry; read only the last layer's final state, h_n[-1] (or the "
+                    "output's last step)"
+                )
+            state.tensors[user.name] = last
+            state.layouts[user.name] = FINAL_H
+        elif user.users:
+            raise UnsupportedError(
+                f"the cell state c_n of the LSTM in {where(fx)} is read; Core ML's LSTM "
+                "output carries only h: read the output or h_n[-1]"
+            )
+
+
+@converter("select")
+def _select(state: Translation, fx: Any, a: dict) -> None:
+    """The last step of a recurrent layer's output (``out[:, -1]``, time-major ``out[-1]``)
+    or the last layer's final state (``h_n[-1]``): what the recurrent converter already made
+    the layer return. Any other index is refused."""
+    source, dim, index = a["self"], int(a["dim"]), int(a["index"])
+    layout = state.layouts.get(source.name, "")
+    axis = full_shape(source)[dim]
+    last = index in (-1, axis - 1)
+    if last and ((layout == FINAL_H and dim == 0) or (layout == f"{LAST_STEP}{dim}")):
+        state.alias(fx, source)
+        return
+    raise UnsupportedError(
+        f"select (index {index} of axis {dim}) in {where(fx)} is not supported: only the "
+        "last step of a recurrent layer's output, or h_n[-1], can be taken"
+    )
+
+
+def transpose_activation(state: Translation, fx: Any, a: dict) -> None:
+    """``transpose(0, 1)`` (``permute(1, 0, 2)``) of a rank-3 sequence switches between
+    batch-first (N, L, C) and time-major (L, N, C): the same IR tensor, its layout noted.
+    Other transposes of activations are refused (Core ML keeps channel-first layouts)."""
+    source = fx.args[0]
+    rank = len(full_shape(source))
+    op = _op_name(fx)
+    if op == "transpose":
+        pair = sorted((int(a["dim0"]) % rank, int(a["dim1"]) % rank))
+        axes = list(range(rank))
+        axes[pair[0]], axes[pair[1]] = pair[1], pair[0]
+    elif op == "permute":
+        axes = [int(d) % rank for d in a["dims"]]
+    else:
+        axes = list(range(rank))[::-1]
+    if rank == 3 and axes == [1, 0, 2] and len(_ir_shape(state, state.tensor(source))) == 2:
+        state.alias(fx, source)
+        if state.layouts.get(source.name) != TIME_MAJOR:
+            state.layouts[fx.name] = TIME_MAJOR
+        return
+    raise UnsupportedError(
+        f"{op} of an activation in {where(fx)}: Core ML layers keep the channel-first "
+        "layout; only transpose(0, 1) of a sequence (batch-first <-> time-major) is supported"
+    )
