@@ -329,6 +329,24 @@ def onnx_files(root: Path) -> None:
     (root / "junk.onnx").write_bytes(b"\x08\x07junk\xff\xff")
 
 
+def softmax_nd_over_batch_axis():
+    """What ct.convert writes (N-d semantics, rank-2 blobs, a final softmaxND), but the
+    softmax runs over axis 0, not over the classes: make-updatable cannot turn it into the
+    classic softmax Core ML's cross-entropy needs."""
+    from coremltools.models import datatypes
+    from coremltools.models.neural_network import NeuralNetworkBuilder
+
+    b = NeuralNetworkBuilder(
+        [("x", datatypes.Array(1, 4))],
+        [("probs", datatypes.Array(1, 3))],
+        disable_rank5_shape_mapping=True,
+    )
+    w = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    b.add_inner_product("fc", w, None, 4, 3, False, "x", "logits")
+    b.add_softmax_nd("softmax", "logits", "probs", axis=0)
+    return b.spec
+
+
 # -- everything --------------------------------------------------------------------------------
 
 
@@ -343,6 +361,7 @@ def build_corpus(root: Path, marker: Path) -> Path:
     )
     _write(root / "image_classifier.mlmodel", image_classifier().SerializeToString())
     _write(root / "program.mlmodel", ml_program().SerializeToString())
+    _write(root / "softmax_nd.mlmodel", softmax_nd_over_batch_axis().SerializeToString())
     _write(root / "mlp.mlmodel", mlp_regressor().SerializeToString())
     _write(root / "quantized.mlmodel", quantized_head().SerializeToString())
     _write(root / "huge_input.mlmodel", huge_input().SerializeToString())

@@ -266,6 +266,13 @@ CASES = [
         "convert_to='neuralnetwork'",
     ),
     cli(
+        "make-updatable-softmax-nd-over-batch-axis",
+        "make-updatable {d}/softmax_nd.mlmodel -o {o}/m.mlmodel --trainable fc",
+        "'softmax'",
+        "softmaxND over axis 0",
+        "class axis",
+    ),
+    cli(
         "make-updatable-activation-layer",
         "make-updatable {d}/plain.mlmodel -o {o}/m.mlmodel --trainable relu10",
         "relu10",

@@ -13,6 +13,7 @@ import numpy as np
 from .coreml_rules import UPDATABLE_LAYER_TYPES as COREML_UPDATABLE_TYPES
 from .errors import ConfigError, NotUpdatableError
 from .options import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, as_list
+from .rewrites import classic_softmax_for_loss, matmul_as_inner_product
 from .spec_io import ML_PROGRAM_FIX, Spec, SpecLike, load_spec, neural_network, save_spec
 from .training import SGD, Adam, Loss, Optimizer, TrainingConfig, apply_training_config
 from .validator import validate
@@ -51,11 +52,16 @@ def make_updatable(
     label_prefix: str = "user",
     reinit: bool = False,
     reinit_seed: int = 0,
+    changes: Optional[list[str]] = None,
 ) -> Spec:
     """Return an updatable copy of ``model``; write it to ``output`` (atomically) if given.
 
     Raises ``NotUpdatableError`` naming the layer when a chosen layer cannot be updated or
     cannot be reached by backpropagation (e.g. a concat between it and the loss).
+    Models from ``ct.convert`` are rewritten where Core ML needs it (``rewrites``): a chosen
+    ``batchedMatmul`` dense layer becomes an ``innerProduct``, and with a cross-entropy loss
+    a final ``softmaxND`` becomes a classic softmax. These edits are appended to ``changes``
+    when a list is given, one sentence each.
     """
     source = load_spec(model)
     spec = type(source)()
@@ -69,7 +75,16 @@ def make_updatable(
     layers = as_list(layers, "layers") or []  # "fc" is one layer, not two named "f" and "c"
     if not layers:
         raise ConfigError("choose at least one layer to train (--layers NAME ...)")
+    names = {layer.name for layer in nn.layers}
+    done = [line for name in layers if name in names for line in matmul_as_inner_product(nn, name)]
     by_name = {layer.name: layer for layer in nn.layers}
+    for name in layers:
+        _updatable_layer(by_name, name)
+    if loss == "cce":
+        done += classic_softmax_for_loss(spec, nn, loss_input, layers)
+        by_name = {layer.name: layer for layer in nn.layers}  # the layer list may be rebuilt
+    if changes is not None:
+        changes.extend(done)
     chosen = [_updatable_layer(by_name, name) for name in layers]
     if expand_classes is not None:
         _expand_head(spec, nn, expand_classes, label_prefix, reinit, reinit_seed)

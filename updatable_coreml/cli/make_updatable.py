@@ -148,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         if expand is not None:
             raise ConfigError("give --extra-class-slots only (--expand-classes is its old form)")
         expand = total_classes(args.model, args.extra_class_slots)
+    changes: list[str] = []
     make_updatable(
         args.model,
         args.output,
@@ -169,7 +170,10 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         expand_classes=expand,
         reinit=args.reinit,
+        changes=changes,
     )
     if not args.quiet:
+        for change in changes:
+            print(f"changed: {change}")
         print(inspect(args.output).text())
     return EXIT_OK

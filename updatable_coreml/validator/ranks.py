@@ -72,9 +72,11 @@ SAME_RANK: frozenset[str] = frozenset(
         "constantPad",
     }
 )
-#: Elementwise layers: the output rank is the largest input rank.
+#: Elementwise layers: the output rank is the largest input rank; batchedMatmul too (one
+#: input: the input's rank; two: the larger rank, NeuralNetwork.proto BatchedMatMulLayerParams).
 BROADCASTING: frozenset[str] = frozenset(
     {
+        "batchedMatmul",
         "add",
         "multiply",
         "average",
