@@ -319,3 +319,75 @@ def test_crop_resize_and_nms_in_models_built_by_coremltools():
     )
     np.testing.assert_array_equal(got["indices"], [[1, 2, -1]])
     np.testing.assert_array_equal(got["count"], [2])
+
+
+# -- through coremltools' TensorFlow converter: parity with the source framework ----------------
+
+
+def tf_converted(fn):
+    """``fn`` (a ``tf.function`` with an input signature) converted by coremltools to a
+    NeuralNetwork and loaded by our runtime."""
+    import coremltools as ct
+
+    spec = ct.convert(
+        [fn.get_concrete_function()], source="tensorflow", convert_to="neuralnetwork"
+    ).get_spec()
+    return spec, load(spec)
+
+
+def test_tensorflow_crop_and_resize_through_coremltools():
+    """coremltools writes ``crop_and_resize`` as cropResize with ALIGN_ENDPOINTS_MODE and
+    normalized coordinates; boxes partly outside the image take TensorFlow's extrapolation
+    value 0, and a 1-pixel crop samples the box centre. (A batch of two images fails
+    inside coremltools 9.0's converter, so one image.)"""
+    tf = pytest.importorskip("tensorflow")
+    boxes = np.asarray(
+        [[0.1, 0.2, 0.8, 0.9], [0.0, 0.0, 1.0, 1.0], [0.3, 0.5, 0.35, 0.9], [-0.2, 0.4, 0.6, 1.3]],
+        dtype=np.float32,
+    )
+    x = RNG.normal(size=(1, 7, 9, 3)).astype(np.float32)
+    for size in [(4, 5), (1, 1)]:
+
+        @tf.function(input_signature=[tf.TensorSpec(x.shape, tf.float32)])
+        def crop_and_resize(image):
+            return tf.image.crop_and_resize(image, boxes, [0, 0, 0, 0], size)  # noqa: B023
+
+        spec, model = tf_converted(crop_and_resize)
+        assert "cropResize" in [layer.WhichOneof("layer") for layer in spec.neuralNetwork.layers]
+        (name,), (out,) = spec.description.input, spec.description.output
+        got = model.predict({name.name: x})[out.name]
+        want = crop_and_resize(x).numpy()
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tensorflow_non_max_suppression_through_coremltools(seed):
+    """coremltools writes ``tf.image.non_max_suppression`` (corner boxes) as the NMS layer
+    behind a conversion to centre-size boxes; the kept boxes and their order match."""
+    tf = pytest.importorskip("tensorflow")
+    rng = np.random.default_rng(seed)
+    n = 24
+    centres, sizes = rng.uniform(0, 10, (n, 2)), rng.uniform(1, 5, (n, 2))
+    boxes = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1).astype(np.float32)
+    scores = rng.uniform(0, 1, n).astype(np.float32)
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([n, 4], tf.float32), tf.TensorSpec([n], tf.float32)]
+    )
+    def kept_boxes(boxes, scores):
+        kept = tf.image.non_max_suppression(
+            boxes, scores, max_output_size=8, iou_threshold=0.3, score_threshold=0.25
+        )
+        return tf.gather(boxes, kept)
+
+    spec, model = tf_converted(kept_boxes)
+    assert "NonMaximumSuppression" in [
+        layer.WhichOneof("layer") for layer in spec.neuralNetwork.layers
+    ]
+    names = [feature.name for feature in spec.description.input]
+    (out,) = spec.description.output
+    got = model.predict(dict(zip(names, [boxes, scores])))[out.name]
+    want = kept_boxes(boxes, scores).numpy()
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
