@@ -229,8 +229,8 @@ ERROR_CAUSES = {
         "file, so a crafted `.pt2` runs code",
     ],
     "RuntimeLayerError": [
-        "the reference runtime cannot run a layer type, or a layer's parameters do not fit its "
-        "inputs (named)",
+        "a layer's parameters do not fit its inputs (named), or a `custom` layer's class has "
+        "no Python implementation registered (`register_custom_layer`, see runtime.md)",
         "a layer would make a blob beyond the runtime's size budget, or runs out of memory",
         "an output, a classifier's probabilities or a pipeline feature no layer produces",
     ],
