@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -341,4 +342,79 @@ def test_bad_csv_is_one_line_and_exit_2(files, tmp_path):
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2, (name, result.stderr)
         assert len(lines) == 1 and expected in lines[0], (name, result.stderr)
+        assert not (tmp_path / "out").exists()
+
+
+# -- replay against forgetting ---------------------------------------------------------------
+
+REPLAY = Grid(
+    lrs=(0.1,),
+    epochs=(20,),
+    batches=(4,),
+    trainable=("all",),
+    ks=(1,),
+    weightings=("uniform",),
+    replays=(0, 20),
+)
+
+
+def test_replay_is_deterministic_and_keeps_the_other_classes(files, tmp_path):
+    serial = _plan(files, tmp_path / "a", n_jobs=1, grid=REPLAY)
+    assert serial.rows == _plan(files, tmp_path / "b", n_jobs=2, backend="loky", grid=REPLAY).rows
+    data = json.loads((tmp_path / "a" / "plan.json").read_text())
+    assert data["replay_store"] == 20 and data["shared_examples"] == 120 - 20
+    rest = {}
+    for line in serial.table:
+        rest.setdefault((line["kind"], line["replay"]), []).append(line["rest_accuracy_mean"])
+    # users teach digits 0-4 only: without replay the head forgets 5-9, the k-NN never had them
+    for kind in ("head", "knn"):
+        assert np.mean(rest[(kind, 20)]) > np.mean(rest[(kind, 0)]) + 0.1, rest
+    # the store only changes the runs that replay: the others score the users as without it
+    plain = _plan(files, tmp_path / "c", n_jobs=1, grid=replace(REPLAY, replays=(0,)))
+
+    def user_scores(result, replay):
+        names = {i: c.name for i, c in enumerate(result.candidates) if c.replay == replay}
+        return sorted(
+            (names[r["candidate"]], r["user"], r["shots"], r["user_accuracy"])
+            for r in result.rows
+            if r["candidate"] in names
+        )
+
+    assert user_scores(plain, 0) == user_scores(serial, 0)
+
+
+def test_replay_recommendation_ships_its_store_and_simulates_to_the_table(files, tmp_path):
+    grid = replace(REPLAY, ks=(), replays=(20,))
+    out = tmp_path / "best.mlmodel"
+    result = _plan(files, tmp_path / "p", n_jobs=1, grid=grid, max_forgetting=0.0, write=out)
+    assert result.recommendation["setup"]["replay"] == 20
+    assert any("stored examples" in reason for reason in result.recommendation["reasons"])
+    with np.load(result.files["replay"]) as store:
+        assert store["x"].shape == (20, 64) and len(set(store["y"].tolist())) == 10
+    assert is_valid(validate(out)) and result.verification["max_difference"] == 0.0
+
+
+def test_bad_replay_is_one_line_and_exit_2(files, tmp_path):
+    for value, expected in (
+        ("0,x", "--replay: expected a comma list of ints"),
+        ("500", "replay 500 needs more than 500 shared examples (it has 120)"),
+    ):
+        result = _cli(
+            files["model"],
+            "--data",
+            files["users"],
+            "--shared",
+            files["shared"],
+            "--replay",
+            value,
+            "--no-plots",
+            "-j",
+            "1",
+            "-o",
+            tmp_path / "out",
+            cwd=tmp_path,
+        )
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, result.stderr
+        assert len(lines) == 1 and expected in lines[0], result.stderr
         assert not (tmp_path / "out").exists()

@@ -131,6 +131,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="k-NN vote weightings to try",
     )
     p.add_argument(
+        "--replay",
+        type=_numbers(int, "--replay"),
+        metavar="N,N,...",
+        help="stored examples of the known classes mixed into every update, to try against "
+        "forgetting (taken out of the shared set; default 0: none)",
+    )
+    p.add_argument(
         "--assumptions",
         default="default",
         metavar="PRESET",
@@ -186,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
                 ("trainable", args.trainable),
                 ("ks", args.k),
                 ("weightings", args.weighting),
+                ("replays", args.replay),
             )
             if value is not None
         }

@@ -25,7 +25,16 @@ from .candidates import Candidate, Grid, candidates
 from .report import recommend, summarize, text, write_csv, write_json, write_plot
 from .run import Job, build_heads, run_jobs, single_input
 from .tables import Columns, load_csv
-from .users import Dataset, load_npz, load_users_dir, load_users_npz, make_users, split_shared
+from .users import (
+    Dataset,
+    load_npz,
+    load_users_dir,
+    load_users_npz,
+    make_users,
+    split_replay,
+    split_shared,
+)
+from .write import write_model, write_npz
 
 PathLike = str | os.PathLike
 ALL = "all"  # every preset: says whether the recommendation depends on Core ML's unknowns
@@ -135,6 +144,7 @@ def _costs(candidate: Candidate, heads: dict, partial_batch: str):
     """``examples -> (update multiply-adds, prediction multiply-adds per example)``."""
 
     def cost(n: int) -> tuple[int, int]:
+        n += candidate.replay  # the stored examples train (and go through the prefix) too
         if candidate.kind == "knn":
             head = heads["last"]
             dims = int(np.prod(next(iter(head.features.values())).shape[1:]))
@@ -237,11 +247,13 @@ def plan(
     else:
         pool, owners, held = split_shared(pool, owners, shared_fraction, seed)
     sim_users = make_users(pool.y, owners, shots, seed)
+    grid = grid or Grid()
+    grid.check()
+    held, store = split_replay(held, max((int(r) for r in grid.replays), default=0), seed)
 
     updatable = [layer for layer in network.layers if layer.isUpdatable]
-    grid = grid or Grid()
     choices = ["all", "last"] if len(updatable) > 1 else ["all"]
-    heads = build_heads(model, np.concatenate([pool.x, held.x]), choices, assume)
+    heads = build_heads(model, np.concatenate([pool.x, held.x, store.x]), choices, assume)
     if "last" not in heads:
         heads["last"] = heads["all"]
     if grid.ks and len(heads["last"].frontier) != 1:
@@ -263,9 +275,14 @@ def plan(
     )
     found = candidates(grid, shipped, len(updatable))
 
-    n_pool = len(pool)
-    feats = {t: {b: v[:n_pool] for b, v in h.features.items()} for t, h in heads.items()}
-    shared_feats = {t: {b: v[n_pool:] for b, v in h.features.items()} for t, h in heads.items()}
+    parts = np.cumsum([len(pool), len(held)])
+
+    def rows_of(part: slice) -> dict:
+        return {t: {b: v[part] for b, v in h.features.items()} for t, h in heads.items()}
+
+    feats = rows_of(slice(0, parts[0]))
+    shared_feats = rows_of(slice(parts[0], parts[1]))
+    store_feats = rows_of(slice(parts[1], None))
 
     def make_jobs(assume: Any) -> list[Job]:
         jobs = []
@@ -284,6 +301,8 @@ def plan(
                         tuple(part),
                         label_name,
                         assume,
+                        store.y,
+                        store_feats,
                     )
                 )
         return jobs
@@ -319,11 +338,16 @@ def plan(
             heads,
             pool,
             held,
+            store,
             sim_users,
             rows,
             label_name,
             assume,
         )
+    chosen = found[choice["candidate"]]
+    if chosen.replay:  # what the app ships to mix into every update
+        stored = store.take(np.arange(chosen.replay))
+        result.files["replay"] = str(write_npz(stored, out / "replay.npz"))
     result.files["table"] = str(write_csv(table, out / "plan.csv"))
     if plots:
         result.files["plot"] = str(write_plot(table, found, choice["candidate"], out / "plan.png"))
@@ -335,6 +359,7 @@ def plan(
         "shots": [int(s) for s in shots],
         "users": [u.name for u in sim_users],
         "shared_examples": len(held),
+        "replay_store": len(store),
         "candidates": [c.to_dict() for c in found],
         "table": table,
         "runs": rows,
@@ -346,142 +371,3 @@ def plan(
     }
     result.files["json"] = str(write_json(summary, out / "plan.json"))
     return result
-
-
-# -- writing and checking the chosen model ----------------------------------------------------
-
-
-def _set_int(message, default: int, values: Sequence[int]) -> None:
-    message.defaultValue = int(default)
-    allowed = message.WhichOneof("AllowedValues")
-    if allowed:
-        message.ClearField(allowed)
-    message.set.values.extend(sorted({int(v) for v in values} | {int(default)}))
-
-
-def _set_float(message, default: float, low: float, high: float) -> None:
-    message.defaultValue = float(default)
-    allowed = message.WhichOneof("AllowedValues")
-    if allowed:
-        message.ClearField(allowed)
-    message.range.minValue = float(min(low, default))
-    message.range.maxValue = float(max(high, default))
-
-
-def head_model_spec(model_path: PathLike, candidate: Candidate, region: dict):
-    """The shipped spec with the chosen trainable layers, defaults and allowed ranges."""
-    from ..spec_io import load_spec, model_type, neural_network
-
-    spec = load_spec(model_path)
-    target = spec
-    if model_type(spec).startswith("pipeline"):
-        kind = model_type(spec)
-        pipeline = spec.pipeline if kind == "pipeline" else getattr(spec, kind).pipeline
-        target = pipeline.models[-1]
-    nn = neural_network(target)
-    if candidate.kind == "head":
-        if candidate.trainable == "last":
-            updatable = [layer for layer in nn.layers if layer.isUpdatable]
-            for layer in updatable[:-1]:
-                layer.isUpdatable = False
-        params = nn.updateParams
-        optimizer = getattr(params.optimizer, params.optimizer.WhichOneof("OptimizerType"))
-        _set_int(params.epochs, candidate.epochs or 1, region.get("epochs", []))
-        _set_int(optimizer.miniBatchSize, candidate.batch or 1, region.get("miniBatchSize", []))
-        low, high = region.get("learningRate", [candidate.lr, candidate.lr])
-        _set_float(optimizer.learningRate, candidate.lr or 0.0, low, high)
-    return spec
-
-
-def write_model(
-    model_path: PathLike,
-    path: PathLike,
-    candidate: Candidate,
-    choice: dict,
-    heads: dict,
-    pool: Dataset,
-    held: Dataset,
-    users: list,
-    rows: list[dict],
-    label_name: str,
-    assume: Any,
-) -> dict:
-    """Write the recommended model (validated, atomically) and check that the runtime,
-    training the *written file* on each user's examples, gives the reported accuracies."""
-    from ..spec_io import save_spec
-    from ..validator import is_valid, validate
-
-    region = choice["allowed"]
-    if candidate.kind == "knn":
-        from ..knn import export_knn
-
-        k_low, k_high = region.get("k", [candidate.k, candidate.k])
-        labels_int = pool.y.dtype.kind in "iu"
-        export_knn(
-            str(model_path),
-            path,
-            feature_layer=heads["last"].frontier[0],
-            k=candidate.k or 1,
-            k_range=(k_low, k_high),
-            weighting=candidate.weighting or "uniform",
-            labels="int" if labels_int else "string",
-            label_name=label_name,
-        )
-    else:
-        spec = head_model_spec(model_path, candidate, region)
-        findings = validate(spec)
-        if not is_valid(findings):
-            first = next(f for f in findings if f.severity == "error")
-            raise ModelFileError(
-                f"the recommended model would be invalid ({first}); nothing written"
-            )
-        save_spec(spec, path, not_same_as=model_path)
-    findings = validate(path)
-    if not is_valid(findings):  # export_knn validates too; this guards both paths
-        raise ModelFileError(f"{path}: the written model is invalid: {findings[0]}")
-    return verify(path, candidate, choice["candidate"], pool, held, users, rows, label_name, assume)
-
-
-def verify(
-    path: PathLike,
-    candidate: Candidate,
-    index: int,
-    pool: Dataset,
-    held: Dataset,
-    users: list,
-    rows: list[dict],
-    label_name: str,
-    assume: Any,
-) -> dict:
-    """Train the written model (its own defaults) on every user's draws and compare the
-    accuracies with the plan's rows for ``index``."""
-    from ..runtime import load
-
-    model = load(path)
-    input_name = model.description.input[0].name
-    reported = {(r["user"], r["shots"]): r for r in rows if r["candidate"] == index}
-    worst = 0.0
-    for user in users:
-        x, y = pool.x[user.index], pool.y[user.index]
-        rest = ~np.isin(held.y.astype(str), np.asarray(user.classes).astype(str))
-        for shots, drawn in sorted(user.draws.items()):
-            trained = model
-            if candidate.kind != "none":
-                trained = model.update(
-                    {input_name: x[drawn], label_name: y[drawn]}, assumptions=assume
-                ).model
-            mine = np.asarray(trained.predict({input_name: x[user.held_out]})[label_name])
-            got = [float(np.mean(mine.astype(str) == y[user.held_out].astype(str)))]
-            want = [reported[(user.name, shots)]["user_accuracy"]]
-            if rest.any():
-                theirs = np.asarray(trained.predict({input_name: held.x[rest]})[label_name])
-                got.append(float(np.mean(theirs.astype(str) == held.y[rest].astype(str))))
-                want.append(reported[(user.name, shots)]["rest_accuracy"])
-            worst = max(worst, max(abs(a - b) for a, b in zip(got, want, strict=True)))
-    if worst > 1e-9:
-        raise ModelFileError(
-            f"{path}: the written model simulates to accuracies up to {worst:.3g} "
-            "away from the plan's; the plan and the file disagree (a bug: "
-            "please report it)"
-        )
-    return {"path": str(path), "max_difference": worst, "runs": len(reported)}

@@ -1,12 +1,15 @@
 """The candidates a plan compares: the network head under a grid of update parameters, the
-updatable k-NN under a grid of ``k`` and weighting, the model as shipped, and no update."""
+updatable k-NN under a grid of ``k`` and weighting, the model as shipped, and no update.
+
+Each head and k-NN setup can also *replay*: the app ships ``replay`` stored examples of the
+classes the model already knows and mixes them into every user's update, the usual guard
+against a head forgetting those classes while it learns the user's (the demo's ``--replay``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from itertools import product
-from typing import Any
 
 from ..errors import ConfigError
 
@@ -28,15 +31,20 @@ class Candidate:
     k: int | None = None
     weighting: str | None = None
     shipped: bool = False
+    replay: int = 0  # stored examples of the known classes mixed into every update
 
     @property
     def name(self) -> str:
         if self.kind == "none":
             return "no update"
+        tail = f" replay={self.replay}" if self.replay else ""
         if self.kind == "knn":
-            return f"k-NN k={self.k} {self.weighting}"
+            return f"k-NN k={self.k} {self.weighting}{tail}"
         tag = "shipped defaults: " if self.shipped else ""
-        return f"{tag}head[{self.trainable}] lr={self.lr:g} epochs={self.epochs} batch={self.batch}"
+        return (
+            f"{tag}head[{self.trainable}] lr={self.lr:g} epochs={self.epochs} "
+            f"batch={self.batch}{tail}"
+        )
 
     def to_dict(self) -> dict:
         return {"name": self.name, **asdict(self)}
@@ -52,9 +60,11 @@ class Grid:
     trainable: Sequence[str] = ("all", "last")
     ks: Sequence[int] = (1, 3, 5)
     weightings: Sequence[str] = WEIGHTINGS
+    replays: Sequence[int] = (0,)
 
     def check(self) -> None:
         for name, values, ok in (
+            ("replays", self.replays, lambda v: int(v) == v and v >= 0),
             ("lrs", self.lrs, lambda v: v > 0),
             ("epochs", self.epochs, lambda v: int(v) == v and v >= 1),
             ("batches", self.batches, lambda v: int(v) == v and v >= 1),
@@ -64,7 +74,7 @@ class Grid:
             if bad:
                 raise ConfigError(
                     f"grid {name}: {bad[0]!r} is not allowed (positive numbers; "
-                    "epochs, batch sizes and k are integers)"
+                    "epochs, batch sizes and k are integers; replay counts may be 0)"
                 )
         for value in self.trainable:
             if value not in TRAINABLE:
@@ -82,10 +92,11 @@ def candidates(grid: Grid, shipped: Candidate, updatable_layers: int) -> list[Ca
     grid.check()
     trainable = [t for t in dict.fromkeys(grid.trainable) if t == "all" or updatable_layers > 1]
     found: list[Candidate] = [shipped, Candidate("none")]
-    for t, lr, epochs, batch in product(trainable, grid.lrs, grid.epochs, grid.batches):
-        found.append(Candidate("head", t, float(lr), int(epochs), int(batch)))
-    for k, weighting in product(grid.ks, grid.weightings):
-        found.append(Candidate("knn", "last", k=int(k), weighting=weighting))
+    replays = list(dict.fromkeys(int(r) for r in grid.replays)) or [0]
+    for r, t, lr, epochs, batch in product(replays, trainable, grid.lrs, grid.epochs, grid.batches):
+        found.append(Candidate("head", t, float(lr), int(epochs), int(batch), replay=r))
+    for r, k, weighting in product(replays, grid.ks, grid.weightings):
+        found.append(Candidate("knn", "last", k=int(k), weighting=weighting, replay=r))
     unique: list[Candidate] = []
     for candidate in found:
         same = [c for c in unique if _key(c) == _key(candidate)]
@@ -103,14 +114,5 @@ def _key(candidate: Candidate) -> tuple:
         candidate.batch,
         candidate.k,
         candidate.weighting,
+        candidate.replay,
     )
-
-
-def parse_grid(values: dict[str, Any]) -> Grid:
-    """A grid from keyword values (the CLI's comma lists), defaults for those not given."""
-    fields: dict[str, Any] = {}
-    for name, value in values.items():
-        if value is None:
-            continue
-        fields[name] = tuple(value)
-    return Grid(**fields)

@@ -127,11 +127,16 @@ def recommend(table: list[dict], candidates: list[Candidate], max_forgetting: fl
             f"(shipped defaults {rest[shipped] if rest[shipped] is not None else 0:.3f},"
             f" no update {rest[none]:.3f})"
         )
-        if chosen.kind == "knn":
+        if chosen.kind == "knn" and not chosen.replay:
             reasons.append(
                 "a k-NN shipped without examples only knows the classes the user "
-                "taught; seed it with examples of the other classes to keep them"
+                "taught; seed it with examples of the other classes (--replay) to keep them"
             )
+    if chosen.replay:
+        reasons.append(
+            f"the app ships {chosen.replay} stored examples of the classes the model "
+            "knows (replay.npz in the plan folder) and adds them to every update"
+        )
     if excluded:
         reasons.append(
             f"{len(excluded)} candidate(s) excluded: they lose more than "
@@ -148,6 +153,7 @@ def recommend(table: list[dict], candidates: list[Candidate], max_forgetting: fl
         if score[i] >= score[best] - GOOD_MARGIN
         and candidates[i].kind == chosen.kind
         and candidates[i].trainable == chosen.trainable
+        and candidates[i].replay == chosen.replay  # the app ships one store
     ]
     region = _region([candidates[i] for i in good])
     reasons.append(

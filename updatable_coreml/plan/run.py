@@ -215,6 +215,8 @@ class Job:
     candidates: tuple  # (index, Candidate)
     label_name: str
     assumptions: Any
+    replay_labels: np.ndarray  # the replay store's labels, in store order
+    replay_features: dict  # trainable -> {blob: (store size, ...)}
 
 
 _MODELS: dict = {}
@@ -269,12 +271,20 @@ def run_job(job: Job) -> list[dict]:
         shared = job.shared_features[trainable]
         for shots, drawn in sorted(user.draws.items()):
             train = {name: values[drawn] for name, values in feats.items()}
+            targets = job.labels[drawn]
+            if candidate.replay:  # the user's examples first, then the app's stored ones
+                stored = job.replay_features[trainable]
+                train = {
+                    name: np.concatenate([values, stored[name][: candidate.replay]])
+                    for name, values in train.items()
+                }
+                targets = np.concatenate([targets, job.replay_labels[: candidate.replay]])
             if candidate.kind == "knn":
                 ((name, values),) = train.items()
                 flat = values.reshape(len(values), -1)
                 integer = job.labels.dtype.kind in "iu"
                 model = _knn_model(name, flat.shape[1], candidate, integer, job.label_name)
-                model = model.update({name: flat, job.label_name: job.labels[drawn]}).model
+                model = model.update({name: flat, job.label_name: targets}).model
             else:
                 model = _model(job.heads[trainable])
                 if candidate.kind == "head":
@@ -283,7 +293,7 @@ def run_job(job: Job) -> list[dict]:
                         "learningRate": candidate.lr,
                         "miniBatchSize": candidate.batch,
                     }
-                    train[job.label_name] = job.labels[drawn]
+                    train[job.label_name] = targets
                     model = model.update(
                         train, parameters=parameters, assumptions=job.assumptions
                     ).model

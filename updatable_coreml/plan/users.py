@@ -140,6 +140,36 @@ def split_shared(
     return data.take(~shared), users[~shared], data.take(shared)
 
 
+def split_replay(held: Dataset, count: int, seed: int) -> tuple[Dataset, Dataset]:
+    """Set ``count`` examples of the shared set aside as the replay store (what an app would
+    ship in its bundle), class-balanced and seeded; the rest stays the shared held-out set.
+
+    The store is ordered round robin over the classes, so its first ``n`` examples are the
+    ``n``-example store: every replay count in a grid draws from one store, and no candidate
+    is scored on an example it trained on.
+    """
+    if count <= 0:
+        return held, held.take(np.zeros(0, dtype=np.int64))
+    if count >= len(held):
+        raise ConfigError(
+            f"replay {count} needs more than {count} shared examples (it has {len(held)}): "
+            "the store comes out of the shared set, which must keep examples to score on; "
+            "lower the replay count or give a larger --shared set"
+        )
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x4E9A]))
+    labels = held.y.astype(str)
+    queues = [list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)]
+    store: list[int] = []
+    while len(store) < count:
+        for queue in queues:
+            if queue and len(store) < count:
+                store.append(int(queue.pop(0)))
+    chosen = np.asarray(store)
+    keep = np.ones(len(held), bool)
+    keep[chosen] = False
+    return held.take(np.flatnonzero(keep)), held.take(chosen)
+
+
 def make_users(
     labels: np.ndarray, owners: np.ndarray, shots: Sequence[int], seed: int
 ) -> list[SimUser]:
