@@ -22,6 +22,7 @@ CASES = {
     "make_updatable_existing.py": lambda out: [str(out)],
     "simulate_personalization.py": lambda out: [str(out)],
     "plan_digits.py": lambda out: [str(out), "--quick"],
+    "plan_wine.py": lambda out: [str(out), "--quick"],
 }
 
 
