@@ -42,12 +42,12 @@ def token_classifier(lstm_trainable: bool) -> keras.Model:
 
 
 def sequence_regressor() -> keras.Model:
-    """Stacked LSTMs on float sequences, every activation Core ML's LSTM takes."""
+    """Stacked LSTMs on float sequences, every activation Core ML's LSTM takes from Keras."""
     model = keras.Sequential(
         [
             keras.Input((STEPS, 3)),
             L.LSTM(5, return_sequences=True, use_bias=False, name="lstm_1"),
-            L.LSTM(4, activation="sigmoid", recurrent_activation="hard_sigmoid", name="lstm_2"),
+            L.LSTM(4, activation="sigmoid", recurrent_activation="tanh", name="lstm_2"),
             L.Dense(2, activation="tanh", name="head"),
         ]
     )
@@ -254,7 +254,8 @@ def test_an_lstm_passes_gradients_to_a_trainable_lstm_before_it(tmp_path):
     [
         ({"stateful": True}, "zero state"),
         ({"go_backwards": True}, "reverse the sequence"),
-        ({"activation": "relu"}, "clips LSTM pre-activations"),
+        ({"activation": "relu"}, "clips recurrent .LSTM. pre-activations"),
+        ({"recurrent_activation": "hard_sigmoid"}, "only as 0.2 . x . 0.5"),
         ({"dropout": 0.2}, "Core ML has no dropout"),
     ],
 )
@@ -287,3 +288,145 @@ def test_masking_is_refused_and_dropout_becomes_a_warning_with_allow_unsupported
         export(model(True), tmp_path / "x.mlmodel", **options)
     report = export(model(False), tmp_path / "x.mlmodel", **options)
     assert any("recurrent_dropout=0.1" in w for w in report.warnings)
+
+
+# -- GRU, SimpleRNN, Bidirectional(LSTM): frozen recurrent layers (issue 14) -----------------
+
+
+def frozen(layers: list, inputs=(STEPS, 3), dtype="float32", seed: int = 6) -> keras.Model:
+    """A model whose recurrent layers are frozen and whose last layer (the head) trains."""
+    model = keras.Sequential([keras.Input(inputs, dtype=dtype), *layers])
+    for layer in model.layers[:-1]:
+        layer.trainable = False
+    return randomize(model, seed=seed, scale=0.6)
+
+
+RECURRENT_CASES = {
+    "gru_text": lambda: frozen(
+        [
+            L.Embedding(VOCAB, 5, name="embed"),
+            L.GRU(4, reset_after=False, return_sequences=True, name="gru_1"),
+            L.GRU(3, reset_after=False, activation="sigmoid", use_bias=False, name="gru_2"),
+            L.Dense(3, activation="softmax", name="head"),
+        ],
+        inputs=(STEPS,),
+        dtype="int32",
+    ),
+    "simple_rnn": lambda: frozen(
+        [
+            L.SimpleRNN(5, return_sequences=True, use_bias=False, name="rnn_1"),
+            L.SimpleRNN(4, activation="sigmoid", name="rnn_2"),
+            L.Dense(3, activation="softmax", name="head"),
+        ]
+    ),
+    "bidirectional_lstm_text": lambda: frozen(
+        [
+            L.Embedding(VOCAB, 5, name="embed"),
+            L.Bidirectional(L.LSTM(4, return_sequences=True), name="bi_1"),
+            L.Bidirectional(L.LSTM(3, recurrent_activation="tanh", use_bias=False), name="bi_2"),
+            L.Dense(3, activation="softmax", name="head"),
+        ],
+        inputs=(STEPS,),
+        dtype="int32",
+    ),
+}
+
+
+def _inputs(model, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keras inputs and their Core ML layout for ``model`` (token ids or float sequences)."""
+    rng = np.random.default_rng(seed)
+    if model.inputs[0].dtype == "int32":
+        x = rng.integers(0, VOCAB, (rows, STEPS))
+        return x, core_ml_layout(x).astype(np.float32)
+    x = rng.normal(size=(rows, STEPS, 3)).astype(np.float32)
+    return x, core_ml_layout(x)
+
+
+@pytest.mark.parametrize("case", sorted(RECURRENT_CASES))
+def test_frozen_recurrent_layers_predict_like_keras(case, tmp_path):
+    from updatable_coreml.validator import is_valid, validate
+
+    model = RECURRENT_CASES[case]()
+    path = tmp_path / "m.mlmodel"
+    report = export(
+        model, path, loss="sparse_categorical_crossentropy", class_labels=["a", "b", "c"]
+    )
+    assert report.trainable == ["head"]
+    x, core_ml = _inputs(model, 8, seed=7)
+    got = probabilities(path, core_ml)
+    assert np.abs(got - model.predict(x, verbose=0)).max() <= TOLERANCE
+    assert is_valid(validate(path))
+
+
+def test_a_frozen_sequence_output_comes_back_per_step(tmp_path):
+    """Every step of a bidirectional LSTM and a GRU (Core ML's [forward, backward] pairing),
+    read by a trainable LSTM that returns every step."""
+    inputs = keras.Input((STEPS, 3))
+    bi = L.Bidirectional(L.LSTM(3, return_sequences=True), name="bi")(inputs)
+    gru = L.GRU(4, reset_after=False, return_sequences=True, name="gru")(bi)
+    out = L.LSTM(2, return_sequences=True, name="lstm")(gru)
+    model = randomize(keras.Model(inputs, out), seed=8, scale=0.6)
+    path = tmp_path / "seq.mlmodel"
+    export(model, path, loss="mse", trainable=["lstm"])
+    x, core_ml = _inputs(model, 3, seed=9)
+    runtime = load(path)
+    got = runtime.predict({runtime.description.input[0].name: core_ml})["lstm"]
+    assert np.abs(got - core_ml_layout(model.predict(x, verbose=0))).max() <= TOLERANCE
+
+
+def test_training_a_head_behind_a_frozen_gru_matches_keras(tmp_path):
+    model = RECURRENT_CASES["gru_text"]()
+    rng = np.random.default_rng(10)
+    tokens = rng.integers(0, VOCAB, (BATCH * BATCHES, STEPS))
+    labels = rng.integers(0, 3, BATCH * BATCHES)
+    before = dense_weights(
+        export(
+            model,
+            tmp_path / "before.mlmodel",
+            loss="sparse_categorical_crossentropy",
+            class_labels=[0, 1, 2],
+        )
+        and load(tmp_path / "before.mlmodel").spec,
+        "head",
+    )
+    report, original, trained = train_both(
+        model,
+        tokens,
+        labels,
+        tmp_path / "m.mlmodel",
+        loss="sparse_categorical_crossentropy",
+        class_labels=[0, 1, 2],
+    )
+    assert report.trainable == ["head"]
+    want = keras_dense(model.get_layer("head"))
+    got = dense_weights(trained, "head")
+    assert relative_diff(got, want) <= 1e-4
+    assert np.abs(want - before).max() > 100 * np.abs(got - want).max(), "head barely trained"
+    gru = lambda spec: next(lyr for lyr in neural_network(spec).layers if lyr.name == "gru_1")  # noqa: E731
+    assert gru(trained) == gru(original)
+
+
+@pytest.mark.parametrize(
+    "layer, reason",
+    [
+        (L.GRU(4, name="rnn"), "'rnn'.*reset_after=True.*reset_after=False"),
+        (L.GRU(4, reset_after=False, go_backwards=True, name="rnn"), "'rnn'.*reverse"),
+        (L.SimpleRNN(4, activation="relu", name="rnn"), "'rnn'.*clips recurrent"),
+        (L.Bidirectional(L.GRU(4, reset_after=False), name="rnn"), "'rnn'.*biDirectionalLSTM"),
+        (L.Bidirectional(L.LSTM(4), merge_mode="sum", name="rnn"), "'rnn'.*merge_mode='sum'"),
+    ],
+    ids=["reset_after", "go_backwards", "relu", "bidirectional_gru", "merge_sum"],
+)
+def test_recurrent_options_core_ml_cannot_carry_are_refused(layer, reason, tmp_path):
+    model = keras.Sequential([keras.Input((STEPS, 3)), layer, L.Dense(2, name="head")])
+    with pytest.raises(UnsupportedError, match=reason):
+        export(model, tmp_path / "x.mlmodel", loss="mse", trainable=["head"])
+    assert not (tmp_path / "x.mlmodel").exists()
+
+
+def test_a_trainable_gru_is_refused_by_name(tmp_path):
+    model = keras.Sequential(
+        [keras.Input((STEPS, 3)), L.GRU(4, reset_after=False, name="gru"), L.Dense(2, name="head")]
+    )
+    with pytest.raises(NotUpdatableError, match="'gru'.*freeze"):
+        export(model, tmp_path / "x.mlmodel", loss="mse")

@@ -82,6 +82,21 @@ EXAMPLES: dict[str, list[tuple[list[tuple[int, ...]], dict, dict]]] = {
         ([(5, 3)], {**_LSTM, "return_sequences": True}, {"W_ih": _w(16, 3), "W_hh": _w(16, 4)}),
         ([(5, 3)], _LSTM, {"W_ih": _w(16, 3), "W_hh": _w(16, 4), "bias": _w(16)}),
     ],
+    "gru": [
+        ([(5, 3)], {**_LSTM, "return_sequences": True}, {"W_ih": _w(12, 3), "W_hh": _w(12, 4)}),
+        ([(5, 3)], _LSTM, {"W_ih": _w(12, 3), "W_hh": _w(12, 4), "bias": _w(12)}),
+    ],
+    "simple_rnn": [
+        ([(5, 3)], {**_LSTM, "return_sequences": True}, {"W_ih": _w(4, 3), "W_hh": _w(4, 4)}),
+        ([(5, 3)], _LSTM, {"W_ih": _w(4, 3), "W_hh": _w(4, 4), "bias": _w(4)}),
+    ],
+    "bilstm": [
+        (
+            [(5, 3)],
+            {**_LSTM, "return_sequences": True},
+            {"W_ih": _w(16, 3), "W_hh": _w(16, 4), "W_ih_back": _w(16, 3), "W_hh_back": _w(16, 4)},
+        ),
+    ],
     "sequence_to_width": [([(5, 3)], {}, {})],
     "width_to_sequence": [([(3, 1, 5)], {}, {})],
     "dropout": [([(3,)], {}, {})],
@@ -195,3 +210,17 @@ def test_capabilities_follow_the_rules_table():
     }
     kinds = {kind for kind in KINDS if ops.OPS["activation"].passes_gradients({"kind": kind})}
     assert kinds == {"relu", "sigmoid", "tanh"}
+
+
+@pytest.mark.parametrize("op", ["lstm", "gru", "bilstm"])
+def test_recurrent_layers_refuse_activation_parameters_core_ml_does_not_support(op):
+    """NeuralNetwork.proto: a recurrent hard sigmoid only as 0.2 * x + 0.5 (Keras 3's is
+    x / 6 + 0.5); Apple's validator does not check it, so the writer does."""
+    shapes, attrs, weights = EXAMPLES[op][0]
+    ok = {**attrs, "recurrent_activation": {"kind": "hard_sigmoid", "alpha": 0.2, "beta": 0.5}}
+    graph = _graph(op, shapes, ok, weights)
+    ops.write(NeuralNetwork_pb2.NeuralNetwork(), graph.nodes[0], infer_shapes(graph))
+    keras_3 = {**ok, "recurrent_activation": {"kind": "hard_sigmoid", "alpha": 1 / 6, "beta": 0.5}}
+    graph = _graph(op, shapes, keras_3, weights)
+    with pytest.raises(UnsupportedError, match="'n'.*only with alpha=0.2, beta=0.5.*alpha=0.1667"):
+        ops.write(NeuralNetwork_pb2.NeuralNetwork(), graph.nodes[0], infer_shapes(graph))

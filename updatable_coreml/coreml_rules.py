@@ -66,6 +66,22 @@ OPTIMIZER_OPTIONAL_FIELDS: Mapping[str, tuple[str, ...]] = {
     "adamOptimizer": (),
 }
 
+#: Activations a recurrent layer (``simpleRecurrent``, ``gru``, ``uniDirectionalLSTM``,
+#: ``biDirectionalLSTM``) supports -> the parameters it must have (None: no restriction).
+#: NeuralNetwork.proto, the comment above ``SimpleRecurrentLayerParams`` and on each recurrent
+#: layer's activations, every release 3.0 to 9.0: "Hard Sigmoid ... currently only supported
+#: for alpha = 0.2, beta = 0.5", scaled tanh only for alpha = 1.7159, beta = 2/3. Apple's
+#: validator (``validateRecurrentActivationParams``) checks the kinds, not the parameters, so
+#: other parameters pass it; what a device then computes is unknown.
+RECURRENT_ACTIVATIONS: Mapping[str, Mapping[str, float] | None] = {
+    "linear": None,
+    "sigmoid": None,
+    "tanh": None,
+    "ReLU": None,
+    "scaledTanh": {"alpha": 1.7159, "beta": 2 / 3},
+    "sigmoidHard": {"alpha": 0.2, "beta": 0.5},
+}
+
 #: Model types that can be updatable themselves.
 UPDATABLE_MODEL_TYPES: tuple[str, ...] = (
     "neuralNetwork",

@@ -6,7 +6,8 @@ read shapes and capabilities from here; the backend writes with these writers; t
 them. Capabilities come from ``coreml_rules`` through the layer types an op writes.
 
 Where a new op goes: the family module (``linear``, ``conv``, ``pooling``, ``normalization``,
-``shape``, ``elementwise``, ``activation``, ``sequence``) with one ``define(...)`` call;
+``shape``, ``elementwise``, ``activation``, ``sequence``, ``recurrent``) with one
+``define(...)`` call;
 ``tests/test_op_table.py`` then checks it has a shape rule, a writer and a runtime forward.
 """
 
@@ -16,12 +17,32 @@ from typing import Any
 
 from ..errors import UnsupportedError
 from ..ir import Node
-from . import activation, conv, elementwise, linear, normalization, pooling, sequence, shape
+from . import (
+    activation,
+    conv,
+    elementwise,
+    linear,
+    normalization,
+    pooling,
+    recurrent,
+    sequence,
+    shape,
+)
 from ._geometry import conv_output_size, explicit_pads, same_pads, spatial_output
 from ._spec import new_layer, put_weights
 from ._table import OPS, Layer, OpDef, Shape, Shapes, op
 
-FAMILIES = (linear, conv, pooling, normalization, shape, elementwise, activation, sequence)
+FAMILIES = (
+    linear,
+    conv,
+    pooling,
+    normalization,
+    shape,
+    elementwise,
+    activation,
+    sequence,
+    recurrent,
+)
 
 
 def output_shape(node: Node, shapes: list[Shape]) -> Shape:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .. import coreml_rules
 from .._proto import NeuralNetwork_pb2
 from ..errors import UnsupportedError
 from ..ir import Node
@@ -61,6 +62,30 @@ def fill_nonlinearity(params: Any, attrs: Mapping[str, Any], where: str) -> None
             f"Core ML activation; use one of {known}"
         )
     NONLINEARITIES[kind][2](params, attrs)
+
+
+def fill_recurrent_activation(params: Any, attrs: Mapping[str, Any], where: str) -> None:
+    """Fill an activation of a recurrent layer, refusing what its Core ML layer does not
+    support (``coreml_rules.RECURRENT_ACTIVATIONS``): a hard sigmoid other than
+    0.2 * x + 0.5 (Keras 3's is x / 6 + 0.5) would pass Apple's validator with unknown
+    results on device."""
+    fill_nonlinearity(params, attrs, where)
+    kind = params.WhichOneof("NonlinearityType")
+    if kind not in coreml_rules.RECURRENT_ACTIVATIONS:
+        known = ", ".join(sorted(coreml_rules.RECURRENT_ACTIVATIONS))
+        raise UnsupportedError(
+            f"layer {where!r}: Core ML's recurrent layers cannot use the {kind} activation "
+            f"(NeuralNetwork.proto); use one of {known}"
+        )
+    required = coreml_rules.RECURRENT_ACTIVATIONS[kind] or {}
+    actual = getattr(params, kind)
+    if any(abs(getattr(actual, key) - value) > 1e-6 for key, value in required.items()):
+        wanted = ", ".join(f"{key}={value:.4g}" for key, value in required.items())
+        got = ", ".join(f"{key}={getattr(actual, key):.4g}" for key in required)
+        raise UnsupportedError(
+            f"layer {where!r}: Core ML's recurrent layers support the {kind} activation "
+            f"only with {wanted} (NeuralNetwork.proto), not {got}; use sigmoid or tanh"
+        )
 
 
 @dataclass(frozen=True)

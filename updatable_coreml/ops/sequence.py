@@ -14,7 +14,7 @@ from ..errors import UnsupportedError
 from ..ir import Node
 from ._spec import one_layer, put_weights
 from ._table import Shape, Shapes, define, writes
-from .activation import fill_nonlinearity
+from .activation import fill_recurrent_activation
 
 #: The spec's LSTM weight field prefixes, in the IR's gate order i, f, g, o.
 LSTM_GATES = ("inputGate", "forgetGate", "blockInput", "outputGate")
@@ -45,17 +45,31 @@ def _write_lstm(layer: Any, node: Node, shapes: Shapes) -> None:
     hidden = int(node.attrs["hidden"])
     params = layer.uniDirectionalLSTM
     params.inputVectorSize, params.outputVectorSize = node.weights["W_ih"].shape[1], hidden
-    for role in ("recurrent_activation", "activation", "activation"):  # the spec's [f, g, h]
-        fill_nonlinearity(params.activations.add(), node.attrs[role], node.name)
+    fill_lstm_activations(params.activations, node)
     params.params.sequenceOutput = bool(node.attrs.get("return_sequences"))
     params.params.hasBiasVectors = "bias" in node.weights
-    parts = {"WeightMatrix": node.weights["W_ih"], "RecursionMatrix": node.weights["W_hh"]}
-    if "bias" in node.weights:
-        parts["BiasVector"] = node.weights["bias"]
-    for suffix, stacked in parts.items():
-        for gate, part in zip(LSTM_GATES, np.split(stacked, 4), strict=True):
-            put_weights(getattr(params.weightParams, gate + suffix), part, node.trainable)
+    fill_lstm_weights(params.weightParams, node)
     layer.output.extend([f"{node.name}_final_h", f"{node.name}_final_c"])
+
+
+def fill_lstm_activations(activations: Any, node: Node) -> None:
+    """The spec's three LSTM activations [f (gates), g (block input), h (cell output)]."""
+    for role in ("recurrent_activation", "activation", "activation"):
+        fill_recurrent_activation(activations.add(), node.attrs[role], node.name)
+
+
+def fill_lstm_weights(weight_params: Any, node: Node, suffix: str = "") -> None:
+    """An ``LSTMWeightParams`` from ``W_ih``, ``W_hh`` and optional ``bias`` (+ ``suffix``),
+    stacked in the IR's gate order i, f, g, o; updatable when the node trains."""
+    parts = {
+        "WeightMatrix": node.weights["W_ih" + suffix],
+        "RecursionMatrix": node.weights["W_hh" + suffix],
+    }
+    if "bias" + suffix in node.weights:
+        parts["BiasVector"] = node.weights["bias" + suffix]
+    for kind, stacked in parts.items():
+        for gate, part in zip(LSTM_GATES, np.split(stacked, 4), strict=True):
+            put_weights(getattr(weight_params, gate + kind), part, node.trainable)
 
 
 define(

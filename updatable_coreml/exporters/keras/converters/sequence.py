@@ -1,5 +1,6 @@
 """Sequence layers. A sequence is (Seq, C) in the IR; Core ML carries its steps on the Seq
-axis of the rank-5 mapping (see docs/keras.md, "Sequence models")."""
+axis of the rank-5 mapping (see docs/keras.md, "Sequence models"). Recurrent layers read a
+Conv1D's (C, 1, steps) output through ``temporal.as_sequence``."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from ..activations import ACTIVATIONS, _activation_name
 from ..context import Context, LayerCall, Tensor, _numpy, _source, converts
 from .temporal import as_sequence
 
-#: Activations a Keras LSTM may use: bounded ones, because Core ML clips the LSTM's gate
-#: pre-activations and cell to [-50, 50], which would change an unbounded activation's result.
-LSTM_ACTIVATIONS = ("sigmoid", "tanh", "hard_sigmoid")
+#: Activations a Keras recurrent layer may use: bounded ones, because Core ML clips a recurrent
+#: layer's gate pre-activations (and an LSTM's cell) to [-50, 50] (NeuralNetwork.proto), which
+#: would change an unbounded activation's result. Keras 3's hard_sigmoid (x / 6 + 0.5) is not
+#: among them: Core ML's recurrent layers support a hard sigmoid only as 0.2 * x + 0.5
+#: (``coreml_rules.RECURRENT_ACTIVATIONS``).
+RECURRENT_ACTIVATIONS = ("sigmoid", "tanh")
 
 
 @converts("Embedding")
@@ -47,61 +51,95 @@ def _embedding(ctx: Context, layer, call: LayerCall):
     )
 
 
-def _lstm_activation(fn, where: str) -> dict:
+def _recurrent_activation(fn, where: str) -> dict:
     name = _activation_name(fn, where)
-    if name not in LSTM_ACTIVATIONS:
+    if name not in RECURRENT_ACTIVATIONS:
+        reason = (
+            "Keras 3's hard_sigmoid is x / 6 + 0.5, and Core ML's recurrent layers support a "
+            "hard sigmoid only as 0.2 * x + 0.5 (NeuralNetwork.proto)"
+            if name == "hard_sigmoid"
+            else "Core ML clips recurrent (LSTM) pre-activations to [-50, 50]"
+        )
         raise UnsupportedError(
-            f"{where}: activation {name!r} in an LSTM is not supported; Core ML "
-            "clips LSTM pre-activations to [-50, 50], so use one of " + ", ".join(LSTM_ACTIVATIONS)
+            f"{where}: activation {name!r} in a recurrent layer is not supported: {reason}; "
+            "use one of " + ", ".join(RECURRENT_ACTIVATIONS)
         )
     activation = ACTIVATIONS[name]
-    assert activation is not None  # every LSTM_ACTIVATIONS entry has a Core ML form
+    assert activation is not None  # every RECURRENT_ACTIVATIONS entry has a Core ML form
     return activation
 
 
-@converts("LSTM")
-def _lstm(ctx: Context, layer, call: LayerCall) -> Tensor:
-    """An LSTM from zero state, as a uniDirectionalLSTM (experimental when trainable)."""
-    where = f"layer {layer.name!r}"
+def _check_recurrent(ctx: Context, layer, call: LayerCall, where: str) -> Tensor:
+    """The sequence a Keras RNN layer reads, refusing what a Core ML recurrent layer, which
+    starts from zero state and reads every step, cannot carry."""
     x = as_sequence(ctx, call.inputs[0], layer)
     if len(x.shape) != 2:
         raise UnsupportedError(
-            f"{where}: an LSTM needs a sequence (steps, features), got {x.shape}"
+            f"{where}: a recurrent layer needs a sequence (steps, features), got {x.shape}"
         )
     if layer.stateful:
         raise UnsupportedError(
             f"{where}: stateful=True keeps state between batches, but a Core ML "
             "prediction always starts from zero state; export with stateful=False"
         )
+    if call.kwargs.get("initial_state") is not None or call.kwargs.get("mask") is not None:
+        raise UnsupportedError(
+            f"{where}: initial_state and mask arguments cannot be carried; the "
+            "Core ML recurrent layers start from zero state and read every step"
+        )
+    for part in (layer, getattr(layer, "backward_layer", None)):
+        if part is not None and (part.dropout or part.recurrent_dropout):
+            ctx.refuse(
+                f"{where}: dropout={part.dropout}, recurrent_dropout={part.recurrent_dropout} "
+                "cannot be carried: Core ML has no dropout, so on-device training would run "
+                "without it"
+            )
+    return x
+
+
+def _forward_only(layer, where: str) -> None:
     if layer.go_backwards:
         raise UnsupportedError(
             f"{where}: go_backwards=True is not supported (the reference runtime "
             "cannot check Core ML's reverseInput); reverse the sequence instead"
         )
-    if call.kwargs.get("initial_state") is not None or call.kwargs.get("mask") is not None:
-        raise UnsupportedError(
-            f"{where}: initial_state and mask arguments cannot be carried; the "
-            "Core ML LSTM starts from zero state and reads every step"
-        )
-    if layer.dropout or layer.recurrent_dropout:
-        ctx.refuse(
-            f"{where}: dropout={layer.dropout}, recurrent_dropout={layer.recurrent_dropout} "
-            "cannot be carried: Core ML has no dropout, so on-device training would run "
-            "without it"
-        )
+
+
+def _output(name: str, x: Tensor, hidden: int, return_sequences: bool) -> Tensor:
+    return Tensor(name, (x.shape[0], hidden) if return_sequences else (hidden,))
+
+
+def _lstm_weights(layer, suffix: str = "") -> dict[str, np.ndarray]:
+    """A Keras LSTM's kernels as the IR's W_ih (4H, in), W_hh (4H, H), bias (4H,); Keras
+    stacks the gates i, f, c, o, the IR's i, f, g, o."""
     cell = layer.cell
     weights = {
-        "W_ih": np.ascontiguousarray(_numpy(cell.kernel).T),
-        "W_hh": np.ascontiguousarray(_numpy(cell.recurrent_kernel).T),
+        "W_ih" + suffix: np.ascontiguousarray(_numpy(cell.kernel).T),
+        "W_hh" + suffix: np.ascontiguousarray(_numpy(cell.recurrent_kernel).T),
     }
     if layer.use_bias:
-        weights["bias"] = _numpy(cell.bias)
+        weights["bias" + suffix] = _numpy(cell.bias)
+    return weights
+
+
+def _recurrent_attrs(layer, where: str) -> dict:
     attrs = {
         "hidden": int(layer.units),
         "return_sequences": bool(layer.return_sequences),
-        "activation": _lstm_activation(layer.activation, where),
-        "recurrent_activation": _lstm_activation(layer.recurrent_activation, where),
+        "activation": _recurrent_activation(layer.activation, where),
     }
+    if hasattr(layer, "recurrent_activation"):
+        attrs["recurrent_activation"] = _recurrent_activation(layer.recurrent_activation, where)
+    return attrs
+
+
+@converts("LSTM")
+def _lstm(ctx: Context, layer, call: LayerCall) -> Tensor:
+    """An LSTM from zero state, as a uniDirectionalLSTM (experimental when trainable)."""
+    where = f"layer {layer.name!r}"
+    x = _check_recurrent(ctx, layer, call, where)
+    _forward_only(layer, where)
+    attrs = _recurrent_attrs(layer, where)
     trains = ctx.trains(layer)
     if trains:
         ctx.warnings.append(
@@ -115,9 +153,114 @@ def _lstm(ctx: Context, layer, call: LayerCall) -> Tensor:
         layer.name,
         [x],
         attrs=attrs,
-        weights=weights,
+        weights=_lstm_weights(layer),
         trainable=trains,
         source=_source(layer),
     )
-    hidden = int(layer.units)
-    return Tensor(name, (x.shape[0], hidden) if layer.return_sequences else (hidden,))
+    return _output(name, x, attrs["hidden"], attrs["return_sequences"])
+
+
+@converts("GRU")
+def _gru(ctx: Context, layer, call: LayerCall) -> Tensor:
+    """A GRU from zero state, as a ``gru`` (frozen: Core ML cannot update it). Only
+    ``reset_after=False`` is Core ML's GRU (NeuralNetwork.proto ``GRULayerParams``:
+    ``c_t = y_{t-1} * r_t`` before the recursion matrix)."""
+    where = f"layer {layer.name!r}"
+    x = _check_recurrent(ctx, layer, call, where)
+    _forward_only(layer, where)
+    if layer.reset_after:
+        raise UnsupportedError(
+            f"{where}: reset_after=True (Keras' default) applies the reset gate after the "
+            "recurrent kernel, r * (U h + b), while Core ML's GRU applies it before, "
+            "U (r * h) (NeuralNetwork.proto GRULayerParams), so its outputs would differ; "
+            "build the layer with GRU(..., reset_after=False) and train it that way"
+        )
+    cell = layer.cell
+    weights = {
+        "W_ih": np.ascontiguousarray(_numpy(cell.kernel).T),  # Keras gates z, r, h
+        "W_hh": np.ascontiguousarray(_numpy(cell.recurrent_kernel).T),
+    }
+    if layer.use_bias:
+        weights["bias"] = _numpy(cell.bias)
+    attrs = _recurrent_attrs(layer, where)
+    name = ctx.add(
+        "gru",
+        layer.name,
+        [x],
+        attrs=attrs,
+        weights=weights,
+        trainable=ctx.trains(layer),
+        source=_source(layer),
+    )
+    return _output(name, x, attrs["hidden"], attrs["return_sequences"])
+
+
+@converts("SimpleRNN")
+def _simple_rnn(ctx: Context, layer, call: LayerCall) -> Tensor:
+    """A SimpleRNN from zero state (frozen), ``y_t = f(W x_t + U y_{t-1} + b)``."""
+    where = f"layer {layer.name!r}"
+    x = _check_recurrent(ctx, layer, call, where)
+    _forward_only(layer, where)
+    cell = layer.cell
+    weights = {
+        "W_ih": np.ascontiguousarray(_numpy(cell.kernel).T),
+        "W_hh": np.ascontiguousarray(_numpy(cell.recurrent_kernel).T),
+    }
+    if layer.use_bias:
+        weights["bias"] = _numpy(cell.bias)
+    attrs = _recurrent_attrs(layer, where)
+    name = ctx.add(
+        "simple_rnn",
+        layer.name,
+        [x],
+        attrs=attrs,
+        weights=weights,
+        trainable=ctx.trains(layer),
+        source=_source(layer),
+    )
+    return _output(name, x, attrs["hidden"], attrs["return_sequences"])
+
+
+@converts("Bidirectional")
+def _bidirectional(ctx: Context, layer, call: LayerCall) -> Tensor:
+    """A Bidirectional LSTM (merge_mode='concat') as a ``biDirectionalLSTM`` (frozen): Core
+    ML has a bidirectional layer only for LSTMs, and pairs each step's forward output with
+    the backward output that has read down to that step, as Keras does."""
+    where = f"layer {layer.name!r}"
+    forward, backward = layer.forward_layer, layer.backward_layer
+    kinds = {type(forward).__name__, type(backward).__name__}
+    if kinds != {"LSTM"} or not type(forward).__module__.startswith("keras."):
+        raise UnsupportedError(
+            f"{where}: Bidirectional({'/'.join(sorted(kinds))}) is not supported: Core ML's "
+            "only bidirectional recurrent layer is biDirectionalLSTM; use "
+            "Bidirectional(LSTM(...))"
+        )
+    if layer.merge_mode != "concat":
+        raise UnsupportedError(
+            f"{where}: merge_mode={layer.merge_mode!r} is not supported; Core ML's "
+            "biDirectionalLSTM concatenates the two directions (merge_mode='concat')"
+        )
+    if forward.go_backwards or not backward.go_backwards:
+        raise UnsupportedError(
+            f"{where}: the forward layer must read forwards and the backward layer backwards"
+        )
+    x = _check_recurrent(ctx, forward, call, where)
+    _check_recurrent(ctx, backward, LayerCall([x], {}, call.out_shape), where)
+    attrs = _recurrent_attrs(forward, where)
+    if _recurrent_attrs(backward, where) != attrs:
+        raise UnsupportedError(
+            f"{where}: the backward LSTM differs from the forward one (units, activations "
+            "or return_sequences); Core ML's biDirectionalLSTM runs the same configuration"
+        )
+    if forward.use_bias != backward.use_bias:
+        raise UnsupportedError(f"{where}: use_bias must be the same in both directions")
+    name = ctx.add(
+        "bilstm",
+        layer.name,
+        [x],
+        attrs=attrs,
+        weights={**_lstm_weights(forward), **_lstm_weights(backward, "_back")},
+        trainable=ctx.trains(layer),
+        source=_source(layer),
+    )
+    return _output(name, x, 2 * attrs["hidden"], attrs["return_sequences"])
