@@ -131,13 +131,11 @@ OPTIMIZERS = {
 }
 
 
-@pytest.mark.parametrize("optimizer_name", sorted(OPTIMIZERS))
-def test_training_a_conv1d_and_its_head_matches_torch(optimizer_name, tmp_path):
-    model = sensor_model(2)
+def train_both(model: nn.Module, x: torch.Tensor, feed: np.ndarray, y, make, tmp_path):
+    """Update the export through the runtime and a copy in torch on the same mini-batches
+    (shuffle off); returns the export's report and the updated runtime model."""
     trained = copy.deepcopy(model)
-    x, y = sensor_data(12, seed=3)
-    make = OPTIMIZERS[optimizer_name]
-    path = tmp_path / "sensor.mlmodel"
+    path = tmp_path / "model.mlmodel"
     report = export_torch(
         model,
         x[:1],
@@ -149,10 +147,9 @@ def test_training_a_conv1d_and_its_head_matches_torch(optimizer_name, tmp_path):
         shuffle=False,
         class_labels=[0, 1, 2, 3],
     )
-    assert report.trainable == ["3", "7"]
     assert not [f for f in report.findings if f.startswith("ERROR")]
     runtime = load(path)
-    result = runtime.update({"input": width_layout(x), "classLabel": y.numpy()})
+    result = runtime.update({runtime.description.input[0].name: feed, "classLabel": y.numpy()})
     optimizer = make([p for p in trained.parameters() if p.requires_grad])
     for _ in range(EPOCHS):
         for start in range(0, len(x), BATCH):
@@ -160,8 +157,19 @@ def test_training_a_conv1d_and_its_head_matches_torch(optimizer_name, tmp_path):
             rows = slice(start, start + BATCH)
             nn.CrossEntropyLoss()(trained(x[rows]), y[rows]).backward()
             optimizer.step()
-    assert_same_update(model, trained, result.model, ["3", "7"])
-    frozen = result.model.weight_getter(0)("weights")
+    return report, trained, result.model
+
+
+@pytest.mark.parametrize("optimizer_name", sorted(OPTIMIZERS))
+def test_training_a_conv1d_and_its_head_matches_torch(optimizer_name, tmp_path):
+    model = sensor_model(2)
+    x, y = sensor_data(12, seed=3)
+    report, trained, runtime = train_both(
+        model, x, width_layout(x), y, OPTIMIZERS[optimizer_name], tmp_path
+    )
+    assert report.trainable == ["3", "7"]
+    assert_same_update(model, trained, runtime, ["3", "7"])
+    frozen = runtime.weight_getter(0)("weights")
     assert np.array_equal(frozen.ravel(), model[0].weight.detach().numpy().ravel())
 
 
@@ -204,6 +212,69 @@ TEXT_CASES = {
         nn.LSTM(5, 6, bias=False), lambda r: r[0][-1], 6, time_major=True
     ),
 }
+
+
+class Bag(nn.Module):
+    """EmbeddingBag(mean) over fixed-length rows, then a trainable head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(VOCAB, 6, mode="mean")
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, tokens):
+        return self.head(torch.relu(self.bag(tokens)))
+
+
+class TextCNN(nn.Module):
+    """Embedding -> transpose(1, 2) -> Conv1d (trainable: after the permute) -> pooled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, 5)
+        self.conv = nn.Conv1d(5, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool1d(1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, tokens):
+        x = torch.relu(self.conv(self.embed(tokens).transpose(1, 2)))
+        return self.head(self.pool(x).flatten(1))
+
+
+class ConvLSTM(nn.Module):
+    """Conv1d over a token embedding, back to a sequence for an LSTM (permute both ways)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, 5)
+        self.conv = nn.Conv1d(5, 4, 3)
+        self.lstm = nn.LSTM(4, 3, batch_first=True)
+        self.head = nn.Linear(3, 3)
+
+    def forward(self, tokens):
+        x = torch.relu(self.conv(self.embed(tokens).permute(0, 2, 1)))
+        out, _ = self.lstm(x.transpose(1, 2))
+        return self.head(out[:, -1])
+
+
+TEXT_CASES.update({"embedding_bag_mean": Bag, "text_cnn": TextCNN, "conv_lstm": ConvLSTM})
+
+
+def test_training_a_text_cnn_after_the_permute_matches_torch(tmp_path):
+    """The permute moving the steps onto the width axis sits before the first updatable
+    layer, where Core ML needs no gradient (``isLayerSupportedForBackprop``)."""
+    torch.manual_seed(6)
+    model = TextCNN().eval()
+    model.head = nn.Linear(4, 4)
+    model.embed.weight.requires_grad_(False)
+    generator = torch.Generator().manual_seed(7)
+    tokens = torch.randint(0, VOCAB, (12, TOKENS), generator=generator)
+    y = torch.randint(0, 4, (12,), generator=generator)
+    report, trained, runtime = train_both(
+        model, tokens, token_layout(tokens), y, OPTIMIZERS["adam"], tmp_path
+    )
+    assert report.trainable == ["conv", "head"]
+    assert_same_update(model, trained, runtime, ["conv", "head"])
 
 
 def text_predicts_like_torch(model: nn.Module, tmp_path) -> None:
@@ -289,3 +360,25 @@ def test_a_conv1d_on_a_sequence_is_refused_with_the_fix(tmp_path):
         export_torch(
             Wrong(), torch.randint(0, 10, (1, 7)), tmp_path / "m.mlmodel", loss=nn.MSELoss()
         )
+
+
+class Bags(nn.Module):
+    def __init__(self, **options) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(VOCAB, 4, **options)
+
+    def forward(self, tokens):
+        return self.bag(tokens)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (Bags(mode="sum"), "mode must be 'mean'"),
+        (Bags(mode="mean", padding_idx=0), "padding_idx"),
+    ],
+)
+def test_embedding_bags_core_ml_cannot_compute_are_refused(model, message, tmp_path):
+    tokens = torch.randint(0, VOCAB, (1, TOKENS))
+    with pytest.raises(UnsupportedError, match=message):
+        export_torch(model.eval(), tokens, tmp_path / "m.mlmodel", loss=nn.MSELoss())

@@ -1,4 +1,5 @@
-"""Sequences: ``Embedding``, ``LSTM``, and taking a sequence's last step.
+"""Sequences: ``Embedding``, ``EmbeddingBag(mode="mean")``, ``LSTM``, taking a sequence's last
+step, and transposes between sequences and 1-D maps.
 
 A torch ``(N, L, C)`` sequence is the IR's ``(Seq, C)``, which Core ML carries on the Seq axis
 of its rank-5 blobs. A time-major ``(L, N, C)`` sequence (``batch_first=False``, reached by
@@ -76,6 +77,71 @@ def _embedding(state: Translation, fx: Any, a: dict) -> None:
     ML updates). ``padding_idx`` only changes training in torch, so the lookup is exact."""
     ids = token_input(state, a["indices"], fx, "Embedding")
     state.emit(fx, "embedding", [ids], weights={"weight": state.weight(a["weight"])})
+
+
+@converter("arange")
+def _arange(state: Translation, fx: Any, a: dict) -> None:
+    """The offsets ``nn.EmbeddingBag`` makes for a 2-D input (one bag per row) compute
+    nothing; its converter checks them. Any other ``arange`` is a constant Core ML lacks."""
+    if not _users_are(fx, "embedding_bag"):
+        raise UnsupportedError(f"torch.arange in {where(fx)} is not supported")
+
+
+def bag_indices(fx: Any) -> bool:
+    """A reshape only ``nn.EmbeddingBag`` reads: the 2-D ids flattened for its kernel. It
+    computes nothing in Core ML (the bag converter reads the ids through it)."""
+    return _users_are(fx, "embedding_bag")
+
+
+#: aten ``embedding_bag``'s ``mode``: 0 sum, 1 mean, 2 max.
+_BAG_MEAN = 1
+
+
+@converter("embedding_bag")
+def _embedding_bag(state: Translation, fx: Any, a: dict) -> None:
+    """``nn.EmbeddingBag(mode="mean")`` over a 2-D input (every bag one row of L ids): an
+    ``embedding`` of the L ids, its steps moved onto the width axis, and a global average
+    pool over them, all classic layers. Variable-length bags (1-D ids with offsets),
+    per-sample weights, ``padding_idx`` (its ids leave the mean) and other modes are
+    refused: Core ML has no layer that skips ids or sums over the sequence axis."""
+    reshape, offsets = a["indices"], a["offsets"]
+    problems = []
+    if int(a["mode"]) != _BAG_MEAN:
+        problems.append("mode must be 'mean'")
+    if a["per_sample_weights"] is not None:
+        problems.append("per_sample_weights are not supported")
+    if a.get("padding_idx") not in (None, -1):
+        problems.append("padding_idx changes which ids count; build it without")
+    if a["include_last_offset"]:
+        problems.append("include_last_offset is not supported")
+    is_2d = (
+        _op_name(reshape) in ("reshape", "view")
+        and len(full_shape(reshape.args[0])) == 2
+        and _op_name(offsets) == "arange"
+        and tuple(offsets.args) == (0, reshape.meta["val"].numel(), full_shape(reshape.args[0])[1])
+    )
+    if not is_2d:
+        problems.append("the ids must be one 2-D (N, L) tensor (fixed-length bags), not offsets")
+    if problems:
+        raise UnsupportedError(f"EmbeddingBag in {where(fx)}: " + "; ".join(problems))
+    ids = token_input(state, reshape.args[0], fx, "EmbeddingBag")
+    looked_up = state.emit(
+        fx, "embedding", [ids], weights={"weight": state.weight(a["weight"])}, suffix=".lookup"
+    )
+    wide = state.emit(fx, "sequence_to_width", looked_up.outputs, suffix=".steps")
+    state.emit(
+        fx,
+        "pool2d",
+        wide.outputs,
+        attrs={
+            "kind": "avg",
+            "kernel": (1, full_shape(reshape.args[0])[1]),
+            "strides": (1, 1),
+            "padding": "valid",
+            "global": True,
+            "count_include_pad": False,
+        },
+    )
 
 
 # -- LSTM ----------------------------------------------------------------------------------
@@ -249,12 +315,20 @@ def transpose_activation(state: Translation, fx: Any, a: dict) -> None:
         axes = [int(d) % rank for d in a["dims"]]
     else:
         axes = list(range(rank))[::-1]
-    if rank == 3 and axes == [1, 0, 2] and len(_ir_shape(state, state.tensor(source))) == 2:
+    ir_rank = len(_ir_shape(state, state.tensor(source))) if rank == 3 else 0
+    time_major = state.layouts.get(source.name) == TIME_MAJOR
+    if ir_rank == 2 and axes == [1, 0, 2]:
         state.alias(fx, source)
-        if state.layouts.get(source.name) != TIME_MAJOR:
+        if not time_major:
             state.layouts[fx.name] = TIME_MAJOR
+        return
+    if axes == [0, 2, 1] and not time_major and ir_rank in (2, 3):
+        # (N, L, C) <-> (N, C, L): a sequence's steps onto the width axis of a 1-D map, or back
+        op_name = "sequence_to_width" if ir_rank == 2 else "width_to_sequence"
+        state.emit(fx, op_name, [state.tensor(source)])
         return
     raise UnsupportedError(
         f"{op} of an activation in {where(fx)}: Core ML layers keep the channel-first "
-        "layout; only transpose(0, 1) of a sequence (batch-first <-> time-major) is supported"
+        "layout; only transpose(0, 1) of a sequence (batch-first <-> time-major) and "
+        "transpose(1, 2) between a sequence (N, L, C) and a 1-D map (N, C, L) are supported"
     )

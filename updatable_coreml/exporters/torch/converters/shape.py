@@ -6,12 +6,15 @@ from typing import Any
 
 from ...common.rules import reshape_kind
 from ..context import Translation, _op_name, channel_axis, converter, full_shape, where
+from .sequence import bag_indices
 
 
 @converter("flatten", "view", "reshape", "_unsafe_view", "squeeze", "unsqueeze")
 def _reshape(state: Translation, fx: Any, a: dict) -> None:
     """Any shape change that keeps the batch axis: none, a flatten, or a reshape."""
     source = fx.args[0]
+    if bag_indices(fx):
+        return
     op, attrs = reshape_kind(full_shape(source), full_shape(fx), f"{_op_name(fx)} in {where(fx)}")
     if op == "alias":
         state.alias(fx, source)
