@@ -262,3 +262,31 @@ def test_random_layers_in_a_model_built_by_coremltools():
         - run(layer_of("randomNormalStatic", 6, inputs=0, stdDev=1.0, outputShape=[2, 3]))[0]
     )
     assert noise.min() >= -1e-6 and noise.max() <= 1 + 1e-6
+
+
+def test_torch_random_ops_converted_by_coremltools():
+    """coremltools writes ``rand_like``, ``randn_like`` and ``randn`` as randomUniformStatic /
+    randomNormalStatic with seed -1; the values cannot match torch's (nor a device's), so the
+    check is the shapes and the distributions (fresh entropy: about 1e-5 false alarms)."""
+    torch = pytest.importorskip("torch")
+    import coremltools as ct
+
+    class Noisy(torch.nn.Module):
+        def forward(self, x):
+            return x + torch.rand_like(x), torch.randn_like(x) * 0.5, torch.randn(2, 10000) + 3
+
+    x = torch.full((1, 20000), 2.0)
+    spec = ct.convert(
+        torch.jit.trace(Noisy(), x, check_trace=False),
+        inputs=[ct.TensorType(name="x", shape=x.shape)],
+        convert_to="neuralnetwork",
+    ).get_spec()
+    kinds = [layer.WhichOneof("layer") for layer in spec.neuralNetwork.layers]
+    assert {"randomUniformStatic", "randomNormalStatic"} <= set(kinds), kinds
+    out = load(spec).predict({"x": x.numpy()})
+    uniform, normal, shifted = (out[feature.name] for feature in spec.description.output)
+    assert uniform.shape == normal.shape == (1, 20000) and shifted.shape == (2, 10000)
+    assert uniform.min() >= 2.0 and uniform.max() <= 3.0
+    moments_within(uniform.astype(np.float64), 2.5, 1 / 12, 1 / 80)
+    moments_within(normal.astype(np.float64), 0.0, 0.25, 3 * 0.25**2)
+    moments_within(shifted.astype(np.float64), 3.0, 1.0, 3.0)
