@@ -211,6 +211,15 @@ TEXT_CASES = {
     "lstm_time_major_no_bias": lambda: TextClassifier(
         nn.LSTM(5, 6, bias=False), lambda r: r[0][-1], 6, time_major=True
     ),
+    "lstm_first_and_last_step": lambda: TextClassifier(
+        nn.LSTM(5, 4, batch_first=True), lambda r: r[0][:, 0] + r[0][:, -1], 4
+    ),
+    "bilstm_last_step": lambda: TextClassifier(
+        nn.LSTM(5, 4, batch_first=True, bidirectional=True), lambda r: r[0][:, -1], 8
+    ),
+    "bilstm_two_layers_time_major_second_step": lambda: TextClassifier(
+        nn.LSTM(5, 3, num_layers=2, bidirectional=True), lambda r: r[0][1], 6, time_major=True
+    ),
 }
 
 
@@ -334,10 +343,10 @@ class Recurrent(nn.Module):
     [
         (Recurrent(nn.LSTM(3, 4), lambda r: r[0][-1]), "transpose\\(0, 1\\) a batch-first"),
         (Recurrent(nn.LSTM(3, 4, batch_first=True), lambda r: r[1][1][-1]), "cell state c_n"),
-        (Recurrent(nn.LSTM(3, 4, batch_first=True), lambda r: r[0][:, 0]), "only the\nlast"),
+        (Recurrent(nn.LSTM(3, 4, batch_first=True), lambda r: r[0][:, :, 0]), "only one step"),
         (
-            Recurrent(nn.LSTM(3, 4, batch_first=True, bidirectional=True), lambda r: r[0][:, -1]),
-            "bidirectional",
+            Recurrent(nn.LSTM(3, 4, batch_first=True, bidirectional=True), lambda r: r[1][0][-1]),
+            "h_n of the recurrent layer",
         ),
     ],
 )

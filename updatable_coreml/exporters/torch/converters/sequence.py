@@ -198,41 +198,56 @@ def _needs_sequence(fx: Any, batch_first: bool) -> bool:
     )
 
 
+def _recurrent_weights(
+    state: Translation, params: list, layer: int, directions: int, has_biases: bool
+) -> tuple[dict[str, tuple[Any, str]], dict[str, str]]:
+    """IR weights of one layer (``_back`` for the reverse direction) and the parameter
+    names behind them; torch's two biases add up to Core ML's one."""
+    per_direction = 4 if has_biases else 2
+    weights: dict[str, tuple[Any, str]] = {}
+    names: dict[str, str] = {}
+    for direction, suffix in enumerate(("", "_back")[:directions]):
+        start = (layer * directions + direction) * per_direction
+        chunk = [state.weight(p) for p in params[start : start + per_direction]]
+        weights["W_ih" + suffix], weights["W_hh" + suffix] = chunk[0], chunk[1]
+        if has_biases:
+            weights["bias" + suffix] = (np.asarray(chunk[2][0] + chunk[3][0], np.float32), "")
+        for role, (_, fqn) in zip(("W_ih", "W_hh", "b_ih", "b_hh"), chunk):
+            names[role + suffix] = fqn
+    return weights, names
+
+
 @converter("lstm")
 def _lstm(state: Translation, fx: Any, a: dict) -> None:
-    """``nn.LSTM`` (1 or more layers, batch_first either way, unidirectional): one Core ML
-    ``uniDirectionalLSTM`` per layer. torch's gate order i, f, g, o is the IR's; its two
-    biases add up to Core ML's one. When only the last step is read (``out[:, -1]`` or
-    ``h_n[-1]``), the last layer returns only its last step, as Core ML's LSTM can."""
-    if a["bidirectional"]:
-        raise UnsupportedError(
-            f"bidirectional LSTM in {where(fx)} is not supported by the torch exporter yet"
-        )
-    batch_first = bool(a["batch_first"])
+    """``nn.LSTM`` (1 or more layers, batch_first either way, bidirectional or not): one Core
+    ML ``uniDirectionalLSTM`` (``biDirectionalLSTM``) per layer. torch's gate order i, f, g, o
+    is the IR's and Core ML's (inputGate, forgetGate, blockInput, outputGate), its output
+    per step [forward, backward] the bidirectional layer's. When only the last step is read
+    (``out[:, -1]``, ``h_n[-1]``) of a unidirectional LSTM, its last layer returns only that
+    step, as Core ML's LSTM can; a bidirectional one always returns the sequence (its
+    backward output at the last step has read one step, not the whole sequence)."""
+    batch_first, bidirectional = bool(a["batch_first"]), bool(a["bidirectional"])
     x = _sequence_input(state, a["input"], fx, batch_first)
     _zero_state(fx, a["hx"])
     layers, has_biases = int(a["num_layers"]), bool(a["has_biases"])
     params = list(a["params"])
-    per_layer = 4 if has_biases else 2
-    if len(params) != layers * per_layer:
+    directions = 2 if bidirectional else 1
+    expected = layers * directions * (4 if has_biases else 2)
+    if len(params) != expected:
         raise UnsupportedError(
-            f"LSTM in {where(fx)} has {len(params)} weight tensors, expected "
-            f"{layers * per_layer} (proj_size is not supported)"
+            f"LSTM in {where(fx)} has {len(params)} weight tensors, expected {expected} "
+            "(proj_size is not supported)"
         )
-    sequence = _needs_sequence(fx, batch_first)
+    sequence = bidirectional or _needs_sequence(fx, batch_first)
     node = None
     for layer in range(layers):
-        chunk = [state.weight(p) for p in params[layer * per_layer : (layer + 1) * per_layer]]
-        (w_ih, ih_fqn), (w_hh, hh_fqn) = chunk[:2]
-        weights: dict[str, tuple[Any, str]] = {"W_ih": (w_ih, ih_fqn), "W_hh": (w_hh, hh_fqn)}
-        if has_biases:
-            weights["bias"] = (np.asarray(chunk[2][0] + chunk[3][0], np.float32), "")
+        weights, names = _recurrent_weights(state, params, layer, directions, has_biases)
         node = state.emit(
             fx,
-            "lstm",
+            "bilstm" if bidirectional else "lstm",
             [x],
             attrs={
-                "hidden": int(w_hh.shape[1]),
+                "hidden": int(weights["W_hh"][0].shape[1]),
                 "return_sequences": sequence or layer < layers - 1,
                 "activation": TANH,
                 "recurrent_activation": SIGMOID,
@@ -240,24 +255,27 @@ def _lstm(state: Translation, fx: Any, a: dict) -> None:
             weights=weights,
             suffix="" if layers == 1 else f".l{layer}",
         )
-        state.node_params[node.name] = {
-            role: fqn for role, (_, fqn) in zip(("W_ih", "W_hh", "b_ih", "b_hh"), chunk)
-        }
+        state.node_params[node.name] = names
         state.frozen_only[node.name] = (
             "torch trains an LSTM's two biases (b_ih, b_hh) separately while Core ML's LSTM "
             "has one; freeze the LSTM (requires_grad_(False)) and train the layers after it"
         )
         x = node.outputs[0]
     assert node is not None
-    _map_results(state, fx, node.outputs[0], sequence, batch_first, layers)
+    _map_results(state, fx, node.outputs[0], sequence, batch_first, bidirectional)
 
 
 def _map_results(
-    state: Translation, fx: Any, last: str, sequence: bool, batch_first: bool, layers: int
+    state: Translation,
+    fx: Any,
+    last: str,
+    sequence: bool,
+    batch_first: bool,
+    bidirectional: bool,
 ) -> None:
     """Map the ``getitem`` results of a recurrent op: the output (a sequence, or the last
-    step when only that is read) and ``h_n``, of which only the last layer's entry is
-    available (it is the last step of the output); ``c_n`` cannot be read."""
+    step when only that is read) and ``h_n``, of which only the last layer's entry of a
+    unidirectional layer is available (the output's last step); ``c_n`` cannot be read."""
     for user in list(fx.users):
         index = int(user.args[1])
         if index == 0:
@@ -267,11 +285,11 @@ def _map_results(
             elif not batch_first:
                 state.layouts[user.name] = TIME_MAJOR
         elif index == 1 and user.users:
-            if sequence or not _users_are(user, "select"):
+            if bidirectional or sequence or not _users_are(user, "select"):
                 raise UnsupportedError(
                     f"h_n of the recurrent layer in {where(fx)} is read in a way the export "
-                    "cannot carry; read only the last layer's final state, h_n[-1] (or the "
-                    "output's last step)"
+                    "cannot carry; read the output's steps (out[:, -1]), or of a "
+                    "unidirectional layer only h_n[-1]"
                 )
             state.tensors[user.name] = last
             state.layouts[user.name] = FINAL_H
@@ -284,19 +302,33 @@ def _map_results(
 
 @converter("select")
 def _select(state: Translation, fx: Any, a: dict) -> None:
-    """The last step of a recurrent layer's output (``out[:, -1]``, time-major ``out[-1]``)
-    or the last layer's final state (``h_n[-1]``): what the recurrent converter already made
-    the layer return. Any other index is refused."""
+    """One step of a recurrent layer's output (``out[:, t]``, time-major ``out[t]``): the
+    steps moved onto the width axis, cropped to step t, flattened (classic layers). When
+    the recurrent converter made the layer return only its last step (``out[:, -1]``,
+    ``h_n[-1]``), that step is the layer's output. Any other selection is refused."""
     source, dim, index = a["self"], int(a["dim"]), int(a["index"])
     layout = state.layouts.get(source.name, "")
-    axis = full_shape(source)[dim]
-    last = index in (-1, axis - 1)
-    if last and ((layout == FINAL_H and dim == 0) or (layout == f"{LAST_STEP}{dim}")):
+    steps = full_shape(source)[dim]
+    index %= steps
+    if index == steps - 1 and ((layout == FINAL_H and dim == 0) or (layout == f"{LAST_STEP}{dim}")):
         state.alias(fx, source)
         return
+    name = state.tensor(source)
+    step_axis = 0 if layout == TIME_MAJOR else 1
+    if len(full_shape(source)) == 3 and len(_ir_shape(state, name)) == 2 and dim == step_axis:
+        wide = state.emit(fx, "sequence_to_width", [name], suffix=".steps")
+        crop = state.emit(
+            fx,
+            "crop",
+            wide.outputs,
+            attrs={"crops": (0, 0, index, steps - 1 - index)},
+            suffix=".step",
+        )
+        state.emit(fx, "flatten", crop.outputs)
+        return
     raise UnsupportedError(
-        f"select (index {index} of axis {dim}) in {where(fx)} is not supported: only the "
-        "last step of a recurrent layer's output, or h_n[-1], can be taken"
+        f"select (index {index} of axis {dim}) in {where(fx)} is not supported: only one "
+        "step of a sequence (out[:, t]), or h_n[-1] of a unidirectional LSTM, can be taken"
     )
 
 
