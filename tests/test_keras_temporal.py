@@ -47,7 +47,7 @@ def probabilities(path, x: np.ndarray) -> np.ndarray:
     runtime = load(path)
     out = runtime.predict({runtime.description.input[0].name: x})
     rows = out[runtime.description.predictedProbabilitiesName]
-    return np.array([[row[label] for label in runtime.class_labels()] for row in rows])
+    return np.array([[row[label] for label in range(CLASSES)] for row in rows])
 
 
 def export(model, path, **options):
@@ -78,6 +78,21 @@ def test_accelerometer_classifier_predicts_like_keras_and_is_valid(tmp_path):
     assert is_valid(findings), [str(f) for f in findings]
 
 
+def test_a_sensor_pipeline_keeps_the_width_layout(tmp_path):
+    """pipeline=True with our frontend's backbone: the frozen Conv1D stage and the trainable
+    stage read the (C, 1, steps) layout (a coremltools backbone reads (steps, C) as it is:
+    tests/test_backbone_pipeline.py)."""
+    model = accelerometer_classifier(seed=2)
+    model.get_layer("conv").trainable = False
+    path = tmp_path / "pipeline.mlmodel"
+    report = export(model, path, pipeline=True, backbone="frontend")
+    assert report.model_type == "pipeline" and report.trainable == ["head"]
+    x = np.random.default_rng(8).normal(size=(6, STEPS, CHANNELS)).astype(np.float32)
+    got = probabilities(path, over_width(x))
+    assert np.abs(got - model.predict(x, verbose=0)).max() <= TOLERANCE
+    assert is_valid(validate(path))
+
+
 def _forward_case(layers: list, inputs=(12, 3), dtype="float32") -> keras.Model:
     model = keras.Sequential([keras.Input(inputs, dtype=dtype), *layers])
     for layer in model.layers:
@@ -98,6 +113,14 @@ FORWARD_CASES = {
         L.MaxPooling1D(2, name="max"),
         L.AveragePooling1D(3, strides=1, padding="same", name="avg"),
         L.GlobalMaxPooling1D(name="gmax"),
+        L.Dense(3, name="out"),
+    ],
+    "padded_cropped_same_strided": lambda: [
+        L.ZeroPadding1D((2, 1), name="pad"),
+        L.Conv1D(4, 3, padding="same", strides=2, activation="relu", name="c1"),
+        L.Cropping1D((1, 2), name="crop"),
+        L.AveragePooling1D(2, strides=2, padding="same", name="avg"),
+        L.Flatten(),
         L.Dense(3, name="out"),
     ],
     "per_step_dense_batchnorm_keepdims": lambda: [
@@ -251,3 +274,48 @@ def test_conv1d_options_core_ml_cannot_carry_are_refused(tmp_path):
     )
     with pytest.raises(UnsupportedError, match="'conv'.*channels_last"):
         export(model, tmp_path / "x.mlmodel", loss="mse", class_labels=None)
+
+
+def test_training_a_conv1d_through_a_flatten_matches_keras(tmp_path):
+    """Trainable Conv1D -> Flatten -> trainable Dense: the Dense rows are reordered from Keras'
+    step-major order to Core ML's (C, 1, W), before and after training."""
+    model = keras.Sequential(
+        [
+            keras.Input((12, CHANNELS)),
+            L.Conv1D(4, 3, strides=2, activation="tanh", name="conv"),
+            L.Flatten(name="flat"),
+            L.Dense(CLASSES, activation="softmax", name="head"),
+        ]
+    )
+    randomize(model, seed=9, scale=0.5)
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(BATCH * BATCHES, 12, CHANNELS)).astype(np.float32)
+    y = rng.integers(0, CLASSES, BATCH * BATCHES)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        loss="sparse_categorical_crossentropy",
+        run_eagerly=True,
+    )
+    path = tmp_path / "flat.mlmodel"
+    export(model, path, optimizer=None)
+    runtime = load(path)
+    result = runtime.update(
+        {
+            runtime.description.input[0].name: over_width(x),
+            runtime.description.trainingInput[-1].name: y,
+        }
+    )
+    for step in range(BATCHES):
+        rows = slice(step * BATCH, (step + 1) * BATCH)
+        model.train_on_batch(x[rows], y[rows])
+    trained = result.model.spec
+    kernel, bias = model.get_layer("conv").get_weights()
+    got, got_bias = layer_weights(trained, "conv")
+    assert relative_diff(got, conv1d_core_ml(kernel)) <= 1e-4
+    assert relative_diff(got_bias, bias) <= 1e-4
+    head, head_bias = model.get_layer("head").get_weights()
+    steps = head.shape[0] // 4
+    rows_core_ml = head.reshape(steps, 4, CLASSES).transpose(1, 0, 2).reshape(head.shape)
+    got, got_bias = layer_weights(trained, "head")
+    assert relative_diff(got, rows_core_ml.T.ravel()) <= 1e-4
+    assert relative_diff(got_bias, head_bias) <= 1e-4

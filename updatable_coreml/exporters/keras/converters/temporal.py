@@ -146,3 +146,33 @@ converts("MaxPooling1D")(_pool1d("max"))
 converts("AveragePooling1D")(_pool1d("avg"))
 converts("GlobalMaxPooling1D")(_global_pool1d("max"))
 converts("GlobalAveragePooling1D")(_global_pool1d("avg"))
+
+
+@converts("ZeroPadding1D")
+def _zero_padding1d(ctx: Context, layer, call: LayerCall) -> Tensor:
+    """Zeros before and after the steps: Core ML padding of the width axis."""
+    x = as_width(ctx, call.inputs[0], layer)
+    left, right = layer.padding
+    name = ctx.add(
+        "pad",
+        layer.name,
+        [x],
+        attrs={"pads": (0, 0, int(left), int(right)), "value": 0.0},
+        source=_source(layer),
+    )
+    return Tensor(name, width_shape(call.out_shape), width=True)
+
+
+@converts("Cropping1D")
+def _cropping1d(ctx: Context, layer, call: LayerCall) -> Tensor:
+    """Steps removed at the start and the end: Core ML crop of the width axis."""
+    x = as_width(ctx, call.inputs[0], layer)
+    start, end = layer.cropping
+    name = ctx.add(
+        "crop",
+        layer.name,
+        [x],
+        attrs={"crops": (0, 0, int(start), int(end))},
+        source=_source(layer),
+    )
+    return Tensor(name, width_shape(call.out_shape), width=True)
