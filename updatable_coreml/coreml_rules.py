@@ -105,3 +105,45 @@ def is_backpropagable(layer_type: str, activation: str | None = None) -> bool:
 def is_updatable_type(layer_type: str) -> bool:
     """Whether Core ML can mark a layer of ``layer_type`` updatable."""
     return layer_type in UPDATABLE_LAYER_TYPES
+
+
+# -- quantized weights ---------------------------------------------------------------------
+# NeuralNetwork.proto ``WeightParams``/``QuantizationParams``: ``rawValue`` holds N-bit
+# unsigned codes (1 <= N <= 8, ``numberOfBits``); linear quantization is
+# ``W = code * scale + bias`` with ``scale`` of 1 or C values (C the output channels; for
+# recurrent layers the output vector size) and ``bias`` empty or as long as ``scale``; a
+# lookup table holds exactly 2**N floats. Apple's validator checks this in
+# ``QuantizationValidationUtils.cpp`` (``hasValidQuantizationParams``,
+# ``hasSufficientBytesInQuantizedWeightParam``), byte-identical in every release tag 3.0 to
+# 9.0. Quantized weights are refused on an updatable layer (``UpdatableNeuralNetworkValidator
+# .cpp`` ``validateWeightParamsUpdatable``, from 4.0 on) and accepted on a frozen one in an
+# updatable network (Apple's test
+# ``testValidUpdatableModelQuantizedWeightsAndBiasForNonUpdatableLayer``, 4.0 to 9.0).
+
+#: Bits a quantized WeightParams may use.
+QUANTIZATION_BITS = range(1, 9)
+
+#: Layer types whose ``weights`` Apple's layer validators accept quantized (they pass a
+#: quantized WeightParams to ``validateGeneralWeightParams`` with the output channels as the
+#: per-channel count), the ones worth compressing: ``NeuralNetworkLayerValidator.cpp``
+#: ``validateConvolutionLayer``, ``validateInnerProductWeightsBias`` (innerProduct,
+#: batchedMatmul), ``validateEmbeddingLayer``, ``validateEmbeddingNDLayer``. ``convolution3D``
+#: refuses quantized weights ("Quantized weights are not supported").
+QUANTIZABLE_WEIGHT_LAYER_TYPES: tuple[str, ...] = (
+    "convolution",
+    "innerProduct",
+    "batchedMatmul",
+    "embedding",
+    "embeddingND",
+)
+
+
+def quantization_channel_axis(layer) -> int:
+    """The axis of a layer's stored ``weights`` along which per-channel linear ``scale`` and
+    ``bias`` run: the output channels. They lead the stored array for every layer type above
+    except a deconvolution, stored ``[kernelChannels, outputChannels / nGroups, kH, kW]``
+    (NeuralNetwork.proto ``ConvolutionLayerParams``; coremltools' ``quantization_utils``
+    quantizes it on axis 1)."""
+    if layer.WhichOneof("layer") == "convolution" and layer.convolution.isDeconvolution:
+        return 1
+    return 0

@@ -17,9 +17,10 @@ from typing import Any, Optional, Union
 
 from .backend import Label, Metadata, build_spec
 from .compose import Backbone, chain, layer_names
+from .compression import Compression, compress_and_measure
 from .errors import ConfigError, NotUpdatableError
 from .ir import Graph, TensorSpec
-from .options import ExportOptions
+from .options import DEFAULT_COMPRESSION_EXAMPLES, ExportOptions
 from .passes import _rename, cut_at, infer_shapes, run_frozen_passes, run_passes
 from .sizes import format_size
 from .spec_io import Spec, atomic_write_bytes, neural_network
@@ -49,6 +50,8 @@ class ExportReport:
     #: how the frozen stage of a pipeline was made: "frontend" (our translation, cut at the
     #: first trainable layer) or "coremltools" (ct.convert); "" for a single network
     backbone: str = ""
+    #: what ``compress_frozen`` did (sizes, layers, effect on predictions); None without it
+    compression: Optional[Compression] = None
 
     def summary(self) -> str:
         lines = [
@@ -59,6 +62,8 @@ class ExportReport:
             + (f" (pipeline backbone made by {self.backbone})" if self.backbone else ""),
         ]
         lines += [f"  {line}" for line in self.training]
+        if self.compression is not None:
+            lines += self.compression.summary_lines()
         sections = (
             ("changes", self.changes),
             ("assumptions", self.assumptions),
@@ -180,6 +185,15 @@ def export_graph(
         frozen[:0] = layer_names(backbone.spec)
         changes += backbone.notes
         spec = chain(backbone.spec, spec)
+    compression = None
+    if options.compress_frozen is not None:
+        spec, compression = compress_and_measure(
+            spec,
+            options.compress_frozen,
+            val=options.val,
+            layout=options.val_layout,
+            examples=DEFAULT_COMPRESSION_EXAMPLES,
+        )
     return save_validated(
         spec,
         path,
@@ -191,6 +205,7 @@ def export_graph(
         assumptions=list(assumptions),
         warnings=list(warnings) + pass_warnings,
         backbone=backbone.path if backbone is not None else "",
+        compression=compression,
     )
 
 

@@ -16,6 +16,10 @@ Defaults (``DEFAULTS``), stated once here and documented in docs/hyperparameters
   ``make_updatable`` and the torch frontend; ``export_graph``, ONNX and Keras used 32.
 * ``epochs`` 10. The Keras callback does not copy ``fit(epochs=...)`` (a server run of 100
   epochs is not a device's default): pass ``epochs`` or ``epochs="fit"`` to copy it.
+* ``compress_frozen`` None: weights are stored as the source holds them (fp32) unless the
+  user asks for a lossy method (``compression.METHODS``). Without ``val`` data, its effect
+  is measured on ``DEFAULT_COMPRESSION_EXAMPLES`` (8) seeded random examples: enough to show
+  the size of the change while a large backbone runs in NumPy in seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -32,9 +36,12 @@ Label = Union[str, int]
 
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_EPOCHS = 10
+DEFAULT_COMPRESSION_EXAMPLES = 8
 #: Option name -> default; None means "not set" (the frontend or the model decides).
 DEFAULTS: dict[str, Any] = {"batch_size": DEFAULT_BATCH_SIZE, "epochs": DEFAULT_EPOCHS}
 BACKBONES = ("auto", "frontend", "coremltools")
+#: how an ``.npz``'s x is ordered (``runtime.simulate.ARRAY_LAYOUTS``, the same names)
+VAL_LAYOUTS = ("nchw", "nhwc")
 
 
 def flag(name: str) -> str:
@@ -101,6 +108,10 @@ class ExportOptions:
     Core ML cannot carry become report warnings instead of errors), ``pipeline`` and
     ``backbone`` (a frozen backbone + updatable head pipeline, backbone made by
     ``'auto'|'frontend'|'coremltools'``), ``verbose`` (the callback prints its report).
+
+    Size: ``compress_frozen`` (``'int8'``, ``'lut8'``, ``'lut4'``: frozen layers' weights
+    stored quantized, see ``compression``), measured on ``val`` (an ``.npz`` with x and y or
+    an image folder, x ordered as ``val_layout`` says) or on random examples.
     """
 
     # training on device
@@ -128,6 +139,10 @@ class ExportOptions:
     pipeline: bool = False
     backbone: str = "auto"
     verbose: bool = False
+    # size
+    compress_frozen: Optional[str] = None
+    val: Any = None
+    val_layout: str = "nchw"
     #: a ``backend.Metadata`` given whole (its source is kept); the strings above win
     metadata: Any = None
 
@@ -147,6 +162,20 @@ class ExportOptions:
         if self.backbone not in BACKBONES:
             raise ConfigError(
                 f"{both_names('backbone')}: {self.backbone!r}; use one of " + ", ".join(BACKBONES)
+            )
+        if self.compress_frozen is not None:
+            from .compression import method
+
+            method(self.compress_frozen)
+        elif self.val is not None:
+            raise ConfigError(
+                f"{both_names('val')} measures what {both_names('compress_frozen')} changes: "
+                "add it (e.g. int8) or drop the validation data"
+            )
+        if self.val_layout not in VAL_LAYOUTS:
+            raise ConfigError(
+                f"{both_names('val_layout')}: {self.val_layout!r}; use one of "
+                + ", ".join(VAL_LAYOUTS)
             )
         if self.extra_class_slots < 0:
             raise ConfigError(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -53,9 +53,13 @@ def make_updatable(
     reinit: bool = False,
     reinit_seed: int = 0,
     changes: Optional[list[str]] = None,
+    compress_frozen: Optional[str] = None,
 ) -> Spec:
     """Return an updatable copy of ``model``; write it to ``output`` (atomically) if given.
 
+    ``compress_frozen`` (``'int8'``, ``'lut8'``, ``'lut4'``) stores the frozen layers'
+    weights quantized (``compression``; to measure the effect, call
+    ``compression.compress_and_measure`` on the uncompressed result instead).
     Raises ``NotUpdatableError`` naming the layer when a chosen layer cannot be updated or
     cannot be reached by backpropagation (e.g. a concat between it and the loss).
     Models from ``ct.convert`` are rewritten where Core ML needs it (``rewrites``): a chosen
@@ -106,12 +110,22 @@ def make_updatable(
         seed=seed,
     )
     apply_training_config(spec, config)
+    if compress_frozen is not None:
+        from .compression import compress_frozen as compress
+
+        spec = compress(spec, compress_frozen)[0]
+    return save_updatable(spec, output, model)
+
+
+def save_updatable(spec: Spec, output: Optional[PathLike], source: Any = None) -> Spec:
+    """Validate ``spec`` and write it to ``output`` (atomically, never over ``source``, when
+    both are given); a validator error is a ``NotUpdatableError`` and nothing is written."""
     errors = [f for f in validate(spec) if f.severity == "error"]
     if errors:
         raise NotUpdatableError(f"{errors[0].message} {errors[0].fix}")
     if output is not None:
         save_spec(
-            spec, output, not_same_as=model if isinstance(model, (str, os.PathLike)) else None
+            spec, output, not_same_as=source if isinstance(source, (str, os.PathLike)) else None
         )
     return spec
 

@@ -137,6 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --pipeline (Keras, torch): convert the backbone with our frontend, "
         "with coremltools, or with coremltools only when ours refuses it (auto)",
     )
+    add_compression_options(p)
     p.add_argument(
         "--strict", action="store_true", default=None, help="validator warnings fail (exit 1)"
     )
@@ -149,6 +150,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="no progress display (it shows only on a terminal)",
     )
     p.set_defaults(run=run)
+
+
+def add_compression_options(p: argparse.ArgumentParser) -> None:
+    """``--compress-frozen``, ``--val``, ``--val-layout`` (export and make-updatable)."""
+    p.add_argument(
+        "--compress-frozen",
+        choices=CHOICES["compress_frozen"],
+        help="store the weights of frozen layers quantized (lossy; updatable layers stay "
+        "fp32): int8 (4x smaller), lut8 (4x), lut4 (8x); the report gives the sizes and "
+        "the change in predictions",
+    )
+    p.add_argument(
+        "--val",
+        metavar="DATA",
+        help="with --compress-frozen: validation data (an .npz with x and y, or a folder "
+        "of images per label) to report accuracy before and after (default: the largest "
+        "output change on random examples)",
+    )
+    p.add_argument(
+        "--val-layout",
+        choices=CHOICES["val_layout"],
+        help="how --val's .npz x is ordered: nchw (channel-first, the default) or nhwc",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> dict[str, Any]:

@@ -8,7 +8,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from ..compression import METHODS
 from ..errors import ConfigError
+from ..options import BACKBONES, VAL_LAYOUTS
 from .common import float_pair, int_list
 
 #: turns a flag or config value into a setting (value, setting name) -> value
@@ -139,11 +141,16 @@ SETTINGS: dict[str, Coerce] = {
     "quiet": _scalar(bool),
     "pipeline": _scalar(bool),
     "backbone": _scalar(str),
+    "compress_frozen": _scalar(str),
+    "val": _scalar(str),
+    "val_layout": _scalar(str),
 }
 CHOICES = {
     "loss": ("cce", "mse"),
     "optimizer": ("sgd", "adam"),
-    "backbone": ("auto", "frontend", "coremltools"),
+    "backbone": BACKBONES,
+    "compress_frozen": tuple(METHODS),
+    "val_layout": VAL_LAYOUTS,
 }
 
 

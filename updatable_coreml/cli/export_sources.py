@@ -67,6 +67,9 @@ def _common(settings: dict[str, Any]) -> dict[str, Any]:
         "extra_class_slots",
         "allow_unsupported",
         "pipeline",
+        "compress_frozen",
+        "val",
+        "val_layout",
     )
     return {key: settings[key] for key in keys if key in settings}
 

@@ -8,6 +8,7 @@ import argparse
 from ..errors import ConfigError
 from ..options import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
 from .common import EXIT_OK, deprecated_alias, flag, float_pair, int_list
+from .export import add_compression_options
 
 
 def add_training_options(p: argparse.ArgumentParser) -> None:
@@ -115,6 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         note=" (spare slots, not the total)",
     )
     p.add_argument("--reinit", action="store_true", help="re-initialize the chosen layers (seeded)")
+    add_compression_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the result's summary")
     p.set_defaults(run=run, expand_classes=None)
 
@@ -137,7 +139,8 @@ def total_classes(model: str, spare: int) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from ..inspection import inspect
-    from ..surgery import make_updatable
+    from ..options import ExportOptions
+    from ..surgery import make_updatable, save_updatable
 
     if not args.trainable:  # not argparse's required=: the deprecated --layers also fills it
         raise ConfigError(
@@ -149,9 +152,12 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("give --extra-class-slots only (--expand-classes is its old form)")
         expand = total_classes(args.model, args.extra_class_slots)
     changes: list[str] = []
-    make_updatable(
+    compression = ExportOptions(  # the same checks as export's (method, --val, --val-layout)
+        compress_frozen=args.compress_frozen, val=args.val, val_layout=args.val_layout or "nchw"
+    )
+    spec = make_updatable(
         args.model,
-        args.output,
+        None if compression.compress_frozen else args.output,
         layers=args.trainable,
         loss=args.loss,
         loss_input=args.loss_input,
@@ -172,6 +178,20 @@ def run(args: argparse.Namespace) -> int:
         reinit=args.reinit,
         changes=changes,
     )
+    if compression.compress_frozen:
+        from ..compression import compress_and_measure
+        from ..options import DEFAULT_COMPRESSION_EXAMPLES
+
+        spec, result = compress_and_measure(
+            spec,
+            compression.compress_frozen,
+            val=compression.val,
+            layout=compression.val_layout,
+            examples=DEFAULT_COMPRESSION_EXAMPLES,
+        )
+        save_updatable(spec, args.output, args.model)
+        if not args.quiet:
+            print("\n".join(result.summary_lines()))
     if not args.quiet:
         for change in changes:
             print(f"changed: {change}")

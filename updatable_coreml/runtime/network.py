@@ -20,8 +20,9 @@ from . import control, limits
 from . import features as feat
 from .base import Model, WeightKey
 from .layers import recurrent  # the package registers every layer family on import
-from .registry import WeightGetter, decode_weights, forward_op
+from .registry import WeightGetter, forward_op
 from .update import run_update
+from .weights import decode_weights
 
 
 def weight_message(layer, field: str):
@@ -73,9 +74,9 @@ class NeuralNetworkModel(Model):
 
     def _decode(self, index: int, field: str) -> np.ndarray:
         layer = self.layers[index]
-        return decode_weights(weight_message(layer, field), f"layer {layer.name!r} {field}").astype(
-            self.dtype
-        )
+        return decode_weights(
+            weight_message(layer, field), f"layer {layer.name!r} {field}", layer, field
+        ).astype(self.dtype)
 
     def weight_getter(self, index: int) -> WeightGetter:
         return self._getters[index]
@@ -200,7 +201,7 @@ class NeuralNetworkModel(Model):
                 key = (index, field)
                 if key not in cache:
                     cache[key] = decode_weights(
-                        weight_message(layer, field), f"layer {layer.name!r} {field}"
+                        weight_message(layer, field), f"layer {layer.name!r} {field}", layer, field
                     ).astype(self.dtype)
                 return cache[key]
 

@@ -1,5 +1,5 @@
-"""The reference runtime's per-layer tables (forward op, backward op, size estimate) and
-weight decoding. The layer families in ``layers/`` fill the tables; ``layers/__init__``
+"""The reference runtime's per-layer tables (forward op, backward op, size estimate); weight
+decoding lives in ``weights``. The layer families in ``layers/`` fill the tables; ``layers/__init__``
 imports every family.
 
 Conventions every op follows:
@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import RuntimeLayerError
 from ..registry import Registry
+from .weights import decode_weights  # noqa: F401  (its home before runtime/weights.py)
 
 WeightGetter = Callable[[str], np.ndarray]
 ForwardFn = Callable[[object, Sequence[np.ndarray], WeightGetter], list]
@@ -62,42 +63,3 @@ def forward_op(layer) -> ForwardFn:
         raise RuntimeLayerError(
             f"layer {layer.name!r}: the reference runtime cannot run layer type {kind!r}"
         ) from None
-
-
-def decode_weights(params, where: str = "") -> np.ndarray:
-    """Decode a ``WeightParams`` message to a flat float32 array.
-
-    Handles fp32 (``floatValue``), fp16 (``float16Value``), raw fp32 bytes (``rawValue``) and
-    linear or look-up-table quantized weights (``rawValue`` + ``quantization``).
-    """
-    if len(params.floatValue):
-        return np.asarray(params.floatValue, dtype=np.float32)
-    if len(params.float16Value):
-        return np.frombuffer(params.float16Value, dtype="<f2").astype(np.float32)
-    raw = params.rawValue
-    if not len(raw):
-        return np.zeros(0, dtype=np.float32)
-    if not params.HasField("quantization"):
-        if len(raw) % 4:
-            raise RuntimeLayerError(f"{where}: raw weights are not a whole number of fp32 values")
-        return np.frombuffer(raw, dtype="<f4").astype(np.float32)
-    quant = params.quantization
-    bits = int(quant.numberOfBits)
-    if not 1 <= bits <= 8:
-        raise RuntimeLayerError(f"{where}: unsupported quantization with {bits} bits")
-    packed = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))  # MSB first within each byte
-    count = packed.size // bits
-    groups = packed[: count * bits].reshape(count, bits)
-    codes = groups.dot(1 << np.arange(bits - 1, -1, -1)).astype(np.int64)
-    kind = quant.WhichOneof("QuantizationType")
-    if kind == "lookupTableQuantization":
-        table = np.asarray(quant.lookupTableQuantization.floatValue, dtype=np.float32)
-        return table[codes]
-    if kind == "linearQuantization":
-        scale = np.asarray(quant.linearQuantization.scale, dtype=np.float32)
-        bias = np.asarray(quant.linearQuantization.bias, dtype=np.float32)
-        if scale.size == 1:
-            return codes.astype(np.float32) * scale[0] + bias[0]
-        per_channel = codes.reshape(scale.size, -1).astype(np.float32)
-        return (per_channel * scale[:, None] + bias[:, None]).reshape(-1)
-    raise RuntimeLayerError(f"{where}: unknown weight quantization {kind!r}")
