@@ -214,6 +214,15 @@ TEXT_CASES = {
     "lstm_first_and_last_step": lambda: TextClassifier(
         nn.LSTM(5, 4, batch_first=True), lambda r: r[0][:, 0] + r[0][:, -1], 4
     ),
+    "gru_last_step": lambda: TextClassifier(
+        nn.GRU(5, 4, batch_first=True), lambda r: r[0][:, -1], 4
+    ),
+    "gru_two_layers_time_major_h_n": lambda: TextClassifier(
+        nn.GRU(5, 4, num_layers=2), lambda r: r[1][-1], 4, time_major=True
+    ),
+    "gru_no_bias_middle_step": lambda: TextClassifier(
+        nn.GRU(5, 3, bias=False, batch_first=True), lambda r: r[0][:, 3], 3
+    ),
     "bilstm_last_step": lambda: TextClassifier(
         nn.LSTM(5, 4, batch_first=True, bidirectional=True), lambda r: r[0][:, -1], 8
     ),

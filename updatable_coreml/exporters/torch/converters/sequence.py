@@ -1,4 +1,4 @@
-"""Sequences: ``Embedding``, ``EmbeddingBag(mode="mean")``, ``LSTM``, taking a sequence's last
+"""Sequences: ``Embedding``, ``EmbeddingBag(mode="mean")``, ``LSTM``, ``GRU``, taking a sequence's last
 step, and transposes between sequences and 1-D maps.
 
 A torch ``(N, L, C)`` sequence is the IR's ``(Seq, C)``, which Core ML carries on the Seq axis
@@ -22,7 +22,7 @@ from ....passes import infer_shapes
 from ..context import Translation, _op_name, converter, full_shape, where
 
 #: torch's recurrent ops (aten names) whose zero initial states export writes with ``zeros``.
-RECURRENT = ("lstm",)
+RECURRENT = ("lstm", "gru")
 TIME_MAJOR = "time_major"
 FINAL_H = "final_h"
 #: ``LAST_STEP + str(axis)``: a recurrent output of which only the last step (on torch axis
@@ -263,6 +263,54 @@ def _lstm(state: Translation, fx: Any, a: dict) -> None:
         x = node.outputs[0]
     assert node is not None
     _map_results(state, fx, node.outputs[0], sequence, batch_first, bidirectional)
+
+
+def _reorder_gru(array: np.ndarray) -> np.ndarray:
+    """torch stacks a GRU's gates r, z, n; the IR z, r, n."""
+    reset, update, new = np.split(array, 3)
+    return np.concatenate([update, reset, new])
+
+
+@converter("gru")
+def _gru(state: Translation, fx: Any, a: dict) -> None:
+    """``nn.GRU`` (1 or more layers, batch_first either way), unidirectional: one
+    ``gru_unrolled`` per layer (``ops/stepwise.py``): torch resets after the recurrent
+    matrix, which no Core ML ``gru`` layer computes, so the GRU is written step by step."""
+    if a["bidirectional"]:
+        raise UnsupportedError(
+            f"bidirectional GRU in {where(fx)}: Core ML has no bidirectional GRU layer; use "
+            "a unidirectional GRU or a bidirectional LSTM"
+        )
+    batch_first = bool(a["batch_first"])
+    x = _sequence_input(state, a["input"], fx, batch_first)
+    _zero_state(fx, a["hx"])
+    layers, has_biases = int(a["num_layers"]), bool(a["has_biases"])
+    params = list(a["params"])
+    per_layer = 4 if has_biases else 2
+    if len(params) != layers * per_layer:
+        raise UnsupportedError(
+            f"GRU in {where(fx)} has {len(params)} weight tensors, expected {layers * per_layer}"
+        )
+    sequence = _needs_sequence(fx, batch_first)
+    node = None
+    for layer in range(layers):
+        chunk = [state.weight(p) for p in params[layer * per_layer : (layer + 1) * per_layer]]
+        roles = ("W_ih", "W_hh", "b_ih", "b_hh")
+        node = state.emit(
+            fx,
+            "gru_unrolled",
+            [x],
+            attrs={
+                "steps": full_shape(a["input"])[1 if batch_first else 0],
+                "hidden": int(chunk[1][0].shape[1]),
+                "return_sequences": sequence or layer < layers - 1,
+            },
+            weights={role: (_reorder_gru(array), fqn) for role, (array, fqn) in zip(roles, chunk)},
+            suffix="" if layers == 1 else f".l{layer}",
+        )
+        x = node.outputs[0]
+    assert node is not None
+    _map_results(state, fx, node.outputs[0], sequence, batch_first, bidirectional=False)
 
 
 def _map_results(
