@@ -422,24 +422,28 @@ CUSTOM_FORWARD = {
 
 
 @pytest.mark.parametrize("name", CUSTOM_FORWARD)
-def test_custom_forward_coremltools_backbone_trains_like_the_single_network(
-    name, tmp_path, images, targets
-):
+def test_custom_forward_pipelines_train_like_the_single_network(name, tmp_path, images, targets):
+    """Both backbones of a module with its own forward: the one our frontend cuts from its
+    translation and the one coremltools converts from the cut torch graph."""
     build, head = CUSTOM_FORWARD[name]
     model = build()
-    single, pipeline = tmp_path / "single.mlmodel", tmp_path / "pipeline.mlmodel"
+    single = tmp_path / "single.mlmodel"
     export_torch_model(model, single)
-    report = export_torch_model(model, pipeline, pipeline=True, backbone="coremltools")
-    assert_valid_pipeline(pipeline, "coremltools", report)
-    assert report.trainable == head
-    expected = torch_probabilities(model, images)
-    assert np.abs(predicted_probabilities(pipeline, "x", images) - expected).max() <= 1e-4
-
-    split = trained_weights(pipeline, "x", images, targets)
     whole = trained_weights(single, "x", images, targets)
-    assert split.keys() == whole.keys() and len(split) == 2 * len(head)
-    for key, weights in whole.items():
-        assert np.abs(split[key] - weights).max() <= 1e-5 * np.abs(weights).max(), key
+    assert len(whole) == 2 * len(head)
+    expected = torch_probabilities(model, images)
+    for backbone in ("frontend", "coremltools"):
+        pipeline = tmp_path / f"{backbone}.mlmodel"
+        report = export_torch_model(model, pipeline, pipeline=True, backbone=backbone)
+        assert_valid_pipeline(pipeline, backbone, report)
+        assert report.trainable == head
+        probabilities = predicted_probabilities(pipeline, "x", images)
+        assert np.abs(probabilities - expected).max() <= 1e-4, backbone
+        split = trained_weights(pipeline, "x", images, targets)
+        assert split.keys() == whole.keys(), backbone
+        for key, weights in whole.items():
+            difference = np.abs(split[key] - weights).max()
+            assert difference <= 1e-5 * np.abs(weights).max(), (backbone, key)
 
 
 def train_like_the_runtime(model, x: np.ndarray, y: np.ndarray):
@@ -541,3 +545,39 @@ def test_cli_exports_a_torch_factory_with_its_own_forward_as_a_pipeline(tmp_path
     document = json.loads(report.read_text())
     assert document["export"]["backbone"] == "coremltools"  # ours refuses Mish
     assert document["export"]["trainable"] == ["fc"]
+
+
+def test_an_example_batch_is_cut_on_one_example(tmp_path, images):
+    """``view(x.size(0), -1)`` is captured with the example's batch size baked in; the
+    backbone coremltools converts reads one example, so the cut is captured on one too."""
+    torch = quiet_import("torch")
+    from torch import nn
+
+    from updatable_coreml.exporters.torch import export_torch
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3)
+            self.act = nn.Mish()
+            self.fc = nn.Linear(144, 4)
+
+        def forward(self, x):
+            h = self.act(self.conv(x))
+            return self.fc(h.view(h.size(0), -1))
+
+    torch.manual_seed(0)
+    model = freeze_all_but(Net(), "fc.")
+    path = tmp_path / "pipeline.mlmodel"
+    report = export_torch(
+        model,
+        torch.from_numpy(images[:5]),  # 144 values per example do not split into 5 rows
+        path,
+        loss=nn.CrossEntropyLoss(),
+        trainable=["fc"],
+        class_labels=LABELS,
+        pipeline=True,
+    )
+    assert_valid_pipeline(path, "coremltools", report)
+    expected = torch_probabilities(model, images)
+    assert np.abs(predicted_probabilities(path, "x", images) - expected).max() <= 1e-4

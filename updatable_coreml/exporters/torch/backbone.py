@@ -167,10 +167,13 @@ def torch_head(
             "yet; feed a MultiArray, or make the backbone translatable"
         )
     trains = trainable_parameters(module, optimizer, trainable)
-    program = capture(module, example_inputs)
+    # One example: the captured shapes (a ``view(x.size(0), -1)``) are then those of the
+    # per-example trace coremltools converts.
+    (example,) = single_input(as_example_inputs(example_inputs), "torch backbone")
+    program = capture(module, example[:1])
     prefix, head = split_program(program, trains, reason)
     input_name = input_names[0] if input_names else program.graph_signature.user_inputs[0]
-    backbone, features = torch_backbone(prefix, example_inputs, input_name, reason)
+    backbone, features = torch_backbone(prefix, example[:1], input_name, reason)
     in_head = {name for name, _ in head.named_parameters(remove_duplicate=False)}
     state = torch_to_graph(
         head,
