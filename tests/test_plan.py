@@ -24,6 +24,7 @@ from plan_helpers import (
 )
 from updatable_coreml.errors import ConfigError
 from updatable_coreml.plan import Grid, plan
+from updatable_coreml.plan.search import score as search_score
 from updatable_coreml.runtime import load
 from updatable_coreml.validator import is_valid, validate
 
@@ -418,3 +419,48 @@ def test_bad_replay_is_one_line_and_exit_2(files, tmp_path):
         assert result.returncode == 2, result.stderr
         assert len(lines) == 1 and expected in lines[0], result.stderr
         assert not (tmp_path / "out").exists()
+
+
+# -- Optuna search ---------------------------------------------------------------------------
+
+
+def test_optuna_search_is_deterministic_and_stays_in_the_grid_bounds(files, tmp_path):
+    pytest.importorskip("optuna")
+    grid = Grid(lrs=(0.01, 0.3), epochs=(2, 6), batches=(4, 8), ks=(1, 3), replays=(0, 10))
+    options = dict(grid=grid, search="optuna", trials=8)
+    serial = _plan(files, tmp_path / "a", n_jobs=1, **options)
+    again = _plan(files, tmp_path / "b", n_jobs=2, backend="loky", **options)
+    assert serial.candidates == again.candidates and serial.rows == again.rows
+    tried = serial.candidates[2:]
+    assert serial.candidates[0].shipped and serial.candidates[1].kind == "none"
+    assert 1 <= len(tried) <= 8
+    for c in tried:
+        assert c.replay in (0, 10)
+        if c.kind == "head":
+            assert 0.01 <= c.lr <= 0.3 and 2 <= c.epochs <= 6 and c.batch in (4, 8)
+        else:
+            assert c.kind == "knn" and 1 <= c.k <= 3
+    other = _plan(files, tmp_path / "c", n_jobs=1, seed=1, **options)
+    assert other.candidates != serial.candidates
+    data = json.loads((tmp_path / "a" / "plan.json").read_text())
+    assert data["search"] == "optuna (8 trials)"
+    best = max(range(len(serial.candidates)), key=lambda i: (search_score(serial.rows, i), -i))
+    assert serial.recommendation["score"] == pytest.approx(search_score(serial.rows, best))
+
+
+def test_unknown_search_is_one_line_and_exit_2(files, tmp_path):
+    result = _cli(
+        files["model"],
+        "--data",
+        files["users"],
+        "--search",
+        "random",
+        "--no-plots",
+        "-o",
+        tmp_path / "out",
+        cwd=tmp_path,
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "--search" in lines[0], result.stderr
+    with pytest.raises(ConfigError, match="unknown search 'random'"):
+        _plan(files, tmp_path / "o", search="random")

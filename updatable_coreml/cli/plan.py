@@ -138,6 +138,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "forgetting (taken out of the shared set; default 0: none)",
     )
     p.add_argument(
+        "--search",
+        choices=("grid", "optuna"),
+        default="grid",
+        help="grid: every combination of the lists above (default); optuna: --trials "
+        "candidates chosen by Optuna's TPE sampler within their bounds (learning rate "
+        "log-uniform between the smallest and largest --lr), seeded by --seed",
+    )
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=30,
+        metavar="N",
+        help="candidates Optuna tries with --search optuna (default 30)",
+    )
+    p.add_argument(
         "--assumptions",
         default="default",
         metavar="PRESET",
@@ -219,6 +234,8 @@ def run(args: argparse.Namespace) -> int:
         write=args.write,
         max_forgetting=args.max_forgetting,
         verbose=10 if args.verbose else 0,
+        search=args.search,
+        trials=args.trials,
     )
     print(result.summary())
     return EXIT_OK

@@ -38,6 +38,7 @@ from .write import write_model, write_npz
 
 PathLike = str | os.PathLike
 ALL = "all"  # every preset: says whether the recommendation depends on Core ML's unknowns
+SEARCHES = ("grid", "optuna")  # every grid candidate, or Optuna's trials within its bounds
 __all__ = ["plan", "PlanResult", "Grid", "Candidate"]
 
 
@@ -190,6 +191,8 @@ def plan(
     max_forgetting: float | None = None,
     chunk: int = 8,
     verbose: int = 0,
+    search: str = "grid",
+    trials: int = 30,
 ) -> PlanResult:
     """Compare on-device training setups on simulated users; see the module docstring.
 
@@ -200,6 +203,8 @@ def plan(
     ``.npz`` or ``.csv`` (no user column) held out for everyone; without it
     ``shared_fraction`` of the examples is. ``backend`` is any joblib
     backend name (``loky``, ``threading``, ``dask``...); results do not depend on it.
+    ``search="optuna"`` tries ``trials`` candidates chosen by Optuna within the grid's bounds
+    instead of the whole grid (``plan.search``; needs the ``optuna`` extra).
     """
     from ..runtime import load
     from ..spec_io import check_output_path
@@ -208,6 +213,10 @@ def plan(
         require("matplotlib", "plot")
     if n_jobs != 1 or backend is not None:
         require("joblib", "plan")
+    if search not in SEARCHES:
+        raise ConfigError(f"unknown search {search!r}; use one of {', '.join(SEARCHES)}")
+    if search == "optuna":
+        require("optuna", "optuna")
     every = assumptions == ALL
     name, assume = resolve_assumptions(None if every else assumptions)
     out = Path(output)
@@ -273,7 +282,6 @@ def plan(
         int(defaults["miniBatchSize"]),
         shipped=True,
     )
-    found = candidates(grid, shipped, len(updatable))
 
     parts = np.cumsum([len(pool), len(held)])
 
@@ -284,11 +292,11 @@ def plan(
     shared_feats = rows_of(slice(parts[0], parts[1]))
     store_feats = rows_of(slice(parts[1], None))
 
-    def make_jobs(assume: Any) -> list[Job]:
+    def make_jobs(assume: Any, indexed: list[tuple[int, Candidate]]) -> list[Job]:
         jobs = []
         for position, user in enumerate(sim_users):
             own = {t: {b: v[user.index] for b, v in f.items()} for t, f in feats.items()}
-            for part in _chunks(list(enumerate(found)), chunk):
+            for part in _chunks(indexed, chunk):
                 jobs.append(
                     Job(
                         user,
@@ -307,8 +315,17 @@ def plan(
                 )
         return jobs
 
-    jobs = make_jobs(assume)
-    rows = run_jobs(jobs, n_jobs=n_jobs, backend=backend, verbose=verbose)
+    def evaluate(indexed: list[tuple[int, Candidate]]) -> list[dict]:
+        jobs = make_jobs(assume, indexed)
+        return run_jobs(jobs, n_jobs=n_jobs, backend=backend, verbose=verbose)
+
+    if search == "optuna":
+        from .search import optuna_search
+
+        found, rows = optuna_search(grid, shipped, len(updatable), trials, seed, evaluate)
+    else:
+        found = candidates(grid, shipped, len(updatable))
+        rows = evaluate(list(enumerate(found)))
     costs = {i: _costs(c, heads, assume.partial_batch) for i, c in enumerate(found)}
     table = summarize(rows, found, costs, name)
     choice = recommend(table, found, max_forgetting)
@@ -318,7 +335,8 @@ def plan(
         for other, value in _presets().items():
             if other == name:
                 continue
-            other_rows = run_jobs(make_jobs(value), n_jobs=n_jobs, backend=backend)
+            other_jobs = make_jobs(value, list(enumerate(found)))
+            other_rows = run_jobs(other_jobs, n_jobs=n_jobs, backend=backend)
             other_costs = {i: _costs(c, heads, value.partial_batch) for i, c in enumerate(found)}
             other_choice = recommend(
                 summarize(other_rows, found, other_costs, other), found, max_forgetting
@@ -356,6 +374,7 @@ def plan(
         "data": source,
         "assumptions": name,
         "seed": seed,
+        "search": search if search == "grid" else f"{search} ({trials} trials)",
         "shots": [int(s) for s in shots],
         "users": [u.name for u in sim_users],
         "shared_examples": len(held),

@@ -99,13 +99,13 @@ def candidates(grid: Grid, shipped: Candidate, updatable_layers: int) -> list[Ca
         found.append(Candidate("knn", "last", k=int(k), weighting=weighting, replay=r))
     unique: list[Candidate] = []
     for candidate in found:
-        same = [c for c in unique if _key(c) == _key(candidate)]
+        same = [c for c in unique if setup_key(c) == setup_key(candidate)]
         if not same:
             unique.append(candidate)
     return unique
 
 
-def _key(candidate: Candidate) -> tuple:
+def setup_key(candidate: Candidate) -> tuple:
     return (
         candidate.kind,
         candidate.trainable,
