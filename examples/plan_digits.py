@@ -88,7 +88,13 @@ def main(out_dir: Path, quick: bool = False, seed: int = 0) -> None:
             weightings=("uniform",),
         )
         if quick
-        else Grid(lrs=(0.01, 0.03, 0.1), epochs=(5, 20), batches=(4, 8), ks=(1, 3, 5))
+        else Grid(
+            lrs=(0.01, 0.03, 0.1),
+            epochs=(5, 20),
+            batches=(4, 8),
+            ks=(1, 3, 5),
+            replays=(0, 21),  # 3 stored examples of each known digit against forgetting
+        )
     )
     result = plan(
         model,

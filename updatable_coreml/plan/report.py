@@ -243,6 +243,15 @@ def write_plot(
             )
     axes[0].set_title("users' own held-out examples")
     axes[1].set_title("shared held-out, classes the user did not teach")
+    if all(line["rest_accuracy_mean"] is None for line in table):
+        axes[1].text(
+            0.5,
+            0.5,
+            "every user taught every class:\nno class left to measure forgetting on",
+            ha="center",
+            va="center",
+            transform=axes[1].transAxes,
+        )
     ticks = sorted({line["shots"] for line in table})
     for ax in axes:
         ax.set_xlabel("examples per class")
