@@ -123,6 +123,13 @@ FORWARD_CASES = {
         L.Flatten(),
         L.Dense(3, name="out"),
     ],
+    "depthwise_separable": lambda: [
+        L.DepthwiseConv1D(3, depth_multiplier=2, activation="relu", name="dw"),
+        L.SeparableConv1D(4, 3, depth_multiplier=2, padding="same", strides=2, name="sep"),
+        L.SeparableConv1D(3, 2, use_bias=False, activation="tanh", name="sep_2"),
+        L.GlobalAveragePooling1D(),
+        L.Dense(3, name="out"),
+    ],
     "per_step_dense_batchnorm_keepdims": lambda: [
         L.Conv1D(4, 3, name="c1"),
         L.BatchNormalization(name="bn"),
@@ -147,19 +154,26 @@ def test_conv1d_and_pooling_over_time_predict_like_keras(case, tmp_path):
     assert np.abs(np.asarray(got).reshape(want.shape) - want).max() <= TOLERANCE
 
 
-def test_a_text_cnn_moves_embedded_tokens_onto_the_width_axis(tmp_path):
-    """Embedding -> Conv1D -> global max: the embedded sequence is permuted to (C, 1, steps)
-    in the frozen part, before the trainable head."""
-    model = _forward_case(
-        [
-            L.Embedding(20, 6, name="embed"),
-            L.Conv1D(5, 3, activation="relu", name="conv"),
-            L.GlobalMaxPooling1D(name="pool"),
-            L.Dense(CLASSES, activation="softmax", name="head"),
-        ],
-        inputs=(12,),
-        dtype="int32",
-    )
+TEXT_MODELS = {
+    "cnn": lambda: [
+        L.Embedding(20, 6, name="embed"),
+        L.Conv1D(5, 3, activation="relu", name="conv"),
+        L.GlobalMaxPooling1D(name="pool"),
+        L.Dense(CLASSES, activation="softmax", name="head"),
+    ],
+    "bag_of_embeddings": lambda: [
+        L.Embedding(20, 6, name="embed"),
+        L.GlobalAveragePooling1D(name="pool"),
+        L.Dense(CLASSES, activation="softmax", name="head"),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", sorted(TEXT_MODELS))
+def test_text_models_move_embedded_tokens_onto_the_width_axis(case, tmp_path):
+    """Embedding -> [Conv1D ->] global pooling: the embedded sequence is permuted to
+    (C, 1, steps) in the frozen part, before the trainable head."""
+    model = _forward_case(TEXT_MODELS[case](), inputs=(12,), dtype="int32")
     model.get_layer("head").trainable = True
     path = tmp_path / "text.mlmodel"
     export(model, path)
@@ -167,7 +181,7 @@ def test_a_text_cnn_moves_embedded_tokens_onto_the_width_axis(tmp_path):
     got = probabilities(path, tokens.reshape(5, 12, 1, 1).astype(np.float32))
     assert np.abs(got - model.predict(tokens, verbose=0)).max() <= TOLERANCE
     kinds = [layer.WhichOneof("layer") for layer in neural_network(load_spec(path)).layers]
-    assert kinds[:3] == ["embedding", "permute", "convolution"]
+    assert kinds[:3] == ["embedding", "permute", "convolution" if case == "cnn" else "pooling"]
     assert is_valid(validate(path))
 
 

@@ -57,29 +57,45 @@ def _conv1d_weight(kernel: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(kernel.transpose(2, 1, 0)[:, :, None, :])
 
 
-@converts("Conv1D")
-def _conv1d(ctx: Context, layer, call: LayerCall) -> Tensor:
-    """A convolution over time, updatable when the layer trains. ``padding='causal'`` pads
-    only the start, ``(k - 1) * dilation`` steps, as Keras does."""
-    (x,) = call.inputs
-    where = f"layer {layer.name!r}"
+def _over_time(layer, groups: int) -> dict:
+    """Convolution attrs over the width axis. ``padding='causal'`` pads only the start,
+    ``(k - 1) * dilation`` steps, as Keras does."""
     _channels_last(layer)
-    x = as_width(ctx, x, layer)
     (kernel,), (stride,), (dilation,) = layer.kernel_size, layer.strides, layer.dilation_rate
     padding = layer.padding
     if padding == "causal":
         padding = (0, 0, (kernel - 1) * dilation, 0)
     elif padding not in ("valid", "same"):
-        raise UnsupportedError(f"{where}: padding={layer.padding!r} is not supported")
-    weights = {"weight": _conv1d_weight(_numpy(layer.kernel))}
-    if layer.use_bias:
-        weights["bias"] = _numpy(layer.bias)
-    attrs = {
+        raise UnsupportedError(f"layer {layer.name!r}: padding={layer.padding!r} is not supported")
+    return {
         "strides": (1, int(stride)),
         "dilations": (1, int(dilation)),
         "padding": padding,
-        "groups": int(layer.groups),
+        "groups": groups,
     }
+
+
+def _depthwise1d_weight(kernel: np.ndarray) -> np.ndarray:
+    """Keras depthwise kernel (k, C, M) -> grouped conv weight (C*M, 1, 1, k); output channel
+    c*M + m reads input channel c, as Keras orders them."""
+    steps, channels, multiplier = kernel.shape
+    return np.ascontiguousarray(
+        kernel.transpose(1, 2, 0).reshape(channels * multiplier, 1, 1, steps)
+    )
+
+
+def _conv_over_time(
+    ctx: Context,
+    layer,
+    call: LayerCall,
+    x: Tensor,
+    attrs: dict,
+    weight: np.ndarray,
+) -> Tensor:
+    """One convolution over time (updatable when the layer trains), activation fused after."""
+    weights = {"weight": weight}
+    if layer.use_bias:
+        weights["bias"] = _numpy(layer.bias)
     out_shape = width_shape(call.out_shape)
 
     def build(output):
@@ -95,6 +111,44 @@ def _conv1d(ctx: Context, layer, call: LayerCall) -> Tensor:
         )
 
     return Tensor(_with_activation(ctx, layer, build, out_shape), out_shape, width=True)
+
+
+@converts("Conv1D")
+def _conv1d(ctx: Context, layer, call: LayerCall) -> Tensor:
+    """A convolution over time, updatable when the layer trains."""
+    x = as_width(ctx, call.inputs[0], layer)
+    attrs = _over_time(layer, int(layer.groups))
+    return _conv_over_time(ctx, layer, call, x, attrs, _conv1d_weight(_numpy(layer.kernel)))
+
+
+@converts("DepthwiseConv1D")
+def _depthwise_conv1d(ctx: Context, layer, call: LayerCall) -> Tensor:
+    """One filter per channel (times depth_multiplier): a grouped convolution over time."""
+    x = as_width(ctx, call.inputs[0], layer)
+    attrs = _over_time(layer, x.shape[0])
+    weight = _depthwise1d_weight(_numpy(layer.kernel))
+    return _conv_over_time(ctx, layer, call, x, attrs, weight)
+
+
+@converts("SeparableConv1D")
+def _separable_conv1d(ctx: Context, layer, call: LayerCall) -> Tensor:
+    """A depthwise convolution over time (``<name>_depthwise``, no bias) then a pointwise
+    one carrying the layer's name, bias and activation; both train when the layer does."""
+    x = as_width(ctx, call.inputs[0], layer)
+    depthwise = _depthwise1d_weight(_numpy(layer.depthwise_kernel))
+    mid = ctx.add(
+        "conv2d",
+        f"{layer.name}_depthwise",
+        [x],
+        attrs=_over_time(layer, x.shape[0]),
+        weights={"weight": depthwise},
+        trainable=ctx.trains(layer),
+        source=_source(layer),
+    )
+    mid_shape = (depthwise.shape[0], 1, width_shape(call.out_shape)[2])
+    pointwise = _conv1d_weight(_numpy(layer.pointwise_kernel))
+    attrs = {"strides": (1, 1), "padding": "valid", "groups": 1}
+    return _conv_over_time(ctx, layer, call, Tensor(mid, mid_shape, width=True), attrs, pointwise)
 
 
 def _pool1d(kind: str):
