@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -249,7 +249,7 @@ def plan(
     pool = Dataset(pool.x, _as_labels(pool.y, labels, source))
     if shared is not None:
         if _is_csv(shared):
-            held, _ = load_csv(shared, replace(columns, users=None), description)
+            held, _ = load_csv(shared, columns, description, users=False)
         else:
             held = load_npz(shared)
         held = Dataset(held.x, _as_labels(held.y, labels, str(shared)))

@@ -32,7 +32,7 @@ class Columns:
     """Which CSV columns hold what. ``features`` None: every column that is not the user, the
     label or the image column (in file order)."""
 
-    users: str | None = "user"
+    users: str = "user"
     label: str = "label"
     image: str = "image"
     features: Sequence[str] | None = None
@@ -130,8 +130,11 @@ def _features(
     return x.reshape((len(rows), *shape)) if shape else x
 
 
-def load_csv(path: PathLike, columns: Columns, description: Any) -> tuple[Dataset, np.ndarray]:
-    """Examples, labels and (when ``columns.users`` is set) each example's user.
+def load_csv(
+    path: PathLike, columns: Columns, description: Any, users: bool = True
+) -> tuple[Dataset, np.ndarray]:
+    """Examples, labels and (``users``) each example's user; without ``users`` (the shared
+    set) a user column may be absent, and is never read as a feature when present.
 
     ``description`` is the model's prediction input: an image input reads the image column,
     a MultiArray input the feature columns.
@@ -143,7 +146,7 @@ def load_csv(path: PathLike, columns: Columns, description: Any) -> tuple[Datase
     label_at = _column(path, header, columns.label, "label", "--label")
     y = np.asarray([cells[label_at].strip() for _, cells in rows])
     owners = np.asarray([], dtype=str)
-    if columns.users is not None:
+    if users:
         user_at = _column(path, header, columns.users, "user", "--users")
         owners = np.asarray([cells[user_at].strip() for _, cells in rows])
     kind = feat.feature_kind(description)
