@@ -40,6 +40,44 @@ class TwoBranch(nn.Module):
         return self.join(self.left(x), self.right(x))
 
 
+class ChannelLastBlock(nn.Module):
+    """ConvNeXt's block (torchvision CNBlock, LayerNorm2d): per-position ops on a channel-last
+    view of the image, permuted back and scaled by a per-channel parameter. ReLU, not GELU:
+    GELU is checked alone (``gelu``)."""
+
+    def __init__(self, channels: int = 4) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+        self.norm = nn.LayerNorm(channels, eps=1e-6)
+        self.up, self.down = nn.Linear(channels, 2 * channels), nn.Linear(2 * channels, channels)
+        self.scale = nn.Parameter(torch.rand(channels, 1, 1) + 0.5)
+        self.norm2d = nn.LayerNorm(channels, eps=1e-5)
+        for norm in (self.norm, self.norm2d):
+            nn.init.normal_(norm.weight, 1.0, 0.3)
+            nn.init.normal_(norm.bias, 0.0, 0.3)
+
+    def forward(self, x):
+        y = self.norm(self.depthwise(x).permute(0, 2, 3, 1))
+        y = self.down(torch.relu(self.up(y))).permute(0, 3, 1, 2)
+        x = x + self.scale * y
+        return self.norm2d(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet's unit: chunk along channels, a branch, cat, then the channel shuffle
+    view(N, g, C / g, H, W) -> transpose(1, 2) -> contiguous -> view(N, C, H, W)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.widen, self.branch = nn.Conv2d(3, 6, 1), nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        left, right = self.widen(x).chunk(2, dim=1)
+        x = torch.cat((left, self.branch(right)), 1)
+        n, c, h, w = x.shape
+        return x.view(n, 3, c // 3, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+
+
 def head(features: int, outputs: int = 6) -> nn.Linear:
     return nn.Linear(features, outputs)
 
@@ -195,6 +233,12 @@ CASES = {
         ),
         (10,),
     ),
+    "channel_last_layer_norm_linear_scale": (
+        image_case(ChannelLastBlock(), features=4 * 6 * 5),
+        (4, 6, 5),
+    ),
+    "layer_norm_vector": (nn.Sequential(nn.Linear(10, 7), nn.LayerNorm(7), head(7)), (10,)),
+    "channel_shuffle_chunk": (image_case(ChannelShuffle(), features=6 * 5 * 4), (3, 5, 4)),
     # torchvision's DenseNet: torch.cat([x], 1) of a one-tensor list (issue 14)
     "cat_of_one": (
         image_case(nn.Conv2d(3, 4, 1), Lambda(lambda x: torch.cat([x], 1)), features=4 * 8 * 8),
@@ -413,3 +457,32 @@ def test_output_names_are_readable_or_chosen(tmp_path):
     assert report.outputs == ["scores"]
     with pytest.raises(ConfigError, match=r"--output-names \(output_names=\).*2 name"):
         export_torch(model, x, tmp_path / "d.mlmodel", loss=nn.MSELoss(), output_names=["a", "b"])
+
+
+@pytest.mark.parametrize(
+    "body, made_by",
+    [
+        (lambda x: x.permute(0, 2, 3, 1), "permute of an activation"),
+        (lambda x: x.transpose(2, 3), "transpose of an activation"),
+        (lambda x: x.view(len(x), 3, 2, 4, 5).transpose(2, 3), "view of an activation"),
+    ],
+)
+def test_axes_moved_and_not_moved_back_are_refused_naming_the_op(body, made_by, tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 6, 1), Lambda(body), nn.Flatten(), head(6 * 4 * 5))
+    with pytest.raises(UnsupportedError, match=made_by + ".*keep the channel-first layout"):
+        export_torch(model, torch.randn(2, 3, 4, 5), tmp_path / "m.mlmodel", loss=nn.MSELoss())
+
+
+def test_a_channel_shuffle_is_one_exact_permutation_layer(tmp_path):
+    """A 1x1 convolution with a 0/1 weight: bit-for-bit the input channels, reordered."""
+    model = ChannelShuffle().eval()
+    x = torch.randn(2, 3, 5, 4)
+    got = export_and_run(image_case(model, features=6 * 5 * 4), x, tmp_path)
+    assert got.shape == (2, 6)
+    spec = load(tmp_path / "model.mlmodel").spec
+    shuffles = [layer for layer in spec.neuralNetwork.layers if layer.name == "0.view"]
+    assert [layer.WhichOneof("layer") for layer in shuffles] == ["convolution"]
+    weights = np.array(shuffles[0].convolution.weights.floatValue).reshape(6, 6)
+    assert set(np.unique(weights)) == {0.0, 1.0} and (weights.sum(1) == 1).all()
+    assert weights.argmax(1).tolist() == [0, 2, 4, 1, 3, 5]  # torch's shuffle of 3 groups
+    assert not shuffles[0].convolution.hasBias

@@ -59,6 +59,10 @@ class Translation:
     layouts: dict[str, str] = field(default_factory=dict)
     #: IR node name -> why it must stay frozen although Core ML can update its layer type
     frozen_only: dict[str, str] = field(default_factory=dict)
+    #: fx node name -> ``layout.View``: an activation torch sees with its axes moved (a
+    #: channel-last view of a (C, H, W) tensor, a shuffle in progress); never also in
+    #: ``tensors``
+    views: dict[str, Any] = field(default_factory=dict)
 
     # reading ------------------------------------------------------------------------------
 
@@ -67,6 +71,13 @@ class Translation:
         name = getattr(arg, "name", None)
         if name in self.tensors:
             return self.tensors[name]
+        if name in self.views:
+            raise UnsupportedError(
+                f"{self.views[name].made_by}: Core ML layers keep the channel-first "
+                "layout; permuting axes is not supported, except a channel permutation "
+                "and a channel-last view (permute(0, 2, 3, 1)) read only by per-position "
+                "ops (layer_norm over the last axis, Linear, activations) and permuted back"
+            )
         if name in self.state_names:
             raise UnsupportedError(
                 f"parameter {self.state_names[name]!r} is used as an "

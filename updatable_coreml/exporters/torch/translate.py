@@ -20,7 +20,7 @@ from ...errors import ConfigError, UnsupportedError
 from ...ir import Graph, TensorSpec
 from ..common.builder import run_converter
 from ..common.image import apply_image_input
-from . import converters  # noqa: F401  (importing registers the converters)
+from . import converters, layout  # noqa: F401  (importing registers the converters)
 from .context import _IGNORED, CONVERTERS, Translation, _op_name, example_shape, where
 
 
@@ -86,7 +86,12 @@ def _convert(state: Translation, fx: Any) -> None:
             f"torch op {op!r} in {where(fx)} has no Core ML converter; "
             "replace it with a supported layer (see the exporter's op list)"
         )
-    run_converter(fn, f"torch op {op!r} in {where(fx)}", state, fx, arguments(fx))
+    what = f"torch op {op!r} in {where(fx)}"
+    if out_of_place(op) in layout.PER_ELEMENT and layout.per_element(
+        state, fx, lambda: run_converter(fn, what, state, fx, arguments(fx))
+    ):
+        return
+    run_converter(fn, what, state, fx, arguments(fx))
 
 
 def out_of_place(op: str) -> str:

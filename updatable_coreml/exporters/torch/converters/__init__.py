@@ -4,4 +4,13 @@ and writes IR nodes through ``state.emit``."""
 
 from __future__ import annotations
 
-from . import activations, conv1d, elementwise, pooling, sequence, shape, weights  # noqa: F401
+from . import (  # noqa: F401
+    activations,
+    conv1d,
+    elementwise,
+    normalization,
+    pooling,
+    sequence,
+    shape,
+    weights,
+)

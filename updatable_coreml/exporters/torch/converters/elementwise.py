@@ -7,6 +7,7 @@ from typing import Any, Optional
 from .... import ops
 from ....errors import UnsupportedError
 from ...common.rules import LOG_SOFTMAX_ONLY_AS_OUTPUT
+from .. import layout
 from ..context import Translation, channel_axis, converter, full_shape, where
 from .activations import _softsign_div
 
@@ -61,9 +62,36 @@ def _add(state: Translation, fx: Any, a: dict) -> None:
         _binary(state, fx, "add", a["other"])
 
 
+def _per_channel_scale(state: Translation, fx: Any, a: dict) -> bool:
+    """A product of an image and a parameter with one value per channel (ConvNeXt's layer
+    scale, (C, 1, 1) against (N, C, H, W), or (C,) against a channel-last view): a ``scale``
+    node. False when the product is not of that form."""
+    names = state.state_names.keys() | state.derived.keys()
+    operands = [a["self"], a["other"]]
+    weights = [x for x in operands if getattr(x, "name", None) in names]
+    if len(weights) != 1:
+        return False
+    (weight,) = weights
+    (source,) = [x for x in operands if x is not weight]
+    view = layout.channel_last(state, source)
+    shape = full_shape(source)
+    array, fqn = state.weight(weight)
+    channels = shape[-1] if view is not None else shape[1]
+    wanted = (channels,) if view is not None else (channels, 1, 1)
+    if len(shape) != 4 or tuple(array.shape[-len(wanted) :]) != wanted or array.size != channels:
+        return False
+    tensor = view.tensor if view is not None else state.tensor(source)
+    state.emit(fx, "scale", [tensor], weights={"scale": (array.reshape(channels), fqn)})
+    if view is not None:
+        layout.emitted_channel_last(state, fx, view.base, view.made_by)
+    return True
+
+
 @converter("mul")
 def _mul(state: Translation, fx: Any, a: dict) -> None:
     constant = _scalar(state, a["other"])
+    if constant is None and _per_channel_scale(state, fx, a):
+        return
     if constant is not None:
         state.emit(
             fx,

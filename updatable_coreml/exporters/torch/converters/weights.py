@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ....errors import UnsupportedError
+from .. import layout
 from ..context import (
     Translation,
     _op_name,
@@ -21,6 +22,10 @@ from .sequence import transpose_activation
 
 @converter("linear")
 def _linear(state: Translation, fx: Any, a: dict) -> None:
+    view = layout.channel_last(state, a["input"])
+    if view is not None:
+        _linear_per_position(state, fx, a, view)
+        return
     if len(example_shape(a["input"])) != 1:
         raise UnsupportedError(
             f"Linear on a rank-{len(full_shape(a['input']))} input in {where(fx)}: "
@@ -35,27 +40,62 @@ def _linear(state: Translation, fx: Any, a: dict) -> None:
     )
 
 
+def _linear_per_position(state: Translation, fx: Any, a: dict, view: Any) -> None:
+    """Linear over the last axis of a channel-last view (ConvNeXt's pointwise layers): the
+    same map at every position, a 1x1 convolution of the (C, H, W) tensor behind it."""
+    weight, fqn = state.weight(a["weight"])
+    state.emit(
+        fx,
+        "conv2d",
+        [view.tensor],
+        attrs={"strides": (1, 1), "padding": "valid"},
+        weights={
+            "weight": (np.ascontiguousarray(weight[:, :, None, None]), fqn),
+            "bias": state.state(a["bias"]),
+        },
+    )
+    layout.emitted_channel_last(state, fx, (weight.shape[0], *view.base[1:]), view.made_by)
+
+
 def _is_weight(state: Translation, arg: Any) -> bool:
     name = getattr(arg, "name", None)
     return name in state.state_names or name in state.derived
 
 
+def _moved_axes(fx: Any, a: dict, rank: int) -> list[int]:
+    """The axis order of a permute, transpose or t/numpy_T (all axes reversed)."""
+    if _op_name(fx) == "permute":
+        return [int(d) % rank for d in a["dims"]]
+    axes = list(range(rank))
+    if _op_name(fx) == "transpose":
+        first, second = int(a["dim0"]) % rank, int(a["dim1"]) % rank
+        axes[first], axes[second] = second, first
+        return axes
+    return axes[::-1]
+
+
 @converter("permute", "t", "transpose", "numpy_T")
-def _permute_weight(state: Translation, fx: Any, a: dict) -> None:
+def _permute(state: Translation, fx: Any, a: dict) -> None:
     """A transposed weight (decomposed ``linear``); an activation's transpose is a sequence's
-    (``converters/sequence.py``)."""
+    when it is one (``converters/sequence.py``), else its axes move within each example
+    (``layout``: a channel-last view, a channel shuffle)."""
     source = fx.args[0]
+    if not _is_weight(state, source) and len(full_shape(source)) == 3:
+        if source.name not in state.views:
+            transpose_activation(state, fx, a)
+            return
     if not _is_weight(state, source):
-        transpose_activation(state, fx, a)
+        axes = _moved_axes(fx, a, len(full_shape(source)))
+        if axes[0] != 0:
+            raise UnsupportedError(
+                f"{_op_name(fx)} of an activation in {where(fx)} moves the batch axis; "
+                "Core ML layers see one example at a time: keep axis 0 first"
+            )
+        per_example = [axis - 1 for axis in axes[1:]]
+        layout.rearrange(state, fx, source, lambda index: index.transpose(per_example))
         return
     array, fqn = state.weight(source)
-    axes = list(range(array.ndim))[::-1]
-    if _op_name(fx) == "permute":
-        axes = [int(d) % array.ndim for d in a["dims"]]
-    elif _op_name(fx) == "transpose":
-        axes = list(range(array.ndim))
-        first, second = int(a["dim0"]) % array.ndim, int(a["dim1"]) % array.ndim
-        axes[first], axes[second] = second, first
+    axes = _moved_axes(fx, a, array.ndim)
     state.derived[fx.name] = (np.ascontiguousarray(array.transpose(axes)), fqn)
 
 
