@@ -17,6 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
+from test_torch_parity import Lambda  # noqa: E402
 from test_torch_training import assert_same_update  # noqa: E402
 from updatable_coreml.errors import NotUpdatableError, UnsupportedError  # noqa: E402
 from updatable_coreml.exporters.torch import export_torch  # noqa: E402
@@ -93,6 +94,14 @@ CONV1D_CASES = {
         nn.AvgPool1d(5, 5, ceil_mode=True, count_include_pad=False),
         nn.Flatten(),
         nn.Linear(4 * 5, 2),
+    ),
+    "mean_and_max_over_length": nn.Sequential(
+        nn.Conv1d(3, 4, 3),
+        Lambda(lambda x: torch.cat([x.mean(2), x.amax(-1), x.max(dim=2)[0]], 1)),
+        nn.Linear(12, 2),
+    ),
+    "adaptive_max_to_1": nn.Sequential(
+        nn.Conv1d(3, 4, 3), nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.Linear(4, 2)
     ),
     "pool_first_adaptive_to_4": nn.Sequential(
         nn.MaxPool1d(3, 2, padding=1),
@@ -210,6 +219,12 @@ TEXT_CASES = {
     ),
     "lstm_time_major_no_bias": lambda: TextClassifier(
         nn.LSTM(5, 6, bias=False), lambda r: r[0][-1], 6, time_major=True
+    ),
+    "lstm_mean_over_steps": lambda: TextClassifier(
+        nn.LSTM(5, 4, batch_first=True), lambda r: r[0].mean(1), 4
+    ),
+    "gru_time_major_max_over_steps": lambda: TextClassifier(
+        nn.GRU(5, 4), lambda r: r[0].amax(0), 4, time_major=True
     ),
     "lstm_first_and_last_step": lambda: TextClassifier(
         nn.LSTM(5, 4, batch_first=True), lambda r: r[0][:, 0] + r[0][:, -1], 4

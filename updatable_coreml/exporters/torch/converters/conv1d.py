@@ -17,6 +17,7 @@ from ....errors import UnsupportedError
 from ....passes import infer_shapes
 from ...common.pooling import ceil_mode_pads
 from ..context import Translation, converter, full_shape, where
+from .sequence import TIME_MAJOR
 
 
 def _one(value: Any) -> int:
@@ -149,3 +150,75 @@ def _adaptive_avg_pool1d(state: Translation, fx: Any, a: dict) -> None:
             "keepdims": True,
         },
     )
+
+
+def _global_over_length(
+    state: Translation, fx: Any, source: Any, kind: str, keep: bool, x: str = ""
+) -> None:
+    """Pooling over the whole length of a 1-D map (``x``, else ``source`` as one): global
+    pooling, torch's ``(N, C, 1)`` kept as ``(C, 1, 1)`` or dropped to ``(C,)``."""
+    x = x or width_map(state, source, fx)
+    state.emit(
+        fx,
+        "pool2d",
+        [x],
+        attrs={
+            "kind": kind,
+            "kernel": (1, infer_shapes(state.graph)[x][2]),
+            "strides": (1, 1),
+            "padding": "valid",
+            "global": True,
+            "count_include_pad": False,
+            "keepdims": keep,
+        },
+    )
+
+
+def reduce_over_length(state: Translation, fx: Any, a: dict, kind: str) -> None:
+    """``x.mean(2)`` / ``x.amax(2)`` / ``x.max(2)`` of a 1-D map ``(N, C, L)`` (a text CNN's
+    max over time), or the same over the steps of a sequence (``out.mean(1)`` of an LSTM's
+    batch-first output, its steps moved onto the width axis first): global pooling over the
+    length. Other axes are refused."""
+    dims = a["dim"]
+    dims = [dims] if isinstance(dims, int) else list(dims or ())
+    name = state.tensor(a["self"])
+    if len(infer_shapes(state.graph)[name]) == 2:  # a (Seq, C) sequence
+        step_axis = 0 if state.layouts.get(a["self"].name) == TIME_MAJOR else 1
+        if [int(d) % 3 for d in dims] == [step_axis] and not a["keepdim"]:
+            wide = state.emit(fx, "sequence_to_width", [name], suffix=".steps")
+            _global_over_length(state, fx, a["self"], kind, False, wide.outputs[0])
+            return
+        raise UnsupportedError(
+            f"{kind} over axes {dims} of a sequence in {where(fx)}: only over its steps "
+            f"(axis {step_axis}, keepdim=False) is supported"
+        )
+    if [int(d) % 3 for d in dims] != [2]:
+        raise UnsupportedError(
+            f"{kind} over axes {dims} of a (N, C, L) tensor in {where(fx)}: only the length "
+            "axis 2 (global pooling) is supported"
+        )
+    _global_over_length(state, fx, a["self"], kind, bool(a["keepdim"]))
+
+
+@converter("amax", "max")
+def _max(state: Translation, fx: Any, a: dict) -> None:
+    """The maximum over a 1-D map's length (``x.max(2)`` returns (values, indices); only the
+    values may be read)."""
+    if len(full_shape(a["self"])) != 3 or a.get("dim") is None:
+        raise UnsupportedError(
+            f"max in {where(fx)}: only a maximum over the length axis of a (N, C, L) map "
+            "(global max pooling) is supported"
+        )
+    reduce_over_length(state, fx, a, "max")
+
+
+@converter("adaptive_max_pool1d")
+def _adaptive_max_pool1d(state: Translation, fx: Any, a: dict) -> None:
+    """To one step: global max pooling (torch returns (values, indices); only the values may
+    be read); other sizes are refused."""
+    if _one(a["output_size"]) != 1:
+        raise UnsupportedError(
+            f"AdaptiveMaxPool1d to {_one(a['output_size'])} steps in {where(fx)}: only an "
+            "output size of 1 (global max pooling) is supported"
+        )
+    _global_over_length(state, fx, a["self"], "max", keep=True)

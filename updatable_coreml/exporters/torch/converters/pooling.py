@@ -9,6 +9,7 @@ from ....ir import Node
 from ...common.pooling import ceil_mode_pads
 from ...common.rules import require_spatial_axes
 from ..context import Translation, _pair, converter, example_shape, full_shape, where
+from .conv1d import reduce_over_length
 
 
 def _emit_window_pool(state: Translation, fx: Any, a: dict, kind: str, include_pad: bool) -> None:
@@ -100,6 +101,9 @@ def _adaptive_avg_pool2d(state: Translation, fx: Any, a: dict) -> None:
 
 @converter("mean")
 def _mean(state: Translation, fx: Any, a: dict) -> None:
+    if len(full_shape(a["self"])) == 3:  # a 1-D map (N, C, L): over its length
+        reduce_over_length(state, fx, a, "avg")
+        return
     require_spatial_axes(a["dim"] or (), len(full_shape(a["self"])), "mean", where(fx))
     if a["keepdim"]:
         _global_avg_pool(state, fx, a["self"])
