@@ -16,6 +16,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 CASES = {
     "keras_mnist_callback.py": lambda out: [str(out)],
+    "keras_sensor.py": lambda out: [str(out)],
     "torch_export.py": lambda out: [str(out / "Classifier.mlmodel")],
     "torch_squeezenet_resnet.py": lambda out: [str(out)],
     "knn_personalization.py": lambda out: ["--plot", str(out / "curve.png"), "--out", str(out)],
