@@ -581,3 +581,26 @@ def test_an_example_batch_is_cut_on_one_example(tmp_path, images):
     assert_valid_pipeline(path, "coremltools", report)
     expected = torch_probabilities(model, images)
     assert np.abs(predicted_probabilities(path, "x", images) - expected).max() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        (  # rebuilding the two halves as fx modules (torch's own fx classes cannot be
+            # patched: torch.export checks isinstance against them)
+            "updatable_coreml.exporters.torch.backbone._rebuild",
+            "cannot be cut at '5'.*cannot rebuild this",
+        ),
+        ("torch.jit.trace", "torch.jit.trace could not trace.*cannot rebuild this"),
+    ],
+)
+def test_a_torch_failure_while_cutting_is_a_typed_error(tmp_path, monkeypatch, target, message):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("cannot rebuild this")
+
+    monkeypatch.setattr(target, refuse)
+    with pytest.raises(UnsupportedError, match=message):
+        export_torch_model(
+            torch_cnn(), tmp_path / "x.mlmodel", pipeline=True, backbone="coremltools"
+        )
+    assert not list(tmp_path.iterdir())

@@ -64,7 +64,7 @@ def find_cut(graph: Any, trains: set[str], reason: str) -> tuple[Any, set[Any]]:
             for value in node.all_input_nodes:
                 if value not in head and value.op != "get_attr":
                     reads.setdefault(value, []).append(node)
-    first = next(node for node in nodes if node in head and node.op == "call_function")
+    first = next((n for n in nodes if n in head and n.op == "call_function"), seeds[0])
     if len(reads) != 1:
         readers = "; ".join(
             f"{_describe(value)} read by "
@@ -92,8 +92,25 @@ def split_program(program: Any, trains: set[str], reason: str) -> tuple[Any, Any
     tensor (as ``FEATURES``) and returns the model's outputs."""
     import torch
 
-    unlifted = program.module()  # parameters and buffers as get_attr nodes, by their paths
+    try:
+        unlifted = program.module()  # parameters and buffers as get_attr nodes, by their paths
+    except Exception as exc:
+        raise UnsupportedError(
+            f"{reason}; the captured program cannot be split for the coremltools backbone: "
+            f"{type(exc).__name__}: {first_line(exc)}"
+        ) from exc
     cut, head = find_cut(unlifted.graph, trains, reason)
+    try:
+        return _rebuild(torch, unlifted, cut, head)
+    except Exception as exc:
+        raise UnsupportedError(
+            f"{reason}; the captured graph cannot be cut at {_describe(cut)} for the "
+            f"coremltools backbone: {type(exc).__name__}: {first_line(exc)}"
+        ) from exc
+
+
+def _rebuild(torch: Any, unlifted: Any, cut: Any, head: set[Any]) -> tuple[Any, Any]:
+    """The two ``GraphModule``s of ``split_program``, sharing ``unlifted``'s tensors."""
     nodes = list(unlifted.graph.nodes)
 
     backbone_graph = torch.fx.Graph()
@@ -132,13 +149,13 @@ def torch_backbone(
             torch.nn.Unflatten(0, (1, example.shape[1])), prefix, torch.nn.Flatten(0, 1)
         )
         with torch.no_grad():
-            features = prefix(example)
             try:
+                features = prefix(example)
                 traced = torch.jit.trace(per_example, example[0])
             except Exception as exc:
                 raise UnsupportedError(
                     f"torch.jit.trace could not trace the frozen backbone "
-                    f"({reason}): {first_line(exc)}"
+                    f"({reason}): {type(exc).__name__}: {first_line(exc)}"
                 ) from exc
     finally:
         prefix.train(was_training)
