@@ -1,4 +1,4 @@
-"""Sequences: ``Embedding``, ``EmbeddingBag(mode="mean")``, ``LSTM``, ``GRU``, taking a sequence's last
+"""Sequences: ``Embedding``, ``EmbeddingBag(mode="mean")``, ``LSTM``, ``GRU``, ``RNN``, taking a sequence's last
 step, and transposes between sequences and 1-D maps.
 
 A torch ``(N, L, C)`` sequence is the IR's ``(Seq, C)``, which Core ML carries on the Seq axis
@@ -22,7 +22,7 @@ from ....passes import infer_shapes
 from ..context import Translation, _op_name, converter, full_shape, where
 
 #: torch's recurrent ops (aten names) whose zero initial states export writes with ``zeros``.
-RECURRENT = ("lstm", "gru")
+RECURRENT = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 TIME_MAJOR = "time_major"
 FINAL_H = "final_h"
 #: ``LAST_STEP + str(axis)``: a recurrent output of which only the last step (on torch axis
@@ -271,15 +271,14 @@ def _reorder_gru(array: np.ndarray) -> np.ndarray:
     return np.concatenate([update, reset, new])
 
 
-@converter("gru")
-def _gru(state: Translation, fx: Any, a: dict) -> None:
-    """``nn.GRU`` (1 or more layers, batch_first either way), unidirectional: one
-    ``gru_unrolled`` per layer (``ops/stepwise.py``): torch resets after the recurrent
-    matrix, which no Core ML ``gru`` layer computes, so the GRU is written step by step."""
+def _stacked_unidirectional(state: Translation, fx: Any, a: dict, what: str, emit_layer) -> None:
+    """A unidirectional torch recurrent op of one or more layers (GRU, RNN): checks, then
+    ``emit_layer(x, weights, suffix, return_sequences, steps)`` per layer, where ``weights``
+    are (array, name) pairs of W_ih, W_hh[, b_ih, b_hh]; the results mapped as the LSTM's."""
     if a["bidirectional"]:
         raise UnsupportedError(
-            f"bidirectional GRU in {where(fx)}: Core ML has no bidirectional GRU layer; use "
-            "a unidirectional GRU or a bidirectional LSTM"
+            f"bidirectional {what} in {where(fx)}: Core ML has no bidirectional layer for "
+            "it; use a unidirectional one or a bidirectional LSTM"
         )
     batch_first = bool(a["batch_first"])
     x = _sequence_input(state, a["input"], fx, batch_first)
@@ -289,28 +288,77 @@ def _gru(state: Translation, fx: Any, a: dict) -> None:
     per_layer = 4 if has_biases else 2
     if len(params) != layers * per_layer:
         raise UnsupportedError(
-            f"GRU in {where(fx)} has {len(params)} weight tensors, expected {layers * per_layer}"
+            f"{what} in {where(fx)} has {len(params)} weight tensors, expected {layers * per_layer}"
         )
     sequence = _needs_sequence(fx, batch_first)
-    node = None
+    steps = full_shape(a["input"])[1 if batch_first else 0]
     for layer in range(layers):
         chunk = [state.weight(p) for p in params[layer * per_layer : (layer + 1) * per_layer]]
+        suffix = "" if layers == 1 else f".l{layer}"
+        x = emit_layer(x, chunk, suffix, sequence or layer < layers - 1, steps).outputs[0]
+    _map_results(state, fx, x, sequence, batch_first, bidirectional=False)
+
+
+@converter("gru")
+def _gru(state: Translation, fx: Any, a: dict) -> None:
+    """``nn.GRU`` (1 or more layers, batch_first either way), unidirectional: one
+    ``gru_unrolled`` per layer (``ops/stepwise.py``): torch resets after the recurrent
+    matrix, which no Core ML ``gru`` layer computes, so the GRU is written step by step."""
+
+    def emit(x: str, chunk: list, suffix: str, sequence: bool, steps: int) -> Any:
         roles = ("W_ih", "W_hh", "b_ih", "b_hh")
-        node = state.emit(
+        return state.emit(
             fx,
             "gru_unrolled",
             [x],
             attrs={
-                "steps": full_shape(a["input"])[1 if batch_first else 0],
+                "steps": steps,
                 "hidden": int(chunk[1][0].shape[1]),
-                "return_sequences": sequence or layer < layers - 1,
+                "return_sequences": sequence,
             },
             weights={role: (_reorder_gru(array), fqn) for role, (array, fqn) in zip(roles, chunk)},
-            suffix="" if layers == 1 else f".l{layer}",
+            suffix=suffix,
         )
-        x = node.outputs[0]
-    assert node is not None
-    _map_results(state, fx, node.outputs[0], sequence, batch_first, bidirectional=False)
+
+    _stacked_unidirectional(state, fx, a, "GRU", emit)
+
+
+@converter("rnn_tanh")
+def _rnn_tanh(state: Translation, fx: Any, a: dict) -> None:
+    """``nn.RNN`` (tanh): kseq's ``simple_rnn`` op, a Core ML ``gru`` with pinned gates; its
+    clipping of pre-activations to [-50, 50] leaves tanh's result unchanged."""
+
+    def emit(x: str, chunk: list, suffix: str, sequence: bool, steps: int) -> Any:
+        weights = {"W_ih": chunk[0], "W_hh": chunk[1]}
+        if len(chunk) == 4:
+            weights["bias"] = (np.asarray(chunk[2][0] + chunk[3][0], np.float32), "")
+        node = state.emit(
+            fx,
+            "simple_rnn",
+            [x],
+            attrs={
+                "hidden": int(chunk[1][0].shape[1]),
+                "return_sequences": sequence,
+                "activation": TANH,
+            },
+            weights=weights,
+            suffix=suffix,
+        )
+        state.node_params[node.name] = {
+            role: fqn for role, (_, fqn) in zip(("W_ih", "W_hh", "b_ih", "b_hh"), chunk)
+        }
+        return node
+
+    _stacked_unidirectional(state, fx, a, "RNN", emit)
+
+
+@converter("rnn_relu")
+def _rnn_relu(state: Translation, fx: Any, a: dict) -> None:
+    raise UnsupportedError(
+        f"RNN with nonlinearity='relu' in {where(fx)}: Core ML's recurrent layers clip "
+        "pre-activations to [-50, 50] (NeuralNetwork.proto), which changes an unbounded "
+        "ReLU's result; use nonlinearity='tanh'"
+    )
 
 
 def _map_results(
