@@ -398,6 +398,19 @@ def test_replay_recommendation_ships_its_store_and_simulates_to_the_table(files,
     assert is_valid(validate(out)) and result.verification["max_difference"] == 0.0
 
 
+def test_replaying_knn_is_written_holding_its_store(files, tmp_path):
+    grid = Grid(lrs=(), epochs=(), batches=(), ks=(1,), weightings=("uniform",), replays=(20,))
+    out = tmp_path / "knn.mlmodel"
+    result = _plan(files, tmp_path / "p", n_jobs=1, grid=grid, max_forgetting=0.0, write=out)
+    assert result.recommendation["name"] == "k-NN k=1 uniform replay=20"
+    knn = load(out).spec.pipeline.models[-1].kNearestNeighborsClassifier
+    assert len(knn.nearestNeighborsIndex.floatSamples) == 20
+    # the user's examples added to the seeded file give the plan's numbers, and the store
+    # answers for digits users never taught (an unseeded k-NN scores exactly 0 on them)
+    assert result.verification["max_difference"] == 0.0
+    assert result.recommendation["rest_score"] > 0.1
+
+
 def test_bad_replay_is_one_line_and_exit_2(files, tmp_path):
     for value, expected in (
         ("0,x", "--replay: expected a comma list of ints"),

@@ -132,7 +132,12 @@ def recommend(table: list[dict], candidates: list[Candidate], max_forgetting: fl
                 "a k-NN shipped without examples only knows the classes the user "
                 "taught; seed it with examples of the other classes (--replay) to keep them"
             )
-    if chosen.replay:
+    if chosen.replay and chosen.kind == "knn":
+        reasons.append(
+            f"the k-NN ships holding {chosen.replay} stored examples of the classes the "
+            "model knows (--write seeds it with them; also in replay.npz)"
+        )
+    elif chosen.replay:
         reasons.append(
             f"the app ships {chosen.replay} stored examples of the classes the model "
             "knows (replay.npz in the plan folder) and adds them to every update"

@@ -272,13 +272,20 @@ def run_job(job: Job) -> list[dict]:
         for shots, drawn in sorted(user.draws.items()):
             train = {name: values[drawn] for name, values in feats.items()}
             targets = job.labels[drawn]
-            if candidate.replay:  # the user's examples first, then the app's stored ones
+            if candidate.replay:
+                # A head trains on the user's examples, then the app's stored ones; a k-NN
+                # ships holding the stored ones (written seeded with them) and adds the user's.
                 stored = job.replay_features[trainable]
+                kept = job.replay_labels[: candidate.replay]
+
+                def joined(store: np.ndarray, own: np.ndarray, knn: bool = candidate.kind == "knn"):
+                    return np.concatenate([store, own] if knn else [own, store])
+
                 train = {
-                    name: np.concatenate([values, stored[name][: candidate.replay]])
+                    name: joined(stored[name][: candidate.replay], values)
                     for name, values in train.items()
                 }
-                targets = np.concatenate([targets, job.replay_labels[: candidate.replay]])
+                targets = joined(kept, targets)
             if candidate.kind == "knn":
                 ((name, values),) = train.items()
                 flat = values.reshape(len(values), -1)

@@ -85,6 +85,7 @@ def write_model(
 
         k_low, k_high = region.get("k", [candidate.k, candidate.k])
         labels_int = pool.y.dtype.kind in "iu"
+        stored = store.take(np.arange(candidate.replay))
         export_knn(
             str(model_path),
             path,
@@ -94,6 +95,8 @@ def write_model(
             weighting=candidate.weighting or "uniform",
             labels="int" if labels_int else "string",
             label_name=label_name,
+            # a replaying k-NN ships knowing the stored examples (what the plan simulated)
+            initial_examples=(stored.x, stored.y.tolist()) if candidate.replay else None,
         )
     else:
         spec = head_model_spec(model_path, candidate, region)
@@ -124,9 +127,9 @@ def verify(
     label_name: str,
     assume: Any,
 ) -> dict:
-    """Train the written model (its own defaults) on every user's draws, followed by the first
-    ``candidate.replay`` stored examples, and compare the accuracies with the plan's rows for
-    ``index``."""
+    """Train the written model (its own defaults) on every user's draws (a head: followed by
+    the first ``candidate.replay`` stored examples; a k-NN was written holding them) and
+    compare the accuracies with the plan's rows for ``index``."""
     from ..runtime import load
 
     model = load(path)
@@ -140,7 +143,7 @@ def verify(
             trained = model
             if candidate.kind != "none":
                 examples = {input_name: x[drawn], label_name: y[drawn]}
-                if candidate.replay:  # as the plan trained: the user's, then the stored ones
+                if candidate.replay and candidate.kind == "head":  # the user's, then the store
                     stored = store.take(np.arange(candidate.replay))
                     examples = {
                         input_name: np.concatenate([x[drawn], stored.x]),
