@@ -367,6 +367,8 @@ def test_replay_is_deterministic_and_keeps_the_other_classes(files, tmp_path):
     assert serial.rows == _plan(files, tmp_path / "b", n_jobs=2, backend="loky", grid=REPLAY).rows
     data = json.loads((tmp_path / "a" / "plan.json").read_text())
     assert data["replay_store"] == 20 and data["shared_examples"] == 120 - 20
+    header = (tmp_path / "a" / "plan.csv").read_text().splitlines()[0].split(",")
+    assert "replay" in header
     rest = {}
     for line in serial.table:
         rest.setdefault((line["kind"], line["replay"]), []).append(line["rest_accuracy_mean"])

@@ -25,6 +25,7 @@ COLUMNS = (
     "batch",
     "k",
     "weighting",
+    "replay",
     "shots",
     "users",
     "user_accuracy_mean",
