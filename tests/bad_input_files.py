@@ -220,7 +220,7 @@ def keras_files(root: Path, marker: Path) -> None:
         )
         marker.unlink()
 
-    mlp(lambda h: layers.LayerNormalization(name="norm")(h)).save(root / "layernorm.keras")
+    mlp(lambda h: layers.UnitNormalization(name="norm")(h)).save(root / "unitnorm.keras")
     mlp(lambda h: layers.Activation("gelu", name="gelu")(h)).save(root / "gelu_on_path.keras")
     mlp(loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1)).save(
         root / "smoothing.keras"

@@ -547,9 +547,9 @@ CASES = [
     ),
     cli(
         "export-keras-unsupported-op",
-        "export {d}/layernorm.keras -o {o}/m.mlmodel",
+        "export {d}/unitnorm.keras -o {o}/m.mlmodel",
         "'norm'",
-        "LayerNormalization",
+        "UnitNormalization",
         "no Core ML converter",
         "trainable path",
         "supported-ops",

@@ -311,10 +311,10 @@ def test_callback_refuses_class_weight_before_training(tmp_path):
 
 
 def _layer_norm_model(frozen_norm: bool):
-    """conv -> LayerNormalization (no converter) -> flatten -> dense softmax."""
+    """conv -> UnitNormalization (no converter) -> flatten -> dense softmax."""
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
-    x = keras.layers.LayerNormalization(name="ln")(x)
+    x = keras.layers.UnitNormalization(name="ln")(x)
     x = keras.layers.Flatten(name="flat")(x)
     outputs = keras.layers.Dense(3, activation="softmax", name="fc")(x)
     model = keras.Model(inputs, outputs)
@@ -331,7 +331,7 @@ def test_unconvertible_frozen_layer_names_the_pipeline_option(tmp_path):
             _layer_norm_model(True), tmp_path / "m.mlmodel", loss="categorical_crossentropy"
         )
     message = str(caught.value)
-    assert "'ln' (keras.layers.LayerNormalization)" in message and "keras.src" not in message
+    assert "'ln' (keras.layers.UnitNormalization)" in message and "keras.src" not in message
     assert "frozen part" in message and "--pipeline --backbone coremltools" in message
     assert "backbone='coremltools'" in message and "supported:" not in message
     assert not (tmp_path / "m.mlmodel").exists()
