@@ -1,12 +1,14 @@
 """``plan``: decide the on-device training setup from data before shipping it.
 
-Simulated users (``users``) each teach a few examples per class; every candidate setup
-(``candidates``: the network head under a grid of update parameters, the updatable k-NN,
-the export's own defaults, no update) is trained and scored for every user by the reference
-runtime (``run``), the frozen part's features computed once. The result (``report``) is a
-table, plots, a recommendation with its reasons, and optionally the model written with the
-chosen defaults and allowed ranges, validated and checked to simulate to the reported numbers.
-Every result names the runtime assumptions it was computed under.
+Simulated users (``users``; from an ``.npz``, a CSV (``tables``) or one folder per user) each
+teach a few examples per class; every candidate setup (``candidates``: the network head under
+a grid of update parameters, the updatable k-NN, either with a replay store of known-class
+examples, the export's own defaults, no update; or Optuna's choice within the grid's bounds,
+``search``) is trained and scored for every user by the reference runtime (``run``), the frozen
+part's features computed once. The result (``report``) is a table, plots, a recommendation with
+its reasons, and optionally the model written with the chosen defaults and allowed ranges,
+validated and checked to simulate to the reported numbers (``write``). Every result names the
+runtime assumptions it was computed under.
 """
 
 from __future__ import annotations
