@@ -482,3 +482,17 @@ def test_unknown_search_is_one_line_and_exit_2(files, tmp_path):
     assert result.returncode == 2 and len(lines) == 1 and "--search" in lines[0], result.stderr
     with pytest.raises(ConfigError, match="unknown search 'random'"):
         _plan(files, tmp_path / "o", search="random")
+
+
+def test_search_without_optuna_names_the_extra(files, tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "optuna" else find_spec(name, *a),
+    )
+    with pytest.raises(ConfigError, match=r"updatable-coreml\[optuna\]"):
+        _plan(files, tmp_path / "o", search="optuna")
+    assert not (tmp_path / "o").exists()
