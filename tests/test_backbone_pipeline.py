@@ -415,9 +415,15 @@ def freeze_all_but(model, head: str):
     return model.eval()
 
 
+#: builder, the layers that train, where the coremltools path cuts the graph
 CUSTOM_FORWARD = {
-    "features_classifier": (torch_features_classifier, ["classifier.1", "classifier.3"]),
-    "resnet": (torch_resnet, ["fc"]),
+    "features_classifier": (
+        torch_features_classifier,
+        ["classifier.1", "classifier.3"],
+        "cut at the output of 'classifier.0', the tensor the first trainable layer "
+        "'classifier.1' reads",
+    ),
+    "resnet": (torch_resnet, ["fc"], "cut at the output of 'flatten'"),
 }
 
 
@@ -425,7 +431,7 @@ CUSTOM_FORWARD = {
 def test_custom_forward_pipelines_train_like_the_single_network(name, tmp_path, images, targets):
     """Both backbones of a module with its own forward: the one our frontend cuts from its
     translation and the one coremltools converts from the cut torch graph."""
-    build, head = CUSTOM_FORWARD[name]
+    build, head, cut = CUSTOM_FORWARD[name]
     model = build()
     single = tmp_path / "single.mlmodel"
     export_torch_model(model, single)
@@ -437,6 +443,7 @@ def test_custom_forward_pipelines_train_like_the_single_network(name, tmp_path, 
         report = export_torch_model(model, pipeline, pipeline=True, backbone=backbone)
         assert_valid_pipeline(pipeline, backbone, report)
         assert report.trainable == head
+        assert any(cut in change for change in report.changes) == (backbone == "coremltools")
         probabilities = predicted_probabilities(pipeline, "x", images)
         assert np.abs(probabilities - expected).max() <= 1e-4, backbone
         split = trained_weights(pipeline, "x", images, targets)
@@ -473,7 +480,7 @@ def test_custom_forward_with_a_refused_op_exports_only_as_a_pipeline(
     """Mish in the backbone: our frontend refuses the single network, the pipeline's
     backbone comes from coremltools, and the head trains like torch trains it."""
     torch = quiet_import("torch")
-    build, head = CUSTOM_FORWARD[name]
+    build, head, cut = CUSTOM_FORWARD[name]
     model = build(torch.nn.Mish)
     with pytest.raises(UnsupportedError, match="mish"):
         export_torch_model(model, tmp_path / "refused.mlmodel")
@@ -481,6 +488,7 @@ def test_custom_forward_with_a_refused_op_exports_only_as_a_pipeline(
     report = export_torch_model(model, path, pipeline=True)
     assert_valid_pipeline(path, "coremltools", report)
     assert report.trainable == head
+    assert any(cut in change for change in report.changes), report.changes
     expected = torch_probabilities(model, images)
     assert np.abs(predicted_probabilities(path, "x", images) - expected).max() <= 1e-4
 

@@ -44,8 +44,9 @@ def _describe(node: Any) -> str:
     return repr(layer_name(node)) if node.op == "call_function" else repr(node.name)
 
 
-def find_cut(graph: Any, trains: set[str], reason: str) -> tuple[Any, set[Any]]:
-    """(the one frozen value the head reads, the head's nodes) of an unlifted program graph.
+def find_cut(graph: Any, trains: set[str], reason: str) -> tuple[Any, set[Any], Any]:
+    """(the one frozen value the head reads, the head's nodes, its first node that trains)
+    of an unlifted program graph.
 
     The head is every node that depends on a parameter that trains (its ``get_attr``);
     frozen parameters and buffers it reads are copied into it, anything else it reads from
@@ -83,13 +84,14 @@ def find_cut(graph: Any, trains: set[str], reason: str) -> tuple[Any, set[Any]]:
             f"the first trainable layer {layer_name(first)!r} reads the model input, so "
             "there is no frozen backbone to convert; export one network"
         )
-    return cut, head
+    return cut, head, first
 
 
-def split_program(program: Any, trains: set[str], reason: str) -> tuple[Any, Any]:
-    """(backbone, head) of a captured program as ``torch.fx.GraphModule``s over its aten ops:
-    the backbone takes the model's input and returns the cut tensor, the head takes that
-    tensor (as ``FEATURES``) and returns the model's outputs."""
+def split_program(program: Any, trains: set[str], reason: str) -> tuple[Any, Any, str]:
+    """(backbone, head, a report line saying where the cut is) of a captured program, the
+    halves as ``torch.fx.GraphModule``s over its aten ops: the backbone takes the model's
+    input and returns the cut tensor, the head takes that tensor (as ``FEATURES``) and
+    returns the model's outputs."""
     import torch
 
     try:
@@ -99,9 +101,14 @@ def split_program(program: Any, trains: set[str], reason: str) -> tuple[Any, Any
             f"{reason}; the captured program cannot be split for the coremltools backbone: "
             f"{type(exc).__name__}: {first_line(exc)}"
         ) from exc
-    cut, head = find_cut(unlifted.graph, trains, reason)
+    cut, head, first = find_cut(unlifted.graph, trains, reason)
+    note = (
+        f"pipeline: the captured torch graph is cut at the output of {_describe(cut)}, the "
+        f"tensor the first trainable layer {layer_name(first)!r} reads; what computes it is "
+        "the backbone, the rest the updatable head"
+    )
     try:
-        return _rebuild(torch, unlifted, cut, head)
+        return (*_rebuild(torch, unlifted, cut, head), note)
     except Exception as exc:
         raise UnsupportedError(
             f"{reason}; the captured graph cannot be cut at {_describe(cut)} for the "
@@ -188,7 +195,7 @@ def torch_head(
     # per-example trace coremltools converts.
     (example,) = single_input(as_example_inputs(example_inputs), "torch backbone")
     program = capture(module, example[:1])
-    prefix, head = split_program(program, trains, reason)
+    prefix, head, note = split_program(program, trains, reason)
     input_name = input_names[0] if input_names else program.graph_signature.user_inputs[0]
     backbone, features = torch_backbone(prefix, example[:1], input_name, reason)
     in_head = {name for name, _ in head.named_parameters(remove_duplicate=False)}
@@ -199,4 +206,5 @@ def torch_head(
         input_names=[FEATURES],
         refusals=refusals,
     )
+    backbone.notes.insert(0, note)
     return state, backbone
