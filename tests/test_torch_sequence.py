@@ -342,12 +342,44 @@ def test_text_models_predict_like_torch(case, tmp_path):
     text_predicts_like_torch(TEXT_CASES[case](), tmp_path)
 
 
+LSTM_GATES = ("inputGate", "forgetGate", "blockInput", "outputGate")
+
+
+def test_training_an_lstm_without_biases_and_its_head_matches_torch(tmp_path):
+    """Core ML updates a uniDirectionalLSTM (from coremltools 5.0b1); torch's gates i, f, g, o
+    are the spec's inputGate, forgetGate, blockInput, outputGate."""
+    torch.manual_seed(8)
+    model = TextClassifier(nn.LSTM(5, 4, bias=False, batch_first=True), lambda r: r[0][:, -1], 4)
+    model.head = nn.Linear(4, 4)
+    model.embed.weight.requires_grad_(False)
+    model.eval()
+    generator = torch.Generator().manual_seed(9)
+    tokens = torch.randint(0, VOCAB, (12, TOKENS), generator=generator)
+    y = torch.randint(0, 4, (12,), generator=generator)
+    report, trained, runtime = train_both(
+        model, tokens, token_layout(tokens), y, OPTIMIZERS["sgd_momentum"], tmp_path
+    )
+    assert report.trainable == ["recurrent", "head"]
+    assert any("EXPERIMENTAL_LSTM_UPDATE" in f for f in report.findings)
+    assert_same_update(model, trained, runtime, ["head"])
+    index = next(i for i, layer in enumerate(runtime.layers) if layer.name == "recurrent")
+    get = runtime.weight_getter(index)
+    for kind, name in (("WeightMatrix", "weight_ih_l0"), ("RecursionMatrix", "weight_hh_l0")):
+        start = getattr(model.recurrent, name).detach().numpy()
+        step_torch = getattr(trained.recurrent, name).detach().numpy() - start
+        got = np.concatenate(
+            [get(f"weightParams.{gate}{kind}").reshape(4, -1) for gate in LSTM_GATES]
+        )
+        relative = np.abs((got - start) - step_torch).max() / np.abs(step_torch).max()
+        assert relative <= 1e-4, f"{name}: relative difference {relative:.2e}"
+
+
 # -- refusals -------------------------------------------------------------------------------
 
 
 def test_a_trainable_lstm_is_refused_with_the_reason(tmp_path):
     model = TEXT_CASES["lstm_last_step"]().eval()
-    with pytest.raises(NotUpdatableError, match=r"two biases .* freeze the LSTM"):
+    with pytest.raises(NotUpdatableError, match=r"two biases .* bias=False"):
         export_torch(
             model,
             torch.randint(0, VOCAB, (1, TOKENS)),

@@ -225,7 +225,11 @@ def _lstm(state: Translation, fx: Any, a: dict) -> None:
     per step [forward, backward] the bidirectional layer's. When only the last step is read
     (``out[:, -1]``, ``h_n[-1]``) of a unidirectional LSTM, its last layer returns only that
     step, as Core ML's LSTM can; a bidirectional one always returns the sequence (its
-    backward output at the last step has read one step, not the whole sequence)."""
+    backward output at the last step has read one step, not the whole sequence).
+
+    Only a unidirectional LSTM without biases can train: Core ML updates a
+    uniDirectionalLSTM (``coreml_rules``, from coremltools 5.0b1) but has one bias where torch
+    trains two."""
     batch_first, bidirectional = bool(a["batch_first"]), bool(a["bidirectional"])
     x = _sequence_input(state, a["input"], fx, batch_first)
     _zero_state(fx, a["hx"])
@@ -256,10 +260,12 @@ def _lstm(state: Translation, fx: Any, a: dict) -> None:
             suffix="" if layers == 1 else f".l{layer}",
         )
         state.node_params[node.name] = names
-        state.frozen_only[node.name] = (
-            "torch trains an LSTM's two biases (b_ih, b_hh) separately while Core ML's LSTM "
-            "has one; freeze the LSTM (requires_grad_(False)) and train the layers after it"
-        )
+        if has_biases:
+            state.frozen_only[node.name] = (
+                "torch trains an LSTM's two biases (b_ih, b_hh) separately while Core ML's "
+                "LSTM has one, so updates would differ; build it with bias=False, or freeze "
+                "it (requires_grad_(False)) and train the layers after it"
+            )
         x = node.outputs[0]
     assert node is not None
     _map_results(state, fx, node.outputs[0], sequence, batch_first, bidirectional)
