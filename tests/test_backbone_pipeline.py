@@ -612,3 +612,29 @@ def test_a_torch_failure_while_cutting_is_a_typed_error(tmp_path, monkeypatch, t
             torch_cnn(), tmp_path / "x.mlmodel", pipeline=True, backbone="coremltools"
         )
     assert not list(tmp_path.iterdir())
+
+
+def test_an_exported_program_is_cut_like_its_module(tmp_path, images):
+    """``export_torch`` also takes a ``torch.export`` program; its graph is cut the same way
+    (what trains is named, since a program has no optimizer of its own)."""
+    torch = quiet_import("torch")
+    from torch import nn
+
+    from updatable_coreml.exporters.torch import export_torch
+
+    model = torch_features_classifier(nn.Mish)
+    program = torch.export.export(model, (torch.zeros(1, 1, 8, 8),))
+    path = tmp_path / "pipeline.mlmodel"
+    report = export_torch(
+        program,
+        torch.zeros(1, 1, 8, 8),
+        path,
+        loss=nn.CrossEntropyLoss(),
+        trainable=["classifier"],
+        class_labels=LABELS,
+        pipeline=True,
+    )
+    assert_valid_pipeline(path, "coremltools", report)
+    assert report.trainable == ["classifier.1", "classifier.3"]
+    expected = torch_probabilities(model, images)
+    assert np.abs(predicted_probabilities(path, "x", images) - expected).max() <= 1e-4
