@@ -312,6 +312,22 @@ RECURRENT_CASES = {
         inputs=(STEPS,),
         dtype="int32",
     ),
+    "gru_reset_after_text": lambda: frozen(
+        [
+            L.Embedding(VOCAB, 5, name="embed"),
+            L.GRU(4, return_sequences=True, name="gru_1"),
+            L.GRU(3, recurrent_activation="hard_sigmoid", activation="relu", name="gru_2"),
+            L.Dense(3, activation="softmax", name="head"),
+        ],
+        inputs=(STEPS,),
+        dtype="int32",
+    ),
+    "gru_reset_after_bias_free": lambda: frozen(
+        [
+            L.GRU(4, use_bias=False, name="gru"),
+            L.Dense(3, activation="softmax", name="head"),
+        ]
+    ),
     "simple_rnn": lambda: frozen(
         [
             L.SimpleRNN(5, return_sequences=True, use_bias=False, name="rnn_1"),
@@ -352,6 +368,10 @@ def test_frozen_recurrent_layers_predict_like_keras(case, tmp_path):
         model, path, loss="sparse_categorical_crossentropy", class_labels=["a", "b", "c"]
     )
     assert report.trainable == ["head"]
+    unrolled = [w for w in report.warnings if "unrolled over its" in w]
+    assert len(unrolled) == case.count("reset_after") * len(
+        [layer for layer in model.layers if isinstance(layer, L.GRU)]
+    )
     x, core_ml = _inputs(model, 8, seed=7)
     got = probabilities(path, core_ml)
     assert np.abs(got - model.predict(x, verbose=0)).max() <= TOLERANCE
@@ -409,13 +429,13 @@ def test_training_a_head_behind_a_frozen_gru_matches_keras(tmp_path):
 @pytest.mark.parametrize(
     "layer, reason",
     [
-        (L.GRU(4, name="rnn"), "'rnn'.*reset_after=True.*reset_after=False"),
+        (L.GRU(4, activation="gelu", name="rnn"), "'rnn'.*no single Core ML activation"),
         (L.GRU(4, reset_after=False, go_backwards=True, name="rnn"), "'rnn'.*reverse"),
         (L.SimpleRNN(4, activation="relu", name="rnn"), "'rnn'.*clips recurrent"),
         (L.Bidirectional(L.GRU(4, reset_after=False), name="rnn"), "'rnn'.*biDirectionalLSTM"),
         (L.Bidirectional(L.LSTM(4), merge_mode="sum", name="rnn"), "'rnn'.*merge_mode='sum'"),
     ],
-    ids=["reset_after", "go_backwards", "relu", "bidirectional_gru", "merge_sum"],
+    ids=["reset_after_gelu", "go_backwards", "relu", "bidirectional_gru", "merge_sum"],
 )
 def test_recurrent_options_core_ml_cannot_carry_are_refused(layer, reason, tmp_path):
     model = keras.Sequential([keras.Input((STEPS, 3)), layer, L.Dense(2, name="head")])
@@ -424,9 +444,14 @@ def test_recurrent_options_core_ml_cannot_carry_are_refused(layer, reason, tmp_p
     assert not (tmp_path / "x.mlmodel").exists()
 
 
-def test_a_trainable_gru_is_refused_by_name(tmp_path):
+@pytest.mark.parametrize("reset_after", [False, True])
+def test_a_trainable_gru_is_refused_by_name(reset_after, tmp_path):
     model = keras.Sequential(
-        [keras.Input((STEPS, 3)), L.GRU(4, reset_after=False, name="gru"), L.Dense(2, name="head")]
+        [
+            keras.Input((STEPS, 3)),
+            L.GRU(4, reset_after=reset_after, name="gru"),
+            L.Dense(2, name="head"),
+        ]
     )
     with pytest.raises(NotUpdatableError, match="'gru'.*freeze"):
         export(model, tmp_path / "x.mlmodel", loss="mse")

@@ -97,6 +97,14 @@ EXAMPLES: dict[str, list[tuple[list[tuple[int, ...]], dict, dict]]] = {
             {"W_ih": _w(16, 3), "W_hh": _w(16, 4), "W_ih_back": _w(16, 3), "W_hh_back": _w(16, 4)},
         ),
     ],
+    "gru_reset_after": [
+        (
+            [(5, 3)],
+            {**_LSTM, "steps": 5, "return_sequences": True, "bias": True},
+            {"W_ih": _w(12, 3), "W_hh": _w(12, 4), "b_ih": _w(12), "b_hh": _w(12)},
+        ),
+        ([(5, 3)], {**_LSTM, "steps": 5, "bias": False}, {"W_ih": _w(12, 3), "W_hh": _w(12, 4)}),
+    ],
     "sequence_to_width": [([(5, 3)], {}, {})],
     "width_to_sequence": [([(3, 1, 5)], {}, {})],
     "gru_unrolled": [

@@ -9,15 +9,16 @@ recurrent layers do not support.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
+from .._proto import NeuralNetwork_pb2
 from ..ir import Node
-from ._spec import one_layer, put_weights
-from ._table import Shape, Shapes, define, writes
-from .activation import fill_recurrent_activation
+from ._spec import new_layer, one_layer, put_weights
+from ._table import Layer, Shape, Shapes, define, writes
+from .activation import fill_nonlinearity, fill_recurrent_activation
 from .sequence import fill_lstm_activations, fill_lstm_weights
 
 #: The spec's GRU weight field prefixes, in the IR's gate order z (update), r (reset), o.
@@ -125,4 +126,170 @@ define(
     shape=_recurrent_shape,
     write=one_layer(_write_bilstm),
     layers=writes("biDirectionalLSTM"),
+)
+
+
+# -- a GRU that resets after its recursion matrix, unrolled -----------------------------------
+# Keras' default GRU (reset_after=True) and torch's nn.GRU compute
+#   n_t = g(W_n x_t + b_in + r_t * (U_n y_{t-1} + b_hn)),
+# which Core ML's ``gru`` cannot express (it multiplies r_t into y_{t-1} before U_n). Every step
+# is therefore written out with classic layers, which the frozen part may hold: the input
+# projections of all steps at once (innerProduct works per step of the rank-5 blob), moved onto
+# the width axis (permute) and sliced per step; per step the recursion matrices
+# (innerProduct), sums (add), gates (activation), products (multiply, scale) and
+# y_t = n_t + z_t * (y_{t-1} - n_t). Nothing is clipped, unlike Core ML's recurrent layers, so
+# any single-layer activation computes what the source computed. Steps are fixed at export.
+
+
+class _Unrolled:
+    """Appends the classic layers of one unrolled GRU to ``nn`` under ``prefix``."""
+
+    def __init__(self, nn: Any, prefix: str) -> None:
+        self.nn, self.prefix = nn, prefix
+
+    def layer(self, blob: str, inputs: Sequence[str], output: Optional[str] = None) -> Any:
+        """A layer writing ``<prefix>_<blob>``, or, for the node's last layer, a layer named
+        like the node writing ``output``."""
+        if output is not None:
+            return new_layer(self.nn, self.prefix, inputs, [output])
+        name = f"{self.prefix}_{blob}"
+        return new_layer(self.nn, name, inputs, [name])
+
+    def dense(self, blob: str, x: str, weight: np.ndarray, bias: Optional[np.ndarray]) -> str:
+        params = self.layer(blob, [x]).innerProduct
+        params.outputChannels, params.inputChannels = weight.shape
+        put_weights(params.weights, weight)
+        if bias is not None:
+            params.hasBias = True
+            put_weights(params.bias, bias)
+        return f"{self.prefix}_{blob}"
+
+    def activation(self, blob: str, x: str, attrs: Mapping[str, Any], where: str) -> str:
+        fill_nonlinearity(self.layer(blob, [x]).activation, attrs, where)
+        return f"{self.prefix}_{blob}"
+
+    def binary(self, kind: str, blob: str, a: str, b: str, output: Optional[str] = None) -> str:
+        getattr(self.layer(blob, [a, b], output), kind).SetInParent()
+        return output or f"{self.prefix}_{blob}"
+
+
+def _write_gru_reset_after(nn: Any, node: Node, shapes: Shapes) -> None:
+    """The unrolled GRU (see above); gates in the IR's order z, r, n."""
+    steps, hidden = int(node.attrs["steps"]), int(node.attrs["hidden"])
+    f, g = node.attrs["recurrent_activation"], node.attrs["activation"]
+    w_ih = np.split(node.weights["W_ih"], 3)
+    w_hh = np.split(node.weights["W_hh"], 3)
+    biased = "b_ih" in node.weights
+    b_ih = np.split(node.weights["b_ih"], 3) if biased else []
+    b_hh = np.split(node.weights["b_hh"], 3) if biased else []
+    # z and r add both biases outside the reset product: fold them into the input projection.
+    x_bias: list[Optional[np.ndarray]] = (
+        [b_ih[0] + b_hh[0], b_ih[1] + b_hh[1], b_ih[2]] if biased else [None, None, None]
+    )
+    hn_bias = b_hh[2] if biased else None
+    put = _Unrolled(nn, node.name)
+    projected = []
+    for gate, weight, bias in zip("zrn", w_ih, x_bias, strict=True):
+        over_steps = put.dense(f"x{gate}", node.inputs[0], weight, bias)
+        put.layer(f"x{gate}_over_time", [over_steps]).permute.axis.extend(
+            (2, 1, 3, 0)  # [Seq, C, 1, 1] -> [1, C, 1, Seq], as sequence_to_width
+        )
+        projected.append(f"{node.name}_x{gate}_over_time")
+    last = not node.attrs.get("return_sequences")
+    outputs, h = [], ""
+    for t in range(steps):
+        x = {}
+        for gate, source in zip("zrn", projected, strict=True):
+            params = put.layer(f"t{t}_x{gate}", [source]).slice
+            params.axis, params.startIndex, params.endIndex, params.stride = _WIDTH, t, t + 1, 1
+            x[gate] = f"{node.name}_t{t}_x{gate}"
+        out = node.outputs[0] if last and t == steps - 1 else None
+        if t == 0:  # y_{-1} = 0: U y is zero, only b_hn remains inside the reset product
+            z = put.activation(f"t{t}_z", x["z"], f, node.name)
+            r = put.activation(f"t{t}_r", x["r"], f, node.name)
+            pre_n = x["n"]
+            if biased:
+                scale = put.layer(f"t{t}_rb", [r]).scale
+                scale.shapeScale.append(hidden)
+                put_weights(scale.scale, b_hh[2])
+                pre_n = put.binary("add", f"t{t}_pre_n", x["n"], f"{node.name}_t{t}_rb")
+            n = put.activation(f"t{t}_n", pre_n, g, node.name)
+            zn = put.binary("multiply", f"t{t}_zn", z, n)
+            negated = put.activation(f"t{t}_neg_zn", zn, _NEGATE, node.name)
+            h = put.binary("add", f"t{t}_h", n, negated, out)
+        else:
+            hz = put.dense(f"t{t}_hz", h, w_hh[0], None)
+            hr = put.dense(f"t{t}_hr", h, w_hh[1], None)
+            hn = put.dense(f"t{t}_hn", h, w_hh[2], hn_bias)
+            z = put.activation(
+                f"t{t}_z", put.binary("add", f"t{t}_pre_z", x["z"], hz), f, node.name
+            )
+            r = put.activation(
+                f"t{t}_r", put.binary("add", f"t{t}_pre_r", x["r"], hr), f, node.name
+            )
+            rn = put.binary("multiply", f"t{t}_rn", r, hn)
+            n = put.activation(
+                f"t{t}_n", put.binary("add", f"t{t}_pre_n", x["n"], rn), g, node.name
+            )
+            negated = put.activation(f"t{t}_neg_n", n, _NEGATE, node.name)
+            d = put.binary("add", f"t{t}_d", h, negated)
+            zd = put.binary("multiply", f"t{t}_zd", z, d)
+            h = put.binary("add", f"t{t}_h", n, zd, out)
+        outputs.append(h)
+    if not last:
+        put.layer("steps", outputs, node.outputs[0]).concat.sequenceConcat = True
+
+
+_WIDTH = NeuralNetwork_pb2.SliceLayerParams.WIDTH_AXIS
+
+#: y -> -y, a linear activation.
+_NEGATE: Mapping[str, Any] = {"kind": "linear", "alpha": -1.0, "beta": 0.0}
+
+#: attrs covering every layer the unrolled GRU writes (for docs and the op-table test).
+_GRU_RESET_AFTER_VARIANT: Mapping[str, Any] = {
+    "steps": 2,
+    "hidden": 1,
+    "return_sequences": True,
+    "activation": {"kind": "tanh"},
+    "recurrent_activation": {"kind": "sigmoid"},
+    "bias": True,
+}
+
+
+def _gru_reset_after_layers(attrs: Mapping[str, Any]) -> tuple[Layer, ...]:
+    """The layers a node with ``attrs`` writes: the writer run on zero weights of the same
+    configuration, so the list cannot drift from what is written."""
+    hidden = int(attrs.get("hidden", 1))
+    weights: dict[str, np.ndarray] = {
+        "W_ih": np.zeros((3 * hidden, 1), np.float32),
+        "W_hh": np.zeros((3 * hidden, hidden), np.float32),
+    }
+    if attrs.get("bias", True):
+        weights["b_ih"] = weights["b_hh"] = np.zeros(3 * hidden, np.float32)
+    scratch = NeuralNetwork_pb2.NeuralNetwork()
+    node = Node("gru_reset_after", "n", ["x"], ["y"], dict(attrs), weights)
+    _write_gru_reset_after(scratch, node, {})
+    return tuple(
+        (
+            layer.WhichOneof("layer"),
+            layer.activation.WhichOneof("NonlinearityType")
+            if layer.WhichOneof("layer") == "activation"
+            else None,
+        )
+        for layer in scratch.layers
+    )
+
+
+define(
+    "gru_reset_after",
+    family="recurrent",
+    doc="(Seq, in) -> (Seq, H) or last step (H,); a GRU whose reset gate applies after the "
+    "recursion matrix (Keras reset_after=True, torch nn.GRU), unrolled over the fixed steps "
+    "into classic layers (frozen only); a: steps, hidden, return_sequences, activation, "
+    "recurrent_activation, bias (whether b_ih/b_hh exist); w: W_ih (3H, in), W_hh (3H, H), "
+    "b_ih (3H,), b_hh (3H,) optional, gate order z, r, n",
+    shape=_recurrent_shape,
+    write=_write_gru_reset_after,
+    layers=_gru_reset_after_layers,
+    variants=(_GRU_RESET_AFTER_VARIANT,),
 )

@@ -4,9 +4,12 @@ Conv1D's (C, 1, steps) output through ``temporal.as_sequence``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ....errors import UnsupportedError
+from ....ops.activation import NONLINEARITIES
 from ..activations import ACTIVATIONS, _activation_name
 from ..context import Context, LayerCall, Tensor, _numpy, _source, converts
 from .temporal import as_sequence
@@ -169,12 +172,7 @@ def _gru(ctx: Context, layer, call: LayerCall) -> Tensor:
     x = _check_recurrent(ctx, layer, call, where)
     _forward_only(layer, where)
     if layer.reset_after:
-        raise UnsupportedError(
-            f"{where}: reset_after=True (Keras' default) applies the reset gate after the "
-            "recurrent kernel, r * (U h + b), while Core ML's GRU applies it before, "
-            "U (r * h) (NeuralNetwork.proto GRULayerParams), so its outputs would differ; "
-            "build the layer with GRU(..., reset_after=False) and train it that way"
-        )
+        return _gru_reset_after(ctx, layer, x, where)
     cell = layer.cell
     weights = {
         "W_ih": np.ascontiguousarray(_numpy(cell.kernel).T),  # Keras gates z, r, h
@@ -193,6 +191,58 @@ def _gru(ctx: Context, layer, call: LayerCall) -> Tensor:
         source=_source(layer),
     )
     return _output(name, x, attrs["hidden"], attrs["return_sequences"])
+
+
+def _gru_reset_after(ctx: Context, layer, x: Tensor, where: str) -> Tensor:
+    """Keras' default GRU, ``r * (U h + b_rec)``, which Core ML's ``gru`` cannot express
+    (NeuralNetwork.proto ``GRULayerParams`` applies r before U): the ``gru_reset_after`` op
+    unrolls it over the fixed steps into classic layers, frozen, with no clipping, so any
+    activation with a single Core ML layer works."""
+    cell = layer.cell
+    hidden = int(layer.units)
+    attrs: dict[str, Any] = {
+        "steps": x.shape[0],
+        "hidden": hidden,
+        "return_sequences": bool(layer.return_sequences),
+        "bias": bool(layer.use_bias),
+    }
+    for role in ("activation", "recurrent_activation"):
+        name = _activation_name(getattr(layer, role), where)
+        kind = ACTIVATIONS[name]
+        if kind is None or kind.get("kind", "linear") not in NONLINEARITIES:
+            raise UnsupportedError(
+                f"{where}: {role} {name!r} has no single Core ML activation layer; use one of "
+                + ", ".join(sorted(n for n, a in ACTIVATIONS.items() if _single_layer(a)))
+            )
+        attrs[role] = kind
+    weights = {
+        "W_ih": np.ascontiguousarray(_numpy(cell.kernel).T),  # Keras gates z, r, h
+        "W_hh": np.ascontiguousarray(_numpy(cell.recurrent_kernel).T),
+    }
+    if layer.use_bias:
+        input_bias, recurrent_bias = _numpy(cell.bias)
+        weights["b_ih"], weights["b_hh"] = input_bias, recurrent_bias
+    copies = (x.shape[0] - 1) * weights["W_hh"].nbytes
+    ctx.warnings.append(
+        f"{where}: reset_after=True is unrolled over its {x.shape[0]} steps into classic "
+        f"layers (Core ML's gru resets before the recurrent kernel); the recurrent kernel is "
+        f"stored once per step ({copies / 1e6:.2f} MB). GRU(reset_after=False) is one Core ML "
+        "gru layer, if you can train that form"
+    )
+    name = ctx.add(
+        "gru_reset_after",
+        layer.name,
+        [x],
+        attrs=attrs,
+        weights=weights,
+        trainable=ctx.trains(layer),
+        source=_source(layer),
+    )
+    return _output(name, x, hidden, bool(layer.return_sequences))
+
+
+def _single_layer(activation) -> bool:
+    return activation is not None and activation.get("kind", "linear") in NONLINEARITIES
 
 
 @converts("SimpleRNN")
