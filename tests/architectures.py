@@ -362,6 +362,13 @@ def _inputs(framework: str, size: int) -> np.ndarray:
     return rng.uniform(-1, 1, shape).astype(np.float32)
 
 
+def _as_declared(runtime, x: np.ndarray) -> np.ndarray:
+    """``x`` in the input shape the model declares: a network with an iOS 13 layer (GELU)
+    declares an image (1, C, H, W) (backend: the exact-rank mapping)."""
+    declared = tuple(runtime.description.input[0].type.multiArrayType.shape)
+    return x.reshape((len(x), *declared)) if declared else x
+
+
 def _runtime_probabilities(runtime, x: np.ndarray) -> np.ndarray:
     description = runtime.description
     out = runtime.predict({description.input[0].name: x})
@@ -417,7 +424,8 @@ def measure(case: Case, fallback: bool = True, workdir: Path | None = None) -> R
             from updatable_coreml.runtime import load
 
             runtime = load(path)
-            got = _runtime_probabilities(runtime, source.channel_first(x))
+            x_model = _as_declared(runtime, source.channel_first(x))
+            got = _runtime_probabilities(runtime, x_model)
             result.forward = float(np.abs(got - want).max())
             if result.forward > TOLERANCE:
                 raise AssertionError(
@@ -428,7 +436,7 @@ def measure(case: Case, fallback: bool = True, workdir: Path | None = None) -> R
             before = source.head_weights()
             trained = runtime.update(
                 {
-                    runtime.description.input[0].name: source.channel_first(x),
+                    runtime.description.input[0].name: x_model,
                     "classLabel": np.asarray(LABELS)[y],
                 }
             ).model

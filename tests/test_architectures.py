@@ -29,10 +29,6 @@ FAST = ("keras:MobileNetV2", "torch:squeezenet1_1")
 
 #: Cases that do not pass yet: the first failing stage and what it says.
 KNOWN_FAILURES = {
-    # GELU is an iOS 13 layer, so the network takes the exact-rank mapping, where the
-    # (3, 96, 96) input is rank 3 and Apple's validator wants rank >= 4 for a convolution
-    # (NeuralNetworkLayerValidator.cpp, validateRankCount(layer, "Convolution", 4, -1))
-    "torch:convnext_tiny": ("export", "LAYER_RANK"),
     # the class token: expand of a parameter, concatenation along the sequence axis, then
     # attention over (N, 37, 768) tokens; none of it has a converter yet
     "torch:vit_b_16": ("export", "'expand'"),

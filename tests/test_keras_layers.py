@@ -86,6 +86,7 @@ CASES = {
     "softsign": ((6,), lambda: [L.Dense(6, activation="softsign")]),
     "swish": ((6,), lambda: [L.Dense(6, activation="swish")]),
     "gelu": ((6,), lambda: [L.Dense(6, activation="gelu")]),
+    "gelu_image": ((6, 5, 3), lambda: [L.Conv2D(4, 3, activation="gelu")]),
     "softmax_layer": ((4, 4, 3), lambda: [L.Softmax()]),
     "linear_activation": ((6,), lambda: [L.Activation("linear"), L.Dense(3)]),
     "reshape_to_image": ((24,), lambda: [L.Reshape((2, 3, 4)), L.Conv2D(2, 2)]),

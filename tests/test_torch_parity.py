@@ -126,6 +126,9 @@ CASES = {
     "tanh": (nn.Sequential(nn.Linear(10, 7), nn.Tanh(), head(7)), (10,)),
     "gelu": (nn.Sequential(nn.Linear(10, 7), nn.GELU(), head(7)), (10,)),
     "gelu_tanh": (nn.Sequential(nn.Linear(10, 7), nn.GELU("tanh"), head(7)), (10,)),
+    # GELU takes the exact-rank mapping: the image input is declared (1, C, H, W), the rank
+    # a convolution reading it needs there (else Core ML's validator refuses the file)
+    "gelu_image": (image_case(nn.Conv2d(3, 4, 3), nn.GELU(), features=4 * 4 * 3), (3, 6, 5)),
     "silu": (image_case(nn.Conv2d(3, 4, 3), nn.SiLU(), features=4 * 6 * 6), (3, 8, 8)),
     "elu": (nn.Sequential(nn.Linear(10, 7), nn.ELU(0.7), head(7)), (10,)),
     "softplus": (nn.Sequential(nn.Linear(10, 7), nn.Softplus(), head(7)), (10,)),

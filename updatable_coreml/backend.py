@@ -51,6 +51,16 @@ class Metadata:
 IOS13_LAYERS = ("gelu", "clip")
 
 
+def _exact_rank_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A per-example IR shape as declared under the exact-rank mapping: vectors (C, 1, 1),
+    images (1, C, H, W), so every blob has the rank the classic layers reading it need."""
+    if len(shape) == 1:
+        return shape + (1, 1)
+    if len(shape) == 3:
+        return (1, *shape)
+    return shape
+
+
 def write_layers(nn, graph: Graph, shapes: Shapes) -> None:
     """Every node's layer(s), written by its op table entry (``updatable_coreml.ops``)."""
     for node in graph.nodes:
@@ -193,12 +203,13 @@ def build_spec(
                 "rank-5 input mapping, which refuses iOS 13 layers"
             )
         # Core ML refuses iOS 13 layers under the rank-5 mapping; with exact shapes, vectors
-        # are declared (C, 1, 1) so classic layers (softmax needs rank >= 3) keep working.
+        # are declared (C, 1, 1) so classic layers (softmax needs rank >= 3) keep working,
+        # and images (1, C, H, W): a convolution or pooling reading an input needs rank >= 4
+        # under N-d semantics (apple/coremltools NeuralNetworkLayerValidator.cpp,
+        # validateRankCount(layer, "Convolution", 4, -1), the same for pooling).
         nn.arrayInputShapeMapping = NeuralNetwork_pb2.EXACT_ARRAY_MAPPING
         nn.imageInputShapeMapping = NeuralNetwork_pb2.RANK4_IMAGE_MAPPING
-        shapes = {
-            name: shape + (1, 1) if len(shape) == 1 else shape for name, shape in shapes.items()
-        }
+        shapes = {name: _exact_rank_shape(shape) for name, shape in shapes.items()}
     for tensor in graph.inputs:
         _describe_input(spec, nn, tensor, shapes[tensor.name])
     if class_labels is not None:
