@@ -493,3 +493,94 @@ def test_cli_export_and_make_updatable_compress(tmp_path):
     )
     assert done.returncode == 2 and "--compress-frozen" in done.stderr
     assert not (tmp_path / "x.mlmodel").exists()
+
+
+# -- the validator on quantized frozen weights (QuantizationValidationUtils.cpp) ---------------
+
+
+def _two_layer_updatable(compress: str | None = "int8"):
+    """fc1 (frozen, 6 -> 8, quantized by ``compress``) -> fc2 (updatable) -> softmax."""
+    from coremltools.models import datatypes
+    from coremltools.models.neural_network import NeuralNetworkBuilder
+
+    from updatable_coreml import make_updatable
+
+    rng = np.random.default_rng(9)
+    builder = NeuralNetworkBuilder(
+        [("x", datatypes.Array(6))], [("probs", None)], mode="classifier"
+    )
+    builder.add_inner_product(
+        "fc1", rng.normal(size=(8, 6)), rng.normal(size=8), 6, 8, True, "x", "h"
+    )
+    builder.add_inner_product(
+        "fc2", rng.normal(size=(3, 8)), rng.normal(size=3), 8, 3, True, "h", "z"
+    )
+    builder.add_softmax("softmax", "z", "probs")
+    builder.set_class_labels(["a", "b", "c"], predicted_feature_name="label")
+    return make_updatable(builder.spec, layers=["fc2"], compress_frozen=compress)
+
+
+def _fc1_weights(spec):
+    return neural_network(spec).layers[0].innerProduct.weights
+
+
+def test_make_updatable_compress_frozen_is_valid():
+    spec = _two_layer_updatable()
+    assert _fc1_weights(spec).HasField("quantization")
+    assert not neural_network(spec).layers[1].innerProduct.weights.HasField("quantization")
+    assert is_valid(validate(spec))
+
+
+def _break_scales(weights):
+    del weights.quantization.linearQuantization.scale[1:3]
+
+
+def _break_bias(weights):
+    weights.quantization.linearQuantization.bias.append(0.0)
+
+
+def _break_bits(weights):
+    weights.quantization.numberOfBits = 9
+
+
+def _break_bytes(weights):
+    weights.rawValue = weights.rawValue[:-1]
+
+
+def _break_table(weights):
+    values = decode_weights(weights, "fc1")
+    table, codes = lookup_table(values, 2)
+    weights.ClearField("quantization")
+    weights.rawValue = pack_codes(codes, 2)
+    weights.quantization.numberOfBits = 2
+    weights.quantization.lookupTableQuantization.floatValue.extend(list(table) + [0.0])
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (_break_scales, "6 linear quantization scales for its weights (allowed: 1 or 8"),
+        (_break_bias, "9 linear quantization biases for 8 scales"),
+        (_break_bits, "quantized to 9 bits"),
+        (_break_bytes, "47 bytes for 48 8-bit weights values"),
+        (_break_table, "5-entry lookup table for its 2-bit weights"),
+    ],
+)
+def test_validator_refuses_what_apple_refuses_in_quantized_weights(damage, message):
+    spec = _two_layer_updatable()
+    damage(_fc1_weights(spec))
+    errors = [f for f in validate(spec) if f.severity == "error"]
+    assert [f.code for f in errors] == ["LAYER_PARAMS"]
+    assert message in errors[0].message and "'fc1'" in errors[0].message
+
+
+def test_validator_accepts_per_tensor_scale_without_bias():
+    spec = _two_layer_updatable(compress=None)
+    weights = _fc1_weights(spec)
+    values = np.asarray(weights.floatValue, np.float32)
+    codes, scale, offset = linear_codes(values - values.min(), 8, 1)
+    weights.ClearField("floatValue")
+    weights.rawValue = pack_codes(codes, 8)
+    weights.quantization.numberOfBits = 8
+    weights.quantization.linearQuantization.scale.append(float(scale[0]))
+    assert is_valid(validate(spec))

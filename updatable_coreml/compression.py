@@ -170,10 +170,8 @@ def _compress_layer(layer, chosen: Method, result: Compression) -> None:
         if len(weights.float16Value) or weights.HasField("quantization"):
             result.skipped.append(f"{layer.name!r}: its weights are not fp32")
         return
-    from .runtime.weights import expected_count
-
     values = np.asarray(weights.floatValue, dtype=np.float32)
-    if values.size != expected_count(layer, "weights"):
+    if values.size != coreml_rules.weight_count(layer, "weights"):
         result.skipped.append(f"{layer.name!r}: its weight count does not match its shape")
         return
     outer, channels = _channels(layer)

@@ -21,6 +21,7 @@ Sources (apple/coremltools, checked on every release tag 3.0 to 9.0, see
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 #: First specification version that can hold an updatable model (iOS 13 / macOS 10.15).
@@ -136,6 +137,34 @@ QUANTIZABLE_WEIGHT_LAYER_TYPES: tuple[str, ...] = (
     "embedding",
     "embeddingND",
 )
+
+
+def weight_count(layer, field: str) -> int | None:
+    """How many values a layer's ``weights`` or ``bias`` hold (NeuralNetwork.proto's shapes,
+    as Apple's layer validators compute them), for the layer types above; None otherwise. A
+    convolution's ``kernelSize`` defaults to ``[3, 3]`` and ``nGroups`` 0 means 1."""
+    kind = layer.WhichOneof("layer") if layer is not None else None
+    if kind not in QUANTIZABLE_WEIGHT_LAYER_TYPES or field not in ("weights", "bias"):
+        return None
+    body = getattr(layer, kind)
+    outputs, inputs = {
+        "convolution": lambda: (body.outputChannels, body.kernelChannels),
+        "innerProduct": lambda: (body.outputChannels, body.inputChannels),
+        "batchedMatmul": lambda: (
+            body.weightMatrixSecondDimension,
+            body.weightMatrixFirstDimension,
+        ),
+        "embedding": lambda: (body.outputChannels, body.inputDim),
+        "embeddingND": lambda: (body.embeddingSize, body.vocabSize),
+    }[kind]()
+    if field == "bias":
+        return int(outputs)
+    if kind != "convolution":
+        return int(outputs) * int(inputs)
+    kernel = math.prod(int(k) for k in (list(body.kernelSize) or [3, 3]))
+    if body.isDeconvolution:
+        return int(inputs) * (int(outputs) // max(int(body.nGroups), 1)) * kernel
+    return int(outputs) * int(inputs) * kernel
 
 
 def quantization_channel_axis(layer) -> int:

@@ -11,7 +11,7 @@ channel, and ``bias`` empty meaning 0). The rules are ``coreml_rules``' (Apple's
 named, never guessed around, because model files are untrusted.
 
 Sub-byte codes pad the last byte with zeros, so the byte count alone does not say how many
-values there are: the caller passes ``count`` when it knows it (``expected_count``).
+values there are: the count comes from the layer (``coreml_rules.weight_count``) when known.
 """
 
 from __future__ import annotations
@@ -20,40 +20,6 @@ import numpy as np
 
 from .. import coreml_rules
 from ..errors import RuntimeLayerError
-
-
-def expected_count(layer, field: str) -> int | None:
-    """How many values a layer's ``weights`` or ``bias`` hold, for the layer types whose
-    weights Core ML accepts quantized (``coreml_rules.QUANTIZABLE_WEIGHT_LAYER_TYPES``);
-    None for anything else (the codes the bytes hold are then all taken)."""
-    kind = layer.WhichOneof("layer") if layer is not None else None
-    if kind not in coreml_rules.QUANTIZABLE_WEIGHT_LAYER_TYPES:
-        return None
-    params = getattr(layer, kind)
-    outputs = {
-        "convolution": lambda p: p.outputChannels,
-        "innerProduct": lambda p: p.outputChannels,
-        "batchedMatmul": lambda p: p.weightMatrixSecondDimension,
-        "embedding": lambda p: p.outputChannels,
-        "embeddingND": lambda p: p.embeddingSize,
-    }[kind](params)
-    if field == "bias":
-        return int(outputs)
-    if field != "weights":
-        return None
-    if kind == "convolution":
-        kernel = int(np.prod(list(params.kernelSize) or [3, 3]))
-        groups = max(int(params.nGroups), 1)
-        if params.isDeconvolution:
-            return int(params.kernelChannels) * (int(outputs) // groups) * kernel
-        return int(outputs) * int(params.kernelChannels) * kernel
-    inputs = {
-        "innerProduct": lambda p: p.inputChannels,
-        "batchedMatmul": lambda p: p.weightMatrixFirstDimension,
-        "embedding": lambda p: p.inputDim,
-        "embeddingND": lambda p: p.vocabSize,
-    }[kind](params)
-    return int(outputs) * int(inputs)
 
 
 def decode_weights(params, where: str = "", layer=None, field: str = "") -> np.ndarray:
@@ -84,7 +50,7 @@ def decode_weights(params, where: str = "", layer=None, field: str = "") -> np.n
             raise RuntimeLayerError(f"{where}: raw weights are not a whole number of fp32 values")
         return np.frombuffer(raw, dtype="<f4").astype(np.float32)
     codes = unpack_codes(raw, params.quantization.numberOfBits, where)
-    count = expected_count(layer, field) if layer is not None else None
+    count = coreml_rules.weight_count(layer, field) if layer is not None else None
     if count is not None:
         if codes.size < count:
             raise RuntimeLayerError(

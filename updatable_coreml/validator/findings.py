@@ -175,8 +175,8 @@ CODES: dict[str, tuple[str, str, str]] = {
     "LAYER_PARAMS": (
         "error",
         "A layer's parameters break Core ML's layer rules (weights of one kind and "
-        "precision and of the right size, batchnorm parameters per channel, a "
-        "padding type, 3 LSTM activations).",
+        "precision and of the right size, quantization parameters, batchnorm parameters "
+        "per channel, a padding type, 3 LSTM activations).",
         "Fix the layer's parameters as the message says.",
     ),
     "LAYER_RANK": (

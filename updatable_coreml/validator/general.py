@@ -20,6 +20,7 @@ from ..spec_io import NEURAL_NETWORK_TYPES, Spec, model_type
 from .findings import Finding
 from .layer_params import layer_param_findings
 from .layers import LAYER_IO_COUNTS, is_ios12_layer, rank_limits
+from .quantization import quantization_findings
 
 #: Specification versions that gate feature types (MLMODEL_SPECIFICATION_VERSION_IOS*).
 SPEC_IOS12, SPEC_IOS14, SPEC_IOS16 = 3, 5, 7
@@ -461,7 +462,7 @@ def _layer_findings(nn, description, nd: bool, ranks: dict[str, int]):
                         f"Layer {layer.name!r} ({kind}) has {count} {what} but expects {expected}.",
                     )
                 )
-        findings += layer_param_findings(layer)
+        findings += layer_param_findings(layer) or quantization_findings(layer)
         if nd:
             findings += _rank_findings(layer, kind, ranks)
         if not track:
