@@ -584,3 +584,26 @@ def test_validator_accepts_per_tensor_scale_without_bias():
     weights.quantization.numberOfBits = 8
     weights.quantization.linearQuantization.scale.append(float(scale[0]))
     assert is_valid(validate(spec))
+
+
+def test_grouped_deconvolution_gets_one_scale(capsys):
+    """coremltools quantizes a grouped deconvolution with outputChannels / nGroups scales,
+    which Apple's validator refuses (1 or outputChannels); ours writes one, and our validator
+    flags coremltools' (both verdicts checked against Apple's validator built from source)."""
+    from coremltools.models import datatypes
+    from coremltools.models.neural_network import NeuralNetworkBuilder
+    from coremltools.models.neural_network import quantization_utils as qu
+
+    rng = np.random.default_rng(0)
+    builder = NeuralNetworkBuilder([("x", datatypes.Array(4, 6, 6))], [("y", None)])
+    builder.add_convolution(
+        "deconv", 4, 8, 2, 2, 2, 2, "valid", 2, rng.normal(size=(2, 2, 4, 4)), None, False,
+        input_name="x", output_name="y", is_deconv=True, output_shape=(12, 12),
+    )  # fmt: skip
+    ours, _ = compress_frozen(builder.spec, "int8")
+    weights = ours.neuralNetwork.layers[0].convolution.weights
+    assert len(weights.quantization.linearQuantization.scale) == 1
+    assert not [f for f in validate(ours) if f.code == "LAYER_PARAMS"]
+    theirs = qu._quantize_spec_weights(builder.spec, 8, "_linear_quantization")
+    capsys.readouterr()
+    assert [f.code for f in validate(theirs) if f.code == "LAYER_PARAMS"] == ["LAYER_PARAMS"]

@@ -110,17 +110,21 @@ def test_generated_trainers_typecheck_against_the_macos_sdk(tmp_path):
 
 @on_mac
 @pytest.mark.parametrize(
-    "build, layers, loss",
+    "build, layers, loss, compress",
     [
-        (squeezenet_like, ["fc"], "cce"),
-        (mlp_regressor, ["out"], "mse"),
+        (squeezenet_like, ["fc"], "cce", None),
+        (mlp_regressor, ["out"], "mse", None),
+        # frozen weights stored quantized: Core ML and runtime/weights.py must decode alike
+        (squeezenet_like, ["fc"], "cce", "int8"),
+        (squeezenet_like, ["fc"], "cce", "lut4"),
+        (mlp_regressor, ["out"], "mse", "lut4"),
     ],
 )
-def test_runtime_predicts_like_core_ml(build, layers, loss, tmp_path):
+def test_runtime_predicts_like_core_ml(build, layers, loss, compress, tmp_path):
     import coremltools as ct
 
     path = tmp_path / "model.mlmodel"
-    make_updatable(build(), path, layers=layers, loss=loss)
+    make_updatable(build(), path, layers=layers, loss=loss, compress_frozen=compress)
     ours, theirs = load(path), ct.models.MLModel(str(path))
     description = ours.description.input[0]
     shape = tuple(description.type.multiArrayType.shape)
