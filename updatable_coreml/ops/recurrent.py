@@ -31,7 +31,8 @@ PINNED_GATE = 50.0
 
 
 def _recurrent_shape(node: Node, shapes: Sequence[Shape]) -> Shape:
-    hidden = int(node.attrs["hidden"]) * (2 if node.op == "bilstm" else 1)
+    both = node.op == "bilstm" or node.attrs.get("bidirectional")
+    hidden = int(node.attrs["hidden"]) * (2 if both else 1)
     return (shapes[0][0], hidden) if node.attrs.get("return_sequences") else (hidden,)
 
 
@@ -142,18 +143,16 @@ define(
 
 
 class _Unrolled:
-    """Appends the classic layers of one unrolled GRU to ``nn`` under ``prefix``."""
+    """Appends the classic layers of one unrolled GRU direction to ``nn``: blobs and layers
+    ``<prefix>_<blob>``; the node's last layer is named like the node (``name``)."""
 
-    def __init__(self, nn: Any, prefix: str) -> None:
-        self.nn, self.prefix = nn, prefix
+    def __init__(self, nn: Any, prefix: str, name: str) -> None:
+        self.nn, self.prefix, self.name = nn, prefix, name
 
     def layer(self, blob: str, inputs: Sequence[str], output: Optional[str] = None) -> Any:
-        """A layer writing ``<prefix>_<blob>``, or, for the node's last layer, a layer named
-        like the node writing ``output``."""
         if output is not None:
-            return new_layer(self.nn, self.prefix, inputs, [output])
-        name = f"{self.prefix}_{blob}"
-        return new_layer(self.nn, name, inputs, [name])
+            return new_layer(self.nn, self.name, inputs, [output])
+        return new_layer(self.nn, f"{self.prefix}_{blob}", inputs, [f"{self.prefix}_{blob}"])
 
     def dense(self, blob: str, x: str, weight: np.ndarray, bias: Optional[np.ndarray]) -> str:
         params = self.layer(blob, [x]).innerProduct
@@ -164,8 +163,8 @@ class _Unrolled:
             put_weights(params.bias, bias)
         return f"{self.prefix}_{blob}"
 
-    def activation(self, blob: str, x: str, attrs: Mapping[str, Any], where: str) -> str:
-        fill_nonlinearity(self.layer(blob, [x]).activation, attrs, where)
+    def activation(self, blob: str, x: str, attrs: Mapping[str, Any]) -> str:
+        fill_nonlinearity(self.layer(blob, [x]).activation, attrs, self.name)
         return f"{self.prefix}_{blob}"
 
     def binary(self, kind: str, blob: str, a: str, b: str, output: Optional[str] = None) -> str:
@@ -174,70 +173,81 @@ class _Unrolled:
 
 
 def _write_gru_reset_after(nn: Any, node: Node, shapes: Shapes) -> None:
-    """The unrolled GRU (see above); gates in the IR's order z, r, n."""
+    """The unrolled GRU (see above); with ``bidirectional`` a second one over the reversed
+    steps (weights ``*_back``), whose output at step t has read from the end down to t, and a
+    channel ``concat`` [forward, backward], as Keras' Bidirectional(GRU) merges them."""
+    if not node.attrs.get("bidirectional"):
+        _unroll(nn, node, "", node.outputs[0])
+        return
+    forward = _unroll(nn, node, "", None)
+    backward = _unroll(nn, node, "_back", None)
+    new_layer(nn, node.name, [forward, backward], node.outputs).concat.SetInParent()
+
+
+def _unroll(nn: Any, node: Node, suffix: str, output: Optional[str]) -> str:
+    """One direction (``suffix`` '' forwards, '_back' backwards); returns its output blob,
+    ``output`` when given (then its last layer is named like the node)."""
     steps, hidden = int(node.attrs["steps"]), int(node.attrs["hidden"])
     f, g = node.attrs["recurrent_activation"], node.attrs["activation"]
-    w_ih = np.split(node.weights["W_ih"], 3)
-    w_hh = np.split(node.weights["W_hh"], 3)
-    biased = "b_ih" in node.weights
-    b_ih = np.split(node.weights["b_ih"], 3) if biased else []
-    b_hh = np.split(node.weights["b_hh"], 3) if biased else []
+    w_ih = np.split(node.weights["W_ih" + suffix], 3)
+    w_hh = np.split(node.weights["W_hh" + suffix], 3)
+    biased = "b_ih" + suffix in node.weights
+    b_ih = np.split(node.weights["b_ih" + suffix], 3) if biased else []
+    b_hh = np.split(node.weights["b_hh" + suffix], 3) if biased else []
     # z and r add both biases outside the reset product: fold them into the input projection.
     x_bias: list[Optional[np.ndarray]] = (
         [b_ih[0] + b_hh[0], b_ih[1] + b_hh[1], b_ih[2]] if biased else [None, None, None]
     )
     hn_bias = b_hh[2] if biased else None
-    put = _Unrolled(nn, node.name)
+    put = _Unrolled(nn, node.name + suffix, node.name)
     projected = []
     for gate, weight, bias in zip("zrn", w_ih, x_bias, strict=True):
         over_steps = put.dense(f"x{gate}", node.inputs[0], weight, bias)
         put.layer(f"x{gate}_over_time", [over_steps]).permute.axis.extend(
             (2, 1, 3, 0)  # [Seq, C, 1, 1] -> [1, C, 1, Seq], as sequence_to_width
         )
-        projected.append(f"{node.name}_x{gate}_over_time")
+        projected.append(f"{put.prefix}_x{gate}_over_time")
     last = not node.attrs.get("return_sequences")
-    outputs, h = [], ""
-    for t in range(steps):
+    order = list(range(steps))[::-1] if suffix else list(range(steps))
+    outputs, h = {}, ""
+    for t in order:
         x = {}
         for gate, source in zip("zrn", projected, strict=True):
             params = put.layer(f"t{t}_x{gate}", [source]).slice
             params.axis, params.startIndex, params.endIndex, params.stride = _WIDTH, t, t + 1, 1
-            x[gate] = f"{node.name}_t{t}_x{gate}"
-        out = node.outputs[0] if last and t == steps - 1 else None
-        if t == 0:  # y_{-1} = 0: U y is zero, only b_hn remains inside the reset product
-            z = put.activation(f"t{t}_z", x["z"], f, node.name)
-            r = put.activation(f"t{t}_r", x["r"], f, node.name)
+            x[gate] = f"{put.prefix}_t{t}_x{gate}"
+        out = output if last and t == order[-1] else None
+        if t == order[0]:  # y before the first step is 0: only b_hn is inside the reset product
+            z = put.activation(f"t{t}_z", x["z"], f)
+            r = put.activation(f"t{t}_r", x["r"], f)
             pre_n = x["n"]
             if biased:
                 scale = put.layer(f"t{t}_rb", [r]).scale
                 scale.shapeScale.append(hidden)
                 put_weights(scale.scale, b_hh[2])
-                pre_n = put.binary("add", f"t{t}_pre_n", x["n"], f"{node.name}_t{t}_rb")
-            n = put.activation(f"t{t}_n", pre_n, g, node.name)
+                pre_n = put.binary("add", f"t{t}_pre_n", x["n"], f"{put.prefix}_t{t}_rb")
+            n = put.activation(f"t{t}_n", pre_n, g)
             zn = put.binary("multiply", f"t{t}_zn", z, n)
-            negated = put.activation(f"t{t}_neg_zn", zn, _NEGATE, node.name)
+            negated = put.activation(f"t{t}_neg_zn", zn, _NEGATE)
             h = put.binary("add", f"t{t}_h", n, negated, out)
         else:
             hz = put.dense(f"t{t}_hz", h, w_hh[0], None)
             hr = put.dense(f"t{t}_hr", h, w_hh[1], None)
             hn = put.dense(f"t{t}_hn", h, w_hh[2], hn_bias)
-            z = put.activation(
-                f"t{t}_z", put.binary("add", f"t{t}_pre_z", x["z"], hz), f, node.name
-            )
-            r = put.activation(
-                f"t{t}_r", put.binary("add", f"t{t}_pre_r", x["r"], hr), f, node.name
-            )
+            z = put.activation(f"t{t}_z", put.binary("add", f"t{t}_pre_z", x["z"], hz), f)
+            r = put.activation(f"t{t}_r", put.binary("add", f"t{t}_pre_r", x["r"], hr), f)
             rn = put.binary("multiply", f"t{t}_rn", r, hn)
-            n = put.activation(
-                f"t{t}_n", put.binary("add", f"t{t}_pre_n", x["n"], rn), g, node.name
-            )
-            negated = put.activation(f"t{t}_neg_n", n, _NEGATE, node.name)
+            n = put.activation(f"t{t}_n", put.binary("add", f"t{t}_pre_n", x["n"], rn), g)
+            negated = put.activation(f"t{t}_neg_n", n, _NEGATE)
             d = put.binary("add", f"t{t}_d", h, negated)
             zd = put.binary("multiply", f"t{t}_zd", z, d)
             h = put.binary("add", f"t{t}_h", n, zd, out)
-        outputs.append(h)
-    if not last:
-        put.layer("steps", outputs, node.outputs[0]).concat.sequenceConcat = True
+        outputs[t] = h
+    if last:
+        return h
+    in_time_order = [outputs[t] for t in range(steps)]
+    put.layer("steps", in_time_order, output).concat.sequenceConcat = True
+    return output or f"{put.prefix}_steps"
 
 
 _WIDTH = NeuralNetwork_pb2.SliceLayerParams.WIDTH_AXIS
@@ -253,6 +263,7 @@ _GRU_RESET_AFTER_VARIANT: Mapping[str, Any] = {
     "activation": {"kind": "tanh"},
     "recurrent_activation": {"kind": "sigmoid"},
     "bias": True,
+    "bidirectional": True,
 }
 
 
@@ -266,6 +277,8 @@ def _gru_reset_after_layers(attrs: Mapping[str, Any]) -> tuple[Layer, ...]:
     }
     if attrs.get("bias", True):
         weights["b_ih"] = weights["b_hh"] = np.zeros(3 * hidden, np.float32)
+    if attrs.get("bidirectional"):
+        weights.update({f"{key}_back": value for key, value in weights.items()})
     scratch = NeuralNetwork_pb2.NeuralNetwork()
     node = Node("gru_reset_after", "n", ["x"], ["y"], dict(attrs), weights)
     _write_gru_reset_after(scratch, node, {})
@@ -286,7 +299,8 @@ define(
     doc="(Seq, in) -> (Seq, H) or last step (H,); a GRU whose reset gate applies after the "
     "recursion matrix (Keras reset_after=True, torch nn.GRU), unrolled over the fixed steps "
     "into classic layers (frozen only); a: steps, hidden, return_sequences, activation, "
-    "recurrent_activation, bias (whether b_ih/b_hh exist); w: W_ih (3H, in), W_hh (3H, H), "
+    "recurrent_activation, bias (whether b_ih/b_hh exist), bidirectional (then (Seq, 2H) or "
+    "(2H,): [forward, backward], weights *_back too); w: W_ih (3H, in), W_hh (3H, H), "
     "b_ih (3H,), b_hh (3H,) optional, gate order z, r, n",
     shape=_recurrent_shape,
     write=_write_gru_reset_after,

@@ -198,11 +198,16 @@ def _gru_reset_after(ctx: Context, layer, x: Tensor, where: str) -> Tensor:
     (NeuralNetwork.proto ``GRULayerParams`` applies r before U): the ``gru_reset_after`` op
     unrolls it over the fixed steps into classic layers, frozen, with no clipping, so any
     activation with a single Core ML layer works."""
+    attrs, weights = _unrolled_gru(layer, x, where)
+    return _emit_unrolled(ctx, layer, x, where, attrs, weights)
+
+
+def _unrolled_gru(layer, x: Tensor, where: str, suffix: str = "") -> tuple[dict, dict]:
+    """The ``gru_reset_after`` attrs and weights (names + ``suffix``) of a Keras GRU."""
     cell = layer.cell
-    hidden = int(layer.units)
     attrs: dict[str, Any] = {
         "steps": x.shape[0],
-        "hidden": hidden,
+        "hidden": int(layer.units),
         "return_sequences": bool(layer.return_sequences),
         "bias": bool(layer.use_bias),
     }
@@ -216,13 +221,18 @@ def _gru_reset_after(ctx: Context, layer, x: Tensor, where: str) -> Tensor:
             )
         attrs[role] = kind
     weights = {
-        "W_ih": np.ascontiguousarray(_numpy(cell.kernel).T),  # Keras gates z, r, h
-        "W_hh": np.ascontiguousarray(_numpy(cell.recurrent_kernel).T),
+        "W_ih" + suffix: np.ascontiguousarray(_numpy(cell.kernel).T),  # Keras gates z, r, h
+        "W_hh" + suffix: np.ascontiguousarray(_numpy(cell.recurrent_kernel).T),
     }
     if layer.use_bias:
         input_bias, recurrent_bias = _numpy(cell.bias)
-        weights["b_ih"], weights["b_hh"] = input_bias, recurrent_bias
-    copies = (x.shape[0] - 1) * weights["W_hh"].nbytes
+        weights["b_ih" + suffix], weights["b_hh" + suffix] = input_bias, recurrent_bias
+    return attrs, weights
+
+
+def _emit_unrolled(ctx: Context, layer, x: Tensor, where: str, attrs: dict, weights: dict):
+    directions = 2 if attrs.get("bidirectional") else 1
+    copies = directions * (x.shape[0] - 1) * weights["W_hh"].nbytes
     ctx.warnings.append(
         f"{where}: reset_after=True is unrolled over its {x.shape[0]} steps into classic "
         f"layers (Core ML's gru resets before the recurrent kernel); the recurrent kernel is "
@@ -238,7 +248,7 @@ def _gru_reset_after(ctx: Context, layer, x: Tensor, where: str) -> Tensor:
         trainable=ctx.trains(layer),
         source=_source(layer),
     )
-    return _output(name, x, hidden, bool(layer.return_sequences))
+    return _output(name, x, directions * attrs["hidden"], attrs["return_sequences"])
 
 
 def _single_layer(activation) -> bool:
@@ -273,17 +283,21 @@ def _simple_rnn(ctx: Context, layer, call: LayerCall) -> Tensor:
 
 @converts("Bidirectional")
 def _bidirectional(ctx: Context, layer, call: LayerCall) -> Tensor:
-    """A Bidirectional LSTM (merge_mode='concat') as a ``biDirectionalLSTM`` (frozen): Core
-    ML has a bidirectional layer only for LSTMs, and pairs each step's forward output with
-    the backward output that has read down to that step, as Keras does."""
+    """A Bidirectional LSTM (merge_mode='concat') as a ``biDirectionalLSTM`` (frozen), which
+    pairs each step's forward output with the backward output that has read down to that
+    step, as Keras does; a Bidirectional GRU (reset_after=True) as one unrolled
+    ``gru_reset_after`` node with both directions."""
     where = f"layer {layer.name!r}"
     forward, backward = layer.forward_layer, layer.backward_layer
     kinds = {type(forward).__name__, type(backward).__name__}
-    if kinds != {"LSTM"} or not type(forward).__module__.startswith("keras."):
+    keras_own = type(forward).__module__.startswith("keras.")
+    gru = kinds == {"GRU"} and keras_own and forward.reset_after and backward.reset_after
+    if (kinds != {"LSTM"} or not keras_own) and not gru:
         raise UnsupportedError(
             f"{where}: Bidirectional({'/'.join(sorted(kinds))}) is not supported: Core ML's "
-            "only bidirectional recurrent layer is biDirectionalLSTM; use "
-            "Bidirectional(LSTM(...))"
+            "only bidirectional recurrent layer is biDirectionalLSTM (a reversed gru would "
+            "need reverseInput, whose output order NeuralNetwork.proto does not say); use "
+            "Bidirectional(LSTM(...)) or Bidirectional(GRU(...)) with reset_after=True"
         )
     if layer.merge_mode != "concat":
         raise UnsupportedError(
@@ -296,6 +310,16 @@ def _bidirectional(ctx: Context, layer, call: LayerCall) -> Tensor:
         )
     x = _check_recurrent(ctx, forward, call, where)
     _check_recurrent(ctx, backward, LayerCall([x], {}, call.out_shape), where)
+    if gru:  # both directions unrolled, the backward one over the reversed steps
+        attrs, weights = _unrolled_gru(forward, x, where)
+        back_attrs, back_weights = _unrolled_gru(backward, x, where, "_back")
+        if back_attrs != attrs:
+            raise UnsupportedError(
+                f"{where}: the backward GRU differs from the forward one (units, activations, "
+                "use_bias or return_sequences); export the same configuration both ways"
+            )
+        attrs["bidirectional"] = True
+        return _emit_unrolled(ctx, layer, x, where, attrs, {**weights, **back_weights})
     attrs = _recurrent_attrs(forward, where)
     if _recurrent_attrs(backward, where) != attrs:
         raise UnsupportedError(
