@@ -240,3 +240,14 @@ def test_recurrent_layers_refuse_activation_parameters_core_ml_does_not_support(
     graph = _graph(op, shapes, keras_3, weights)
     with pytest.raises(UnsupportedError, match="'n'.*only with alpha=0.2, beta=0.5.*alpha=0.1667"):
         ops.write(NeuralNetwork_pb2.NeuralNetwork(), graph.nodes[0], infer_shapes(graph))
+
+
+def test_an_unrolled_gru_over_one_step_returns_its_sequence_without_a_one_input_concat():
+    """Apple's validateConcatLayer wants two inputs or more; one step is repeated once."""
+    attrs = {**_LSTM, "steps": 1, "return_sequences": True, "bias": False}
+    graph = _graph("gru_reset_after", [(1, 3)], attrs, {"W_ih": _w(12, 3), "W_hh": _w(12, 4)})
+    nn = NeuralNetwork_pb2.NeuralNetwork()
+    ops.write(nn, graph.nodes[0], infer_shapes(graph))
+    last = nn.layers[-1]
+    assert last.WhichOneof("layer") == "sequenceRepeat" and list(last.input) == ["n_t0_h"]
+    assert "concat" not in {layer.WhichOneof("layer") for layer in nn.layers}

@@ -246,7 +246,10 @@ def _unroll(nn: Any, node: Node, suffix: str, output: Optional[str]) -> str:
     if last:
         return h
     in_time_order = [outputs[t] for t in range(steps)]
-    put.layer("steps", in_time_order, output).concat.sequenceConcat = True
+    if steps == 1:  # a concat needs two inputs (Apple's validateConcatLayer): repeat once
+        put.layer("steps", in_time_order, output).sequenceRepeat.nRepetitions = 1
+    else:
+        put.layer("steps", in_time_order, output).concat.sequenceConcat = True
     return output or f"{put.prefix}_steps"
 
 
