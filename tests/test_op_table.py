@@ -107,14 +107,6 @@ EXAMPLES: dict[str, list[tuple[list[tuple[int, ...]], dict, dict]]] = {
     ],
     "sequence_to_width": [([(5, 3)], {}, {})],
     "width_to_sequence": [([(3, 1, 5)], {}, {})],
-    "gru_unrolled": [
-        ([(4, 3)], {"steps": 4, "hidden": 2}, {"W_ih": _w(6, 3), "W_hh": _w(6, 2), "b_hh": _w(6)}),
-        (
-            [(3, 3)],
-            {"steps": 3, "hidden": 2, "return_sequences": True},
-            {"W_ih": _w(6, 3), "W_hh": _w(6, 2)},
-        ),
-    ],
     "dropout": [([(3,)], {}, {})],
     "identity": [([(3,)], {}, {})],
 }

@@ -238,6 +238,12 @@ TEXT_CASES = {
     "gru_no_bias_middle_step": lambda: TextClassifier(
         nn.GRU(5, 3, bias=False, batch_first=True), lambda r: r[0][:, 3], 3
     ),
+    "bigru_last_step": lambda: TextClassifier(
+        nn.GRU(5, 3, batch_first=True, bidirectional=True), lambda r: r[0][:, -1], 6
+    ),
+    "bigru_two_layers_time_major_first_step": lambda: TextClassifier(
+        nn.GRU(5, 3, num_layers=2, bidirectional=True), lambda r: r[0][0], 6, time_major=True
+    ),
     "rnn_two_layers_last_step": lambda: TextClassifier(
         nn.RNN(5, 4, num_layers=2, batch_first=True), lambda r: r[0][:, -1], 4
     ),
@@ -406,7 +412,7 @@ class Recurrent(nn.Module):
         (Recurrent(nn.LSTM(3, 4), lambda r: r[0][-1]), "transpose\\(0, 1\\) a batch-first"),
         (Recurrent(nn.LSTM(3, 4, batch_first=True), lambda r: r[1][1][-1]), "cell state c_n"),
         (Recurrent(nn.RNN(3, 4, nonlinearity="relu"), lambda r: r[0]), "nonlinearity='relu'"),
-        (Recurrent(nn.GRU(3, 4, bidirectional=True), lambda r: r[0]), "bidirectional GRU"),
+        (Recurrent(nn.RNN(3, 4, bidirectional=True), lambda r: r[0]), "bidirectional RNN"),
         (Recurrent(nn.LSTM(3, 4, batch_first=True), lambda r: r[0][:, :, 0]), "only one step"),
         (
             Recurrent(nn.LSTM(3, 4, batch_first=True, bidirectional=True), lambda r: r[1][0][-1]),

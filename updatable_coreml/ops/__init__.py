@@ -6,7 +6,7 @@ read shapes and capabilities from here; the backend writes with these writers; t
 them. Capabilities come from ``coreml_rules`` through the layer types an op writes.
 
 Where a new op goes: the family module (``linear``, ``conv``, ``pooling``, ``normalization``,
-``shape``, ``elementwise``, ``activation``, ``sequence``, ``recurrent``, ``stepwise``) with one
+``shape``, ``elementwise``, ``activation``, ``sequence``, ``recurrent``) with one
 ``define(...)`` call;
 ``tests/test_op_table.py`` then checks it has a shape rule, a writer and a runtime forward.
 """
@@ -27,7 +27,6 @@ from . import (
     recurrent,
     sequence,
     shape,
-    stepwise,
 )
 from ._geometry import conv_output_size, explicit_pads, same_pads, spatial_output
 from ._spec import new_layer, put_weights
@@ -43,7 +42,6 @@ FAMILIES = (
     activation,
     sequence,
     recurrent,
-    stepwise,
 )
 
 

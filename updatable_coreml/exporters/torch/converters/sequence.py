@@ -277,56 +277,71 @@ def _reorder_gru(array: np.ndarray) -> np.ndarray:
     return np.concatenate([update, reset, new])
 
 
-def _stacked_unidirectional(state: Translation, fx: Any, a: dict, what: str, emit_layer) -> None:
-    """A unidirectional torch recurrent op of one or more layers (GRU, RNN): checks, then
-    ``emit_layer(x, weights, suffix, return_sequences, steps)`` per layer, where ``weights``
-    are (array, name) pairs of W_ih, W_hh[, b_ih, b_hh]; the results mapped as the LSTM's."""
-    if a["bidirectional"]:
+def _stacked(state: Translation, fx: Any, a: dict, what: str, emit_layer, both: bool) -> None:
+    """A torch recurrent op of one or more layers (GRU, RNN): checks, then per layer
+    ``emit_layer(x, weights, suffix, return_sequences, steps)``, where ``weights`` are
+    (array, name) pairs of W_ih, W_hh[, b_ih, b_hh] per direction (``_back`` for the
+    reverse one); ``both``: whether the op can run bidirectionally."""
+    bidirectional = bool(a["bidirectional"])
+    if bidirectional and not both:
         raise UnsupportedError(
             f"bidirectional {what} in {where(fx)}: Core ML has no bidirectional layer for "
-            "it; use a unidirectional one or a bidirectional LSTM"
+            "it; use a unidirectional one, a bidirectional GRU or a bidirectional LSTM"
         )
     batch_first = bool(a["batch_first"])
     x = _sequence_input(state, a["input"], fx, batch_first)
     _zero_state(fx, a["hx"])
     layers, has_biases = int(a["num_layers"]), bool(a["has_biases"])
     params = list(a["params"])
-    per_layer = 4 if has_biases else 2
-    if len(params) != layers * per_layer:
+    per_direction = 4 if has_biases else 2
+    directions = 2 if bidirectional else 1
+    if len(params) != layers * directions * per_direction:
         raise UnsupportedError(
-            f"{what} in {where(fx)} has {len(params)} weight tensors, expected {layers * per_layer}"
+            f"{what} in {where(fx)} has {len(params)} weight tensors, expected "
+            f"{layers * directions * per_direction}"
         )
-    sequence = _needs_sequence(fx, batch_first)
+    sequence = bidirectional or _needs_sequence(fx, batch_first)
     steps = full_shape(a["input"])[1 if batch_first else 0]
+    roles = ("W_ih", "W_hh", "b_ih", "b_hh")
     for layer in range(layers):
-        chunk = [state.weight(p) for p in params[layer * per_layer : (layer + 1) * per_layer]]
+        weights: dict[str, tuple[Any, str]] = {}
+        for direction, tail in enumerate(("", "_back")[:directions]):
+            start = (layer * directions + direction) * per_direction
+            chunk = [state.weight(p) for p in params[start : start + per_direction]]
+            weights.update({role + tail: pair for role, pair in zip(roles, chunk)})
         suffix = "" if layers == 1 else f".l{layer}"
-        x = emit_layer(x, chunk, suffix, sequence or layer < layers - 1, steps).outputs[0]
-    _map_results(state, fx, x, sequence, batch_first, bidirectional=False)
+        x = emit_layer(x, weights, suffix, sequence or layer < layers - 1, steps).outputs[0]
+    _map_results(state, fx, x, sequence, batch_first, bidirectional)
 
 
 @converter("gru")
 def _gru(state: Translation, fx: Any, a: dict) -> None:
-    """``nn.GRU`` (1 or more layers, batch_first either way), unidirectional: one
-    ``gru_unrolled`` per layer (``ops/stepwise.py``): torch resets after the recurrent
-    matrix, which no Core ML ``gru`` layer computes, so the GRU is written step by step."""
+    """``nn.GRU`` (1 or more layers, batch_first either way, bidirectional or not): one
+    ``gru_reset_after`` per layer (``ops/recurrent.py``, shared with Keras' default GRU):
+    torch resets after the recurrent matrix, which no Core ML ``gru`` layer computes, so the
+    GRU is unrolled over its steps; a bidirectional one per step [forward, backward], as
+    torch orders its output."""
 
-    def emit(x: str, chunk: list, suffix: str, sequence: bool, steps: int) -> Any:
-        roles = ("W_ih", "W_hh", "b_ih", "b_hh")
+    def emit(x: str, weights: dict, suffix: str, sequence: bool, steps: int) -> Any:
+        attrs = {
+            "steps": steps,
+            "hidden": int(weights["W_hh"][0].shape[1]),
+            "return_sequences": sequence,
+            "activation": TANH,
+            "recurrent_activation": SIGMOID,
+            "bias": "b_ih" in weights,
+            "bidirectional": "W_ih_back" in weights,
+        }
         return state.emit(
             fx,
-            "gru_unrolled",
+            "gru_reset_after",
             [x],
-            attrs={
-                "steps": steps,
-                "hidden": int(chunk[1][0].shape[1]),
-                "return_sequences": sequence,
-            },
-            weights={role: (_reorder_gru(array), fqn) for role, (array, fqn) in zip(roles, chunk)},
+            attrs=attrs,
+            weights={role: (_reorder_gru(array), fqn) for role, (array, fqn) in weights.items()},
             suffix=suffix,
         )
 
-    _stacked_unidirectional(state, fx, a, "GRU", emit)
+    _stacked(state, fx, a, "GRU", emit, both=True)
 
 
 @converter("rnn_tanh")
@@ -334,28 +349,26 @@ def _rnn_tanh(state: Translation, fx: Any, a: dict) -> None:
     """``nn.RNN`` (tanh): kseq's ``simple_rnn`` op, a Core ML ``gru`` with pinned gates; its
     clipping of pre-activations to [-50, 50] leaves tanh's result unchanged."""
 
-    def emit(x: str, chunk: list, suffix: str, sequence: bool, steps: int) -> Any:
-        weights = {"W_ih": chunk[0], "W_hh": chunk[1]}
-        if len(chunk) == 4:
-            weights["bias"] = (np.asarray(chunk[2][0] + chunk[3][0], np.float32), "")
+    def emit(x: str, params: dict, suffix: str, sequence: bool, steps: int) -> Any:
+        weights = {"W_ih": params["W_ih"], "W_hh": params["W_hh"]}
+        if "b_ih" in params:
+            weights["bias"] = (np.asarray(params["b_ih"][0] + params["b_hh"][0], np.float32), "")
         node = state.emit(
             fx,
             "simple_rnn",
             [x],
             attrs={
-                "hidden": int(chunk[1][0].shape[1]),
+                "hidden": int(params["W_hh"][0].shape[1]),
                 "return_sequences": sequence,
                 "activation": TANH,
             },
             weights=weights,
             suffix=suffix,
         )
-        state.node_params[node.name] = {
-            role: fqn for role, (_, fqn) in zip(("W_ih", "W_hh", "b_ih", "b_hh"), chunk)
-        }
+        state.node_params[node.name] = {role: fqn for role, (_, fqn) in params.items()}
         return node
 
-    _stacked_unidirectional(state, fx, a, "RNN", emit)
+    _stacked(state, fx, a, "RNN", emit, both=False)
 
 
 @converter("rnn_relu")
