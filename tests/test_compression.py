@@ -202,6 +202,39 @@ def test_runtime_reads_coremltools_quantization(bits, mode, capsys):
     assert checked == 3
 
 
+def test_runtime_reads_coremltools_batched_matmul_quantization(capsys):
+    """batchedMatmul stores its [X1, X2] weights transposed; per-channel scales run along
+    X2, the outputs (coremltools' quantizer and our runtime agree)."""
+    from coremltools.models import datatypes
+    from coremltools.models.neural_network import NeuralNetworkBuilder
+    from coremltools.models.neural_network import quantization_utils as qu
+
+    rng = np.random.default_rng(5)
+    builder = NeuralNetworkBuilder(
+        [("x", datatypes.Array(6))], [("y", None)], disable_rank5_shape_mapping=True
+    )
+    builder.add_batched_mat_mul(
+        "mm", ["x"], "y", weight_matrix_rows=6, weight_matrix_columns=4,
+        W=rng.normal(size=(6, 4)) * [1.0, 10.0, 0.1, 3.0], bias=rng.normal(size=4),
+    )  # fmt: skip
+    spec = builder.spec
+    x = rng.normal(size=(3, 6)).astype(np.float32)
+    quantized = qu._quantize_spec_weights(spec, 8, "_linear_quantization")
+    capsys.readouterr()
+    weights = quantized.neuralNetwork.layers[0].batchedMatmul.weights
+    assert len(weights.quantization.linearQuantization.scale) == 4
+    reference = type(quantized)()
+    reference.CopyFrom(quantized)
+    qu._dequantize_nn_spec(reference.neuralNetwork)
+    layer = quantized.neuralNetwork.layers[0]
+    got = decode_weights(weights, "mm", layer, "weights")
+    want = reference.neuralNetwork.layers[0].batchedMatmul.weights.floatValue
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    ours, _ = compress_frozen(reference, "int8")
+    before, after = load(reference).predict({"x": x}), load(ours).predict({"x": x})
+    assert np.abs(np.asarray(before["y"]) - np.asarray(after["y"])).max() < 0.05
+
+
 # -- encoding --------------------------------------------------------------------------------
 
 
@@ -607,3 +640,28 @@ def test_grouped_deconvolution_gets_one_scale(capsys):
     theirs = qu._quantize_spec_weights(builder.spec, 8, "_linear_quantization")
     capsys.readouterr()
     assert [f.code for f in validate(theirs) if f.code == "LAYER_PARAMS"] == ["LAYER_PARAMS"]
+
+
+def test_keras_pipeline_backbone_is_compressed(tmp_path):
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            L.Conv2D(16, 3, activation="relu", name="c1"),
+            L.Flatten(),
+            L.Dense(4, activation="softmax", name="head"),
+        ]
+    )
+    model.get_layer("c1").trainable = False
+    randomize(model, seed=11)
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="sgd")
+    path = tmp_path / "p.mlmodel"
+    report = export_keras(model, path, pipeline=True, backbone="frontend", compress_frozen="int8")
+    assert [layer.layer for layer in report.compression.layers] == ["c1"]
+    spec = load_spec(path)
+    assert spec.WhichOneof("Type") == "pipeline"
+    backbone, head = spec.pipeline.models
+    conv = next(lyr for lyr in backbone.neuralNetwork.layers if lyr.name == "c1")
+    assert conv.convolution.weights.HasField("quantization")
+    assert is_valid(validate(spec))
+    x = np.random.default_rng(12).normal(size=(8, 8, 8, 3)).astype(np.float32)
+    assert max_abs_diff(model, path, x) <= INT8_PROBABILITY_BOUND
