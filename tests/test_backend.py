@@ -32,3 +32,23 @@ def test_a_plain_network_names_no_predicted_feature():
     spec = build_spec(_dense_graph())
     assert spec.WhichOneof("Type") == "neuralNetwork"
     assert spec.description.predictedFeatureName == ""
+
+
+def test_exact_rank_mapping_declares_vectors_rank_4_for_the_inner_product():
+    """A GELU switches the network to the exact-rank mapping. There an innerProduct reads a
+    rank-3 blob as rows of its last axis (NeuralNetwork.proto, InnerProductLayerParams), so a
+    vector declared (C, 1, 1) would be C rows of one value: it is declared (1, C, 1, 1), and
+    the regressor's output likewise."""
+    weight = np.arange(6, dtype=np.float32).reshape(2, 3)
+    graph = Graph(
+        [TensorSpec("x", (3,))],
+        ["y"],
+        [
+            Node("activation", "act", ["x"], ["h"], attrs={"kind": "gelu"}),
+            Node("dense", "fc", ["h"], ["y"], weights={"weight": weight}, trainable=True),
+        ],
+    )
+    spec = build_spec(graph, regressor=True)
+    assert spec.neuralNetworkRegressor.arrayInputShapeMapping == 1  # EXACT_ARRAY_MAPPING
+    assert list(spec.description.input[0].type.multiArrayType.shape) == [1, 3, 1, 1]
+    assert list(spec.description.output[0].type.multiArrayType.shape) == [1, 2, 1, 1]

@@ -146,3 +146,50 @@ def test_torch_gru_converted_by_coremltools_runs_as_a_loop(tmp_path):
     loaded = torch_through_coremltools(model, x, tmp_path / "gru.mlmodel")
     assert "loop" in layer_types(loaded.spec)
     assert_matches_torch(loaded, model, x)
+
+
+def test_inner_product_on_tokens_reads_rows_of_the_last_axis(tmp_path):
+    """ct.convert writes a torch Linear on a rank-3 tensor as an innerProduct; under the
+    exact-rank mapping NeuralNetwork.proto reads rank 3 ``(x1, x2, x3)`` as ``(x1 * x2, x3)``
+    (a ViT's tokens), not as one flattened row."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(6, 4)
+
+        def forward(self, x):
+            return torch.relu(self.proj(x))
+
+    torch.manual_seed(0)
+    model = Tokens().eval()
+    x = torch.randn(1, 5, 6)
+    loaded = torch_through_coremltools(model, x, tmp_path / "tokens.mlmodel")
+    assert layer_types(loaded.spec)["innerProduct"] == 1
+    assert_matches_torch(loaded, model, x)
+
+
+def test_inner_product_reading_a_rank_3_vector_under_exact_mapping_is_refused():
+    """A (C, 1, 1) vector under the exact-rank mapping is rank 3: an innerProduct reads it as
+    C rows of one value, so inputChannels = C does not fit (what our exporter wrote for GELU
+    networks before it declared vectors (1, C, 1, 1))."""
+    from coremltools.models import datatypes
+    from coremltools.models.neural_network import NeuralNetworkBuilder
+
+    from updatable_coreml.errors import RuntimeLayerError
+
+    builder = NeuralNetworkBuilder(
+        [("x", datatypes.Array(4, 1, 1))],
+        [("y", datatypes.Array(3, 1, 1))],
+        disable_rank5_shape_mapping=True,
+    )
+    w = np.arange(12, dtype=np.float32).reshape(3, 4)
+    builder.add_inner_product("fc", w, None, 4, 3, False, "x", "y")
+    with pytest.raises(RuntimeLayerError, match="'fc'.*1 values per row.*inputChannels=4"):
+        runtime.load(builder.spec).predict({"x": np.ones((4, 1, 1), np.float32)})
+    builder.spec.description.input[0].type.multiArrayType.ClearField("shape")
+    builder.spec.description.input[0].type.multiArrayType.shape.extend([1, 4, 1, 1])
+    y = runtime.load(builder.spec).predict({"x": np.ones((1, 4, 1, 1), np.float32)})["y"]
+    assert np.allclose(np.asarray(y).ravel(), w.sum(axis=1))

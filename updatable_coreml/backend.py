@@ -6,7 +6,7 @@ Core ML's cross-entropy accepts) works on it without any reshape or transpose on
 trainable path. Trainable dense/conv nodes become updatable ``innerProduct``/``convolution``
 layers. Core ML refuses iOS 13 layers under the default rank-5 input mapping, so clip/ReLU6
 are written with iOS 12 layers; only a GELU switches the network to the exact-rank mapping
-(vectors then declared ``(C, 1, 1)``).
+(vectors then declared ``(1, C, 1, 1)``, images ``(1, C, H, W)``).
 
 Each node's layers are written by its entry in the op table (``updatable_coreml.ops``); this
 module builds the model around them: inputs, outputs, classifier or regressor description,
@@ -52,10 +52,13 @@ IOS13_LAYERS = ("gelu", "clip")
 
 
 def _exact_rank_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """A per-example IR shape as declared under the exact-rank mapping: vectors (C, 1, 1),
-    images (1, C, H, W), so every blob has the rank the classic layers reading it need."""
+    """A per-example IR shape as declared under the exact-rank mapping: vectors (1, C, 1, 1),
+    images (1, C, H, W), so every blob has the rank the classic layers reading it need. A
+    vector must not be (C, 1, 1): NeuralNetwork.proto's innerProduct reads a rank-3 input
+    ``(x1, x2, x3)`` as rows of its last axis (``(x1 * x2, x3)``), so it would see C rows of
+    one value; at rank 4 ``(x1, x2, x3, x4)`` it reads ``(x1, x2 * x3 * x4)``: one row of C."""
     if len(shape) == 1:
-        return shape + (1, 1)
+        return (1, *shape, 1, 1)
     if len(shape) == 3:
         return (1, *shape)
     return shape
@@ -203,15 +206,20 @@ def build_spec(
                 "rank-5 input mapping, which refuses iOS 13 layers"
             )
         # Core ML refuses iOS 13 layers under the rank-5 mapping; with exact shapes, vectors
-        # are declared (C, 1, 1) so classic layers (softmax needs rank >= 3) keep working,
-        # and images (1, C, H, W): a convolution or pooling reading an input needs rank >= 4
+        # are declared (1, C, 1, 1) so classic layers (softmax needs rank >= 3, innerProduct
+        # rank 4 to read one row) keep working, and images (1, C, H, W): a convolution or
+        # pooling reading an input needs rank >= 4
         # under N-d semantics (apple/coremltools NeuralNetworkLayerValidator.cpp,
         # validateRankCount(layer, "Convolution", 4, -1), the same for pooling).
         nn.arrayInputShapeMapping = NeuralNetwork_pb2.EXACT_ARRAY_MAPPING
         nn.imageInputShapeMapping = NeuralNetwork_pb2.RANK4_IMAGE_MAPPING
-        shapes = {name: _exact_rank_shape(shape) for name, shape in shapes.items()}
-    for tensor in graph.inputs:
-        _describe_input(spec, nn, tensor, shapes[tensor.name])
+    declared = (
+        {name: _exact_rank_shape(shape) for name, shape in shapes.items()}
+        if nn.arrayInputShapeMapping == NeuralNetwork_pb2.EXACT_ARRAY_MAPPING
+        else shapes
+    )
+    for tensor in graph.inputs:  # an image's shape is its size (RANK4_IMAGE_MAPPING adds N)
+        _describe_input(spec, nn, tensor, (shapes if tensor.image else declared)[tensor.name])
     if class_labels is not None:
         (probs,) = graph.outputs
         size = shapes[probs][0]
@@ -223,7 +231,7 @@ def build_spec(
         _describe_classifier(spec, nn, probs, class_labels)
     else:
         for name in graph.outputs:
-            _describe_array_output(spec, name, shapes[name])
+            _describe_array_output(spec, name, declared[name])
         if regressor:
             # Core ML refuses a regressor without it ("Specification is missing regressor
             # predictedFeatureName.": validateRegressorInterface in apple/coremltools

@@ -25,18 +25,19 @@ import numpy as np
 from .. import coreml_rules
 from ..errors import ConfigError, RuntimeLayerError
 from .layers.activation import softmax_axis
-from .registry import BACKWARD, BackwardFn
+from .registry import BACKWARD, BACKWARD_EXACT_RANK, BackwardFn
 
 #: Layer types with several inputs or outputs whose gradient still flows from the first output
 #: to the first input (an LSTM's extra inputs/outputs are its initial and final states).
 MULTI_BLOB_TYPES = ("uniDirectionalLSTM",)
 
 
-def backward_op(layer, through: bool = False) -> BackwardFn:
+def backward_op(layer, through: bool = False, exact_rank: bool = False) -> BackwardFn:
     """The layer's backward op, or a RuntimeLayerError saying Core ML cannot train through it.
 
     ``through``: whether the gradient must reach the layer's input (an updatable layer lies
     before it). Core ML's rule does not depend on it; it is kept for the callers' plans.
+    ``exact_rank``: the network uses the exact-rank mapping (registry.BACKWARD_EXACT_RANK).
     """
     kind = layer.WhichOneof("layer")
     activation = layer.activation.WhichOneof("NonlinearityType") if kind == "activation" else None
@@ -47,7 +48,7 @@ def backward_op(layer, through: bool = False) -> BackwardFn:
         and kind in BACKWARD
         and (single or kind in MULTI_BLOB_TYPES)
     ):
-        return BACKWARD[kind]
+        return BACKWARD_EXACT_RANK.get(kind, BACKWARD[kind]) if exact_rank else BACKWARD[kind]
     hints = {
         "softmax": " (a softmax is only allowed directly in front of the categorical "
         "cross-entropy loss)",
@@ -139,7 +140,7 @@ def backprop(
             )
         source = layer.input[0]
         want = source in needs_grad
-        dx, layer_grads = backward_op(layer, want)(
+        dx, layer_grads = backward_op(layer, want, network.exact_rank)(
             layer, blobs[source], blobs[layer.output[0]], gy, network.weight_getter(i), want
         )
         params.update(((i, field), grad) for field, grad in layer_grads.items())

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .. import coreml_rules
-from .._proto import Model_pb2
+from .._proto import Model_pb2, NeuralNetwork_pb2
 from ..errors import ModelFileError, RuntimeLayerError
 from ..spec_io import model_type, neural_network
 from . import control, limits
@@ -53,6 +53,11 @@ class NeuralNetworkModel(Model):
         super().__init__(spec, dtype)
         self.network = neural_network(spec)
         self.layers = list(self.network.layers)
+        #: blobs hold Core ML's exact ranks (EXACT_ARRAY_MAPPING) rather than rank-5 views;
+        #: the few layers whose arithmetic depends on the rank read it (registry)
+        self.exact_rank = (
+            self.network.arrayInputShapeMapping == NeuralNetwork_pb2.EXACT_ARRAY_MAPPING
+        )
         self._weights: dict[WeightKey, np.ndarray] = dict(weights or {})
         self._trained = frozenset(trained)
         self._getters = [self._getter(i) for i in range(len(self.layers))]
@@ -174,7 +179,7 @@ class NeuralNetworkModel(Model):
                 f"layer {layer.name!r}: input {exc.args[0]!r} is not a model "
                 "input or an earlier layer's output"
             ) from None
-        op = forward_op(layer)
+        op = forward_op(layer, self.exact_rank)
         limits.check_layer_inputs(layer, inputs)
         try:
             outputs = op(layer, inputs, weight)

@@ -44,6 +44,15 @@ register_forward = FORWARD.register
 #: ML's rule of which layers gradients pass)
 BACKWARD = Registry("backward op")
 register_backward = BACKWARD.register
+#: layer type -> forward / backward op under the exact-rank mapping (EXACT_ARRAY_MAPPING), for
+#: the layer types whose arithmetic depends on the Core ML rank of their input. Under the
+#: rank-5 mapping a ``(C, H, W)`` feature is a rank-5 tensor, under the exact one a rank-3
+#: tensor, and NeuralNetwork.proto reshapes the two differently (innerProduct: rank 3
+#: ``(x1, x2, x3)`` -> ``(x1 * x2, x3)``, rank 5 -> ``(x1 * x2, x3 * x4 * x5)``).
+FORWARD_EXACT_RANK = Registry("exact-rank forward op")
+BACKWARD_EXACT_RANK = Registry("exact-rank backward op")
+register_exact_rank_forward = FORWARD_EXACT_RANK.register
+register_exact_rank_backward = BACKWARD_EXACT_RANK.register
 #: layer type -> size estimate
 ESTIMATES = Registry("size estimate")
 register_estimate = ESTIMATES.register
@@ -55,8 +64,11 @@ CUSTOM_LAYERS = Registry("custom layer class")
 register_custom_layer = CUSTOM_LAYERS.register
 
 
-def forward_op(layer) -> ForwardFn:
+def forward_op(layer, exact_rank: bool = False) -> ForwardFn:
+    """The layer's forward op; ``exact_rank``: the network uses the exact-rank mapping."""
     kind = layer.WhichOneof("layer")
+    if exact_rank and kind in FORWARD_EXACT_RANK:
+        return FORWARD_EXACT_RANK[kind]
     try:
         return FORWARD[kind]
     except KeyError:

@@ -207,8 +207,9 @@ CODES: dict[str, tuple[str, str, str]] = {
         "NeuralNetwork.proto requires rank 3 or more for it. Core ML's "
         "validator does not see the rank and lets it through "
         "(coremltools' own updatable torch classifiers do this).",
-        "Make the blob rank 3 before the softmax (e.g. shape (C, 1, 1) before the "
-        "head), or let 'updatable-coreml make-updatable' rewrite it.",
+        "Make the blob rank 4 in front of the head (e.g. (1, C, 1, 1): an innerProduct "
+        "reads a rank-3 blob as rows of its last axis), or let 'updatable-coreml "
+        "make-updatable' rewrite it.",
     ),
     "KNN_TRAINING_LABEL_TYPE": (
         "warning",

@@ -7,13 +7,25 @@ import math
 
 import numpy as np
 
-from ..registry import WeightGetter, register_backward, register_estimate, register_forward
+from ..registry import (
+    WeightGetter,
+    register_backward,
+    register_estimate,
+    register_exact_rank_backward,
+    register_exact_rank_forward,
+    register_forward,
+)
 from .common import Blobs, _classic, _fail, _per_example, _restore, _same_rank
 
 
-def ip_matrix(x: np.ndarray, in_channels: int) -> np.ndarray:
-    """The ``(rows, C_in)`` matrix innerProduct multiplies (rank >= 4 flattens C, H, W)."""
-    rows = x.reshape(-1, math.prod(x.shape[-3:])) if x.ndim >= 4 else x.reshape(-1, x.shape[-1])
+def ip_matrix(x: np.ndarray, in_channels: int, exact_rank: bool = False) -> np.ndarray:
+    """The ``(rows, C_in)`` matrix innerProduct multiplies (NeuralNetwork.proto
+    InnerProductLayerParams): the last axis, or C, H, W together from Core ML rank 4 up.
+    Under the rank-5 mapping a ``(B, C, H, W)`` blob is such a rank-5 tensor; under the
+    exact-rank mapping it is the rank-3 tensor ``(x1, x2, x3)``, whose rows are its last
+    axis."""
+    flatten = x.ndim >= (5 if exact_rank else 4)
+    rows = x.reshape(-1, math.prod(x.shape[-3:])) if flatten else x.reshape(-1, x.shape[-1])
     if rows.shape[1] != in_channels:
         raise ValueError(
             f"input has {rows.shape[1]} values per row, innerProduct expects "
@@ -22,34 +34,48 @@ def ip_matrix(x: np.ndarray, in_channels: int) -> np.ndarray:
     return rows
 
 
-def ip_output_shape(shape: tuple[int, ...], out_channels: int) -> tuple[int, ...]:
-    return shape[:-3] + (out_channels, 1, 1) if len(shape) >= 4 else shape[:-1] + (out_channels,)
+def ip_output_shape(
+    shape: tuple[int, ...], out_channels: int, exact_rank: bool = False
+) -> tuple[int, ...]:
+    if len(shape) >= (5 if exact_rank else 4):
+        return shape[:-3] + (out_channels, 1, 1)
+    return shape[:-1] + (out_channels,)
 
 
 @register_forward("innerProduct")
-def inner_product(layer, inputs, weight):
+def inner_product(layer, inputs, weight, exact_rank: bool = False):
     params = layer.innerProduct
     x = inputs[0]
     w = weight("weights").reshape(int(params.outputChannels), int(params.inputChannels))
-    y = ip_matrix(x, int(params.inputChannels)) @ w.T
+    y = ip_matrix(x, int(params.inputChannels), exact_rank) @ w.T
     if params.hasBias:
         y += weight("bias")
-    return [y.reshape(ip_output_shape(x.shape, int(params.outputChannels)))]
+    return [y.reshape(ip_output_shape(x.shape, int(params.outputChannels), exact_rank))]
 
 
 @register_backward("innerProduct")
-def inner_product_backward(layer, x, y, gy, weight, want_input):
+def inner_product_backward(layer, x, y, gy, weight, want_input, exact_rank: bool = False):
     params = layer.innerProduct
     cin, cout = int(params.inputChannels), int(params.outputChannels)
     g = gy.reshape(-1, cout)
     grads = {}
     if layer.isUpdatable:
-        grads["weights"] = (g.T @ ip_matrix(x, cin)).ravel()
+        grads["weights"] = (g.T @ ip_matrix(x, cin, exact_rank)).ravel()
         if params.hasBias:
             grads["bias"] = g.sum(axis=0)
     if not want_input:
         return None, grads
     return (g @ weight("weights").reshape(cout, cin)).reshape(x.shape), grads
+
+
+@register_exact_rank_forward("innerProduct")
+def inner_product_exact_rank(layer, inputs, weight):
+    return inner_product(layer, inputs, weight, exact_rank=True)
+
+
+@register_exact_rank_backward("innerProduct")
+def inner_product_backward_exact_rank(layer, x, y, gy, weight, want_input):
+    return inner_product_backward(layer, x, y, gy, weight, want_input, exact_rank=True)
 
 
 def _lookup(layer, indices: np.ndarray, table: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
