@@ -59,7 +59,7 @@ OPTIMIZER_KEYS = {
 }
 #: A value matches an allowed set member within this (id 14380843269).
 SET_TOLERANCE = 1e-4
-PREFIX_CHUNK = 256
+PREFIX_CHUNK = 64
 
 
 # -- update parameters ------------------------------------------------------------------------

@@ -61,19 +61,33 @@ def conv_weights(params, weight: WeightGetter, in_channels: int) -> np.ndarray:
     return w.reshape(shape)
 
 
+#: Bytes of unfolded input (im2col) built at a time, so that the product reads it from the
+#: cache: unfolding a whole batch at once made the benchmark's convolutions 1.5-2x slower
+#: (``benchmarks/bench_runtime.py``, one thread).
+UNFOLD_BUDGET = 1 << 21
+
+
 def convolve(x: np.ndarray, w: np.ndarray, win: Windows, groups: int) -> np.ndarray:
-    """Grouped, strided, dilated 2-D convolution of ``(N, C, H, W)`` without the bias."""
-    cols = win.view(pad2d(x, win.pads))
-    cin, cout = x.shape[1] // groups, w.shape[0] // groups
-    parts = [
-        np.tensordot(
-            w[g * cout : (g + 1) * cout],
-            cols[:, g * cin : (g + 1) * cin],
-            axes=([1, 2, 3], [1, 4, 5]),
-        )
-        for g in range(groups)
-    ]
-    return (parts[0] if groups == 1 else np.concatenate(parts)).transpose(1, 0, 2, 3)
+    """Grouped, strided, dilated 2-D convolution of ``(N, C, H, W)`` without the bias.
+
+    A block of ``b`` examples is unfolded into ``(groups, C/groups * kh * kw, b * out_h *
+    out_w)`` and multiplied by the ``(groups, C_out/groups, C/groups * kh * kw)`` kernel: one
+    large matrix product per group and block (few BLAS calls, which matters when BLAS threads
+    share busy cores), its result moved into ``(N, C_out, out_h, out_w)`` while still in cache.
+    """
+    count, channels = x.shape[:2]
+    (kh, kw), (oh, ow) = win.kernel, win.out
+    depth, pixels = channels // groups * kh * kw, oh * ow
+    kernel = w.reshape(groups, w.shape[0] // groups, depth)
+    y = np.empty((count, w.shape[0], pixels), dtype=np.result_type(x, w))
+    xp = pad2d(x, win.pads)
+    step = max(1, UNFOLD_BUDGET // max(channels * kh * kw * pixels * y.itemsize, 1))
+    for start in range(0, count, step):
+        stop = min(start + step, count)
+        cols = np.ascontiguousarray(win.view(xp[start:stop]).transpose(1, 4, 5, 0, 2, 3))
+        product = np.matmul(kernel, cols.reshape(groups, depth, (stop - start) * pixels))
+        y[start:stop] = product.reshape(w.shape[0], stop - start, pixels).transpose(1, 0, 2)
+    return y.reshape(count, w.shape[0], oh, ow)
 
 
 def deconv_windows(params, in_hw: Pair) -> tuple[Windows, tuple[Pair, Pair]]:
@@ -144,7 +158,11 @@ def convolution(layer, inputs, weight):
     else:
         y = convolve(x, w, conv_windows(params, x.shape[2:]), conv_groups(params))
     if params.hasBias:
-        y = y + weight("bias").reshape(-1, 1, 1)
+        bias = weight("bias").reshape(-1, 1, 1)
+        if np.result_type(y, bias) == y.dtype:
+            y += bias  # in place: y is a new array of this layer's own
+        else:
+            y = y + bias
     return [from_nchw(np.ascontiguousarray(y), inputs[0])]
 
 

