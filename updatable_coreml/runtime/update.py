@@ -59,7 +59,10 @@ OPTIMIZER_KEYS = {
 }
 #: A value matches an allowed set member within this (id 14380843269).
 SET_TOLERANCE = 1e-4
-PREFIX_CHUNK = 64
+#: Examples the frozen prefix runs at a time: small enough that a block's activations stay in
+#: the cache from layer to layer (32 examples of the benchmark's backbone ran ~1.5-2x faster
+#: than 256, one thread; ``benchmarks/bench_runtime.py``).
+PREFIX_CHUNK = 32
 
 
 # -- update parameters ------------------------------------------------------------------------

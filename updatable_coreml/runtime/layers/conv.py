@@ -61,10 +61,12 @@ def conv_weights(params, weight: WeightGetter, in_channels: int) -> np.ndarray:
     return w.reshape(shape)
 
 
-#: Bytes of unfolded input (im2col) built at a time, so that the product reads it from the
-#: cache: unfolding a whole batch at once made the benchmark's convolutions 1.5-2x slower
-#: (``benchmarks/bench_runtime.py``, one thread).
-UNFOLD_BUDGET = 1 << 21
+#: Bytes of unfolded input (im2col) built at a time: a bound on memory for large batches.
+#: Blocks are kept large on purpose: every BLAS call synchronizes BLAS's threads, and on busy
+#: cores each synchronization waits for a scheduler slice (2 MB blocks made a two-thread run of
+#: ``benchmarks/bench_runtime.py``'s backbone 4x slower than one block per 64 examples under
+#: load). Cache locality comes from the update task's prefix blocks (``PREFIX_CHUNK``).
+UNFOLD_BUDGET = 1 << 25
 
 
 def convolve(x: np.ndarray, w: np.ndarray, win: Windows, groups: int) -> np.ndarray:
@@ -73,7 +75,7 @@ def convolve(x: np.ndarray, w: np.ndarray, win: Windows, groups: int) -> np.ndar
     A block of ``b`` examples is unfolded into ``(groups, C/groups * kh * kw, b * out_h *
     out_w)`` and multiplied by the ``(groups, C_out/groups, C/groups * kh * kw)`` kernel: one
     large matrix product per group and block (few BLAS calls, which matters when BLAS threads
-    share busy cores), its result moved into ``(N, C_out, out_h, out_w)`` while still in cache.
+    share busy cores), its result moved into ``(N, C_out, out_h, out_w)``.
     """
     count, channels = x.shape[:2]
     (kh, kw), (oh, ow) = win.kernel, win.out

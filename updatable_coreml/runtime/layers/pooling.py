@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
 from ..._proto import NeuralNetwork_pb2 as nn_pb
