@@ -11,18 +11,34 @@ process and each time is the best of ``REPEATS``, because on a shared machine ti
 The benchmark prints the BLAS library and thread counts each side used, and checks that both
 sides end at the same loss (the same work was timed).
 
-Why the ratio moved (issue 16; 0.49x once, then 1.95x idle and 2.2x-4.7x under load): with
-both libraries at their default threads (2 here), the ratio measured mostly how each threading
-runtime copes with cores that other processes keep busy: OpenBLAS's threads (numpy) and
-torch's OpenMP threads both spin-wait for a core, so a loaded machine slowed whichever side
-made more threaded calls, by up to 10x. One thread each is the fair comparison of the code.
-What made the runtime slow at one thread: the convolution unfolded a 256-example block at once
-(im2col of 37-150 MB, far past the cache) and copied the transposed product back; max pooling
-took kh * kw - 1 passes. Now a block of examples is unfolded within ``UNFOLD_BUDGET`` (2 MB),
-multiplied in one BLAS call per group and block, and max pooling is separable.
+Why the ratio moved (issue 16: 0.49x recorded once, then 1.95x on an idle machine and 2.2x-4.7x
+under load). Thread settings: with each library at its default (2 threads here), the ratio
+measures how each threading runtime copes with cores other processes keep busy. OpenBLAS's
+threads (numpy) and torch's OpenMP threads wait for each other at every call; on a loaded
+machine each wait can cost a scheduler slice, so whichever side made more threaded calls lost,
+by up to 10x (torch: 1.7 s at one thread, 12 s at two under load; main before this change gave
+1.61x at one thread and 0.39x at two within the same minute). One thread each is the fair
+comparison of the code, and the setting of a plan on all cores (joblib's loky workers get
+cpu_count // n_jobs BLAS threads: one each).
+The code: the convolution unfolded 256 examples at once (im2col of 37-150 MB, far past the
+cache) and copied the transposed product back, then added the bias in another pass; max
+pooling took kh * kw - 1 passes. Now the frozen prefix runs 32 examples at a time (its
+activations stay in cache), the product is moved and biased in one pass, and max pooling is
+separable. Blocks stay large within a layer (``UNFOLD_BUDGET``): small blocks meant many
+threaded BLAS calls, which made the default-thread case 4x slower under load. What remains:
+OpenBLAS's matrix product on the unfolded input is ~1.7x slower than torch's oneDNN convolution
+(about 420 vs 250 us per example for the three convolutions, one thread); torch gives the time
+back in its max pooling.
 
-Measured (2 shared cores, 8 agents working, load average 6-8; see benchmarks/README.md):
-RESULTS
+Measured here, 2026-11-29, 2 shared cores, 8 agents working (load average 5-10), CPU time at
+one thread (wall time is shown too but drifts with the load), best of 3:
+
+    one thread each, CPU      before (main 55a0fdc)      after
+      1 epoch                 1849 ms vs 904 ms  2.05x   1111 ms vs 890 ms  1.25x
+      5 epochs                1257 ms vs 4563 ms 0.28x   1110 ms vs 4423 ms 0.25x
+    default threads (2), wall  (load average 3.2)        (load average 8.5)
+      1 epoch                 1155 ms vs 2966 ms 0.39x   5448 ms vs 13066 ms  0.42x
+      5 epochs                                           33873 ms vs 81925 ms 0.41x
 """
 
 from __future__ import annotations

@@ -69,26 +69,34 @@ def conv_weights(params, weight: WeightGetter, in_channels: int) -> np.ndarray:
 UNFOLD_BUDGET = 1 << 25
 
 
-def convolve(x: np.ndarray, w: np.ndarray, win: Windows, groups: int) -> np.ndarray:
-    """Grouped, strided, dilated 2-D convolution of ``(N, C, H, W)`` without the bias.
+def convolve(
+    x: np.ndarray, w: np.ndarray, win: Windows, groups: int, bias: np.ndarray | None = None
+) -> np.ndarray:
+    """Grouped, strided, dilated 2-D convolution of ``(N, C, H, W)``, plus ``bias`` (C_out).
 
     A block of ``b`` examples is unfolded into ``(groups, C/groups * kh * kw, b * out_h *
     out_w)`` and multiplied by the ``(groups, C_out/groups, C/groups * kh * kw)`` kernel: one
     large matrix product per group and block (few BLAS calls, which matters when BLAS threads
-    share busy cores), its result moved into ``(N, C_out, out_h, out_w)``.
+    share busy cores). Moving the product into ``(N, C_out, out_h, out_w)`` adds the bias in
+    the same pass.
     """
     count, channels = x.shape[:2]
     (kh, kw), (oh, ow) = win.kernel, win.out
     depth, pixels = channels // groups * kh * kw, oh * ow
     kernel = w.reshape(groups, w.shape[0] // groups, depth)
-    y = np.empty((count, w.shape[0], pixels), dtype=np.result_type(x, w))
+    dtype = np.result_type(x, w) if bias is None else np.result_type(x, w, bias)
+    y = np.empty((count, w.shape[0], pixels), dtype=dtype)
     xp = pad2d(x, win.pads)
     step = max(1, UNFOLD_BUDGET // max(channels * kh * kw * pixels * y.itemsize, 1))
     for start in range(0, count, step):
         stop = min(start + step, count)
         cols = np.ascontiguousarray(win.view(xp[start:stop]).transpose(1, 4, 5, 0, 2, 3))
         product = np.matmul(kernel, cols.reshape(groups, depth, (stop - start) * pixels))
-        y[start:stop] = product.reshape(w.shape[0], stop - start, pixels).transpose(1, 0, 2)
+        moved = product.reshape(w.shape[0], stop - start, pixels).transpose(1, 0, 2)
+        if bias is None:
+            y[start:stop] = moved
+        else:
+            np.add(moved, bias.reshape(-1, 1), out=y[start:stop])
     return y.reshape(count, w.shape[0], oh, ow)
 
 
@@ -155,16 +163,16 @@ def convolution(layer, inputs, weight):
     params = layer.convolution
     x = to_nchw(inputs[0])
     w = conv_weights(params, weight, x.shape[1])
-    if params.isDeconvolution:
-        y = deconvolve(x, w, params)
+    bias = weight("bias") if params.hasBias else None
+    if not params.isDeconvolution:
+        win = conv_windows(params, x.shape[2:])
+        if bias is not None and bias.size not in (1, w.shape[0]):
+            raise ValueError(f"bias holds {bias.size} values for {w.shape[0]} output channels")
+        y = convolve(x, w, win, conv_groups(params), bias)
     else:
-        y = convolve(x, w, conv_windows(params, x.shape[2:]), conv_groups(params))
-    if params.hasBias:
-        bias = weight("bias").reshape(-1, 1, 1)
-        if np.result_type(y, bias) == y.dtype:
-            y += bias  # in place: y is a new array of this layer's own
-        else:
-            y = y + bias
+        y = deconvolve(x, w, params)
+        if bias is not None:
+            y = y + bias.reshape(-1, 1, 1)
     return [from_nchw(np.ascontiguousarray(y), inputs[0])]
 
 

@@ -77,12 +77,17 @@ def separable_max(xp: np.ndarray, win: Windows) -> np.ndarray:
     (kh, kw), (sh, sw), (oh, ow) = win.kernel, win.stride, win.out
     rows = [slice(i, i + (oh - 1) * sh + 1, sh) for i in range(kh)]
     columns = [slice(j, j + (ow - 1) * sw + 1, sw) for j in range(kw)]
-    tall = xp[:, :, rows[0]].copy()
-    for cut in rows[1:]:
-        np.maximum(tall, xp[:, :, cut], out=tall)
-    out = tall[:, :, :, columns[0]].copy()
-    for cut in columns[1:]:
-        np.maximum(out, tall[:, :, :, cut], out=out)
+    tall = _running_max([xp[:, :, cut] for cut in rows])
+    return _running_max([tall[:, :, :, cut] for cut in columns])
+
+
+def _running_max(parts: list[np.ndarray]) -> np.ndarray:
+    """Elementwise maximum of ``parts`` into one new array (no copy of the first part)."""
+    if len(parts) == 1:
+        return parts[0].copy()
+    out = np.maximum(parts[0], parts[1])
+    for part in parts[2:]:
+        np.maximum(out, part, out=out)
     return out
 
 
