@@ -103,6 +103,9 @@ CONV1D_CASES = {
     "adaptive_max_to_1": nn.Sequential(
         nn.Conv1d(3, 4, 3), nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.Linear(4, 2)
     ),
+    "batch_norm_and_activation_before_the_first_conv": nn.Sequential(
+        nn.BatchNorm1d(3), nn.Tanh(), nn.Conv1d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 22, 2)
+    ),
     "pool_first_adaptive_to_4": nn.Sequential(
         nn.MaxPool1d(3, 2, padding=1),
         nn.Conv1d(3, 4, 1),

@@ -22,6 +22,7 @@ from ..common.builder import run_converter
 from ..common.image import apply_image_input
 from . import converters, layout  # noqa: F401  (importing registers the converters)
 from .context import _IGNORED, CONVERTERS, Translation, _op_name, example_shape, where
+from .converters.conv1d import declare_width_inputs
 
 
 def translate(
@@ -54,6 +55,7 @@ def translate(
     state = Translation(program, Graph(inputs=inputs, outputs=[]), state_names=state_names)
     state.tensors.update(zip(user_inputs, names))
     state.taken.update(names)
+    declare_width_inputs(state, [fx_nodes[name] for name in user_inputs])
     for node in program.graph.nodes:
         if node.op == "call_function":
             _convert(state, node)

@@ -16,8 +16,44 @@ from typing import Any
 from ....errors import UnsupportedError
 from ....passes import infer_shapes
 from ...common.pooling import ceil_mode_pads
-from ..context import Translation, converter, full_shape, where
+from ..context import Translation, _op_name, converter, full_shape, where
 from .sequence import TIME_MAJOR
+
+#: aten ops that read a rank-3 tensor as a 1-D map (N, C, L): their model inputs are maps.
+WIDTH_OPS = {
+    "conv1d",
+    "max_pool1d",
+    "max_pool1d_with_indices",
+    "avg_pool1d",
+    "adaptive_avg_pool1d",
+    "adaptive_max_pool1d",
+    "batch_norm",
+    "_native_batch_norm_legit_no_training",
+}
+
+
+def declare_width_inputs(state: Translation, placeholders: list) -> None:
+    """Declare a model input ``(N, C, L)`` as ``(C, 1, L)`` before anything reads it, when
+    the first layer that gives it a meaning (past ops that keep its shape: activations,
+    elementwise arithmetic, dropout) is a 1-D map layer: a ``BatchNorm1d`` or an activation
+    may come before the first ``Conv1d``, and must then see the same layout."""
+    for fx in placeholders:
+        shape = full_shape(fx) if fx.meta.get("val") is not None else ()
+        spec = next((s for s in state.graph.inputs if s.name == state.tensors[fx.name]), None)
+        if len(shape) != 3 or spec is None or not fx.meta["val"].is_floating_point():
+            continue
+        frontier, seen = list(fx.users), set()
+        while frontier:
+            user = frontier.pop()
+            if user.name in seen or user.op != "call_function":
+                continue
+            seen.add(user.name)
+            if _op_name(user).rstrip("_") in WIDTH_OPS:
+                spec.shape = (shape[1], 1, shape[2])
+                break
+            value = user.meta.get("val")
+            if getattr(value, "shape", None) is not None and tuple(value.shape) == shape:
+                frontier.extend(user.users)
 
 
 def _one(value: Any) -> int:
