@@ -665,3 +665,47 @@ def test_keras_pipeline_backbone_is_compressed(tmp_path):
     assert is_valid(validate(spec))
     x = np.random.default_rng(12).normal(size=(8, 8, 8, 3)).astype(np.float32)
     assert max_abs_diff(model, path, x) <= INT8_PROBABILITY_BOUND
+
+
+@pytest.mark.parametrize("name", ["int8", "lut4"])
+def test_keras_frozen_lstms_compressed(name, tmp_path):
+    """The weight and recursion matrices of frozen LSTMs (uniDirectionalLSTM and
+    biDirectionalLSTM) are stored quantized, per output when linear; the file stays valid."""
+    from test_keras_sequence import core_ml_layout
+
+    model = keras.Sequential(
+        [
+            keras.Input((10, 4)),
+            L.LSTM(16, return_sequences=True, name="lstm"),
+            L.Bidirectional(L.LSTM(8), name="bi"),
+            L.Dense(3, activation="softmax", name="head"),
+        ]
+    )
+    model.get_layer("lstm").trainable = False
+    model.get_layer("bi").trainable = False
+    randomize(model, seed=1)
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="sgd")
+    path = tmp_path / "rnn.mlmodel"
+    report = export_keras(model, path, compress_frozen=name)
+    fields = {(layer.layer, layer.field) for layer in report.compression.layers}
+    assert ("lstm", "weightParams.inputGateWeightMatrix") in fields
+    assert ("bi", "weightParams.1.outputGateRecursionMatrix") in fields
+    assert len(fields) == 24  # 8 matrices of the LSTM, 8 per direction of the other
+    spec = load_spec(path)
+    assert is_valid(validate(spec))
+    x = np.random.default_rng(0).normal(size=(8, 10, 4)).astype(np.float32)
+    runtime = load(path)
+    out = runtime.predict({runtime.description.input[0].name: core_ml_layout(x)})
+    got = np.asarray(out[runtime.description.output[0].name]).reshape(8, -1)
+    want = model.predict(x, verbose=0)
+    bound = INT8_PROBABILITY_BOUND if name == "int8" else 0.05
+    assert np.abs(got - want).max() <= bound
+    # a broken table on a recurrent matrix is refused, as Apple's GRU/LSTM validators do
+    bi = next(layer for layer in neural_network(spec).layers if layer.name == "bi")
+    matrix = bi.biDirectionalLSTM.weightParams[1].inputGateWeightMatrix
+    if name == "int8":
+        matrix.quantization.linearQuantization.scale.append(1.0)
+    else:
+        matrix.quantization.lookupTableQuantization.floatValue.append(1.0)
+    errors = [f for f in validate(spec) if f.severity == "error"]
+    assert [f.code for f in errors] == ["LAYER_PARAMS"] and "'bi'" in errors[0].message

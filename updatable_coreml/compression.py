@@ -12,9 +12,10 @@ coremltools' builder refuses any fp16 in an updatable network (docs/limits.md). 
 * ``lut8`` / ``lut4``: palettization, one lookup table per layer (256 / 16 entries) fitted
   by 1-D k-means, 8- / 4-bit codes: 4x / 8x smaller, the error depends on the layer.
 
-Only ``weights`` of frozen layers of the types Core ML accepts quantized
-(``coreml_rules.QUANTIZABLE_WEIGHT_LAYER_TYPES``), stored as fp32, are rewritten, and only
-when the result is smaller; biases stay fp32 (small, and Apple allows only one scale for a
+Only fp32 ``weights`` of frozen layers of the types Core ML accepts quantized
+(``coreml_rules.QUANTIZABLE_WEIGHT_LAYER_TYPES``) and the weight and recursion matrices of
+frozen recurrent layers (``QUANTIZABLE_RECURRENT_LAYER_TYPES``) are rewritten, and only when
+the result is smaller; biases stay fp32 (small, and Apple allows only one scale for a
 quantized bias). Updatable layers are never touched. Nested networks of control-flow layers
 are left as they are.
 
@@ -74,6 +75,8 @@ class LayerCompression:
     bytes_before: int
     bytes_after: int
     max_weight_error: float
+    #: the WeightParams rewritten: ``weights``, or a recurrent layer's matrix
+    field: str = "weights"
 
 
 @dataclass
@@ -157,22 +160,50 @@ def _networks(spec) -> list:
     return []
 
 
+def frozen_weights(layer) -> list[tuple[str, Any]]:
+    """(field, WeightParams) of a layer that ``compress_frozen`` may rewrite: ``weights`` of
+    the ``coreml_rules.QUANTIZABLE_WEIGHT_LAYER_TYPES``, the weight and recursion matrices of
+    the ``QUANTIZABLE_RECURRENT_LAYER_TYPES`` (fields named as the runtime reads them)."""
+    kind = layer.WhichOneof("layer")
+    if kind is None:
+        return []
+    body = getattr(layer, kind)
+    if kind in coreml_rules.QUANTIZABLE_WEIGHT_LAYER_TYPES:
+        return [("weights", body.weights)]
+    if kind not in coreml_rules.QUANTIZABLE_RECURRENT_LAYER_TYPES:
+        return []
+    holders: list[tuple[str, Any]] = [("", body)]
+    if kind == "uniDirectionalLSTM":
+        holders = [("weightParams.", body.weightParams)]
+    elif kind == "biDirectionalLSTM":
+        holders = [(f"weightParams.{i}.", params) for i, params in enumerate(body.weightParams)]
+    return [
+        (prefix + descriptor.name, value)
+        for prefix, holder in holders
+        for descriptor, value in holder.ListFields()
+        if descriptor.name.lower().endswith("matrix")
+    ]
+
+
 def _compress_layer(layer, chosen: Method, result: Compression) -> None:
+    if layer.isUpdatable:
+        return
+    for name, weights in frozen_weights(layer):
+        if not weights.isUpdatable:
+            _compress_field(layer, name, weights, chosen, result)
+
+
+def _compress_field(layer, name: str, weights, chosen: Method, result: Compression) -> None:
     import numpy as np
 
-    kind = layer.WhichOneof("layer")
-    if kind not in coreml_rules.QUANTIZABLE_WEIGHT_LAYER_TYPES:
-        return
-    weights = getattr(layer, kind).weights
-    if layer.isUpdatable or weights.isUpdatable:
-        return
+    where = layer.name if name == "weights" else f"{layer.name} {name}"
     if not len(weights.floatValue):  # fp16, already quantized, or read from a second input
         if len(weights.float16Value) or weights.HasField("quantization"):
-            result.skipped.append(f"{layer.name!r}: its weights are not fp32")
+            result.skipped.append(f"{where!r}: its weights are not fp32")
         return
     values = np.asarray(weights.floatValue, dtype=np.float32)
-    if values.size != coreml_rules.weight_count(layer, "weights"):
-        result.skipped.append(f"{layer.name!r}: its weight count does not match its shape")
+    if values.size != coreml_rules.weight_count(layer, name):
+        result.skipped.append(f"{where!r}: its weight count does not match its shape")
         return
     outer, channels = _channels(layer)
     encoded = _encode(values, chosen, outer, channels)
@@ -181,16 +212,17 @@ def _compress_layer(layer, chosen: Method, result: Compression) -> None:
         return
     from .runtime.weights import decode_weights
 
-    restored = decode_weights(encoded, layer.name, layer, "weights")
+    restored = decode_weights(encoded, where, layer, name)
     weights.CopyFrom(encoded)
     result.layers.append(
         LayerCompression(
             layer.name,
-            kind,
+            layer.WhichOneof("layer"),
             int(values.size),
             before,
             weights.ByteSize(),
             float(np.max(np.abs(restored - values))),
+            name,
         )
     )
 
@@ -205,14 +237,9 @@ def _channels(layer) -> tuple[int, int]:
         if int(params.nGroups) > 1:
             return 1, 1
         return int(params.kernelChannels), int(params.outputChannels)
-    count = {
-        "convolution": lambda: params.outputChannels,
-        "innerProduct": lambda: params.outputChannels,
-        "batchedMatmul": lambda: params.weightMatrixSecondDimension,
-        "embedding": lambda: params.outputChannels,
-        "embeddingND": lambda: params.embeddingSize,
-    }[kind]()
-    return 1, int(count)
+    if kind in coreml_rules.QUANTIZABLE_RECURRENT_LAYER_TYPES:
+        return 1, int(params.outputVectorSize)
+    return 1, int(coreml_rules.weight_count(layer, "bias") or 1)
 
 
 def _encode(values: np.ndarray, chosen: Method, outer: int, channels: int):

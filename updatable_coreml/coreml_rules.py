@@ -138,12 +138,34 @@ QUANTIZABLE_WEIGHT_LAYER_TYPES: tuple[str, ...] = (
     "embeddingND",
 )
 
+#: Recurrent layer types whose weight matrices, recursion matrices and vectors Apple's
+#: validators accept quantized, with ``outputVectorSize`` as the per-channel count of the
+#: matrices (``validateSimpleRecurrentLayer``, ``validateGRULayer``,
+#: ``validateUniDirectionalLSTMLayer``, ``validateBiDirectionalLSTMLayer``).
+QUANTIZABLE_RECURRENT_LAYER_TYPES: tuple[str, ...] = (
+    "simpleRecurrent",
+    "gru",
+    "uniDirectionalLSTM",
+    "biDirectionalLSTM",
+)
+
 
 def weight_count(layer, field: str) -> int | None:
     """How many values a layer's ``weights`` or ``bias`` hold (NeuralNetwork.proto's shapes,
     as Apple's layer validators compute them), for the layer types above; None otherwise. A
-    convolution's ``kernelSize`` defaults to ``[3, 3]`` and ``nGroups`` 0 means 1."""
+    convolution's ``kernelSize`` defaults to ``[3, 3]`` and ``nGroups`` 0 means 1. For a
+    recurrent layer ``field`` is the runtime's dotted path (``weightParams.1.
+    inputGateWeightMatrix``): a weight matrix holds output x input values, a recursion matrix
+    output x output, a bias or peephole vector one per output."""
     kind = layer.WhichOneof("layer") if layer is not None else None
+    if kind in QUANTIZABLE_RECURRENT_LAYER_TYPES:
+        body = getattr(layer, kind)
+        outputs, name = int(body.outputVectorSize), field.rsplit(".", 1)[-1].lower()
+        if name.endswith("weightmatrix"):
+            return outputs * int(body.inputVectorSize)
+        if name.endswith("recursionmatrix"):
+            return outputs * outputs
+        return outputs if name.endswith("vector") else None
     if kind not in QUANTIZABLE_WEIGHT_LAYER_TYPES or field not in ("weights", "bias"):
         return None
     body = getattr(layer, kind)

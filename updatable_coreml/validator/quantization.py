@@ -57,6 +57,8 @@ def quantization_problems(layer) -> list[str]:
             name for name in ("weights", "bias") if weight_kind(getattr(body, name)) == "quantized"
         ]
         return [f"has quantized {found[0]} (Core ML's convolution3D refuses them)"] if found else []
+    if kind in coreml_rules.QUANTIZABLE_RECURRENT_LAYER_TYPES:
+        return _recurrent(layer, getattr(layer, kind))
     if kind not in coreml_rules.QUANTIZABLE_WEIGHT_LAYER_TYPES:
         return []
     body = getattr(layer, kind)
@@ -68,6 +70,30 @@ def quantization_problems(layer) -> list[str]:
         )
     if body.hasBias and weight_kind(body.bias) == "quantized":
         problems += _general(body.bias, outputs, 1, "bias")
+    return problems
+
+
+def _recurrent(layer, body) -> list[str]:
+    """A recurrent layer's quantized matrices (one scale per output allowed) and vectors (one
+    scale), as ``validateGRULayer`` and the LSTM validators check them."""
+    holders: list[tuple[str, object]] = [("", body)]
+    if layer.WhichOneof("layer") == "uniDirectionalLSTM":
+        holders = [("weightParams.", body.weightParams)]
+    elif layer.WhichOneof("layer") == "biDirectionalLSTM":
+        holders = [(f"weightParams.{i}.", params) for i, params in enumerate(body.weightParams)]
+    outputs = int(body.outputVectorSize)
+    problems: list[str] = []
+    for prefix, holder in holders:
+        for descriptor, value in holder.ListFields():  # type: ignore[attr-defined]
+            if descriptor.message_type is None or descriptor.message_type.name != "WeightParams":
+                continue
+            if weight_kind(value) != "quantized":
+                continue
+            field = prefix + descriptor.name
+            channels = outputs if descriptor.name.lower().endswith("matrix") else 1
+            problems += _general(
+                value, coreml_rules.weight_count(layer, field), channels, descriptor.name
+            )
     return problems
 
 
