@@ -383,6 +383,35 @@ def test_training_an_lstm_without_biases_and_its_head_matches_torch(tmp_path):
         assert relative <= 1e-4, f"{name}: relative difference {relative:.2e}"
 
 
+def test_sequence_models_export_as_pipelines_too(tmp_path):
+    """pipeline=True cuts before the first trainable layer: the frozen Embedding -> GRU part
+    becomes the first model; the app feeds the same token layout."""
+    torch.manual_seed(5)
+    model = TEXT_CASES["gru_last_step"]()
+    for parameter in model.parameters():
+        parameter.requires_grad_(parameter is model.head.weight or parameter is model.head.bias)
+    model.eval()
+    tokens = torch.randint(0, VOCAB, (5, TOKENS), generator=torch.Generator().manual_seed(4))
+    path = tmp_path / "text.mlmodel"
+    export_torch(
+        model,
+        tokens[:1],
+        path,
+        loss=nn.CrossEntropyLoss(),
+        class_labels=["a", "b", "c"],
+        pipeline=True,
+    )
+    runtime = load(path)
+    assert runtime.spec.WhichOneof("Type") == "pipeline"
+    models = runtime.spec.pipeline.models
+    assert [m.isUpdatable for m in models] == [False, True]
+    out = runtime.predict({"tokens": token_layout(tokens)})
+    got = np.array(
+        [[row[k] for k in "abc"] for row in out[runtime.description.predictedProbabilitiesName]]
+    )
+    assert np.abs(got - torch.softmax(model(tokens), 1).detach().numpy()).max() <= TOLERANCE
+
+
 # -- refusals -------------------------------------------------------------------------------
 
 
