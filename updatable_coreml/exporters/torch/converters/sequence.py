@@ -1,5 +1,5 @@
-"""Sequences: ``Embedding``, ``EmbeddingBag(mode="mean")``, ``LSTM``, ``GRU``, ``RNN``, taking a sequence's last
-step, and transposes between sequences and 1-D maps.
+"""Sequences: ``Embedding``, ``EmbeddingBag(mode="mean")``, ``LSTM``, ``GRU``, ``RNN``, taking
+one step of a sequence, and transposes between sequences and 1-D maps.
 
 A torch ``(N, L, C)`` sequence is the IR's ``(Seq, C)``, which Core ML carries on the Seq axis
 of its rank-5 blobs. A time-major ``(L, N, C)`` sequence (``batch_first=False``, reached by
