@@ -195,34 +195,26 @@ def conv_backward(layer, x, y, gy, weight, want_input):
         return _deconv_backward(layer, x, x4, g4, w, want_input)
     win = conv_windows(params, x4.shape[2:])
     groups = conv_groups(params)
-    cin, cout = x4.shape[1] // groups, w.shape[0] // groups
+    count, pixels = x4.shape[0], win.out[0] * win.out[1]
+    depth = x4.shape[1] // groups * win.kernel[0] * win.kernel[1]
+    # the output gradient as (groups, C_out/groups, N * out_h * out_w), like the product
+    g = np.ascontiguousarray(g4.transpose(1, 0, 2, 3)).reshape(groups, -1, count * pixels)
     grads = {}
     if layer.isUpdatable:
-        cols = win.view(pad2d(x4, win.pads))
-        parts = [
-            np.tensordot(
-                g4[:, g * cout : (g + 1) * cout],
-                cols[:, g * cin : (g + 1) * cin],
-                axes=([0, 2, 3], [0, 2, 3]),
-            )
-            for g in range(groups)
-        ]
-        grads["weights"] = np.concatenate(parts).ravel()
+        cols = unfold(pad2d(x4, win.pads), win).reshape(groups, depth, count * pixels)
+        grads["weights"] = np.matmul(g, cols.transpose(0, 2, 1)).ravel()
         if params.hasBias:
             grads["bias"] = g4.sum(axis=(0, 2, 3))
     if not want_input:
         return None, grads
-    padded = win.padded_hw(x4.shape[2:])
-    parts = [
-        win.scatter(
-            np.tensordot(
-                g4[:, g * cout : (g + 1) * cout], w[g * cout : (g + 1) * cout], axes=([1], [0])
-            ).transpose(0, 3, 4, 5, 1, 2),
-            padded,
-        )
-        for g in range(groups)
-    ]
-    dx = win.unpad(parts[0] if groups == 1 else np.concatenate(parts, axis=1), x4.shape[2:])
+    kernel = w.reshape(groups, -1, depth)
+    dcols = np.matmul(kernel.transpose(0, 2, 1), g).reshape(
+        (x4.shape[1], *win.kernel, count, *win.out)
+    )
+    image = np.zeros((x4.shape[1], count, *win.padded_hw(x4.shape[2:])), dtype=dcols.dtype)
+    for i, j, rows, columns in win.tap_slices():  # the adjoint of unfold
+        image[:, :, rows, columns] += dcols[:, i, j]
+    dx = win.unpad(image, x4.shape[2:]).transpose(1, 0, 2, 3)
     return dx.reshape(x.shape), grads
 
 
