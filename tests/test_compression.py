@@ -709,3 +709,24 @@ def test_keras_frozen_lstms_compressed(name, tmp_path):
         matrix.quantization.lookupTableQuantization.floatValue.append(1.0)
     errors = [f for f in validate(spec) if f.severity == "error"]
     assert [f.code for f in errors] == ["LAYER_PARAMS"] and "'bi'" in errors[0].message
+
+
+def test_regressor_effect_on_validation_data(tmp_path):
+    """An MSE model: the validation loss before and after, no accuracy and no top-1."""
+    from models import mlp_regressor
+    from updatable_coreml import make_updatable
+    from updatable_coreml.compression import compress_and_measure
+
+    spec = make_updatable(mlp_regressor(), layers=["out"], loss="mse")
+    rng = np.random.default_rng(13)
+    data = tmp_path / "val.npz"
+    np.savez(data, x=rng.normal(size=(10, 4)).astype(np.float32), y=rng.normal(size=(10, 2)))
+    small, result = compress_and_measure(spec, "int8", val=str(data))
+    assert [layer.layer for layer in result.layers] == ["hidden"]
+    effect = result.effect
+    assert effect["top1_agreement"] is None and effect["accuracy_before"] is None
+    assert effect["examples"] == 10 and 0 < effect["max_output_difference"] < 0.05
+    assert abs(effect["loss_after"] - effect["loss_before"]) < 0.05
+    text = "\n".join(result.summary_lines())
+    assert "validation loss" in text and "top-1" not in text
+    assert is_valid(validate(small))

@@ -105,15 +105,20 @@ class Compression:
         if "not_measured" in effect:
             lines.append(f"effect on predictions not measured: {effect['not_measured']}")
         elif effect:
+            agreement = effect.get("top1_agreement")
             lines.append(
                 f"on {effect['examples']} {effect['data']}: largest output difference "
-                f"{effect['max_output_difference']:.3g}, top-1 agreement "
-                f"{effect['top1_agreement']:.1%}"
+                f"{effect['max_output_difference']:.3g}"
+                + (f", top-1 agreement {agreement:.1%}" if agreement is not None else "")
             )
-            if effect.get("accuracy_before") is not None:
+            if "loss_before" in effect:
+                accuracy = (
+                    f"accuracy {effect['accuracy_before']:.4f} -> {effect['accuracy_after']:.4f}, "
+                    if effect.get("accuracy_before") is not None
+                    else ""
+                )
                 lines.append(
-                    f"validation accuracy {effect['accuracy_before']:.4f} -> "
-                    f"{effect['accuracy_after']:.4f}, loss {effect['loss_before']:.4f} -> "
+                    f"validation {accuracy}loss {effect['loss_before']:.4f} -> "
                     f"{effect['loss_after']:.4f}"
                 )
         lines += [f"not compressed: {reason}" for reason in self.skipped]
@@ -377,7 +382,7 @@ def measure(
             inputs = random_inputs(before.description, examples, seed)
         outputs_before = before.predict_batched(inputs)
         outputs_after = after.predict_batched(inputs)
-        effect = _compare(outputs_before, outputs_after)
+        effect = _compare(outputs_before, outputs_after, _classifies(before))
         effect["examples"] = int(len(next(iter(inputs.values()))))
         effect["data"] = "validation examples" if val is not None else "random examples"
         if val is not None:
@@ -385,10 +390,24 @@ def measure(
             effect["loss_after"], effect["accuracy_after"] = evaluate(after, data)
     except ConfigError:
         raise  # the user's validation data is unusable: say so
-    except (UpdatableCoreMLError, ValueError, MemoryError) as exc:
+    except UpdatableCoreMLError as exc:
         result.effect = {"not_measured": f"the reference runtime could not run it ({exc})"}
         return
+    except Exception as exc:  # a runtime bug must not cost the user the file: report it
+        result.effect = {
+            "not_measured": f"the reference runtime failed ({type(exc).__name__}: {exc})"
+        }
+        return
     result.effect = effect
+
+
+def _classifies(model) -> bool:
+    """Whether the model trains with cross-entropy, so its first output holds class
+    probabilities and top-1 agreement means something (not for a regressor's values)."""
+    losses = model.trainable().network.updateParams.lossLayers
+    return bool(losses) and losses[0].WhichOneof("LossLayerType") == (
+        "categoricalCrossEntropyLossLayer"
+    )
 
 
 def random_inputs(description, count: int, seed: int) -> dict[str, np.ndarray]:
@@ -411,9 +430,11 @@ def random_inputs(description, count: int, seed: int) -> dict[str, np.ndarray]:
     return found
 
 
-def _compare(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
-    """Largest difference over the numeric outputs; top-1 agreement of the first numeric
-    output (a classifier's probabilities, a regressor's values)."""
+def _compare(
+    before: Mapping[str, Any], after: Mapping[str, Any], classifies: bool
+) -> dict[str, Any]:
+    """Largest difference over the numeric outputs; for a model that classifies, top-1
+    agreement of its first numeric output (the class probabilities; None otherwise)."""
     import numpy as np
 
     worst, agreement = 0.0, None
@@ -424,13 +445,10 @@ def _compare(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, A
         b = _numeric(after[name])
         assert b is not None
         worst = max(worst, float(np.max(np.abs(a - b))) if a.size else 0.0)
-        if agreement is None:
+        if classifies and agreement is None:
             rows_a, rows_b = a.reshape(len(a), -1), b.reshape(len(b), -1)
             agreement = float(np.mean(rows_a.argmax(1) == rows_b.argmax(1)))
-    return {
-        "max_output_difference": worst,
-        "top1_agreement": 1.0 if agreement is None else agreement,
-    }
+    return {"max_output_difference": worst, "top1_agreement": agreement}
 
 
 def _numeric(value: Any) -> np.ndarray | None:
