@@ -730,3 +730,46 @@ def test_regressor_effect_on_validation_data(tmp_path):
     text = "\n".join(result.summary_lines())
     assert "validation loss" in text and "top-1" not in text
     assert is_valid(validate(small))
+
+
+def test_torch_int8_on_the_grid_updates_like_the_fp32_export(tmp_path):
+    """Frozen conv weights on an int8 grid decode exactly, so the compressed file trains its
+    head exactly like the fp32 export (whose update parity with torch the torch training tests
+    prove)."""
+    torch = pytest.importorskip("torch")
+    from updatable_coreml.exporters.torch import export_torch
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 3)
+    )
+    codes = torch.randint(0, 256, model[0].weight.shape)
+    codes[:, 0, 0, 0], codes[:, 1, 1, 1] = 0, 255  # every output channel spans the grid
+    with torch.no_grad():
+        model[0].weight.copy_(-0.5 + codes / 256)
+    for parameter in model[0].parameters():
+        parameter.requires_grad = False
+    example = torch.randn(1, 2, 6, 6)
+    options = dict(loss="cross_entropy", batch_size=4, epochs=1, shuffle=False)
+    plain, small = tmp_path / "plain.mlmodel", tmp_path / "small.mlmodel"
+    export_torch(model, (example,), plain, **options)
+    report = export_torch(model, (example,), small, compress_frozen="int8", **options)
+    assert report.compression.layers[0].max_weight_error == 0.0
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(8, 2, 6, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 8)
+    trained = []
+    for path in (plain, small):
+        runtime = load(path)
+        description = runtime.description
+        data = {description.input[0].name: x, description.trainingInput[-1].name: y}
+        trained.append(runtime.update(data).model.spec)
+    head = next(lyr.name for lyr in neural_network(trained[0]).layers if lyr.isUpdatable)
+    initial = np.asarray(_weights(load_spec(plain), head).floatValue)
+    assert np.abs(np.asarray(_weights(trained[0], head).floatValue) - initial).max() > 1e-3
+    np.testing.assert_array_equal(
+        np.asarray(_weights(trained[1], head).floatValue),
+        np.asarray(_weights(trained[0], head).floatValue),
+    )
+    frozen = report.compression.layers[0].layer
+    assert _weights(trained[1], frozen).HasField("quantization")
