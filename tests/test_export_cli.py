@@ -17,6 +17,7 @@ import pytest
 from onnx import helper
 
 from onnx_helpers import const, model, rng
+from updatable_coreml import runtime
 from updatable_coreml.cli import main
 from updatable_coreml.cli.export_config import class_labels, image_input
 from updatable_coreml.errors import ConfigError
@@ -326,6 +327,41 @@ def test_torch_factory_with_weights(tmp_path):
     document = json.loads((tmp_path / "r.json").read_text())
     assert document["export"]["trainable"] == ["2"] and "torch" in document["versions"]
     assert document["export"]["update_parameters"]["optimizer"]["learning_rate"]["default"] == 0.05
+
+
+def test_torch_text_factory_takes_an_int64_example(tmp_path):
+    """An nn.Embedding refuses the float zeros --example-shape makes by default; with
+    --example-dtype int64 the token model exports, and predicts like torch on real ids."""
+    torch = pytest.importorskip("torch")
+    source = tmp_path / "text.py"
+    source.write_text(
+        "import torch\nfrom torch import nn\n\nclass Net(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n"
+        "        torch.manual_seed(0)\n        self.emb = nn.Embedding(20, 4)\n"
+        "        self.fc = nn.Linear(4, 3)\n\n"
+        "    def forward(self, ids):\n        return self.fc(self.emb(ids).mean(1))\n\n"
+        "def make():\n    return Net().eval()\n"
+    )
+    args = ["export", f"{source}:make", "--example-shape", "5", "-o"]
+    common = ["--loss", "cce", "--trainable", "fc", "--optimizer", "sgd", "--seed", "0"]
+    assert main([*args, str(tmp_path / "F.mlmodel"), *common]) == 2  # float ids refused
+    out = tmp_path / "T.mlmodel"
+    assert main([*args, str(out), *common, "--example-dtype", "int64"]) == 0
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("text", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    net = module.make()
+    ids = np.array([[1, 7, 3, 19, 0], [4, 4, 2, 8, 11]])
+    expected = torch.softmax(net(torch.from_numpy(ids)), dim=1).detach().numpy()
+    model = runtime.load(out)
+    (name,) = [d.name for d in model.description.input]
+    probs = model.description.predictedProbabilitiesName or model.description.output[0].name
+    # a sequence input travels as [Seq, Batch, C] (its shortDescription says so)
+    got = [model.predict({name: row.reshape(5, 1, 1).astype(np.float32)})[probs] for row in ids]
+    got = np.array([list(g.values()) if isinstance(g, dict) else np.ravel(g) for g in got])
+    assert np.abs(got - expected).max() <= 1e-4
 
 
 def test_keras_file(tmp_path):

@@ -42,6 +42,10 @@ DEFAULTS: dict[str, Any] = {"batch_size": DEFAULT_BATCH_SIZE, "epochs": DEFAULT_
 BACKBONES = ("auto", "frontend", "coremltools")
 #: how an ``.npz``'s x is ordered (``runtime.simulate.ARRAY_LAYOUTS``, the same names)
 VAL_LAYOUTS = ("nchw", "nhwc")
+#: dtypes of the zero example a torch factory is captured on (``example_shape``): float for
+#: images and features, int64 for token ids (an ``nn.Embedding`` refuses float indices when
+#: the graph is captured; 0 is a valid id of every vocabulary); the first is the default.
+EXAMPLE_DTYPES = ("float32", "int64")
 
 
 def flag(name: str) -> str:

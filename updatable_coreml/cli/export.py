@@ -59,6 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", metavar="STATE_DICT", help="torch state dict for module:factory")
     p.add_argument("--example-shape", metavar="C,H,W", help="one example's input shape (torch)")
     p.add_argument(
+        "--example-dtype",
+        choices=CHOICES["example_dtype"],
+        help="dtype of that example (torch): int64 for token ids read by an embedding "
+        "(default: float32)",
+    )
+    p.add_argument(
         "--trainable",
         nargs="+",
         metavar="NAME",

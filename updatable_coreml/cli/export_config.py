@@ -10,7 +10,7 @@ from typing import Any
 
 from ..compression import METHODS
 from ..errors import ConfigError
-from ..options import BACKBONES, VAL_LAYOUTS
+from ..options import BACKBONES, EXAMPLE_DTYPES, VAL_LAYOUTS
 from .common import float_pair, int_list
 
 #: turns a flag or config value into a setting (value, setting name) -> value
@@ -113,6 +113,7 @@ SETTINGS: dict[str, Coerce] = {
     "report": _scalar(str),
     "weights": _scalar(str),
     "example_shape": int_list,
+    "example_dtype": _scalar(str),
     "trainable": _names,
     "loss": _scalar(str),
     "optimizer": _scalar(str),
@@ -151,6 +152,7 @@ CHOICES = {
     "backbone": BACKBONES,
     "compress_frozen": tuple(METHODS),
     "val_layout": VAL_LAYOUTS,
+    "example_dtype": EXAMPLE_DTYPES,
 }
 
 

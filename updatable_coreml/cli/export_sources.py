@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, ModelFileError, UpdatableCoreMLError, first_line
+from ..options import EXAMPLE_DTYPES
 
 
 def source_kind(source: str) -> str:
@@ -147,6 +148,7 @@ def _export_torch(settings: dict[str, Any], output: str) -> Any:
             settings.get("weights"),
             settings.get("example_shape"),
             trust_source=settings["trust_source"],
+            example_dtype=settings.get("example_dtype") or EXAMPLE_DTYPES[0],
         )
     except UpdatableCoreMLError:
         raise

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ...errors import ConfigError, ModelFileError, UntrustedSourceError, first_line
+from ...options import EXAMPLE_DTYPES
 
 
 @dataclass
@@ -27,13 +28,15 @@ def load_torch_source(
     example_shape: Optional[Sequence[int]] = None,
     *,
     trust_source: bool = False,
+    example_dtype: str = EXAMPLE_DTYPES[0],
 ) -> TorchSource:
     """Load ``model.pt2`` (``torch.export.save``) or ``module:factory`` / ``file.py:factory``.
 
     A factory is called without arguments (it is the user's own code, imported as such);
     ``weights`` is a state dict loaded with ``weights_only=True`` (never arbitrary
-    unpickling). ``example_shape`` is one example's shape, e.g. ``(3, 224, 224)``; a ``.pt2``
-    carries its own example inputs. ``torch.export.load`` unpickles parts of a ``.pt2``
+    unpickling). ``example_shape`` is one example's shape, e.g. ``(3, 224, 224)``, filled with
+    zeros of ``example_dtype`` (``"int64"`` for token ids); a ``.pt2`` carries its own example
+    inputs. ``torch.export.load`` unpickles parts of a ``.pt2``
     without ``weights_only`` (a crafted file runs code), so a ``.pt2`` is only loaded with
     ``trust_source=True`` (``--trust-source``): for files you made yourself.
     """
@@ -47,7 +50,7 @@ def load_torch_source(
             )
         program = _load_program(Path(spec))
         inputs = (
-            _example_from_shape(example_shape)
+            _example_from_shape(example_shape, example_dtype)
             if example_shape
             else tuple(program.example_inputs[0])
             if program.example_inputs
@@ -73,16 +76,18 @@ def load_torch_source(
                 f"{weights}: does not match {spec} ({detail[:300]}); save the "
                 "state dict of the same architecture"
             ) from None
-    return TorchSource(module, _example_from_shape(example_shape))
+    return TorchSource(module, _example_from_shape(example_shape, example_dtype))
 
 
-def _example_from_shape(shape: Sequence[int]) -> tuple:
+def _example_from_shape(shape: Sequence[int], dtype: str = EXAMPLE_DTYPES[0]) -> tuple:
     import torch
 
     dims = [int(d) for d in shape]
     if not dims or any(d < 1 for d in dims):
         raise ConfigError(f"example shape {list(shape)} must be positive integers")
-    return (torch.zeros(1, *dims),)
+    if dtype not in EXAMPLE_DTYPES:
+        raise ConfigError(f"example dtype {dtype!r}: choose one of {', '.join(EXAMPLE_DTYPES)}")
+    return (torch.zeros(1, *dims, dtype=getattr(torch, dtype)),)
 
 
 def _load_program(path: Path) -> Any:
