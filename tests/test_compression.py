@@ -773,3 +773,18 @@ def test_torch_int8_on_the_grid_updates_like_the_fp32_export(tmp_path):
     )
     frozen = report.compression.layers[0].layer
     assert _weights(trained[1], frozen).HasField("quantization")
+
+
+def test_cli_refuses_bad_compression_options_before_loading(tmp_path, capsys):
+    from updatable_coreml.cli import main
+
+    source = tmp_path / "never_read.keras"  # does not exist: the options are refused first
+    out = tmp_path / "m.mlmodel"
+    cases = [
+        (["--compress-frozen", "int8", "--val", str(tmp_path / "missing.npz")], "no such file"),
+        (["--val", str(tmp_path)], "--compress-frozen"),
+    ]
+    for extra, message in cases:
+        assert main(["export", str(source), "-o", str(out), *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert not out.exists()

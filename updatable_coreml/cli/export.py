@@ -202,8 +202,22 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("output", "report"):  # refuse before loading anything; never overwrite the source
         if settings.get(key):
             check_output_path(settings[key], not_same_as=settings["source"])
+    check_compression(
+        settings.get("compress_frozen"), settings.get("val"), settings.get("val_layout")
+    )
     settings["trust_source"] = bool(getattr(args, "trust_source", False))
     return settings
+
+
+def check_compression(method: Any, val: Any, layout: Any) -> Any:
+    """The compression options checked before any model is loaded (``ExportOptions``' rules,
+    and ``--val`` exists); returns the ``ExportOptions`` holding them."""
+    from ..options import ExportOptions
+
+    options = ExportOptions(compress_frozen=method, val=val, val_layout=layout or "nchw")
+    if val is not None and not Path(val).exists():
+        raise ConfigError(f"--val {val}: no such file or folder")
+    return options
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ import argparse
 from ..errors import ConfigError
 from ..options import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS
 from .common import EXIT_OK, deprecated_alias, flag, float_pair, int_list
-from .export import add_compression_options
+from .export import add_compression_options, check_compression
 
 
 def add_training_options(p: argparse.ArgumentParser) -> None:
@@ -139,7 +139,6 @@ def total_classes(model: str, spare: int) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from ..inspection import inspect
-    from ..options import ExportOptions
     from ..surgery import make_updatable, save_updatable
 
     if not args.trainable:  # not argparse's required=: the deprecated --layers also fills it
@@ -152,9 +151,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("give --extra-class-slots only (--expand-classes is its old form)")
         expand = total_classes(args.model, args.extra_class_slots)
     changes: list[str] = []
-    compression = ExportOptions(  # the same checks as export's (method, --val, --val-layout)
-        compress_frozen=args.compress_frozen, val=args.val, val_layout=args.val_layout or "nchw"
-    )
+    compression = check_compression(args.compress_frozen, args.val, args.val_layout)
     spec = make_updatable(
         args.model,
         None if compression.compress_frozen else args.output,
