@@ -788,3 +788,34 @@ def test_cli_refuses_bad_compression_options_before_loading(tmp_path, capsys):
         assert main(["export", str(source), "-o", str(out), *extra]) == 2
         assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_knn_extractor_compressed(tmp_path):
+    """export_knn: the whole extractor is frozen, so it is what compresses; initial examples
+    are embedded by the compressed extractor (as the device will embed new ones)."""
+    from updatable_coreml.knn import export_knn
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    h = L.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(inputs)
+    h = L.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(h)
+    h = L.GlobalAveragePooling2D(name="features")(h)
+    model = keras.Model(inputs, L.Dense(3, activation="softmax", name="classifier")(h))
+    x = np.random.default_rng(14).normal(size=(6, 1, 8, 8)).astype(np.float32)
+    path = tmp_path / "knn.mlmodel"
+    report = export_knn(
+        model,
+        path,
+        feature_layer="features",
+        compress_frozen="int8",
+        initial_examples=(x, ["a", "b", "c", "a", "b", "c"]),
+    )
+    assert [layer.layer for layer in report.compression.layers] == ["conv1", "conv2"]
+    effect = report.compression.effect
+    assert effect["top1_agreement"] is None and effect["max_output_difference"] < 0.05
+    spec = load_spec(path)
+    assert is_valid(validate(spec))
+    extractor = spec.pipeline.models[0]
+    assert extractor.neuralNetwork.layers[0].convolution.weights.HasField("quantization")
+    predicted = load(path).predict({spec.description.input[0].name: x})
+    assert list(predicted["classLabel"]) == ["a", "b", "c", "a", "b", "c"]  # its examples

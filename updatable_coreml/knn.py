@@ -350,6 +350,7 @@ def export_knn(
     label_name: str = LABEL_OUTPUT,
     example_inputs: Any = None,
     image_input: Any = None,
+    compress_frozen: Optional[str] = None,
 ) -> ExportReport:
     """Write an updatable pipeline: ``feature_extractor`` (frozen, cut at ``feature_layer``)
     followed by an updatable k-NN classifier, and return the export report.
@@ -360,6 +361,9 @@ def export_knn(
     example; ``'unknown'`` / ``-1`` if not given). ``initial_examples=(inputs, labels)`` ships
     the model knowing those examples. ``example_inputs`` is required for a torch module;
     ``image_input`` makes a Keras/torch extractor take an image (as in their exporters).
+    ``compress_frozen`` (``'int8'``, ``'lut8'``, ``'lut4'``) stores the extractor's weights
+    quantized (``compression``; the report gives the change of the features on random
+    examples); initial examples are then embedded by the compressed extractor, as on device.
     Nothing is written unless the pipeline validates.
     """
     extractor, source, notes = extractor_from_source(
@@ -371,6 +375,14 @@ def export_knn(
     if input_name:
         rename_input(extractor, extractor.description.input[0].name, input_name)
     extractor, feature_name, size = with_feature_vector(extractor)
+    compression = None
+    if compress_frozen is not None:
+        from .compression import compress_and_measure
+        from .options import DEFAULT_COMPRESSION_EXAMPLES
+
+        extractor, compression = compress_and_measure(
+            extractor, compress_frozen, examples=DEFAULT_COMPRESSION_EXAMPLES
+        )
     if feature_name == label_name or feature_name == f"{label_name}Probs":
         raise ConfigError(
             f"the feature output {feature_name!r} collides with the label outputs; "
@@ -417,6 +429,7 @@ def export_knn(
         training=training,
         assumptions=[f"reference runtime: {a}" for a in KNN_ASSUMPTIONS],
         warnings=[],
+        compression=compression,
     )
 
 
