@@ -164,3 +164,32 @@ def test_make_updatable_takes_one_layer_name_as_a_string():
 def written_batch_size_of(spec) -> int:
     optimizer = neural_network(spec).updateParams.optimizer
     return getattr(optimizer, optimizer.WhichOneof("OptimizerType")).miniBatchSize.defaultValue
+
+
+def test_every_frontend_takes_the_cli_words_for_loss_and_optimizer(tmp_path):
+    """'cce'/'mse' and 'sgd'/'adam', the command line's words, work in every Python entry
+    point (torch used to want 'cross_entropy' and a torch.optim object, ONNX an SGD/Adam
+    object); an unknown word names the choices."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from onnx import helper
+
+    import onnx_helpers
+    from updatable_coreml.exporters.onnx import export_onnx
+    from updatable_coreml.exporters.torch import export_torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    export_torch(model, torch.zeros(1, 4), tmp_path / "t.mlmodel", loss="cce", optimizer="adam")
+    built = onnx_helpers.model([helper.make_node("Relu", ["x"], ["features"])], (4,))
+    export_onnx(built, tmp_path / "o.mlmodel", loss="cce", optimizer="adam", trainable="head")
+    for name in ("t", "o"):
+        params = update_params(tmp_path / f"{name}.mlmodel")
+        assert params.optimizer.WhichOneof("OptimizerType") == "adamOptimizer", name
+        assert params.optimizer.adamOptimizer.learningRate.defaultValue == pytest.approx(0.001)
+        assert params.lossLayers[0].WhichOneof("LossLayerType") == (
+            "categoricalCrossEntropyLossLayer"
+        )
+    with pytest.raises(ConfigError, match="'rmsprop'.*'sgd' or 'adam'"):
+        export_torch(
+            model, torch.zeros(1, 4), tmp_path / "x.mlmodel", loss="mse", optimizer="rmsprop"
+        )

@@ -216,6 +216,17 @@ class Adam:
 
 
 Optimizer = Union[SGD, Adam]
+
+
+def optimizer_named(name: str) -> Optimizer:
+    """``"sgd"`` / ``"adam"`` (the CLI's ``--optimizer`` words) as our optimizer with its
+    defaults, so every frontend takes the same string forms as the command line."""
+    kinds = {"sgd": SGD, "adam": Adam}
+    if name.lower() not in kinds:
+        raise ConfigError(f"optimizer {name!r}: use 'sgd' or 'adam' (or SGD(...)/Adam(...))")
+    return kinds[name.lower()]()
+
+
 LOSS_KINDS = ("cce", "mse")
 
 

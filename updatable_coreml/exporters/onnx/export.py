@@ -116,9 +116,9 @@ def export_onnx(
     """Export an ONNX model (path, bytes or ``ModelProto``) as an updatable Core ML model.
 
     ONNX carries no training configuration worth trusting, so ``loss`` (``'cce'``/``'mse'``)
-    is explicit; ``optimizer`` is our ``SGD``/``Adam`` (None: ``SGD()``, as for the other
-    frontends). ``from_logits`` defaults to "the output is not a softmax". Everything else is
-    an ``ExportOptions`` field, given as ``options`` or as keywords: ``trainable`` names
+    is explicit; ``optimizer`` is our ``SGD``/``Adam`` or ``'sgd'``/``'adam'`` (None:
+    ``SGD()``, as for the other frontends). ``from_logits`` defaults to "the output is not a
+    softmax". Everything else is an ``ExportOptions`` field, given as ``options`` or as keywords: ``trainable`` names
     nodes or weight initializers (or a prefix such as a torch module path; a string is one
     name), or is ``'all'``; by default only the last dense/convolution layer trains.
     ``image_input`` is ``{"name"?, "color", "scale", "bias"}``. Returns the
@@ -127,7 +127,7 @@ def export_onnx(
     import onnx
 
     from ...export import export_graph
-    from ...training import SGD
+    from ...training import SGD, optimizer_named
 
     options = ExportOptions.build(options, **kwargs)
     state, assumptions = onnx_to_graph(
@@ -136,6 +136,8 @@ def export_onnx(
     logits, notes = wants_logits(state, loss)
     if optimizer is None:
         assumptions.append("no optimizer given: Core ML SGD with learning rate 0.01, no momentum")
+    elif isinstance(optimizer, str):
+        optimizer = optimizer_named(optimizer)
     return export_graph(
         state.graph,
         path,

@@ -15,7 +15,7 @@ from ...ir import Graph
 from ...options import did_you_mean
 from ...passes import UPDATABLE_OPS
 from ...runtime.assumptions import framework_form_note
-from ...training import SGD, Adam
+from ...training import SGD, Adam, optimizer_named
 from ..common.loss import LossPlan
 from ..common.refusals import Refusals
 from .context import Translation, where
@@ -159,7 +159,13 @@ def map_loss(loss: Any, state: Translation, refusals: Refusals) -> LossPlan:
     output = outputs[0]
     ends_log_softmax = output in state.log_softmax
     ends_softmax = not ends_log_softmax and _producer_op(state.graph, output) == "softmax"
-    kind = {"cross_entropy": nn.CrossEntropyLoss, "nll": nn.NLLLoss, "mse": nn.MSELoss}
+    # "cce" is the word the CLI and the other frontends use for cross-entropy
+    kind = {
+        "cross_entropy": nn.CrossEntropyLoss,
+        "cce": nn.CrossEntropyLoss,
+        "nll": nn.NLLLoss,
+        "mse": nn.MSELoss,
+    }
     if isinstance(loss, str):
         if loss not in kind:
             raise ConfigError(
@@ -244,12 +250,14 @@ def map_optimizer(optimizer: Any, refusals: Refusals) -> Union[SGD, Adam]:
 
     if optimizer is None:
         return SGD()
+    if isinstance(optimizer, str):
+        return optimizer_named(optimizer)
     if isinstance(optimizer, (SGD, Adam)):
         return optimizer
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ConfigError(
-            f"optimizer must be a torch.optim.SGD/Adam or updatable_coreml "
-            f"SGD/Adam, got {type(optimizer).__name__}"
+            f"optimizer must be a torch.optim.SGD/Adam, updatable_coreml "
+            f"SGD/Adam or 'sgd'/'adam', got {type(optimizer).__name__}"
         )
     group = _single_group(optimizer, refusals)
     name = type(optimizer).__name__
