@@ -21,24 +21,28 @@ by up to 10x (torch: 1.7 s at one thread, 12 s at two under load; main before th
 comparison of the code, and the setting of a plan on all cores (joblib's loky workers get
 cpu_count // n_jobs BLAS threads: one each).
 The code: the convolution unfolded 256 examples at once (im2col of 37-150 MB, far past the
-cache) and copied the transposed product back, then added the bias in another pass; max
-pooling took kh * kw - 1 passes. Now the frozen prefix runs 32 examples at a time (its
-activations stay in cache), the product is moved and biased in one pass, and max pooling is
-separable. Blocks stay large within a layer (``UNFOLD_BUDGET``): small blocks meant many
-threaded BLAS calls, which made the default-thread case 4x slower under load. What remains:
-OpenBLAS's matrix product on the unfolded input is ~1.7x slower than torch's oneDNN convolution
-(about 420 vs 250 us per example for the three convolutions, one thread); torch gives the time
-back in its max pooling.
+cache) through one 6-axis copy, copied the transposed product back, then added the bias in
+another pass; max pooling took kh * kw - 1 passes; the convolution's backward unfolded through
+``tensordot``'s transposed copies. Now the frozen prefix runs 32 examples at a time (its
+activations stay in cache), the unfolding is one copy per kernel tap, the product is moved and
+biased in one pass, max pooling is separable, and the backward shares the forward's unfolding
+(~2x faster). Blocks stay large within a layer (``UNFOLD_BUDGET``): small blocks meant many
+threaded BLAS calls, which made the default-thread case 4x slower under load. What remains at
+one thread: OpenBLAS's product on the unfolded input costs about 420 us per example for the
+three convolutions, torch's oneDNN convolutions about 250; torch gives time back in its max
+pooling. Numbers at default threads on an idle machine: not measured (never idle here).
 
-Measured here, 2026-11-29, 2 shared cores, 8 agents working (load average 5-10), CPU time at
-one thread (wall time is shown too but drifts with the load), best of 3:
+Measured here, 2026-11-29, 2 cores shared by 8 agents (load average 4.7-5.3), best of 3;
+CPU time at one thread (wall time drifts with the load), wall time at default threads:
 
-    one thread each, CPU      before (main 55a0fdc)      after
-      1 epoch                 1849 ms vs 904 ms  2.05x   1111 ms vs 890 ms  1.25x
-      5 epochs                1257 ms vs 4563 ms 0.28x   1110 ms vs 4423 ms 0.25x
-    default threads (2), wall  (load average 3.2)        (load average 8.5)
-      1 epoch                 1155 ms vs 2966 ms 0.39x   5448 ms vs 13066 ms  0.42x
-      5 epochs                                           33873 ms vs 81925 ms 0.41x
+                               main before (conv as at 55a0fdc)  after
+    one thread, 1 epoch        1544 ms vs  899 ms  1.72x      1081 ms vs  853 ms  1.27x
+    one thread, 5 epochs       1470 ms vs 4655 ms  0.32x      1058 ms vs 4330 ms  0.24x
+    2 threads, 1 epoch         3301 ms vs 3541 ms  0.93x      3188 ms vs 4497 ms  0.71x
+    2 threads, 5 epochs        3689 ms vs 16273 ms 0.23x      3590 ms vs 24137 ms 0.15x
+
+Other runs the same evening: one thread 1.19x-1.30x after; two threads at load 8.5, 0.42x
+after; main at load 3, 1.61x (one thread) and 0.39x (two threads) within the same minute.
 """
 
 from __future__ import annotations

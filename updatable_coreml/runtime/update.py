@@ -60,8 +60,8 @@ OPTIMIZER_KEYS = {
 #: A value matches an allowed set member within this (id 14380843269).
 SET_TOLERANCE = 1e-4
 #: Examples the frozen prefix runs at a time: small enough that a block's activations stay in
-#: the cache from layer to layer (32 examples of the benchmark's backbone ran ~1.5-2x faster
-#: than 256, one thread; ``benchmarks/bench_runtime.py``).
+#: the cache from layer to layer (``benchmarks/bench_runtime.py``'s backbone, one thread, CPU
+#: time: 32 examples at a time ran 1.2-1.8x faster than 256; 8 or 16, within 5% of 32).
 PREFIX_CHUNK = 32
 
 
