@@ -40,16 +40,23 @@ TOLERANCE = 1e-4
 CLASSES = 5
 LABELS = [f"c{i}" for i in range(CLASSES)]
 EXAMPLES, BATCH = 4, 2
-#: The largest first step a weight of the head can take, as a fraction of its largest weight:
-#: the learning rate is chosen per case from this (``Source.scale_head``). A fixed rate let
-#: the steps of heads over small features fall to a few fp32 spacings of the weights they
-#: change, and then rounding alone decides the comparison: torchvision mobilenet_v3_small at
-#: rate 0.1 (head weights up to 8.6, steps up to 1.8e-3, fp32 spacing at 8.6 is 9.5e-7) had
-#: torch's own fp32 step 2.5e-4 away from torch's fp64 step, while our runtime in fp64
-#: matched torch in fp64 to 1.3e-7 (alexnet: 1.2e-4 and 2.0e-8).
+#: The first step of the head's weights, as a fraction of its largest weight: the learning
+#: rate is chosen per case from the source framework's gradient on the first mini-batch
+#: (``Source.choose_learning_rate``). A fixed rate let the steps of heads over small features
+#: fall to a few fp32 spacings of the weights they change, and then rounding alone decides
+#: the comparison: torchvision mobilenet_v3_small at rate 0.1 (head weights up to 8.6, steps
+#: up to 1.8e-3, fp32 spacing at 8.6 is 9.5e-7) had torch's own fp32 step 2.5e-4 away from
+#: torch's fp64 step, while our runtime in fp64 matched torch in fp64 to 1.3e-7 (alexnet:
+#: 1.2e-4 and 2.0e-8).
 STEP_FRACTION = 1e-2
+#: The head's logits have about this standard deviation: probabilities far from one-hot
+#: (within a factor of about 2 of uniform), with head weights small enough beside the steps
+#: that fp32 resolves them when the rate is capped (below). At 1.0, Keras VGG16 (features
+#: up to 0.0125, head weights up to 55, rate capped at 1) differed from Keras by single fp32
+#: spacings of its weights, 1.1e-4 of the step.
+LOGIT_SCALE = 0.25
 #: Our exports take learning rates in [0, 1] (updatable_coreml/training.py), so the rate is
-#: capped there: mobilenet_v3_small and alexnet then step at about 0.5% of their weights.
+#: capped there.
 MAX_LEARNING_RATE = 1.0
 STAGES = ("export", "validate", "forward", "update")
 
@@ -249,14 +256,10 @@ class Source:
         return seen[0].numpy()
 
     def scale_head(self, x: np.ndarray, rng) -> None:
-        """Head weights drawn so the logits are of order one (probabilities far from one-hot),
-        and a learning rate under which a step is resolvable in fp32 beside those weights: a
-        weight's gradient is at most the largest feature (``|p - y| <= 1``), so the first step
-        is at most ``STEP_FRACTION`` of the largest weight (rate capped at
-        ``MAX_LEARNING_RATE``)."""
+        """Head weights drawn so the logits have a standard deviation of ``LOGIT_SCALE``."""
         features = self.features(x)
         channels = features.shape[-1] if self.framework == "keras" else features.shape[1]
-        scale = 1.0 / (float(np.sqrt(np.mean(features**2))) * np.sqrt(channels) + 1e-12)
+        scale = LOGIT_SCALE / (float(np.sqrt(np.mean(features**2))) * np.sqrt(channels) + 1e-12)
         if self.framework == "keras":
             layer = self.head_module()
             kernel, bias = layer.get_weights()
@@ -270,11 +273,43 @@ class Source:
             with torch.no_grad():
                 module.weight.copy_(torch.from_numpy(kernel))
                 module.bias.zero_()
-        largest_feature = max(float(np.abs(features).max()), 1e-12)
-        wanted = STEP_FRACTION * float(np.abs(kernel).max()) / largest_feature
+
+    def choose_learning_rate(self, x: np.ndarray, y: np.ndarray) -> None:
+        """The rate at which the first mini-batch moves the head's largest-moving weight by
+        ``STEP_FRACTION`` of its largest weight (at most ``MAX_LEARNING_RATE``): a step that
+        fp32 resolves beside the weights it changes."""
+        kernel, gradient = self._head_kernel_gradient(x[:BATCH], y[:BATCH])
+        wanted = (
+            STEP_FRACTION * float(np.abs(kernel).max()) / max(float(np.abs(gradient).max()), 1e-30)
+        )
         self.learning_rate = min(wanted, MAX_LEARNING_RATE)
         if self.framework == "keras":
             self.model.optimizer.learning_rate.assign(self.learning_rate)
+
+    def _head_kernel_gradient(self, x: np.ndarray, y: np.ndarray):
+        """The head's kernel and the gradient of the mean cross-entropy on ``x`` against it,
+        computed by the source framework (no step taken)."""
+        if self.framework == "keras":
+            import keras
+            import tensorflow as tf
+
+            layer = self.head_module()
+            with tf.GradientTape() as tape:
+                probabilities = self.model(x, training=False)
+                loss = keras.ops.mean(
+                    keras.losses.sparse_categorical_crossentropy(y, probabilities)
+                )
+            gradient = tape.gradient(loss, layer.kernel)
+            return keras.ops.convert_to_numpy(layer.kernel), keras.ops.convert_to_numpy(gradient)
+        import torch
+
+        module = self.head_module()
+        module.weight.grad = None
+        logits = self.model(torch.from_numpy(x))
+        torch.nn.functional.cross_entropy(logits, torch.from_numpy(y)).backward()
+        gradient = module.weight.grad.detach().numpy().copy()
+        self.model.zero_grad(set_to_none=True)
+        return module.weight.detach().numpy(), gradient
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         if self.framework == "keras":
@@ -413,6 +448,8 @@ def measure(case: Case, fallback: bool = True, workdir: Path | None = None) -> R
             result.parameters = source.parameters()
             x = _inputs(case.framework, case.size)
             source.scale_head(x, np.random.default_rng(2))
+            y = np.arange(EXAMPLES) % CLASSES
+            source.choose_learning_rate(x, y)
             want = source.probabilities(x)
             stage = "export"
             path = Path(folder) / f"{case.name}.mlmodel"
@@ -432,7 +469,6 @@ def measure(case: Case, fallback: bool = True, workdir: Path | None = None) -> R
                     f"forward max abs difference {result.forward:.2e} > {TOLERANCE}"
                 )
             stage = "update"
-            y = np.arange(EXAMPLES) % CLASSES
             before = source.head_weights()
             trained = runtime.update(
                 {
