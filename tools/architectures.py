@@ -100,9 +100,8 @@ the exported model). Size is the `.mlmodel` file, fp32. Measured with {versions}
 torchvision's vit_b_16 is not one network yet: its class token is a parameter expanded to the
 batch (`expand`, the first op refused) and concatenated along the token axis, and its encoder
 runs `nn.MultiheadAttention` and `LayerNorm` over (N, 37, 768) tokens, sequences our torch
-frontend does not take yet. As a pipeline, coremltools converts the backbone, but our runtime
-then refuses coremltools' `innerProduct` on a rank-3 token blob, which NeuralNetwork.proto
-defines (InnerProductLayerParams: rank 3 `(x1, x2, x3)` is read as `(x1 * x2, x3)`).
+frontend does not take yet. As a pipeline (`pipeline=True`: coremltools converts the frozen
+backbone, our frontend the updatable head) it passes the four steps.
 
 The suite runs the same cases (`tests/test_architectures.py`, marked `slow`); a case listed
 there as a known failure turns the suite red once it passes, so this page is regenerated when
