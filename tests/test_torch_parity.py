@@ -489,3 +489,11 @@ def test_a_channel_shuffle_is_one_exact_permutation_layer(tmp_path):
     assert set(np.unique(weights)) == {0.0, 1.0} and (weights.sum(1) == 1).all()
     assert weights.argmax(1).tolist() == [0, 2, 4, 1, 3, 5]  # torch's shuffle of 3 groups
     assert not shuffles[0].convolution.hasBias
+
+
+def test_layer_norm_over_spatial_axes_is_refused_naming_the_module(tmp_path):
+    """LayerNorm([H, W]) of an (N, C, H, W) image normalizes each channel's plane, which the
+    channel layer norm does not compute: refused, not approximated."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.LayerNorm([5, 6]), nn.Flatten(), head(4 * 5 * 6))
+    with pytest.raises(UnsupportedError, match=r"layer_norm over the last 2 axes.*module '1'"):
+        export_torch(model, torch.randn(2, 3, 5, 6), tmp_path / "m.mlmodel", loss=nn.MSELoss())
