@@ -12,11 +12,11 @@
 2. The ``softmaxND`` that ends the classifier becomes the classic ``softmax`` Core ML's
    categorical cross-entropy needs.
 
-Why the softmax is needed: Apple's updatable validator accepts a cross-entropy loss only when its input
-"is generated from a softmax output", and it means the classic ``softmax`` layer type
-(``UpdatableNeuralNetworkValidator.cpp``, ``validateLossLayer``, tags 4.0 to 9.0; updatable
-models arrived in 3.0 with the same check in ``NeuralNetworkValidator.cpp``). coremltools'
-converter writes ``softmaxND`` instead.
+Why the softmax is needed: Apple's updatable validator accepts a cross-entropy loss only when
+its input "is generated from a softmax output", and it means the classic ``softmax`` layer type
+(``UpdatableNeuralNetworkValidator.cpp``, ``validateLossLayer``: under
+``mlmodel/src/NeuralNetwork/`` in tag 3.0, ``mlmodel/src/Validation/NeuralNetwork/`` in 4.0 to
+9.0, the same check). coremltools' converter writes ``softmaxND`` instead.
 
 Why it is more than a type swap: ``NeuralNetwork.proto`` defines the classic softmax on a blob
 of rank >= 3, normalising along axis -3, while ct.convert's classifier blobs are rank 2
