@@ -638,3 +638,27 @@ def test_an_exported_program_is_cut_like_its_module(tmp_path, images):
     assert report.trainable == ["classifier.1", "classifier.3"]
     expected = torch_probabilities(model, images)
     assert np.abs(predicted_probabilities(path, "x", images) - expected).max() <= 1e-4
+
+
+@pytest.mark.parametrize("framework", sorted(FRAMEWORKS))
+def test_coremltools_backbone_takes_an_image_input(framework, tmp_path):
+    """image_input on the coremltools path: the pipeline takes a grayscale image whose pixels
+    become ``scale * pixel + bias`` (described by the backend's own describe_input, as in a
+    single-network export) and predicts like the source on those values; the single network
+    with the same image_input predicts the same."""
+    make, export, probabilities, name, _ = FRAMEWORKS[framework]
+    model = make()
+    pixels = np.random.default_rng(1).integers(0, 256, size=(6, 8, 8, 1)).astype(np.uint8)
+    image = {"color": "grayscale", "scale": 1 / 64, "bias": -2.0}
+    path = tmp_path / "image.mlmodel"
+    report = export(model, path, pipeline=True, backbone="coremltools", image_input=image)
+    assert_valid_pipeline(path, "coremltools", report)
+    (feature,) = load_spec(path).description.input
+    assert feature.type.WhichOneof("Type") == "imageType"
+    assert feature.type.imageType.colorSpace == 10  # GRAYSCALE
+    x = (pixels.astype(np.float32) / 64 - 2.0).transpose(0, 3, 1, 2)
+    got = predicted_probabilities(path, name, pixels)
+    assert np.abs(got - probabilities(model, x)).max() <= 1e-4
+    single = tmp_path / "single.mlmodel"
+    export(model, single, image_input=image)
+    assert np.abs(got - predicted_probabilities(single, name, pixels)).max() <= 1e-4

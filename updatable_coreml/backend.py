@@ -89,7 +89,10 @@ def _describe_array(feature, shape: tuple[int, ...]) -> None:
         )
 
 
-def _describe_input(spec, nn, tensor, shape: tuple[int, ...]) -> None:
+def describe_input(spec, nn, tensor, shape: tuple[int, ...]) -> None:
+    """Add ``tensor`` to the model's inputs: a FLOAT32 MultiArray, or an image with its
+    scaler preprocessing (``tensor.image``, from ``image_input``); also used for a backbone
+    converted by coremltools, so an image input means the same in both."""
     feature = spec.description.input.add()
     feature.name = tensor.name
     if tensor.image is None:
@@ -219,7 +222,7 @@ def build_spec(
         else shapes
     )
     for tensor in graph.inputs:  # an image's shape is its size (RANK4_IMAGE_MAPPING adds N)
-        _describe_input(spec, nn, tensor, (shapes if tensor.image else declared)[tensor.name])
+        describe_input(spec, nn, tensor, (shapes if tensor.image else declared)[tensor.name])
     if class_labels is not None:
         (probs,) = graph.outputs
         size = shapes[probs][0]

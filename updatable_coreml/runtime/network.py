@@ -55,6 +55,9 @@ class NeuralNetworkModel(Model):
         self.layers = list(self.network.layers)
         #: blobs hold Core ML's exact ranks (EXACT_ARRAY_MAPPING) rather than rank-5 views;
         #: the few layers whose arithmetic depends on the rank read it (registry)
+        self.rank4_images = (
+            self.network.imageInputShapeMapping == NeuralNetwork_pb2.RANK4_IMAGE_MAPPING
+        )
         self.exact_rank = (
             self.network.arrayInputShapeMapping == NeuralNetwork_pb2.EXACT_ARRAY_MAPPING
         )
@@ -148,11 +151,14 @@ class NeuralNetworkModel(Model):
                     preprocessing.get("") if len(images) == 1 else None
                 )
                 pixels = np.asarray(batch[name], dtype=self.dtype)
-                blobs[name] = (
+                blob = (
                     feat.preprocess_image(step, pixels, description.type.imageType.colorSpace)
                     if step is not None
                     else pixels
                 )
+                # RANK4_IMAGE_MAPPING: the image is the rank-4 tensor [1, C, H, W]
+                # (NeuralNetwork.proto, NeuralNetworkImageShapeMapping), not (C, H, W)
+                blobs[name] = blob[:, None] if self.rank4_images else blob
             elif kind == "multiArrayType":
                 blobs[name] = feat.multiarray_blob(description, batch[name], self.dtype)
             else:

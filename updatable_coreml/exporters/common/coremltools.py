@@ -32,12 +32,15 @@ from collections.abc import Callable, Sequence
 from typing import Any, Optional, TypeVar
 
 from ..._proto import FeatureTypes_pb2
+from ...backend import describe_input
 from ...compose import Backbone, layer_names, make_room
 from ...errors import ConfigError, UnsupportedError, first_line
 from ...frameworks import quiet_import
-from ...ir import Graph
+from ...ir import Graph, TensorSpec
 from ...options import BACKBONES
 from ...passes import _rename
+from ...spec_io import neural_network
+from .image import apply_image_input
 
 #: Output name of a backbone converted by coremltools (the head's input).
 FEATURES = "features"
@@ -45,6 +48,14 @@ FEATURES = "features"
 CONVERSION_DATE = "com.github.apple.coremltools.conversion_date"
 
 T = TypeVar("T")
+
+
+def backbone_image(image_input: Any, name: str, shape: Sequence[int]) -> Optional[dict]:
+    """``image_input`` read for a coremltools backbone's one input, as every frontend reads it
+    (``image.apply_image_input``): the image options, or None for a MultiArray input."""
+    spec = TensorSpec(name, tuple(int(d) for d in shape))
+    apply_image_input(image_input, [spec])
+    return spec.image
 
 
 # -- the head's input ----------------------------------------------------------------------
@@ -93,11 +104,19 @@ def translate_or_convert(
 
 
 def convert_with_coremltools(
-    model: Any, source: str, shape: Sequence[int], input_name: str, reason: str
+    model: Any,
+    source: str,
+    shape: Sequence[int],
+    input_name: str,
+    reason: str,
+    image: Optional[dict] = None,
 ) -> Backbone:
     """A frozen backbone from ``ct.convert(model, convert_to='neuralnetwork')``: ``model``
-    takes one example of ``shape`` (channel-first, no batch axis); input and output renamed
-    to ``input_name`` and ``FEATURES``."""
+    takes one example of ``shape`` (channel-first, no batch axis), or with ``image`` (the
+    options ``image_input`` gave: color, scale, bias) one image batch ``(1, C, H, W)``; input
+    and output renamed to ``input_name`` and ``FEATURES``. An image input is described by the
+    backend's own ``describe_input`` (colour space and scaler preprocessing), not by
+    coremltools' ImageType options, so ``image_input`` means the same on both paths."""
     if input_name == FEATURES:
         raise ConfigError(
             f"the model input is named {FEATURES!r}, the name of the backbone's "
@@ -111,7 +130,17 @@ def convert_with_coremltools(
                 model,
                 source=source,
                 convert_to="neuralnetwork",
-                inputs=[ct.TensorType(shape=tuple(shape))],
+                inputs=[
+                    # only the channel count matters here: describe_input below writes
+                    # the colour space and preprocessing image_input asked for
+                    ct.ImageType(
+                        shape=(1, *shape),
+                        color_layout=ct.colorlayout.GRAYSCALE if shape[0] == 1 else "RGB",
+                        channel_first=True,  # what the backbone takes, also for TensorFlow
+                    )
+                    if image is not None
+                    else ct.TensorType(shape=tuple(shape))
+                ],
             )
     except Exception as exc:
         raise UnsupportedError(
@@ -131,6 +160,12 @@ def convert_with_coremltools(
     ct.utils.rename_feature(spec, spec.description.input[0].name, input_name)
     make_room(spec, FEATURES, keep=spec.description.output[0].name)
     ct.utils.rename_feature(spec, spec.description.output[0].name, FEATURES)
+    if image is not None:
+        nn = neural_network(spec)
+        kept = [p for p in nn.preprocessing if p.featureName not in ("", input_name)]
+        del nn.preprocessing[:], spec.description.input[:]
+        nn.preprocessing.extend(kept)
+        describe_input(spec, nn, TensorSpec(input_name, tuple(shape), image), tuple(shape))
     output = spec.description.output[0].type.multiArrayType
     output.dataType = FeatureTypes_pb2.ArrayFeatureType.FLOAT32
     spec.description.metadata.userDefined.pop(CONVERSION_DATE, None)

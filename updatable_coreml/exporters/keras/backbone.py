@@ -14,6 +14,7 @@ from ...frameworks import quiet_import
 from ...ir import Graph
 from ..common.coremltools import (
     FEATURES,
+    backbone_image,
     convert_with_coremltools,
     rename_graph_input,
     single_input,
@@ -45,30 +46,38 @@ def split_keras(model: Any, trains: Callable[[Any], bool], reason: str) -> tuple
     return keras.Model(graph.inputs, cut), keras.Model(cut, graph.outputs)
 
 
-def keras_backbone(model: Any, trains: Callable[[Any], bool], reason: str) -> tuple[Backbone, Any]:
+def keras_backbone(
+    model: Any, trains: Callable[[Any], bool], reason: str, image_input: Any = None
+) -> tuple[Backbone, Any]:
     """Convert the frozen prefix of a Keras model with coremltools (through a
-    ``tf.function`` taking one channel-first example), and return it with the head model."""
+    ``tf.function`` taking one channel-first example, or for an image input a batch of one,
+    the shape Core ML's image mapping gives), and return it with the head model."""
     tf = quiet_import("tensorflow")
     prefix, head = split_keras(model, trains, reason)
     (keras_input,) = single_input(prefix.inputs, "Keras backbone")
     shape = channel_first(keras_input.shape[1:], "the backbone input")
+    name = keras_input._keras_history.operation.name
+    image = backbone_image(image_input, name, shape)
 
     def per_example(x):  # images are channel-first outside, channel-last in Keras
-        y = prefix(
-            tf.transpose(x, [1, 2, 0])[None] if len(shape) == 3 else x[None], training=False
-        )[0]
+        batch = x if image is not None else x[None]
+        y = prefix(tf.transpose(batch, [0, 2, 3, 1]) if len(shape) == 3 else batch, training=False)[
+            0
+        ]
         return tf.transpose(y, [2, 0, 1]) if len(y.shape) == 3 else y
 
-    name = keras_input._keras_history.operation.name
+    traced_shape = (1, *shape) if image is not None else shape
     try:
-        function = tf.function(per_example).get_concrete_function(tf.TensorSpec(shape, tf.float32))
+        function = tf.function(per_example).get_concrete_function(
+            tf.TensorSpec(traced_shape, tf.float32)
+        )
     except Exception as exc:
         raise UnsupportedError(
             f"{reason}; TensorFlow could not trace the frozen backbone (up to "
             f"layer {prefix.layers[-1].name!r}) for coremltools: "
             f"{type(exc).__name__}: {first_line(exc)}"
         ) from exc
-    return convert_with_coremltools([function], "tensorflow", shape, name, reason), head
+    return convert_with_coremltools([function], "tensorflow", shape, name, reason, image), head
 
 
 def keras_head(
@@ -81,12 +90,7 @@ def keras_head(
 ) -> tuple[tuple[Graph, Any], Backbone]:
     """The coremltools path for Keras: the head's (graph, context) from our frontend, reading
     ``FEATURES``, and the converted backbone."""
-    if image_input is not None and image_input is not False:
-        raise ConfigError(
-            "image_input is not supported with a backbone converted by coremltools "
-            "yet; feed a MultiArray, or make the backbone translatable"
-        )
     trains = Context(set(trainable) if trainable is not None else None, allow_unsupported).trains
-    backbone, head = keras_backbone(model, trains, reason)
+    backbone, head = keras_backbone(model, trains, reason, image_input)
     graph, ctx = keras_to_graph(head, trainable=trainable, allow_unsupported=allow_unsupported)
     return (rename_graph_input(graph, FEATURES), ctx), backbone

@@ -18,7 +18,12 @@ from typing import Any, Optional
 
 from ...compose import Backbone
 from ...errors import ConfigError, UnsupportedError, first_line
-from ..common.coremltools import FEATURES, convert_with_coremltools, single_input
+from ..common.coremltools import (
+    FEATURES,
+    backbone_image,
+    convert_with_coremltools,
+    single_input,
+)
 from .capture import as_example_inputs, capture
 from .context import layer_name
 from .graph import torch_to_graph
@@ -142,13 +147,15 @@ def _rebuild(torch: Any, unlifted: Any, cut: Any, head: set[Any]) -> tuple[Any, 
 
 
 def torch_backbone(
-    prefix: Any, example_inputs: Any, input_name: str, reason: str
+    prefix: Any, example_inputs: Any, input_name: str, reason: str, image_input: Any = None
 ) -> tuple[Backbone, Any]:
     """Convert a frozen torch module with coremltools (traced on one example, without the
-    batch axis): the backbone and its output on ``example_inputs`` (the head's example)."""
+    batch axis; an image input on a batch of one, the shape Core ML's image mapping gives):
+    the backbone and its output on ``example_inputs`` (the head's example)."""
     import torch
 
     (example,) = single_input(as_example_inputs(example_inputs), "torch backbone")
+    image = backbone_image(image_input, input_name, example.shape[1:])
     was_training = prefix.training
     prefix.eval()
     try:
@@ -158,7 +165,11 @@ def torch_backbone(
         with torch.no_grad():
             try:
                 features = prefix(example)
-                traced = torch.jit.trace(per_example, example[0])
+                traced = (
+                    torch.jit.trace(prefix, example[:1])
+                    if image is not None
+                    else torch.jit.trace(per_example, example[0])
+                )
             except Exception as exc:
                 raise UnsupportedError(
                     f"torch.jit.trace could not trace the frozen backbone "
@@ -167,7 +178,7 @@ def torch_backbone(
     finally:
         prefix.train(was_training)
     backbone = convert_with_coremltools(
-        traced, "pytorch", tuple(example.shape[1:]), input_name, reason
+        traced, "pytorch", tuple(example.shape[1:]), input_name, reason, image
     )
     return backbone, features
 
@@ -185,11 +196,6 @@ def torch_head(
 ) -> tuple[Any, Backbone]:
     """The coremltools path for torch: the head's ``Translation`` (reading ``FEATURES``) and
     the converted backbone, cut at the tensor that feeds the parameters that train."""
-    if image_input is not None:
-        raise ConfigError(
-            "image_input is not supported with a backbone converted by coremltools "
-            "yet; feed a MultiArray, or make the backbone translatable"
-        )
     trains = trainable_parameters(module, optimizer, trainable)
     # One example: the captured shapes (a ``view(x.size(0), -1)``) are then those of the
     # per-example trace coremltools converts.
@@ -197,7 +203,7 @@ def torch_head(
     program = capture(module, example[:1])
     prefix, head, note = split_program(program, trains, reason)
     input_name = input_names[0] if input_names else program.graph_signature.user_inputs[0]
-    backbone, features = torch_backbone(prefix, example[:1], input_name, reason)
+    backbone, features = torch_backbone(prefix, example[:1], input_name, reason, image_input)
     in_head = {name for name, _ in head.named_parameters(remove_duplicate=False)}
     state = torch_to_graph(
         head,
