@@ -70,6 +70,11 @@ def test_accelerometer_classifier_predicts_like_keras_and_is_valid(tmp_path):
     assert np.abs(got - model.predict(x, verbose=0)).max() <= TOLERANCE
     spec = load_spec(path)
     assert list(spec.description.input[0].type.multiArrayType.shape) == [CHANNELS, 1, STEPS]
+    # the app is told the layout (Xcode shows the shortDescription)
+    assert (
+        f"[{CHANNELS}, 1, {STEPS}] (channels, 1, steps)"
+        in spec.description.input[0].shortDescription
+    )
     layers = {layer.name: layer for layer in neural_network(spec).layers}
     assert layers["conv"].isUpdatable and layers["conv"].WhichOneof("layer") == "convolution"
     assert not layers["frozen_conv"].isUpdatable

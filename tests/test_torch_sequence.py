@@ -76,6 +76,11 @@ def test_sensor_model_predicts_like_torch_and_declares_a_height_1_input(tmp_path
     report = export_torch(model, x[:1], path, loss=nn.CrossEntropyLoss(), class_labels=[0, 1, 2, 3])
     runtime = load(path)
     assert list(runtime.description.input[0].type.multiArrayType.shape) == [CHANNELS, 1, STEPS]
+    # the app is told the layout (Xcode shows the shortDescription)
+    assert (
+        f"[{CHANNELS}, 1, {STEPS}] (channels, 1, steps)"
+        in runtime.description.input[0].shortDescription
+    )
     assert report.trainable == ["3", "7"]
     want = torch.softmax(model(x), 1).detach().numpy()
     assert np.abs(probabilities(runtime, width_layout(x), 4) - want).max() <= TOLERANCE

@@ -97,6 +97,8 @@ def describe_input(spec, nn, tensor, shape: tuple[int, ...]) -> None:
     feature.name = tensor.name
     if tensor.image is None:
         _describe_array(feature, shape)
+        if tensor.description:
+            feature.shortDescription = tensor.description
         return
     color = tensor.image.get("color", "rgb" if shape[0] == 3 else "grayscale")
     channels = 1 if color == "grayscale" else 3

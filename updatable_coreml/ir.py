@@ -26,6 +26,9 @@ class TensorSpec:
     name: str
     shape: tuple[int, ...]
     image: Optional[dict[str, Any]] = None  # {"color": "rgb"|"bgr"|"grayscale", "scale", "bias"}
+    #: what the app must know to fill the input when its layout is not the obvious one (the
+    #: backend writes it as the feature's shortDescription, which Xcode shows)
+    description: str = ""
 
 
 @dataclass

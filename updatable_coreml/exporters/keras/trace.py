@@ -12,6 +12,7 @@ from ...ir import Graph, TensorSpec
 from ...options import did_you_mean
 from ..common.builder import run_converter
 from ..common.image import apply_image_input
+from ..common.inputs import width_description
 from . import converters  # noqa: F401  (importing registers the converters)
 from .context import CONVERTERS, Context, LayerCall, Tensor, _functional, _keras, channel_first
 
@@ -183,4 +184,5 @@ def _width_inputs(graph: Graph) -> Graph:
             graph.outputs = [spec.name if o == permute.outputs[0] else o for o in graph.outputs]
         steps, channels = spec.shape
         spec.shape = (channels, 1, steps)
+        spec.description = width_description(channels, steps)
     return graph

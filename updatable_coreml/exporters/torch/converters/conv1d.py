@@ -15,6 +15,7 @@ from typing import Any
 
 from ....errors import UnsupportedError
 from ....passes import infer_shapes
+from ...common.inputs import width_description
 from ...common.pooling import ceil_mode_pads
 from ..context import Translation, _op_name, converter, full_shape, where
 from .sequence import TIME_MAJOR
@@ -50,6 +51,7 @@ def declare_width_inputs(state: Translation, placeholders: list) -> None:
             seen.add(user.name)
             if _op_name(user).rstrip("_") in WIDTH_OPS:
                 spec.shape = (shape[1], 1, shape[2])
+                spec.description = width_description(shape[1], shape[2])
                 break
             value = user.meta.get("val")
             if getattr(value, "shape", None) is not None and tuple(value.shape) == shape:
