@@ -464,3 +464,41 @@ def test_a_trainable_gru_is_refused_by_name(reset_after, tmp_path):
     )
     with pytest.raises(NotUpdatableError, match="'gru'.*freeze"):
         export(model, tmp_path / "x.mlmodel", loss="mse")
+
+
+def per_step_dense_classifier() -> keras.Model:
+    """Embedding -> Dense on every step (frozen) -> LSTM (frozen) -> Dense head."""
+    model = keras.Sequential(
+        [
+            keras.Input((STEPS,)),
+            L.Embedding(VOCAB, 4, name="embed"),
+            L.Dense(5, activation="tanh", name="proj"),
+            L.LSTM(3, name="lstm"),
+            L.Dense(3, activation="softmax", name="head"),
+        ]
+    )
+    for layer in model.layers[:-1]:
+        layer.trainable = False
+    return randomize(model, seed=4, scale=0.6)
+
+
+def test_a_dense_on_every_step_predicts_like_keras(tmp_path):
+    """Keras applies a Dense to a (steps, C) tensor step by step; Core ML's innerProduct does
+    the same on a rank-5 sequence blob ((Seq * B, C) rows, NeuralNetwork.proto)."""
+    model = per_step_dense_classifier()
+    path = tmp_path / "per_step.mlmodel"
+    export(model, path, loss="sparse_categorical_crossentropy", class_labels=["a", "b", "c"])
+    layers = {layer.name: layer for layer in neural_network(load(path).spec).layers}
+    assert layers["proj"].WhichOneof("layer") == "innerProduct"
+    assert not layers["proj"].isUpdatable
+    tokens = np.random.default_rng(3).integers(0, VOCAB, (8, STEPS))
+    got = probabilities(path, core_ml_layout(tokens))
+    assert np.abs(got - model.predict(tokens, verbose=0)).max() <= TOLERANCE
+
+
+def test_a_trainable_dense_on_every_step_is_refused_by_name(tmp_path):
+    model = per_step_dense_classifier()
+    model.get_layer("proj").trainable = True
+    with pytest.raises(NotUpdatableError, match="'proj'.*every step.*freeze it"):
+        export(model, tmp_path / "x.mlmodel", loss="sparse_categorical_crossentropy")
+    assert not (tmp_path / "x.mlmodel").exists()

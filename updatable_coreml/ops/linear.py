@@ -11,7 +11,10 @@ from ._table import Shape, Shapes, define, writes
 
 
 def _dense_shape(node: Node, shapes: Sequence[Shape]) -> Shape:
-    return (node.weights["weight"].shape[0],)
+    """``(out,)``, or ``(Seq, out)`` on a sequence: Core ML's innerProduct maps a rank-5
+    ``(Seq, B, C, 1, 1)`` blob to ``(Seq * B, C)`` rows (NeuralNetwork.proto), one per step."""
+    out = node.weights["weight"].shape[0]
+    return (shapes[0][0], out) if len(shapes[0]) == 2 else (out,)
 
 
 def _write_dense(layer: Any, node: Node, shapes: Shapes) -> None:
@@ -28,7 +31,7 @@ def _write_dense(layer: Any, node: Node, shapes: Shapes) -> None:
 define(
     "dense",
     family="linear",
-    doc="w: weight (out, in), bias (out,) optional",
+    doc="w: weight (out, in), bias (out,) optional; on a sequence (Seq, C), per step",
     shape=_dense_shape,
     write=one_layer(_write_dense),
     layers=writes("innerProduct"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ....errors import UnsupportedError
+from ....errors import NotUpdatableError, UnsupportedError
 from ..activations import _with_activation
 from ..context import Context, LayerCall, Tensor, _channels_last, _numpy, _source, converts
 
@@ -21,7 +21,14 @@ def _dense(ctx: Context, layer, call: LayerCall):
     weights = {"weight": np.ascontiguousarray(kernel.T)}
     if layer.use_bias:
         weights["bias"] = _numpy(layer.bias)
-    if len(x.shape) == 1:
+    if len(x.shape) == 2 and ctx.trains(layer):  # a sequence (steps, C)
+        raise NotUpdatableError(
+            f"layer {layer.name!r}: a Dense applied to every step of a sequence cannot "
+            "train on device (whether Core ML updates an innerProduct over a sequence "
+            "is unknown: we found no Apple test or document on it); freeze it, or train a "
+            "Dense after the sequence is pooled"
+        )
+    if len(x.shape) in (1, 2):  # a vector, or a sequence: the same Dense on every step
         op, attrs = "dense", {}
     elif len(x.shape) == 3:  # Dense on (H, W, C) acts per pixel: a 1x1 convolution
         op, attrs = "conv2d", {"strides": (1, 1), "padding": "valid"}
