@@ -51,6 +51,8 @@ RANK_NEUTRAL = frozenset({"innerProduct", "activation"})
 def matmul_as_inner_product(nn, name: str) -> list[str]:
     """Rewrite layer ``name`` in place when it is a one-input batchedMatmul with weights and
     not transposed; returns the change (empty when there was nothing to do)."""
+    from .runtime.weights import decode_weights  # the one reader of WeightParams storage
+
     layer = next(lay for lay in nn.layers if lay.name == name)
     if layer.WhichOneof("layer") != "batchedMatmul":
         return []
@@ -68,8 +70,12 @@ def matmul_as_inner_product(nn, name: str) -> list[str]:
     c_in, c_out = int(body.weightMatrixFirstDimension), int(body.weightMatrixSecondDimension)
     # stored column-major, i.e. already as innerProduct's (C_out, C_in) (coremltools' builder,
     # add_batched_mat_mul, writes np.transpose(W).flatten(); our runtime reads it that way)
-    weights = _values(body.weights).reshape(c_out, c_in)
-    bias = _values(body.bias) if body.hasBias else np.zeros(c_out, np.float32)
+    weights = decode_weights(body.weights, f"layer {name!r} weights").reshape(c_out, c_in)
+    bias = (
+        decode_weights(body.bias, f"layer {name!r} bias")
+        if body.hasBias
+        else np.zeros(c_out, np.float32)
+    )
     layer.innerProduct.SetInParent()  # switches the layer oneof away from batchedMatmul
     product = layer.innerProduct
     product.inputChannels, product.outputChannels, product.hasBias = c_in, c_out, True
@@ -80,15 +86,6 @@ def matmul_as_inner_product(nn, name: str) -> list[str]:
         f"rewrote batchedMatmul {name!r} as the innerProduct it computes ({c_in} -> {c_out}, "
         "with a bias), the layer type Core ML can update"
     ]
-
-
-def _values(params) -> np.ndarray:
-    """The numbers of a WeightParams stored as float, float16 or raw fp32 bytes."""
-    if len(params.float16Value):
-        return np.frombuffer(params.float16Value, dtype="<f2").astype(np.float32)
-    if len(params.rawValue):
-        return np.frombuffer(params.rawValue, dtype="<f4").copy()
-    return np.asarray(params.floatValue, dtype=np.float32)
 
 
 def final_softmax(spec: Spec, nn):

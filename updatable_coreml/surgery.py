@@ -170,21 +170,21 @@ def _mark(layer, updatable: bool) -> None:
 
 def _to_fp32(layer) -> None:
     """Updatable weights must be fp32 ``floatValue``: widen fp16/raw fp32, refuse quantized."""
+    from .runtime.weights import decode_weights  # the one reader of WeightParams storage
+
     body = getattr(layer, layer.WhichOneof("layer"))
-    for params in (body.weights, body.bias) if body.hasBias else (body.weights,):
+    fields = ("weights", "bias") if body.hasBias else ("weights",)
+    for field in fields:
+        params = getattr(body, field)
         if params.HasField("quantization"):
             raise NotUpdatableError(
                 f"layer {layer.name!r} has quantized weights, which cannot be "
                 "updated on device; start from an fp32 model"
             )
-        if len(params.float16Value):
-            values = np.frombuffer(params.float16Value, dtype="<f2").astype(np.float32)
-        elif len(params.rawValue):
-            values = np.frombuffer(params.rawValue, dtype="<f4")
-        else:
-            continue
-        params.Clear()
-        params.floatValue.extend(values.tolist())
+        if len(params.float16Value) or len(params.rawValue):
+            values = decode_weights(params, f"layer {layer.name!r} {field}", layer, field)
+            params.Clear()
+            params.floatValue.extend(values.tolist())
 
 
 def _fan_in(layer) -> int:

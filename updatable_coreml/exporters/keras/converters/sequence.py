@@ -173,24 +173,7 @@ def _gru(ctx: Context, layer, call: LayerCall) -> Tensor:
     _forward_only(layer, where)
     if layer.reset_after:
         return _gru_reset_after(ctx, layer, x, where)
-    cell = layer.cell
-    weights = {
-        "W_ih": np.ascontiguousarray(_numpy(cell.kernel).T),  # Keras gates z, r, h
-        "W_hh": np.ascontiguousarray(_numpy(cell.recurrent_kernel).T),
-    }
-    if layer.use_bias:
-        weights["bias"] = _numpy(cell.bias)
-    attrs = _recurrent_attrs(layer, where)
-    name = ctx.add(
-        "gru",
-        layer.name,
-        [x],
-        attrs=attrs,
-        weights=weights,
-        trainable=ctx.trains(layer),
-        source=_source(layer),
-    )
-    return _output(name, x, attrs["hidden"], attrs["return_sequences"])
+    return _one_cell(ctx, layer, x, where, "gru")  # Keras gates z, r, h
 
 
 def _gru_reset_after(ctx: Context, layer, x: Tensor, where: str) -> Tensor:
@@ -255,12 +238,9 @@ def _single_layer(activation) -> bool:
     return activation is not None and activation.get("kind", "linear") in NONLINEARITIES
 
 
-@converts("SimpleRNN")
-def _simple_rnn(ctx: Context, layer, call: LayerCall) -> Tensor:
-    """A SimpleRNN from zero state (frozen), ``y_t = f(W x_t + U y_{t-1} + b)``."""
-    where = f"layer {layer.name!r}"
-    x = _check_recurrent(ctx, layer, call, where)
-    _forward_only(layer, where)
+def _one_cell(ctx: Context, layer, x: Tensor, where: str, op: str) -> Tensor:
+    """A one-direction recurrent layer whose cell has a kernel, a recurrent kernel and one
+    bias, as the IR ``op`` (gru, simple_rnn) with its weights transposed to (out, in)."""
     cell = layer.cell
     weights = {
         "W_ih": np.ascontiguousarray(_numpy(cell.kernel).T),
@@ -270,7 +250,7 @@ def _simple_rnn(ctx: Context, layer, call: LayerCall) -> Tensor:
         weights["bias"] = _numpy(cell.bias)
     attrs = _recurrent_attrs(layer, where)
     name = ctx.add(
-        "simple_rnn",
+        op,
         layer.name,
         [x],
         attrs=attrs,
@@ -279,6 +259,15 @@ def _simple_rnn(ctx: Context, layer, call: LayerCall) -> Tensor:
         source=_source(layer),
     )
     return _output(name, x, attrs["hidden"], attrs["return_sequences"])
+
+
+@converts("SimpleRNN")
+def _simple_rnn(ctx: Context, layer, call: LayerCall) -> Tensor:
+    """A SimpleRNN from zero state (frozen), ``y_t = f(W x_t + U y_{t-1} + b)``."""
+    where = f"layer {layer.name!r}"
+    x = _check_recurrent(ctx, layer, call, where)
+    _forward_only(layer, where)
+    return _one_cell(ctx, layer, x, where, "simple_rnn")
 
 
 @converts("Bidirectional")
