@@ -108,6 +108,15 @@ EXAMPLES: dict[str, list[tuple[list[tuple[int, ...]], dict, dict]]] = {
     ],
     "sequence_to_width": [([(5, 3)], {}, {})],
     "width_to_sequence": [([(3, 1, 5)], {}, {})],
+    "add_constant": [([(2, 3, 4)], {}, {"value": _w(2, 3, 4)}), ([(5,)], {}, {"value": _w(5)})],
+    "self_attention": [
+        ([(4, 1, 5)], {"heads": 2}, {"in_weight": _w(12, 4), "out_weight": _w(4, 4)}),
+        (
+            [(6, 2, 3)],
+            {"heads": 3},
+            {"in_weight": _w(18, 6), "in_bias": _w(18), "out_weight": _w(6, 6), "out_bias": _w(6)},
+        ),
+    ],
     "dropout": [([(3,)], {}, {})],
     "identity": [([(3,)], {}, {})],
 }

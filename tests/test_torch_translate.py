@@ -116,13 +116,25 @@ def test_reshape_forms():
     class Shapes(nn.Module):
         def forward(self, x):
             a = x.view(x.shape[0], -1)
-            b = x.reshape(x.shape[0], 2, 25)
+            b = x.reshape(x.shape[0], 2, 25, 1)
             return a, b.contiguous(), x.mean((2, 3))
 
     nodes = graph_of(Shapes(), (2, 2, 5, 5)).graph.nodes
     assert [n.op for n in nodes] == ["flatten", "reshape", "pool2d", "flatten"]
-    assert nodes[1].attrs["shape"] == (2, 25)
+    assert nodes[1].attrs["shape"] == (2, 25, 1)
     assert nodes[2].attrs["global"]
+
+
+def test_an_image_reshaped_to_rank_2_is_not_taken_for_a_sequence():
+    """(N, C, H * W) is an image's positions on their way to tokens, not a sequence of C
+    steps: an output of that shape is refused, naming the reshape."""
+
+    class Merge(nn.Module):
+        def forward(self, x):
+            return x.reshape(x.shape[0], 2, 25)
+
+    with pytest.raises(UnsupportedError, match="reshape of an activation.*channel-first"):
+        graph_of(Merge(), (2, 2, 5, 5))
 
 
 def test_reshape_across_batch_refused():

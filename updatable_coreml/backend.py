@@ -5,7 +5,8 @@ Only classic (rank-5) layers are written: a vector travels as ``(C, 1, 1)``, so
 Core ML's cross-entropy accepts) works on it without any reshape or transpose on the
 trainable path. Trainable dense/conv nodes become updatable ``innerProduct``/``convolution``
 layers. Core ML refuses iOS 13 layers under the default rank-5 input mapping, so clip/ReLU6
-are written with iOS 12 layers; only a GELU switches the network to the exact-rank mapping
+are written with iOS 12 layers; only a GELU or attention (layers outside Core ML's iOS 12
+set, ``validator.layers.is_ios12_layer``) switches the network to the exact-rank mapping
 (vectors then declared ``(1, C, 1, 1)``, images ``(1, C, H, W)``).
 
 Each node's layers are written by its entry in the op table (``updatable_coreml.ops``); this
@@ -28,6 +29,7 @@ from .errors import ConfigError, UnsupportedError
 from .ir import Graph
 from .ops import Shapes
 from .passes import infer_shapes
+from .validator.layers import is_ios12_layer
 
 Label = Union[str, int]
 LABEL_OUTPUT = "classLabel"
@@ -46,9 +48,6 @@ class Metadata:
 
 
 # -- layers ------------------------------------------------------------------------------
-
-#: Layers Core ML added in iOS 13; a network using one needs the exact-rank shape mapping.
-IOS13_LAYERS = ("gelu", "clip")
 
 
 def _exact_rank_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -204,11 +203,13 @@ def build_spec(
     )
     nn = getattr(spec, kind)
     write_layers(nn, graph, shapes)
-    if any(layer.WhichOneof("layer") in IOS13_LAYERS for layer in nn.layers):
+    if not all(is_ios12_layer(layer) for layer in nn.layers):
         if any(len(shape) == 2 for shape in shapes.values()):
+            newer = next(layer for layer in nn.layers if not is_ios12_layer(layer))
             raise UnsupportedError(
-                "a sequence model cannot use GELU: sequences need Core ML's "
-                "rank-5 input mapping, which refuses iOS 13 layers"
+                f"layer {newer.name!r}: a sequence model cannot use a layer added in iOS 13 "
+                f"({newer.WhichOneof('layer')}, for GELU or attention): sequences need Core "
+                "ML's rank-5 input mapping, which refuses such layers"
             )
         # Core ML refuses iOS 13 layers under the rank-5 mapping; with exact shapes, vectors
         # are declared (1, C, 1, 1) so classic layers (softmax needs rank >= 3, innerProduct

@@ -6,7 +6,7 @@ read shapes and capabilities from here; the backend writes with these writers; t
 them. Capabilities come from ``coreml_rules`` through the layer types an op writes.
 
 Where a new op goes: the family module (``linear``, ``conv``, ``pooling``, ``normalization``,
-``shape``, ``elementwise``, ``activation``, ``sequence``, ``recurrent``) with one
+``shape``, ``elementwise``, ``activation``, ``sequence``, ``recurrent``, ``attention``) with one
 ``define(...)`` call;
 ``tests/test_op_table.py`` then checks it has a shape rule, a writer and a runtime forward.
 """
@@ -19,6 +19,7 @@ from ..errors import UnsupportedError
 from ..ir import Node
 from . import (
     activation,
+    attention,
     conv,
     elementwise,
     linear,
@@ -42,6 +43,7 @@ FAMILIES = (
     activation,
     sequence,
     recurrent,
+    attention,
 )
 
 

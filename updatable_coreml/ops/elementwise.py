@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import UnsupportedError
 from ..ir import Node
-from ._spec import new_layer
+from ._spec import new_layer, one_layer, put_weights
 from ._table import Shape, Shapes, define, same_shape, writes, writes_nothing
 
 
@@ -63,6 +63,36 @@ define(
     shape=_broadcast_shape,
     write=_elementwise_writer("multiply"),
     layers=writes("multiply"),
+)
+
+
+def _constant_shape(node: Node, shapes: Sequence[Shape]) -> Shape:
+    shape, value = tuple(shapes[0]), node.weights["value"]
+    if len(shape) not in (1, 3) or value.shape != shape:
+        raise UnsupportedError(
+            f"layer {node.name!r}: a constant of shape {value.shape} added to a {shape} "
+            "tensor; the constant must have the tensor's shape, (C,) or (C, H, W)"
+        )
+    return shape
+
+
+def _write_add_constant(layer: Any, node: Node, shapes: Shapes) -> None:
+    """A classic ``bias`` layer holding the whole constant: NeuralNetwork.proto's
+    ``BiasLayerParams`` takes a bias of shape (C,), (1, H, W) or (C, H, W), broadcast over a
+    rank >= 3 input (a vector is (C, 1, 1) or (1, C, 1, 1) in both shape mappings)."""
+    value = node.weights["value"]
+    params = layer.bias
+    params.shape.extend(value.shape)
+    put_weights(params.bias, value)
+
+
+define(
+    "add_constant",
+    family="elementwise",
+    doc="adds a constant of the input's shape (a ViT's position embedding): w: value",
+    shape=_constant_shape,
+    write=one_layer(_write_add_constant),
+    layers=writes("bias"),
 )
 # Core ML has no dropout; the passes remove these two (and report a dropout) before writing.
 define(

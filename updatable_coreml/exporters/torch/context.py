@@ -63,6 +63,9 @@ class Translation:
     #: channel-last view of a (C, H, W) tensor, a shuffle in progress); never also in
     #: ``tensors``
     views: dict[str, Any] = field(default_factory=dict)
+    #: module paths of calls converted as a whole (``nn.MultiheadAttention``,
+    #: converters/attention.py): their aten ops are not converted one by one
+    modules: set[str] = field(default_factory=set)
 
     # reading ------------------------------------------------------------------------------
 
@@ -74,9 +77,11 @@ class Translation:
         if name in self.views:
             raise UnsupportedError(
                 f"{self.views[name].made_by}: Core ML layers keep the channel-first "
-                "layout; permuting axes is not supported, except a channel permutation "
-                "and a channel-last view (permute(0, 2, 3, 1)) read only by per-position "
-                "ops (layer_norm over the last axis, Linear, activations) and permuted back"
+                "layout; an activation with moved or merged axes can only be a channel "
+                "permutation, a channel-last view (permute(0, 2, 3, 1)) read by per-position "
+                "ops (layer_norm over the last axis, Linear, activations) and permuted back, "
+                "or (N, S, C) tokens (x.flatten(2).transpose(1, 2)) read by those, "
+                "nn.MultiheadAttention, a class token, x[:, t] and x.mean(1)"
             )
         if name in self.state_names:
             raise UnsupportedError(
@@ -85,6 +90,11 @@ class Translation:
                 "only take weights in their own slots"
             )
         raise UnsupportedError(f"argument {arg!r} is not a tensor the exporter produced")
+
+    def is_weight(self, arg: Any) -> bool:
+        """``arg`` is a parameter, buffer or constant, or one rearranged in the graph."""
+        name = getattr(arg, "name", None)
+        return name in self.state_names or name in self.derived
 
     def state(self, arg: Any) -> tuple[Optional[np.ndarray], str]:
         """A weight argument as a float32 copy (never aliasing the module) and its fqn."""

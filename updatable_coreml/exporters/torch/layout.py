@@ -73,6 +73,17 @@ def channel_last_index(base: tuple[int, ...]) -> np.ndarray:
     return _identity(base).transpose(1, 2, 0)
 
 
+def is_channel_last(view: View) -> bool:
+    """``view`` reads a (C, H, W) tensor position by position with the channels last: torch
+    sees (H, W, C) (ConvNeXt) or the positions flattened in row-major order, (H * W, C) (a
+    ViT's tokens, ``x.reshape(N, C, H * W).permute(0, 2, 1)``)."""
+    if len(view.base) != 3 or view.index.ndim not in (2, 3):
+        return False
+    if view.index.shape[-1] != view.base[0]:
+        return False
+    return np.array_equal(view.index.reshape(-1), channel_last_index(view.base).reshape(-1))
+
+
 def _as_view(state: Translation, arg: Any) -> View:
     """The view behind ``arg``, or the identity view of a plain IR tensor."""
     found = state.views.get(str(getattr(arg, "name", "")))
@@ -111,17 +122,16 @@ def settle(state: Translation, fx: Any, view: View) -> None:
     """Record ``fx`` as ``view``: the tensor itself when nothing moved; a channel-last view
     stays one (of a (C, 1, 1) tensor it is also a mere reshape, but the ops after it read it
     per position); a reshape or flatten when only the shape changed to one the IR holds
-    (rank 3 or less); a ``permute_channels``
+    (rank 1 or 3; rank 2 would be a sequence); a ``permute_channels``
     node when only channels moved; else a pending view."""
     state.views.pop(fx.name, None)
     if view.index.shape == view.base and np.array_equal(view.index, _identity(view.base)):
         state.tensors[fx.name] = view.tensor
         return
-    channel_last_view = len(view.base) == 3 and np.array_equal(
-        view.index, channel_last_index(view.base)
-    )
     in_order = np.array_equal(view.index.reshape(-1), _identity(view.base).reshape(-1))
-    if in_order and not channel_last_view and view.index.ndim <= 3:
+    # rank 2 in the IR is a sequence: an image seen as (C, H * W) stays a view (of tokens)
+    as_sequence = view.index.ndim == 2 and len(view.base) != 2
+    if in_order and not is_channel_last(view) and view.index.ndim <= 3 and not as_sequence:
         # the elements in their own order, another shape: a plain reshape or flatten
         op, attrs = reshape_kind((1, *view.base), (1, *view.index.shape), where(fx))
         state.emit(fx, op, [view.tensor], attrs=attrs)
@@ -135,18 +145,18 @@ def settle(state: Translation, fx: Any, view: View) -> None:
 
 
 def channel_last(state: Translation, arg: Any) -> Optional[View]:
-    """The view behind ``arg`` when it is a (C, H, W) tensor seen as (H, W, C), else None."""
+    """The view behind ``arg`` when it is a (C, H, W) tensor seen channel-last (as (H, W, C)
+    or as tokens (H * W, C), ``is_channel_last``), else None."""
     view = state.views.get(str(getattr(arg, "name", "")))
-    if view is None or len(view.base) != 3:
-        return None
-    return view if np.array_equal(view.index, channel_last_index(view.base)) else None
+    return view if view is not None and is_channel_last(view) else None
 
 
 def emitted_channel_last(state: Translation, fx: Any, base: tuple[int, ...], made_by: str) -> None:
     """``fx`` was just emitted as a (C, H, W) IR tensor of shape ``base`` for a per-position
-    op on a channel-last view: torch sees it channel-last too."""
+    op on a channel-last view: torch sees it channel-last too, in its own shape."""
     tensor = state.tensors.pop(fx.name)
-    state.views[fx.name] = View(tensor, base, channel_last_index(base), made_by)
+    index = channel_last_index(base).reshape(example_shape(fx))
+    state.views[fx.name] = View(tensor, base, index, made_by)
 
 
 def per_element(state: Translation, fx: Any, run: Callable[[], None]) -> bool:
@@ -162,6 +172,12 @@ def per_element(state: Translation, fx: Any, run: Callable[[], None]) -> bool:
         run()
     finally:
         del state.tensors[source.name]
-    output = state.tensors.pop(fx.name)
-    state.views[fx.name] = View(output, view.base, view.index, view.made_by)
+    emitted_as(state, fx, view)
     return True
+
+
+def emitted_as(state: Translation, fx: Any, view: View) -> None:
+    """``fx`` was just emitted as an IR tensor shaped like ``view``'s base by an op that kept
+    each element in place: torch sees it the way ``view`` is seen."""
+    tensor = state.tensors.pop(fx.name)
+    state.views[fx.name] = View(tensor, view.base, view.index, view.made_by)

@@ -22,6 +22,7 @@ from ..common.builder import run_converter
 from ..common.image import apply_image_input
 from . import converters, layout  # noqa: F401  (importing registers the converters)
 from .context import _IGNORED, CONVERTERS, Translation, _op_name, example_shape, where
+from .converters import attention
 from .converters.conv1d import declare_width_inputs
 
 
@@ -76,6 +77,8 @@ def _flat_outputs(value: Any) -> list:
 
 
 def _convert(state: Translation, fx: Any) -> None:
+    if attention.convert_call(state, fx):
+        return
     if fx.target is operator.getitem:
         _getitem(state, fx)
         return

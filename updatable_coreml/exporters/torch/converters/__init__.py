@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from . import (  # noqa: F401
     activations,
+    attention,
     conv1d,
     elementwise,
     normalization,
     pooling,
     sequence,
     shape,
+    tokens,
     weights,
 )

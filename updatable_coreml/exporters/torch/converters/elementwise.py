@@ -1,8 +1,11 @@
-"""Elementwise ops: add, mul (with a constant: an affine activation), softmax, log_softmax."""
+"""Elementwise ops: add (with a number: an affine activation; with a constant tensor: an
+``add_constant``), mul, softmax, log_softmax."""
 
 from __future__ import annotations
 
 from typing import Any, Optional
+
+import numpy as np
 
 from .... import ops
 from ....errors import UnsupportedError
@@ -10,6 +13,7 @@ from ...common.rules import LOG_SOFTMAX_ONLY_AS_OUTPUT
 from .. import layout
 from ..context import Translation, channel_axis, converter, full_shape, where
 from .activations import _softsign_div
+from .tokens import add_constant
 
 
 def _scalar(state: Translation, value: Any) -> Optional[float]:
@@ -24,6 +28,15 @@ def _scalar(state: Translation, value: Any) -> Optional[float]:
 
 def _binary(state: Translation, fx: Any, op: str, other: Any) -> None:
     left = fx.args[0]
+    views = [state.views.get(getattr(x, "name", "")) for x in (left, other)]
+    first, second = views
+    if first is not None and second is not None and first.base == second.base:
+        if np.array_equal(first.index, second.index):
+            # both seen the same way (a ViT's residual connections): the op on the tensors
+            # behind them, seen that way too
+            state.emit(fx, op, [first.tensor, second.tensor])
+            layout.emitted_as(state, fx, first)
+            return
     shapes = full_shape(left), full_shape(other)
     if (
         shapes[0] != shapes[1]
@@ -58,6 +71,11 @@ def _add(state: Translation, fx: Any, a: dict) -> None:
         )
     elif alpha != 1.0:
         raise UnsupportedError(f"add with alpha={alpha} in {where(fx)} is not supported")
+    elif state.is_weight(a["other"]) or state.is_weight(a["self"]):
+        source, constant = (
+            (a["self"], a["other"]) if state.is_weight(a["other"]) else (a["other"], a["self"])
+        )
+        add_constant(state, fx, source, constant)
     else:
         _binary(state, fx, "add", a["other"])
 
@@ -66,9 +84,8 @@ def _per_channel_scale(state: Translation, fx: Any, a: dict) -> bool:
     """A product of an image and a parameter with one value per channel (ConvNeXt's layer
     scale, (C, 1, 1) against (N, C, H, W), or (C,) against a channel-last view): a ``scale``
     node. False when the product is not of that form."""
-    names = state.state_names.keys() | state.derived.keys()
     operands = [a["self"], a["other"]]
-    weights = [x for x in operands if getattr(x, "name", None) in names]
+    weights = [x for x in operands if state.is_weight(x)]
     if len(weights) != 1:
         return False
     (weight,) = weights

@@ -1,4 +1,4 @@
-"""Pooling, and the spatial mean that is global pooling."""
+"""Pooling, and the spatial mean (or the mean of tokens) that is global pooling."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from ....errors import UnsupportedError
 from ....ir import Node
 from ...common.pooling import ceil_mode_pads
 from ...common.rules import require_spatial_axes
+from .. import layout
 from ..context import Translation, _pair, converter, example_shape, full_shape, where
 from .conv1d import reduce_over_length
 
@@ -53,14 +54,21 @@ def _avg_pool2d(state: Translation, fx: Any, a: dict) -> None:
 
 
 def _global_avg_pool(state: Translation, fx: Any, source: Any, suffix: str = "") -> Node:
+    return global_avg_pool(state, fx, state.tensor(source), example_shape(source), suffix)
+
+
+def global_avg_pool(
+    state: Translation, fx: Any, tensor: str, shape: tuple[int, ...], suffix: str = ""
+) -> Node:
+    """The mean over the positions of IR tensor ``tensor`` of shape (C, H, W), kept (C, 1, 1)."""
     return state.emit(
         fx,
         "pool2d",
-        [state.tensor(source)],
+        [tensor],
         suffix=suffix,
         attrs={
             "kind": "avg",
-            "kernel": example_shape(source)[1:],
+            "kernel": shape[1:],
             "strides": (1, 1),
             "padding": "valid",
             "global": True,
@@ -101,6 +109,18 @@ def _adaptive_avg_pool2d(state: Translation, fx: Any, a: dict) -> None:
 
 @converter("mean")
 def _mean(state: Translation, fx: Any, a: dict) -> None:
+    if a["self"].name in state.views:
+        view = layout.channel_last(state, a["self"])
+        dims = sorted(int(d) % 3 for d in a["dim"] or ())
+        if view is None or view.index.ndim != 2 or dims != [1] or a["keepdim"]:
+            raise UnsupportedError(
+                f"mean over axes {list(a['dim'] or ())} of a rearranged activation in "
+                f"{where(fx)}: only the mean of (N, S, C) tokens over the tokens "
+                "(x.mean(dim=1)) is supported"
+            )
+        pooled = global_avg_pool(state, fx, view.tensor, view.base, suffix=".pool")
+        state.emit(fx, "flatten", pooled.outputs)
+        return
     if len(full_shape(a["self"])) == 3:  # a 1-D map (N, C, L): over its length
         reduce_over_length(state, fx, a, "avg")
         return

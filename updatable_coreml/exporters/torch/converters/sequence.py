@@ -20,6 +20,7 @@ import numpy as np
 from ....errors import UnsupportedError
 from ....passes import infer_shapes
 from ..context import Translation, _op_name, converter, full_shape, where
+from .tokens import select_token
 
 #: torch's recurrent ops (aten names) whose zero initial states export writes with ``zeros``.
 RECURRENT = ("lstm", "gru", "rnn_tanh", "rnn_relu")
@@ -420,8 +421,12 @@ def _select(state: Translation, fx: Any, a: dict) -> None:
     """One step of a recurrent layer's output (``out[:, t]``, time-major ``out[t]``): the
     steps moved onto the width axis, cropped to step t, flattened (classic layers). When
     the recurrent converter made the layer return only its last step (``out[:, -1]``,
-    ``h_n[-1]``), that step is the layer's output. Any other selection is refused."""
+    ``h_n[-1]``), that step is the layer's output. One token of a ViT's tokens (a view) is
+    ``tokens.select_token``. Any other selection is refused."""
     source, dim, index = a["self"], int(a["dim"]), int(a["index"])
+    if source.name in state.views:
+        select_token(state, fx, source, dim, index)
+        return
     layout = state.layouts.get(source.name, "")
     steps = full_shape(source)[dim]
     index %= steps

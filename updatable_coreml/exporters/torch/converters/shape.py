@@ -18,6 +18,7 @@ from ..context import (
     where,
 )
 from .sequence import bag_indices
+from .tokens import concatenate_tokens
 
 
 @converter("flatten", "view", "reshape", "_unsafe_view", "squeeze", "unsqueeze")
@@ -30,7 +31,9 @@ def _reshape(state: Translation, fx: Any, a: dict) -> None:
         return
     op, attrs = reshape_kind(full_shape(source), full_shape(fx), f"{_op_name(fx)} in {where(fx)}")
     target = example_shape(fx)
-    if source.name in state.views or (op == "reshape" and len(target) > 3):
+    # an image reshaped to (C, H * W) is not a sequence: a ViT's patches on their way to tokens
+    image_to_rank2 = len(target) == 2 and len(example_shape(source)) == 3
+    if source.name in state.views or (op == "reshape" and (len(target) > 3 or image_to_rank2)):
         layout.rearrange(state, fx, source, lambda index: index.reshape(target))
     elif op == "alias":
         state.alias(fx, source)
@@ -41,10 +44,14 @@ def _reshape(state: Translation, fx: Any, a: dict) -> None:
 @converter("cat", "concat")
 def _cat(state: Translation, fx: Any, a: dict) -> None:
     """A concatenation; of one tensor (torchvision's DenseNet calls ``torch.cat([x], 1)``) it
-    is that tensor: Core ML refuses a concat layer with fewer than 2 inputs."""
+    is that tensor: Core ML refuses a concat layer with fewer than 2 inputs. With a constant
+    or tokens among the tensors, it is a class token joining tokens (``tokens``)."""
     tensors = list(a["tensors"])
     if len(tensors) == 1:
         state.alias(fx, tensors[0])
+        return
+    if any(state.is_weight(t) or t.name in state.views for t in tensors):
+        concatenate_tokens(state, fx, tensors, int(a["dim"]))
         return
     channel_axis(fx, int(a["dim"]), "concatenation")
     state.emit(fx, "concat", [state.tensor(t) for t in tensors])

@@ -57,11 +57,6 @@ def _linear_per_position(state: Translation, fx: Any, a: dict, view: Any) -> Non
     layout.emitted_channel_last(state, fx, (weight.shape[0], *view.base[1:]), view.made_by)
 
 
-def _is_weight(state: Translation, arg: Any) -> bool:
-    name = getattr(arg, "name", None)
-    return name in state.state_names or name in state.derived
-
-
 def _moved_axes(fx: Any, a: dict, rank: int) -> list[int]:
     """The axis order of a permute, transpose or t/numpy_T (all axes reversed)."""
     if _op_name(fx) == "permute":
@@ -80,11 +75,11 @@ def _permute(state: Translation, fx: Any, a: dict) -> None:
     when it is one (``converters/sequence.py``), else its axes move within each example
     (``layout``: a channel-last view, a channel shuffle)."""
     source = fx.args[0]
-    if not _is_weight(state, source) and len(full_shape(source)) == 3:
+    if not state.is_weight(source) and len(full_shape(source)) == 3:
         if source.name not in state.views:
             transpose_activation(state, fx, a)
             return
-    if not _is_weight(state, source):
+    if not state.is_weight(source):
         axes = _moved_axes(fx, a, len(full_shape(source)))
         if axes[0] != 0:
             raise UnsupportedError(
@@ -103,7 +98,7 @@ def _permute(state: Translation, fx: Any, a: dict) -> None:
 def _matmul(state: Translation, fx: Any, a: dict) -> None:
     """``x @ W.T (+ b)`` with a weight operand: a dense layer, as in decomposed programs."""
     if (
-        not _is_weight(state, a["mat2"])
+        not state.is_weight(a["mat2"])
         or float(a.get("beta", 1)) != 1
         or float(a.get("alpha", 1)) != 1
     ):
