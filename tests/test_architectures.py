@@ -28,11 +28,7 @@ HARNESS = Path(architectures.__file__)
 FAST = ("keras:MobileNetV2", "torch:squeezenet1_1")
 
 #: Cases that do not pass yet: the first failing stage and what it says.
-KNOWN_FAILURES = {
-    # the class token: expand of a parameter, concatenation along the sequence axis, then
-    # attention over (N, 37, 768) tokens; none of it has a converter yet
-    "torch:vit_b_16": ("export", "'expand'"),
-}
+KNOWN_FAILURES: dict[str, tuple[str, str]] = {}
 
 
 def _param(key: str):

@@ -448,3 +448,86 @@ def test_core_ml_mse_loss_value(probe, tmp_path):
     assert np.isclose(ours, measured, rtol=TOL, atol=TOL), (
         f"our default reports {ours:.6g}, Core ML {measured:.6g} ({matches or 'no closed form'})"
     )
+
+
+# -- a head trained after attention (N-d layers in the frozen part) -------------------------------
+
+
+def _attention_task(tmp_path: Path) -> dict:
+    """A transformer encoder (tokens, attention: batchedMatmul, softmaxND, reshapeStatic under
+    the exact-rank mapping) with a trainable Linear head, as a regressor trained with MSE:
+    the request for the probe, and our runtime's predictions on the probes before and after
+    the same task. Whether Core ML trains a head behind N-d frozen layers as it does behind
+    classic ones has no public evidence; this measures it."""
+    torch = pytest.importorskip("torch")
+    from test_torch_attention import PatchEncoder
+    from updatable_coreml.exporters.torch import export_torch
+
+    torch.manual_seed(0)
+    model = PatchEncoder().eval()
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(8, 3, 8, 12, generator=generator)
+    y = torch.randn(8, 3, generator=generator)
+    path = tmp_path / "attention.mlmodel"
+    report = export_torch(
+        model, x[:1], path, loss=torch.nn.MSELoss(), trainable=["head"], regressor=True,
+        optimizer=torch.optim.SGD(model.head.parameters(), lr=0.1), batch_size=4, epochs=2,
+        shuffle=False,
+    )  # fmt: skip
+    (output,) = report.outputs
+    runtime = load(path)
+    (name,) = [feature.name for feature in runtime.description.input]
+    target = f"{output}_true"
+    declared = tuple(
+        next(
+            f for f in runtime.description.trainingInput if f.name == target
+        ).type.multiArrayType.shape
+    )  # exact-rank mapping: (1, 3, 1, 1), like the output
+    examples = [
+        {name: x[i : i + 1].numpy(), target: y[i].numpy().reshape(declared)} for i in range(len(x))
+    ]
+    probes = [{name: x[i : i + 1].numpy()} for i in range(3)]
+    before = [np.asarray(runtime.predict(p)[output]).reshape(-1) for p in probes]
+    trained = runtime.update(examples).model
+    after = [np.asarray(trained.predict(p)[output]).reshape(-1) for p in probes]
+    request = {
+        "model": str(path),
+        "output": output,
+        "examples": [{k: _array(v) for k, v in e.items()} for e in examples],
+        "probes": [{k: _array(v) for k, v in p.items()} for p in probes],
+        "learning_rates": [],
+    }
+    return {"request": request, "before": np.asarray(before), "after": np.asarray(after)}
+
+
+def test_the_attention_task_changes_the_predictions(tmp_path):
+    """Runs everywhere: the task moves the head enough that a Mac run comparing the trained
+    predictions cannot pass without training."""
+    task = _attention_task(tmp_path)
+    assert np.abs(task["after"] - task["before"]).max() > 100 * TOL
+
+
+@on_mac
+def test_core_ml_trains_a_head_after_attention_like_our_runtime(probe, tmp_path):
+    import coremltools as ct
+
+    task = _attention_task(tmp_path)
+    request = task["request"]
+    theirs = ct.models.MLModel(request["model"])
+    for p, ours in zip(request["probes"], task["before"], strict=True):
+        feed = {k: np.asarray(v["array"]["values"], np.float32).reshape(v["array"]["shape"])
+                for k, v in p.items()}  # fmt: skip
+        got = np.asarray(theirs.predict(feed)[request["output"]]).reshape(-1)
+        np.testing.assert_allclose(got, ours, atol=TOL)
+    (tmp_path / "request.json").write_text(json.dumps(request))
+    result = subprocess.run(
+        [str(probe), str(tmp_path / "request.json"), str(tmp_path / "answer.json")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads((tmp_path / "answer.json").read_text())
+    assert answer.get("error") is None, answer["error"]
+    print(f"\n[Core ML measured] after attention: {np.round(answer['after'], 6).tolist()}")
+    np.testing.assert_allclose(np.asarray(answer["after"]), task["after"], atol=TOL, rtol=TOL)

@@ -9,6 +9,7 @@ that made its ops (``nn_module_stack``), checked to be the plain self-attention 
 
 from __future__ import annotations
 
+from operator import getitem
 from typing import Any, Optional
 
 import numpy as np
@@ -43,7 +44,6 @@ ALLOWED_OPS = frozenset(
         "softmax",
         "mean",
         "dropout",
-        "getitem",
     }
 )
 
@@ -93,24 +93,36 @@ def _refuse(path: str, why: str) -> UnsupportedError:
 
 def _self_attention(state: Translation, path: str, group: list) -> None:
     members = {node.name for node in group}
-    unsupported = sorted({_op_name(node) for node in group} - ALLOWED_OPS)
-    if unsupported:
-        raise _refuse(path, f"torch op {unsupported[0]!r} in its forward")
-    sources, weights = [], {}
+    for node in group:
+        if _op_name(node) == "scaled_dot_product_attention":
+            extras = [node.kwargs.get(k) for k in ("attn_mask", "scale")] + list(node.args[3:])
+            if any(v not in (None, 0.0, False) for v in extras) or node.kwargs.get("is_causal"):
+                raise _refuse(path, "a mask, causal attention or a custom scale")
+    sources, weights, placeholders = [], {}, {}
     for node in group:
         for arg in node.all_input_nodes:
             if arg.name in members:
                 continue
             if state.is_weight(arg):
-                _, fqn = state.weight(arg)
+                pair = state.weight(arg)
+                fqn = pair[1]
                 role = _PARAMETERS.get(fqn[len(path) + 1 :] if fqn.startswith(path) else fqn)
                 if role is None:
                     raise _refuse(path, f"parameter {fqn!r}")
-                weights[role] = state.weight(arg)
+                weights[role], placeholders[role] = pair, arg
             elif arg not in sources:
                 sources.append(arg)
     if len(sources) != 1:
-        raise _refuse(path, f"it reads {len(sources)} activations (query, key, value, masks)")
+        raise _refuse(
+            path,
+            f"it reads {len(sources)} activations (query, key, value, masks; or the module "
+            "is called more than once)",
+        )
+    unsupported = sorted(
+        {_op_name(node) for node in group if node.target is not getitem} - ALLOWED_OPS
+    )
+    if unsupported:
+        raise _refuse(path, f"torch op {unsupported[0]!r} in its forward")
     (source,) = sources
     view = layout.channel_last(state, source)
     if view is None or view.index.ndim != 2:
@@ -118,25 +130,28 @@ def _self_attention(state: Translation, path: str, group: list) -> None:
     readers = [node for node in group if source in node.all_input_nodes]
     if any(_op_name(node) != "transpose" for node in readers):
         raise _refuse(path, "batch_first=False")
-    for node in group:
-        if _op_name(node) == "scaled_dot_product_attention":
-            extras = [node.kwargs.get(k) for k in ("attn_mask", "scale")] + list(node.args[3:])
-            if any(v not in (None, 0.0, False) for v in extras) or node.kwargs.get("is_causal"):
-                raise _refuse(path, "a mask, causal attention or a custom scale")
     outputs = [node for node in group if any(u.name not in members for u in node.users)]
-    if len(outputs) != 1 or full_shape(outputs[0]) != full_shape(source):
+    if len(outputs) != 1 or not _projects_out(outputs[0], placeholders.get("out_weight")):
         raise _refuse(path, "its attention weights are read")
     (output,) = outputs
     embed, size = full_shape(source)[2], _head_size(path, group)
     for node in group:
         if _op_name(node) == "mul" and not _is_query_scale(node.args[1], size):
             raise _refuse(path, f"a query scaled by {node.args[1]!r}, not 1 / sqrt({size})")
-    heads = embed // size
-    in_weight = weights.get("in_weight")
-    if "out_weight" not in weights or in_weight is None:
-        raise _refuse(path, "separate query, key and value projections (kdim, vdim)")
-    state.emit(output, "self_attention", [view.tensor], attrs={"heads": heads}, weights=weights)
+    if "in_weight" not in weights:
+        raise _refuse(path, "no packed in_proj_weight (separate kdim, vdim projections)")
+    state.emit(
+        output, "self_attention", [view.tensor], attrs={"heads": embed // size}, weights=weights
+    )
     layout.emitted_channel_last(state, output, view.base, view.made_by)
+
+
+def _projects_out(node: Any, out_weight: Any) -> bool:
+    """``node`` is the output projection's result, reshaped (the attention output, not the
+    attention weights, which can have the same shape when S = C)."""
+    while _op_name(node) in ("view", "reshape", "_unsafe_view", "transpose", "permute"):
+        node = node.args[0]
+    return _op_name(node) == "linear" and out_weight is not None and node.args[1] is out_weight
 
 
 def _head_size(path: str, group: list) -> int:

@@ -1,0 +1,230 @@
+"""Vision transformers through our torch frontend as one network: tokens, class token,
+position embedding, ``nn.MultiheadAttention`` (and ``nn.TransformerEncoder``), a token or
+the mean of tokens into a trainable head. Forward parity with torch (max abs <= 1e-4),
+training parity of the head (relative to torch's step, <= 1e-4), and clear refusals for the
+attention forms the ``self_attention`` op does not compute."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from test_torch_training import BATCH, EPOCHS, assert_same_update, data, train_torch  # noqa: E402
+from updatable_coreml import validator  # noqa: E402
+from updatable_coreml._proto import NeuralNetwork_pb2  # noqa: E402
+from updatable_coreml.errors import UnsupportedError  # noqa: E402
+from updatable_coreml.exporters.torch import export_torch  # noqa: E402
+from updatable_coreml.runtime.model import load  # noqa: E402
+
+TOLERANCE = 1e-4
+
+
+def small_vit(seed: int = 0) -> nn.Module:
+    """torchvision's VisionTransformer, small: 2 layers, 2 heads, 16-wide tokens, 5 classes.
+    Class token, position embedding and head get random values (torchvision starts the
+    class token and the head at zero, which would make every parity vacuous)."""
+    from torchvision_models import torchvision_models
+
+    torchvision_models()
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(seed)
+    model = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+        num_classes=5,
+    )  # fmt: skip
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.startswith(("class_token", "encoder.pos_embedding", "heads")):
+                parameter.normal_(0, 0.5)
+    return model.eval()
+
+
+class PatchEncoder(nn.Module):
+    """Patches -> tokens -> a transformer encoder -> the mean of the tokens -> a head."""
+
+    def __init__(self, **layer_options) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, 4, 4)
+        layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, **layer_options)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        tokens = self.patch(x).flatten(2).transpose(1, 2)
+        return self.head(self.encoder(tokens).mean(dim=1))
+
+
+class Attention(nn.Module):
+    """One MultiheadAttention call on an image's tokens, then token ``t`` into a head.
+    ``call`` chooses the arguments, so the refusal tests can vary them."""
+
+    def __init__(self, call=None, token: int = 0, **options) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, 2, 2)
+        self.attention = nn.MultiheadAttention(8, 4, batch_first=True, **options)
+        self.head = nn.Linear(8, 3)
+        self.call = call or (lambda attention, t: attention(t, t, t)[0])
+        self.token = token
+
+    def forward(self, x):
+        tokens = self.patch(x).flatten(2).transpose(1, 2)
+        return self.head(self.call(self.attention, tokens)[:, self.token])
+
+
+def run(path, x: torch.Tensor) -> np.ndarray:
+    """The exported model's first output for ``x``, fed as Core ML's exact-rank (1, C, H, W)."""
+    runtime = load(path)
+    (name,) = [feature.name for feature in runtime.description.input]
+    declared = tuple(runtime.description.input[0].type.multiArrayType.shape)
+    assert declared == (1, *x.shape[1:])
+    output = runtime.description.output[0].name
+    return np.asarray(runtime.predict({name: x.numpy()[:, None]})[output]).reshape(len(x), -1)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["vit", "encoder_post_norm_relu", "encoder_pre_norm_gelu", "attention_need_weights_no_bias"],
+)
+def test_forward_parity(case, tmp_path):
+    models = {
+        "vit": lambda: (small_vit(), (3, 32, 32)),
+        "encoder_post_norm_relu": lambda: (PatchEncoder(), (3, 8, 12)),
+        "encoder_pre_norm_gelu": lambda: (
+            PatchEncoder(norm_first=True, activation="gelu"),
+            (3, 8, 12),
+        ),
+        "attention_need_weights_no_bias": lambda: (
+            Attention(token=5, bias=False),  # need_weights=True: torch's own product path
+            (3, 6, 8),
+        ),
+    }
+    torch.manual_seed(1)
+    model, shape = models[case]()
+    model.eval()
+    x = torch.randn(4, *shape)
+    path = tmp_path / "model.mlmodel"
+    export_torch(
+        model, x, path, loss=nn.MSELoss(), trainable=["heads.head" if case == "vit" else "head"]
+    )
+    expected = model(x).detach().numpy()
+    assert np.abs(run(path, x) - expected).max() <= TOLERANCE
+    spec = load(path).spec
+    assert spec.neuralNetwork.arrayInputShapeMapping == NeuralNetwork_pb2.EXACT_ARRAY_MAPPING
+    assert validator.is_valid(validator.validate(spec))
+
+
+OPTIMIZERS = {
+    "sgd_momentum": lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9),
+    "adam": lambda params: torch.optim.Adam(params, lr=0.01, betas=(0.8, 0.99), eps=1e-7),
+}
+
+
+@pytest.mark.parametrize("optimizer_name", sorted(OPTIMIZERS))
+def test_vit_head_trains_like_torch(optimizer_name, tmp_path):
+    model = small_vit()
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = name.startswith("heads")
+    x, y = data(2 * BATCH, (3, 32, 32), 5)
+    before = copy.deepcopy(model)
+    optimizer = OPTIMIZERS[optimizer_name](model.heads.parameters())
+    path = tmp_path / "vit.mlmodel"
+    labels = ["a", "b", "c", "d", "e"]
+    export_torch(
+        before,
+        x[:1],
+        path,
+        loss=nn.CrossEntropyLoss(),
+        optimizer=OPTIMIZERS[optimizer_name](before.heads.parameters()),
+        batch_size=BATCH,
+        epochs=EPOCHS,
+        shuffle=False,
+        class_labels=labels,
+    )
+    train_torch(model, optimizer, nn.CrossEntropyLoss(), x, y)
+    runtime = load(path)
+    name = runtime.description.input[0].name
+    result = runtime.update({name: x.numpy()[:, None], "classLabel": np.asarray(labels)[y.numpy()]})
+    assert assert_same_update(before, model, result.model, ["heads.head"]) <= 1e-4
+
+
+def test_attention_is_one_written_unit_named_after_the_module(tmp_path):
+    path = tmp_path / "m.mlmodel"
+    export_torch(Attention(), torch.randn(2, 3, 6, 8), path, loss=nn.MSELoss(), trainable=["head"])
+    layers = [layer for layer in load(path).spec.neuralNetwork.layers]
+    kinds = [layer.WhichOneof("layer") for layer in layers if layer.name.startswith("attention")]
+    assert kinds == ["convolution", "reshapeStatic"] * 3 + [
+        "batchedMatmul",
+        "softmaxND",
+        "batchedMatmul",
+        "reshapeStatic",
+        "convolution",
+    ]
+    assert layers[-1].name == "head" and layers[-1].isUpdatable
+
+
+CAUSAL = torch.ones(12, 12).triu(1).bool()
+
+
+@pytest.mark.parametrize(
+    "model, words",
+    [
+        (Attention(lambda a, t: a(t, t.relu(), t)[0]), r"reads 2 activations"),
+        (Attention(lambda a, t: a(t, t, t, need_weights=True)[1] @ t), r"weights are read"),
+        (Attention(add_bias_kv=True), r"parameter 'attention.bias_k'"),
+        (Attention(add_zero_attn=True), r"torch op 'cat'"),
+        (Attention(lambda a, t: a(t, t, t, attn_mask=CAUSAL, need_weights=False)[0]), "mask"),
+    ],
+    ids=["cross", "weights_used", "bias_kv", "zero_attn", "attn_mask"],
+)
+def test_attention_forms_it_does_not_compute_are_refused_naming_the_module(model, words, tmp_path):
+    with pytest.raises(UnsupportedError, match=r"MultiheadAttention 'attention'.*" + words):
+        export_torch(
+            model.eval(),
+            torch.randn(2, 3, 6, 8),
+            tmp_path / "m.mlmodel",
+            loss=nn.MSELoss(),
+            trainable=["head"],
+        )
+
+
+def test_time_major_attention_is_refused(tmp_path):
+    class TimeMajor(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch = nn.Conv2d(3, 8, 2, 2)
+            self.attention = nn.MultiheadAttention(8, 2)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            tokens = self.patch(x).flatten(2).permute(2, 0, 1)  # (S, N, C)
+            return self.head(self.attention(tokens, tokens, tokens)[0][0])
+
+    with pytest.raises(UnsupportedError, match="batch axis|batch_first"):
+        export_torch(
+            TimeMajor().eval(), torch.randn(2, 3, 6, 8), tmp_path / "m.mlmodel",
+            loss=nn.MSELoss(), trainable=["head"],
+        )  # fmt: skip
+
+
+def test_class_token_forms_it_cannot_hold_are_refused(tmp_path):
+    class TwoImages(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch = nn.Conv2d(3, 8, 2, 2)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            tokens = self.patch(x).flatten(2).transpose(1, 2)
+            return self.head(torch.cat([tokens, tokens], dim=1)[:, 0])
+
+    with pytest.raises(UnsupportedError, match="only the tokens of one image"):
+        export_torch(
+            TwoImages().eval(), torch.randn(2, 3, 6, 8), tmp_path / "m.mlmodel",
+            loss=nn.MSELoss(), trainable=["head"],
+        )  # fmt: skip
