@@ -117,6 +117,7 @@ EXAMPLES: dict[str, list[tuple[list[tuple[int, ...]], dict, dict]]] = {
             {"in_weight": _w(18, 6), "in_bias": _w(18), "out_weight": _w(6, 6), "out_bias": _w(6)},
         ),
     ],
+    "dot_product_attention": [([(4, 1, 5)] * 3, {"heads": 2, "scale": 0.7}, {})],
     "dropout": [([(3,)], {}, {})],
     "identity": [([(3,)], {}, {})],
 }

@@ -77,6 +77,63 @@ class Attention(nn.Module):
         return self.head(self.call(self.attention, tokens)[:, self.token])
 
 
+class PackedAttention(nn.Module):
+    """timm's attention: one Linear for query, key and value, heads split by a reshape and a
+    permute that moves the batch axis, ``unbind``, ``F.scaled_dot_product_attention``."""
+
+    def __init__(self, channels: int = 8, heads: int = 2) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = nn.Linear(channels, channels)
+        self.heads = heads
+
+    def forward(self, x):
+        n, s, c = x.shape
+        qkv = self.qkv(x).reshape(n, s, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        x = nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(n, s, c))
+
+
+class SeparateAttention(nn.Module):
+    """Three Linear layers, heads split by ``reshape(N, S, heads, d).transpose(1, 2)``, a
+    custom scale; ``layout`` chooses how the heads are split."""
+
+    def __init__(self, channels: int = 8, heads: int = 4, split=None) -> None:
+        super().__init__()
+        self.q, self.k = nn.Linear(channels, channels), nn.Linear(channels, channels, bias=False)
+        self.v = nn.Linear(channels, channels)
+        self.heads = heads
+        self.split = split or (lambda t, n, s, h: t.reshape(n, s, h, -1).transpose(1, 2))
+
+    def forward(self, x):
+        n, s, c = x.shape
+        q, k, v = (self.split(f(x), n, s, self.heads) for f in (self.q, self.k, self.v))
+        y = nn.functional.scaled_dot_product_attention(q, k, v, scale=0.3)
+        return y.transpose(1, 2).reshape(n, s, c)
+
+
+class TinyViT(nn.Module):
+    """Patches, a class token, position embeddings, a pre-norm attention block, the class
+    token into a head: a ViT written by hand around ``attention``."""
+
+    def __init__(self, attention: nn.Module) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, 2, 2)
+        self.class_token = nn.Parameter(torch.randn(1, 1, 8))
+        self.position = nn.Parameter(torch.randn(1, 13, 8))
+        self.norm = nn.LayerNorm(8)
+        self.attention = attention
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        tokens = self.patch(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.class_token.expand(len(x), -1, -1), tokens], dim=1)
+        tokens = tokens + self.position
+        tokens = tokens + self.attention(self.norm(tokens))
+        return self.head(tokens[:, 0])
+
+
 def run(path, x: torch.Tensor) -> np.ndarray:
     """The exported model's first output for ``x``, fed as Core ML's exact-rank (1, C, H, W)."""
     runtime = load(path)
@@ -89,7 +146,14 @@ def run(path, x: torch.Tensor) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "case",
-    ["vit", "encoder_post_norm_relu", "encoder_pre_norm_gelu", "attention_need_weights_no_bias"],
+    [
+        "vit",
+        "encoder_post_norm_relu",
+        "encoder_pre_norm_gelu",
+        "attention_need_weights_no_bias",
+        "sdpa_packed_qkv",
+        "sdpa_separate_qkv_scale",
+    ],
 )
 def test_forward_parity(case, tmp_path):
     models = {
@@ -103,6 +167,8 @@ def test_forward_parity(case, tmp_path):
             Attention(token=5, bias=False),  # need_weights=True: torch's own product path
             (3, 6, 8),
         ),
+        "sdpa_packed_qkv": lambda: (TinyViT(PackedAttention()), (3, 6, 8)),
+        "sdpa_separate_qkv_scale": lambda: (TinyViT(SeparateAttention()), (3, 6, 8)),
     }
     torch.manual_seed(1)
     model, shape = models[case]()
@@ -158,7 +224,7 @@ def test_attention_is_one_written_unit_named_after_the_module(tmp_path):
     export_torch(Attention(), torch.randn(2, 3, 6, 8), path, loss=nn.MSELoss(), trainable=["head"])
     layers = [layer for layer in load(path).spec.neuralNetwork.layers]
     kinds = [layer.WhichOneof("layer") for layer in layers if layer.name.startswith("attention")]
-    assert kinds == ["convolution", "reshapeStatic"] * 3 + [
+    assert kinds == ["convolution"] * 3 + ["reshapeStatic"] * 3 + [
         "batchedMatmul",
         "softmaxND",
         "batchedMatmul",
@@ -228,3 +294,79 @@ def test_class_token_forms_it_cannot_hold_are_refused(tmp_path):
             TwoImages().eval(), torch.randn(2, 3, 6, 8), tmp_path / "m.mlmodel",
             loss=nn.MSELoss(), trainable=["head"],
         )  # fmt: skip
+
+
+def test_scaled_dot_product_attention_writes_a_channel_slice_per_packed_role(tmp_path):
+    path = tmp_path / "m.mlmodel"
+    export_torch(
+        TinyViT(PackedAttention()).eval(), torch.randn(2, 3, 6, 8), path, loss=nn.MSELoss(),
+        trainable=["head"],
+    )  # fmt: skip
+    layers = load(path).spec.neuralNetwork.layers
+    slices = [layer for layer in layers if layer.WhichOneof("layer") == "slice"]
+    assert [(s.slice.startIndex, s.slice.endIndex) for s in slices] == [(0, 8), (8, 16), (16, 24)]
+    assert sum(layer.WhichOneof("layer") == "batchedMatmul" for layer in layers) == 2
+
+
+def _interleaved(t, n, s, h):
+    """Heads split with the head index last: head h, element i is channel i * heads + h."""
+    return t.reshape(n, s, -1, h).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize(
+    "attention, words",
+    [
+        (SeparateAttention(split=_interleaved), "heads are not consecutive channels"),
+        (
+            SeparateAttention(
+                split=lambda t, n, s, h: (
+                    t.reshape(n, s, h, -1).permute(2, 0, 1, 3).relu().permute(1, 0, 2, 3)
+                )
+            ),
+            "permute of an activation.*moves the batch axis",
+        ),
+    ],
+    ids=["interleaved_heads", "batch_axis_moved_then_computed_on"],
+)
+def test_attention_inputs_it_cannot_hold_are_refused(attention, words, tmp_path):
+    with pytest.raises(UnsupportedError, match=words):
+        export_torch(
+            TinyViT(attention).eval(), torch.randn(2, 3, 6, 8), tmp_path / "m.mlmodel",
+            loss=nn.MSELoss(), trainable=["head"],
+        )  # fmt: skip
+
+
+def test_causal_attention_is_refused(tmp_path):
+    class Causal(SeparateAttention):
+        def forward(self, x):
+            n, s, c = x.shape
+            q, k, v = (self.split(f(x), n, s, self.heads) for f in (self.q, self.k, self.v))
+            y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return y.transpose(1, 2).reshape(n, s, c)
+
+    with pytest.raises(UnsupportedError, match="mask, dropout or causal"):
+        export_torch(
+            TinyViT(Causal()).eval(), torch.randn(2, 3, 6, 8), tmp_path / "m.mlmodel",
+            loss=nn.MSELoss(), trainable=["head"],
+        )  # fmt: skip
+
+
+def test_packed_attention_vit_head_trains_like_torch(tmp_path):
+    torch.manual_seed(0)
+    model = TinyViT(PackedAttention()).eval()
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = name.startswith("head")
+    x, y = data(2 * BATCH, (3, 6, 8), 3)
+    before = copy.deepcopy(model)
+    path = tmp_path / "m.mlmodel"
+    export_torch(
+        before, x[:1], path, loss=nn.CrossEntropyLoss(),
+        optimizer=torch.optim.SGD(before.head.parameters(), lr=0.1), batch_size=BATCH,
+        epochs=EPOCHS, shuffle=False, class_labels=[0, 1, 2],
+    )  # fmt: skip
+    train_torch(
+        model, torch.optim.SGD(model.head.parameters(), lr=0.1), nn.CrossEntropyLoss(), x, y
+    )
+    runtime = load(path)
+    result = runtime.update({"x": x.numpy()[:, None], "classLabel": y.numpy()})
+    assert assert_same_update(before, model, result.model, ["head"]) <= 1e-4

@@ -66,6 +66,10 @@ class Translation:
     #: module paths of calls converted as a whole (``nn.MultiheadAttention``,
     #: converters/attention.py): their aten ops are not converted one by one
     modules: set[str] = field(default_factory=set)
+    #: fx node name -> why it cannot be read as it is: an activation whose batch axis torch
+    #: moved (timm's packed q, k, v: ``permute(2, 0, 3, 1, 4)``), and the shape ops after it,
+    #: held until ``scaled_dot_product_attention`` reads them (converters/attention.py)
+    deferred: dict[str, str] = field(default_factory=dict)
 
     # reading ------------------------------------------------------------------------------
 
@@ -74,6 +78,8 @@ class Translation:
         name = getattr(arg, "name", None)
         if name in self.tensors:
             return self.tensors[name]
+        if name in self.deferred:
+            raise UnsupportedError(self.deferred[name])
         if name in self.views:
             raise UnsupportedError(
                 f"{self.views[name].made_by}: Core ML layers keep the channel-first "
@@ -249,3 +255,16 @@ def _pair(value: Any) -> tuple[int, int]:
     if isinstance(value, (list, tuple)):
         return (int(value[0]), int(value[-1]))
     return (int(value), int(value))
+
+
+def arguments(fx: Any) -> dict[str, Any]:
+    """The op's arguments by schema name, defaults filled in."""
+    values: dict[str, Any] = {}
+    for i, arg in enumerate(fx.target._schema.arguments):
+        if i < len(fx.args) and not arg.kwarg_only:
+            values[arg.name] = fx.args[i]
+        elif arg.name in fx.kwargs:
+            values[arg.name] = fx.kwargs[arg.name]
+        else:
+            values[arg.name] = arg.default_value if arg.has_default_value() else None
+    return values

@@ -21,7 +21,15 @@ from ...ir import Graph, TensorSpec
 from ..common.builder import run_converter
 from ..common.image import apply_image_input
 from . import converters, layout  # noqa: F401  (importing registers the converters)
-from .context import _IGNORED, CONVERTERS, Translation, _op_name, example_shape, where
+from .context import (
+    _IGNORED,
+    CONVERTERS,
+    Translation,
+    _op_name,
+    arguments,
+    example_shape,
+    where,
+)
 from .converters import attention
 from .converters.conv1d import declare_width_inputs
 
@@ -77,7 +85,7 @@ def _flat_outputs(value: Any) -> list:
 
 
 def _convert(state: Translation, fx: Any) -> None:
-    if attention.convert_call(state, fx):
+    if attention.convert_call(state, fx) or attention.defer(state, fx):
         return
     if fx.target is operator.getitem:
         _getitem(state, fx)
@@ -104,19 +112,6 @@ def out_of_place(op: str) -> str:
     converter serves both, since in an exported inference graph nothing else reads the
     overwritten tensor. Private ops (``_softmax``) keep their name."""
     return op[:-1] if op.endswith("_") and not op.startswith("_") else op
-
-
-def arguments(fx: Any) -> dict[str, Any]:
-    """The op's arguments by schema name, defaults filled in."""
-    values: dict[str, Any] = {}
-    for i, arg in enumerate(fx.target._schema.arguments):
-        if i < len(fx.args) and not arg.kwarg_only:
-            values[arg.name] = fx.args[i]
-        elif arg.name in fx.kwargs:
-            values[arg.name] = fx.kwargs[arg.name]
-        else:
-            values[arg.name] = arg.default_value if arg.has_default_value() else None
-    return values
 
 
 def _getitem(state: Translation, fx: Any) -> None:

@@ -82,10 +82,13 @@ def _permute(state: Translation, fx: Any, a: dict) -> None:
     if not state.is_weight(source):
         axes = _moved_axes(fx, a, len(full_shape(source)))
         if axes[0] != 0:
-            raise UnsupportedError(
+            # refused when read, unless scaled_dot_product_attention reads it
+            state.deferred[fx.name] = (
                 f"{_op_name(fx)} of an activation in {where(fx)} moves the batch axis; "
-                "Core ML layers see one example at a time: keep axis 0 first"
+                "Core ML layers see one example at a time: keep axis 0 first (except for "
+                "the query, key and value of scaled_dot_product_attention)"
             )
+            return
         per_example = [axis - 1 for axis in axes[1:]]
         layout.rearrange(state, fx, source, lambda index: index.transpose(per_example))
         return
