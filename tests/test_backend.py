@@ -52,3 +52,44 @@ def test_exact_rank_mapping_declares_vectors_rank_4_for_the_inner_product():
     assert spec.neuralNetworkRegressor.arrayInputShapeMapping == 1  # EXACT_ARRAY_MAPPING
     assert list(spec.description.input[0].type.multiArrayType.shape) == [1, 3, 1, 1]
     assert list(spec.description.output[0].type.multiArrayType.shape) == [1, 2, 1, 1]
+
+
+def _gelu_then_reshape(order: str = "chw") -> Graph:
+    return Graph(
+        [TensorSpec("x", (2, 3, 4))],
+        ["y"],
+        [
+            Node("activation", "act", ["x"], ["h"], attrs={"kind": "gelu"}),
+            Node("reshape", "r", ["h"], ["y"], attrs={"shape": (2, 1, 12), "order": order}),
+        ],
+    )
+
+
+def test_exact_rank_mapping_writes_reshapes_as_reshape_static():
+    """Under the exact-rank mapping blobs are rank 4, and Core ML's classic reshape takes rank
+    5 only (validateRankCount(layer, "Reshape", 5, 5), every release): a channel-first
+    reshape is written as the reshapeStatic it is, leading 1 included, and our runtime runs
+    it as the classic one would."""
+    from updatable_coreml.runtime.model import load
+
+    spec = build_spec(_gelu_then_reshape())
+    (layer,) = [layer for layer in spec.neuralNetwork.layers if layer.name == "r"]
+    assert layer.WhichOneof("layer") == "reshapeStatic"
+    assert list(layer.reshapeStatic.targetShape) == [1, 2, 1, 12]
+    x = np.random.default_rng(0).normal(size=(1, 1, 2, 3, 4)).astype(np.float32)
+    y = np.asarray(load(spec).predict({"x": x[0]})["y"])
+    gelu = load(
+        build_spec(Graph([TensorSpec("x", (2, 3, 4))], ["h"], _gelu_then_reshape().nodes[:1]))
+    )
+    h = np.asarray(gelu.predict({"x": x[0]})["h"])
+    np.testing.assert_array_equal(y.reshape(-1), h.reshape(-1))
+    assert y.shape[-4:] == (1, 2, 1, 12)
+
+
+def test_exact_rank_mapping_refuses_a_channel_last_reshape():
+    import pytest
+
+    from updatable_coreml.errors import UnsupportedError
+
+    with pytest.raises(UnsupportedError, match="layer 'r': a channel-last reshape"):
+        build_spec(_gelu_then_reshape("hwc"))

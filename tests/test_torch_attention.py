@@ -182,6 +182,8 @@ def test_forward_parity(case, tmp_path):
     assert np.abs(run(path, x) - expected).max() <= TOLERANCE
     spec = load(path).spec
     assert spec.neuralNetwork.arrayInputShapeMapping == NeuralNetwork_pb2.EXACT_ARRAY_MAPPING
+    kinds = {layer.WhichOneof("layer") for layer in spec.neuralNetwork.layers}
+    assert "reshape" not in kinds  # rank 5 only; our blobs are rank 4 here
     assert validator.is_valid(validator.validate(spec))
 
 

@@ -63,6 +63,29 @@ def _exact_rank_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape
 
 
+def _rank4_reshapes(nn) -> None:
+    """Classic ``reshape`` layers as ``reshapeStatic``, for the exact-rank mapping.
+
+    There our blobs have rank 4 (``_exact_rank_shape``), but the classic ``reshape`` takes
+    and gives rank 5 only (NeuralNetwork.proto, ReshapeLayerParams; Apple's validator checks
+    ``validateRankCount(layer, "Reshape", 5, 5)`` under N-d semantics in every release 3.0 to
+    9.0, whenever it knows the rank, and Core ML's engine knows it). A channel-first reshape
+    to (C, H, W) keeps the elements in order, so it is a ``reshapeStatic`` to (1, C, H, W),
+    an iOS 13 layer the exact-rank mapping allows. A channel-last one has no such twin."""
+    for layer in nn.layers:
+        if layer.WhichOneof("layer") != "reshape":
+            continue
+        params = layer.reshape
+        if params.mode != params.CHANNEL_FIRST or len(params.targetShape) != 3:
+            raise UnsupportedError(
+                f"layer {layer.name!r}: a channel-last reshape in a network that uses the "
+                "exact-rank shape mapping (for GELU or attention): Core ML's classic reshape "
+                "needs rank-5 blobs there; reshape in channel-first order"
+            )
+        target = [1, *params.targetShape]
+        layer.reshapeStatic.targetShape.extend(target)  # replaces the classic reshape
+
+
 def write_layers(nn, graph: Graph, shapes: Shapes) -> None:
     """Every node's layer(s), written by its op table entry (``updatable_coreml.ops``)."""
     for node in graph.nodes:
@@ -219,6 +242,7 @@ def build_spec(
         # validateRankCount(layer, "Convolution", 4, -1), the same for pooling).
         nn.arrayInputShapeMapping = NeuralNetwork_pb2.EXACT_ARRAY_MAPPING
         nn.imageInputShapeMapping = NeuralNetwork_pb2.RANK4_IMAGE_MAPPING
+        _rank4_reshapes(nn)
     declared = (
         {name: _exact_rank_shape(shape) for name, shape in shapes.items()}
         if nn.arrayInputShapeMapping == NeuralNetwork_pb2.EXACT_ARRAY_MAPPING
