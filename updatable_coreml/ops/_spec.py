@@ -53,6 +53,21 @@ def border(padding: Any, pads: tuple[int, int, int, int]) -> None:
         amount.startEdgeSize, amount.endEdgeSize = int(start), int(end)
 
 
+def pointwise(params: Any, weight: np.ndarray, bias: np.ndarray | None = None) -> None:
+    """Fill a ``ConvolutionLayerParams`` as a 1x1 convolution with ``weight`` (out, in): the
+    same linear map at every position (per-token projections, channel permutations)."""
+    params.outputChannels, params.kernelChannels = weight.shape
+    params.nGroups = 1
+    params.kernelSize.extend((1, 1))
+    params.stride.extend((1, 1))
+    params.dilationFactor.extend((1, 1))
+    border(params.valid, (0, 0, 0, 0))
+    put_weights(params.weights, weight[:, :, None, None])
+    if bias is not None:
+        params.hasBias = True
+        put_weights(params.bias, bias)
+
+
 def one_layer(fill: Callable[[Any, Node, Shapes], None]) -> Writer:
     """A writer for an op written as one layer named after the node: ``fill(layer, node,
     shapes)`` sets the params; a trainable node's layer is marked updatable."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..ir import Node
-from ._spec import border, new_layer, put_weights
+from ._spec import new_layer, pointwise
 from ._table import Layer, Shape, Shapes, define
 
 
@@ -72,18 +72,8 @@ def _dot_product_layers(attrs: Mapping[str, Any]) -> tuple[Layer, ...]:
 def _pointwise(
     nn: Any, name: str, x: str, output: str, weight: np.ndarray, bias: np.ndarray | None
 ) -> None:
-    """A 1x1 ``convolution``: the same Linear at every position."""
-    params = new_layer(nn, name, [x], [output]).convolution
-    params.outputChannels, params.kernelChannels = weight.shape
-    params.nGroups = 1
-    params.kernelSize.extend((1, 1))
-    params.stride.extend((1, 1))
-    params.dilationFactor.extend((1, 1))
-    border(params.valid, (0, 0, 0, 0))
-    put_weights(params.weights, weight[:, :, None, None])
-    if bias is not None:
-        params.hasBias = True
-        put_weights(params.bias, bias)
+    """A 1x1 ``convolution`` layer: the same Linear at every position (token)."""
+    pointwise(new_layer(nn, name, [x], [output]).convolution, weight, bias)
 
 
 def _write_heads(

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..ir import Node
-from ._spec import border, one_layer, put_weights
+from ._spec import border, one_layer, pointwise
 from ._table import Shape, Shapes, define, writes
 
 
@@ -125,16 +125,9 @@ def _write_permute_channels(layer: Any, node: Node, shapes: Shapes) -> None:
     gradients pass through it), at C * C weights per shuffle."""
     order = [int(c) for c in node.attrs["order"]]
     channels = len(order)
-    weight = np.zeros((channels, channels, 1, 1), np.float32)
-    weight[np.arange(channels), order, 0, 0] = 1.0
-    params = layer.convolution
-    params.outputChannels, params.kernelChannels = channels, channels
-    params.nGroups = 1
-    params.kernelSize.extend((1, 1))
-    params.stride.extend((1, 1))
-    params.dilationFactor.extend((1, 1))
-    border(params.valid, (0, 0, 0, 0))
-    put_weights(params.weights, weight)
+    weight = np.zeros((channels, channels), np.float32)
+    weight[np.arange(channels), order] = 1.0
+    pointwise(layer.convolution, weight)
 
 
 define(

@@ -93,15 +93,15 @@ def concatenate_tokens(state: Translation, fx: Any, tensors: Sequence[Any], dim:
         suffix=".padded",
     )
     value = np.zeros((channels, 1, total), np.float32)
-    fqns, start = [], 0
+    start, source = 0, ""  # the (first) constant's parameter, for the report
     for part in tensors:
         size = full_shape(part)[1]
         if part is not tokens:
             array, fqn = state.weight(part)
             value[:, 0, start : start + size] = np.broadcast_to(array, full_shape(part))[0].T
-            fqns.append(fqn)
+            source = source or fqn
         start += size
-    state.emit(fx, "add_constant", padded.outputs, weights={"value": (value, fqns[0])})
+    state.emit(fx, "add_constant", padded.outputs, weights={"value": (value, source)})
     layout.emitted_channel_last(state, fx, (channels, 1, total), view.made_by)
 
 
