@@ -114,24 +114,28 @@ class SeparateAttention(nn.Module):
 
 
 class TinyViT(nn.Module):
-    """Patches, a class token, position embeddings, a pre-norm attention block, the class
-    token into a head: a ViT written by hand around ``attention``."""
+    """Patches, constant tokens (a class token; DeiT adds a distillation token), position
+    embeddings, a pre-norm attention block, and ``pool`` (the class token by default) into a
+    head: a ViT written by hand around ``attention``."""
 
-    def __init__(self, attention: nn.Module) -> None:
+    def __init__(self, attention: nn.Module, extra: int = 1, first: bool = True, pool=None):
         super().__init__()
         self.patch = nn.Conv2d(3, 8, 2, 2)
-        self.class_token = nn.Parameter(torch.randn(1, 1, 8))
-        self.position = nn.Parameter(torch.randn(1, 13, 8))
+        self.tokens = nn.Parameter(torch.randn(1, extra, 8))
+        self.position = nn.Parameter(torch.randn(1, 12 + extra, 8))
         self.norm = nn.LayerNorm(8)
         self.attention = attention
         self.head = nn.Linear(8, 3)
+        self.first = first
+        self.pool = pool or (lambda tokens: tokens[:, 0])
 
     def forward(self, x):
-        tokens = self.patch(x).flatten(2).transpose(1, 2)
-        tokens = torch.cat([self.class_token.expand(len(x), -1, -1), tokens], dim=1)
+        patches = self.patch(x).flatten(2).transpose(1, 2)
+        extra = self.tokens.expand(len(x), -1, -1)
+        tokens = torch.cat([extra, patches] if self.first else [patches, extra], dim=1)
         tokens = tokens + self.position
         tokens = tokens + self.attention(self.norm(tokens))
-        return self.head(tokens[:, 0])
+        return self.head(self.pool(tokens))
 
 
 def run(path, x: torch.Tensor) -> np.ndarray:
@@ -153,6 +157,8 @@ def run(path, x: torch.Tensor) -> np.ndarray:
         "attention_need_weights_no_bias",
         "sdpa_packed_qkv",
         "sdpa_separate_qkv_scale",
+        "deit_two_tokens_mean_of_patches",
+        "token_last_taken_by_negative_index",
     ],
 )
 def test_forward_parity(case, tmp_path):
@@ -169,6 +175,14 @@ def test_forward_parity(case, tmp_path):
         ),
         "sdpa_packed_qkv": lambda: (TinyViT(PackedAttention()), (3, 6, 8)),
         "sdpa_separate_qkv_scale": lambda: (TinyViT(SeparateAttention()), (3, 6, 8)),
+        "deit_two_tokens_mean_of_patches": lambda: (
+            TinyViT(PackedAttention(), extra=2, pool=lambda t: t[:, 2:].mean(dim=1)),
+            (3, 6, 8),
+        ),
+        "token_last_taken_by_negative_index": lambda: (
+            TinyViT(PackedAttention(), first=False, pool=lambda t: t[:, -1]),
+            (3, 6, 8),
+        ),
     }
     torch.manual_seed(1)
     model, shape = models[case]()

@@ -1,5 +1,5 @@
-"""A vision transformer's tokens: constants added to activations, the class token, and one
-token taken out.
+"""A vision transformer's tokens: constants added to activations, the class token, one token
+or a run of tokens taken out.
 
 torch holds tokens as (N, S, C); the IR holds them channel-first, as the (C, H, W) tensor
 whose positions they are (a ViT's patches come from a convolution: ``x.reshape(N, C, H * W)
@@ -125,3 +125,33 @@ def select_token(state: Translation, fx: Any, source: Any, dim: int, index: int)
         suffix=".token",
     )
     state.emit(fx, "flatten", crop.outputs)
+
+
+@converter("slice")
+def _slice(state: Translation, fx: Any, a: dict) -> None:
+    """A slice that keeps a whole axis computes nothing (export writes ``x[:, ...]`` so); a
+    run of tokens (``x[:, 1:]``, the patches without the class token, before a mean) is the
+    same run of positions cropped out of the (C, 1, S) tensor behind them."""
+    source = a["self"]
+    rank = len(full_shape(source))
+    dim, step = int(a["dim"]) % rank, int(a["step"])
+    count = full_shape(source)[dim]
+    start = 0 if a["start"] is None else int(a["start"])
+    end = count if a["end"] is None else int(a["end"])
+    start, end = (max(0, min(count, v + count if v < 0 else v)) for v in (start, end))
+    view = state.views.get(source.name)
+    if (start, end, step) == (0, count, 1):
+        if view is not None:
+            state.views[fx.name] = view
+        else:
+            state.alias(fx, source)
+        return
+    view = layout.channel_last(state, source)
+    if view is None or view.index.ndim != 2 or view.base[1] != 1 or dim != 1 or step != 1:
+        raise UnsupportedError(
+            f"slice along axis {a['dim']} in {where(fx)}: only a run of tokens (x[:, a:b] of "
+            "(N, S, C) tokens, step 1) can be sliced; an image's channels are cut with chunk "
+            "or split"
+        )
+    state.emit(fx, "crop", [view.tensor], attrs={"crops": (0, 0, start, count - end)})
+    layout.emitted_channel_last(state, fx, (view.base[0], 1, end - start), view.made_by)
