@@ -3,7 +3,9 @@
 Core ML's classic layers keep one layout, channel-first (C, H, W); torch code moves axes
 around it: ConvNeXt's blocks look at an image channel-last (``permute(0, 2, 3, 1)``), apply
 per-position ops (layer norm over the last axis, Linear, GELU) and permute back; ShuffleNet
-shuffles channels with ``view(N, g, C/g, H, W)``, ``transpose(1, 2)``, ``view(N, C, H, W)``.
+shuffles channels with ``view(N, g, C/g, H, W)``, ``transpose(1, 2)``, ``view(N, C, H, W)``;
+a vision transformer sees an image's positions as (N, S, C) tokens
+(``x.flatten(2).transpose(1, 2)``) and keeps them so.
 
 Such a value is held as a ``View``: the IR tensor it reads and, for every element torch sees,
 the flat (C-order) position it reads in that tensor. Axis moves and reshapes only rearrange
@@ -11,8 +13,9 @@ that index, so they are exact by construction. A view becomes an IR tensor again
 index is the identity (no layer) or a channel permutation (``permute_channels``); until then,
 only ops that act on each element alone (activations, copies) or, on a channel-last view,
 on each position alone (``layer_norm`` over the last axis, ``linear``, a per-channel scale)
-may read it. Any other op reading it is refused by ``Translation.tensor``, naming the op that
-made the view.
+may read it, and, on tokens, the ops of ``converters/tokens.py`` and
+``converters/attention.py``. Any other op reading it is refused by ``Translation.tensor``,
+naming the op that made the view.
 """
 
 from __future__ import annotations
