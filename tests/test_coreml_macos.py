@@ -228,16 +228,8 @@ def _array(value) -> dict:
     return {"array": {"shape": list(value.shape), "values": value.reshape(-1).tolist()}}
 
 
-def on_core_ml(probe: Path, scenario: Scenario, tmp_path: Path) -> Run:
-    spec = scenario.spec()
-    model = save_spec(spec, tmp_path / "model.mlmodel")
-    request = {
-        "model": str(model),
-        "output": "y",
-        "examples": [{k: _array(v) for k, v in e.items()} for e in scenario.examples(spec)],
-        "probes": [{"x": _array(p)} for p in scenario.probes()],
-        "learning_rates": [list(pair) for pair in scenario.learning_rates],
-    }
+def ask_probe(probe: Path, request: dict, tmp_path: Path) -> dict:
+    """Run one MLUpdateTask through tests/macos/update_probe.swift; its answer."""
     (tmp_path / "request.json").write_text(json.dumps(request))
     result = subprocess.run(
         [str(probe), str(tmp_path / "request.json"), str(tmp_path / "answer.json")],
@@ -248,6 +240,20 @@ def on_core_ml(probe: Path, scenario: Scenario, tmp_path: Path) -> Run:
     assert result.returncode == 0, result.stderr
     answer = json.loads((tmp_path / "answer.json").read_text())
     assert answer.get("error") is None, answer["error"]
+    return answer
+
+
+def on_core_ml(probe: Path, scenario: Scenario, tmp_path: Path) -> Run:
+    spec = scenario.spec()
+    model = save_spec(spec, tmp_path / "model.mlmodel")
+    request = {
+        "model": str(model),
+        "output": "y",
+        "examples": [{k: _array(v) for k, v in e.items()} for e in scenario.examples(spec)],
+        "probes": [{"x": _array(p)} for p in scenario.probes()],
+        "learning_rates": [list(pair) for pair in scenario.learning_rates],
+    }
+    answer = ask_probe(probe, request, tmp_path)
     # Group mini-batches by the epochEnd events that close them (not by metric indices, which
     # Core ML may not report on every event).
     epochs: list[list[float]] = [[]]
@@ -519,15 +525,6 @@ def test_core_ml_trains_a_head_after_attention_like_our_runtime(probe, tmp_path)
                 for k, v in p.items()}  # fmt: skip
         got = np.asarray(theirs.predict(feed)[request["output"]]).reshape(-1)
         np.testing.assert_allclose(got, ours, atol=TOL)
-    (tmp_path / "request.json").write_text(json.dumps(request))
-    result = subprocess.run(
-        [str(probe), str(tmp_path / "request.json"), str(tmp_path / "answer.json")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    answer = json.loads((tmp_path / "answer.json").read_text())
-    assert answer.get("error") is None, answer["error"]
+    answer = ask_probe(probe, request, tmp_path)
     print(f"\n[Core ML measured] after attention: {np.round(answer['after'], 6).tolist()}")
     np.testing.assert_allclose(np.asarray(answer["after"]), task["after"], atol=TOL, rtol=TOL)

@@ -14,7 +14,14 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from test_torch_training import BATCH, EPOCHS, assert_same_update, data, train_torch  # noqa: E402
+from test_torch_training import (  # noqa: E402
+    BATCH,
+    EPOCHS,
+    OPTIMIZERS,
+    assert_same_update,
+    data,
+    train_torch,
+)
 from updatable_coreml import validator  # noqa: E402
 from updatable_coreml._proto import NeuralNetwork_pb2  # noqa: E402
 from updatable_coreml.errors import UnsupportedError  # noqa: E402
@@ -199,12 +206,6 @@ def test_forward_parity(case, tmp_path):
     kinds = {layer.WhichOneof("layer") for layer in spec.neuralNetwork.layers}
     assert "reshape" not in kinds  # rank 5 only; our blobs are rank 4 here
     assert validator.is_valid(validator.validate(spec))
-
-
-OPTIMIZERS = {
-    "sgd_momentum": lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9),
-    "adam": lambda params: torch.optim.Adam(params, lr=0.01, betas=(0.8, 0.99), eps=1e-7),
-}
 
 
 @pytest.mark.parametrize("optimizer_name", sorted(OPTIMIZERS))
